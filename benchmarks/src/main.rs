@@ -1,0 +1,2 @@
+//! millrace's end-to-end benchmarks; see benchmarks/README.md.
+fn main() {}

@@ -1,0 +1,189 @@
+//! The one error type of this crate.
+//!
+//! Every variant says who must act: the user (a bad path, a bad file, a bad option), the outside world
+//! (the disk: [`Error::Io`]), or us (a bug: [`Error::Internal`]). Every message names the file, and
+//! the row group and column where they matter, and says what to do next.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while reading or writing datasets.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A filesystem operation failed (outside world; may succeed on retry).
+    #[error("cannot {op} `{}`: {source}; check that the path exists and is accessible", path.display())]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// What we were doing, e.g. "open", "list directory", "rename to final name".
+        op: &'static str,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A directory holds no Parquet files (user).
+    #[error(
+        "no Parquet files found under `{}` (names starting with '_' or '.' are ignored); \
+         point at a .parquet file or at a directory that contains some",
+        path.display()
+    )]
+    EmptyDataset {
+        /// The directory that was searched.
+        path: PathBuf,
+    },
+
+    /// A file's footer could not be read: truncated, corrupt, or not Parquet at all (user).
+    #[error(
+        "`{}` is not a readable Parquet file ({source}); it is probably truncated or not Parquet: \
+         re-write it, remove it, or rename it to start with '_' so it is ignored",
+        path.display()
+    )]
+    CorruptFile {
+        /// The offending file.
+        path: PathBuf,
+        /// What the Parquet reader reported.
+        #[source]
+        source: ::parquet::errors::ParquetError,
+    },
+
+    /// Two files of one dataset disagree on the schema (user).
+    #[error(
+        "schema of `{}` differs from `{}` (the first file): {detail}; \
+         all files of a dataset must share one schema: re-write or move the odd file",
+        path.display(),
+        reference.display()
+    )]
+    SchemaMismatch {
+        /// The first file whose schema differs.
+        path: PathBuf,
+        /// The file whose schema is the reference (the first one, in path order).
+        reference: PathBuf,
+        /// Which field differs and how.
+        detail: String,
+    },
+
+    /// A requested column does not exist (user).
+    #[error(
+        "column `{column}` not found in `{}`; available columns: {available}; fix the column name",
+        path.display()
+    )]
+    MissingColumn {
+        /// The name that was asked for.
+        column: String,
+        /// The dataset root or file that was searched.
+        path: PathBuf,
+        /// Comma-separated list of the existing column names.
+        available: String,
+    },
+
+    /// A scan unit names a row group the file does not have (user: the file changed under us).
+    #[error(
+        "scan unit asks for row group {row_group} of `{}`, which has only {num_row_groups}; \
+         the file changed since the scan was planned: re-open the dataset and plan again",
+        path.display()
+    )]
+    RowGroupOutOfRange {
+        /// The file.
+        path: PathBuf,
+        /// The requested row group.
+        row_group: usize,
+        /// How many row groups the file really has.
+        num_row_groups: usize,
+    },
+
+    /// Decoding a row group failed (user: the data in the file is damaged).
+    #[error(
+        "cannot decode row group {row_group} of `{}`: {source}; the file is damaged: \
+         re-write it or remove it from the dataset",
+        path.display()
+    )]
+    Decode {
+        /// The file.
+        path: PathBuf,
+        /// The row group being decoded.
+        row_group: usize,
+        /// What the decoder reported.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+
+    /// A batch handed to a writer does not match the writer's schema (user or caller bug).
+    #[error(
+        "batch written to `{}` does not match the file's schema: {detail}; \
+         cast or select columns so every batch has the schema the writer was created with",
+        path.display()
+    )]
+    BatchSchema {
+        /// The file being written.
+        path: PathBuf,
+        /// Which field differs and how.
+        detail: String,
+    },
+
+    /// Encoding or finishing a Parquet file failed.
+    #[error("cannot write Parquet file `{}`: {source}; check free disk space and the schema's types", path.display())]
+    Write {
+        /// The final path of the file being written.
+        path: PathBuf,
+        /// What the Parquet writer reported.
+        #[source]
+        source: ::parquet::errors::ParquetError,
+    },
+
+    /// An option has a value that cannot work (user).
+    #[error("invalid option `{option}`: {reason}")]
+    InvalidOption {
+        /// The option, e.g. `TabularSpec.files`.
+        option: &'static str,
+        /// Why it is wrong and what would be right.
+        reason: String,
+    },
+
+    /// Something that should be impossible happened (us: please report it).
+    #[error("internal error in millrace-connectors: {0}; this is a bug, please report it")]
+    Internal(String),
+}
+
+impl Error {
+    /// `true` when retrying the same operation later may succeed (the outside world failed, not the input).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Io { .. })
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, op: &'static str, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            op,
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_file_and_row_group() {
+        let e = Error::RowGroupOutOfRange {
+            path: PathBuf::from("/data/x.parquet"),
+            row_group: 7,
+            num_row_groups: 3,
+        };
+        let msg = e.to_string();
+        assert!(msg.contains("/data/x.parquet"), "{msg}");
+        assert!(msg.contains("row group 7"), "{msg}");
+        assert!(msg.contains("only 3"), "{msg}");
+        assert!(!e.is_retryable());
+        let io = Error::io("/a", "open", std::io::Error::other("boom"));
+        assert!(io.is_retryable());
+        assert_eq!(
+            io.to_string(),
+            "cannot open `/a`: boom; check that the path exists and is accessible"
+        );
+    }
+}

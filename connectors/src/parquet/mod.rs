@@ -1,0 +1,19 @@
+//! Parquet files and directories of Parquet files as a source and a sink of Arrow `RecordBatch`es.
+//!
+//! - [`ParquetDataset::open`] lists a file or a directory tree and reads every footer up front, so a
+//!   broken file fails at open time, naming its path.
+//! - [`ParquetDataset::plan`] splits the dataset's row groups into `parts` balanced lists of
+//!   [`ScanUnit`]s, one list per worker.
+//! - [`read_unit`] streams one unit's row groups as batches, one row group decoded at a time.
+//! - [`ParquetFileWriter`] writes batches to one file atomically (temp file, fsync, rename).
+
+mod dataset;
+mod plan;
+mod schema;
+mod sink;
+mod source;
+
+pub use dataset::{ParquetDataset, ParquetFileInfo, RowGroupInfo};
+pub use plan::ScanUnit;
+pub use sink::{Compression, DEFAULT_ROW_GROUP_ROWS, FileStats, ParquetFileWriter, WriterOptions};
+pub use source::{BatchOrigin, DEFAULT_BATCH_SIZE, ScanOptions, UnitReader, read_unit};

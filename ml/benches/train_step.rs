@@ -1,0 +1,101 @@
+//! Training-step and transform throughput on one CPU core. Prints one JSON line.
+//!
+//! `cargo bench -p millrace-ml --bench train_step` (set `MILLRACE_BENCH_ASSERT=1` to fail when
+//! the training step is below 400k samples/s).
+#![allow(missing_docs)]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{ArrayRef, Float32Array, Int64Array};
+use arrow::record_batch::RecordBatch;
+use millrace_ml::backend::{CpuAutodiff, cpu_device};
+use millrace_ml::model::{Activation, ModelSpec, Task};
+use millrace_ml::optim::OptimizerSpec;
+use millrace_ml::preprocess::{FeatureSpec, FitState, LabelKind};
+use millrace_ml::rng::Rng;
+use millrace_ml::trainer::{TargetsRef, Trainer};
+
+fn train_step_rate() -> Result<f64, millrace_ml::Error> {
+    const BATCH: usize = 512;
+    const DIM: usize = 24;
+    let mut rng = Rng::new(1);
+    let x: Vec<f32> = (0..BATCH * DIM)
+        .map(|_| rng.uniform_f32(-1.0, 1.0))
+        .collect();
+    let y: Vec<i64> = (0..BATCH).map(|i| (x[i * DIM] > 0.0) as i64).collect();
+    let task = Task::Classification { num_classes: 2 };
+    let spec = ModelSpec::mlp([64, 64], Activation::Relu);
+    let mut trainer = Trainer::<CpuAutodiff>::new(
+        &spec,
+        &OptimizerSpec::default(),
+        &task,
+        DIM,
+        0,
+        &cpu_device(),
+    )?;
+    let step = |t: &mut Trainer<CpuAutodiff>| -> Result<(), millrace_ml::Error> {
+        let (_, g) = t.gradients(&x, TargetsRef::Classes(&y), BATCH, 1.0 / BATCH as f32)?;
+        t.apply(&g, 1e-3)
+    };
+    for _ in 0..50 {
+        step(&mut trainer)?;
+    }
+    let steps = 400;
+    let start = Instant::now();
+    for _ in 0..steps {
+        step(&mut trainer)?;
+    }
+    Ok((steps * BATCH) as f64 / start.elapsed().as_secs_f64())
+}
+
+fn transform_seconds() -> Result<f64, Box<dyn std::error::Error>> {
+    const ROWS: usize = 2_000_000;
+    const COLS: usize = 24;
+    let mut rng = Rng::new(2);
+    let mut columns: Vec<(String, ArrayRef)> = (0..COLS)
+        .map(|c| {
+            let v: Vec<f32> = (0..ROWS).map(|_| rng.uniform_f32(0.0, 10.0)).collect();
+            (format!("f{c}"), Arc::new(Float32Array::from(v)) as ArrayRef)
+        })
+        .collect();
+    columns.push((
+        "y".into(),
+        Arc::new(Int64Array::from_iter_values(
+            (0..ROWS as i64).map(|i| i % 2),
+        )),
+    ));
+    let batch = RecordBatch::try_from_iter(columns)?;
+    let spec = FeatureSpec {
+        standardize: (0..COLS).map(|c| format!("f{c}")).collect(),
+        label: "y".into(),
+        ..FeatureSpec::default()
+    };
+    let mut state = FitState::new(&spec, LabelKind::Classification);
+    state.update(&batch)?;
+    let pre = state.finish()?;
+    let start = Instant::now();
+    let features = pre.transform(&batch, true)?;
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(features.rows, ROWS);
+    Ok(secs)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let rate = train_step_rate()?;
+    let transform = transform_seconds()?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "millrace_ml_train_step",
+            "model": "mlp 24-64-64-2 adam",
+            "batch": 512,
+            "samples_per_s": rate.round(),
+            "transform_2m_x_24_s": transform,
+        })
+    );
+    if std::env::var_os("MILLRACE_BENCH_ASSERT").is_some() && rate < 400_000.0 {
+        return Err(format!("training step too slow: {rate:.0} samples/s < 400000").into());
+    }
+    Ok(())
+}

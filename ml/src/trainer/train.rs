@@ -1,0 +1,277 @@
+//! [`Trainer`]: one model replica with its optimiser, speaking flat `f32` vectors.
+//!
+//! The engine runs one `Trainer` per worker. Each computes gradients on its own rows
+//! ([`Trainer::gradients`]), the engine sums the flat gradient vectors across workers, and every
+//! replica applies the same sum ([`Trainer::apply`]). Because parameters are initialised from this
+//! crate's own seeded RNG (not burn's process-global one) and the CPU backend is deterministic,
+//! replicas fed the same sums stay bit-identical.
+
+use burn::optim::GradientsParams;
+use burn::tensor::activation::softmax;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
+
+use super::loss::per_row_loss;
+use super::targets::TargetsRef;
+use crate::error::{Error, Result};
+use crate::model::{Mlp, MlpConfig, ModelSpec, Task, read_f32};
+use crate::optim::{BuiltOptimizer, OptimizerSpec};
+
+/// A model replica plus optimiser on autodiff backend `B`.
+///
+/// Flat vectors (parameters, gradients) use the order documented on [`Mlp`]: per layer, the
+/// `[d_input, d_output]` weight row-major, then the bias.
+pub struct Trainer<B: AutodiffBackend> {
+    config: MlpConfig,
+    task: Task,
+    /// Always `Some` between calls; taken while the optimiser rebuilds the module.
+    model: Option<Mlp<B>>,
+    optim: BuiltOptimizer<Mlp<B>, B>,
+    device: B::Device,
+    num_params: usize,
+}
+
+// A replica is built on one thread and may be moved to a worker thread.
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<Trainer<crate::backend::CpuAutodiff>>();
+};
+
+impl<B: AutodiffBackend> std::fmt::Debug for Trainer<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer")
+            .field("config", &self.config)
+            .field("task", &self.task)
+            .field("num_params", &self.num_params)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: AutodiffBackend> Trainer<B> {
+    /// A replica of `model` for `task` on `input_dim` features, parameters drawn from `seed`.
+    ///
+    /// Same arguments, same parameters — on any thread.
+    pub fn new(
+        model: &ModelSpec,
+        optimizer: &OptimizerSpec,
+        task: &Task,
+        input_dim: usize,
+        seed: u64,
+        device: &B::Device,
+    ) -> Result<Self> {
+        model.validate(task)?;
+        if input_dim == 0 {
+            return Err(Error::config(
+                "train.features",
+                "the model has no input features; list at least one feature column",
+            ));
+        }
+        let optim = optimizer.build::<B, Mlp<B>>()?;
+        let config = MlpConfig::from_spec(model, task, input_dim).with_seed(seed);
+        let module = config.init::<B>(device);
+        Ok(Self {
+            num_params: config.num_params(),
+            config,
+            task: *task,
+            model: Some(module),
+            optim,
+            device: device.clone(),
+        })
+    }
+
+    /// Number of parameters (length of the flat vectors).
+    pub fn num_params(&self) -> usize {
+        self.num_params
+    }
+
+    /// Number of input features.
+    pub fn input_dim(&self) -> usize {
+        self.config.input_dim
+    }
+
+    /// The task the model was built for.
+    pub fn task(&self) -> &Task {
+        &self.task
+    }
+
+    /// The model's configuration (layer widths, activation, seed).
+    pub fn config(&self) -> &MlpConfig {
+        &self.config
+    }
+
+    fn module(&self) -> Result<&Mlp<B>> {
+        self.model
+            .as_ref()
+            .ok_or_else(|| Error::Internal("trainer module missing after a failed step".into()))
+    }
+
+    fn check_rows(&self, x: &[f32], rows: usize) -> Result<()> {
+        let expected = rows.checked_mul(self.config.input_dim);
+        if expected != Some(x.len()) {
+            return Err(Error::Input(format!(
+                "feature buffer has {} values, expected {rows} rows x {} features",
+                x.len(),
+                self.config.input_dim
+            )));
+        }
+        Ok(())
+    }
+
+    fn input<BB: Backend<Device = B::Device>>(&self, x: &[f32], rows: usize) -> Tensor<BB, 2> {
+        Tensor::from_data(
+            TensorData::new(x.to_vec(), [rows, self.config.input_dim]),
+            &self.device,
+        )
+    }
+
+    /// Forward and backward pass on `rows` rows (`x` row-major, `rows * input_dim` values).
+    ///
+    /// The loss differentiated is `loss_scale * Σ_rows loss(row)` (cross-entropy or squared
+    /// error). Returns the unscaled loss sum (accumulated in `f64`) and the flat gradient.
+    /// Gradients are additive over rows: the gradients of two halves sum to the gradient of the
+    /// whole, which is what data-parallel training relies on.
+    pub fn gradients(
+        &mut self,
+        x: &[f32],
+        y: TargetsRef<'_>,
+        rows: usize,
+        loss_scale: f32,
+    ) -> Result<(f64, Vec<f32>)> {
+        self.check_rows(x, rows)?;
+        if y.len() != rows {
+            return Err(Error::Input(format!("{} targets for {rows} rows", y.len())));
+        }
+        if rows == 0 {
+            return Ok((0.0, vec![0.0; self.num_params]));
+        }
+        let model = self.module()?;
+        let output = model.forward(self.input::<B>(x, rows));
+        let per_row = per_row_loss(output, y, &self.task, &self.device)?;
+        let loss_sum: f64 = read_f32(per_row.clone().inner())?
+            .iter()
+            .map(|&v| f64::from(v))
+            .sum();
+        let grads = per_row.sum().mul_scalar(loss_scale).backward();
+
+        let mut parts: Vec<Tensor<B::InnerBackend, 1>> = Vec::with_capacity(model.layers.len() * 2);
+        for (layer, &(d_in, d_out)) in model.layers.iter().zip(&self.config.layer_shapes()) {
+            parts.push(match layer.weight.grad(&grads) {
+                Some(g) => g.reshape([d_in * d_out]),
+                None => Tensor::zeros([d_in * d_out], &self.device),
+            });
+            if let Some(bias) = &layer.bias {
+                parts.push(
+                    bias.grad(&grads)
+                        .unwrap_or_else(|| Tensor::zeros([d_out], &self.device)),
+                );
+            }
+        }
+        let flat = read_f32(Tensor::cat(parts, 0))?;
+        if flat.len() != self.num_params {
+            return Err(Error::Internal(format!(
+                "gradient has {} values, model has {} parameters",
+                flat.len(),
+                self.num_params
+            )));
+        }
+        Ok((loss_sum, flat))
+    }
+
+    /// Applies a flat (already summed) gradient with the optimiser at learning rate `lr`.
+    pub fn apply(&mut self, grads: &[f32], lr: f64) -> Result<()> {
+        if grads.len() != self.num_params {
+            return Err(Error::Input(format!(
+                "gradient has {} values, model has {} parameters",
+                grads.len(),
+                self.num_params
+            )));
+        }
+        let model = self
+            .model
+            .take()
+            .ok_or_else(|| Error::Internal("trainer module missing after a failed step".into()))?;
+        let flat = Tensor::<B::InnerBackend, 1>::from_data(
+            TensorData::new(grads.to_vec(), [grads.len()]),
+            &self.device,
+        );
+        let mut params = GradientsParams::new();
+        let mut offset = 0;
+        for (layer, (d_in, d_out)) in model.layers.iter().zip(self.config.layer_shapes()) {
+            let w = flat.clone().narrow(0, offset, d_in * d_out);
+            params.register(layer.weight.id, w.reshape([d_in, d_out]));
+            offset += d_in * d_out;
+            if let Some(bias) = &layer.bias {
+                params.register(bias.id, flat.clone().narrow(0, offset, d_out));
+                offset += d_out;
+            }
+        }
+        self.model = Some(self.optim.step(lr, model, params));
+        Ok(())
+    }
+
+    /// The parameters, flat, in the same order as the gradients.
+    ///
+    /// Returns an empty vector only if the module was lost to a panic inside a previous step.
+    pub fn parameters(&self) -> Vec<f32> {
+        self.try_parameters().unwrap_or_default()
+    }
+
+    /// The parameters, flat; errors instead of returning an empty vector.
+    pub fn try_parameters(&self) -> Result<Vec<f32>> {
+        use burn::module::AutodiffModule;
+        self.module()?.valid().to_flat()
+    }
+
+    /// Replaces the parameters (e.g. to sync a replica); optimiser state is kept.
+    pub fn set_parameters(&mut self, params: &[f32]) -> Result<()> {
+        let model = self
+            .model
+            .take()
+            .ok_or_else(|| Error::Internal("trainer module missing after a failed step".into()))?;
+        match model.clone().load_flat(params) {
+            Ok(m) => {
+                self.model = Some(m);
+                Ok(())
+            }
+            Err(e) => {
+                self.model = Some(model);
+                Err(e)
+            }
+        }
+    }
+
+    /// Predictions for `rows` rows: softmax probabilities (`rows * num_classes`, row-major)
+    /// for classification, one value per row for regression.
+    pub fn predict(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        use burn::module::AutodiffModule;
+        self.check_rows(x, rows)?;
+        if rows == 0 {
+            return Ok(Vec::new());
+        }
+        let model = self.module()?.valid();
+        predict_with(&model, &self.task, self.input(x, rows))
+    }
+
+    /// The weights to store in a model bundle (same as [`Trainer::parameters`]).
+    pub fn to_bundle_weights(&self) -> Vec<f32> {
+        self.parameters()
+    }
+
+    /// The model (e.g. to inspect or export it).
+    pub fn model(&self) -> Option<&Mlp<B>> {
+        self.model.as_ref()
+    }
+}
+
+/// Forward pass plus the task's output transform (softmax for classification).
+pub(crate) fn predict_with<BB: Backend>(
+    model: &Mlp<BB>,
+    task: &Task,
+    input: Tensor<BB, 2>,
+) -> Result<Vec<f32>> {
+    let out = model.forward(input);
+    match task {
+        Task::Classification { .. } => read_f32(softmax(out, 1)),
+        Task::Regression => read_f32(out),
+    }
+}

@@ -1,0 +1,209 @@
+//! Model bundles: exact round trips, damage detection, and Predictor == Trainer.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
+use arrow::record_batch::RecordBatch;
+use millrace_ml::Error;
+use millrace_ml::backend::{CpuAutodiff, cpu_device};
+use millrace_ml::bundle::{BundleMeta, ModelBundle, Predictor};
+use millrace_ml::model::{Activation, ModelSpec, Task};
+use millrace_ml::optim::OptimizerSpec;
+use millrace_ml::preprocess::{FeatureSpec, FitState, LabelKind};
+use millrace_ml::rng::Rng;
+use millrace_ml::trainer::Trainer;
+
+/// A fresh empty directory under the target dir's temp area.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("millrace-ml-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn batch(rows: usize) -> RecordBatch {
+    let mut rng = Rng::new(4);
+    let a: Vec<f64> = (0..rows).map(|_| rng.normal_f64()).collect();
+    let c: Vec<&str> = (0..rows).map(|i| ["x", "y", "z"][i % 3]).collect();
+    let y: Vec<i64> = a
+        .iter()
+        .zip(&c)
+        .map(|(a, c)| i64::from(*a > 0.0 || *c == "z"))
+        .collect();
+    RecordBatch::try_from_iter([
+        ("a", Arc::new(Float64Array::from(a)) as ArrayRef),
+        ("c", Arc::new(StringArray::from(c))),
+        ("y", Arc::new(Int64Array::from(y))),
+    ])
+    .unwrap()
+}
+
+/// A briefly trained bundle plus the trainer that produced it.
+fn trained() -> (ModelBundle, Trainer<CpuAutodiff>) {
+    let spec = FeatureSpec {
+        standardize: vec!["a".into()],
+        one_hot: vec!["c".into()],
+        label: "y".into(),
+        ..FeatureSpec::default()
+    };
+    let data = batch(300);
+    let mut st = FitState::new(&spec, LabelKind::Classification);
+    st.update(&data).unwrap();
+    let pre = st.finish().unwrap();
+    let task = Task::Classification {
+        num_classes: pre.num_classes().unwrap(),
+    };
+    let model = ModelSpec::mlp([8], Activation::Tanh);
+    let mut t = Trainer::<CpuAutodiff>::new(
+        &model,
+        &OptimizerSpec::default(),
+        &task,
+        pre.input_dim(),
+        5,
+        &cpu_device(),
+    )
+    .unwrap();
+    let f = pre.transform(&data, true).unwrap();
+    for _ in 0..20 {
+        let (_, g) = t
+            .gradients(
+                &f.x,
+                f.y.as_ref().unwrap().as_ref(),
+                f.rows,
+                1.0 / f.rows as f32,
+            )
+            .unwrap();
+        t.apply(&g, 0.05).unwrap();
+    }
+    let bundle = ModelBundle {
+        spec: model,
+        task,
+        preprocess: pre,
+        weights: t.to_bundle_weights(),
+        meta: BundleMeta {
+            name: "churn".into(),
+            version: 3,
+            created_at: "2026-11-25T12:00:00Z".into(),
+            transform_sql: Some("SELECT * FROM input".into()),
+            extra: serde_json::json!({"accuracy": 0.9}),
+        },
+    };
+    (bundle, t)
+}
+
+#[test]
+fn save_load_round_trips_exactly() {
+    let (bundle, _) = trained();
+    let dir = scratch("roundtrip").join("model");
+    bundle.save(&dir).unwrap();
+    for file in ["model.json", "preprocess.json", "weights.bin"] {
+        assert!(dir.join(file).is_file(), "{file} missing");
+    }
+    let loaded = ModelBundle::load(&dir).unwrap();
+    assert_eq!(loaded, bundle);
+    let bits = |w: &[f32]| w.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&loaded.weights), bits(&bundle.weights));
+
+    // Saving again replaces the directory atomically; no temp dirs are left behind.
+    let mut newer = bundle.clone();
+    newer.meta.version = 4;
+    newer.save(&dir).unwrap();
+    assert_eq!(ModelBundle::load(&dir).unwrap().meta.version, 4);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(leftovers, vec!["model".to_string()]);
+}
+
+#[test]
+fn predictor_matches_trainer_bit_for_bit() {
+    let (bundle, trainer) = trained();
+    let dir = scratch("predictor").join("m");
+    bundle.save(&dir).unwrap();
+    let predictor = Predictor::new(&ModelBundle::load(&dir).unwrap()).unwrap();
+    let data = batch(97);
+    let f = predictor.preprocess().transform(&data, false).unwrap();
+    let a = predictor.predict(&f.x, f.rows).unwrap();
+    let b = trainer.predict(&f.x, f.rows).unwrap();
+    assert_eq!(a.len(), 97 * 2);
+    assert_eq!(
+        a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        b.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+    let (features, c) = predictor.predict_batch(&data).unwrap();
+    assert_eq!((features.rows, c), (97, a.clone()));
+    assert_eq!(predictor.task(), &bundle.task);
+
+    // Shared across threads without a lock.
+    let predictor = Arc::new(predictor);
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            let (p, x) = (predictor.clone(), f.x.clone());
+            std::thread::spawn(move || p.predict(&x, 97).unwrap())
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), a);
+    }
+}
+
+#[test]
+fn damaged_bundles_give_clear_errors() {
+    let (bundle, _) = trained();
+    let root = scratch("damage");
+
+    let missing = root.join("nothing-here");
+    let err = ModelBundle::load(&missing).unwrap_err().to_string();
+    assert!(
+        err.contains("model.json") && err.contains("missing"),
+        "{err}"
+    );
+
+    let dir = root.join("bad-json");
+    bundle.save(&dir).unwrap();
+    std::fs::write(dir.join("preprocess.json"), "{ not json").unwrap();
+    let err = ModelBundle::load(&dir).unwrap_err();
+    assert!(
+        matches!(&err, Error::Json { path, .. } if path.ends_with("preprocess.json")),
+        "{err}"
+    );
+    assert!(err.to_string().contains("line 1"), "{err}");
+
+    let dir = root.join("bad-weights");
+    bundle.save(&dir).unwrap();
+    let mut bytes = std::fs::read(dir.join("weights.bin")).unwrap();
+    bytes[20] ^= 0x40;
+    std::fs::write(dir.join("weights.bin"), &bytes).unwrap();
+    let err = ModelBundle::load(&dir).unwrap_err().to_string();
+    assert!(
+        err.contains("checksum mismatch") && err.contains("weights.bin"),
+        "{err}"
+    );
+
+    let dir = root.join("wrong-count");
+    let mut short = bundle.clone();
+    short.weights.pop();
+    assert!(
+        short.save(&dir).is_err(),
+        "inconsistent bundles are not written"
+    );
+    bundle.save(&dir).unwrap();
+    std::fs::write(
+        dir.join("weights.bin"),
+        millrace_ml::bundle::weights::encode(&short.weights),
+    )
+    .unwrap();
+    let err = ModelBundle::load(&dir).unwrap_err().to_string();
+    assert!(err.contains("num_params"), "{err}");
+
+    let dir = root.join("no-weights");
+    bundle.save(&dir).unwrap();
+    std::fs::remove_file(dir.join("weights.bin")).unwrap();
+    let err = ModelBundle::load(&dir).unwrap_err().to_string();
+    assert!(
+        err.contains("weights.bin") && err.contains("missing"),
+        "{err}"
+    );
+}

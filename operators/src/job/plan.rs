@@ -1,0 +1,231 @@
+//! Planning a batch job before any work starts: open the datasets, plan the SQL, check every column
+//! the pipeline names, so a bad configuration fails at once with the key to change.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Schema};
+use millrace_connectors::parquet::ParquetDataset;
+use millrace_ml::model::Task;
+use millrace_ml::preprocess::{FeatureSpec, LabelKind};
+
+use crate::preprocess::{HashSplit, SqlPlan};
+use crate::spec::{PipelineSpec, TaskKind};
+use crate::{Error, Result};
+
+/// Everything a batch job needs, checked.
+#[derive(Debug)]
+pub struct JobPlan {
+    /// The pipeline as given.
+    pub spec: PipelineSpec,
+    /// The training dataset.
+    pub dataset: ParquetDataset,
+    /// The holdout dataset, when `evaluate.path` is set.
+    pub holdout: Option<ParquetDataset>,
+    /// The preprocess SQL over the training dataset, producing features, label and split key.
+    pub sql: SqlPlan,
+    /// The preprocess SQL over the holdout dataset.
+    pub holdout_sql: Option<SqlPlan>,
+    /// The preprocess SQL for serving: features only, no label.
+    pub serve_sql: SqlPlan,
+    /// The row-hash split, when evaluating on a split of the ingested rows.
+    pub split: Option<HashSplit>,
+    /// Feature encoding to fit.
+    pub features: FeatureSpec,
+    /// Classification or regression.
+    pub label_kind: LabelKind,
+}
+
+fn is_numeric(t: &DataType) -> bool {
+    t.is_numeric()
+}
+
+fn is_categorical(t: &DataType) -> bool {
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+        DataType::Dictionary(_, v) => is_categorical(v),
+        _ => false,
+    }
+}
+
+fn check_types(
+    schema: &Schema,
+    key: &str,
+    columns: &[String],
+    ok: fn(&DataType) -> bool,
+    expected: &str,
+) -> Result<()> {
+    for col in columns {
+        let field = schema.field_with_name(col).map_err(|_| {
+            Error::config(
+                key,
+                format!(
+                    "column '{col}' is not produced by the preprocess SQL (available: {})",
+                    millrace_engine::list(schema.fields().iter().map(|f| f.name().clone()))
+                ),
+            )
+        })?;
+        if !ok(field.data_type()) {
+            return Err(Error::config(
+                key,
+                format!(
+                    "column '{col}' has type {}, expected {expected}",
+                    field.data_type()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl JobPlan {
+    /// Plans `spec`: reads every Parquet footer and plans the SQL; reads no rows.
+    pub fn new(spec: PipelineSpec) -> Result<Self> {
+        spec.validate()?;
+        let dataset = ParquetDataset::open(&spec.ingest.path)?;
+        let p = &spec.preprocess;
+        let features: Vec<String> = spec.feature_columns();
+        let mut needed = features.clone();
+        needed.push(p.label.clone());
+        for k in &spec.evaluate.split_key {
+            if !needed.contains(k) {
+                needed.push(k.clone());
+            }
+        }
+        dedupe_check(&features)?;
+        // What the user's query produces, to check the columns the pipeline names against it.
+        let produced = SqlPlan::plan(p.sql.as_deref(), &dataset.schema(), &[])?;
+        let out = &produced.output_schema;
+        check_types(
+            out,
+            "preprocess.standardize",
+            &p.standardize,
+            is_numeric,
+            "a number",
+        )?;
+        check_types(
+            out,
+            "preprocess.numeric",
+            &p.numeric,
+            is_numeric,
+            "a number",
+        )?;
+        check_types(
+            out,
+            "preprocess.one_hot",
+            &p.one_hot,
+            is_categorical,
+            "a string",
+        )?;
+        check_types(
+            out,
+            "preprocess.index",
+            &p.index,
+            is_categorical,
+            "a string",
+        )?;
+        let label_kind = match spec.train.task {
+            TaskKind::Classification => {
+                check_types(
+                    out,
+                    "preprocess.label",
+                    std::slice::from_ref(&p.label),
+                    |t| t.is_integer() || is_categorical(t),
+                    "an integer or a string class",
+                )?;
+                LabelKind::Classification
+            }
+            TaskKind::Regression => {
+                check_types(
+                    out,
+                    "preprocess.label",
+                    std::slice::from_ref(&p.label),
+                    is_numeric,
+                    "a number",
+                )?;
+                LabelKind::Regression
+            }
+        };
+        let probe_task = match label_kind {
+            LabelKind::Classification => Task::Classification { num_classes: 2 },
+            LabelKind::Regression => Task::Regression,
+        };
+        spec.train.model.validate(&probe_task)?;
+        check_types(
+            out,
+            "evaluate.split_key",
+            &spec.evaluate.split_key,
+            |_| true,
+            "any type",
+        )?;
+        let sql = SqlPlan::plan(p.sql.as_deref(), &dataset.schema(), &needed)?;
+
+        let holdout = match &spec.evaluate.path {
+            Some(path) => Some(ParquetDataset::open(path)?),
+            None => None,
+        };
+        let holdout_sql = match &holdout {
+            Some(h) => Some(
+                SqlPlan::plan(p.sql.as_deref(), &h.schema(), &needed).map_err(|e| match e {
+                    Error::Sql(m) => Error::config(
+                        "evaluate.path",
+                        format!("the preprocess SQL does not fit the holdout data: {m}"),
+                    ),
+                    other => other,
+                })?,
+            ),
+            None => None,
+        };
+        let serve_sql = SqlPlan::plan(p.sql.as_deref(), &dataset.schema(), &features)?;
+        let split = match holdout {
+            Some(_) => None,
+            None => Some(HashSplit {
+                eval_fraction: spec.evaluate.split,
+                seed: spec.evaluate.split_seed,
+                key: if spec.evaluate.split_key.is_empty() {
+                    needed.clone()
+                } else {
+                    spec.evaluate.split_key.clone()
+                },
+            }),
+        };
+        let feature_spec = FeatureSpec {
+            standardize: p.standardize.clone(),
+            numeric: p.numeric.clone(),
+            one_hot: p.one_hot.clone(),
+            index: p.index.clone(),
+            max_categories: p.max_categories,
+            label: p.label.clone(),
+            nulls: p.nulls.clone(),
+        };
+        Ok(JobPlan {
+            spec,
+            dataset,
+            holdout,
+            sql,
+            holdout_sql,
+            serve_sql,
+            split,
+            features: feature_spec,
+            label_kind,
+        })
+    }
+
+    /// The raw input schema a served request must provide.
+    pub fn serve_input_schema(&self) -> Arc<Schema> {
+        Arc::clone(&self.serve_sql.input_schema)
+    }
+}
+
+fn dedupe_check(features: &[String]) -> Result<()> {
+    for (i, f) in features.iter().enumerate() {
+        if features[..i].contains(f) {
+            return Err(Error::config(
+                "preprocess",
+                format!(
+                    "column '{f}' is listed twice among standardize, numeric, one_hot and index"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}

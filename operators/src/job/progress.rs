@@ -1,0 +1,26 @@
+//! How a running job reports progress (progress bars on a terminal, log lines otherwise).
+
+use millrace_ml::metrics::EvalMetrics;
+
+/// Receives a job's progress. Called from worker threads: implementations must be cheap and `Sync`.
+pub trait Progress: Send + Sync {
+    /// Ingest is starting; `rows` is the number of rows to read over all workers.
+    fn ingest_start(&self, _rows: u64) {}
+    /// `rows` more rows were read (by any worker).
+    fn ingested(&self, _rows: u64) {}
+    /// Ingest and preprocessing are done.
+    fn ingest_done(&self) {}
+    /// Training is starting with `total_steps` steps over `rows` rows.
+    fn train_start(&self, _total_steps: u64, _rows: u64) {}
+    /// Step `step` finished with mean loss `loss`.
+    fn train_step(&self, _step: u64, _loss: f64) {}
+    /// An evaluation after epoch `epoch` finished.
+    fn eval(&self, _epoch: usize, _metrics: &EvalMetrics) {}
+    /// Training is done.
+    fn train_done(&self) {}
+}
+
+/// Reports nothing.
+pub struct NoProgress;
+
+impl Progress for NoProgress {}

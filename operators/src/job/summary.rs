@@ -1,0 +1,80 @@
+//! `summary.json`: what a run did, in numbers.
+
+use millrace_ml::metrics::EvalMetrics;
+use serde::{Deserialize, Serialize};
+
+/// Totals of one operator over all workers.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct OperatorSummary {
+    /// Operator name.
+    pub operator: String,
+    /// Rows received.
+    pub rows_in: u64,
+    /// Rows sent on.
+    pub rows_out: u64,
+    /// Records dead-lettered.
+    pub dead_letters: u64,
+    /// Seconds busy, summed over workers.
+    pub busy_s: f64,
+}
+
+/// The summary of a finished batch run.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Summary {
+    /// Pipeline name.
+    pub name: String,
+    /// Worker threads.
+    pub workers: usize,
+    /// Rows read from the training dataset.
+    pub rows_read: u64,
+    /// Rows read from the holdout dataset.
+    pub eval_rows_read: u64,
+    /// Rows left for training after SQL, split and dead-lettering.
+    pub train_rows: u64,
+    /// Row visits in training (train_rows × epochs).
+    pub rows_trained: u64,
+    /// Rows evaluated.
+    pub eval_rows: u64,
+    /// Rows sent to the dead-letter output (see dead_letters.jsonl).
+    pub rows_dead_lettered: u64,
+    /// Rows removed by the SQL's WHERE.
+    pub rows_filtered: u64,
+    /// Optimiser steps.
+    pub steps: u64,
+    /// Mean training loss of the last epoch.
+    pub final_loss: f64,
+    /// Wall-clock seconds of the whole run.
+    pub wall_s: f64,
+    /// Seconds reading and preprocessing (until training starts).
+    pub ingest_s: f64,
+    /// Seconds in the training loop.
+    pub train_s: f64,
+    /// rows_trained / train_s.
+    pub train_rows_per_s: f64,
+    /// rows_read / wall_s.
+    pub e2e_rows_per_s: f64,
+    /// Final evaluation.
+    pub eval: Option<EvalMetrics>,
+    /// The model directory.
+    pub model_path: String,
+    /// FNV-1a of the final parameters (equal on every worker).
+    pub parameter_checksum: String,
+    /// Peak resident memory of the process, bytes (Linux; 0 elsewhere).
+    pub peak_rss_bytes: u64,
+    /// Per-operator totals.
+    pub operators: Vec<OperatorSummary>,
+}
+
+/// Peak resident set size of this process (VmHWM), in bytes; 0 where unknown.
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}

@@ -1,0 +1,303 @@
+//! Row-wise SQL over a stream of batches, by DataFusion.
+//!
+//! The query reads a table named `input`. It is planned once against the input schema before any
+//! work starts (a bad query fails then, with DataFusion's message), checked to be row-wise
+//! (projections and filters only: it runs on each batch separately), and wrapped so that only the
+//! columns the rest of the pipeline uses are produced; DataFusion's projection pushdown then tells
+//! which input columns the source must decode.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Schema, SchemaRef};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::datasource::MemTable;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::{Error, Result};
+
+/// The name the query reads from.
+pub const INPUT_TABLE: &str = "input";
+
+/// A planned, row-wise SQL transform.
+#[derive(Clone, Debug)]
+pub struct SqlPlan {
+    /// The user's query.
+    pub user_sql: String,
+    /// The query actually run: the user's, wrapped to produce only `output_columns`.
+    pub wrapped_sql: String,
+    /// Input columns the query reads, in input-schema order (the source decodes only these).
+    pub input_columns: Vec<String>,
+    /// Schema of the input columns it reads.
+    pub input_schema: SchemaRef,
+    /// Schema of what it produces.
+    pub output_schema: SchemaRef,
+}
+
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start a tokio runtime for DataFusion: {e}")))
+}
+
+fn context() -> SessionContext {
+    SessionContext::new_with_config(
+        SessionConfig::new()
+            .with_target_partitions(1)
+            .with_batch_size(65_536),
+    )
+}
+
+impl SqlPlan {
+    /// Plans `sql` (or `SELECT * FROM input` when `None`) against `input`, keeping the output columns
+    /// `needed`. Errors name the problem: a DataFusion planning error, a non-row-wise query, or a
+    /// needed column the query does not produce.
+    pub fn plan(sql: Option<&str>, input: &Schema, needed: &[String]) -> Result<SqlPlan> {
+        let user_sql = sql
+            .unwrap_or("SELECT * FROM input")
+            .trim()
+            .trim_end_matches(';')
+            .to_string();
+        let rt = runtime()?;
+        let ctx = context();
+        let empty = MemTable::try_new(Arc::new(input.clone()), vec![vec![]])
+            .map_err(|e| Error::Sql(e.to_string()))?;
+        ctx.register_table(INPUT_TABLE, Arc::new(empty))
+            .map_err(|e| Error::Sql(e.to_string()))?;
+        let state = ctx.state();
+        let user_plan = rt
+            .block_on(state.create_logical_plan(&user_sql))
+            .map_err(|e| Error::Sql(format!("{e}\n  in: {user_sql}")))?;
+        check_row_wise(&user_plan)?;
+        let produced = user_plan.schema().as_arrow().clone();
+        for col in needed {
+            if produced.field_with_name(col).is_err() {
+                return Err(Error::Sql(format!(
+                    "the query does not produce column '{col}', which the pipeline uses (it produces: {})",
+                    millrace_engine::list(produced.fields().iter().map(|f| f.name().clone()))
+                )));
+            }
+        }
+        let select = if needed.is_empty() {
+            "*".to_string()
+        } else {
+            needed
+                .iter()
+                .map(|c| quote(c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let wrapped_sql = format!("SELECT {select} FROM ({user_sql}) AS __millrace_user");
+        let wrapped = rt
+            .block_on(state.create_logical_plan(&wrapped_sql))
+            .map_err(|e| Error::Sql(e.to_string()))?;
+        let optimized = state
+            .optimize(&wrapped)
+            .map_err(|e| Error::Sql(e.to_string()))?;
+        let input_columns = scanned_columns(&optimized, input)?;
+        let input_schema = Arc::new(Schema::new(
+            input
+                .fields()
+                .iter()
+                .filter(|f| input_columns.contains(f.name()))
+                .map(|f| f.as_ref().clone())
+                .collect::<Vec<_>>(),
+        ));
+        Ok(SqlPlan {
+            user_sql,
+            wrapped_sql,
+            input_columns,
+            input_schema,
+            output_schema: Arc::new(optimized.schema().as_arrow().clone()),
+        })
+    }
+}
+
+fn check_row_wise(plan: &LogicalPlan) -> Result<()> {
+    let mut bad: Option<String> = None;
+    plan.apply(|node| {
+        match node {
+            LogicalPlan::Projection(_)
+            | LogicalPlan::Filter(_)
+            | LogicalPlan::TableScan(_)
+            | LogicalPlan::SubqueryAlias(_) => {}
+            LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_) => {}
+            other => {
+                bad = Some(other.display().to_string());
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .map_err(|e| Error::Sql(e.to_string()))?;
+    match bad {
+        Some(node) => Err(Error::Sql(format!(
+            "the query must be row-wise (SELECT expressions and WHERE), because it runs on each batch separately; \
+             it contains `{node}`. Remove aggregates, joins, DISTINCT, ORDER BY, LIMIT and window functions"
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn scanned_columns(plan: &LogicalPlan, input: &Schema) -> Result<Vec<String>> {
+    let mut used: Vec<String> = Vec::new();
+    plan.apply(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            match &scan.projection {
+                Some(indices) => {
+                    used.extend(indices.iter().map(|i| input.field(*i).name().clone()))
+                }
+                None => used.extend(input.fields().iter().map(|f| f.name().clone())),
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .map_err(|e| Error::Sql(e.to_string()))?;
+    // Input-schema order, no duplicates.
+    Ok(input
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .filter(|n| used.contains(n))
+        .collect())
+}
+
+/// Runs a planned query on batches, one at a time, on the calling thread.
+pub struct SqlRunner {
+    plan: SqlPlan,
+    rt: tokio::runtime::Runtime,
+    ctx: SessionContext,
+}
+
+impl SqlRunner {
+    /// A runner for `plan` with its own single-threaded runtime.
+    pub fn new(plan: SqlPlan) -> Result<Self> {
+        Ok(SqlRunner {
+            plan,
+            rt: runtime()?,
+            ctx: context(),
+        })
+    }
+
+    /// The plan this runner executes.
+    pub fn plan(&self) -> &SqlPlan {
+        &self.plan
+    }
+
+    /// Applies the query to one batch (whose columns include the plan's input columns).
+    pub fn apply(&self, batch: RecordBatch) -> Result<RecordBatch, String> {
+        let batch = if batch.schema().fields().len() == self.plan.input_columns.len() {
+            batch
+        } else {
+            let schema = batch.schema();
+            let indices = self
+                .plan
+                .input_columns
+                .iter()
+                .map(|c| {
+                    schema
+                        .index_of(c)
+                        .map_err(|_| format!("input column '{c}' is missing from the batch"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            batch.project(&indices).map_err(|e| e.to_string())?
+        };
+        let out_schema = Arc::clone(&self.plan.output_schema);
+        let result = self.rt.block_on(async {
+            self.ctx.deregister_table(INPUT_TABLE)?;
+            self.ctx.register_batch(INPUT_TABLE, batch)?;
+            self.ctx.sql(&self.plan.wrapped_sql).await?.collect().await
+        });
+        let batches = result.map_err(|e| format!("SQL failed on this batch: {e}"))?;
+        arrow::compute::concat_batches(&out_schema, &batches).map_err(|e| e.to_string())
+    }
+}
+
+impl SqlPlan {
+    /// Applies the query to one batch from async code (e.g. a request handler), with a fresh
+    /// DataFusion context so that concurrent calls do not share state.
+    pub async fn apply_async(&self, batch: RecordBatch) -> Result<RecordBatch, String> {
+        let ctx = context();
+        let result = async {
+            ctx.register_batch(INPUT_TABLE, batch)?;
+            ctx.sql(&self.wrapped_sql).await?.collect().await
+        }
+        .await;
+        let batches = result.map_err(|e| format!("SQL failed: {e}"))?;
+        arrow::compute::concat_batches(&self.output_schema, &batches).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, Float32Array, Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field};
+
+    fn schema() -> Schema {
+        Schema::new(vec![
+            Field::new("a", DataType::Float32, true),
+            Field::new("b", DataType::Int64, false),
+            Field::new("s", DataType::Utf8, false),
+            Field::new("unused", DataType::Int64, false),
+        ])
+    }
+
+    #[test]
+    fn plans_projection_pushdown_and_runs_per_batch() {
+        let needed = vec!["a2".to_string(), "s".to_string()];
+        let plan = SqlPlan::plan(
+            Some("SELECT a * 2 AS a2, s, unused FROM input WHERE b > 1"),
+            &schema(),
+            &needed,
+        )
+        .unwrap();
+        assert_eq!(plan.input_columns, vec!["a", "b", "s"]);
+        let runner = SqlRunner::new(plan).unwrap();
+        let batch = RecordBatch::try_new(
+            Arc::new(schema()),
+            vec![
+                Arc::new(Float32Array::from(vec![Some(1.0), None, Some(3.0)])),
+                Arc::new(Int64Array::from(vec![1, 2, 3])),
+                Arc::new(StringArray::from(vec!["x", "y", "z"])),
+                Arc::new(Int64Array::from(vec![0, 0, 0])),
+            ],
+        )
+        .unwrap();
+        let out = runner.apply(batch).unwrap();
+        assert_eq!(out.num_rows(), 2);
+        let a2 = out
+            .column(0)
+            .as_any()
+            .downcast_ref::<Float32Array>()
+            .unwrap();
+        assert!(a2.is_null(0));
+        assert_eq!(a2.value(1), 6.0);
+    }
+
+    #[test]
+    fn bad_queries_fail_with_the_reason() {
+        let err = SqlPlan::plan(Some("SELECT nope FROM input"), &schema(), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("[preprocess.sql]"), "{err}");
+        assert!(err.contains("nope"), "{err}");
+        let err = SqlPlan::plan(
+            Some("SELECT s, count(*) FROM input GROUP BY s"),
+            &schema(),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("row-wise"), "{err}");
+        let err = SqlPlan::plan(Some("SELECT a FROM input"), &schema(), &["b".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not produce column 'b'"), "{err}");
+    }
+}

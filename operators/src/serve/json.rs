@@ -1,0 +1,240 @@
+//! Raw JSON instances → an Arrow batch of the model's input schema, with errors naming the instance
+//! and the field.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use serde_json::Value;
+
+/// Describes the schema as JSON (`[{"name", "type", "nullable"}]`) for the model bundle.
+pub fn schema_to_json(schema: &Schema) -> Value {
+    Value::Array(
+        schema
+            .fields()
+            .iter()
+            .map(|f| serde_json::json!({"name": f.name(), "type": f.data_type().to_string(), "nullable": f.is_nullable()}))
+            .collect(),
+    )
+}
+
+/// Reads a schema written by [`schema_to_json`].
+pub fn schema_from_json(value: &Value) -> Result<SchemaRef, String> {
+    let fields = value
+        .as_array()
+        .ok_or("input_schema must be a list of fields")?;
+    let mut out = Vec::with_capacity(fields.len());
+    for f in fields {
+        let name = f["name"]
+            .as_str()
+            .ok_or("input_schema field without a name")?;
+        let type_name = f["type"]
+            .as_str()
+            .ok_or_else(|| format!("input_schema field '{name}' has no type"))?;
+        let data_type: DataType = type_name
+            .parse()
+            .map_err(|e| format!("input_schema field '{name}': unknown type '{type_name}': {e}"))?;
+        out.push(Field::new(
+            name,
+            data_type,
+            f["nullable"].as_bool().unwrap_or(true),
+        ));
+    }
+    Ok(Arc::new(Schema::new(out)))
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn timestamp_value(v: &Value, unit: &TimeUnit) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => {
+            let parsed = chrono::DateTime::parse_from_rfc3339(s)
+                .map(|d| d.naive_utc())
+                .or_else(|_| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f"))
+                .or_else(|_| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f"))
+                .ok()?
+                .and_utc();
+            match unit {
+                TimeUnit::Second => Some(parsed.timestamp()),
+                TimeUnit::Millisecond => Some(parsed.timestamp_millis()),
+                TimeUnit::Microsecond => Some(parsed.timestamp_micros()),
+                TimeUnit::Nanosecond => parsed.timestamp_nanos_opt(),
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Builds a batch of `schema` from JSON objects. Missing or null values are nulls where the field is
+/// nullable; a non-nullable field that is missing, or a value of the wrong type, is an error that
+/// names the instance and the field. Fields not in the schema are ignored.
+pub fn instances_to_batch(instances: &[Value], schema: &SchemaRef) -> Result<RecordBatch, String> {
+    for (i, inst) in instances.iter().enumerate() {
+        if !inst.is_object() {
+            return Err(format!(
+                "instances[{i}] must be an object of field values, got {}",
+                kind(inst)
+            ));
+        }
+    }
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let name = field.name();
+        let values: Vec<&Value> = instances
+            .iter()
+            .map(|inst| inst.get(name).unwrap_or(&Value::Null))
+            .collect();
+        if !field.is_nullable()
+            && let Some(i) = values.iter().position(|v| v.is_null())
+        {
+            return Err(format!(
+                "instances[{i}]: missing required field '{name}' ({})",
+                field.data_type()
+            ));
+        }
+        let wrong = |i: usize, v: &Value, expected: &str| {
+            format!(
+                "instances[{i}].{name}: expected {expected} ({}), got {}",
+                field.data_type(),
+                kind(v)
+            )
+        };
+        let dt = field.data_type();
+        let array: ArrayRef = if dt.is_floating() || dt.is_integer() || dt.is_numeric() {
+            let mut out = Vec::with_capacity(values.len());
+            for (i, v) in values.iter().enumerate() {
+                out.push(match v {
+                    Value::Null => None,
+                    Value::Number(n) => Some(n.as_f64().ok_or_else(|| wrong(i, v, "a number"))?),
+                    other => return Err(wrong(i, other, "a number")),
+                });
+            }
+            if dt.is_integer() {
+                for (i, v) in out.iter().enumerate() {
+                    if let Some(x) = v
+                        && x.fract() != 0.0
+                    {
+                        return Err(format!(
+                            "instances[{i}].{name}: expected an integer ({dt}), got {x}"
+                        ));
+                    }
+                }
+                let ints: Int64Array = out.iter().map(|v| v.map(|x| x as i64)).collect();
+                cast(&ints, dt).map_err(|e| format!("field '{name}': {e}"))?
+            } else {
+                cast(&Float64Array::from(out), dt).map_err(|e| format!("field '{name}': {e}"))?
+            }
+        } else if matches!(
+            dt,
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Dictionary(_, _)
+        ) {
+            let mut out: Vec<Option<&str>> = Vec::with_capacity(values.len());
+            for (i, v) in values.iter().enumerate() {
+                out.push(match v {
+                    Value::Null => None,
+                    Value::String(s) => Some(s.as_str()),
+                    other => return Err(wrong(i, other, "a string")),
+                });
+            }
+            cast(&StringArray::from(out), dt).map_err(|e| format!("field '{name}': {e}"))?
+        } else if matches!(dt, DataType::Boolean) {
+            let mut out = Vec::with_capacity(values.len());
+            for (i, v) in values.iter().enumerate() {
+                out.push(match v {
+                    Value::Null => None,
+                    Value::Bool(b) => Some(*b),
+                    other => return Err(wrong(i, other, "a boolean")),
+                });
+            }
+            Arc::new(BooleanArray::from(out))
+        } else if let DataType::Timestamp(unit, _) = dt {
+            let mut out = Vec::with_capacity(values.len());
+            for (i, v) in values.iter().enumerate() {
+                out.push(match v {
+                    Value::Null => None,
+                    other => Some(
+                        timestamp_value(other, unit)
+                            .ok_or_else(|| wrong(i, other, "an RFC 3339 time or an integer"))?,
+                    ),
+                });
+            }
+            cast(&Int64Array::from(out), dt).map_err(|e| format!("field '{name}': {e}"))?
+        } else if matches!(dt, DataType::Date32 | DataType::Date64) {
+            let mut out: Vec<Option<&str>> = Vec::with_capacity(values.len());
+            for (i, v) in values.iter().enumerate() {
+                out.push(match v {
+                    Value::Null => None,
+                    Value::String(s) => Some(s.as_str()),
+                    other => return Err(wrong(i, other, "a date string (YYYY-MM-DD)")),
+                });
+            }
+            cast(&StringArray::from(out), dt).map_err(|e| format!("field '{name}': {e}"))?
+        } else {
+            return Err(format!(
+                "field '{name}' has type {dt}, which requests cannot provide yet"
+            ));
+        };
+        columns.push(array);
+    }
+    RecordBatch::try_new(Arc::clone(schema), columns).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, Float32Array};
+    use serde_json::json;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("f0", DataType::Float32, false),
+            Field::new("f3", DataType::Float32, true),
+            Field::new("cat", DataType::Utf8, false),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+        ]))
+    }
+
+    #[test]
+    fn decodes_and_names_bad_fields() {
+        let batch = instances_to_batch(
+            &[
+                json!({"f0": 1.5, "cat": "c1", "ts": "2024-01-01T00:00:01Z"}),
+                json!({"f0": -2, "f3": 0.5, "cat": "c7", "extra": true}),
+            ],
+            &schema(),
+        )
+        .unwrap();
+        assert_eq!(batch.num_rows(), 2);
+        let f3 = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<Float32Array>()
+            .unwrap();
+        assert!(f3.is_null(0));
+        assert_eq!(f3.value(1), 0.5);
+        let err = instances_to_batch(
+            &[json!({"f0": 1.0, "cat": "c1"}), json!({"cat": "c2"})],
+            &schema(),
+        )
+        .unwrap_err();
+        assert_eq!(err, "instances[1]: missing required field 'f0' (Float32)");
+        let err = instances_to_batch(&[json!({"f0": "x", "cat": "c1"})], &schema()).unwrap_err();
+        assert_eq!(
+            err,
+            "instances[0].f0: expected a number (Float32), got a string"
+        );
+        let s = schema_from_json(&schema_to_json(&schema())).unwrap();
+        assert_eq!(s.as_ref(), schema().as_ref());
+    }
+}

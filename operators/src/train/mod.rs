@@ -1,0 +1,5 @@
+//! Train-step: synchronous data-parallel training over the dataflow.
+
+mod data_parallel;
+
+pub use data_parallel::{TrainEvent, TrainReport, train_data_parallel};

@@ -1,0 +1,346 @@
+//! The Rust DSL: a pipeline built in code, reading like the graph it describes. It produces the same
+//! [`PipelineSpec`] a pipeline file does.
+//!
+//! ```no_run
+//! use millrace::prelude::*;
+//!
+//! let report = Pipeline::new("quickstart")
+//!     .ingest_parquet("data/tabular")
+//!     .sql("SELECT * FROM input WHERE f3 IS NOT NULL")
+//!     .standardize((0..16).map(|i| format!("f{i}")))
+//!     .one_hot(["cat"])
+//!     .label("label")
+//!     .train(Train::mlp([64, 64]).adam().lr(1e-3).batch_size(512).epochs(1).seed(42))
+//!     .evaluate_on("data/holdout")
+//!     .workers(2)
+//!     .run()?;
+//! println!("accuracy {:?}", report.summary.eval);
+//! # Ok::<(), millrace::Error>(())
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use millrace_engine::ClusterConfig;
+use millrace_ml::model::{Activation, ModelKind, ModelSpec};
+use millrace_ml::optim::OptimizerSpec;
+use millrace_ml::preprocess::NullPolicy;
+use millrace_operators::job::{Progress, Summary};
+use millrace_operators::spec::{
+    EvaluateSpec, IngestSpec, PipelineSpec, PreprocessSpec, ServeSpec, TaskKind, TrainSpec,
+};
+
+use crate::run::{RunConfig, plan, run_planned};
+use crate::{Error, Result};
+
+/// The train-step of a pipeline: model, optimiser and schedule.
+#[derive(Clone, Debug)]
+pub struct Train {
+    spec: TrainSpec,
+}
+
+impl Train {
+    fn with_model(task: TaskKind, kind: ModelKind, hidden: Vec<usize>) -> Self {
+        Train {
+            spec: TrainSpec {
+                task,
+                model: ModelSpec {
+                    kind,
+                    hidden,
+                    activation: Activation::default(),
+                },
+                optimizer: OptimizerSpec::default(),
+                lr: 1e-3,
+                batch_size: 512,
+                epochs: 1,
+                seed: 42,
+                shuffle: true,
+                log_every: 10,
+            },
+        }
+    }
+
+    /// An MLP classifier with these hidden layer sizes.
+    pub fn mlp(hidden: impl IntoIterator<Item = usize>) -> Self {
+        Self::with_model(
+            TaskKind::Classification,
+            ModelKind::Mlp,
+            hidden.into_iter().collect(),
+        )
+    }
+
+    /// An MLP regressor with these hidden layer sizes.
+    pub fn mlp_regressor(hidden: impl IntoIterator<Item = usize>) -> Self {
+        Self::with_model(
+            TaskKind::Regression,
+            ModelKind::Mlp,
+            hidden.into_iter().collect(),
+        )
+    }
+
+    /// Logistic regression (classification).
+    pub fn logistic() -> Self {
+        Self::with_model(TaskKind::Classification, ModelKind::Logistic, Vec::new())
+    }
+
+    /// Linear regression.
+    pub fn linear() -> Self {
+        Self::with_model(TaskKind::Regression, ModelKind::Linear, Vec::new())
+    }
+
+    /// Hidden-layer activation.
+    pub fn activation(mut self, activation: Activation) -> Self {
+        self.spec.model.activation = activation;
+        self
+    }
+
+    /// Adam with default betas.
+    pub fn adam(mut self) -> Self {
+        self.spec.optimizer = OptimizerSpec::default();
+        self
+    }
+
+    /// SGD with momentum.
+    pub fn sgd(mut self, momentum: f64) -> Self {
+        self.spec.optimizer = OptimizerSpec::Sgd {
+            momentum,
+            weight_decay: 0.0,
+            nesterov: false,
+        };
+        self
+    }
+
+    /// Any optimiser.
+    pub fn optimizer(mut self, optimizer: OptimizerSpec) -> Self {
+        self.spec.optimizer = optimizer;
+        self
+    }
+
+    /// Learning rate.
+    pub fn lr(mut self, lr: f64) -> Self {
+        self.spec.lr = lr;
+        self
+    }
+
+    /// Global batch size.
+    pub fn batch_size(mut self, rows: usize) -> Self {
+        self.spec.batch_size = rows;
+        self
+    }
+
+    /// Epochs.
+    pub fn epochs(mut self, epochs: usize) -> Self {
+        self.spec.epochs = epochs;
+        self
+    }
+
+    /// Seed of initialisation and shuffling.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.spec.seed = seed;
+        self
+    }
+
+    /// Shuffle between epochs (default on).
+    pub fn shuffle(mut self, shuffle: bool) -> Self {
+        self.spec.shuffle = shuffle;
+        self
+    }
+}
+
+/// What a DSL run returns.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    /// The summary (also in `run_dir/summary.json`).
+    pub summary: Summary,
+    /// The run directory.
+    pub run_dir: PathBuf,
+}
+
+/// A pipeline under construction.
+#[derive(Clone)]
+pub struct Pipeline {
+    name: String,
+    ingest: Option<PathBuf>,
+    batch_rows: usize,
+    preprocess: PreprocessSpec,
+    train: Option<Train>,
+    evaluate: EvaluateSpec,
+    serve: Option<ServeSpec>,
+    workers: usize,
+    run_dir: Option<PathBuf>,
+    progress: Option<Arc<dyn Progress>>,
+}
+
+impl Pipeline {
+    /// A new pipeline called `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        Pipeline {
+            name: name.into(),
+            ingest: None,
+            batch_rows: 65_536,
+            preprocess: PreprocessSpec::default(),
+            train: None,
+            evaluate: EvaluateSpec::default(),
+            serve: None,
+            workers: 1,
+            run_dir: None,
+            progress: None,
+        }
+    }
+
+    /// Reads a Parquet file or directory.
+    pub fn ingest_parquet(mut self, path: impl AsRef<Path>) -> Self {
+        self.ingest = Some(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// Rows per batch read.
+    pub fn batch_rows(mut self, rows: usize) -> Self {
+        self.batch_rows = rows;
+        self
+    }
+
+    /// A row-wise SQL transform over the table `input`.
+    pub fn sql(mut self, sql: impl Into<String>) -> Self {
+        self.preprocess.sql = Some(sql.into());
+        self
+    }
+
+    /// Standardise these numeric columns.
+    pub fn standardize<S: Into<String>>(mut self, columns: impl IntoIterator<Item = S>) -> Self {
+        self.preprocess
+            .standardize
+            .extend(columns.into_iter().map(Into::into));
+        self
+    }
+
+    /// Use these numeric columns as they are.
+    pub fn numeric<S: Into<String>>(mut self, columns: impl IntoIterator<Item = S>) -> Self {
+        self.preprocess
+            .numeric
+            .extend(columns.into_iter().map(Into::into));
+        self
+    }
+
+    /// One-hot encode these string columns.
+    pub fn one_hot<S: Into<String>>(mut self, columns: impl IntoIterator<Item = S>) -> Self {
+        self.preprocess
+            .one_hot
+            .extend(columns.into_iter().map(Into::into));
+        self
+    }
+
+    /// Index-encode these string columns.
+    pub fn index<S: Into<String>>(mut self, columns: impl IntoIterator<Item = S>) -> Self {
+        self.preprocess
+            .index
+            .extend(columns.into_iter().map(Into::into));
+        self
+    }
+
+    /// The label column.
+    pub fn label(mut self, column: impl Into<String>) -> Self {
+        self.preprocess.label = column.into();
+        self
+    }
+
+    /// What to do with null features.
+    pub fn nulls(mut self, policy: NullPolicy) -> Self {
+        self.preprocess.nulls = policy;
+        self
+    }
+
+    /// The train-step.
+    pub fn train(mut self, train: Train) -> Self {
+        self.train = Some(train);
+        self
+    }
+
+    /// Evaluate on a holdout Parquet file or directory.
+    pub fn evaluate_on(mut self, path: impl AsRef<Path>) -> Self {
+        self.evaluate.path = Some(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// Evaluate on a seeded hash split of the ingested rows.
+    pub fn eval_split(mut self, fraction: f64, seed: u64) -> Self {
+        self.evaluate.path = None;
+        self.evaluate.split = fraction;
+        self.evaluate.split_seed = seed;
+        self
+    }
+
+    /// Serve the model when the run ends.
+    pub fn serve(mut self, serve: ServeSpec) -> Self {
+        self.serve = Some(serve);
+        self
+    }
+
+    /// Worker threads.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// Where to write the run directory.
+    pub fn run_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.run_dir = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// Progress reporting.
+    pub fn progress(mut self, progress: Arc<dyn Progress>) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// The pipeline as a spec (what a pipeline file would say).
+    pub fn build(&self) -> Result<PipelineSpec> {
+        let path = self.ingest.clone().ok_or_else(|| {
+            Error::Pipeline(millrace_operators::Error::config(
+                "ingest",
+                "no source: call .ingest_parquet(path)",
+            ))
+        })?;
+        let train = self.train.clone().ok_or_else(|| {
+            Error::Pipeline(millrace_operators::Error::config(
+                "train",
+                "no train-step: call .train(Train::mlp([..]))",
+            ))
+        })?;
+        if self.preprocess.label.is_empty() {
+            return Err(Error::Pipeline(millrace_operators::Error::config(
+                "preprocess.label",
+                "no label column: call .label(\"column\")",
+            )));
+        }
+        Ok(PipelineSpec {
+            name: self.name.clone(),
+            ingest: IngestSpec {
+                path,
+                format: "parquet".into(),
+                batch_rows: self.batch_rows,
+                generate: None,
+            },
+            preprocess: self.preprocess.clone(),
+            train: train.spec,
+            evaluate: self.evaluate.clone(),
+            serve: self.serve.clone(),
+        })
+    }
+
+    /// Plans and runs the pipeline, writing its run directory.
+    pub fn run(self) -> Result<RunReport> {
+        let spec = self.build()?;
+        let planned = plan(spec, None)?;
+        let config = RunConfig {
+            cluster: ClusterConfig::local(self.workers),
+            run_dir: self.run_dir,
+            progress: self
+                .progress
+                .unwrap_or_else(|| Arc::new(millrace_operators::job::NoProgress)),
+        };
+        let (summary, run_dir) = run_planned(planned, None, config)?;
+        Ok(RunReport { summary, run_dir })
+    }
+}

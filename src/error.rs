@@ -1,0 +1,46 @@
+//! The facade's error type.
+
+use std::path::PathBuf;
+
+use crate::pipeline_file::PipelineFileError;
+
+/// Result with the facade's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Anything that can stop a millrace run, with who must act.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The pipeline file is unreadable or invalid (names file, line, column, key).
+    #[error(transparent)]
+    PipelineFile(#[from] PipelineFileError),
+    /// A configuration error found while planning, located in the pipeline file.
+    #[error("{path}:{line}:{column}: {source}")]
+    Located {
+        /// The pipeline file.
+        path: PathBuf,
+        /// 1-based line of the key.
+        line: usize,
+        /// 1-based column of the key.
+        column: usize,
+        /// The error.
+        source: millrace_operators::Error,
+    },
+    /// Building or running the pipeline failed.
+    #[error(transparent)]
+    Pipeline(#[from] millrace_operators::Error),
+    /// Data generation or reading failed.
+    #[error(transparent)]
+    Connector(#[from] millrace_connectors::Error),
+    /// A file of the run directory could not be written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The training curves could not be drawn.
+    #[error("training curves: {0}")]
+    Curves(String),
+}

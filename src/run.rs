@@ -1,0 +1,160 @@
+//! Running a pipeline end to end: plan, run on workers, write the run directory (pipeline as run,
+//! metrics.jsonl, summary.json, dead_letters.jsonl, metrics.prom, model/, curves.png/svg).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use millrace_engine::ClusterConfig;
+use millrace_operators::job::{self, JobPlan, Progress, RunOptions, Summary};
+use millrace_operators::spec::PipelineSpec;
+use serde_json::Value;
+
+use crate::curves::{Figure, Panel, Series};
+use crate::pipeline_file::locate_key;
+use crate::{Error, Result};
+
+/// How to run a pipeline.
+#[derive(Clone)]
+pub struct RunConfig {
+    /// Worker threads (and later processes).
+    pub cluster: ClusterConfig,
+    /// The run directory; `None` means `runs/<name>-<timestamp>`.
+    pub run_dir: Option<PathBuf>,
+    /// Progress reporting.
+    pub progress: Arc<dyn Progress>,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            cluster: ClusterConfig::local(1),
+            run_dir: None,
+            progress: Arc::new(job::NoProgress),
+        }
+    }
+}
+
+/// The default run directory of a pipeline: `runs/<name>-<YYYYmmdd-HHMMSS>`.
+pub fn default_run_dir(name: &str) -> PathBuf {
+    PathBuf::from("runs").join(format!(
+        "{name}-{}",
+        chrono::Local::now().format("%Y%m%d-%H%M%S")
+    ))
+}
+
+/// Plans `spec`; a configuration error is located in `source` (the pipeline file's path and text)
+/// when given.
+pub fn plan(spec: PipelineSpec, source: Option<(&Path, &str)>) -> Result<JobPlan> {
+    JobPlan::new(spec).map_err(|e| locate(e, source))
+}
+
+fn locate(e: millrace_operators::Error, source: Option<(&Path, &str)>) -> Error {
+    let key = match &e {
+        millrace_operators::Error::Config { key, .. } => Some(key.clone()),
+        millrace_operators::Error::Sql(_) => Some("preprocess.sql".to_string()),
+        millrace_operators::Error::Ml(millrace_ml::Error::Config { key, .. }) => Some(key.clone()),
+        _ => None,
+    };
+    match (key, source) {
+        (Some(key), Some((path, text))) => match locate_key(text, &key) {
+            Some((line, column)) => Error::Located {
+                path: path.to_path_buf(),
+                line,
+                column,
+                source: e,
+            },
+            None => Error::Pipeline(e),
+        },
+        _ => Error::Pipeline(e),
+    }
+}
+
+/// Runs a planned pipeline and writes its run directory. `pipeline_text` is kept as `pipeline.toml`.
+pub fn run_planned(
+    plan: JobPlan,
+    pipeline_text: Option<&str>,
+    config: RunConfig,
+) -> Result<(Summary, PathBuf)> {
+    let run_dir = config
+        .run_dir
+        .clone()
+        .unwrap_or_else(|| default_run_dir(&plan.spec.name));
+    std::fs::create_dir_all(&run_dir).map_err(|source| Error::Io {
+        path: run_dir.clone(),
+        source,
+    })?;
+    let text = match pipeline_text {
+        Some(t) => t.to_string(),
+        None => toml::to_string(&plan.spec)
+            .map_err(|e| Error::Curves(format!("cannot render the pipeline as TOML: {e}")))?,
+    };
+    let path = run_dir.join("pipeline.toml");
+    std::fs::write(&path, text).map_err(|source| Error::Io { path, source })?;
+    let summary = job::run(
+        plan,
+        RunOptions {
+            cluster: config.cluster,
+            run_dir: run_dir.clone(),
+            progress: config.progress,
+        },
+    )?;
+    write_curves(&run_dir)?;
+    Ok((summary, run_dir))
+}
+
+/// Draws `curves.png` and `curves.svg` from a run directory's `metrics.jsonl`.
+pub fn write_curves(run_dir: &Path) -> Result<()> {
+    let path = run_dir.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&path).map_err(|source| Error::Io { path, source })?;
+    let mut loss = Vec::new();
+    let mut evals: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let step = v["step"].as_f64().unwrap_or(f64::NAN);
+        match v["kind"].as_str() {
+            Some("train") => loss.push((step, v["loss"].as_f64().unwrap_or(f64::NAN))),
+            Some("eval") => {
+                for metric in ["accuracy", "roc_auc", "rmse", "r2"] {
+                    if let Some(x) = v[metric].as_f64() {
+                        match evals.iter_mut().find(|(n, _)| n == metric) {
+                            Some((_, pts)) => pts.push((step, x)),
+                            None => evals.push((metric.to_string(), vec![(step, x)])),
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let figure = Figure {
+        title: format!("training curves: {}", run_dir.display()),
+        panels: vec![
+            Panel {
+                title: "training loss".into(),
+                x_label: "step".into(),
+                y_label: "loss".into(),
+                series: vec![Series {
+                    name: "train loss".into(),
+                    points: loss,
+                }],
+            },
+            Panel {
+                title: "evaluation".into(),
+                x_label: "step".into(),
+                y_label: "metric".into(),
+                series: evals
+                    .into_iter()
+                    .map(|(name, points)| Series { name, points })
+                    .collect(),
+            },
+        ],
+    };
+    figure
+        .write(
+            &run_dir.join("curves.png"),
+            Some(&run_dir.join("curves.svg")),
+        )
+        .map_err(|e| Error::Curves(e.to_string()))
+}

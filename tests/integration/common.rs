@@ -1,0 +1,55 @@
+//! Shared fixtures: small generated datasets, cached per test process.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// A scratch directory unique to this test process.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("millrace-it-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Train (60k rows, 3 files) and holdout (20k rows) tabular datasets, generated once.
+pub fn tabular() -> &'static (PathBuf, PathBuf) {
+    static DATA: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    DATA.get_or_init(|| {
+        let dir = scratch("tabular");
+        let train = dir.join("train");
+        let holdout = dir.join("holdout");
+        millrace::data::generate_tabular(&train, 60_000, 3, 11, false).unwrap();
+        millrace::data::generate_tabular(&holdout, 20_000, 1, 12, true).unwrap();
+        (train, holdout)
+    })
+}
+
+/// A pipeline file over the tabular fixture.
+pub fn pipeline_toml(train: &Path, holdout: &Path, epochs: usize) -> String {
+    format!(
+        r#"name = "it"
+
+[ingest]
+path = "{}"
+batch_rows = 8192
+
+[preprocess]
+sql = "SELECT * FROM input WHERE f3 IS NOT NULL"
+standardize = ["f0", "f1", "f2", "f3", "f4", "f5", "f6", "f7", "f8", "f9", "f10", "f11", "f12", "f13", "f14", "f15"]
+one_hot = ["cat"]
+label = "label"
+
+[train]
+model = {{ kind = "mlp", hidden = [64, 64], activation = "relu" }}
+optimizer = {{ kind = "adam" }}
+lr = 0.002
+batch_size = 256
+epochs = {epochs}
+seed = 42
+
+[evaluate]
+path = "{}"
+"#,
+        train.display(),
+        holdout.display()
+    )
+}

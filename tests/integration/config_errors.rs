@@ -1,0 +1,117 @@
+//! A bad configuration fails before work starts, naming the key, line and column.
+
+use std::path::Path;
+
+use millrace::run::plan;
+
+use crate::common::{pipeline_toml, scratch, tabular};
+
+fn plan_error(text: &str, name: &str) -> String {
+    let dir = scratch(name);
+    let path = dir.join("pipeline.toml");
+    std::fs::write(&path, text).unwrap();
+    let err = match millrace::pipeline_file::load(&path, &[]) {
+        Err(e) => {
+            return e
+                .to_string()
+                .replace(&path.display().to_string(), "pipeline.toml");
+        }
+        Ok((spec, text)) => plan(spec, Some((&path, &text))).unwrap_err(),
+    };
+    err.to_string()
+        .replace(&path.display().to_string(), "pipeline.toml")
+}
+
+fn good() -> String {
+    let (train, holdout) = tabular();
+    pipeline_toml(train, holdout, 1)
+}
+
+#[test]
+fn unknown_key_names_line_and_column() {
+    let err = plan_error(
+        &good().replace("batch_size = 256", "batch_size = 256\nbatchsize = 3"),
+        "unknown-key",
+    );
+    assert!(
+        err.starts_with("pipeline.toml:18:1: unknown field `batchsize`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn wrong_type_names_line_and_column() {
+    let err = plan_error(
+        &good().replace("epochs = 1", "epochs = \"one\""),
+        "wrong-type",
+    );
+    assert!(
+        err.starts_with("pipeline.toml:18:10: invalid type: string \"one\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn invalid_value_names_the_key() {
+    let err = plan_error(&good().replace("lr = 0.002", "lr = -1.0"), "bad-lr");
+    assert_eq!(
+        err,
+        "pipeline.toml:16:1: [train.lr] must be a positive number, got -1"
+    );
+}
+
+#[test]
+fn missing_column_names_the_key_and_the_column() {
+    let err = plan_error(
+        &good().replace("one_hot = [\"cat\"]", "one_hot = [\"category\"]"),
+        "missing-col",
+    );
+    assert!(err.starts_with("pipeline.toml:10:1: [preprocess.one_hot] column 'category' is not produced by the preprocess SQL"), "{err}");
+    let err = plan_error(
+        &good().replace("standardize = [\"f0\",", "standardize = [\"cat\", \"f0\","),
+        "wrong-col-type",
+    );
+    assert!(
+        err.contains("[preprocess.standardize] column 'cat' has type Utf8, expected a number"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sql_errors_say_what_is_wrong() {
+    let err = plan_error(
+        &good().replace("WHERE f3 IS NOT NULL", "WHERE f33 IS NOT NULL"),
+        "bad-sql",
+    );
+    assert!(err.contains("[preprocess.sql]"), "{err}");
+    assert!(err.contains("f33"), "{err}");
+    let err = plan_error(
+        &good().replace(
+            "SELECT * FROM input WHERE f3 IS NOT NULL",
+            "SELECT * FROM input ORDER BY f0",
+        ),
+        "sort-sql",
+    );
+    assert!(err.contains("row-wise"), "{err}");
+}
+
+#[test]
+fn a_truncated_parquet_file_is_named() {
+    let (train, holdout) = tabular();
+    let dir = scratch("truncated");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for entry in std::fs::read_dir(train).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, data.join(p.file_name().unwrap())).unwrap();
+    }
+    let victim = data.join("part-00001.parquet");
+    let bytes = std::fs::read(&victim).unwrap();
+    std::fs::write(&victim, &bytes[..bytes.len() / 2]).unwrap();
+    let err = plan_error(&pipeline_toml(&data, holdout, 1), "truncated-run");
+    assert!(
+        err.contains(&victim.display().to_string()) || err.contains("part-00001.parquet"),
+        "{err}"
+    );
+    let _ = Path::new(&victim);
+}

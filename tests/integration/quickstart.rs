@@ -1,0 +1,185 @@
+//! The quickstart pipeline end to end, on 1 and 2 workers.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use millrace::engine::ClusterConfig;
+use millrace::ml::bundle::ModelBundle;
+use millrace::operators::job::{NoProgress, Summary};
+use millrace::run::{RunConfig, plan, run_planned};
+use serde_json::Value;
+
+use crate::common::{pipeline_toml, scratch, tabular};
+
+pub fn run_toml(text: &str, workers: usize, dir: &Path) -> Summary {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("pipeline.toml");
+    std::fs::write(&path, text).unwrap();
+    let (spec, text) = millrace::pipeline_file::load(&path, &[]).unwrap();
+    let planned = plan(spec, Some((&path, &text))).unwrap();
+    let config = RunConfig {
+        cluster: ClusterConfig::local(workers),
+        run_dir: Some(dir.join("run")),
+        progress: Arc::new(NoProgress),
+    };
+    run_planned(planned, Some(&text), config).unwrap().0
+}
+
+fn accuracy(s: &Summary) -> f64 {
+    let v = serde_json::to_value(s.eval.as_ref().unwrap()).unwrap();
+    v["accuracy"].as_f64().unwrap()
+}
+
+/// Compares two JSON documents, numbers within a relative tolerance.
+fn assert_close(a: &Value, b: &Value, path: &str) {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            assert!(
+                (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1e-12),
+                "{path}: {x} != {y}"
+            );
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            assert_eq!(x.len(), y.len(), "{path}: lengths differ");
+            for (i, (x, y)) in x.iter().zip(y).enumerate() {
+                assert_close(x, y, &format!("{path}[{i}]"));
+            }
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            assert_eq!(
+                x.keys().collect::<Vec<_>>(),
+                y.keys().collect::<Vec<_>>(),
+                "{path}: keys differ"
+            );
+            for (k, v) in x {
+                assert_close(v, &y[k], &format!("{path}.{k}"));
+            }
+        }
+        _ => assert_eq!(a, b, "{path}"),
+    }
+}
+
+#[test]
+fn one_and_two_workers_train_the_same_quality_model() {
+    let (train, holdout) = tabular();
+    let text = pipeline_toml(train, holdout, 3);
+    let dir = scratch("quickstart");
+    let one = run_toml(&text, 1, &dir.join("w1"));
+    let two = run_toml(&text, 2, &dir.join("w2"));
+
+    // Every row read exactly once; the SQL dropped the rows with a null f3 (about 1%).
+    for s in [&one, &two] {
+        assert_eq!(s.rows_read, 60_000);
+        assert_eq!(s.eval_rows_read, 20_000);
+        assert_eq!(s.rows_dead_lettered, 0);
+        assert!(
+            (300..900).contains(&s.rows_filtered),
+            "filtered {}",
+            s.rows_filtered
+        );
+        assert!(s.eval_rows > 19_000);
+        assert_eq!(s.rows_trained, s.train_rows * 3);
+        assert!(s.steps > 0 && s.train_rows_per_s > 0.0 && s.e2e_rows_per_s > 0.0);
+    }
+    assert_eq!(one.train_rows, two.train_rows);
+    assert_eq!(
+        one.train_rows + one.rows_filtered - (20_000 - one.eval_rows),
+        60_000
+    );
+    assert_eq!(one.steps, two.steps);
+    let (a1, a2) = (accuracy(&one), accuracy(&two));
+    assert!(a1 >= 0.85, "1-worker holdout accuracy {a1}");
+    assert!((a1 - a2).abs() <= 0.005, "1 worker {a1} vs 2 workers {a2}");
+
+    // Preprocessing fitted across 2 workers equals the 1-worker fit.
+    let b1 = ModelBundle::load(&dir.join("w1/run/model")).unwrap();
+    let b2 = ModelBundle::load(&dir.join("w2/run/model")).unwrap();
+    assert_close(
+        &serde_json::to_value(&b1.preprocess).unwrap(),
+        &serde_json::to_value(&b2.preprocess).unwrap(),
+        "preprocess",
+    );
+    assert_eq!(b1.preprocess.input_dim(), 24);
+
+    // The run directory has everything a user looks at.
+    let run = dir.join("w2/run");
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let evals: Vec<Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["kind"] == "eval")
+        .collect();
+    assert_eq!(evals.len(), 3, "one evaluation per epoch");
+    assert!(evals[2]["roc_auc"].as_f64().unwrap() > 0.9);
+    let png = std::fs::read(run.join("curves.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    for key in [
+        "rows_read",
+        "rows_trained",
+        "rows_dead_lettered",
+        "wall_s",
+        "train_rows_per_s",
+        "e2e_rows_per_s",
+        "eval",
+        "model_path",
+    ] {
+        assert!(!summary[key].is_null(), "summary.json lacks {key}");
+    }
+    assert!(
+        std::fs::read_to_string(run.join("pipeline.toml"))
+            .unwrap()
+            .contains("[preprocess]")
+    );
+    assert!(
+        std::fs::read_to_string(run.join("metrics.prom"))
+            .unwrap()
+            .contains("millrace_operator_rows_in_total{operator=\"preprocess/sql\"")
+    );
+}
+
+#[test]
+fn same_seed_and_workers_reproduce_the_model_bit_for_bit() {
+    let (train, holdout) = tabular();
+    let text = pipeline_toml(train, holdout, 1);
+    let dir = scratch("reproducible");
+    let a = run_toml(&text, 2, &dir.join("a"));
+    let b = run_toml(&text, 2, &dir.join("b"));
+    assert_eq!(a.parameter_checksum, b.parameter_checksum);
+    assert_eq!(a.eval, b.eval);
+    let c = run_toml(&text.replace("seed = 42", "seed = 43"), 2, &dir.join("c"));
+    assert_ne!(a.parameter_checksum, c.parameter_checksum);
+}
+
+#[test]
+fn rows_with_null_features_are_dead_lettered_with_their_origin() {
+    let (train, holdout) = tabular();
+    let text = pipeline_toml(train, holdout, 1)
+        .replace("sql = \"SELECT * FROM input WHERE f3 IS NOT NULL\"\n", "");
+    let dir = scratch("dead-letters");
+    let s = run_toml(&text, 2, &dir);
+    assert_eq!(s.rows_filtered, 0);
+    assert!(
+        (300..900).contains(&s.rows_dead_lettered),
+        "{}",
+        s.rows_dead_lettered
+    );
+    let lines = std::fs::read_to_string(dir.join("run/dead_letters.jsonl")).unwrap();
+    assert_eq!(lines.lines().count() as u64, s.rows_dead_lettered);
+    let first: Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    assert!(first["reason"].as_str().unwrap().contains("f3"), "{first}");
+    assert!(
+        first["origin"]
+            .as_str()
+            .unwrap()
+            .contains(".parquet row group"),
+        "{first}"
+    );
+    assert!(
+        first["record"].as_str().unwrap().contains("\"cat\""),
+        "{first}"
+    );
+    assert_eq!(s.train_rows + s.eval_rows + s.rows_dead_lettered, 80_000);
+}
