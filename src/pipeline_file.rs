@@ -196,22 +196,22 @@ lr = 0.01
         let bad = GOOD.replace("lr = 0.01", "lr = 0.01\nlearning_rate = 3");
         let err = parse(&bad, Path::new("p.toml")).unwrap_err().to_string();
         assert!(
-            err.starts_with("p.toml:12:1: unknown field `learning_rate`"),
+            err.starts_with("p.toml:11:1: unknown field `learning_rate`"),
             "{err}"
         );
         let bad = GOOD.replace("lr = 0.01", "lr = \"fast\"");
         let err = parse(&bad, Path::new("p.toml")).unwrap_err().to_string();
         assert!(
-            err.starts_with("p.toml:11:6: invalid type: string \"fast\", expected f64"),
+            err.starts_with("p.toml:10:6: invalid type: string \"fast\", expected f64"),
             "{err}"
         );
     }
 
     #[test]
     fn locates_keys() {
-        assert_eq!(locate_key(GOOD, "train.lr"), Some((11, 1)));
+        assert_eq!(locate_key(GOOD, "train.lr"), Some((10, 1)));
         assert_eq!(locate_key(GOOD, "preprocess.standardize"), Some((6, 1)));
-        assert_eq!(locate_key(GOOD, "train.batch_size"), Some((9, 1)));
+        assert_eq!(locate_key(GOOD, "train.batch_size"), Some((8, 1)));
         assert_eq!(locate_key(GOOD, "nope.x"), None);
     }
 }

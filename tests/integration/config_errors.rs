@@ -68,13 +68,24 @@ fn missing_column_names_the_key_and_the_column() {
     );
     assert!(err.starts_with("pipeline.toml:10:1: [preprocess.one_hot] column 'category' is not produced by the preprocess SQL"), "{err}");
     let err = plan_error(
-        &good().replace("standardize = [\"f0\",", "standardize = [\"cat\", \"f0\","),
+        &good().replace(
+            "one_hot = [\"cat\"]",
+            "one_hot = [\"cat\"]\nnumeric = [\"ts\"]",
+        ),
         "wrong-col-type",
     );
     assert!(
-        err.contains("[preprocess.standardize] column 'cat' has type Utf8, expected a number"),
+        err.starts_with("pipeline.toml:11:1: [preprocess.numeric] column 'ts' has type Timestamp(µs), expected a number"),
         "{err}"
     );
+    let err = plan_error(
+        &good().replace(
+            "one_hot = [\"cat\"]",
+            "one_hot = [\"cat\"]\nindex = [\"cat\"]",
+        ),
+        "twice",
+    );
+    assert!(err.contains("column 'cat' is listed twice"), "{err}");
 }
 
 #[test]

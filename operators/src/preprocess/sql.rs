@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{RecordBatch, new_null_array};
 use arrow::datatypes::{Schema, SchemaRef};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::MemTable;
@@ -33,6 +33,9 @@ pub struct SqlPlan {
     pub input_schema: SchemaRef,
     /// Schema of what it produces.
     pub output_schema: SchemaRef,
+    /// The table the query was planned against (input columns it does not read are filled with
+    /// nulls at run time, since the source does not decode them).
+    pub table_schema: SchemaRef,
 }
 
 fn quote(name: &str) -> String {
@@ -108,12 +111,23 @@ impl SqlPlan {
                 .map(|f| f.as_ref().clone())
                 .collect::<Vec<_>>(),
         ));
+        let table_schema = Arc::new(Schema::new(
+            input
+                .fields()
+                .iter()
+                .map(|f| {
+                    let keep = input_columns.contains(f.name());
+                    f.as_ref().clone().with_nullable(f.is_nullable() || !keep)
+                })
+                .collect::<Vec<_>>(),
+        ));
         Ok(SqlPlan {
             user_sql,
             wrapped_sql,
             input_columns,
             input_schema,
             output_schema: Arc::new(optimized.schema().as_arrow().clone()),
+            table_schema,
         })
     }
 }
@@ -191,22 +205,7 @@ impl SqlRunner {
 
     /// Applies the query to one batch (whose columns include the plan's input columns).
     pub fn apply(&self, batch: RecordBatch) -> Result<RecordBatch, String> {
-        let batch = if batch.schema().fields().len() == self.plan.input_columns.len() {
-            batch
-        } else {
-            let schema = batch.schema();
-            let indices = self
-                .plan
-                .input_columns
-                .iter()
-                .map(|c| {
-                    schema
-                        .index_of(c)
-                        .map_err(|_| format!("input column '{c}' is missing from the batch"))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            batch.project(&indices).map_err(|e| e.to_string())?
-        };
+        let batch = self.plan.to_table(&batch)?;
         let out_schema = Arc::clone(&self.plan.output_schema);
         let result = self.rt.block_on(async {
             self.ctx.deregister_table(INPUT_TABLE)?;
@@ -219,9 +218,32 @@ impl SqlRunner {
 }
 
 impl SqlPlan {
+    /// The batch as the table the query was planned against: the input columns it reads taken from
+    /// `batch`, the others all null.
+    pub fn to_table(&self, batch: &RecordBatch) -> Result<RecordBatch, String> {
+        let schema = batch.schema();
+        let columns = self
+            .table_schema
+            .fields()
+            .iter()
+            .map(|f| match schema.index_of(f.name()) {
+                Ok(i) => Ok(Arc::clone(batch.column(i))),
+                Err(_) if !self.input_columns.contains(f.name()) => {
+                    Ok(new_null_array(f.data_type(), batch.num_rows()))
+                }
+                Err(_) => Err(format!(
+                    "input column '{}' is missing from the batch",
+                    f.name()
+                )),
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        RecordBatch::try_new(Arc::clone(&self.table_schema), columns).map_err(|e| e.to_string())
+    }
+
     /// Applies the query to one batch from async code (e.g. a request handler), with a fresh
     /// DataFusion context so that concurrent calls do not share state.
     pub async fn apply_async(&self, batch: RecordBatch) -> Result<RecordBatch, String> {
+        let batch = self.to_table(&batch)?;
         let ctx = context();
         let result = async {
             ctx.register_batch(INPUT_TABLE, batch)?;

@@ -2,6 +2,11 @@
 //! batch; the gradients (and the loss) are summed across workers through a timely
 //! [`Collective`](millrace_engine::Collective) in worker order; every worker applies the same summed
 //! gradient, so the replicas stay bit-identical (checked at the end).
+//!
+//! The global batches do not depend on how rows are spread over workers: each epoch orders rows by a
+//! seeded hash of their content and step `s` takes the rows whose hash is in the `s`-th slice of the
+//! hash space. A run on 1 worker and on N workers trains on the same batches, in the same order;
+//! the models differ only by the rounding of the cross-worker gradient sum.
 
 use std::time::Instant;
 
@@ -67,28 +72,52 @@ pub struct TrainReport {
     pub parameter_checksum: u64,
 }
 
-fn slice_bounds(step: u64, steps: u64, n: u64) -> (usize, usize) {
-    let lo = (u128::from(step) * u128::from(n) / u128::from(steps)) as usize;
-    let hi = (u128::from(step + 1) * u128::from(n) / u128::from(steps)) as usize;
-    (lo, hi)
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
-/// A deterministic permutation of `0..n` (Fisher–Yates with splitmix64).
-fn permutation(n: usize, seed: u64) -> Vec<u32> {
-    let mut state = seed;
-    let mut next = move || {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
-    let mut p: Vec<u32> = (0..n as u32).collect();
-    for i in (1..n).rev() {
-        let j = (next() % (i as u64 + 1)) as usize;
-        p.swap(i, j);
-    }
-    p
+/// A stable hash of each row's content (features and target): the row's identity, whichever worker
+/// holds it.
+fn row_hashes(x: &[f32], dim: usize, targets: &Targets) -> Vec<u64> {
+    let rows = if dim == 0 { 0 } else { x.len() / dim };
+    (0..rows)
+        .map(|r| {
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            let mut eat = |bits: u32| {
+                h ^= u64::from(bits);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            };
+            for v in &x[r * dim..(r + 1) * dim] {
+                eat(v.to_bits());
+            }
+            match targets {
+                Targets::Classes(c) => eat(c[r] as u32),
+                Targets::Values(v) => eat(v[r].to_bits()),
+            }
+            h
+        })
+        .collect()
+}
+
+/// This worker's rows in the epoch's global order: sorted by a seeded hash of their content. Step
+/// `s` of `steps` takes the rows whose key falls in the `s`-th of `steps` equal slices of the key
+/// space, so the global batch of every step is the same set of rows whatever the number of workers.
+fn epoch_order(hashes: &[u64], seed: u64) -> Vec<(u64, u32)> {
+    let salt = mix(seed);
+    let mut keyed: Vec<(u64, u32)> = hashes
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (mix(h ^ salt), i as u32))
+        .collect();
+    keyed.sort_unstable();
+    keyed
+}
+
+/// The first key of slice `step` of `steps` (the end of the last slice is `u64::MAX` inclusive).
+fn slice_start(step: u64, steps: u64) -> u128 {
+    (u128::from(step) << 64) / u128::from(steps)
 }
 
 fn checksum(values: &[f32]) -> u64 {
@@ -148,64 +177,70 @@ pub fn train_data_parallel<B: AutodiffBackend>(
     let mut last_epoch_loss = f64::NAN;
     let mut eval = None;
 
+    let hashes = row_hashes(&train.x, dim, targets);
     for epoch in 0..spec.epochs {
         let started = Instant::now();
-        let order: Vec<u32> = if spec.shuffle {
-            let seed = spec.seed
-                ^ (epoch as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)
-                ^ ((ctx.index as u64) << 32);
-            permutation(train.rows, seed)
+        let epoch_seed = if spec.shuffle {
+            spec.seed.wrapping_add(epoch as u64)
         } else {
-            (0..train.rows as u32).collect()
+            spec.seed
         };
+        let order = epoch_order(&hashes, epoch_seed);
+        let mut next = 0usize;
         let mut epoch_loss = 0.0;
         for step in 0..steps_per_epoch {
-            let (lo, hi) = slice_bounds(step, steps_per_epoch, train.rows as u64);
-            let global_rows: u64 = counts
-                .iter()
-                .map(|n| {
-                    let (a, b) = slice_bounds(step, steps_per_epoch, *n);
-                    (b - a) as u64
-                })
-                .sum();
-            let rows = hi - lo;
+            let end = slice_start(step + 1, steps_per_epoch);
+            let lo = next;
+            while next < order.len() && u128::from(order[next].0) < end {
+                next += 1;
+            }
+            let picked = &order[lo..next];
+            let rows = picked.len();
+            // [gradient of the summed loss..., loss sum, rows], summed over workers.
             let mut grads = if rows == 0 {
-                vec![0f32; num_params + 1]
+                vec![0f32; num_params + 2]
             } else {
                 xb.clear();
-                for &r in &order[lo..hi] {
+                for &(_, r) in picked {
                     let r = r as usize;
                     xb.extend_from_slice(&train.x[r * dim..(r + 1) * dim]);
                 }
                 let y = match targets {
                     Targets::Classes(c) => {
                         yc.clear();
-                        yc.extend(order[lo..hi].iter().map(|&r| c[r as usize]));
+                        yc.extend(picked.iter().map(|&(_, r)| c[r as usize]));
                         TargetsRef::Classes(&yc)
                     }
                     Targets::Values(v) => {
                         yv.clear();
-                        yv.extend(order[lo..hi].iter().map(|&r| v[r as usize]));
+                        yv.extend(picked.iter().map(|&(_, r)| v[r as usize]));
                         TargetsRef::Values(&yv)
                     }
                 };
-                let (loss_sum, mut g) =
-                    trainer.gradients(&xb, y, rows, 1.0 / global_rows as f32)?;
+                let (loss_sum, mut g) = trainer.gradients(&xb, y, rows, 1.0)?;
                 g.push(loss_sum as f32);
+                g.push(rows as f32);
                 g
             };
             if ctx.peers > 1 {
                 grads = grads_channel.all_reduce_sum(worker, ctx, grads)?;
             }
-            let loss_sum = grads.pop().unwrap_or(f32::NAN) as f64;
-            trainer.apply(&grads, spec.lr)?;
+            let global_rows = grads.pop().unwrap_or(0.0) as u64;
+            let loss_sum = f64::from(grads.pop().unwrap_or(f32::NAN));
             global_step += 1;
-            let loss = loss_sum / global_rows.max(1) as f64;
+            if global_rows == 0 {
+                continue;
+            }
+            let scale = 1.0 / global_rows as f32;
+            for g in grads.iter_mut() {
+                *g *= scale;
+            }
+            trainer.apply(&grads, spec.lr)?;
             epoch_loss += loss_sum;
             on_event(TrainEvent::Step {
                 epoch,
                 step: global_step,
-                loss,
+                loss: loss_sum / global_rows as f64,
                 rows: global_rows,
             });
         }
@@ -247,28 +282,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slices_cover_every_row_once() {
-        for n in [0u64, 1, 7, 100, 1001] {
-            for steps in [1u64, 3, 8] {
-                let mut seen = 0;
-                let mut prev_hi = 0;
-                for s in 0..steps {
-                    let (lo, hi) = slice_bounds(s, steps, n);
-                    assert_eq!(lo, prev_hi);
-                    prev_hi = hi;
-                    seen += hi - lo;
+    fn every_row_is_in_exactly_one_step_and_steps_do_not_depend_on_sharding() {
+        let x: Vec<f32> = (0..3000).map(|i| (i as f32 * 0.37).sin()).collect();
+        let y = Targets::Classes((0..1000).map(|i| i % 2).collect());
+        let hashes = row_hashes(&x, 3, &y);
+        let steps = 7;
+        let step_of = |hashes: &[u64]| -> Vec<u64> {
+            let order = epoch_order(hashes, 5);
+            let mut out = vec![0; hashes.len()];
+            let mut next = 0;
+            for s in 0..steps {
+                let end = slice_start(s + 1, steps);
+                while next < order.len() && u128::from(order[next].0) < end {
+                    out[order[next].1 as usize] = s;
+                    next += 1;
                 }
-                assert_eq!(seen as u64, n);
             }
+            assert_eq!(next, order.len(), "every row is taken");
+            out
+        };
+        let whole = step_of(&hashes);
+        // Split the rows over two "workers": each row lands in the same step.
+        let (a, b) = hashes.split_at(400);
+        let mut sharded = step_of(a);
+        sharded.extend(step_of(b));
+        assert_eq!(whole, sharded);
+        // Steps are roughly equal in size, and another seed shuffles.
+        for s in 0..steps {
+            let n = whole.iter().filter(|&&x| x == s).count();
+            assert!((100..190).contains(&n), "step {s} has {n} rows");
         }
-    }
-
-    #[test]
-    fn permutation_is_a_seeded_permutation() {
-        let mut p = permutation(1000, 3);
-        assert_eq!(p, permutation(1000, 3));
-        assert_ne!(p, permutation(1000, 4));
-        p.sort_unstable();
-        assert_eq!(p, (0..1000).collect::<Vec<u32>>());
+        assert_ne!(epoch_order(&hashes, 5), epoch_order(&hashes, 6));
     }
 }
