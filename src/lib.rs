@@ -30,6 +30,8 @@
 //! # std::fs::remove_dir_all(&dir).ok();
 //! ```
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod curves;
 pub mod data;
 pub mod dsl;

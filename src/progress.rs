@@ -125,7 +125,7 @@ impl Progress for CliProgress {
         self.done.store(step, Ordering::Relaxed);
         self.with_bar(|b| {
             b.set_position(step);
-            if step % 20 == 0 {
+            if step.is_multiple_of(20) {
                 b.set_message(format!("loss {loss:.4}"));
             }
         });

@@ -59,6 +59,8 @@
 //! # }
 //! ```
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod parquet;
 pub mod synthetic;
 

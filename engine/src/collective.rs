@@ -18,9 +18,12 @@ use timely::worker::Worker;
 use crate::cluster::WorkerContext;
 use crate::{Error, Result};
 
+/// Values tagged with (round, worker).
+type RoundInput<D> = InputHandle<u64, CapacityContainerBuilder<Vec<(u64, usize, D)>>>;
+
 /// One worker's end of a collective channel for values of type `D`.
 pub struct Collective<D: ExchangeData + Clone> {
-    input: Option<InputHandle<u64, CapacityContainerBuilder<Vec<(u64, usize, D)>>>>,
+    input: Option<RoundInput<D>>,
     probe: ProbeHandle<u64>,
     received: Rc<RefCell<Vec<(u64, usize, D)>>>,
     round: u64,

@@ -42,6 +42,8 @@
 //! assert_eq!(totals.iter().find(|(n, _)| n == "numbers").unwrap().1.rows_out, 60);
 //! ```
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod batch;
 mod cluster;
 mod collective;

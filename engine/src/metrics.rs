@@ -154,7 +154,8 @@ impl MetricsRegistry {
     pub fn to_prometheus(&self) -> String {
         let snapshot = self.snapshot();
         let mut out = String::new();
-        let families: [(&str, &str, fn(&Counters) -> f64); 6] = [
+        type Family = (&'static str, &'static str, fn(&Counters) -> f64);
+        let families: [Family; 6] = [
             (
                 "millrace_operator_batches_in_total",
                 "Batches received by an operator.",

@@ -49,11 +49,7 @@ impl Evaluator {
         trainer: &Trainer<B>,
         features: &Features,
     ) -> Result<Vec<f32>> {
-        let dim = if features.rows == 0 {
-            0
-        } else {
-            features.x.len() / features.rows
-        };
+        let dim = features.x.len().checked_div(features.rows).unwrap_or(0);
         let mut out = Vec::new();
         let mut start = 0;
         while start < features.rows {

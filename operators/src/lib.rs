@@ -26,6 +26,8 @@
 //! assert_eq!(plan.input_columns, vec!["f0", "label"]);
 //! ```
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod error;
 pub mod evaluate;
 pub mod ingest;

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, missing_docs)]
 //! End-to-end tests of the millrace facade: pipeline files, the DSL, runs on 1 and 2 workers, the
 //! served model, and the errors a user sees.
 

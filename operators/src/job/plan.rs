@@ -195,7 +195,7 @@ impl JobPlan {
             index: p.index.clone(),
             max_categories: p.max_categories,
             label: p.label.clone(),
-            nulls: p.nulls.clone(),
+            nulls: p.nulls,
         };
         Ok(JobPlan {
             spec,

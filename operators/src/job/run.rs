@@ -425,7 +425,7 @@ fn run_worker(
                 rows,
             } => {
                 progress.train_step(*step, *loss);
-                (*step % log_every == 0 || *step == total_steps).then(|| {
+                (step.is_multiple_of(log_every) || *step == total_steps).then(|| {
                     json!({"kind": "train", "epoch": epoch, "step": step, "loss": loss, "rows": rows,
                            "elapsed_s": train_started.elapsed().as_secs_f64()})
                 })

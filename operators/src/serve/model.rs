@@ -75,7 +75,7 @@ impl ServedModel {
         Ok(ServedModel {
             name: bundle.meta.name.clone(),
             version: bundle.meta.version,
-            bundle_task: bundle.task.clone(),
+            bundle_task: bundle.task,
             class_names: bundle.preprocess.class_names(),
             input_schema,
             sql,

@@ -81,7 +81,7 @@ fn mix(mut z: u64) -> u64 {
 /// A stable hash of each row's content (features and target): the row's identity, whichever worker
 /// holds it.
 fn row_hashes(x: &[f32], dim: usize, targets: &Targets) -> Vec<u64> {
-    let rows = if dim == 0 { 0 } else { x.len() / dim };
+    let rows = x.len().checked_div(dim).unwrap_or(0);
     (0..rows)
         .map(|r| {
             let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -142,11 +142,7 @@ pub fn train_data_parallel<B: AutodiffBackend>(
     evaluate_every_epoch: bool,
     on_event: &mut dyn FnMut(TrainEvent),
 ) -> Result<TrainReport> {
-    let dim = if train.rows == 0 {
-        0
-    } else {
-        train.x.len() / train.rows
-    };
+    let dim = train.x.len().checked_div(train.rows).unwrap_or(0);
     let targets = train
         .y
         .as_ref()

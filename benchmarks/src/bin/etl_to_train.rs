@@ -1,0 +1,84 @@
+//! The etl_to_train benchmark: runs `benchmarks/etl_to_train.toml` (Parquet → SQL → standardise +
+//! one-hot → data-parallel MLP training → holdout evaluation) and prints one JSON line.
+//!
+//!     cargo run --release -p millrace-benchmarks --bin etl_to_train -- [--workers N] [--set k=v]… [--assert]
+//!
+//! `--assert` fails (exit 1) unless the run beats plain PyTorch on the same machine end to end
+//! (≥ 200,000 rows/s) at ≥ 0.90 holdout accuracy with less than 1.6 GB peak RSS.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use millrace::engine::ClusterConfig;
+use millrace::operators::job::NoProgress;
+use millrace::run::{RunConfig, plan, run_planned};
+use serde_json::json;
+
+fn main() -> anyhow::Result<()> {
+    let mut workers = 2;
+    let mut overrides = Vec::new();
+    let mut assert = false;
+    let mut pipeline = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/etl_to_train.toml"));
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--workers" => workers = args.next().context("--workers needs a number")?.parse()?,
+            "--set" => overrides.push(args.next().context("--set needs key=value")?),
+            "--pipeline" => pipeline = args.next().context("--pipeline needs a path")?.into(),
+            "--assert" => assert = true,
+            other => bail!(
+                "unknown argument '{other}' (use --workers N, --set key=value, --pipeline FILE, --assert)"
+            ),
+        }
+    }
+    let (spec, text) = millrace::pipeline_file::load(&pipeline, &overrides)?;
+    millrace::data::prepare(&spec)?;
+    let planned = plan(spec, Some((&pipeline, &text)))?;
+    let run_dir = std::env::temp_dir().join(format!("millrace-bench-etl-{}", std::process::id()));
+    let config = RunConfig {
+        cluster: ClusterConfig::local(workers),
+        run_dir: Some(run_dir.clone()),
+        progress: Arc::new(NoProgress),
+    };
+    let (s, _) = run_planned(planned, Some(&text), config)?;
+    let accuracy = s
+        .eval
+        .as_ref()
+        .and_then(|e| serde_json::to_value(e).ok())
+        .and_then(|v| v["accuracy"].as_f64())
+        .unwrap_or(f64::NAN);
+    let line = json!({
+        "benchmark": "etl_to_train",
+        "workers": workers,
+        "rows_read": s.rows_read,
+        "rows_trained": s.rows_trained,
+        "e2e_rows_per_s": s.e2e_rows_per_s.round(),
+        "train_rows_per_s": s.train_rows_per_s.round(),
+        "ingest_s": s.ingest_s,
+        "train_s": s.train_s,
+        "wall_s": s.wall_s,
+        "holdout_accuracy": accuracy,
+        "peak_rss_mb": (s.peak_rss_bytes as f64 / 1048576.0).round(),
+    });
+    println!("{line}");
+    std::fs::remove_dir_all(&run_dir).ok();
+    if assert {
+        if s.e2e_rows_per_s < 200_000.0 {
+            bail!(
+                "end to end {:.0} rows/s is below the 200,000 rows/s goal",
+                s.e2e_rows_per_s
+            );
+        }
+        if accuracy < 0.90 {
+            bail!("holdout accuracy {accuracy:.4} is below 0.90");
+        }
+        if s.peak_rss_bytes > 1_600 * 1024 * 1024 {
+            bail!(
+                "peak RSS {} MB is not below plain PyTorch's 1.6 GB",
+                s.peak_rss_bytes / 1048576
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,2 +1,0 @@
-//! millrace's end-to-end benchmarks; see benchmarks/README.md.
-fn main() {}
