@@ -183,3 +183,43 @@ fn rows_with_null_features_are_dead_lettered_with_their_origin() {
     );
     assert_eq!(s.train_rows + s.eval_rows + s.rows_dead_lettered, 80_000);
 }
+
+#[test]
+fn linear_regression_recovers_a_sql_derived_target() {
+    let (train, holdout) = tabular();
+    let text = format!(
+        r#"name = "regression"
+[ingest]
+path = "{}"
+[preprocess]
+sql = "SELECT f0, f2, cat, 2.0 * f0 - 0.5 * f2 + CASE WHEN cat = 'c0' THEN 3.0 ELSE 0.0 END AS y FROM input"
+numeric = ["f0", "f2"]
+one_hot = ["cat"]
+label = "y"
+[train]
+task = "regression"
+model = {{ kind = "linear" }}
+optimizer = {{ kind = "sgd", momentum = 0.9 }}
+lr = 0.01
+batch_size = 128
+epochs = 2
+[evaluate]
+split = 0.2
+"#,
+        train.display()
+    );
+    let _ = holdout;
+    let dir = scratch("regression");
+    let s = run_toml(&text, 2, &dir);
+    let eval = serde_json::to_value(s.eval.as_ref().unwrap()).unwrap();
+    let (rmse, r2, mae) = (
+        eval["rmse"].as_f64().unwrap(),
+        eval["r2"].as_f64().unwrap(),
+        eval["mae"].as_f64().unwrap(),
+    );
+    assert!(r2 > 0.999, "r2 {r2}");
+    assert!(rmse < 0.05 && mae < 0.05, "rmse {rmse} mae {mae}");
+    // The split holds out about 20% of the rows, the same ones on any worker count.
+    assert!((11_000..13_000).contains(&s.eval_rows), "{}", s.eval_rows);
+    assert_eq!(s.train_rows + s.eval_rows, 60_000);
+}

@@ -404,6 +404,8 @@ fn run_worker(
     let mut log_error: Option<Error> = None;
     let log_every = spec.train.log_every as u64;
     let mut total_steps = 0;
+    // Loss lines in metrics.jsonl are the mean over the rows since the previous line.
+    let (mut window_loss, mut window_rows) = (0.0f64, 0u64);
     let train_started = Instant::now();
     let mut on_event = |event: TrainEvent| {
         let Some((out, path)) = log.as_mut() else {
@@ -425,9 +427,14 @@ fn run_worker(
                 rows,
             } => {
                 progress.train_step(*step, *loss);
+                window_loss += loss * *rows as f64;
+                window_rows += rows;
                 (step.is_multiple_of(log_every) || *step == total_steps).then(|| {
-                    json!({"kind": "train", "epoch": epoch, "step": step, "loss": loss, "rows": rows,
-                           "elapsed_s": train_started.elapsed().as_secs_f64()})
+                    let mean = window_loss / window_rows.max(1) as f64;
+                    let line = json!({"kind": "train", "epoch": epoch, "step": step, "loss": mean, "rows": window_rows,
+                           "elapsed_s": train_started.elapsed().as_secs_f64()});
+                    (window_loss, window_rows) = (0.0, 0);
+                    line
                 })
             }
             TrainEvent::Eval {
