@@ -27,19 +27,16 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
     h
 }
 
-/// Splits `batch` into one batch per target worker by the hash of `keys`' values.
-pub fn partition_by_key(
-    batch: &RecordBatch,
-    keys: &[String],
-    parts: usize,
-) -> Result<Vec<(usize, RecordBatch)>, String> {
+/// A stable hash of each row's values in the `keys` columns (the same on every process and run).
+/// `what` names the keys in errors (e.g. "exchange key").
+pub fn hash_rows(batch: &RecordBatch, keys: &[String], what: &str) -> Result<Vec<u64>, String> {
     let schema = batch.schema();
     let mut columns = Vec::with_capacity(keys.len());
     let mut fields = Vec::with_capacity(keys.len());
     for key in keys {
         let idx = schema.index_of(key).map_err(|_| {
             format!(
-                "exchange key column '{key}' is not in the batch (columns: {})",
+                "{what} column '{key}' is not in the batch (columns: {})",
                 crate::error::list(schema.fields().iter().map(|f| f.name().clone()))
             )
         })?;
@@ -50,9 +47,19 @@ pub fn partition_by_key(
     let rows = converter
         .convert_columns(&columns)
         .map_err(|e| e.to_string())?;
+    Ok(rows.iter().map(|row| stable_hash(row.as_ref())).collect())
+}
+
+/// Splits `batch` into one batch per target worker by the hash of `keys`' values.
+pub fn partition_by_key(
+    batch: &RecordBatch,
+    keys: &[String],
+    parts: usize,
+) -> Result<Vec<(usize, RecordBatch)>, String> {
+    let hashes = hash_rows(batch, keys, "exchange key")?;
     let mut indices: Vec<Vec<u32>> = vec![Vec::new(); parts];
-    for (i, row) in rows.iter().enumerate() {
-        let target = (stable_hash(row.as_ref()) % parts as u64) as usize;
+    for (i, h) in hashes.iter().enumerate() {
+        let target = (h % parts as u64) as usize;
         indices[target].push(i as u32);
     }
     let mut out = Vec::new();

@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use arrow::array::{BooleanArray, RecordBatch};
-use arrow::row::{RowConverter, SortField};
-use millrace_engine::stable_hash;
+use millrace_engine::hash_rows;
 
 /// Splits rows into train and eval by a hash of some of their columns.
 #[derive(Clone, Debug)]
@@ -28,25 +27,12 @@ fn mix(mut z: u64) -> u64 {
 impl HashSplit {
     /// `true` for each row that belongs to the eval side.
     pub fn eval_mask(&self, batch: &RecordBatch) -> Result<BooleanArray, String> {
-        let schema = batch.schema();
-        let mut columns = Vec::with_capacity(self.key.len());
-        let mut fields = Vec::with_capacity(self.key.len());
-        for name in &self.key {
-            let idx = schema
-                .index_of(name)
-                .map_err(|_| format!("split key column '{name}' is not in the batch"))?;
-            columns.push(Arc::clone(batch.column(idx)));
-            fields.push(SortField::new(schema.field(idx).data_type().clone()));
-        }
-        let converter = RowConverter::new(fields).map_err(|e| e.to_string())?;
-        let rows = converter
-            .convert_columns(&columns)
-            .map_err(|e| e.to_string())?;
+        let hashes = hash_rows(batch, &self.key, "split key")?;
         let threshold = (self.eval_fraction * (1u64 << 53) as f64) as u64;
         let seed = mix(self.seed);
-        Ok(rows
+        Ok(hashes
             .iter()
-            .map(|row| Some((mix(stable_hash(row.as_ref()) ^ seed) >> 11) < threshold))
+            .map(|h| Some((mix(h ^ seed) >> 11) < threshold))
             .collect())
     }
 }
