@@ -1,8 +1,6 @@
 //! A deterministic, seedable train/eval split by row hash: a row's side depends only on its values
 //! and the seed, never on which worker or batch it arrives in.
 
-use std::sync::Arc;
-
 use arrow::array::{BooleanArray, RecordBatch};
 use millrace_engine::hash_rows;
 
@@ -40,6 +38,8 @@ impl HashSplit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
     use arrow::array::Int64Array;
     use arrow::datatypes::{DataType, Field, Schema};
 
