@@ -26,8 +26,18 @@ pub fn generate_tabular(
     Ok(generate(&spec, out)?)
 }
 
-fn ensure(path: &Path, generate: &Option<GenerateSpec>) -> Result<()> {
+fn ensure(path: &Path, generate: &Option<GenerateSpec>, key: &str) -> Result<()> {
     let Some(g) = generate else { return Ok(()) };
+    let text = path.to_string_lossy();
+    if text.contains("://") && !text.starts_with("file://") {
+        return Err(crate::Error::Pipeline(millrace_operators::Error::config(
+            key,
+            format!(
+                "can only generate data at a local path, not at `{text}`; generate locally and upload"
+            ),
+        )));
+    }
+    let path = Path::new(text.strip_prefix("file://").unwrap_or(&text));
     if path.exists() {
         return Ok(());
     }
@@ -38,9 +48,9 @@ fn ensure(path: &Path, generate: &Option<GenerateSpec>) -> Result<()> {
 
 /// Generates any dataset the pipeline asks for that does not exist yet.
 pub fn prepare(spec: &PipelineSpec) -> Result<()> {
-    ensure(&spec.ingest.path, &spec.ingest.generate)?;
+    ensure(&spec.ingest.path, &spec.ingest.generate, "ingest.generate")?;
     if let Some(path) = &spec.evaluate.path {
-        ensure(path, &spec.evaluate.generate)?;
+        ensure(path, &spec.evaluate.generate, "evaluate.generate")?;
     }
     Ok(())
 }

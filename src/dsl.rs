@@ -21,13 +21,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use millrace_connectors::storage::StorageOptions;
 use millrace_engine::ClusterConfig;
 use millrace_ml::model::{Activation, ModelKind, ModelSpec};
 use millrace_ml::optim::OptimizerSpec;
 use millrace_ml::preprocess::NullPolicy;
 use millrace_operators::job::{Progress, Summary};
 use millrace_operators::spec::{
-    EvaluateSpec, IngestSpec, PipelineSpec, PreprocessSpec, ServeSpec, TaskKind, TrainSpec,
+    EvaluateSpec, IngestSpec, OutputSpec, PipelineSpec, PreprocessSpec, ServeSpec, TaskKind,
+    TrainSpec,
 };
 
 use crate::run::{RunConfig, plan, run_planned};
@@ -166,6 +168,8 @@ pub struct Pipeline {
     train: Option<Train>,
     evaluate: EvaluateSpec,
     serve: Option<ServeSpec>,
+    storage: StorageOptions,
+    output: OutputSpec,
     workers: usize,
     run_dir: Option<PathBuf>,
     progress: Option<Arc<dyn Progress>>,
@@ -182,15 +186,32 @@ impl Pipeline {
             train: None,
             evaluate: EvaluateSpec::default(),
             serve: None,
+            storage: StorageOptions::default(),
+            output: OutputSpec::default(),
             workers: 1,
             run_dir: None,
             progress: None,
         }
     }
 
-    /// Reads a Parquet file or directory.
+    /// Reads a Parquet file or directory (Spark output included), or a Delta table: a local path
+    /// or a URL such as `s3://bucket/prefix` (see [`Pipeline::storage`]).
     pub fn ingest_parquet(mut self, path: impl AsRef<Path>) -> Self {
         self.ingest = Some(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// Object store settings (endpoint, region, credentials, retries) for every URL.
+    pub fn storage(mut self, storage: StorageOptions) -> Self {
+        self.storage = storage;
+        self
+    }
+
+    /// Writes the evaluation rows' predictions, with `columns` copied from the input, as a Parquet
+    /// dataset at `url` (finished with `_SUCCESS`).
+    pub fn write_predictions(mut self, url: impl Into<String>, columns: &[&str]) -> Self {
+        self.output.predictions = Some(url.into());
+        self.output.columns = columns.iter().map(|c| c.to_string()).collect();
         self
     }
 
@@ -317,15 +338,15 @@ impl Pipeline {
         Ok(PipelineSpec {
             name: self.name.clone(),
             ingest: IngestSpec {
-                path,
-                format: "parquet".into(),
                 batch_rows: self.batch_rows,
-                generate: None,
+                ..IngestSpec::new(path)
             },
             preprocess: self.preprocess.clone(),
             train: train.spec,
             evaluate: self.evaluate.clone(),
             serve: self.serve.clone(),
+            storage: self.storage.clone(),
+            output: self.output.clone(),
         })
     }
 

@@ -43,4 +43,7 @@ pub enum Error {
     /// The training curves could not be drawn.
     #[error("training curves: {0}")]
     Curves(String),
+    /// A tool command failed in a way that names its own cause (copying, inspecting).
+    #[error("{0}")]
+    Internal(String),
 }

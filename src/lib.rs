@@ -36,6 +36,7 @@ pub mod curves;
 pub mod data;
 pub mod dsl;
 mod error;
+pub mod inspect;
 pub mod pipeline_file;
 pub mod progress;
 pub mod run;

@@ -51,11 +51,68 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         max_rows: usize,
     },
+    /// Show a dataset's schema (partition columns included), row count, and per column the null
+    /// count, min, max and sum: a Parquet file or directory, Spark output, a Delta table, an S3 prefix.
+    Inspect {
+        /// A path or URL (s3://bucket/prefix, gs://…, az://…, file://…).
+        url: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Threads reading the data.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// auto (Delta when _delta_log/ exists), parquet or delta.
+        #[arg(long, default_value = "auto")]
+        format: String,
+        /// Partition filter, e.g. "region = 'eu'" (repeatable).
+        #[arg(long = "filter")]
+        filters: Vec<String>,
+        /// Delta table version to read.
+        #[arg(long)]
+        delta_version: Option<i64>,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
+    /// Copy every object under one path or URL to another (e.g. local Spark output to S3).
+    Cp {
+        /// Source path or URL.
+        src: String,
+        /// Destination path or URL.
+        dst: String,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
     /// Generate a dataset.
     Gen {
         #[command(subcommand)]
         dataset: GenCommand,
     },
+}
+
+/// Object store settings on the command line (the AWS_* environment and profiles also apply).
+#[derive(clap::Args)]
+struct StorageArgs {
+    /// S3-compatible endpoint, e.g. http://127.0.0.1:9000 (path-style requests).
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Region.
+    #[arg(long)]
+    region: Option<String>,
+    /// AWS profile of ~/.aws/config and ~/.aws/credentials.
+    #[arg(long)]
+    profile: Option<String>,
+}
+
+impl StorageArgs {
+    fn options(&self) -> millrace::connectors::storage::StorageOptions {
+        millrace::connectors::storage::StorageOptions {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            profile: self.profile.clone(),
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -178,6 +235,53 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     ..ServeOptions::default()
                 },
             )
+        }
+        Command::Inspect {
+            url,
+            json,
+            workers,
+            format,
+            filters,
+            delta_version,
+            storage,
+        } => {
+            use millrace::connectors::parquet::{DatasetFormat, DatasetOptions, PartitionFilter};
+            let format = match format.as_str() {
+                "auto" => DatasetFormat::Auto,
+                "parquet" => DatasetFormat::Parquet,
+                "delta" => DatasetFormat::Delta,
+                other => anyhow::bail!("unknown --format '{other}'; use auto, parquet or delta"),
+            };
+            let partition_filters = filters
+                .iter()
+                .map(|f| PartitionFilter::parse(f).map_err(|m| anyhow::anyhow!("--filter: {m}")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let options = DatasetOptions {
+                storage: storage.options(),
+                format,
+                partition_filters,
+                delta_version,
+                ..DatasetOptions::default()
+            };
+            let progress = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let report = millrace::inspect::inspect(&url, &options, workers, progress)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render_text());
+            }
+            Ok(())
+        }
+        Command::Cp { src, dst, storage } => {
+            let started = std::time::Instant::now();
+            let report = millrace::inspect::copy(&src, &dst, &storage.options())?;
+            println!(
+                "copied {} objects, {:.1} MB, from {src} to {dst} in {:.1}s",
+                report.objects,
+                report.bytes as f64 / 1e6,
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
         }
         Command::Gen {
             dataset:

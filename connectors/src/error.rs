@@ -143,6 +143,65 @@ pub enum Error {
         reason: String,
     },
 
+    /// An object store request failed after its retries (outside world or user: a bad bucket or
+    /// credential).
+    #[error("cannot {op} `{url}`: {source}; {}", store_hint(source))]
+    Store {
+        /// The URL involved (`s3://bucket/key`, `file:///path`, ...).
+        url: String,
+        /// What we were doing, e.g. "list", "read", "write".
+        op: &'static str,
+        /// What the object store client reported.
+        #[source]
+        source: object_store::Error,
+    },
+
+    /// A storage URL or its options cannot work (user).
+    #[error("invalid storage URL `{url}`: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it is wrong and what would be right.
+        reason: String,
+    },
+
+    /// A Hive-style partition directory holds a value that does not parse as the column's type (user).
+    #[error(
+        "partition directory `{}`: {reason}; fix or remove the directory, or declare the column's \
+         type as string",
+        path.display()
+    )]
+    Partition {
+        /// The directory (or file) whose partition value is bad.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// Waiting for something (a `_SUCCESS` marker) took longer than allowed (outside world).
+    #[error("gave up after {seconds} s waiting for {what} at `{url}`; {hint}")]
+    Timeout {
+        /// The URL waited on.
+        url: String,
+        /// What was awaited.
+        what: &'static str,
+        /// The timeout.
+        seconds: f64,
+        /// What to do.
+        hint: &'static str,
+    },
+
+    /// A table uses a feature this reader does not implement (user: rewrite it or use another reader).
+    #[error("`{url}`: {what} is not supported by millrace; {hint}")]
+    Unsupported {
+        /// The table or file.
+        url: String,
+        /// The feature.
+        what: String,
+        /// What to do instead.
+        hint: String,
+    },
+
     /// Something that should be impossible happened (us: please report it).
     #[error("internal error in millrace-connectors: {0}; this is a bug, please report it")]
     Internal(String),
@@ -151,7 +210,23 @@ pub enum Error {
 impl Error {
     /// `true` when retrying the same operation later may succeed (the outside world failed, not the input).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Io { .. })
+        match self {
+            Error::Io { .. } | Error::Timeout { .. } => true,
+            Error::Store { source, .. } => {
+                classify(source) == StoreFailure::Transient
+                    && !matches!(source, object_store::Error::InvalidPath { .. })
+            }
+            _ => false,
+        }
+    }
+
+    /// An [`Error::Store`] for `op` on `url`.
+    pub fn store(url: impl Into<String>, op: &'static str, source: object_store::Error) -> Self {
+        Error::Store {
+            url: url.into(),
+            op,
+            source,
+        }
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, op: &'static str, source: std::io::Error) -> Self {
@@ -159,6 +234,64 @@ impl Error {
             path: path.into(),
             op,
             source,
+        }
+    }
+}
+
+/// What an object store error means for the user: S3 servers answer many refusals with a generic
+/// error that only its text (status code, S3 error code) tells apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StoreFailure {
+    Missing,
+    Denied,
+    Unsupported,
+    Transient,
+}
+
+fn classify(source: &object_store::Error) -> StoreFailure {
+    match source {
+        object_store::Error::NotFound { .. } => StoreFailure::Missing,
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => StoreFailure::Denied,
+        object_store::Error::NotSupported { .. } | object_store::Error::NotImplemented { .. } => {
+            StoreFailure::Unsupported
+        }
+        other => {
+            let text = other.to_string();
+            let has = |needles: &[&str]| needles.iter().any(|n| text.contains(n));
+            if has(&[
+                "403 Forbidden",
+                "401 Unauthorized",
+                "AccessDenied",
+                "InvalidAccessKeyId",
+                "SignatureDoesNotMatch",
+                "ExpiredToken",
+                "InvalidToken",
+            ]) {
+                StoreFailure::Denied
+            } else if has(&["404 Not Found", "NoSuchBucket", "NoSuchKey"]) {
+                StoreFailure::Missing
+            } else {
+                StoreFailure::Transient
+            }
+        }
+    }
+}
+
+/// What to do about an object store error.
+fn store_hint(source: &object_store::Error) -> &'static str {
+    match classify(source) {
+        StoreFailure::Missing => {
+            "it does not exist: check the bucket name, the prefix and the endpoint"
+        }
+        StoreFailure::Denied => {
+            "access was denied: check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, \
+             AWS_PROFILE, or the pipeline's [storage] section) and the bucket policy"
+        }
+        StoreFailure::Unsupported => "the store does not support this operation",
+        StoreFailure::Transient => {
+            "the request failed after retries: check the endpoint, the network, and that the \
+             server is up"
         }
     }
 }

@@ -25,7 +25,7 @@
 //! Generate a small tabular dataset, plan it for two workers, and read two columns back:
 //!
 //! ```
-//! use millrace_connectors::parquet::{ParquetDataset, ScanOptions, read_unit};
+//! use millrace_connectors::parquet::{ParquetDataset, ScanOptions};
 //! use millrace_connectors::synthetic::tabular::{TabularSpec, generate};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -34,7 +34,7 @@
 //! let report = generate(&spec, &dir)?;
 //! assert_eq!(report.files.len(), 2);
 //!
-//! let dataset = ParquetDataset::open(&dir)?;
+//! let dataset = ParquetDataset::open_path(&dir)?;
 //! assert_eq!(dataset.num_rows(), 10_000);
 //! assert_eq!(dataset.schema().fields().len(), 19);
 //!
@@ -43,7 +43,7 @@
 //! let mut positives = 0;
 //! for part in dataset.plan(2) {
 //!     for unit in &part {
-//!         for item in read_unit(unit, &options)? {
+//!         for item in dataset.read_unit(unit, &options)? {
 //!             let (_origin, batch) = item?;
 //!             assert_eq!(batch.schema().field(0).name(), "f0"); // dataset order, not request order
 //!             let label = batch.column(1).as_any().downcast_ref::<arrow::array::Int8Array>().ok_or("not int8")?;
@@ -61,7 +61,12 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod delta;
+pub mod hive;
+pub mod inspect;
 pub mod parquet;
+pub mod runtime;
+pub mod storage;
 pub mod synthetic;
 
 mod error;

@@ -37,6 +37,9 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// An Arrow kernel failed on data the job built itself.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
     /// The model server could not start or stopped with an error.
     #[error("serve: {0}")]
     Serve(String),

@@ -1,8 +1,13 @@
 //! The pipeline specification: what each node of the graph does. The pipeline file (TOML) and the
 //! Rust DSL both produce a [`PipelineSpec`].
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
+
+use millrace_connectors::parquet::{Compression, DatasetFormat, DatasetOptions, PartitionFilter};
+use millrace_connectors::storage::StorageOptions;
 
 use millrace_ml::model::ModelSpec;
 use millrace_ml::optim::OptimizerSpec;
@@ -30,19 +35,28 @@ pub struct PipelineSpec {
     /// Serve the trained model when the run ends.
     #[serde(default)]
     pub serve: Option<ServeSpec>,
+    /// Object store settings (endpoint, region, credentials, retries) for every URL of the
+    /// pipeline.
+    #[serde(default)]
+    pub storage: StorageOptions,
+    /// Results written as Parquet datasets (local or object store), readable by Spark.
+    #[serde(default)]
+    pub output: OutputSpec,
 }
 
 fn default_name() -> String {
     "pipeline".to_string()
 }
 
-/// A Parquet file or directory to read.
+/// A Parquet file, a directory of them (Spark output), or a Delta table, local or in an object store.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct IngestSpec {
-    /// A Parquet file, or a directory read recursively (names starting with `_` or `.` are ignored).
+    /// A path or URL (`s3://bucket/prefix`, `gs://…`, `az://…`, `file://…`): a Parquet file, or a
+    /// directory read recursively (names starting with `_` or `.` are ignored, `key=value`
+    /// directories become partition columns), or a Delta table.
     pub path: PathBuf,
-    /// Data format; only `parquet` for now.
+    /// `auto` (a Delta table when `_delta_log/` exists, else Parquet), `parquet` or `delta`.
     #[serde(default = "default_format")]
     pub format: String,
     /// Rows per batch read from a row group.
@@ -51,6 +65,125 @@ pub struct IngestSpec {
     /// Generate a synthetic dataset at `path` first if nothing is there (for quickstarts and tests).
     #[serde(default)]
     pub generate: Option<GenerateSpec>,
+    /// Conditions on partition columns (`"event_date >= '2024-03-02'"`, `"region in ('eu', 'us')"`);
+    /// directories that fail one are skipped before they are listed.
+    #[serde(default)]
+    pub partition_filter: Vec<String>,
+    /// Partition column types (`{ event_date = "date", bucket = "int" }`); others are inferred as Spark does.
+    #[serde(default)]
+    pub partition_types: BTreeMap<String, String>,
+    /// Wait for the `_SUCCESS` marker of the job that writes the data before reading it.
+    #[serde(default)]
+    pub wait_for_success: bool,
+    /// How long to wait for `_SUCCESS`, in seconds.
+    #[serde(default = "default_success_timeout")]
+    pub success_timeout_s: f64,
+    /// For Delta tables: the version to read (latest when absent).
+    #[serde(default)]
+    pub delta_version: Option<i64>,
+}
+
+fn default_success_timeout() -> f64 {
+    3600.0
+}
+
+impl IngestSpec {
+    /// Reads `path` (a path or URL) with every other setting at its default.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        IngestSpec {
+            path: path.into(),
+            format: default_format(),
+            batch_rows: default_batch_rows(),
+            generate: None,
+            partition_filter: Vec::new(),
+            partition_types: BTreeMap::new(),
+            wait_for_success: false,
+            success_timeout_s: default_success_timeout(),
+            delta_version: None,
+        }
+    }
+
+    /// Dataset options for `storage`, checked; errors name the key.
+    pub fn dataset_options(&self, storage: &StorageOptions) -> Result<DatasetOptions> {
+        let format = match self.format.as_str() {
+            "auto" => DatasetFormat::Auto,
+            "parquet" => DatasetFormat::Parquet,
+            "delta" => DatasetFormat::Delta,
+            other => {
+                return Err(Error::config(
+                    "ingest.format",
+                    format!("unknown format '{other}'; supported: auto, parquet, delta"),
+                ));
+            }
+        };
+        let partition_filters = self
+            .partition_filter
+            .iter()
+            .map(|f| {
+                PartitionFilter::parse(f).map_err(|m| Error::config("ingest.partition_filter", m))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if !(self.success_timeout_s.is_finite() && self.success_timeout_s >= 0.0) {
+            return Err(Error::config(
+                "ingest.success_timeout_s",
+                format!(
+                    "must be a number of seconds, got {}",
+                    self.success_timeout_s
+                ),
+            ));
+        }
+        Ok(DatasetOptions {
+            storage: storage.clone(),
+            format,
+            partition_filters,
+            partition_types: self.partition_types.clone(),
+            wait_for_success: self
+                .wait_for_success
+                .then(|| Duration::from_secs_f64(self.success_timeout_s)),
+            delta_version: self.delta_version,
+        })
+    }
+}
+
+/// Results written as Parquet datasets, partitioned like Spark and finished with `_SUCCESS`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    /// Where to write the evaluation rows with the model's predictions (a path or URL).
+    #[serde(default)]
+    pub predictions: Option<String>,
+    /// Input columns copied next to each prediction (e.g. an id); the label is always written.
+    #[serde(default)]
+    pub columns: Vec<String>,
+    /// Partition the predictions by these of `columns`.
+    #[serde(default)]
+    pub partition_by: Vec<String>,
+    /// Where to write the evaluation metrics, one row per evaluation (a path or URL).
+    #[serde(default)]
+    pub evaluation: Option<String>,
+    /// `error` (default: refuse to write into a non-empty location) or `overwrite`.
+    #[serde(default = "default_mode")]
+    pub mode: String,
+    /// `snappy` (default), `zstd`, `lz4` or `none`.
+    #[serde(default)]
+    pub compression: Compression,
+}
+
+fn default_mode() -> String {
+    "error".to_string()
+}
+
+impl Default for OutputSpec {
+    fn default() -> Self {
+        OutputSpec {
+            predictions: None,
+            columns: Vec::new(),
+            partition_by: Vec::new(),
+            evaluation: None,
+            mode: default_mode(),
+            compression: Compression::default(),
+        }
+    }
 }
 
 /// A synthetic dataset to generate when the configured path does not exist yet.
@@ -81,7 +214,7 @@ fn default_gen_files() -> usize {
 }
 
 fn default_format() -> String {
-    "parquet".to_string()
+    "auto".to_string()
 }
 
 fn default_batch_rows() -> usize {
@@ -254,13 +387,24 @@ impl Default for ServeSpec {
 impl PipelineSpec {
     /// Checks everything that can be checked without reading data; errors name the key to change.
     pub fn validate(&self) -> Result<()> {
-        if self.ingest.format != "parquet" {
+        self.ingest.dataset_options(&self.storage)?;
+        let o = &self.output;
+        if o.mode != "error" && o.mode != "overwrite" {
             return Err(Error::config(
-                "ingest.format",
-                format!(
-                    "unknown format '{}'; supported: parquet",
-                    self.ingest.format
-                ),
+                "output.mode",
+                format!("unknown mode '{}'; use error or overwrite", o.mode),
+            ));
+        }
+        if let Some(c) = o.partition_by.iter().find(|c| !o.columns.contains(c)) {
+            return Err(Error::config(
+                "output.partition_by",
+                format!("'{c}' must also be listed in output.columns"),
+            ));
+        }
+        if o.predictions.is_none() && (!o.columns.is_empty() || !o.partition_by.is_empty()) {
+            return Err(Error::config(
+                "output.columns",
+                "needs output.predictions: where to write the predictions",
             ));
         }
         for (key, g) in [

@@ -4,5 +4,9 @@
 
 mod common;
 mod config_errors;
+mod faulty_proxy;
 mod quickstart;
+mod s3;
 mod serve;
+mod services;
+mod spark;

@@ -12,17 +12,24 @@ use serde_json::Value;
 use crate::common::{pipeline_toml, scratch, tabular};
 
 pub fn run_toml(text: &str, workers: usize, dir: &Path) -> Summary {
+    try_run_toml(text, workers, dir).unwrap()
+}
+
+/// Runs a pipeline file's text; the error as the CLI would print it.
+pub fn try_run_toml(text: &str, workers: usize, dir: &Path) -> Result<Summary, String> {
     std::fs::create_dir_all(dir).unwrap();
     let path = dir.join("pipeline.toml");
     std::fs::write(&path, text).unwrap();
-    let (spec, text) = millrace::pipeline_file::load(&path, &[]).unwrap();
-    let planned = plan(spec, Some((&path, &text))).unwrap();
+    let (spec, text) = millrace::pipeline_file::load(&path, &[]).map_err(|e| e.to_string())?;
+    let planned = plan(spec, Some((&path, &text))).map_err(|e| e.to_string())?;
     let config = RunConfig {
         cluster: ClusterConfig::local(workers),
         run_dir: Some(dir.join("run")),
         progress: Arc::new(NoProgress),
     };
-    run_planned(planned, Some(&text), config).unwrap().0
+    run_planned(planned, Some(&text), config)
+        .map(|r| r.0)
+        .map_err(|e| e.to_string())
 }
 
 fn accuracy(s: &Summary) -> f64 {

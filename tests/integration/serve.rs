@@ -4,7 +4,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc;
 
-use millrace::connectors::parquet::{ParquetDataset, ScanOptions, read_unit};
+use millrace::connectors::parquet::{ParquetDataset, ScanOptions};
 use millrace::ml::bundle::{ModelBundle, Predictor};
 use millrace::operators::preprocess::{SqlPlan, SqlRunner};
 use millrace::operators::serve::{ServeOptions, ServedModel, serve};
@@ -61,19 +61,20 @@ fn served_predictions_equal_in_process_predictions() {
 
     // In process: the holdout's first rows through the bundled SQL, encoding and predictor.
     let bundle = ModelBundle::load(&model_dir).unwrap();
-    let dataset = ParquetDataset::open(holdout).unwrap();
+    let dataset = ParquetDataset::open_path(holdout).unwrap();
     let unit = dataset.plan(1).remove(0).remove(0);
-    let (_, raw) = read_unit(
-        &unit,
-        &ScanOptions {
-            projection: None,
-            batch_size: 300,
-        },
-    )
-    .unwrap()
-    .next()
-    .unwrap()
-    .unwrap();
+    let (_, raw) = dataset
+        .read_unit(
+            &unit,
+            &ScanOptions {
+                projection: None,
+                batch_size: 300,
+            },
+        )
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
     let raw = raw.slice(0, 200);
     let sql = SqlPlan::plan(
         bundle.meta.transform_sql.as_deref(),

@@ -8,12 +8,20 @@
 //! - [`ParquetFileWriter`] writes batches to one file atomically (temp file, fsync, rename).
 
 mod dataset;
+mod dataset_writer;
+mod listing;
 mod plan;
 mod schema;
 mod sink;
 mod source;
+pub mod spark;
 
-pub use dataset::{ParquetDataset, ParquetFileInfo, RowGroupInfo};
+pub use dataset::{DatasetFormat, DatasetOptions, ParquetDataset, ParquetFileInfo, RowGroupInfo};
+pub use dataset_writer::{
+    DEFAULT_MAX_OPEN_FILES, DatasetWriter, DatasetWriterOptions, WrittenFile, WrittenFiles,
+    delete_prefix, write_success,
+};
+pub use listing::{FilterOp, PartitionFilter};
 pub use plan::ScanUnit;
 pub use sink::{Compression, DEFAULT_ROW_GROUP_ROWS, FileStats, ParquetFileWriter, WriterOptions};
 pub use source::{BatchOrigin, DEFAULT_BATCH_SIZE, ScanOptions, UnitReader, read_unit};

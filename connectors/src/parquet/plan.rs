@@ -26,25 +26,36 @@ pub struct ScanUnit {
 /// prefix), never before boundary `k - 1`. When every row group is empty, counts replace rows.
 pub(crate) fn plan_row_groups(files: &[ParquetFileInfo], parts: usize) -> Vec<Vec<ScanUnit>> {
     let parts = parts.max(1);
-    // (file index, row group, rows) in global order.
-    let groups: Vec<(usize, usize, u64)> = files
+    // (file index, row group, rows, compressed bytes) in global order.
+    let groups: Vec<(usize, usize, u64, u64)> = files
         .iter()
         .enumerate()
         .flat_map(|(f, info)| {
             info.row_groups
                 .iter()
                 .enumerate()
-                .map(move |(g, rg)| (f, g, rg.rows))
+                .map(move |(g, rg)| (f, g, rg.rows, rg.compressed_bytes))
         })
         .collect();
+    // Weigh by size where footers give it (they always do for real files), else by rows, else
+    // by count.
+    let total_bytes: u64 = groups.iter().map(|g| g.3).sum();
     let total_rows: u64 = groups.iter().map(|g| g.2).sum();
-    let weight = |rows: u64| -> u128 { if total_rows == 0 { 1 } else { u128::from(rows) } };
+    let weight = |g: &(usize, usize, u64, u64)| -> u128 {
+        if total_bytes > 0 {
+            u128::from(g.3)
+        } else if total_rows > 0 {
+            u128::from(g.2)
+        } else {
+            1
+        }
+    };
     // cumulative[i] = weight of the first i row groups.
     let mut cumulative = Vec::with_capacity(groups.len() + 1);
     cumulative.push(0u128);
     for g in &groups {
         let last = cumulative.last().copied().unwrap_or(0);
-        cumulative.push(last + weight(g.2));
+        cumulative.push(last + weight(g));
     }
     let total = cumulative.last().copied().unwrap_or(0);
 
@@ -90,9 +101,9 @@ fn nearest_boundary(cumulative: &[u128], lower: usize, total: u128, k: u128, par
 }
 
 /// Groups a contiguous run of (file, row group, rows) into one unit per file.
-fn units_for(run: &[(usize, usize, u64)], files: &[ParquetFileInfo]) -> Vec<ScanUnit> {
+fn units_for(run: &[(usize, usize, u64, u64)], files: &[ParquetFileInfo]) -> Vec<ScanUnit> {
     let mut units: Vec<ScanUnit> = Vec::new();
-    for &(file_index, row_group, rows) in run {
+    for &(file_index, row_group, rows, _) in run {
         match units.last_mut() {
             Some(unit) if unit.file_index == file_index => {
                 unit.row_groups.push(row_group);
@@ -122,6 +133,7 @@ mod tests {
                 path: PathBuf::from(format!("/d/part-{i}.parquet")),
                 rows: rgs.iter().sum(),
                 size_bytes: 0,
+                partition_values: Vec::new(),
                 row_groups: rgs
                     .iter()
                     .map(|&rows| RowGroupInfo {
@@ -166,6 +178,16 @@ mod tests {
         assert_eq!(rows_per_part(&plan).iter().sum::<u64>(), 10);
         assert_eq!(plan.iter().filter(|p| !p.is_empty()).count(), 2);
         assert_eq!(plan_row_groups(&f, 0).len(), 1);
+    }
+
+    #[test]
+    fn sizes_outweigh_rows() {
+        let mut f = files(&[&[100, 100, 100, 100]]);
+        for (rg, bytes) in f[0].row_groups.iter_mut().zip([300, 100, 100, 100]) {
+            rg.compressed_bytes = bytes;
+        }
+        // 600 bytes: the first row group alone is half.
+        assert_eq!(rows_per_part(&plan_row_groups(&f, 2)), vec![100, 300]);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Planning: every row group exactly once, contiguous, balanced; reading a plan = reading it all.
 
-use millrace_connectors::parquet::{ParquetDataset, ScanOptions, ScanUnit, read_unit};
+use millrace_connectors::parquet::{ParquetDataset, ScanOptions, ScanUnit};
 
 use crate::fixtures::{TempDir, TestResult, ids, write_abc};
 
@@ -57,21 +57,42 @@ fn every_row_group_exactly_once_in_order() -> TestResult {
 }
 
 #[test]
-fn parts_are_balanced_by_rows() -> TestResult {
+fn parts_are_balanced_by_size() -> TestResult {
     let dir = TempDir::new("balance")?;
     let ds = uneven(&dir)?;
-    // Row groups: 7 1 13 | 2 | 20 3 3 30 | 21 -> prefix sums 0 7 8 21 23 43 46 49 79 100.
-    let rows = |parts| -> Vec<u64> {
-        ds.plan(parts)
-            .iter()
-            .map(|p| p.iter().map(|u| u.rows).sum())
-            .collect()
-    };
-    assert_eq!(rows(1), vec![100]);
-    assert_eq!(rows(2), vec![49, 51]); // target 50: prefix 49
-    assert_eq!(rows(3), vec![43, 36, 21]); // targets 33.3, 66.7: prefixes 43 (not 23), 79 (not 49)
-    assert_eq!(rows(4), vec![23, 26, 30, 21]); // targets 25, 50, 75: prefixes 23, 49, 79
-    assert_eq!(rows(5), vec![21, 22, 6, 30, 21]); // targets 20, 40, 60, 80: prefixes 21, 43, 49, 79
+    // Row groups of 7 1 13 | 2 | 20 3 3 30 | 21 rows: their compressed sizes weigh the plan.
+    let sizes: Vec<u64> = ds
+        .files()
+        .iter()
+        .flat_map(|f| f.row_groups.iter().map(|rg| rg.compressed_bytes))
+        .collect();
+    let total: u64 = sizes.iter().sum();
+    let largest = sizes.iter().copied().max().unwrap_or(0);
+    for parts in 1..=5 {
+        let plan = ds.plan(parts);
+        let rows: u64 = plan.iter().flatten().map(|u| u.rows).sum();
+        assert_eq!(rows, 100, "{parts} parts");
+        // Each cut is the nearest row-group boundary to its target, so the prefix of the first
+        // k parts is within half the largest row group of k/parts of the total.
+        let mut prefix = 0u64;
+        for (k, part) in plan.iter().enumerate().take(parts - 1) {
+            prefix += part
+                .iter()
+                .map(|u| {
+                    let file = &ds.files()[u.file_index];
+                    u.row_groups
+                        .iter()
+                        .map(|&g| file.row_groups[g].compressed_bytes)
+                        .sum::<u64>()
+                })
+                .sum::<u64>();
+            let target = total * (k as u64 + 1) / parts as u64;
+            assert!(
+                prefix.abs_diff(target) <= largest / 2 + 1,
+                "{parts} parts: cut {k} at {prefix} bytes, target {target}"
+            );
+        }
+    }
     Ok(())
 }
 
@@ -86,7 +107,7 @@ fn reading_n_parts_equals_reading_one() -> TestResult {
     let read_all = |plan: Vec<Vec<ScanUnit>>| -> TestResult<Vec<i64>> {
         let mut out = Vec::new();
         for unit in plan.iter().flatten() {
-            for item in read_unit(unit, &options)? {
+            for item in ds.read_unit(unit, &options)? {
                 out.extend(ids(&item?.1)?);
             }
         }

@@ -3,7 +3,7 @@
 use std::fs;
 
 use arrow::array::{Array, Float32Array, Int8Array, StringArray, TimestampMicrosecondArray};
-use millrace_connectors::parquet::{ParquetDataset, ScanOptions, read_unit};
+use millrace_connectors::parquet::{ParquetDataset, ScanOptions};
 use millrace_connectors::synthetic::tabular::{
     CATEGORY_P, HOLDOUT_T0_MICROS, TRAIN_T0_MICROS, TabularSpec, generate, mu, schema, sigma,
 };
@@ -28,7 +28,7 @@ fn tally(dir: &std::path::Path) -> TestResult<Tally> {
     assert_eq!(ds.schema().fields(), schema().fields());
     let mut t = Tally::default();
     for unit in ds.plan(3).iter().flatten() {
-        for item in read_unit(unit, &ScanOptions::default())? {
+        for item in ds.read_unit(unit, &ScanOptions::default())? {
             let (_, batch) = item?;
             t.rows += batch.num_rows() as u64;
             for j in 0..16 {

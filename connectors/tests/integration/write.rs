@@ -6,7 +6,7 @@ use ::parquet::basic::Compression as Codec;
 use ::parquet::file::reader::{FileReader, SerializedFileReader};
 use millrace_connectors::Error;
 use millrace_connectors::parquet::{
-    Compression, ParquetDataset, ParquetFileWriter, ScanOptions, WriterOptions, read_unit,
+    Compression, ParquetDataset, ParquetFileWriter, ScanOptions, WriterOptions,
 };
 
 use crate::fixtures::{TempDir, TestResult, abc_batch, abc_schema, ids};
@@ -41,7 +41,7 @@ fn writes_atomically_with_row_groups_of_the_requested_size() -> TestResult {
     assert_eq!(rows, vec![4, 4, 2]);
     let mut read = Vec::new();
     for unit in ds.plan(1).iter().flatten() {
-        for item in read_unit(unit, &ScanOptions::default())? {
+        for item in ds.read_unit(unit, &ScanOptions::default())? {
             read.extend(ids(&item?.1)?);
         }
     }
@@ -96,7 +96,8 @@ fn other_codecs_round_trip() -> TestResult {
         );
         let ds = ParquetDataset::open(&path)?;
         let unit = &ds.plan(1)[0][0];
-        let (_, batch) = read_unit(unit, &ScanOptions::default())?
+        let (_, batch) = ds
+            .read_unit(unit, &ScanOptions::default())?
             .next()
             .ok_or("empty")??;
         assert_eq!(ids(&batch)?, (0..100).collect::<Vec<i64>>());

@@ -1,6 +1,6 @@
 //! A Parquet source: this worker's share of the dataset's row groups, decoding only the needed columns.
 
-use millrace_connectors::parquet::{ScanOptions, ScanUnit, read_unit};
+use millrace_connectors::parquet::{ParquetDataset, ScanOptions, ScanUnit};
 use millrace_engine::timely::dataflow::Scope;
 use millrace_engine::timely::progress::Timestamp;
 use millrace_engine::{Batch, DeadLetter, Flow, FlowContext};
@@ -13,6 +13,7 @@ pub fn parquet_source<'scope, T: Timestamp>(
     scope: Scope<'scope, T>,
     ctx: &FlowContext<'scope, T>,
     name: &str,
+    dataset: ParquetDataset,
     units: Vec<ScanUnit>,
     options: ScanOptions,
 ) -> Flow<'scope, T> {
@@ -22,7 +23,7 @@ pub fn parquet_source<'scope, T: Timestamp>(
         let rows = unit.rows;
         let file = unit.file.display().to_string();
         let batches: Box<dyn Iterator<Item = Result<Batch, DeadLetter>>> =
-            match read_unit(&unit, &options) {
+            match dataset.read_unit(&unit, &options) {
                 Ok(iter) => Box::new(iter.map(move |item| match item {
                     Ok((origin, data)) => Ok(Batch::with_origin(
                         data,

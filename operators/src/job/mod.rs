@@ -1,5 +1,6 @@
 //! The batch job: ingest → preprocess → train → evaluate, on timely workers, writing a run directory.
 
+mod output;
 mod plan;
 mod progress;
 mod run;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Schema};
-use millrace_connectors::parquet::ParquetDataset;
+use millrace_connectors::parquet::{DatasetOptions, ParquetDataset};
 use millrace_ml::model::Task;
 use millrace_ml::preprocess::{FeatureSpec, LabelKind};
 
@@ -81,12 +81,13 @@ impl JobPlan {
     /// Plans `spec`: reads every Parquet footer and plans the SQL; reads no rows.
     pub fn new(spec: PipelineSpec) -> Result<Self> {
         spec.validate()?;
-        let dataset = ParquetDataset::open(&spec.ingest.path)?;
+        let options = spec.ingest.dataset_options(&spec.storage)?;
+        let dataset = ParquetDataset::open_with(&spec.ingest.path.to_string_lossy(), &options)?;
         let p = &spec.preprocess;
         let features: Vec<String> = spec.feature_columns();
         let mut needed = features.clone();
         needed.push(p.label.clone());
-        for k in &spec.evaluate.split_key {
+        for k in spec.evaluate.split_key.iter().chain(&spec.output.columns) {
             if !needed.contains(k) {
                 needed.push(k.clone());
             }
@@ -152,6 +153,13 @@ impl JobPlan {
         spec.train.model.validate(&probe_task)?;
         check_types(
             out,
+            "output.columns",
+            &spec.output.columns,
+            |_| true,
+            "any type",
+        )?;
+        check_types(
+            out,
             "evaluate.split_key",
             &spec.evaluate.split_key,
             |_| true,
@@ -160,7 +168,16 @@ impl JobPlan {
         let sql = SqlPlan::plan(p.sql.as_deref(), &dataset.schema(), &needed)?;
 
         let holdout = match &spec.evaluate.path {
-            Some(path) => Some(ParquetDataset::open(path)?),
+            Some(path) => {
+                let options = DatasetOptions {
+                    storage: spec.storage.clone(),
+                    ..DatasetOptions::default()
+                };
+                Some(ParquetDataset::open_with(
+                    &path.to_string_lossy(),
+                    &options,
+                )?)
+            }
             None => None,
         };
         let holdout_sql = match &holdout {

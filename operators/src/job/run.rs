@@ -31,6 +31,7 @@ use millrace_ml::preprocess::{Features, FitState, FittedPreprocessor, LabelKind,
 use millrace_ml::trainer::Trainer;
 use serde_json::json;
 
+use super::output;
 use super::plan::JobPlan;
 use super::progress::Progress;
 use super::summary::{OperatorSummary, Summary, peak_rss_bytes};
@@ -53,6 +54,8 @@ pub struct RunOptions {
 
 struct WorkerOutcome {
     dead: Vec<DeadLetter>,
+    predictions_written: u64,
+    eval_lines: Vec<serde_json::Value>,
     eval_rows: u64,
     ingest_s: f64,
     train: Option<TrainReport>,
@@ -62,6 +65,7 @@ struct WorkerOutcome {
 pub fn run(plan: JobPlan, options: RunOptions) -> Result<Summary> {
     let started = Instant::now();
     std::fs::create_dir_all(&options.run_dir).map_err(|e| Error::io(&options.run_dir, e))?;
+    output::prepare_outputs(&plan.spec, options.cluster.process_id)?;
     let plan = Arc::new(plan);
     let metrics = MetricsRegistry::new();
     let outcomes = {
@@ -82,6 +86,10 @@ pub fn run(plan: JobPlan, options: RunOptions) -> Result<Summary> {
     let first = outcomes
         .first()
         .ok_or_else(|| Error::Internal("no worker ran in this process".into()))?;
+    if options.cluster.process_id == 0 {
+        output::write_evaluation(&plan.spec, &first.eval_lines)?;
+        output::finish_outputs(&plan.spec.output, &plan.spec.storage)?;
+    }
     let train = first
         .train
         .clone()
@@ -107,6 +115,7 @@ pub fn run(plan: JobPlan, options: RunOptions) -> Result<Summary> {
         workers: options.cluster.total_workers(),
         rows_read,
         eval_rows_read,
+        predictions_written: outcomes.iter().map(|o| o.predictions_written).sum(),
         train_rows: train.rows,
         rows_trained: train.rows_trained,
         eval_rows: outcomes.iter().map(|o| o.eval_rows).sum(),
@@ -180,6 +189,7 @@ fn ingest(
     };
     let holdout = match (&plan.holdout, &plan.holdout_sql) {
         (Some(h), Some(sql)) => Some((
+            h.clone(),
             h.plan(ctx.peers).swap_remove(ctx.index),
             ScanOptions {
                 projection: Some(sql.input_columns.clone()),
@@ -195,7 +205,7 @@ fn ingest(
         let mut probes = Vec::new();
         let p = Arc::clone(progress);
         let train_state = Rc::clone(&state);
-        let probe = parquet_source(scope, &fc, "ingest", units, options)
+        let probe = parquet_source(scope, &fc, "ingest", plan.dataset.clone(), units, options)
             .inspect("ingest/progress", move |b| p.ingested(b.num_rows() as u64))
             .map_batches("preprocess/sql", move |b| runner.apply(b))
             .sink("preprocess/split+fit", move |batch| {
@@ -233,11 +243,11 @@ fn ingest(
                 }
             });
         probes.push(probe);
-        if let Some((units, options, runner)) = holdout {
+        if let Some((dataset, units, options, runner)) = holdout {
             let p = Arc::clone(progress);
             let eval_state = Rc::clone(&state);
             probes.push(
-                parquet_source(scope, &fc, "ingest/holdout", units, options)
+                parquet_source(scope, &fc, "ingest/holdout", dataset, units, options)
                     .inspect("ingest/holdout/progress", move |b| {
                         p.ingested(b.num_rows() as u64)
                     })
@@ -357,6 +367,11 @@ fn run_worker(
     let fitted = merged.finish()?;
 
     let mut dead = std::mem::take(&mut ingested.dead);
+    let eval_batches = if spec.output.predictions.is_some() {
+        ingested.eval.clone()
+    } else {
+        Vec::new()
+    };
     let train = encode(
         &fitted,
         std::mem::take(&mut ingested.train),
@@ -402,6 +417,7 @@ fn run_worker(
         None
     };
     let mut log_error: Option<Error> = None;
+    let mut eval_lines = Vec::new();
     let log_every = spec.train.log_every as u64;
     let mut total_steps = 0;
     // Loss lines in metrics.jsonl are the mean over the rows since the previous line.
@@ -449,6 +465,7 @@ fn run_worker(
                 {
                     obj.extend(m);
                 }
+                eval_lines.push(v.clone());
                 Some(v)
             }
         };
@@ -475,6 +492,8 @@ fn run_worker(
     if let Some(e) = log_error {
         return Err(e);
     }
+    let predictions_written =
+        output::write_predictions(spec, ctx.index, &fitted, &trainer, &eval_batches)?;
     if ctx.index == 0 {
         progress.train_done();
         let bundle = ModelBundle {
@@ -498,6 +517,8 @@ fn run_worker(
     }
     Ok(WorkerOutcome {
         dead,
+        predictions_written,
+        eval_lines,
         eval_rows,
         ingest_s,
         train: Some(report),

@@ -29,6 +29,9 @@ pub struct Summary {
     pub rows_read: u64,
     /// Rows read from the holdout dataset.
     pub eval_rows_read: u64,
+    /// Prediction rows written to `output.predictions` (0 when not configured).
+    #[serde(default)]
+    pub predictions_written: u64,
     /// Rows left for training after SQL, split and dead-lettering.
     pub train_rows: u64,
     /// Row visits in training (train_rows × epochs).

@@ -1,0 +1,1606 @@
+//! Delta Lake tables: replays a table's `_delta_log` to find the schema and the live data files of
+//! one version, without the `deltalake` crate.
+//!
+//! ```text
+//!  _last_checkpoint ─▶ N.checkpoint[.K.P].parquet ─▶ N+1.json … V.json ─▶ DeltaSnapshot { schema, files }
+//!                      (or 0.json … V.json when the log has no checkpoint ≤ V)
+//! ```
+//!
+//! The data files are plain Parquet files that do not hold the partition columns: a reader scans
+//! [`DeltaFile::path`] and appends [`DeltaFile::partition_values`] as constant columns.
+//!
+//! Supported: reader versions 1 to 3, classic checkpoints (single-file and multi-part), JSON
+//! commits, the `timestampNtz` and `vacuumProtocolCheck` reader features, and the
+//! `deletionVectors` feature as long as no live file has a deletion vector. Column mapping, live
+//! deletion vectors, v2 checkpoints and other reader features fail with [`Error::Unsupported`],
+//! which says how to rewrite the table so it can be read.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Display;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use arrow::json::LineDelimitedWriter;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{GetOptions, ObjectStore};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use percent_encoding::percent_decode_str;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::Value;
+
+use crate::{Error, Result};
+
+const LOG_DIR: &str = "_delta_log";
+const LAST_CHECKPOINT: &str = "_last_checkpoint";
+const COLUMN_MAPPING_MODE: &str = "delta.columnMapping.mode";
+/// Reader features that need nothing from this reader (`columnMapping` is checked by its mode,
+/// `deletionVectors` file by file).
+const SUPPORTED_READER_FEATURES: &[&str] = &[
+    "timestampNtz",
+    "vacuumProtocolCheck",
+    "columnMapping",
+    "deletionVectors",
+];
+/// Checkpoint columns replay needs; the others (stats_parsed, tags, txn, ...) are not decoded.
+const CHECKPOINT_COLUMNS: &[&str] = &[
+    "add.path",
+    "add.partitionValues",
+    "add.size",
+    "add.stats",
+    "add.deletionVector",
+    "metaData",
+    "protocol",
+];
+/// Commit files fetched at once.
+const CONCURRENT_COMMITS: usize = 16;
+
+/// The state of a Delta table at one version: its schema and its live data files.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeltaSnapshot {
+    /// The table version this snapshot describes.
+    pub version: i64,
+    /// Every column in table order, partition columns included (Delta schemaString → Arrow).
+    pub schema: SchemaRef,
+    /// Partition column names in metaData.partitionColumns order.
+    pub partition_columns: Vec<String>,
+    /// Live files sorted by path.
+    pub files: Vec<DeltaFile>,
+}
+
+/// One live data file of a [`DeltaSnapshot`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeltaFile {
+    /// Full object path in the store (table root joined with the add action's percent-decoded
+    /// relative path).
+    pub path: Path,
+    /// Size in bytes, as logged.
+    pub size: u64,
+    /// One entry per partition column, in `partition_columns` order; `None` for a null value.
+    /// Values are the strings of the add action's partitionValues (dates "2024-03-01", numbers as
+    /// text).
+    pub partition_values: Vec<Option<String>>,
+    /// numRecords from the add action's stats, when present.
+    pub num_records: Option<u64>,
+}
+
+/// True when `<root>/_delta_log/` holds at least one object.
+pub async fn is_delta_table(store: &dyn ObjectStore, root: &Path) -> Result<bool> {
+    let log = root.clone().join(LOG_DIR);
+    match store.list(Some(&log)).next().await {
+        None | Some(Err(object_store::Error::NotFound { .. })) => Ok(false),
+        Some(Ok(_)) => Ok(true),
+        Some(Err(e)) => Err(Error::store(log.to_string(), "list", e)),
+    }
+}
+
+/// Replays the log up to `version` (latest when `None`). `url` is only for error messages.
+pub async fn load_snapshot(
+    store: &dyn ObjectStore,
+    root: &Path,
+    url: &str,
+    version: Option<i64>,
+) -> Result<DeltaSnapshot> {
+    let url = url.trim_end_matches('/');
+    if let Some(v) = version.filter(|v| *v < 0) {
+        return Err(Error::InvalidOption {
+            option: "version",
+            reason: format!("Delta table versions start at 0, got {v}"),
+        });
+    }
+    let log = root.clone().join(LOG_DIR);
+    let hint = read_last_checkpoint(store, &log, url).await?;
+    let listing = match hint {
+        Some(h) if version.is_none_or(|v| v >= h) => {
+            let listing = list_log(store, &log, Some(h), url).await?;
+            if listing.checkpoints.contains_key(&h) {
+                listing
+            } else {
+                tracing::warn!(
+                    table = url,
+                    checkpoint = h,
+                    "`_last_checkpoint` names a missing checkpoint; listing the whole log"
+                );
+                list_log(store, &log, None, url).await?
+            }
+        }
+        _ => list_log(store, &log, None, url).await?,
+    };
+    let latest = listing.latest().ok_or_else(|| Error::InvalidUrl {
+        url: url.to_string(),
+        reason: format!(
+            "not a Delta table: `{LOG_DIR}/` holds no commit (`{}`) or checkpoint; point at the \
+             table's root directory, the one that contains `{LOG_DIR}/`",
+            commit_name(0)
+        ),
+    })?;
+    let target = version.unwrap_or(latest);
+    if target > latest {
+        return Err(Error::InvalidOption {
+            option: "version",
+            reason: format!("`{url}` has no version {target}: its latest version is {latest}"),
+        });
+    }
+
+    let checkpoint = listing.checkpoints.range(..=target).next_back();
+    let first_commit = checkpoint.map_or(0, |(v, _)| v + 1);
+    let mut commits = Vec::new();
+    for v in first_commit..=target {
+        let Some(path) = listing.commits.get(&v) else {
+            return Err(missing_commit(
+                url,
+                v,
+                target,
+                checkpoint.is_some(),
+                &listing,
+            ));
+        };
+        commits.push((v, path.clone()));
+    }
+
+    let mut replay = Replay::default();
+    if let Some((v, parts)) = checkpoint {
+        tracing::debug!(
+            table = url,
+            checkpoint = v,
+            parts = parts.len(),
+            "reading Delta checkpoint"
+        );
+        for part in parts {
+            replay_checkpoint(store, part, url, &mut replay).await?;
+        }
+    }
+    let mut fetched = futures::stream::iter(commits)
+        .map(|(v, path)| async move {
+            let name = commit_name(v);
+            let bytes = get_bytes(store, &path)
+                .await
+                .map_err(|e| Error::store(log_url(url, &name), "read", e))?;
+            Ok::<_, Error>((name, bytes))
+        })
+        .buffered(CONCURRENT_COMMITS);
+    while let Some((name, bytes)) = fetched.try_next().await? {
+        replay_commit(&name, &bytes, url, &mut replay)?;
+    }
+    let snapshot = replay.finish(root, url, target)?;
+    tracing::debug!(
+        table = url,
+        version = target,
+        files = snapshot.files.len(),
+        "replayed Delta log"
+    );
+    Ok(snapshot)
+}
+
+/// Delta primitive/nested type JSON → Arrow [`DataType`].
+///
+/// Lists use an item field named `element` and maps `key_value { key, value }`, as in Parquet.
+pub fn delta_type_to_arrow(value: &Value) -> Result<DataType, String> {
+    match value {
+        Value::String(name) => primitive_type(name),
+        Value::Object(obj) => match obj.get("type").and_then(Value::as_str) {
+            Some("struct") => {
+                let fields = obj
+                    .get("fields")
+                    .and_then(Value::as_array)
+                    .ok_or("struct type without a `fields` array")?;
+                Ok(DataType::Struct(struct_fields(fields)?))
+            }
+            Some("array") => {
+                let element = obj
+                    .get("elementType")
+                    .ok_or("array type without `elementType`")?;
+                let element =
+                    delta_type_to_arrow(element).map_err(|e| format!("array element: {e}"))?;
+                let nullable = obj
+                    .get("containsNull")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(true);
+                Ok(DataType::List(Arc::new(Field::new(
+                    "element", element, nullable,
+                ))))
+            }
+            Some("map") => {
+                let key = obj.get("keyType").ok_or("map type without `keyType`")?;
+                let key = delta_type_to_arrow(key).map_err(|e| format!("map key: {e}"))?;
+                let value = obj.get("valueType").ok_or("map type without `valueType`")?;
+                let value = delta_type_to_arrow(value).map_err(|e| format!("map value: {e}"))?;
+                let nullable = obj
+                    .get("valueContainsNull")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(true);
+                let entries = Fields::from(vec![
+                    Field::new("key", key, false),
+                    Field::new("value", value, nullable),
+                ]);
+                let entries = Field::new("key_value", DataType::Struct(entries), false);
+                Ok(DataType::Map(Arc::new(entries), false))
+            }
+            Some(other) => Err(format!("unknown nested type `{other}`")),
+            None => Err("nested type without a `type` name".to_string()),
+        },
+        other => Err(format!(
+            "expected a type name or a type object, got `{other}`"
+        )),
+    }
+}
+
+fn primitive_type(name: &str) -> Result<DataType, String> {
+    Ok(match name {
+        "string" => DataType::Utf8,
+        "long" => DataType::Int64,
+        "integer" => DataType::Int32,
+        "short" => DataType::Int16,
+        "byte" => DataType::Int8,
+        "float" => DataType::Float32,
+        "double" => DataType::Float64,
+        "boolean" => DataType::Boolean,
+        "binary" => DataType::Binary,
+        "date" => DataType::Date32,
+        "timestamp" => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        "timestamp_ntz" => DataType::Timestamp(TimeUnit::Microsecond, None),
+        _ => {
+            let Some(args) = name
+                .strip_prefix("decimal(")
+                .and_then(|r| r.strip_suffix(')'))
+            else {
+                return Err(format!("unknown or unsupported type `{name}`"));
+            };
+            let bad = || {
+                format!(
+                    "bad decimal type `{name}`: expected decimal(precision,scale) with 1 <= precision <= 38 and 0 <= scale <= precision"
+                )
+            };
+            let (p, s) = args.split_once(',').ok_or_else(bad)?;
+            let p: u8 = p.trim().parse().map_err(|_| bad())?;
+            let s: i8 = s.trim().parse().map_err(|_| bad())?;
+            if !(1..=38).contains(&p) || s < 0 || s as u8 > p {
+                return Err(bad());
+            }
+            DataType::Decimal128(p, s)
+        }
+    })
+}
+
+fn struct_fields(fields: &[Value]) -> Result<Fields, String> {
+    let fields = fields.iter().map(|f| {
+        let name = f
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or("struct field without a `name`")?;
+        let ty = f
+            .get("type")
+            .ok_or_else(|| format!("field `{name}` has no `type`"))?;
+        let ty = delta_type_to_arrow(ty).map_err(|e| format!("field `{name}`: {e}"))?;
+        let nullable = f.get("nullable").and_then(Value::as_bool).unwrap_or(true);
+        Ok::<_, String>(Field::new(name, ty, nullable))
+    });
+    fields.collect::<Result<Vec<_>, _>>().map(Fields::from)
+}
+
+/// The log's files, from a listing.
+#[derive(Debug, Default)]
+struct LogListing {
+    commits: BTreeMap<i64, Path>,
+    /// Complete checkpoints by version: their files in part order.
+    checkpoints: BTreeMap<i64, Vec<Path>>,
+}
+
+impl LogListing {
+    fn latest(&self) -> Option<i64> {
+        let commit = self.commits.keys().next_back();
+        let checkpoint = self.checkpoints.keys().next_back();
+        commit.max(checkpoint).copied()
+    }
+}
+
+enum LogFile {
+    Commit(i64),
+    Checkpoint(i64),
+    CheckpointPart { version: i64, part: u32, parts: u32 },
+}
+
+/// Parses `{version:020}.json`, `{version:020}.checkpoint.parquet` and
+/// `{version:020}.checkpoint.{part:010}.{parts:010}.parquet`; anything else is not ours.
+fn parse_log_name(name: &str) -> Option<LogFile> {
+    let (digits, rest) = name.split_at_checked(20)?;
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let version: i64 = digits.parse().ok()?;
+    match rest {
+        ".json" => Some(LogFile::Commit(version)),
+        ".checkpoint.parquet" => Some(LogFile::Checkpoint(version)),
+        _ => {
+            let rest = rest
+                .strip_prefix(".checkpoint.")?
+                .strip_suffix(".parquet")?;
+            let (part, parts) = rest.split_once('.')?;
+            let number = |s: &str| -> Option<u32> {
+                (s.len() == 10 && s.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| s.parse().ok())
+                    .flatten()
+            };
+            let (part, parts) = (number(part)?, number(parts)?);
+            (1..=parts)
+                .contains(&part)
+                .then_some(LogFile::CheckpointPart {
+                    version,
+                    part,
+                    parts,
+                })
+        }
+    }
+}
+
+fn commit_name(version: i64) -> String {
+    format!("{version:020}.json")
+}
+
+fn log_url(url: &str, name: &str) -> String {
+    format!("{url}/{LOG_DIR}/{name}")
+}
+
+/// Lists `_delta_log/` (only the entries after version `from`'s files when given).
+async fn list_log(
+    store: &dyn ObjectStore,
+    log: &Path,
+    from: Option<i64>,
+    url: &str,
+) -> Result<LogListing> {
+    let depth = log.parts_count() + 1;
+    let mut objects = match from {
+        Some(v) => store.list_with_offset(Some(log), &log.clone().join(format!("{v:020}"))),
+        None => store.list(Some(log)),
+    };
+    let mut listing = LogListing::default();
+    let mut parts: HashMap<(i64, u32), BTreeMap<u32, Path>> = HashMap::new();
+    while let Some(object) = objects.next().await {
+        let object = match object {
+            Ok(object) => object,
+            Err(object_store::Error::NotFound { .. }) => break,
+            Err(e) => return Err(Error::store(log_url(url, ""), "list", e)),
+        };
+        // Deeper entries (`_commits/`, `_sidecars/`) belong to features this reader rejects.
+        if object.location.parts_count() != depth {
+            continue;
+        }
+        match object.location.filename().and_then(parse_log_name) {
+            Some(LogFile::Commit(v)) => {
+                listing.commits.insert(v, object.location);
+            }
+            Some(LogFile::Checkpoint(v)) => {
+                listing.checkpoints.insert(v, vec![object.location]);
+            }
+            Some(LogFile::CheckpointPart {
+                version,
+                part,
+                parts: n,
+            }) => {
+                parts
+                    .entry((version, n))
+                    .or_default()
+                    .insert(part, object.location);
+            }
+            None => {}
+        }
+    }
+    for ((version, n), found) in parts {
+        if found.len() == n as usize {
+            listing
+                .checkpoints
+                .entry(version)
+                .or_insert_with(|| found.into_values().collect());
+        }
+    }
+    Ok(listing)
+}
+
+/// The version `_last_checkpoint` names; `None` when the file is missing or unreadable (it is
+/// only a hint: the listing finds checkpoints without it).
+async fn read_last_checkpoint(
+    store: &dyn ObjectStore,
+    log: &Path,
+    url: &str,
+) -> Result<Option<i64>> {
+    #[derive(Deserialize)]
+    struct LastCheckpoint {
+        version: i64,
+    }
+    let bytes = match get_bytes(store, &log.clone().join(LAST_CHECKPOINT)).await {
+        Ok(bytes) => bytes,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(Error::store(log_url(url, LAST_CHECKPOINT), "read", e)),
+    };
+    match serde_json::from_slice::<LastCheckpoint>(&bytes) {
+        Ok(last) => Ok(Some(last.version)),
+        Err(e) => {
+            tracing::warn!(file = log_url(url, LAST_CHECKPOINT), error = %e, "ignoring unreadable `_last_checkpoint`");
+            Ok(None)
+        }
+    }
+}
+
+async fn get_bytes(store: &dyn ObjectStore, path: &Path) -> object_store::Result<Bytes> {
+    store
+        .get_opts(path, GetOptions::default())
+        .await?
+        .bytes()
+        .await
+}
+
+/// A damaged log file (user: the table is broken).
+fn corrupt(url: &str, name: &str, reason: impl Display) -> Error {
+    Error::InvalidUrl {
+        url: log_url(url, name),
+        reason: format!(
+            "{reason}; this Delta log file is damaged or was not written by a Delta writer: \
+             restore it from a backup or a replica, or read another version"
+        ),
+    }
+}
+
+fn unsupported(url: &str, what: impl Into<String>, hint: impl Into<String>) -> Error {
+    Error::Unsupported {
+        url: url.to_string(),
+        what: what.into(),
+        hint: hint.into(),
+    }
+}
+
+fn missing_commit(
+    url: &str,
+    v: i64,
+    target: i64,
+    has_checkpoint: bool,
+    listing: &LogListing,
+) -> Error {
+    let file = log_url(url, &commit_name(v));
+    let reason = if v == 0 && !has_checkpoint {
+        let readable = match listing.checkpoints.keys().next() {
+            Some(oldest) => format!("read version {oldest} or later (the oldest checkpoint)"),
+            None => "the log has no checkpoint either, so restore the missing commits".to_string(),
+        };
+        format!(
+            "version {target} cannot be rebuilt: `{file}` is missing and there is no checkpoint \
+             at or before version {target} (log retention removed them); {readable}"
+        )
+    } else {
+        format!(
+            "version {target} cannot be rebuilt: the log skips commit `{file}`; restore the \
+             missing commit file, or read a version from a later checkpoint"
+        )
+    };
+    Error::InvalidUrl {
+        url: url.to_string(),
+        reason,
+    }
+}
+
+/// One line of a commit file, or one row of a checkpoint; other actions are ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Action {
+    add: Option<AddAction>,
+    remove: Option<RemoveAction>,
+    meta_data: Option<MetaData>,
+    protocol: Option<Protocol>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AddAction {
+    path: String,
+    #[serde(default)]
+    partition_values: Option<HashMap<String, Option<String>>>,
+    size: i64,
+    stats: Option<String>,
+    deletion_vector: Option<IgnoredAny>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RemoveAction {
+    path: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MetaData {
+    schema_string: String,
+    #[serde(default)]
+    partition_columns: Vec<String>,
+    #[serde(default)]
+    configuration: Option<HashMap<String, Option<String>>>,
+    format: Option<Format>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Format {
+    provider: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Protocol {
+    min_reader_version: i32,
+    reader_features: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Stats {
+    num_records: Option<u64>,
+}
+
+struct LiveFile {
+    /// The path as logged (a percent-encoded relative URI, or an absolute URI).
+    path: String,
+    size: i64,
+    partition_values: HashMap<String, Option<String>>,
+    num_records: Option<u64>,
+    deletion_vector: bool,
+    /// Index into [`Replay::sources`] and the line (or checkpoint row) of the add action.
+    origin: (usize, usize),
+}
+
+/// The table state built up action by action.
+#[derive(Default)]
+struct Replay {
+    protocol: Option<Protocol>,
+    metadata: Option<(MetaData, (usize, usize))>,
+    /// Live files by percent-decoded path, the key removes match on.
+    files: HashMap<String, LiveFile>,
+    /// Names of the log files read, for error messages.
+    sources: Vec<String>,
+}
+
+impl Replay {
+    fn source(&mut self, name: &str) -> usize {
+        self.sources.push(name.to_string());
+        self.sources.len() - 1
+    }
+
+    fn apply(&mut self, action: Action, origin: (usize, usize), checkpoint: bool) {
+        if let Some(protocol) = action.protocol {
+            self.protocol = Some(protocol);
+        }
+        if let Some(metadata) = action.meta_data {
+            self.metadata = Some((metadata, origin));
+        }
+        // A checkpoint's removes are tombstones for VACUUM, already applied to its adds.
+        if let Some(remove) = action.remove.filter(|_| !checkpoint) {
+            self.files
+                .remove(&*percent_decode_str(&remove.path).decode_utf8_lossy());
+        }
+        if let Some(add) = action.add {
+            let num_records = add
+                .stats
+                .and_then(|s| serde_json::from_str::<Stats>(&s).ok())
+                .and_then(|s| s.num_records);
+            let file = LiveFile {
+                size: add.size,
+                partition_values: add.partition_values.unwrap_or_default(),
+                num_records,
+                deletion_vector: add.deletion_vector.is_some(),
+                origin,
+                path: add.path,
+            };
+            let key = percent_decode_str(&file.path)
+                .decode_utf8_lossy()
+                .into_owned();
+            self.files.insert(key, file);
+        }
+    }
+
+    fn location(&self, url: &str, (source, line): (usize, usize)) -> String {
+        let name = self.sources.get(source).map_or("?", String::as_str);
+        let unit = if name.ends_with(".json") {
+            "line"
+        } else {
+            "row"
+        };
+        format!("`{}` {unit} {line}", log_url(url, name))
+    }
+
+    fn finish(self, root: &Path, url: &str, version: i64) -> Result<DeltaSnapshot> {
+        let last = || log_url(url, &commit_name(version));
+        let protocol = self.protocol.as_ref().ok_or_else(|| Error::InvalidUrl {
+            url: last(),
+            reason: "no `protocol` action in the log up to this version; the log is damaged".into(),
+        })?;
+        let (metadata, meta_origin) = self.metadata.as_ref().ok_or_else(|| Error::InvalidUrl {
+            url: last(),
+            reason: "no `metaData` action in the log up to this version; the log is damaged".into(),
+        })?;
+        check_protocol(protocol, metadata, url)?;
+        let meta_err = |reason: String| Error::InvalidUrl {
+            url: self.location(url, *meta_origin),
+            reason: format!("{reason}; the table's metaData action is damaged"),
+        };
+        if let Some(format) = metadata
+            .format
+            .as_ref()
+            .filter(|f| !f.provider.eq_ignore_ascii_case("parquet"))
+        {
+            return Err(unsupported(
+                url,
+                format!("a Delta table whose data files are `{}`", format.provider),
+                "Delta tables store Parquet files; rewrite the table with a Delta writer",
+            ));
+        }
+        let schema_json: Value = serde_json::from_str(&metadata.schema_string)
+            .map_err(|e| meta_err(format!("schemaString is not JSON: {e}")))?;
+        let schema = match delta_type_to_arrow(&schema_json) {
+            Ok(DataType::Struct(fields)) => Schema::new(fields),
+            Ok(other) => {
+                return Err(meta_err(format!(
+                    "schemaString is a `{other}`, not a struct"
+                )));
+            }
+            Err(e) => return Err(meta_err(format!("schemaString: {e}"))),
+        };
+        let partition_columns = metadata.partition_columns.clone();
+        if let Some(missing) = partition_columns
+            .iter()
+            .find(|c| schema.field_with_name(c).is_err())
+        {
+            return Err(meta_err(format!(
+                "partition column `{missing}` is not in the schema"
+            )));
+        }
+
+        let mut files = Vec::with_capacity(self.files.len());
+        for file in self.files.values() {
+            let at = || self.location(url, file.origin);
+            if file.deletion_vector {
+                return Err(unsupported(
+                    url,
+                    format!(
+                        "deletion vectors (live file `{}` has one, added at {})",
+                        file.path,
+                        at()
+                    ),
+                    "run `REORG TABLE <table> APPLY (PURGE)` in Spark or Databricks to rewrite the \
+                     files without deletion vectors, and set `delta.enableDeletionVectors` = false \
+                     to stop new ones",
+                ));
+            }
+            let path = resolve_path(root, url, &file.path).map_err(|problem| match problem {
+                PathProblem::Foreign => unsupported(
+                    url,
+                    format!(
+                        "a data file outside the table root (`{}`, added at {})",
+                        file.path,
+                        at()
+                    ),
+                    "copy the table with a Delta writer (e.g. Spark `DEEP CLONE`) so all its files \
+                     live under its root",
+                ),
+                PathProblem::Invalid(reason) => Error::InvalidUrl {
+                    url: at(),
+                    reason: format!("add path `{}` {reason}; the log is damaged", file.path),
+                },
+            })?;
+            let size = u64::try_from(file.size).map_err(|_| Error::InvalidUrl {
+                url: at(),
+                reason: format!(
+                    "add action has a negative size {}; the log is damaged",
+                    file.size
+                ),
+            })?;
+            let partition_values = partition_columns
+                .iter()
+                .map(|column| partition_value(&file.partition_values, column))
+                .collect();
+            files.push(DeltaFile {
+                path,
+                size,
+                partition_values,
+                num_records: file.num_records,
+            });
+        }
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(DeltaSnapshot {
+            version,
+            schema: Arc::new(schema),
+            partition_columns,
+            files,
+        })
+    }
+}
+
+/// The partition value of `column`; the empty string means null, as in the protocol.
+fn partition_value(values: &HashMap<String, Option<String>>, column: &str) -> Option<String> {
+    let value = values.get(column).or_else(|| {
+        let key = values.keys().find(|k| k.eq_ignore_ascii_case(column))?;
+        values.get(key)
+    });
+    value.cloned().flatten().filter(|v| !v.is_empty())
+}
+
+fn check_protocol(protocol: &Protocol, metadata: &MetaData, url: &str) -> Result<()> {
+    let mode = metadata
+        .configuration
+        .as_ref()
+        .and_then(|c| c.get(COLUMN_MAPPING_MODE).cloned().flatten())
+        .unwrap_or_else(|| "none".to_string());
+    if !mode.eq_ignore_ascii_case("none") {
+        return Err(unsupported(
+            url,
+            format!("column mapping (`{COLUMN_MAPPING_MODE}` = `{mode}`)"),
+            "write the table without column mapping, e.g. in Spark `CREATE TABLE copy USING delta \
+             AS SELECT * FROM <table>` (column mapping is off unless enabled)",
+        ));
+    }
+    match protocol.min_reader_version {
+        ..=2 => Ok(()),
+        3 => {
+            let features = protocol.reader_features.as_deref().unwrap_or_default();
+            match features
+                .iter()
+                .find(|f| !SUPPORTED_READER_FEATURES.contains(&f.as_str()))
+            {
+                None => Ok(()),
+                Some(feature) => Err(unsupported(
+                    url,
+                    format!("the Delta reader feature `{feature}`"),
+                    "rewrite the table without it (e.g. Spark `ALTER TABLE <table> DROP FEATURE`), \
+                     or export it to plain Parquet",
+                )),
+            }
+        }
+        v => Err(unsupported(
+            url,
+            format!("Delta reader version {v} (this reader knows versions 1 to 3)"),
+            "export the table to plain Parquet, or rewrite it with a Delta writer at reader version 3 or lower",
+        )),
+    }
+}
+
+enum PathProblem {
+    /// An absolute URI outside the table root.
+    Foreign,
+    /// Not a usable path, and why.
+    Invalid(String),
+}
+
+/// The object path of a logged data file path: relative paths are percent-decoded once and joined
+/// to `root`; absolute URIs must lie under the table `url`.
+fn resolve_path(root: &Path, url: &str, logged: &str) -> Result<Path, PathProblem> {
+    let decoded = percent_decode_str(logged)
+        .decode_utf8()
+        .map_err(|_| PathProblem::Invalid("is not UTF-8 once percent-decoded".into()))?;
+    let relative = if uri_location(logged).is_some() {
+        let (scheme, location) = uri_location(&decoded).ok_or(PathProblem::Foreign)?;
+        let table_url = percent_decode_str(url).decode_utf8_lossy();
+        let (table_scheme, table_location) = uri_location(&table_url)
+            .or_else(|| {
+                table_url
+                    .starts_with('/')
+                    .then(|| ("file".into(), table_url.to_string()))
+            })
+            .ok_or(PathProblem::Foreign)?;
+        let relative = location
+            .strip_prefix(table_location.trim_end_matches('/'))
+            .and_then(|rest| rest.strip_prefix('/'))
+            .filter(|_| scheme == table_scheme)
+            .ok_or(PathProblem::Foreign)?;
+        relative.to_string()
+    } else {
+        decoded.into_owned()
+    };
+    if relative
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
+        return Err(PathProblem::Invalid(
+            "has an empty, `.` or `..` segment".into(),
+        ));
+    }
+    let full = if root.as_ref().is_empty() {
+        relative
+    } else {
+        format!("{root}/{relative}")
+    };
+    Path::parse(full).map_err(|e| PathProblem::Invalid(format!("is not a valid object path ({e})")))
+}
+
+/// `(scheme, location)` of an absolute URI: `s3://b/k` → ("s3", "b/k"), `file:///p` and `file:/p`
+/// → ("file", "/p"); `s3a`/`s3n` count as `s3`. `None` when `uri` has no scheme.
+fn uri_location(uri: &str) -> Option<(String, String)> {
+    let (scheme, rest) = uri.split_once(':')?;
+    let valid = scheme.len() > 1
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    if !valid {
+        return None;
+    }
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme == "file" {
+        let path = rest
+            .strip_prefix("//localhost")
+            .or_else(|| rest.strip_prefix("//"))
+            .unwrap_or(rest);
+        return path.starts_with('/').then(|| (scheme, path.to_string()));
+    }
+    let rest = rest.strip_prefix("//")?;
+    let scheme = if matches!(scheme.as_str(), "s3a" | "s3n") {
+        "s3".to_string()
+    } else {
+        scheme
+    };
+    Some((scheme, rest.to_string()))
+}
+
+fn replay_commit(name: &str, bytes: &[u8], url: &str, replay: &mut Replay) -> Result<()> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| corrupt(url, name, format!("not UTF-8 text ({e})")))?;
+    let source = replay.source(name);
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let action: Action = serde_json::from_str(line).map_err(|e| {
+            corrupt(
+                url,
+                name,
+                format!("line {}: not a valid Delta action ({e})", i + 1),
+            )
+        })?;
+        replay.apply(action, (source, i + 1), false);
+    }
+    Ok(())
+}
+
+/// Reads one checkpoint file. Its rows go through the same JSON action parser as commits (via
+/// arrow's JSON writer), so both sources share one definition of an action.
+async fn replay_checkpoint(
+    store: &dyn ObjectStore,
+    part: &Path,
+    url: &str,
+    replay: &mut Replay,
+) -> Result<()> {
+    let name = part.filename().unwrap_or_default().to_string();
+    let bytes = get_bytes(store, part)
+        .await
+        .map_err(|e| Error::store(log_url(url, &name), "read", e))?;
+    let damaged = |e: &dyn Display| {
+        corrupt(
+            url,
+            &name,
+            format!(
+                "not a readable checkpoint ({e}); if the commits it covers still exist, deleting \
+                 it (and `{LAST_CHECKPOINT}`) lets readers replay them instead"
+            ),
+        )
+    };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| damaged(&e))?;
+    let mask =
+        ProjectionMask::columns(builder.parquet_schema(), CHECKPOINT_COLUMNS.iter().copied());
+    let reader = builder
+        .with_projection(mask)
+        .build()
+        .map_err(|e| damaged(&e))?;
+    let source = replay.source(&name);
+    let mut row = 0;
+    for batch in reader {
+        let batch = batch.map_err(|e| damaged(&e))?;
+        let mut writer = LineDelimitedWriter::new(Vec::new());
+        writer.write(&batch).map_err(|e| damaged(&e))?;
+        writer.finish().map_err(|e| damaged(&e))?;
+        for line in writer
+            .into_inner()
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+        {
+            row += 1;
+            let action: Action = serde_json::from_slice(line).map_err(|e| {
+                corrupt(
+                    url,
+                    &name,
+                    format!("row {row}: not a valid Delta action ({e})"),
+                )
+            })?;
+            replay.apply(action, (source, row), true);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::block_on;
+    use arrow::array::{AsArray, RecordBatch};
+    use arrow::datatypes::{Float64Type, Int64Type};
+    use object_store::local::LocalFileSystem;
+    use parquet::arrow::ArrowWriter;
+    use serde_json::json;
+    use std::path::PathBuf;
+
+    fn fixture_dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/delta/events")
+    }
+
+    fn expected() -> Value {
+        let path = fixture_dir().with_file_name("events.expected.json");
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    fn load_fixture(version: Option<i64>) -> (Arc<dyn ObjectStore>, DeltaSnapshot) {
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new());
+        let dir = std::fs::canonicalize(fixture_dir()).unwrap();
+        let root = Path::from_filesystem_path(&dir).unwrap();
+        let url = format!("file://{}", dir.display());
+        let snapshot = block_on(load_snapshot(store.as_ref(), &root, &url, version)).unwrap();
+        (store, snapshot)
+    }
+
+    /// Rows and sum of `id` over the snapshot's data files, fetched from the store and decoded.
+    fn scan(store: &Arc<dyn ObjectStore>, snapshot: &DeltaSnapshot) -> (usize, i64, f64) {
+        let (mut rows, mut sum, mut sum_x) = (0, 0, 0.0);
+        for file in &snapshot.files {
+            let bytes = block_on(get_bytes(store.as_ref(), &file.path)).unwrap();
+            assert_eq!(bytes.len() as u64, file.size, "{}", file.path);
+            let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
+            let names: Vec<_> = builder
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            assert_eq!(names, ["id", "x", "name", "amount", "ts"], "{}", file.path);
+            for batch in builder.build().unwrap() {
+                let batch = batch.unwrap();
+                rows += batch.num_rows();
+                sum += batch
+                    .column(0)
+                    .as_primitive::<Int64Type>()
+                    .values()
+                    .iter()
+                    .sum::<i64>();
+                sum_x += batch
+                    .column(1)
+                    .as_primitive::<Float64Type>()
+                    .iter()
+                    .flatten()
+                    .sum::<f64>();
+            }
+        }
+        (rows, sum, sum_x)
+    }
+
+    #[test]
+    fn fixture_latest_version_matches_delta_rs() {
+        let expected = expected();
+        let (store, snapshot) = load_fixture(None);
+        assert_eq!(snapshot.version, expected["version"].as_i64().unwrap());
+        assert_eq!(
+            snapshot.files.len() as u64,
+            expected["files"].as_u64().unwrap()
+        );
+        assert_eq!(snapshot.partition_columns, ["event_date", "region"]);
+        let fields: Vec<_> = snapshot
+            .schema
+            .fields()
+            .iter()
+            .map(|f| (f.name().as_str(), f.data_type().clone(), f.is_nullable()))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                ("id", DataType::Int64, false),
+                ("x", DataType::Float64, true),
+                ("name", DataType::Utf8, true),
+                ("amount", DataType::Decimal128(10, 2), true),
+                (
+                    "ts",
+                    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                    true
+                ),
+                ("event_date", DataType::Date32, true),
+                ("region", DataType::Utf8, true),
+            ]
+        );
+        let rows = expected["rows"].as_u64().unwrap();
+        let records: u64 = snapshot.files.iter().map(|f| f.num_records.unwrap()).sum();
+        assert_eq!(records, rows);
+        assert!(snapshot.files.windows(2).all(|w| w[0].path < w[1].path));
+
+        // Partition values: the null region, and "ap/south" whose directory is `region=ap%2Fsouth`
+        // and whose logged path is double-encoded (`ap%252Fsouth`).
+        let regions: std::collections::BTreeSet<_> = snapshot
+            .files
+            .iter()
+            .map(|f| f.partition_values[1].clone())
+            .collect();
+        assert_eq!(
+            regions,
+            [
+                None,
+                Some("ap/south".into()),
+                Some("eu".into()),
+                Some("us".into())
+            ]
+            .into()
+        );
+        let south = snapshot
+            .files
+            .iter()
+            .find(|f| f.partition_values[1].as_deref() == Some("ap/south"))
+            .unwrap();
+        assert!(
+            south.path.as_ref().contains("/region=ap%2Fsouth/part-"),
+            "{}",
+            south.path
+        );
+        assert!(snapshot.files.iter().all(|f| {
+            f.partition_values[0]
+                .as_deref()
+                .unwrap()
+                .starts_with("2024-03-0")
+        }));
+
+        let (scanned, sum_id, sum_x) = scan(&store, &snapshot);
+        assert_eq!(scanned as u64, rows);
+        assert_eq!(sum_id, expected["sum_id"].as_i64().unwrap());
+        assert!(
+            (sum_x - expected["sum_x"].as_f64().unwrap()).abs() < 1e-6,
+            "{sum_x}"
+        );
+    }
+
+    #[test]
+    fn fixture_time_travel_to_version_1() {
+        let expected = &expected()["version_1"];
+        let (store, snapshot) = load_fixture(Some(1));
+        assert_eq!(snapshot.version, 1);
+        let records: u64 = snapshot.files.iter().map(|f| f.num_records.unwrap()).sum();
+        assert_eq!(records, expected["rows"].as_u64().unwrap());
+        let (rows, sum_id, _) = scan(&store, &snapshot);
+        assert_eq!(rows as u64, expected["rows"].as_u64().unwrap());
+        assert_eq!(sum_id, expected["sum_id"].as_i64().unwrap());
+    }
+
+    /// A table directory in the temp dir, removed on drop; holds only what the test writes.
+    struct TempTable {
+        dir: PathBuf,
+    }
+
+    impl TempTable {
+        fn new(name: &str) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("millrace-delta-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(dir.join("t").join(LOG_DIR)).unwrap();
+            TempTable { dir }
+        }
+
+        fn log_file(&self, name: &str) -> PathBuf {
+            self.dir.join("t").join(LOG_DIR).join(name)
+        }
+
+        fn commit(&self, version: i64, actions: &[Value]) {
+            let lines: Vec<String> = actions.iter().map(Value::to_string).collect();
+            std::fs::write(self.log_file(&commit_name(version)), lines.join("\n")).unwrap();
+        }
+
+        fn url(&self) -> String {
+            format!("file://{}/t", self.dir.display())
+        }
+
+        fn load(&self, version: Option<i64>) -> Result<DeltaSnapshot> {
+            let store = LocalFileSystem::new_with_prefix(&self.dir).unwrap();
+            block_on(load_snapshot(
+                &store,
+                &Path::from("t"),
+                &self.url(),
+                version,
+            ))
+        }
+
+        /// Paths relative to the table root, and their numRecords.
+        fn files(&self, version: Option<i64>) -> Vec<(String, Option<u64>)> {
+            let snapshot = self.load(version).unwrap();
+            let files = snapshot.files.iter();
+            files
+                .map(|f| {
+                    (
+                        f.path.as_ref().strip_prefix("t/").unwrap().to_string(),
+                        f.num_records,
+                    )
+                })
+                .collect()
+        }
+    }
+
+    impl Drop for TempTable {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn protocol(reader: i32, features: Option<&[&str]>) -> Value {
+        let mut p = json!({"minReaderVersion": reader, "minWriterVersion": 7});
+        if let Some(features) = features {
+            p["readerFeatures"] = json!(features);
+            p["writerFeatures"] = json!(features);
+        }
+        json!({ "protocol": p })
+    }
+
+    fn metadata(configuration: Value) -> Value {
+        let schema = json!({"type": "struct", "fields": [
+            {"name": "id", "type": "long", "nullable": false, "metadata": {}},
+            {"name": "p", "type": "string", "nullable": true, "metadata": {}},
+        ]});
+        json!({"metaData": {"id": "t", "format": {"provider": "parquet", "options": {}},
+            "schemaString": schema.to_string(), "partitionColumns": ["p"],
+            "configuration": configuration, "createdTime": 0}})
+    }
+
+    fn add(path: &str, p: Option<&str>, rows: u64) -> Value {
+        json!({"add": {"path": path, "partitionValues": {"p": p}, "size": 100,
+            "modificationTime": 0, "dataChange": true,
+            "stats": json!({"numRecords": rows}).to_string()}})
+    }
+
+    fn remove(path: &str) -> Value {
+        json!({"remove": {"path": path, "deletionTimestamp": 0, "dataChange": true}})
+    }
+
+    fn simple_table(name: &str) -> TempTable {
+        let t = TempTable::new(name);
+        t.commit(
+            0,
+            &[
+                json!({"commitInfo": {"operation": "WRITE"}}),
+                protocol(1, None),
+                metadata(json!({})),
+                add("p=a/f1.parquet", Some("a"), 10),
+                add("p=b/f2.parquet", Some("b"), 20),
+            ],
+        );
+        t
+    }
+
+    #[test]
+    fn remove_cancels_add_and_a_later_add_restores_it() {
+        let t = simple_table("remove");
+        t.commit(
+            1,
+            &[
+                remove("p=a/f1.parquet"),
+                add("p=a/f3.parquet", Some("a"), 5),
+            ],
+        );
+        t.commit(
+            2,
+            &[
+                add("p=a/f1.parquet", Some("a"), 11),
+                remove("p=b/f2.parquet"),
+            ],
+        );
+        assert_eq!(
+            t.files(Some(0)),
+            [
+                ("p=a/f1.parquet".into(), Some(10)),
+                ("p=b/f2.parquet".into(), Some(20))
+            ]
+        );
+        assert_eq!(
+            t.files(Some(1)),
+            [
+                ("p=a/f3.parquet".into(), Some(5)),
+                ("p=b/f2.parquet".into(), Some(20))
+            ]
+        );
+        assert_eq!(
+            t.files(None),
+            [
+                ("p=a/f1.parquet".into(), Some(11)),
+                ("p=a/f3.parquet".into(), Some(5))
+            ]
+        );
+        let snapshot = t.load(None).unwrap();
+        assert_eq!(snapshot.version, 2);
+        assert_eq!(snapshot.partition_columns, ["p"]);
+        assert_eq!(snapshot.files[0].partition_values, [Some("a".to_string())]);
+        assert_eq!(snapshot.files[0].size, 100);
+    }
+
+    #[test]
+    fn paths_are_decoded_once_and_absolute_uris_must_be_under_the_root() {
+        let t = simple_table("paths");
+        let inside = format!("{}/p=c/f4.parquet", t.url());
+        t.commit(
+            1,
+            &[
+                add("p=ap%252Fsouth/f%20x.parquet", Some("ap/south"), 1),
+                add(&inside, Some(""), 2),
+            ],
+        );
+        let files = t.files(None);
+        assert_eq!(files[0], ("p=a/f1.parquet".into(), Some(10)));
+        assert_eq!(files[1], ("p=ap%2Fsouth/f x.parquet".into(), Some(1)));
+        assert_eq!(files[3], ("p=c/f4.parquet".into(), Some(2)));
+        // An empty partition value is null.
+        assert_eq!(t.load(None).unwrap().files[3].partition_values, [None]);
+
+        t.commit(2, &[add("s3://elsewhere/data/f5.parquet", Some("z"), 1)]);
+        let err = t.load(None).unwrap_err();
+        assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("s3://elsewhere/data/f5.parquet")
+                && msg.contains("00000000000000000002.json` line 1"),
+            "{msg}"
+        );
+        assert_eq!(t.load(Some(1)).unwrap().files.len(), 4);
+    }
+
+    #[test]
+    fn a_gap_in_the_log_names_the_missing_commit() {
+        let t = simple_table("gap");
+        t.commit(1, &[add("p=a/f3.parquet", Some("a"), 1)]);
+        t.commit(3, &[add("p=a/f4.parquet", Some("a"), 1)]);
+        let msg = t.load(None).unwrap_err().to_string();
+        assert!(msg.contains("00000000000000000002.json"), "{msg}");
+        assert!(msg.contains("version 3 cannot be rebuilt"), "{msg}");
+        assert_eq!(t.load(Some(1)).unwrap().files.len(), 3);
+
+        std::fs::remove_file(t.log_file(&commit_name(0))).unwrap();
+        let msg = t.load(Some(1)).unwrap_err().to_string();
+        assert!(
+            msg.contains("00000000000000000000.json` is missing") && msg.contains("no checkpoint"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn bad_versions_and_empty_logs_are_user_errors() {
+        let t = simple_table("versions");
+        let msg = t.load(Some(5)).unwrap_err().to_string();
+        assert!(
+            msg.contains("has no version 5") && msg.contains("latest version is 0"),
+            "{msg}"
+        );
+        assert!(matches!(
+            t.load(Some(-1)),
+            Err(Error::InvalidOption {
+                option: "version",
+                ..
+            })
+        ));
+        std::fs::remove_file(t.log_file(&commit_name(0))).unwrap();
+        let msg = t.load(None).unwrap_err().to_string();
+        assert!(msg.contains("not a Delta table"), "{msg}");
+    }
+
+    #[test]
+    fn a_stale_or_damaged_last_checkpoint_is_only_a_hint() {
+        let t = simple_table("lastcp");
+        t.commit(1, &[add("p=a/f3.parquet", Some("a"), 1)]);
+        std::fs::write(t.log_file(LAST_CHECKPOINT), r#"{"version":1,"size":3}"#).unwrap();
+        assert_eq!(t.files(None).len(), 3);
+        std::fs::write(t.log_file(LAST_CHECKPOINT), "{not json").unwrap();
+        assert_eq!(t.files(None).len(), 3);
+    }
+
+    #[test]
+    fn bad_json_line_names_file_and_line() {
+        let t = simple_table("badjson");
+        let good = add("p=a/f3.parquet", Some("a"), 1).to_string();
+        std::fs::write(
+            t.log_file(&commit_name(1)),
+            format!("{good}\n{{\"add\": {{\"path\": \n"),
+        )
+        .unwrap();
+        let msg = t.load(None).unwrap_err().to_string();
+        assert!(
+            msg.contains("_delta_log/00000000000000000001.json"),
+            "{msg}"
+        );
+        assert!(msg.contains("line 2: not a valid Delta action"), "{msg}");
+    }
+
+    #[test]
+    fn deletion_vectors_are_rejected_only_when_a_live_file_has_one() {
+        let t = TempTable::new("dv");
+        let features = ["deletionVectors"];
+        t.commit(
+            0,
+            &[
+                protocol(3, Some(&features)),
+                metadata(json!({"delta.enableDeletionVectors": "true"})),
+                add("p=a/f1.parquet", Some("a"), 10),
+            ],
+        );
+        assert_eq!(t.files(None).len(), 1, "the feature alone is readable");
+        let mut with_dv = add("p=a/f1.parquet", Some("a"), 10);
+        with_dv["add"]["deletionVector"] = json!({"storageType": "u", "pathOrInlineDv": "ab^-aqEH.-t@S}K{vb[*k^", "offset": 4, "sizeInBytes": 40, "cardinality": 6});
+        t.commit(1, &[with_dv]);
+        let err = t.load(None).unwrap_err();
+        assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("deletion vectors") && msg.contains("REORG TABLE"),
+            "{msg}"
+        );
+        assert!(msg.contains("00000000000000000001.json` line 1"), "{msg}");
+        t.commit(2, &[remove("p=a/f1.parquet")]);
+        assert!(t.files(None).is_empty());
+    }
+
+    #[test]
+    fn column_mapping_and_unknown_features_are_unsupported() {
+        let t = TempTable::new("colmap");
+        t.commit(
+            0,
+            &[
+                protocol(2, None),
+                metadata(json!({"delta.columnMapping.mode": "name"})),
+            ],
+        );
+        let err = t.load(None).unwrap_err();
+        assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("column mapping") && msg.contains("`name`"),
+            "{msg}"
+        );
+
+        t.commit(1, &[metadata(json!({"delta.columnMapping.mode": "none"}))]);
+        assert!(t.load(None).is_ok());
+        t.commit(2, &[protocol(3, Some(&["timestampNtz", "v2Checkpoint"]))]);
+        let msg = t.load(None).unwrap_err().to_string();
+        assert!(msg.contains("reader feature `v2Checkpoint`"), "{msg}");
+        t.commit(3, &[protocol(4, None)]);
+        let msg = t.load(None).unwrap_err().to_string();
+        assert!(msg.contains("reader version 4"), "{msg}");
+    }
+
+    /// Copies the fixture's log (`*.json` only) into a temp table; data files are not needed.
+    fn fixture_log_copy(name: &str) -> TempTable {
+        let t = TempTable::new(name);
+        for entry in std::fs::read_dir(fixture_dir().join(LOG_DIR)).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_name().to_string_lossy().ends_with(".json") {
+                std::fs::copy(
+                    entry.path(),
+                    t.log_file(&entry.file_name().to_string_lossy()),
+                )
+                .unwrap();
+            }
+        }
+        t
+    }
+
+    fn fixture_files(version: Option<i64>) -> Vec<(String, Option<u64>)> {
+        let (_, snapshot) = load_fixture(version);
+        let root =
+            Path::from_filesystem_path(std::fs::canonicalize(fixture_dir()).unwrap()).unwrap();
+        let files = snapshot.files.iter();
+        files
+            .map(|f| {
+                (
+                    f.path
+                        .prefix_match(&root)
+                        .unwrap()
+                        .map(|p| p.as_ref().to_string())
+                        .collect::<Vec<_>>()
+                        .join("/"),
+                    f.num_records,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn json_only_replay_agrees_with_the_checkpoint() {
+        let t = fixture_log_copy("jsononly");
+        assert_eq!(t.files(None), fixture_files(None));
+        // Version 2 is older than the fixture's `_last_checkpoint` (3): read by listing the log.
+        assert_eq!(t.files(Some(2)), fixture_files(Some(2)));
+        assert_ne!(fixture_files(Some(2)), fixture_files(None));
+    }
+
+    #[test]
+    fn multi_part_checkpoint_found_by_listing() {
+        let t = fixture_log_copy("multipart");
+        // Split the fixture's checkpoint in two parts, and drop the commits it covers and
+        // `_last_checkpoint`, so only a listing of the multi-part checkpoint can rebuild the table.
+        let single = std::fs::File::open(
+            fixture_dir()
+                .join(LOG_DIR)
+                .join("00000000000000000003.checkpoint.parquet"),
+        )
+        .unwrap();
+        let batches: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::try_new(single)
+            .unwrap()
+            .build()
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let batch = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+        let half = batch.num_rows() / 2;
+        for (part, slice) in [
+            (1, batch.slice(0, half)),
+            (2, batch.slice(half, batch.num_rows() - half)),
+        ] {
+            let file = std::fs::File::create(t.log_file(&format!(
+                "00000000000000000003.checkpoint.{part:010}.0000000002.parquet"
+            )))
+            .unwrap();
+            let mut writer = ArrowWriter::try_new(file, slice.schema(), None).unwrap();
+            writer.write(&slice).unwrap();
+            writer.close().unwrap();
+        }
+        for v in 0..=3 {
+            std::fs::remove_file(t.log_file(&commit_name(v))).unwrap();
+        }
+        assert_eq!(t.files(None), fixture_files(None));
+        // Version 2 is gone with its commits: the error says which version is the oldest readable.
+        let msg = t.load(Some(2)).unwrap_err().to_string();
+        assert!(msg.contains("read version 3 or later"), "{msg}");
+        // An incomplete multi-part checkpoint is ignored.
+        std::fs::remove_file(
+            t.log_file("00000000000000000003.checkpoint.0000000002.0000000002.parquet"),
+        )
+        .unwrap();
+        assert!(t.load(None).is_err());
+    }
+
+    #[test]
+    fn is_delta_table_looks_for_the_log() {
+        let t = simple_table("isdelta");
+        let store = LocalFileSystem::new_with_prefix(&t.dir).unwrap();
+        assert!(block_on(is_delta_table(&store, &Path::from("t"))).unwrap());
+        assert!(!block_on(is_delta_table(&store, &Path::from("nope"))).unwrap());
+        std::fs::create_dir_all(t.dir.join("u").join(LOG_DIR)).unwrap();
+        assert!(!block_on(is_delta_table(&store, &Path::from("u"))).unwrap());
+    }
+
+    #[test]
+    fn load_snapshot_future_is_send() {
+        fn assert_send<T: Send>(_: &T) {}
+        let store = LocalFileSystem::new();
+        assert_send(&load_snapshot(&store, &Path::from("t"), "file:///t", None));
+    }
+
+    #[test]
+    fn delta_types_map_to_arrow() {
+        let ty = |v: Value| delta_type_to_arrow(&v);
+        for (name, expected) in [
+            ("string", DataType::Utf8),
+            ("long", DataType::Int64),
+            ("integer", DataType::Int32),
+            ("short", DataType::Int16),
+            ("byte", DataType::Int8),
+            ("float", DataType::Float32),
+            ("double", DataType::Float64),
+            ("boolean", DataType::Boolean),
+            ("binary", DataType::Binary),
+            ("date", DataType::Date32),
+            (
+                "timestamp",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            ),
+            (
+                "timestamp_ntz",
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+            ),
+            ("decimal(10,2)", DataType::Decimal128(10, 2)),
+            ("decimal(38, 0)", DataType::Decimal128(38, 0)),
+        ] {
+            assert_eq!(ty(json!(name)), Ok(expected), "{name}");
+        }
+        assert!(
+            ty(json!("decimal(39,2)"))
+                .unwrap_err()
+                .contains("bad decimal type `decimal(39,2)`")
+        );
+        assert!(ty(json!("decimal(5,6)")).is_err());
+        assert_eq!(
+            ty(json!("variant")),
+            Err("unknown or unsupported type `variant`".into())
+        );
+
+        let nested = json!({"type": "struct", "fields": [
+            {"name": "tags", "type": {"type": "array", "elementType": "string", "containsNull": false}, "nullable": true, "metadata": {}},
+            {"name": "attrs", "type": {"type": "map", "keyType": "string", "valueType": "double", "valueContainsNull": true}, "nullable": false, "metadata": {}},
+            {"name": "point", "type": {"type": "struct", "fields": [{"name": "x", "type": "float", "nullable": false, "metadata": {}}]}, "nullable": true, "metadata": {}},
+        ]});
+        let entries = Fields::from(vec![
+            Field::new("key", DataType::Utf8, false),
+            Field::new("value", DataType::Float64, true),
+        ]);
+        assert_eq!(
+            ty(nested),
+            Ok(DataType::Struct(Fields::from(vec![
+                Field::new(
+                    "tags",
+                    DataType::List(Arc::new(Field::new("element", DataType::Utf8, false))),
+                    true
+                ),
+                Field::new(
+                    "attrs",
+                    DataType::Map(
+                        Arc::new(Field::new("key_value", DataType::Struct(entries), false)),
+                        false
+                    ),
+                    false
+                ),
+                Field::new(
+                    "point",
+                    DataType::Struct(Fields::from(vec![Field::new(
+                        "x",
+                        DataType::Float32,
+                        false
+                    )])),
+                    true
+                ),
+            ])))
+        );
+        let bad = json!({"type": "struct", "fields": [{"name": "a", "type": {"type": "struct", "fields": [{"name": "b", "type": "uuid"}]}}]});
+        assert_eq!(
+            ty(bad),
+            Err("field `a`: field `b`: unknown or unsupported type `uuid`".into())
+        );
+    }
+
+    #[test]
+    fn log_names_parse() {
+        assert!(matches!(
+            parse_log_name("00000000000000000012.json"),
+            Some(LogFile::Commit(12))
+        ));
+        assert!(matches!(
+            parse_log_name("00000000000000000010.checkpoint.parquet"),
+            Some(LogFile::Checkpoint(10))
+        ));
+        assert!(matches!(
+            parse_log_name("00000000000000000010.checkpoint.0000000002.0000000003.parquet"),
+            Some(LogFile::CheckpointPart {
+                version: 10,
+                part: 2,
+                parts: 3
+            })
+        ));
+        for other in [
+            "00000000000000000010.crc",
+            "00000000000000000010.checkpoint.80a083e8-7026-4e79-81be-64bd76c43a11.json",
+            "_last_checkpoint",
+            "0000000000000000001.json",
+            "00000000000000000010.checkpoint.0000000004.0000000003.parquet",
+            "00000000000000000001.00000000000000000009.compacted.json",
+        ] {
+            assert!(parse_log_name(other).is_none(), "{other}");
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Real services for the tests: an S3-compatible server (moto), started on a free port for this
+//! test process and stopped when it exits.
+//!
+//! `scripts/s3-server.sh install` (run by `.ci/run`) installs it. Without it, S3 tests skip with a
+//! loud message, except under `CI=true`, where a missing server fails them.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use millrace::connectors::storage::StorageOptions;
+
+/// A running S3 server: its endpoint and storage options pointing at it.
+pub struct S3 {
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+}
+
+impl S3 {
+    /// Options for this server with the test credentials (moto accepts any).
+    pub fn options(&self) -> StorageOptions {
+        StorageOptions {
+            endpoint: Some(self.endpoint.clone()),
+            region: Some("us-east-1".into()),
+            access_key_id: Some("test".into()),
+            secret_access_key: Some("test".into()),
+            max_retries: Some(3),
+            initial_backoff_ms: Some(20),
+            ..StorageOptions::default()
+        }
+    }
+
+    /// Creates a bucket (idempotent).
+    pub fn create_bucket(&self, bucket: &str) {
+        let status = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+            .arg(format!("{}/{bucket}", self.endpoint))
+            .output()
+            .unwrap();
+        let code = String::from_utf8_lossy(&status.stdout).to_string();
+        assert!(
+            code == "200" || code == "409",
+            "creating bucket {bucket}: HTTP {code}"
+        );
+    }
+
+    /// The pipeline-file `[storage]` section for this server.
+    pub fn toml(&self) -> String {
+        format!(
+            "[storage]\nendpoint = \"{}\"\nregion = \"us-east-1\"\naccess_key_id = \"test\"\nsecret_access_key = \"test\"\n",
+            self.endpoint
+        )
+    }
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_http(endpoint: &str, timeout: Duration) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        let ok = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "--max-time", "2", endpoint])
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+/// Starts `moto_server` on a free port with `env`, tied to this process: a shell watches the
+/// test process and stops the server when it is gone.
+pub fn start_moto(env: &[(&str, &str)]) -> Option<String> {
+    let moto = repo().join(".infra/venv/bin/moto_server");
+    if !moto.exists() {
+        return None;
+    }
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let log = std::env::temp_dir().join(format!("millrace-moto-{port}.log"));
+    let script = format!(
+        "'{}' -H 127.0.0.1 -p {port} > '{}' 2>&1 & server=$!; \
+         while kill -0 {} 2>/dev/null; do sleep 1; done; kill $server",
+        moto.display(),
+        log.display(),
+        std::process::id()
+    );
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.spawn().unwrap();
+    assert!(
+        wait_for_http(&endpoint, Duration::from_secs(60)),
+        "moto did not start on {endpoint}; see {}",
+        log.display()
+    );
+    Some(endpoint)
+}
+
+/// The shared S3 server, or None (after a loud message) when none can be started outside CI.
+pub fn s3() -> Option<&'static S3> {
+    static SERVER: OnceLock<Option<S3>> = OnceLock::new();
+    SERVER
+        .get_or_init(|| {
+            let endpoint = std::env::var("MILLRACE_S3_ENDPOINT")
+                .ok()
+                .or_else(|| start_moto(&[]));
+            match endpoint {
+                Some(endpoint) => Some(S3 { endpoint }),
+                None if std::env::var("CI").is_ok_and(|v| v == "true") => panic!(
+                    "CI=true but no S3 server: run scripts/s3-server.sh install (or set MILLRACE_S3_ENDPOINT)"
+                ),
+                None => {
+                    eprintln!(
+                        "\n!!! SKIPPING S3 TESTS: no S3 server. Run `scripts/s3-server.sh install` \
+                         (or set MILLRACE_S3_ENDPOINT) to run them.\n"
+                    );
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
