@@ -21,7 +21,7 @@ fn main() -> anyhow::Result<()> {
     if !data.exists() {
         millrace::data::generate_tabular(data, 50_000, 2, 3, false)?;
     }
-    let dataset = Arc::new(ParquetDataset::open(data)?);
+    let dataset = ParquetDataset::open(data)?;
     let sql = SqlPlan::plan(
         Some("SELECT cat, f0 FROM input WHERE label = 1"),
         &dataset.schema(),
@@ -42,7 +42,8 @@ fn main() -> anyhow::Result<()> {
             let sink = std::rc::Rc::clone(&counts);
             let probe = worker.dataflow::<u64, _, _>(|scope| {
                 let fc = FlowContext::new(ctx.clone());
-                let flow: Flow<'_, u64> = parquet_source(scope, &fc, "read", units, options);
+                let flow: Flow<'_, u64> =
+                    parquet_source(scope, &fc, "read", dataset.clone(), units, options);
                 flow.map_batches("positives", move |b| runner.apply(b))
                     .filter("f0 > -8", |b| {
                         let f0 = b

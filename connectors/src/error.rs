@@ -151,9 +151,9 @@ pub enum Error {
         url: String,
         /// What we were doing, e.g. "list", "read", "write".
         op: &'static str,
-        /// What the object store client reported.
+        /// What the object store client reported (boxed: it is large).
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
 
     /// A storage URL or its options cannot work (user).
@@ -214,7 +214,7 @@ impl Error {
             Error::Io { .. } | Error::Timeout { .. } => true,
             Error::Store { source, .. } => {
                 classify(source) == StoreFailure::Transient
-                    && !matches!(source, object_store::Error::InvalidPath { .. })
+                    && !matches!(**source, object_store::Error::InvalidPath { .. })
             }
             _ => false,
         }
@@ -225,7 +225,7 @@ impl Error {
         Error::Store {
             url: url.into(),
             op,
-            source,
+            source: Box::new(source),
         }
     }
 

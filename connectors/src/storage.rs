@@ -210,10 +210,11 @@ impl StorageLocation {
             builder = builder.with_config(key, value);
         }
         for (key, value) in std::env::vars() {
-            if key.starts_with("AWS_") && key != "AWS_PROFILE" {
-                if let Ok(config) = key.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
-                    builder = builder.with_config(config, value);
-                }
+            if key.starts_with("AWS_")
+                && key != "AWS_PROFILE"
+                && let Ok(config) = key.to_ascii_lowercase().parse::<AmazonS3ConfigKey>()
+            {
+                builder = builder.with_config(config, value);
             }
         }
         for (key, value) in &options.options {
@@ -420,10 +421,10 @@ fn ini_section(text: &str, section: &str) -> Option<Vec<(String, String)>> {
             }
             continue;
         }
-        if current.as_deref() == Some(section) {
-            if let (Some((key, value)), Some(values)) = (line.split_once('='), values.as_mut()) {
-                values.push((key.trim().to_ascii_lowercase(), value.trim().to_string()));
-            }
+        if current.as_deref() == Some(section)
+            && let (Some((key, value)), Some(values)) = (line.split_once('='), values.as_mut())
+        {
+            values.push((key.trim().to_ascii_lowercase(), value.trim().to_string()));
         }
     }
     values

@@ -109,6 +109,8 @@ pub fn start_moto(env: &[(&str, &str)]) -> Option<String> {
     for (k, v) in env {
         command.env(k, v);
     }
+    // The watcher exits with the test process; nobody waits for it.
+    #[allow(clippy::zombie_processes)]
     command.spawn().unwrap();
     assert!(
         wait_for_http(&endpoint, Duration::from_secs(60)),

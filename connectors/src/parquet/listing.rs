@@ -17,6 +17,9 @@ use crate::{Error, Result};
 /// Directories listed at once while walking a dataset.
 const LIST_CONCURRENCY: usize = 16;
 
+/// `(column, value)` pairs of the `key=value` directories above a file, outermost first.
+type Partition = Vec<(String, Option<String>)>;
+
 /// One data file found by [`list_dataset`].
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct ListedFile {
@@ -25,7 +28,7 @@ pub(crate) struct ListedFile {
     /// Size in bytes.
     pub size: u64,
     /// `(column, value)` of every `key=value` directory above the file, outermost first.
-    pub partition: Vec<(String, Option<String>)>,
+    pub partition: Partition,
 }
 
 /// A condition on a partition column, checked against directory names before they are listed.
@@ -97,7 +100,8 @@ impl PartitionFilter {
         } else if let Some(list) = lower.strip_prefix("in") {
             FilterOp::In(parse_list(&rest[rest.len() - list.len()..]).ok_or_else(bad)?)
         } else {
-            let ops: [(&str, fn(String) -> FilterOp); 8] = [
+            type MakeOp = fn(String) -> FilterOp;
+            let ops: [(&str, MakeOp); 8] = [
                 ("==", FilterOp::Eq),
                 ("!=", FilterOp::Ne),
                 ("<>", FilterOp::Ne),
@@ -192,8 +196,7 @@ pub(crate) async fn list_dataset(
         }
     }
     let mut files = Vec::new();
-    let mut level: Vec<(ObjectPath, Vec<(String, Option<String>)>)> =
-        vec![(location.root.clone(), Vec::new())];
+    let mut level: Vec<(ObjectPath, Partition)> = vec![(location.root.clone(), Vec::new())];
     let mut first = true;
     while !level.is_empty() {
         let listings: Vec<_> = futures::stream::iter(level.into_iter().map(|(dir, partition)| {
