@@ -454,12 +454,9 @@ async fn get_bytes(store: &dyn ObjectStore, path: &Path) -> object_store::Result
 
 /// A damaged log file (user: the table is broken).
 fn corrupt(url: &str, name: &str, reason: impl Display) -> Error {
-    Error::InvalidUrl {
+    Error::DeltaLog {
         url: log_url(url, name),
-        reason: format!(
-            "{reason}; this Delta log file is damaged or was not written by a Delta writer: \
-             restore it from a backup or a replica, or read another version"
-        ),
+        reason: reason.to_string(),
     }
 }
 
@@ -494,7 +491,7 @@ fn missing_commit(
              missing commit file, or read a version from a later checkpoint"
         )
     };
-    Error::InvalidUrl {
+    Error::DeltaLog {
         url: url.to_string(),
         reason,
     }
@@ -627,16 +624,16 @@ impl Replay {
 
     fn finish(self, root: &Path, url: &str, version: i64) -> Result<DeltaSnapshot> {
         let last = || log_url(url, &commit_name(version));
-        let protocol = self.protocol.as_ref().ok_or_else(|| Error::InvalidUrl {
+        let protocol = self.protocol.as_ref().ok_or_else(|| Error::DeltaLog {
             url: last(),
             reason: "no `protocol` action in the log up to this version; the log is damaged".into(),
         })?;
-        let (metadata, meta_origin) = self.metadata.as_ref().ok_or_else(|| Error::InvalidUrl {
+        let (metadata, meta_origin) = self.metadata.as_ref().ok_or_else(|| Error::DeltaLog {
             url: last(),
             reason: "no `metaData` action in the log up to this version; the log is damaged".into(),
         })?;
         check_protocol(protocol, metadata, url)?;
-        let meta_err = |reason: String| Error::InvalidUrl {
+        let meta_err = |reason: String| Error::DeltaLog {
             url: self.location(url, *meta_origin),
             reason: format!("{reason}; the table's metaData action is damaged"),
         };
@@ -699,12 +696,12 @@ impl Replay {
                     "copy the table with a Delta writer (e.g. Spark `DEEP CLONE`) so all its files \
                      live under its root",
                 ),
-                PathProblem::Invalid(reason) => Error::InvalidUrl {
+                PathProblem::Invalid(reason) => Error::DeltaLog {
                     url: at(),
                     reason: format!("add path `{}` {reason}; the log is damaged", file.path),
                 },
             })?;
-            let size = u64::try_from(file.size).map_err(|_| Error::InvalidUrl {
+            let size = u64::try_from(file.size).map_err(|_| Error::DeltaLog {
                 url: at(),
                 reason: format!(
                     "add action has a negative size {}; the log is damaged",

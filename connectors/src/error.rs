@@ -191,6 +191,18 @@ pub enum Error {
         hint: &'static str,
     },
 
+    /// A Delta table's log cannot be replayed: a damaged or missing log file (user or outside world).
+    #[error(
+        "Delta log `{url}`: {reason}; the log is damaged or was not written by a Delta writer: \
+         restore it from a backup or a replica, or read another version (delta_version)"
+    )]
+    DeltaLog {
+        /// The log file (or the log directory).
+        url: String,
+        /// What is wrong, with the line or row where it matters.
+        reason: String,
+    },
+
     /// A table uses a feature this reader does not implement (user: rewrite it or use another reader).
     #[error("`{url}`: {what} is not supported by millrace; {hint}")]
     Unsupported {
