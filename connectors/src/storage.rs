@@ -475,6 +475,27 @@ mod tests {
     }
 
     #[test]
+    fn gcs_and_azure_urls_build_their_stores() {
+        let gcs =
+            StorageLocation::parse("gs://bucket/etl/out", &StorageOptions::default()).unwrap();
+        assert_eq!(
+            (gcs.kind, gcs.url.as_str()),
+            (StoreKind::Gcs, "gs://bucket/etl/out")
+        );
+        assert_eq!(gcs.root.as_ref(), "etl/out");
+        let options = StorageOptions {
+            options: BTreeMap::from([(
+                "azure_storage_account_name".to_string(),
+                "acct".to_string(),
+            )]),
+            ..StorageOptions::default()
+        };
+        let az = StorageLocation::parse("az://container/etl/out", &options).unwrap();
+        assert_eq!((az.kind, az.root.as_ref()), (StoreKind::Azure, "etl/out"));
+        assert_eq!(az.url, "az://container/etl/out");
+    }
+
+    #[test]
     fn bad_urls_say_what_is_wrong() {
         let err = StorageLocation::parse("ftp://host/x", &StorageOptions::default()).unwrap_err();
         assert!(err.to_string().contains("unknown scheme `ftp://`"), "{err}");
