@@ -2,7 +2,7 @@
 use super::*;
 use crate::runtime::block_on;
 use arrow::array::{AsArray, RecordBatch};
-use arrow::datatypes::{Float64Type, Int64Type};
+use arrow::datatypes::{Field, Fields, Float64Type, Int64Type, TimeUnit};
 use object_store::local::LocalFileSystem;
 use parquet::arrow::ArrowWriter;
 use serde_json::json;
