@@ -206,7 +206,12 @@ impl StorageLocation {
             .clone()
             .or_else(|| std::env::var("AWS_PROFILE").ok())
             .unwrap_or_else(|| "default".to_string());
-        for (key, value) in aws_profile(&profile)? {
+        let profile_settings = aws_profile(&profile)?;
+        let profile_endpoint = profile_settings
+            .iter()
+            .find(|(key, _)| *key == AmazonS3ConfigKey::Endpoint)
+            .map(|(_, value)| value.clone());
+        for (key, value) in profile_settings {
             builder = builder.with_config(key, value);
         }
         for (key, value) in std::env::vars() {
@@ -229,7 +234,11 @@ impl StorageLocation {
         let env_endpoint = std::env::var("AWS_ENDPOINT_URL")
             .or_else(|_| std::env::var("AWS_ENDPOINT"))
             .ok();
-        let endpoint = options.endpoint.clone().or(env_endpoint);
+        let endpoint = options
+            .endpoint
+            .clone()
+            .or(env_endpoint)
+            .or(profile_endpoint);
         if let Some(endpoint) = &endpoint {
             builder = builder.with_endpoint(endpoint.clone());
         }

@@ -304,3 +304,50 @@ fn inspect_cli_reads_an_s3_prefix() {
     // INT96 written with the legacy calendar, rebased as Spark reads it.
     assert_eq!(ts["min"], want["columns"]["event_ts"]["min"]);
 }
+
+#[test]
+fn aws_profile_supplies_endpoint_and_credentials() {
+    let Some(server) = s3() else { return };
+    let url = upload(server, &fixture("etl_int_partition"), "profiled", "etl");
+    let dir = scratch("aws-profile");
+    std::fs::write(
+        dir.join("config"),
+        format!(
+            "[default]\nregion = eu-west-1\n\n[profile etl]\nregion = us-east-1\nendpoint_url = {}\n",
+            server.endpoint
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("credentials"),
+        "[etl]\naws_access_key_id = test\naws_secret_access_key = test\n",
+    )
+    .unwrap();
+    let inspect = |profile: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_millrace"))
+            .args(["inspect", &url, "--json", "--profile", profile])
+            .env("AWS_CONFIG_FILE", dir.join("config"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("credentials"))
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_ENDPOINT")
+            .env_remove("AWS_ENDPOINT_URL")
+            .output()
+            .unwrap()
+    };
+    let output = inspect("etl");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        report["stats"]["rows"],
+        crate::spark::expected("etl_int_partition")["rows"]
+    );
+    let missing = inspect("nope");
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(err.contains("profile `nope`"), "{err}");
+}
