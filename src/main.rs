@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use millrace::engine::ClusterConfig;
-use millrace::operators::serve::{ServeOptions, ServedModel, serve};
+use millrace::operators::serve::{BatcherOptions, ModelRegistry, ServeOptions, serve};
 use millrace::progress::CliProgress;
 use millrace::run::{RunConfig, plan, run_planned};
 
@@ -39,18 +39,8 @@ enum Command {
         #[arg(long)]
         no_serve: bool,
     },
-    /// Serve a trained model directory over HTTP.
-    Serve {
-        /// The model directory (a run's model/).
-        #[arg(long)]
-        model: PathBuf,
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        addr: SocketAddr,
-        /// Most instances per request.
-        #[arg(long, default_value_t = 10_000)]
-        max_rows: usize,
-    },
+    /// Serve models over HTTP: the Open Inference Protocol (KServe v2), /v1/predict, /metrics.
+    Serve(ServeArgs),
     /// Show a dataset's schema (partition columns included), row count, and per column the null
     /// count, min, max and sum: a Parquet file or directory, Spark output, a Delta table, an S3 prefix.
     Inspect {
@@ -88,6 +78,52 @@ enum Command {
         #[command(subcommand)]
         dataset: GenCommand,
     },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// A model: DIR (a run's model/, or numbered version directories), or NAME=DIR. Repeatable.
+    #[arg(long = "model", value_name = "[NAME=]DIR")]
+    models: Vec<String>,
+    /// A model repository: every subdirectory is a model named after it.
+    #[arg(long)]
+    model_repository: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:8080; 0.0.0.0:8080 when a token is set).
+    #[arg(long)]
+    addr: Option<SocketAddr>,
+    /// Require `Authorization: Bearer <token>`, the token read from this file.
+    #[arg(long)]
+    auth_token_file: Option<PathBuf>,
+    /// Most rows per request (413 beyond).
+    #[arg(long, default_value_t = 10_000)]
+    max_rows: usize,
+    /// Largest request body in bytes (413 beyond).
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Requests in flight at once (503 + Retry-After beyond).
+    #[arg(long, default_value_t = 4096)]
+    max_concurrent: usize,
+    /// Seconds before a request is answered 504.
+    #[arg(long, default_value_t = 30.0)]
+    timeout_s: f64,
+    /// Dynamic batching: most rows per forward pass.
+    #[arg(long, default_value_t = 64)]
+    max_batch_rows: usize,
+    /// Dynamic batching: longest wait for more requests, in microseconds.
+    #[arg(long, default_value_t = 200)]
+    max_wait_us: u64,
+    /// Rows queued per model before 503 + Retry-After.
+    #[arg(long, default_value_t = 8192)]
+    max_queue_rows: usize,
+    /// Inference threads per model version (default: half the cores, at least 1).
+    #[arg(long)]
+    infer_threads: Option<usize>,
+    /// Log every request (tracing target millrace::access).
+    #[arg(long)]
+    access_log: bool,
+    /// Do not watch the model directories for new versions.
+    #[arg(long)]
+    no_watch: bool,
 }
 
 /// Object store settings on the command line (the AWS_* environment and profiles also apply).
@@ -155,22 +191,101 @@ fn main() -> ExitCode {
     }
 }
 
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 fn serve_blocking(
-    model: ServedModel,
-    addr: SocketAddr,
+    registry: Arc<ModelRegistry>,
+    addr: Option<SocketAddr>,
     options: ServeOptions,
 ) -> anyhow::Result<()> {
+    let authenticated = options.auth_token.is_some();
+    let addr = addr.unwrap_or_else(|| {
+        if authenticated {
+            SocketAddr::from(([0, 0, 0, 0], 8080))
+        } else {
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        }
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores())
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
-    runtime.block_on(serve(model, addr, options, |local| {
-        eprintln!("serving on http://{local} (POST /v1/predict, GET /healthz); Ctrl-C stops");
+    let names = registry.names();
+    runtime.block_on(serve(registry, addr, options, |local| {
+        eprintln!(
+            "serving {} on http://{local} (POST /v2/models/NAME/infer, /v1/predict; GET /v2/models/NAME, /metrics); Ctrl-C or SIGTERM drains and stops",
+            names.join(", ")
+        );
+        if !authenticated {
+            eprintln!("no --auth-token-file: requests are not authenticated");
+        }
         if local.ip().is_loopback() {
             eprintln!("bound to a loopback address: only this machine can connect (use --addr 0.0.0.0:PORT to listen on all interfaces)");
         }
     }))?;
     Ok(())
+}
+
+fn serve_options(args: &ServeArgs) -> anyhow::Result<ServeOptions> {
+    let auth_token = match &args.auth_token_file {
+        Some(path) => {
+            let token = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --auth-token-file {}", path.display()))?
+                .trim()
+                .to_string();
+            anyhow::ensure!(
+                !token.is_empty(),
+                "--auth-token-file {} is empty",
+                path.display()
+            );
+            Some(token)
+        }
+        None => None,
+    };
+    anyhow::ensure!(args.timeout_s > 0.0, "--timeout-s must be positive");
+    anyhow::ensure!(
+        args.max_batch_rows > 0,
+        "--max-batch-rows must be at least 1"
+    );
+    Ok(ServeOptions {
+        max_rows: args.max_rows,
+        max_body_bytes: args.max_body_bytes,
+        max_concurrent: args.max_concurrent,
+        request_timeout: std::time::Duration::from_secs_f64(args.timeout_s),
+        auth_token,
+        access_log: args.access_log,
+        batching: BatcherOptions {
+            max_batch_rows: args.max_batch_rows,
+            max_wait: std::time::Duration::from_micros(args.max_wait_us),
+            max_queue_rows: args.max_queue_rows,
+            threads: args.infer_threads.unwrap_or((cores() / 2).max(1)),
+        },
+        watch_interval: (!args.no_watch).then(|| std::time::Duration::from_millis(500)),
+    })
+}
+
+fn load_models(args: &ServeArgs, options: &ServeOptions) -> anyhow::Result<Arc<ModelRegistry>> {
+    let registry = ModelRegistry::new(options.batching.clone());
+    if let Some(repo) = &args.model_repository {
+        registry.load_repository(repo)?;
+    }
+    for model in &args.models {
+        let (name, dir) = match model.split_once('=') {
+            Some((name, dir)) if !name.is_empty() => (Some(name), dir),
+            _ => (None, model.as_str()),
+        };
+        registry
+            .load_dir(name, std::path::Path::new(dir))
+            .with_context(|| format!("cannot load the model in {dir}"))?;
+    }
+    anyhow::ensure!(
+        !registry.names().is_empty(),
+        "no model to serve: give --model DIR (repeatable) or --model-repository DIR"
+    );
+    Ok(registry)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -208,33 +323,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("eval: {}", serde_json::to_string(eval)?);
             }
             if let (Some(serve_spec), false) = (serve_spec, no_serve) {
-                let model = ServedModel::load(&run_dir.join("model"))?;
-                serve_blocking(
-                    model,
-                    serve_spec.addr,
-                    ServeOptions {
-                        max_rows: serve_spec.max_rows,
-                        ..ServeOptions::default()
-                    },
-                )?;
+                let options = ServeOptions {
+                    max_rows: serve_spec.max_rows,
+                    ..ServeOptions::default()
+                };
+                let registry = ModelRegistry::new(options.batching.clone());
+                registry.load_dir(None, &run_dir.join("model"))?;
+                serve_blocking(registry, Some(serve_spec.addr), options)?;
             }
             Ok(())
         }
-        Command::Serve {
-            model,
-            addr,
-            max_rows,
-        } => {
-            let loaded = ServedModel::load(&model)
-                .with_context(|| format!("cannot load the model in {}", model.display()))?;
-            serve_blocking(
-                loaded,
-                addr,
-                ServeOptions {
-                    max_rows,
-                    ..ServeOptions::default()
-                },
-            )
+        Command::Serve(args) => {
+            let options = serve_options(&args)?;
+            let registry = load_models(&args, &options)?;
+            serve_blocking(registry, args.addr, options)
         }
         Command::Inspect {
             url,

@@ -9,4 +9,5 @@ mod quickstart;
 mod s3;
 mod serve;
 mod services;
+mod serving;
 mod spark;

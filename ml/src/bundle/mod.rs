@@ -1,8 +1,10 @@
 //! Model bundles (a directory holding a trained model) and CPU inference.
 
+mod dense;
 mod model_bundle;
 mod predictor;
 pub mod weights;
 
+pub use dense::{DensePredictor, DenseScratch};
 pub use model_bundle::{BundleMeta, MODEL_FILE, ModelBundle, PREPROCESS_FILE, WEIGHTS_FILE};
 pub use predictor::Predictor;

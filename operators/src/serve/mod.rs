@@ -5,10 +5,17 @@
 //! applying the model's bundled SQL and fitted encoding, so requests carry raw records.
 //! `GET /healthz` says the model is loaded. Bad requests get a 400 naming the instance and field.
 
+pub mod arrow_io;
+mod batcher;
 mod json;
+pub mod metrics;
 mod model;
+mod registry;
 mod server;
+pub mod v2;
 
+pub use batcher::{BatchError, BatchModel, BatcherOptions, BatcherStats, DynamicBatcher};
 pub use json::{instances_to_batch, schema_from_json, schema_to_json};
-pub use model::{RequestError, ServedModel};
-pub use server::{ServeOptions, router, serve};
+pub use model::{Predictions, RequestError, ServedModel};
+pub use registry::{KEEP_VERSIONS, ModelRegistry};
+pub use server::{ServeOptions, router, serve, serve_until, single_model};

@@ -1,58 +1,118 @@
-//! A model loaded for serving: its bundled preprocessing (SQL + fitted encoding) and the predictor.
+//! One loaded model version, ready to answer requests: its bundled preprocessing (the SQL compiled
+//! to physical expressions, the fitted encoding) and a dynamic batcher in front of a plain-Rust
+//! forward pass.
 
 use std::path::Path;
+use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use millrace_ml::bundle::{ModelBundle, Predictor};
+use millrace_ml::bundle::{DensePredictor, ModelBundle};
 use millrace_ml::model::Task;
+use millrace_ml::preprocess::FittedPreprocessor;
 use serde_json::{Value, json};
 
+use super::batcher::{BatchError, BatchModel, BatcherOptions, DynamicBatcher};
 use super::json::{instances_to_batch, schema_from_json};
-use crate::preprocess::SqlPlan;
+use crate::preprocess::{CompiledSql, SqlPlan};
 use crate::{Error, Result};
 
 /// Why a request could not be answered; `status` is the HTTP status to send.
 #[derive(Debug)]
 pub struct RequestError {
-    /// HTTP status code (4xx for the caller's mistakes).
+    /// HTTP status code (4xx for the caller's mistakes, 503 when overloaded).
     pub status: u16,
     /// What is wrong, naming the instance and field.
     pub message: String,
 }
 
 impl RequestError {
-    fn bad(message: impl Into<String>) -> Self {
+    pub(crate) fn bad(message: impl Into<String>) -> Self {
         RequestError {
             status: 400,
             message: message.into(),
         }
     }
+
+    pub(crate) fn with_status(status: u16, message: impl Into<String>) -> Self {
+        RequestError {
+            status,
+            message: message.into(),
+        }
+    }
 }
 
-/// A model ready to answer requests.
+impl BatchModel for DensePredictor {
+    fn input_dim(&self) -> usize {
+        DensePredictor::input_dim(self)
+    }
+
+    fn output_dim(&self) -> usize {
+        DensePredictor::output_dim(self)
+    }
+
+    fn predict(&self, x: &[f32], rows: usize) -> std::result::Result<Vec<f32>, String> {
+        DensePredictor::predict(self, x, rows).map_err(|e| e.to_string())
+    }
+}
+
+/// Predictions of one request: `rows × width` values (class probabilities, or one value).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Predictions {
+    /// Row-major values.
+    pub values: Vec<f32>,
+    /// Rows answered.
+    pub rows: usize,
+}
+
+/// A model version ready to answer requests. Shared as `Arc<ServedModel>`: a request holds the
+/// version it started with, so a hot swap never mixes two versions in one answer.
 pub struct ServedModel {
-    /// Name from the bundle.
+    /// Model name (from the bundle, or given when serving).
     pub name: String,
-    /// Version from the bundle.
+    /// Version number.
     pub version: u64,
-    bundle_task: Task,
+    task: Task,
     class_names: Option<Vec<String>>,
     input_schema: SchemaRef,
-    sql: Option<SqlPlan>,
-    predictor: Predictor,
+    sql: Option<CompiledSql>,
+    user_sql: Option<String>,
+    preprocess: FittedPreprocessor,
+    batcher: DynamicBatcher,
     bundle: ModelBundle,
 }
 
+impl std::fmt::Debug for ServedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServedModel")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
 impl ServedModel {
-    /// Loads a model directory written by a run (`model/`).
+    /// Loads a model directory written by a run (`model/`) with default batching.
     pub fn load(dir: &Path) -> Result<Self> {
         let bundle = ModelBundle::load(dir)?;
         Self::from_bundle(bundle)
     }
 
-    /// Serves an already loaded bundle.
+    /// Serves an already loaded bundle with default batching.
     pub fn from_bundle(bundle: ModelBundle) -> Result<Self> {
-        let predictor = Predictor::new(&bundle)?;
+        let name = bundle.meta.name.clone();
+        let version = bundle.meta.version;
+        Self::new(bundle, name, version, BatcherOptions::default())
+    }
+
+    /// Serves `bundle` as `name` version `version`, batching as `batching` says.
+    pub fn new(
+        bundle: ModelBundle,
+        name: String,
+        version: u64,
+        batching: BatcherOptions,
+    ) -> Result<Self> {
+        let predictor = DensePredictor::new(&bundle)?;
         let input_schema = match bundle.meta.extra.get("input_schema") {
             Some(v) => {
                 schema_from_json(v).map_err(|e| Error::Serve(format!("model bundle: {e}")))?
@@ -64,22 +124,34 @@ impl ServedModel {
                 ));
             }
         };
-        let sql = match &bundle.meta.transform_sql {
+        let (sql, user_sql) = match &bundle.meta.transform_sql {
             Some(wrapped) => {
-                // Re-plan the stored (already wrapped) query against the stored input schema.
+                // Re-plan the stored (already wrapped) query against the stored input schema, once.
                 let features = bundle.preprocess.required_columns(false);
-                Some(SqlPlan::plan(Some(wrapped), &input_schema, &features)?)
+                let plan = SqlPlan::plan(Some(wrapped), &input_schema, &features)?;
+                let user = bundle
+                    .meta
+                    .extra
+                    .get("user_sql")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                (
+                    Some(CompiledSql::compile(&plan)?),
+                    user.or(Some(plan.user_sql)),
+                )
             }
-            None => None,
+            None => (None, None),
         };
         Ok(ServedModel {
-            name: bundle.meta.name.clone(),
-            version: bundle.meta.version,
-            bundle_task: bundle.task,
+            name,
+            version,
+            task: bundle.task,
             class_names: bundle.preprocess.class_names(),
             input_schema,
             sql,
-            predictor,
+            user_sql,
+            preprocess: bundle.preprocess.clone(),
+            batcher: DynamicBatcher::new(Arc::new(predictor), batching),
             bundle,
         })
     }
@@ -94,18 +166,47 @@ impl ServedModel {
         &self.bundle
     }
 
-    /// Answers raw instances with one prediction each: `{"class", "probabilities"}` or `{"value"}`.
-    pub async fn predict(&self, instances: &[Value]) -> Result<Vec<Value>, RequestError> {
-        let raw = instances_to_batch(instances, &self.input_schema).map_err(RequestError::bad)?;
+    /// Number of classes (None for regression).
+    pub fn num_classes(&self) -> Option<usize> {
+        match self.task {
+            Task::Classification { num_classes } => Some(num_classes),
+            Task::Regression => None,
+        }
+    }
+
+    /// Class names, when the label was a string.
+    pub fn class_names(&self) -> Option<&[String]> {
+        self.class_names.as_deref()
+    }
+
+    /// The batcher's counters, for /metrics.
+    pub fn batcher_stats(&self) -> super::batcher::BatcherStats {
+        self.batcher.stats()
+    }
+
+    /// Stops batching (queued requests are still answered).
+    pub fn close(&self) {
+        self.batcher.close();
+    }
+
+    /// Predicts a batch of raw records (the model's input schema): the bundled SQL, the fitted
+    /// encoding, then one forward pass shared with concurrent requests.
+    pub async fn predict_batch(&self, raw: RecordBatch) -> Result<Predictions, RequestError> {
         let rows = raw.num_rows();
+        if rows == 0 {
+            return Ok(Predictions {
+                values: Vec::new(),
+                rows: 0,
+            });
+        }
         let prepared = match &self.sql {
             Some(sql) => {
-                let out = sql.apply_async(raw).await.map_err(RequestError::bad)?;
+                let out = sql.apply(&raw).map_err(RequestError::bad)?;
                 if out.num_rows() != rows {
                     return Err(RequestError::bad(format!(
                         "{} of {rows} instances were filtered out by the model's preprocess SQL ({}); send only rows it keeps",
                         rows - out.num_rows(),
-                        sql.user_sql
+                        self.user_sql.as_deref().unwrap_or("")
                     )));
                 }
                 out
@@ -113,7 +214,6 @@ impl ServedModel {
             None => raw,
         };
         let features = self
-            .bundle
             .preprocess
             .transform(&prepared, false)
             .map_err(|e| RequestError::bad(e.to_string()))?;
@@ -123,24 +223,49 @@ impl ServedModel {
                 bad.row, bad.column, bad.reason
             )));
         }
-        let out = self
-            .predictor
-            .predict(&features.x, features.rows)
-            .map_err(|e| RequestError {
-                status: 500,
-                message: e.to_string(),
+        let values = self
+            .batcher
+            .infer(features.x, features.rows)
+            .await
+            .map_err(|e| match e {
+                BatchError::Overloaded { queued_rows } => RequestError::with_status(
+                    503,
+                    format!(
+                        "model '{}' is overloaded ({queued_rows} rows queued); retry shortly",
+                        self.name
+                    ),
+                ),
+                BatchError::Closed => RequestError::with_status(
+                    503,
+                    format!(
+                        "model '{}' version {} is being replaced or shut down; retry",
+                        self.name, self.version
+                    ),
+                ),
+                BatchError::Failed(message) => RequestError::with_status(500, message),
             })?;
-        Ok(match &self.bundle_task {
-            Task::Classification { num_classes } => out
-                .chunks(*num_classes)
+        Ok(Predictions {
+            values,
+            rows: features.rows,
+        })
+    }
+
+    /// Answers raw JSON instances with one prediction each: `{"class", "probabilities"}` or
+    /// `{"value"}`.
+    pub async fn predict(&self, instances: &[Value]) -> Result<Vec<Value>, RequestError> {
+        let raw = instances_to_batch(instances, &self.input_schema).map_err(RequestError::bad)?;
+        let predictions = self.predict_batch(raw).await?;
+        Ok(self.to_json(&predictions))
+    }
+
+    /// The `/v1/predict` rendering of predictions.
+    pub fn to_json(&self, predictions: &Predictions) -> Vec<Value> {
+        match self.task {
+            Task::Classification { num_classes } => predictions
+                .values
+                .chunks(num_classes.max(1))
                 .map(|p| {
-                    let best = p
-                        .iter()
-                        .enumerate()
-                        .fold((0usize, f32::NEG_INFINITY), |acc, (i, v)| {
-                            if *v > acc.1 { (i, *v) } else { acc }
-                        })
-                        .0;
+                    let best = argmax(p);
                     let class = match &self.class_names {
                         Some(names) => json!(names.get(best)),
                         None => json!(best),
@@ -148,7 +273,22 @@ impl ServedModel {
                     json!({"class": class, "probabilities": p})
                 })
                 .collect(),
-            Task::Regression => out.iter().map(|v| json!({"value": v})).collect(),
-        })
+            Task::Regression => predictions
+                .values
+                .iter()
+                .map(|v| json!({"value": v}))
+                .collect(),
+        }
     }
+}
+
+/// Index of the largest value (the first on ties).
+pub(crate) fn argmax(values: &[f32]) -> usize {
+    values
+        .iter()
+        .enumerate()
+        .fold((0usize, f32::NEG_INFINITY), |acc, (i, v)| {
+            if *v > acc.1 { (i, *v) } else { acc }
+        })
+        .0
 }

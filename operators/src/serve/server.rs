@@ -1,26 +1,50 @@
-//! The HTTP server (axum on tokio).
+//! The HTTP server (axum on tokio): the Open Inference Protocol (KServe v2) and `/v1/predict`,
+//! with limits, bearer-token auth, Prometheus metrics and graceful shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use super::model::ServedModel;
+use super::arrow_io::{ARROW_STREAM, decode_stream, encode_predictions};
+use super::batcher::BatcherOptions;
+use super::json::instances_to_batch;
+use super::metrics::ServeMetrics;
+use super::model::{Predictions, RequestError, ServedModel};
+use super::registry::ModelRegistry;
+use super::v2::{
+    InferenceRequest, InferenceResponse, model_metadata, request_to_batch, response_outputs,
+};
 use crate::{Error, Result};
 
-/// Server limits.
+/// Server limits and behaviour.
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
-    /// Most instances in one request.
+    /// Most rows (instances) in one request (more: 413).
     pub max_rows: usize,
-    /// Largest request body, bytes.
+    /// Largest request body in bytes (more: 413).
     pub max_body_bytes: usize,
+    /// Requests handled at once; more get 503 with `Retry-After` instead of queueing without bound.
+    pub max_concurrent: usize,
+    /// A request taking longer gets 504.
+    pub request_timeout: Duration,
+    /// When set, every route but the health checks needs `Authorization: Bearer <token>`.
+    pub auth_token: Option<String>,
+    /// Log every request with `tracing` (target `millrace::access`).
+    pub access_log: bool,
+    /// Dynamic batching of each model version.
+    pub batching: BatcherOptions,
+    /// Poll the model directories for new versions this often (None: no hot swap from disk).
+    pub watch_interval: Option<Duration>,
 }
 
 impl Default for ServeOptions {
@@ -28,80 +52,566 @@ impl Default for ServeOptions {
         ServeOptions {
             max_rows: 10_000,
             max_body_bytes: 16 * 1024 * 1024,
+            max_concurrent: 4096,
+            request_timeout: Duration::from_secs(30),
+            auth_token: None,
+            access_log: false,
+            batching: BatcherOptions::default(),
+            watch_interval: Some(Duration::from_millis(500)),
         }
     }
 }
 
 struct AppState {
-    model: ServedModel,
+    registry: Arc<ModelRegistry>,
     options: ServeOptions,
+    metrics: ServeMetrics,
+    in_flight: AtomicUsize,
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({"error": message.into()}))).into_response()
 }
 
-async fn healthz(State(state): State<Arc<AppState>>) -> Response {
-    axum::Json(json!({"status": "ok", "model": state.model.name, "version": state.model.version}))
-        .into_response()
+fn request_error(e: RequestError) -> Response {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = error(status, e.message);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
 }
 
-async fn predict(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    let request: Value = match serde_json::from_slice(&body) {
+fn json_response(value: &impl serde::Serialize) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(bytes) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+fn unknown_model(state: &AppState, name: &str, version: Option<u64>) -> Response {
+    let names = state.registry.names();
+    match version {
+        Some(v) if names.iter().any(|n| n == name) => error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "model '{name}' has no version {v}; loaded versions: {:?}",
+                state.registry.versions(name)
+            ),
+        ),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no model named '{name}'; served models: {}",
+                names.join(", ")
+            ),
+        ),
+    }
+}
+
+fn parse_version(text: &str) -> std::result::Result<u64, Response> {
+    text.parse::<u64>().map_err(|_| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("model version '{text}' is not a number"),
+        )
+    })
+}
+
+fn check_rows(state: &AppState, rows: usize) -> std::result::Result<(), Response> {
+    if rows > state.options.max_rows {
+        Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "{rows} rows in one request; the limit is {} (split the request)",
+                state.options.max_rows
+            ),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+// ---- health and metadata ----
+
+async fn live() -> Response {
+    json_response(&json!({"live": true}))
+}
+
+async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    let ready = !state.registry.names().is_empty();
+    let body = json!({"ready": ready});
+    if ready {
+        json_response(&body)
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+    }
+}
+
+async fn server_metadata() -> Response {
+    json_response(&json!({
+        "name": "millrace",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": ["binary_arrow_stream"],
+    }))
+}
+
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    let models: Vec<Value> = state
+        .registry
+        .latest_all()
+        .iter()
+        .map(|m| json!({"name": m.name, "version": m.version}))
+        .collect();
+    match models.as_slice() {
+        [one] => {
+            json_response(&json!({"status": "ok", "model": one["name"], "version": one["version"]}))
+        }
+        _ => json_response(&json!({"status": "ok", "models": models})),
+    }
+}
+
+fn metadata_of(state: &AppState, model: &ServedModel) -> Response {
+    let versions = state.registry.versions(&model.name);
+    json_response(&model_metadata(
+        &model.name,
+        &versions,
+        model.input_schema(),
+        model.num_classes(),
+        model.class_names().is_some(),
+    ))
+}
+
+async fn model_metadata_latest(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Response {
+    match state.registry.get(&name, None) {
+        Some(model) => metadata_of(&state, &model),
+        None => unknown_model(&state, &name, None),
+    }
+}
+
+async fn model_metadata_version(
+    State(state): State<Arc<AppState>>,
+    Path((name, version)): Path<(String, String)>,
+) -> Response {
+    let version = match parse_version(&version) {
         Ok(v) => v,
+        Err(r) => return r,
+    };
+    match state.registry.get(&name, Some(version)) {
+        Some(model) => metadata_of(&state, &model),
+        None => unknown_model(&state, &name, Some(version)),
+    }
+}
+
+async fn model_ready(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
+    match state.registry.get(&name, None) {
+        Some(_) => json_response(&json!({"name": name, "ready": true})),
+        None => unknown_model(&state, &name, None),
+    }
+}
+
+// ---- inference ----
+
+fn is_arrow(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(ARROW_STREAM))
+}
+
+async fn infer(
+    state: &AppState,
+    model: Arc<ServedModel>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
+    if is_arrow(headers) {
+        let raw = match decode_stream(body, model.input_schema()) {
+            Ok(b) => b,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("Arrow body: {e}")),
+        };
+        if let Err(r) = check_rows(state, raw.num_rows()) {
+            return r;
+        }
+        return match model.predict_batch(raw).await {
+            Ok(p) => match encode_predictions(
+                &p.values,
+                p.rows,
+                model.num_classes(),
+                model.class_names(),
+            ) {
+                Ok(bytes) => (
+                    [
+                        (header::CONTENT_TYPE, HeaderValue::from_static(ARROW_STREAM)),
+                        (
+                            header::HeaderName::from_static("x-model-version"),
+                            HeaderValue::from(model.version),
+                        ),
+                    ],
+                    bytes,
+                )
+                    .into_response(),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+            },
+            Err(e) => request_error(e),
+        };
+    }
+    let request: InferenceRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("request body is not valid JSON: {e}"),
+                format!("request body is not a valid inference request: {e}"),
             );
         }
     };
+    let raw = match request_to_batch(&request, model.input_schema()) {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    if let Err(r) = check_rows(state, raw.num_rows()) {
+        return r;
+    }
+    let predictions: Predictions = match model.predict_batch(raw).await {
+        Ok(p) => p,
+        Err(e) => return request_error(e),
+    };
+    let outputs = match response_outputs(
+        &predictions.values,
+        predictions.rows,
+        model.num_classes(),
+        model.class_names(),
+        request.outputs.as_deref(),
+    ) {
+        Ok(o) => o,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    json_response(&InferenceResponse {
+        model_name: model.name.clone(),
+        model_version: Some(model.version.to_string()),
+        id: request.id,
+        parameters: None,
+        outputs,
+    })
+}
+
+async fn infer_latest(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match state.registry.get(&name, None) {
+        Some(model) => infer(&state, model, &headers, &body).await,
+        None => unknown_model(&state, &name, None),
+    }
+}
+
+async fn infer_version(
+    State(state): State<Arc<AppState>>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let version = match parse_version(&version) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    match state.registry.get(&name, Some(version)) {
+        Some(model) => infer(&state, model, &headers, &body).await,
+        None => unknown_model(&state, &name, Some(version)),
+    }
+}
+
+async fn v1_predict_model(state: &AppState, model: Arc<ServedModel>, request: &Value) -> Response {
     let Some(instances) = request.get("instances").and_then(Value::as_array) else {
         return error(
             StatusCode::BAD_REQUEST,
             "request must be a JSON object with an \"instances\" list of records",
         );
     };
-    if instances.len() > state.options.max_rows {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "{} instances in one request; the limit is {}",
-                instances.len(),
-                state.options.max_rows
-            ),
-        );
+    if let Err(r) = check_rows(state, instances.len()) {
+        return r;
     }
-    if instances.is_empty() {
-        return axum::Json(json!({"predictions": []})).into_response();
-    }
-    match state.model.predict(instances).await {
-        Ok(predictions) => axum::Json(json!({"predictions": predictions})).into_response(),
-        Err(e) => error(
-            StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            e.message,
-        ),
+    let raw = match instances_to_batch(instances, model.input_schema()) {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    match model.predict_batch(raw).await {
+        Ok(p) => json_response(&json!({
+            "model": model.name,
+            "version": model.version,
+            "predictions": model.to_json(&p),
+        })),
+        Err(e) => request_error(e),
     }
 }
 
-/// The server's routes for `model`.
-pub fn router(model: ServedModel, options: ServeOptions) -> Router {
+fn parse_json(body: &Bytes) -> std::result::Result<Value, Response> {
+    serde_json::from_slice(body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("request body is not valid JSON: {e}"),
+        )
+    })
+}
+
+async fn v1_predict(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let request = match parse_json(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let model = match request.get("model").and_then(Value::as_str) {
+        Some(name) => match state.registry.get(name, None) {
+            Some(m) => m,
+            None => return unknown_model(&state, name, None),
+        },
+        None => match state.registry.single() {
+            Some(m) => m,
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "this server serves several models ({}); name one with \"model\" or POST /v1/models/NAME/predict",
+                        state.registry.names().join(", ")
+                    ),
+                );
+            }
+        },
+    };
+    v1_predict_model(&state, model, &request).await
+}
+
+async fn v1_predict_named(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let request = match parse_json(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    match state.registry.get(&name, None) {
+        Some(model) => v1_predict_model(&state, model, &request).await,
+        None => unknown_model(&state, &name, None),
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    for model in state.registry.latest_all() {
+        let stats = model.batcher_stats();
+        state
+            .metrics
+            .set_queue_depth(&model.name, stats.queued_rows);
+        state.metrics.set_model_version(&model.name, model.version);
+    }
+    let mut text = state.metrics.render();
+    text.push_str(&batch_histograms(&state.registry));
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// `millrace_serve_batch_rows` from the batchers' own counters, per model (newest version).
+fn batch_histograms(registry: &ModelRegistry) -> String {
+    let mut out = String::from(
+        "# HELP millrace_serve_batches_rows Rows per forward pass (dynamic batching), newest version of each model.\n# TYPE millrace_serve_batches_rows histogram\n",
+    );
+    for model in registry.latest_all() {
+        let stats = model.batcher_stats();
+        let mut cumulative = 0u64;
+        for (bound, count) in &stats.batch_size_buckets {
+            cumulative += count;
+            let le = if *bound == usize::MAX {
+                "+Inf".to_string()
+            } else {
+                bound.to_string()
+            };
+            out.push_str(&format!(
+                "millrace_serve_batches_rows_bucket{{model=\"{}\",le=\"{le}\"}} {cumulative}\n",
+                model.name
+            ));
+        }
+        out.push_str(&format!(
+            "millrace_serve_batches_rows_sum{{model=\"{}\"}} {}\nmillrace_serve_batches_rows_count{{model=\"{}\"}} {}\n",
+            model.name, stats.batched_rows, model.name, stats.batches
+        ));
+    }
+    out
+}
+
+// ---- middleware ----
+
+/// Auth, the concurrency limit, the timeout, metrics and the access log, around every route.
+async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let path = request.uri().path().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let model = path
+        .strip_prefix("/v2/models/")
+        .or_else(|| path.strip_prefix("/v1/models/"))
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("")
+        .to_string();
+    let is_health = path.starts_with("/v2/health") || path == "/healthz";
+    let response = if let (Some(token), false) = (&state.options.auth_token, is_health) {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given.is_none_or(|g| !constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token: send Authorization: Bearer <token>",
+            );
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            r
+        } else {
+            limited(&state, request, next).await
+        }
+    } else {
+        limited(&state, request, next).await
+    };
+    let status = response.status().as_u16();
+    let latency = started.elapsed();
+    state
+        .metrics
+        .observe_request(&route, &model, status, latency);
+    if state.options.access_log {
+        tracing::info!(target: "millrace::access", %path, status, latency_us = latency.as_micros() as u64, model = %model, "request");
+    }
+    response
+}
+
+async fn limited(state: &AppState, request: Request, next: Next) -> Response {
+    let in_flight = state.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+    state.metrics.inc_in_flight();
+    let response = if in_flight > state.options.max_concurrent {
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "too many requests in flight (limit {}); retry shortly",
+                state.options.max_concurrent
+            ),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        r
+    } else {
+        match tokio::time::timeout(state.options.request_timeout, next.run(request)).await {
+            Ok(r) => r,
+            Err(_) => error(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "the request took longer than {:.1} s",
+                    state.options.request_timeout.as_secs_f64()
+                ),
+            ),
+        }
+    };
+    state.in_flight.fetch_sub(1, Ordering::AcqRel);
+    state.metrics.dec_in_flight();
+    response
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn not_found(request: Request) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no route for {} {}; see /v2/models/NAME, /v2/models/NAME/infer, /v1/predict, /metrics",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+/// The server's routes over `registry`.
+pub fn router(registry: Arc<ModelRegistry>, options: ServeOptions) -> Router {
     let limit = options.max_body_bytes;
-    let state = Arc::new(AppState { model, options });
+    let state = Arc::new(AppState {
+        registry,
+        options,
+        metrics: ServeMetrics::new(),
+        in_flight: AtomicUsize::new(0),
+    });
     Router::new()
-        .route("/v1/predict", post(predict))
+        .route("/v2", get(server_metadata))
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+        .route("/v2/models/{name}", get(model_metadata_latest))
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route(
+            "/v2/models/{name}/versions/{version}",
+            get(model_metadata_version),
+        )
+        .route("/v2/models/{name}/infer", post(infer_latest))
+        .route(
+            "/v2/models/{name}/versions/{version}/infer",
+            post(infer_version),
+        )
+        .route("/v1/predict", post(v1_predict))
+        .route("/v1/models/{name}/predict", post(v1_predict_named))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&state), guard))
+        .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
 
-/// Serves `model` on `addr` until Ctrl-C or SIGTERM, then drains in-flight requests.
+/// A registry serving one model (the classic `millrace serve --model DIR`).
+pub fn single_model(model: ServedModel, batching: BatcherOptions) -> Result<Arc<ModelRegistry>> {
+    let registry = ModelRegistry::new(batching);
+    let name = model.name.clone();
+    registry.publish(&name, model.bundle().clone())?;
+    Ok(registry)
+}
+
+/// Serves `registry` on `addr` until Ctrl-C or SIGTERM, then drains in-flight requests.
 /// `on_ready` gets the bound address (useful with port 0).
 pub async fn serve(
-    model: ServedModel,
+    registry: Arc<ModelRegistry>,
     addr: SocketAddr,
     options: ServeOptions,
     on_ready: impl FnOnce(SocketAddr),
+) -> Result<()> {
+    serve_until(registry, addr, options, on_ready, shutdown_signal()).await
+}
+
+/// Like [`serve`], stopping when `shutdown` completes (then draining in-flight requests).
+pub async fn serve_until(
+    registry: Arc<ModelRegistry>,
+    addr: SocketAddr,
+    options: ServeOptions,
+    on_ready: impl FnOnce(SocketAddr),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         Error::Serve(format!(
@@ -111,12 +621,18 @@ pub async fn serve(
     let local = listener
         .local_addr()
         .map_err(|e| Error::Serve(e.to_string()))?;
-    tracing::info!(model = %model.name, version = model.version, addr = %local, "serving");
+    if let Some(interval) = options.watch_interval {
+        registry.watch(interval);
+    }
+    tracing::info!(models = ?registry.names(), addr = %local, "serving");
     on_ready(local);
-    axum::serve(listener, router(model, options))
-        .with_graceful_shutdown(shutdown_signal())
+    let app = router(Arc::clone(&registry), options);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
         .await
-        .map_err(|e| Error::Serve(e.to_string()))
+        .map_err(|e| Error::Serve(e.to_string()));
+    registry.close();
+    result
 }
 
 async fn shutdown_signal() {

@@ -1,0 +1,325 @@
+//! Arrow IPC stream bodies: a request batch in, predictions out, for clients that already hold
+//! Arrow data (`Content-Type: application/vnd.apache.arrow.stream`).
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, RecordBatchOptions,
+    StringArray,
+};
+use arrow::compute::{CastOptions, can_cast_types, cast_with_options, concat_batches};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+
+use super::v2::{argmax, class_name, prediction_width};
+
+/// Media type of an Arrow IPC stream.
+pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+
+/// Decodes an Arrow IPC stream body (one or more batches, concatenated) and conforms it to
+/// `schema`: columns are matched by name, other types are cast where Arrow can
+/// (`arrow::compute::cast`, failing on values that do not fit), a missing column or nulls in a
+/// required one are errors naming it; extra columns are ignored.
+pub fn decode_stream(body: &[u8], schema: &SchemaRef) -> Result<RecordBatch, String> {
+    if body.is_empty() {
+        return Err("empty body: expected an Arrow IPC stream".to_owned());
+    }
+    let reader = StreamReader::try_new(Cursor::new(body), None)
+        .map_err(|e| format!("body is not an Arrow IPC stream: {e}"))?;
+    let given = reader.schema();
+    let batches = reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("bad Arrow IPC stream: {e}"))?;
+    let batch =
+        concat_batches(&given, &batches).map_err(|e| format!("bad Arrow IPC stream: {e}"))?;
+    let rows = batch.num_rows();
+    let strict = CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let name = field.name();
+        let dt = field.data_type();
+        let column = batch.column_by_name(name).ok_or_else(|| {
+            let names: Vec<String> = given
+                .fields()
+                .iter()
+                .map(|f| format!("'{}'", f.name()))
+                .collect();
+            format!(
+                "missing column '{name}' ({dt}); the stream has: {}",
+                if names.is_empty() {
+                    "no columns".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            )
+        })?;
+        let column = if column.data_type() == dt {
+            Arc::clone(column)
+        } else if can_cast_types(column.data_type(), dt) {
+            cast_with_options(column, dt, &strict).map_err(|e| {
+                format!(
+                    "column '{name}': cannot cast {} to {dt}: {e}",
+                    column.data_type()
+                )
+            })?
+        } else {
+            return Err(format!(
+                "column '{name}' is {}, which cannot be cast to the model's {dt}",
+                column.data_type()
+            ));
+        };
+        if !field.is_nullable() && column.null_count() > 0 {
+            return Err(format!(
+                "column '{name}' has {} nulls, but the model requires it ({dt})",
+                column.null_count()
+            ));
+        }
+        columns.push(column);
+    }
+    RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(rows)),
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Encodes predictions as one Arrow IPC stream batch: classification gives columns `class`
+/// (Int64, or Utf8 with class names) and `probabilities` (FixedSizeList<Float32>(num_classes));
+/// regression gives `value` (Float32).
+pub fn encode_predictions(
+    predictions: &[f32],
+    rows: usize,
+    num_classes: Option<usize>,
+    class_names: Option<&[String]>,
+) -> Result<Vec<u8>, String> {
+    let width = prediction_width(predictions, rows, num_classes)?;
+    let values = Float32Array::from(predictions.to_vec());
+    let (fields, columns): (Vec<Field>, Vec<ArrayRef>) = match num_classes {
+        Some(_) => {
+            let classes = predictions.chunks(width).map(argmax);
+            let class: ArrayRef = match class_names {
+                Some(names) => Arc::new(
+                    classes
+                        .map(|c| class_name(names, c).map(Some))
+                        .collect::<Result<StringArray, _>>()?,
+                ),
+                None => Arc::new(
+                    classes
+                        .map(|c| i64::try_from(c).map_err(|e| e.to_string()))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map(Int64Array::from)?,
+                ),
+            };
+            let item = Arc::new(Field::new_list_field(DataType::Float32, false));
+            let size = i32::try_from(width).map_err(|_| format!("{width} classes is too many"))?;
+            let probabilities =
+                FixedSizeListArray::try_new(Arc::clone(&item), size, Arc::new(values), None)
+                    .map_err(|e| e.to_string())?;
+            (
+                vec![
+                    Field::new("class", class.data_type().clone(), false),
+                    Field::new("probabilities", DataType::FixedSizeList(item, size), false),
+                ],
+                vec![class, Arc::new(probabilities)],
+            )
+        }
+        None => (
+            vec![Field::new("value", DataType::Float32, false)],
+            vec![Arc::new(values)],
+        ),
+    };
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new_with_options(
+        Arc::clone(&schema),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(rows)),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut writer = StreamWriter::try_new(Vec::new(), &schema).map_err(|e| e.to_string())?;
+    writer.write(&batch).map_err(|e| e.to_string())?;
+    writer.into_inner().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{AsArray, Int32Array};
+    use arrow::datatypes::{Float32Type, Int64Type};
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("f0", DataType::Float32, false),
+            Field::new("cat", DataType::Utf8, true),
+        ]))
+    }
+
+    fn stream(batches: &[RecordBatch]) -> Vec<u8> {
+        let mut w = StreamWriter::try_new(Vec::new(), &batches[0].schema()).unwrap();
+        for b in batches {
+            w.write(b).unwrap();
+        }
+        w.into_inner().unwrap()
+    }
+
+    fn read(body: &[u8]) -> RecordBatch {
+        let reader = StreamReader::try_new(Cursor::new(body), None).unwrap();
+        let schema = reader.schema();
+        let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
+        assert_eq!(batches.len(), 1);
+        assert_eq!(batches[0].schema(), schema);
+        batches.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn decodes_casts_and_concatenates() {
+        let given = Arc::new(Schema::new(vec![
+            Field::new("extra", DataType::Int32, true),
+            Field::new("cat", DataType::Utf8, true),
+            Field::new("f0", DataType::Int32, true),
+        ]));
+        let batch = |f0: Vec<i32>, cat: Vec<Option<&str>>| {
+            RecordBatch::try_new(
+                Arc::clone(&given),
+                vec![
+                    Arc::new(Int32Array::from(vec![0; f0.len()])),
+                    Arc::new(StringArray::from(cat)),
+                    Arc::new(Int32Array::from(f0)),
+                ],
+            )
+            .unwrap()
+        };
+        let body = stream(&[
+            batch(vec![1, -2], vec![Some("a"), None]),
+            batch(vec![7], vec![Some("c")]),
+        ]);
+        let out = decode_stream(&body, &schema()).unwrap();
+        assert_eq!(out.schema(), schema());
+        assert_eq!(out.num_rows(), 3);
+        assert_eq!(
+            out.column(0)
+                .as_primitive::<Float32Type>()
+                .values()
+                .as_ref(),
+            &[1.0, -2.0, 7.0]
+        );
+        assert_eq!(
+            out.column(1).as_string::<i32>().iter().collect::<Vec<_>>(),
+            [Some("a"), None, Some("c")]
+        );
+    }
+
+    #[test]
+    fn names_bad_columns() {
+        let only_cat = Arc::new(Schema::new(vec![Field::new("cat", DataType::Utf8, true)]));
+        let b =
+            RecordBatch::try_new(only_cat, vec![Arc::new(StringArray::from(vec!["a"]))]).unwrap();
+        assert_eq!(
+            decode_stream(&stream(&[b]), &schema()).unwrap_err(),
+            "missing column 'f0' (Float32); the stream has: 'cat'"
+        );
+        let nulls = Arc::new(Schema::new(vec![
+            Field::new("f0", DataType::Float32, true),
+            Field::new("cat", DataType::Utf8, true),
+        ]));
+        let b = RecordBatch::try_new(
+            nulls,
+            vec![
+                Arc::new(Float32Array::from(vec![Some(1.0), None])),
+                Arc::new(StringArray::from(vec!["a", "b"])),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            decode_stream(&stream(&[b]), &schema()).unwrap_err(),
+            "column 'f0' has 1 nulls, but the model requires it (Float32)"
+        );
+        let text = Arc::new(Schema::new(vec![Field::new("f0", DataType::Utf8, false)]));
+        let b = RecordBatch::try_new(text, vec![Arc::new(StringArray::from(vec!["1.5", "x"]))])
+            .unwrap();
+        let err = decode_stream(
+            &stream(&[b]),
+            &Arc::new(Schema::new(vec![Field::new(
+                "f0",
+                DataType::Float32,
+                false,
+            )])),
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("column 'f0': cannot cast Utf8 to Float32: "),
+            "{err}"
+        );
+        assert_eq!(
+            decode_stream(b"", &schema()).unwrap_err(),
+            "empty body: expected an Arrow IPC stream"
+        );
+        assert!(
+            decode_stream(b"{\"instances\": []}", &schema())
+                .unwrap_err()
+                .starts_with("body is not an Arrow IPC stream: ")
+        );
+    }
+
+    #[test]
+    fn encodes_predictions() {
+        let probs = [0.2, 0.8, 0.6, 0.4];
+        let out = read(&encode_predictions(&probs, 2, Some(2), None).unwrap());
+        assert_eq!(
+            out.schema().field(0),
+            &Field::new("class", DataType::Int64, false)
+        );
+        assert_eq!(
+            out.column(0).as_primitive::<Int64Type>().values().as_ref(),
+            &[1, 0]
+        );
+        let p = out.column(1).as_fixed_size_list();
+        assert_eq!(p.value_length(), 2);
+        assert_eq!(
+            p.value(0).as_primitive::<Float32Type>().values().as_ref(),
+            &[0.2, 0.8]
+        );
+        assert_eq!(
+            p.value(1).as_primitive::<Float32Type>().values().as_ref(),
+            &[0.6, 0.4]
+        );
+        let names = ["no".to_owned(), "yes".to_owned()];
+        let out = read(&encode_predictions(&probs, 2, Some(2), Some(&names)).unwrap());
+        assert_eq!(
+            out.column(0).as_string::<i32>().iter().collect::<Vec<_>>(),
+            [Some("yes"), Some("no")]
+        );
+        let out = read(&encode_predictions(&[1.5, -3.0, 0.0], 3, None, None).unwrap());
+        assert_eq!(out.schema().field(0).name(), "value");
+        assert_eq!(
+            out.column(0)
+                .as_primitive::<Float32Type>()
+                .values()
+                .as_ref(),
+            &[1.5, -3.0, 0.0]
+        );
+        // Our own output decodes against its own schema.
+        let body = encode_predictions(&[1.5], 1, None, None).unwrap();
+        let value = Arc::new(Schema::new(vec![Field::new(
+            "value",
+            DataType::Float64,
+            false,
+        )]));
+        let back = decode_stream(&body, &value).unwrap();
+        assert_eq!(
+            back.column(0)
+                .as_primitive::<arrow::datatypes::Float64Type>()
+                .value(0),
+            1.5
+        );
+        assert_eq!(
+            encode_predictions(&probs, 3, Some(2), None).unwrap_err(),
+            "the model returned 4 values for 3 rows of 2"
+        );
+    }
+}
