@@ -1,6 +1,6 @@
 //! [`DensePredictor`]: the bundle's model as plain `f32` matrices, for low-latency serving.
 //!
-//! [`Predictor`](super::Predictor) runs burn's `NdArray` backend, which costs tens of
+//! [`Predictor`](super::Predictor) runs burn's `NdArray` backend, which costs about 10
 //! microseconds per call in tensor bookkeeping whatever the batch size. Serving usually predicts
 //! 1 to 64 rows at a time, so this module evaluates the same network with hand-written loops:
 //!

@@ -52,7 +52,7 @@ impl Default for BatcherOptions {
     fn default() -> Self {
         BatcherOptions {
             max_batch_rows: 64,
-            max_wait: Duration::from_micros(200),
+            max_wait: Duration::ZERO,
             max_queue_rows: 8192,
             threads: 1,
         }
@@ -158,10 +158,10 @@ impl Shared {
     fn next_batch(&self, batch: &mut Vec<Job>) -> bool {
         let mut queue = self.lock();
         let first = loop {
-            if !queue.collecting {
-                if let Some(job) = queue.pop_live() {
-                    break job;
-                }
+            if !queue.collecting
+                && let Some(job) = queue.pop_live()
+            {
+                break job;
             }
             if queue.closed && queue.jobs.is_empty() {
                 return false;
@@ -533,7 +533,7 @@ mod tests {
         assert_send(&batcher.infer(vec![1.0, 2.0], 1));
         let defaults = BatcherOptions::default();
         assert_eq!(defaults.max_batch_rows, 64);
-        assert_eq!(defaults.max_wait, Duration::from_micros(200));
+        assert_eq!(defaults.max_wait, Duration::ZERO);
         assert_eq!(defaults.max_queue_rows, 8192);
         assert_eq!(defaults.threads, 1);
     }

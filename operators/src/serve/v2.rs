@@ -680,7 +680,7 @@ pub fn response_outputs(
                         "BYTES",
                         vec![dim(rows)],
                         classes
-                            .map(|c| class_name(names, c).map(|n| Value::from(n)))
+                            .map(|c| class_name(names, c).map(Value::from))
                             .collect::<Result<Vec<_>, _>>()?,
                     ),
                     None => ("INT64", vec![dim(rows)], classes.map(Value::from).collect()),

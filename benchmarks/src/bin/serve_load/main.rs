@@ -21,8 +21,8 @@
 //! wrk (`apt-get install -y wrk`) posts each body from a file through `serve_load/post.lua`.
 //! `errors` counts non-2xx answers and socket errors; `rows_per_s` counts rows of 2xx answers only,
 //! so a scenario the server does not answer shows its errors instead of failing the run. When the
-//! server exports `millrace_serve_batch_rows` (sum/count) on `GET /metrics`, each scenario reports
-//! the mean rows per model call it saw (`server_batch_rows_mean`).
+//! server exports `millrace_serve_batch_rows` (or `millrace_serve_batches_rows`) on `GET /metrics`,
+//! each scenario reports the mean rows per model call it saw (`server_batch_rows_mean`, sum/count).
 //!
 //! wrk and the server share the machine's cores: the numbers are for both on one box.
 //! `--assert` fails (exit 1) unless v2_single reaches ≥ 50,000 req/s with p99 ≤ 5 ms and no errors.
