@@ -415,7 +415,7 @@ fn open_inference_protocol_endpoints_conform() {
     );
     assert!(metrics.contains("code=\"404\""), "{metrics}");
     assert!(metrics.contains("millrace_serve_request_duration_seconds_bucket"));
-    assert!(metrics.contains("millrace_serve_batches_rows_count{model=\"tabular\"}"));
+    assert!(metrics.contains("millrace_serve_batch_rows_count{model=\"tabular\"}"));
 }
 
 #[test]
@@ -461,7 +461,7 @@ fn concurrent_callers_each_get_their_own_answers_from_shared_batches() {
     let metrics = String::from_utf8(get(addr, "/metrics").body).unwrap();
     let count: u64 = metrics
         .lines()
-        .find(|l| l.starts_with("millrace_serve_batches_rows_count{model=\"tabular\"}"))
+        .find(|l| l.starts_with("millrace_serve_batch_rows_count{model=\"tabular\"}"))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap();

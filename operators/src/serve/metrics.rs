@@ -192,6 +192,21 @@ impl ServeMetrics {
             .with(model, |h| h.observe(&ROW_BUCKETS, rows));
     }
 
+    /// Replaces `model`'s batch-size histogram with a batcher's own counts: `per_bucket` holds
+    /// (upper bound, batches) for bounds 1, 2, 4, … 1024 and then +Inf (not cumulative), `rows`
+    /// the rows of all those batches.
+    pub fn set_batches(&self, model: &str, per_bucket: &[(usize, u64)], rows: u64) {
+        self.batch_rows.with(model, |h| {
+            for (i, (_, count)) in per_bucket.iter().enumerate() {
+                match h.buckets.get(i) {
+                    Some(bucket) => bucket.store(*count, Relaxed),
+                    None => h.inf.store(*count, Relaxed),
+                }
+            }
+            h.sum.store(rows, Relaxed);
+        });
+    }
+
     /// Rows waiting to be batched for `model`.
     pub fn set_queue_depth(&self, model: &str, rows: usize) {
         let rows = u64::try_from(rows).unwrap_or(u64::MAX);

@@ -419,9 +419,11 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             .metrics
             .set_queue_depth(&model.name, stats.queued_rows);
         state.metrics.set_model_version(&model.name, model.version);
+        state
+            .metrics
+            .set_batches(&model.name, &stats.batch_size_buckets, stats.batched_rows);
     }
-    let mut text = state.metrics.render();
-    text.push_str(&batch_histograms(&state.registry));
+    let text = state.metrics.render();
     (
         [(
             header::CONTENT_TYPE,
@@ -430,34 +432,6 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         text,
     )
         .into_response()
-}
-
-/// `millrace_serve_batch_rows` from the batchers' own counters, per model (newest version).
-fn batch_histograms(registry: &ModelRegistry) -> String {
-    let mut out = String::from(
-        "# HELP millrace_serve_batches_rows Rows per forward pass (dynamic batching), newest version of each model.\n# TYPE millrace_serve_batches_rows histogram\n",
-    );
-    for model in registry.latest_all() {
-        let stats = model.batcher_stats();
-        let mut cumulative = 0u64;
-        for (bound, count) in &stats.batch_size_buckets {
-            cumulative += count;
-            let le = if *bound == usize::MAX {
-                "+Inf".to_string()
-            } else {
-                bound.to_string()
-            };
-            out.push_str(&format!(
-                "millrace_serve_batches_rows_bucket{{model=\"{}\",le=\"{le}\"}} {cumulative}\n",
-                model.name
-            ));
-        }
-        out.push_str(&format!(
-            "millrace_serve_batches_rows_sum{{model=\"{}\"}} {}\nmillrace_serve_batches_rows_count{{model=\"{}\"}} {}\n",
-            model.name, stats.batched_rows, model.name, stats.batches
-        ));
-    }
-    out
 }
 
 // ---- middleware ----
