@@ -121,24 +121,10 @@ fn json_column(array: &ArrayRef) -> anyhow::Result<Vec<Value>> {
         .collect())
 }
 
-/// The KServe v2 datatype of an Arrow type; text, times and dates travel as BYTES (strings).
+/// The KServe v2 datatype of an Arrow type, as the server itself maps it; text, times and dates
+/// travel as BYTES (strings).
 fn v2_datatype(dt: &DataType) -> &'static str {
-    match dt {
-        DataType::Boolean => "BOOL",
-        DataType::Int8 => "INT8",
-        DataType::Int16 => "INT16",
-        DataType::Int32 => "INT32",
-        DataType::Int64 => "INT64",
-        DataType::UInt8 => "UINT8",
-        DataType::UInt16 => "UINT16",
-        DataType::UInt32 => "UINT32",
-        DataType::UInt64 => "UINT64",
-        DataType::Float16 => "FP16",
-        DataType::Float32 => "FP32",
-        DataType::Float64 => "FP64",
-        DataType::Dictionary(_, values) => v2_datatype(values),
-        _ => "BYTES",
-    }
+    millrace::operators::serve::v2::datatype_of(dt).unwrap_or("BYTES")
 }
 
 /// `{"inputs": [{"name", "shape": [rows], "datatype", "data"}, …]}`: one tensor per raw column.
