@@ -17,7 +17,7 @@
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -115,6 +115,10 @@ struct Queue {
     collecting: bool,
     /// Set when no inference thread could be started.
     no_threads: Option<String>,
+    /// Threads parked on `idle` / `gather`: a producer wakes one only when some are parked, so a
+    /// busy (or spinning) inference thread costs callers no wake-up system call.
+    idle_waiters: usize,
+    gather_waiters: usize,
 }
 
 impl Queue {
@@ -141,7 +145,12 @@ struct Shared {
     batches: AtomicU64,
     batched_rows: AtomicU64,
     buckets: [AtomicU64; 12],
+    /// Jobs queued, as last seen under the lock (read without it by spinning threads).
+    pending: AtomicUsize,
 }
+
+/// How long an idle inference thread keeps looking for work before it parks.
+const SPIN: Duration = Duration::from_micros(50);
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Queue> {
@@ -166,10 +175,22 @@ impl Shared {
             if queue.closed && queue.jobs.is_empty() {
                 return false;
             }
-            queue = self
-                .idle
-                .wait(queue)
-                .unwrap_or_else(PoisonError::into_inner);
+            // Under load the next request is microseconds away: look again for a short while
+            // before parking, which spares a sleep and a wake-up per batch.
+            drop(queue);
+            let spin_until = Instant::now() + SPIN;
+            while self.pending.load(Ordering::Acquire) == 0 && Instant::now() < spin_until {
+                std::hint::spin_loop();
+            }
+            queue = self.lock();
+            if queue.jobs.is_empty() && !queue.closed {
+                queue.idle_waiters += 1;
+                queue = self
+                    .idle
+                    .wait(queue)
+                    .unwrap_or_else(PoisonError::into_inner);
+                queue.idle_waiters -= 1;
+            }
         };
         queue.collecting = true;
         let deadline = first.queued_at.checked_add(self.options.max_wait);
@@ -201,18 +222,21 @@ impl Shared {
                 Some(deadline) => deadline - now,
                 None => Duration::from_secs(3600),
             };
+            queue.gather_waiters += 1;
             queue = self
                 .gather
                 .wait_timeout(queue, wait)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+            queue.gather_waiters -= 1;
         }
         queue.collecting = false;
         if queue.closed {
             self.idle.notify_all();
-        } else if !queue.jobs.is_empty() {
+        } else if !queue.jobs.is_empty() && queue.idle_waiters > 0 {
             self.idle.notify_one();
         }
+        self.pending.store(queue.jobs.len(), Ordering::Release);
         true
     }
 
@@ -316,12 +340,15 @@ impl DynamicBatcher {
                 closed: false,
                 collecting: false,
                 no_threads: None,
+                idle_waiters: 0,
+                gather_waiters: 0,
             }),
             idle: Condvar::new(),
             gather: Condvar::new(),
             batches: AtomicU64::new(0),
             batched_rows: AtomicU64::new(0),
             buckets: Default::default(),
+            pending: AtomicUsize::new(0),
         });
         let mut started = 0;
         let mut last_error = None;
@@ -384,9 +411,14 @@ impl DynamicBatcher {
                 reply,
             });
             queue.queued_rows = queued_rows.saturating_add(rows);
+            self.shared
+                .pending
+                .store(queue.jobs.len(), Ordering::Release);
             if queue.collecting {
-                self.shared.gather.notify_one();
-            } else {
+                if queue.gather_waiters > 0 {
+                    self.shared.gather.notify_one();
+                }
+            } else if queue.idle_waiters > 0 {
                 self.shared.idle.notify_one();
             }
         }
