@@ -1,0 +1,324 @@
+//! Tests of the parent module.
+use super::*;
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{Field, Float32Type, Int32Type, TimeUnit, TimestampMicrosecondType};
+use serde_json::json;
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("f0", DataType::Float32, false),
+        Field::new("f3", DataType::Float32, true),
+        Field::new("n", DataType::Int32, true),
+        Field::new("cat", DataType::Utf8, false),
+    ]))
+}
+
+fn request(inputs: Value) -> InferenceRequest {
+    serde_json::from_value(json!({ "id": "r1", "inputs": inputs })).unwrap()
+}
+
+fn good_inputs() -> Value {
+    json!([
+        {"name": "f0", "shape": [3], "datatype": "FP32", "data": [1.5, -2, 0.25]},
+        {"name": "f3", "shape": [3, 1], "datatype": "FP64", "data": [[0.5], [null], [3]]},
+        {"name": "n", "shape": [3], "datatype": "INT64", "data": [7, null, -1]},
+        {"name": "cat", "shape": [3, 1], "datatype": "BYTES", "data": ["c1", "c7", "c1"]},
+    ])
+}
+
+fn err(inputs: Value) -> String {
+    request_to_batch(&request(inputs), &schema()).unwrap_err()
+}
+
+/// `good_inputs` with input `i` changed by `f`.
+fn with(i: usize, f: impl FnOnce(&mut Value)) -> Value {
+    let mut v = good_inputs();
+    f(&mut v[i]);
+    v
+}
+
+#[test]
+fn request_becomes_a_batch() {
+    let req = request(good_inputs());
+    assert_eq!(req.id.as_deref(), Some("r1"));
+    let batch = request_to_batch(&req, &schema()).unwrap();
+    assert_eq!(batch.num_rows(), 3);
+    assert_eq!(batch.schema(), schema());
+    let f0 = batch.column(0).as_primitive::<Float32Type>();
+    assert_eq!(f0.values().as_ref(), &[1.5, -2.0, 0.25]);
+    let f3 = batch.column(1).as_primitive::<Float32Type>();
+    assert_eq!(f3.value(0), 0.5);
+    assert!(f3.is_null(1));
+    assert_eq!(f3.value(2), 3.0);
+    let n = batch.column(2).as_primitive::<Int32Type>();
+    assert_eq!(n.value(0), 7);
+    assert!(n.is_null(1));
+    assert_eq!(n.value(2), -1);
+    let cat = batch.column(3).as_string::<i32>();
+    assert_eq!(
+        cat.iter().collect::<Vec<_>>(),
+        [Some("c1"), Some("c7"), Some("c1")]
+    );
+    // Input order does not matter; INT into a float column and UINT into an int column cast.
+    let batch = request_to_batch(
+        &request(json!([
+            {"name": "cat", "shape": [1], "datatype": "BYTES", "data": ["x"]},
+            {"name": "n", "shape": [1], "datatype": "UINT8", "data": [200]},
+            {"name": "f3", "shape": [1], "datatype": "INT32", "data": [4]},
+            {"name": "f0", "shape": [1], "datatype": "FP16", "data": [1]},
+        ])),
+        &schema(),
+    )
+    .unwrap();
+    assert_eq!(batch.column(1).as_primitive::<Float32Type>().value(0), 4.0);
+    assert_eq!(batch.column(2).as_primitive::<Int32Type>().value(0), 200);
+}
+
+#[test]
+fn timestamps_and_empty_requests() {
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        "ts",
+        DataType::Timestamp(TimeUnit::Microsecond, None),
+        true,
+    )]));
+    let batch = request_to_batch(
+        &request(json!([{"name": "ts", "shape": [2], "datatype": "BYTES",
+            "data": ["2024-01-01T00:00:01Z", null]}])),
+        &schema,
+    )
+    .unwrap();
+    let ts = batch.column(0).as_primitive::<TimestampMicrosecondType>();
+    assert_eq!(ts.value(0), 1_704_067_201_000_000);
+    assert!(ts.is_null(1));
+    let batch = request_to_batch(
+        &request(json!([{"name": "ts", "shape": [0], "datatype": "BYTES", "data": []}])),
+        &schema,
+    )
+    .unwrap();
+    assert_eq!(batch.num_rows(), 0);
+}
+
+#[test]
+fn names_what_is_wrong() {
+    assert_eq!(
+        err(with(1, |v| v["data"] = json!([0.5, 1, 2, 3]))),
+        "input 'f3': expected 3 values for shape [3, 1], got 4"
+    );
+    let mut missing = good_inputs();
+    missing.as_array_mut().unwrap().remove(1);
+    assert_eq!(
+        err(missing),
+        "missing input 'f3' (FP32); given: 'f0', 'n', 'cat'"
+    );
+    let mut extra = good_inputs();
+    for name in ["zz", "yy"] {
+        extra
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": name, "shape": [3], "datatype": "FP32", "data": [1, 2, 3]}));
+    }
+    assert_eq!(
+        err(extra),
+        "unknown inputs 'zz', 'yy'; the model's inputs are: 'f0', 'f3', 'n', 'cat'"
+    );
+    let mut twice = good_inputs();
+    let first = twice[0].clone();
+    twice.as_array_mut().unwrap().push(first);
+    assert_eq!(err(twice), "input 'f0' is given more than once");
+    assert_eq!(
+        err(with(2, |v| v["shape"] = json!([2]))),
+        "input 'n': shape [2] says 2 rows, but input 'f0' has 3"
+    );
+    assert_eq!(
+        err(with(0, |v| v["shape"] = json!([3, 2]))),
+        "input 'f0': shape [3, 2] is not supported; each input is one column, so its shape must be [N] or [N, 1]"
+    );
+    assert_eq!(
+        err(with(0, |v| v["shape"] = json!([-1]))),
+        "input 'f0': shape [-1] has a negative dimension"
+    );
+    assert_eq!(
+        err(with(0, |v| v["datatype"] = json!("FLOAT"))),
+        format!("input 'f0': unknown datatype 'FLOAT'; expected one of {DATATYPES}")
+    );
+    assert_eq!(
+        err(with(2, |v| v["datatype"] = json!("FP32"))),
+        "input 'n': datatype FP32 does not fit column type Int32; send INT32"
+    );
+    assert_eq!(
+        err(with(3, |v| v["datatype"] = json!("INT64"))),
+        "input 'cat': datatype INT64 does not fit column type Utf8; send BYTES"
+    );
+    assert_eq!(
+        err(with(0, |v| v["datatype"] = json!("BYTES"))),
+        "input 'f0': datatype BYTES does not fit column type Float32; send FP32"
+    );
+    assert_eq!(
+        err(with(0, |v| v["data"] = json!([1, null, 2]))),
+        "input 'f0': data[1] is null, but the input is required (Float32)"
+    );
+    assert_eq!(
+        err(with(0, |v| v["data"] = json!([1, "x", 2]))),
+        "input 'f0': data[1]: expected a number for FP32, got a string"
+    );
+    assert_eq!(
+        err(with(3, |v| v["data"] = json!(["a", 2, "c"]))),
+        "input 'cat': data[1]: expected a string for BYTES, got a number"
+    );
+    assert_eq!(
+        err(with(2, |v| v["data"] = json!([1, 2.5, 3]))),
+        "input 'n': data[1]: expected an integer for INT64, got 2.5"
+    );
+    assert_eq!(
+        err(with(2, |v| {
+            v["datatype"] = json!("INT8");
+            v["data"] = json!([1, 300, 3]);
+        })),
+        "input 'n': data[1]: 300 is out of range for INT8"
+    );
+    assert_eq!(
+        err(with(2, |v| v["data"] = json!([1, 2, 3_000_000_000_i64]))),
+        "input 'n': INT64 values do not fit column type Int32: Cast error: Can't cast value 3000000000 to type Int32"
+    );
+    assert_eq!(
+        err(with(0, |v| v["data"] = json!([[1, [2]], 3]))),
+        "input 'f0': data is nested more than one level deep"
+    );
+    assert_eq!(
+        err(with(0, |v| v["data"] = json!("1,2,3"))),
+        "input 'f0': data must be a list of values, got a string"
+    );
+}
+
+#[test]
+fn metadata_lists_inputs_and_outputs() {
+    let m = model_metadata("churn", &[1, 3], &schema(), Some(2), true);
+    assert_eq!(m.name, "churn");
+    assert_eq!(m.versions, ["1", "3"]);
+    assert_eq!(m.platform, "millrace");
+    let inputs: Vec<(&str, &str, &[i64])> = m
+        .inputs
+        .iter()
+        .map(|t| (t.name.as_str(), t.datatype.as_str(), t.shape.as_slice()))
+        .collect();
+    assert_eq!(
+        inputs,
+        [
+            ("f0", "FP32", &[-1][..]),
+            ("f3", "FP32", &[-1]),
+            ("n", "INT32", &[-1]),
+            ("cat", "BYTES", &[-1]),
+        ]
+    );
+    assert_eq!(
+        serde_json::to_value(&m.outputs).unwrap(),
+        json!([
+            {"name": "class", "datatype": "BYTES", "shape": [-1]},
+            {"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]},
+        ])
+    );
+    let m = model_metadata("c", &[1], &schema(), Some(3), false);
+    assert_eq!(m.outputs[0].datatype, "INT64");
+    assert_eq!(m.outputs[1].shape, [-1, 3]);
+    let m = model_metadata("r", &[], &schema(), None, false);
+    assert_eq!(
+        serde_json::to_value(&m.outputs).unwrap(),
+        json!([{"name": "value", "datatype": "FP32", "shape": [-1]}])
+    );
+    assert_eq!(datatype_of(&DataType::UInt16), Some("UINT16"));
+    assert_eq!(datatype_of(&DataType::LargeUtf8), Some("BYTES"));
+    assert_eq!(datatype_of(&DataType::Date32), None);
+}
+
+#[test]
+fn outputs_from_predictions() {
+    let probs = [0.2, 0.8, 0.6, 0.4, 0.5, 0.5];
+    let all = response_outputs(&probs, 3, Some(2), None, None).unwrap();
+    assert_eq!(
+        serde_json::to_value(&all).unwrap(),
+        json!([
+            {"name": "class", "shape": [3], "datatype": "INT64", "data": [1, 0, 0]},
+            {"name": "probabilities", "shape": [3, 2], "datatype": "FP32",
+             "data": [0.2, 0.8, 0.6, 0.4, 0.5, 0.5]},
+        ])
+    );
+    let names = ["no".to_owned(), "yes".to_owned()];
+    let want = |names: &[&str]| -> Vec<RequestOutput> {
+        names
+            .iter()
+            .map(|n| RequestOutput {
+                name: (*n).to_owned(),
+                parameters: None,
+            })
+            .collect()
+    };
+    let class = response_outputs(
+        &probs,
+        3,
+        Some(2),
+        Some(&names),
+        Some(&want(&["class", "class"])),
+    )
+    .unwrap();
+    assert_eq!(
+        serde_json::to_value(&class).unwrap(),
+        json!([{"name": "class", "shape": [3], "datatype": "BYTES", "data": ["yes", "no", "no"]}])
+    );
+    let order = response_outputs(
+        &probs,
+        3,
+        Some(2),
+        Some(&names),
+        Some(&want(&["probabilities", "class"])),
+    )
+    .unwrap();
+    assert_eq!(order[0].name, "probabilities");
+    assert_eq!(order[1].name, "class");
+    assert_eq!(
+        response_outputs(&probs, 3, Some(2), None, Some(&want(&["value"]))).unwrap_err(),
+        "unknown output 'value'; the model's outputs are: 'class', 'probabilities'"
+    );
+    let reg = response_outputs(&[1.5, -0.1], 2, None, None, Some(&[])).unwrap();
+    assert_eq!(
+        serde_json::to_value(&reg).unwrap(),
+        json!([{"name": "value", "shape": [2], "datatype": "FP32", "data": [1.5, -0.1]}])
+    );
+    assert_eq!(
+        response_outputs(&[1.0, 2.0, 3.0], 2, None, None, None).unwrap_err(),
+        "the model returned 3 values for 2 rows of 1"
+    );
+    assert_eq!(
+        response_outputs(&[0.1, 0.2, 0.7], 1, Some(3), Some(&names), None).unwrap_err(),
+        "class 2 has no name: the model has 2 class names"
+    );
+}
+
+#[test]
+fn bodies_round_trip_through_serde() {
+    let body = json!({
+        "inputs": [{"name": "f0", "shape": [1], "datatype": "FP32", "data": [1.0]}],
+        "outputs": [{"name": "class"}]
+    });
+    let req: InferenceRequest = serde_json::from_value(body.clone()).unwrap();
+    assert_eq!(req.id, None);
+    assert_eq!(req.outputs.as_ref().unwrap()[0].name, "class");
+    assert_eq!(serde_json::to_value(&req).unwrap(), body);
+    let resp = InferenceResponse {
+        model_name: "m".into(),
+        model_version: Some("2".into()),
+        id: None,
+        parameters: None,
+        outputs: vec![],
+    };
+    assert_eq!(
+        serde_json::to_value(&resp).unwrap(),
+        json!({"model_name": "m", "model_version": "2", "outputs": []})
+    );
+    assert_eq!(
+        serde_json::to_value(ErrorBody {
+            error: "bad".into()
+        })
+        .unwrap(),
+        json!({"error": "bad"})
+    );
+}
