@@ -124,7 +124,8 @@ struct ServeArgs {
     /// Inference threads per model version (default: half the cores, at least 1).
     #[arg(long)]
     infer_threads: Option<usize>,
-    /// Threads of the HTTP runtime (default: one per core).
+    /// Threads of the HTTP runtime (default: the cores the inference threads leave, at least 1,
+    /// so the server uses one thread per core in all).
     #[arg(long)]
     io_threads: Option<usize>,
     /// Log every request (tracing target millrace::access).
@@ -208,7 +209,7 @@ fn serve_blocking(
     registry: Arc<ModelRegistry>,
     addr: Option<SocketAddr>,
     options: ServeOptions,
-    io_threads: Option<usize>,
+    io_threads: usize,
 ) -> anyhow::Result<()> {
     let authenticated = options.auth_token.is_some();
     let addr = addr.unwrap_or_else(|| {
@@ -219,7 +220,7 @@ fn serve_blocking(
         }
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(io_threads.unwrap_or_else(cores).max(1))
+        .worker_threads(io_threads.max(1))
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
@@ -339,14 +340,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 };
                 let registry = ModelRegistry::new(options.batching.clone());
                 registry.load_dir(None, &run_dir.join("model"))?;
-                serve_blocking(registry, Some(serve_spec.addr), options, None)?;
+                let io = cores().saturating_sub(options.batching.threads).max(1);
+                serve_blocking(registry, Some(serve_spec.addr), options, io)?;
             }
             Ok(())
         }
         Command::Serve(args) => {
             let options = serve_options(&args)?;
             let registry = load_models(&args, &options)?;
-            serve_blocking(registry, args.addr, options, args.io_threads)
+            let io = args
+                .io_threads
+                .unwrap_or_else(|| cores().saturating_sub(options.batching.threads).max(1));
+            serve_blocking(registry, args.addr, options, io)
         }
         Command::Inspect {
             url,
