@@ -8,6 +8,7 @@ mod faulty_proxy;
 mod quickstart;
 mod s3;
 mod serve;
+mod serve_harness;
 mod services;
 mod serving;
 mod spark;

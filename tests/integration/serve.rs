@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::serving::{Server, fixture, post_json, request};
+use crate::serve_harness::{Server, fixture, post_json, request};
 
 fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
     let reply = request(addr, method, path, &[], body.as_bytes());
