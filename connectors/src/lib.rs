@@ -6,7 +6,7 @@
 //! - [`parquet`]: a Parquet file or directory tree as a dataset. [`parquet::ParquetDataset::open`]
 //!   reads every footer up front (a broken file fails at once, naming its path);
 //!   [`parquet::ParquetDataset::plan`] splits the row groups into one balanced list per worker;
-//!   [`parquet::read_unit`] streams a unit's row groups as batches, each tagged with its
+//!   [`parquet::ParquetDataset::read_unit`] streams a unit's row groups as batches, each tagged with its
 //!   [`parquet::BatchOrigin`] for dead-letter messages; [`parquet::ParquetFileWriter`] writes
 //!   batches to one file atomically.
 //! - [`synthetic`]: deterministic generated datasets, such as the tabular benchmark dataset

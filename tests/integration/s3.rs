@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use millrace::connectors::parquet::{DatasetOptions, ParquetDataset};
 use millrace::connectors::storage::StorageOptions;
 
-use crate::common::{scratch, tabular};
+use crate::common::{pipeline_toml, scratch, tabular};
 use crate::services::{S3, s3, start_moto};
 use crate::spark::{VARIANTS, check_against_spark, fixture};
 
@@ -46,29 +46,10 @@ fn pipeline_trains_from_s3_and_writes_partitioned_predictions_back() {
     let train_url = upload(server, train, "lake", "tabular/train");
     let holdout_url = upload(server, holdout, "lake", "tabular/holdout");
     server.create_bucket("results");
+    // The shared tabular pipeline, plus outputs and the server's [storage] section.
     let pipeline = |ingest: &str, eval: &str, out: &str| {
         format!(
-            r#"name = "s3"
-
-[ingest]
-path = "{ingest}"
-batch_rows = 8192
-
-[preprocess]
-sql = "SELECT * FROM input WHERE f3 IS NOT NULL"
-standardize = ["f0", "f1", "f2", "f3", "f4", "f5", "f6", "f7", "f8", "f9", "f10", "f11", "f12", "f13", "f14", "f15"]
-one_hot = ["cat"]
-label = "label"
-
-[train]
-model = {{ kind = "mlp", hidden = [16] }}
-batch_size = 512
-epochs = 1
-seed = 3
-
-[evaluate]
-path = "{eval}"
-
+            r#"{}
 [output]
 predictions = "{out}"
 columns = ["cat", "ts"]
@@ -76,6 +57,7 @@ partition_by = ["cat"]
 evaluation = "{out}-eval"
 
 {}"#,
+            pipeline_toml(std::path::Path::new(ingest), std::path::Path::new(eval), 1),
             server.toml()
         )
     };

@@ -92,8 +92,6 @@ pub(crate) struct FileState {
     pub spark: SparkWriteInfo,
     /// Top-level INT96 columns.
     pub int96: Vec<String>,
-    /// Partition values as text (None: null), in partition column order.
-    pub partition_values: Vec<Option<String>>,
 }
 
 #[derive(Debug)]
@@ -279,7 +277,7 @@ impl ParquetDataset {
                 rows: row_groups.iter().map(|rg| rg.rows).sum(),
                 size_bytes: listed.size,
                 row_groups,
-                partition_values: partition_values.clone(),
+                partition_values,
             });
             let spark = SparkWriteInfo::from_key_value(
                 meta.metadata().file_metadata().key_value_metadata(),
@@ -290,7 +288,6 @@ impl ParquetDataset {
                 meta,
                 spark,
                 int96,
-                partition_values,
             });
         }
         let file_schema = file_schema.ok_or_else(|| Error::EmptyDataset {

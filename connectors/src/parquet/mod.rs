@@ -4,7 +4,7 @@
 //!   broken file fails at open time, naming its path.
 //! - [`ParquetDataset::plan`] splits the dataset's row groups into `parts` balanced lists of
 //!   [`ScanUnit`]s, one list per worker.
-//! - [`read_unit`] streams one unit's row groups as batches, one row group decoded at a time.
+//! - [`ParquetDataset::read_unit`] streams one unit's row groups as batches, one row group decoded at a time.
 //! - [`ParquetFileWriter`] writes batches to one file atomically (temp file, fsync, rename).
 
 mod dataset;
@@ -24,4 +24,4 @@ pub use dataset_writer::{
 pub use listing::{FilterOp, PartitionFilter};
 pub use plan::ScanUnit;
 pub use sink::{Compression, DEFAULT_ROW_GROUP_ROWS, FileStats, ParquetFileWriter, WriterOptions};
-pub use source::{BatchOrigin, DEFAULT_BATCH_SIZE, ScanOptions, UnitReader, read_unit};
+pub use source::{BatchOrigin, DEFAULT_BATCH_SIZE, ScanOptions, UnitReader};

@@ -180,15 +180,6 @@ impl ParquetDataset {
     }
 }
 
-/// Reads a unit of a dataset; see [`ParquetDataset::read_unit`].
-pub fn read_unit(
-    dataset: &ParquetDataset,
-    unit: &ScanUnit,
-    options: &ScanOptions,
-) -> Result<UnitReader> {
-    dataset.read_unit(unit, options)
-}
-
 type Fetch = JoinHandle<Result<FetchedRanges>>;
 
 /// The iterator returned by [`ParquetDataset::read_unit`].
@@ -337,7 +328,8 @@ impl UnitReader {
                 .position(|p| p.name() == field.name())
             {
                 Some(p) => {
-                    let value = state.partition_values.get(p).cloned().flatten();
+                    let file = &self.inner.files[self.file_index];
+                    let value = file.partition_values.get(p).cloned().flatten();
                     let array = hive::constant_array(field.data_type(), value.as_deref(), rows)
                         .map_err(|reason| Error::Partition {
                             path: self.path.clone(),

@@ -18,4 +18,4 @@ pub use batcher::{BatchError, BatchModel, BatcherOptions, BatcherStats, DynamicB
 pub use json::{instances_to_batch, schema_from_json, schema_to_json};
 pub use model::{Predictions, RequestError, ServedModel};
 pub use registry::{KEEP_VERSIONS, ModelRegistry};
-pub use server::{ServeOptions, router, serve, serve_until, single_model};
+pub use server::{ServeOptions, router, serve, serve_until};

@@ -9,7 +9,6 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use millrace_ml::bundle::{DensePredictor, ModelBundle};
 use millrace_ml::model::Task;
-use millrace_ml::preprocess::FittedPreprocessor;
 use serde_json::{Value, json};
 
 use super::batcher::{BatchError, BatchModel, BatcherOptions, DynamicBatcher};
@@ -77,7 +76,6 @@ pub struct ServedModel {
     input_schema: SchemaRef,
     sql: Option<CompiledSql>,
     user_sql: Option<String>,
-    preprocess: FittedPreprocessor,
     batcher: DynamicBatcher,
     bundle: ModelBundle,
 }
@@ -150,7 +148,6 @@ impl ServedModel {
             input_schema,
             sql,
             user_sql,
-            preprocess: bundle.preprocess.clone(),
             batcher: DynamicBatcher::new(Arc::new(predictor), batching),
             bundle,
         })
@@ -214,6 +211,7 @@ impl ServedModel {
             None => raw,
         };
         let features = self
+            .bundle
             .preprocess
             .transform(&prepared, false)
             .map_err(|e| RequestError::bad(e.to_string()))?;

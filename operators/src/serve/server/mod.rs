@@ -483,14 +483,6 @@ pub fn router(registry: Arc<ModelRegistry>, options: ServeOptions) -> Router {
         .with_state(state)
 }
 
-/// A registry serving one model (the classic `millrace serve --model DIR`).
-pub fn single_model(model: ServedModel, batching: BatcherOptions) -> Result<Arc<ModelRegistry>> {
-    let registry = ModelRegistry::new(batching);
-    let name = model.name.clone();
-    registry.publish(&name, model.bundle().clone())?;
-    Ok(registry)
-}
-
 /// Serves `registry` on `addr` until Ctrl-C or SIGTERM, then drains in-flight requests.
 /// `on_ready` gets the bound address (useful with port 0).
 pub async fn serve(
