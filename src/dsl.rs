@@ -52,6 +52,8 @@ impl Train {
                     activation: Activation::default(),
                 },
                 optimizer: OptimizerSpec::default(),
+                loss: None,
+                reduction: Default::default(),
                 lr: 1e-3,
                 batch_size: 512,
                 epochs: 1,
@@ -347,6 +349,7 @@ impl Pipeline {
             serve: self.serve.clone(),
             storage: self.storage.clone(),
             output: self.output.clone(),
+            stream: None,
         })
     }
 

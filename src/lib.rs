@@ -38,6 +38,7 @@ pub mod dsl;
 mod error;
 pub mod inspect;
 pub mod pipeline_file;
+pub mod produce;
 pub mod progress;
 pub mod run;
 

@@ -43,6 +43,12 @@ enum Command {
         /// Do not serve the model even if the pipeline has a [serve] section.
         #[arg(long)]
         no_serve: bool,
+        /// Streaming: stop after reading this many records (a backfill, a test).
+        #[arg(long)]
+        max_records: Option<u64>,
+        /// Streaming: stop once no record arrived for this many seconds.
+        #[arg(long)]
+        idle_timeout_s: Option<f64>,
     },
     /// Serve models over HTTP: the Open Inference Protocol (KServe v2), /v1/predict, /metrics.
     Serve(ServeArgs),
@@ -77,6 +83,27 @@ enum Command {
         dst: String,
         #[command(flatten)]
         storage: StorageArgs,
+    },
+    /// Send a Parquet dataset's rows to a Kafka topic as JSON records (to feed a streaming
+    /// pipeline, e.g. with the rows of `millrace gen tabular`).
+    Produce {
+        /// The dataset: a Parquet file or directory.
+        path: PathBuf,
+        /// Kafka bootstrap servers.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap_servers: String,
+        /// The topic.
+        #[arg(long)]
+        topic: String,
+        /// Create the topic with this many partitions first (an existing topic is kept).
+        #[arg(long)]
+        partitions: Option<i32>,
+        /// Use this column's value as the message key.
+        #[arg(long)]
+        key: Option<String>,
+        /// Send at most this many records.
+        #[arg(long)]
+        limit: Option<u64>,
     },
     /// Generate a dataset.
     Gen {
@@ -219,9 +246,9 @@ fn serve_blocking(
             SocketAddr::from(([127, 0, 0, 1], 8080))
         }
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(io_threads.max(1))
-        .enable_all()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(io_threads.max(1)).enable_all();
+    let runtime = millrace::operators::serve::configure_runtime(&mut builder)
         .build()
         .context("cannot start the tokio runtime")?;
     let names = registry.names();
@@ -299,6 +326,75 @@ fn load_models(args: &ServeArgs, options: &ServeOptions) -> anyhow::Result<Arc<M
     Ok(registry)
 }
 
+/// Runs a streaming pipeline until SIGTERM/Ctrl-C, `--max-records` or `--idle-timeout-s`.
+fn run_streaming(
+    spec: millrace::operators::spec::PipelineSpec,
+    pipeline: &std::path::Path,
+    text: &str,
+    workers: usize,
+    run_dir: Option<PathBuf>,
+    max_records: Option<u64>,
+    idle_timeout_s: Option<f64>,
+) -> anyhow::Result<()> {
+    let idle_timeout = match idle_timeout_s {
+        Some(s) if s.is_finite() && s >= 0.0 => Some(std::time::Duration::from_secs_f64(s)),
+        Some(s) => anyhow::bail!("--idle-timeout-s must be a number of seconds >= 0, got {s}"),
+        None => None,
+    };
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    std::thread::Builder::new()
+        .name("millrace-signals".into())
+        .spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            runtime.block_on(async {
+                let ctrl_c = tokio::signal::ctrl_c();
+                #[cfg(unix)]
+                {
+                    if let Ok(mut term) =
+                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    {
+                        tokio::select! {
+                            _ = ctrl_c => {},
+                            _ = term.recv() => {},
+                        }
+                    } else {
+                        let _ = ctrl_c.await;
+                    }
+                }
+                #[cfg(not(unix))]
+                let _ = ctrl_c.await;
+            });
+            eprintln!("stopping: finishing the current step and writing a last checkpoint");
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        })?;
+    let config = millrace::run::StreamRunConfig {
+        cluster: ClusterConfig::local(workers),
+        run_dir,
+        stop,
+        max_records,
+        idle_timeout,
+    };
+    let (summary, run_dir) = millrace::run::run_stream(spec, Some((pipeline, text)), config)?;
+    println!("run directory: {}", run_dir.display());
+    println!(
+        "records read {} | trained {} | dead-lettered {} | late {} | model versions {} | {:.1}s | {:.0} records/s",
+        summary.rows_read,
+        summary.rows_trained,
+        summary.rows_dead_lettered,
+        summary.rows_late,
+        summary.model_versions,
+        summary.wall_s,
+        summary.rows_per_s
+    );
+    if let Some(m) = &summary.prequential {
+        println!("prequential: {}", serde_json::to_string(m)?);
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run {
@@ -307,10 +403,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             run_dir,
             overrides,
             no_serve,
+            max_records,
+            idle_timeout_s,
         } => {
-            let (spec, text) = millrace::pipeline_file::load(&pipeline, &overrides)?;
+            let (mut spec, text) = millrace::pipeline_file::load(&pipeline, &overrides)?;
             spec.validate()
                 .map_err(|e| anyhow::anyhow!("{}", located(&pipeline, &text, e)))?;
+            if spec.stream.is_some() {
+                if no_serve {
+                    spec.serve = None;
+                }
+                return run_streaming(spec, &pipeline, &text, workers, run_dir, max_records, idle_timeout_s);
+            }
             millrace::data::prepare(&spec)?;
             let serve_spec = spec.serve.clone();
             let planned = plan(spec, Some((&pipeline, &text)))?;
@@ -352,6 +456,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .io_threads
                 .unwrap_or_else(|| cores().saturating_sub(options.batching.threads).max(1));
             serve_blocking(registry, args.addr, options, io)
+        }
+        Command::Produce {
+            path,
+            bootstrap_servers,
+            topic,
+            partitions,
+            key,
+            limit,
+        } => {
+            let options = millrace::connectors::kafka::KafkaOptions::new(bootstrap_servers);
+            let done = millrace::produce::produce(
+                &path,
+                &options,
+                &topic,
+                partitions,
+                key.as_deref(),
+                limit,
+            )?;
+            println!(
+                "sent {} records to {topic} in {:.1}s ({:.0} records/s)",
+                done.records,
+                done.seconds,
+                done.records as f64 / done.seconds.max(1e-9)
+            );
+            Ok(())
         }
         Command::Inspect {
             url,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use millrace_engine::ClusterConfig;
 use millrace_operators::job::{self, JobPlan, Progress, RunOptions, Summary};
 use millrace_operators::spec::PipelineSpec;
+use millrace_operators::streaming::{StreamOptions, StreamPlan, StreamSummary};
 use serde_json::Value;
 
 use crate::curves::{Figure, Panel, Series};
@@ -99,6 +100,63 @@ pub fn run_planned(
         },
     )?;
     write_curves(&run_dir)?;
+    Ok((summary, run_dir))
+}
+
+/// How to run a streaming pipeline.
+#[derive(Clone)]
+pub struct StreamRunConfig {
+    /// Worker threads (and later processes).
+    pub cluster: ClusterConfig,
+    /// The run directory; `None` means `runs/<name>-<timestamp>`.
+    pub run_dir: Option<PathBuf>,
+    /// Set to stop after the current step, with a last checkpoint (the CLI sets it on SIGTERM).
+    pub stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Stop after this many records.
+    pub max_records: Option<u64>,
+    /// Stop once no record arrived for this long.
+    pub idle_timeout: Option<std::time::Duration>,
+}
+
+/// Plans and runs a streaming pipeline (one with a `[stream]` section) until it stops, writing
+/// its run directory; errors in the pipeline are located in `source` when given.
+pub fn run_stream(
+    spec: PipelineSpec,
+    source: Option<(&Path, &str)>,
+    config: StreamRunConfig,
+) -> Result<(StreamSummary, PathBuf)> {
+    let plan = StreamPlan::new(spec).map_err(|e| locate(e, source))?;
+    let run_dir = config
+        .run_dir
+        .clone()
+        .unwrap_or_else(|| default_run_dir(&plan.spec.name));
+    std::fs::create_dir_all(&run_dir).map_err(|source| Error::Io {
+        path: run_dir.clone(),
+        source,
+    })?;
+    let text = match source {
+        Some((_, text)) => text.to_string(),
+        None => toml::to_string(&plan.spec)
+            .map_err(|e| Error::Curves(format!("cannot render the pipeline as TOML: {e}")))?,
+    };
+    let path = run_dir.join("pipeline.toml");
+    std::fs::write(&path, text).map_err(|source| Error::Io { path, source })?;
+    let summary = millrace_operators::streaming::run_stream(
+        plan,
+        StreamOptions {
+            cluster: config.cluster,
+            run_dir: run_dir.clone(),
+            stop: config.stop,
+            max_records: config.max_records,
+            idle_timeout: config.idle_timeout,
+            on_serving: Some(Arc::new(|addr| {
+                eprintln!("serving the model while it trains on http://{addr} (POST /v2/models/NAME/infer, /v1/predict)");
+            })),
+        },
+    )?;
+    if run_dir.join("metrics.jsonl").exists() {
+        write_curves(&run_dir)?;
+    }
     Ok((summary, run_dir))
 }
 

@@ -217,6 +217,67 @@ pub enum Error {
     /// Something that should be impossible happened (us: please report it).
     #[error("internal error in millrace-connectors: {0}; this is a bug, please report it")]
     Internal(String),
+
+    /// A Kafka client operation failed (outside world: the brokers; or user: the connection and
+    /// security properties).
+    #[error(
+        "Kafka: cannot {what}: {source}; check that the brokers are reachable and that the \
+         connection properties (bootstrap servers, security.protocol, sasl.*, ssl.*) are right"
+    )]
+    Kafka {
+        /// What we were doing, naming the bootstrap servers, the topic and partition where they
+        /// matter.
+        what: String,
+        /// What librdkafka reported.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+
+    /// A Kafka topic does not exist (user).
+    #[error("topic `{topic}` does not exist on {bootstrap}; create it or check the name")]
+    KafkaMissingTopic {
+        /// The topic that was asked for.
+        topic: String,
+        /// The bootstrap servers that were asked.
+        bootstrap: String,
+    },
+
+    /// A produced Kafka message was not delivered (outside world, or user: a missing topic, a
+    /// message over the broker's size limit, missing rights).
+    #[error(
+        "Kafka: {failed} message(s) were not delivered, the first to topic `{topic}` partition \
+         {partition} on {bootstrap}: {reason}; check the topic, the broker's message size limit \
+         and the producer's rights, then replay from the last checkpoint"
+    )]
+    KafkaDelivery {
+        /// The topic of the first failed message.
+        topic: String,
+        /// Its partition (-1 when none was chosen yet).
+        partition: i32,
+        /// The bootstrap servers.
+        bootstrap: String,
+        /// What the broker or librdkafka reported for it.
+        reason: String,
+        /// How many messages failed in all.
+        failed: u64,
+    },
+
+    /// An offset a Kafka source was to read from is not in its partition (user or outside world:
+    /// retention deleted it, or the topic was recreated since the checkpoint).
+    #[error(
+        "topic `{topic}` on {bootstrap}: an offset to read from is out of range (positions \
+         {positions}); retention deleted it or the topic was recreated since the checkpoint: \
+         restore a newer checkpoint, or set the Kafka property auto.offset.reset to earliest or \
+         latest to skip ahead instead of failing"
+    )]
+    KafkaOffsetOutOfRange {
+        /// The topic.
+        topic: String,
+        /// The bootstrap servers.
+        bootstrap: String,
+        /// The source's positions (partition: next offset) when the broker refused.
+        positions: String,
+    },
 }
 
 impl Error {

@@ -61,9 +61,12 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod avro;
 pub mod delta;
 pub mod hive;
 pub mod inspect;
+pub mod json;
+pub mod kafka;
 pub mod parquet;
 pub mod runtime;
 pub mod storage;

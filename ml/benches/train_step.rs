@@ -14,7 +14,7 @@ use millrace_ml::model::{Activation, ModelSpec, Task};
 use millrace_ml::optim::OptimizerSpec;
 use millrace_ml::preprocess::{FeatureSpec, FitState, LabelKind};
 use millrace_ml::rng::Rng;
-use millrace_ml::trainer::{TargetsRef, Trainer};
+use millrace_ml::trainer::{Loss, TargetsRef, Trainer};
 
 fn train_step_rate() -> Result<f64, millrace_ml::Error> {
     const BATCH: usize = 512;
@@ -29,6 +29,7 @@ fn train_step_rate() -> Result<f64, millrace_ml::Error> {
     let mut trainer = Trainer::<CpuAutodiff>::new(
         &spec,
         &OptimizerSpec::default(),
+        Loss::CrossEntropy,
         &task,
         DIM,
         0,

@@ -31,7 +31,7 @@
 //! use millrace_ml::model::{ModelKind, ModelSpec, Task};
 //! use millrace_ml::optim::OptimizerSpec;
 //! use millrace_ml::preprocess::{FeatureSpec, FitState, LabelKind, Targets};
-//! use millrace_ml::trainer::Trainer;
+//! use millrace_ml::trainer::{Loss, Trainer};
 //!
 //! // y = 1 when x > 10.
 //! let x: Vec<f64> = (0..200).map(|i| f64::from(i) / 10.0).collect();
@@ -52,7 +52,8 @@
 //! let task = Task::Classification { num_classes: 2 };
 //! let model = ModelSpec::new(ModelKind::Logistic);
 //! let mut trainer = Trainer::<CpuAutodiff>::new(
-//!     &model, &OptimizerSpec::default(), &task, pre.input_dim(), 7, &cpu_device())?;
+//!     &model, &OptimizerSpec::default(), Loss::for_task(&task), &task, pre.input_dim(), 7,
+//!     &cpu_device())?;
 //! for _ in 0..100 {
 //!     let (_loss, grads) = trainer.gradients(
 //!         &data.x, data.y.as_ref().unwrap().as_ref(), data.rows, 1.0 / data.rows as f32)?;
@@ -83,8 +84,8 @@ pub use burn;
 pub use error::{Error, Result};
 pub use metrics::EvalMetrics;
 pub use model::{Activation, Mlp, MlpConfig, ModelKind, ModelSpec, Task};
-pub use optim::OptimizerSpec;
+pub use optim::{FlatOptimizer, OptimizerKind, OptimizerSpec, OptimizerState};
 pub use preprocess::{
     FeatureSpec, Features, FitState, FittedPreprocessor, LabelKind, NullPolicy, RowError, Targets,
 };
-pub use trainer::{TargetsRef, Trainer};
+pub use trainer::{Loss, Reduction, TargetsRef, Trainer};

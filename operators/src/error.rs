@@ -43,6 +43,9 @@ pub enum Error {
     /// The model server could not start or stopped with an error.
     #[error("serve: {0}")]
     Serve(String),
+    /// A checkpoint could not be written, or a stored one is damaged or does not fit the job.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
     /// A bug: an invariant of millrace itself does not hold. Please report it.
     #[error("internal error (a bug in millrace, please report it): {0}")]
     Internal(String),

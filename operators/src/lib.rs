@@ -35,6 +35,8 @@ pub mod job;
 pub mod preprocess;
 pub mod serve;
 pub mod spec;
+pub mod stream;
+pub mod streaming;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -9,9 +9,10 @@ use std::time::Duration;
 use millrace_connectors::parquet::{Compression, DatasetFormat, DatasetOptions, PartitionFilter};
 use millrace_connectors::storage::StorageOptions;
 
-use millrace_ml::model::ModelSpec;
+use millrace_ml::model::{ModelSpec, Task};
 use millrace_ml::optim::OptimizerSpec;
 use millrace_ml::preprocess::NullPolicy;
+use millrace_ml::trainer::{Loss, Reduction};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -23,7 +24,9 @@ pub struct PipelineSpec {
     /// Name of the pipeline (used for the run directory and the model name).
     #[serde(default = "default_name")]
     pub name: String,
-    /// Where the rows come from.
+    /// Where the rows come from (a batch job), or the dataset the preprocessing of a streaming
+    /// job is fitted on.
+    #[serde(default)]
     pub ingest: IngestSpec,
     /// SQL and feature preparation.
     pub preprocess: PreprocessSpec,
@@ -42,6 +45,9 @@ pub struct PipelineSpec {
     /// Results written as Parquet datasets (local or object store), readable by Spark.
     #[serde(default)]
     pub output: OutputSpec,
+    /// A streaming job: train online on a Kafka topic (instead of ingesting a dataset).
+    #[serde(default)]
+    pub stream: Option<crate::streaming::StreamSpec>,
 }
 
 fn default_name() -> String {
@@ -54,7 +60,9 @@ fn default_name() -> String {
 pub struct IngestSpec {
     /// A path or URL (`s3://bucket/prefix`, `gs://…`, `az://…`, `file://…`): a Parquet file, or a
     /// directory read recursively (names starting with `_` or `.` are ignored, `key=value`
-    /// directories become partition columns), or a Delta table.
+    /// directories become partition columns), or a Delta table. Required by batch jobs; empty
+    /// (no dataset) for a streaming job that fits its preprocessing on the stream.
+    #[serde(default)]
     pub path: PathBuf,
     /// `auto` (a Delta table when `_delta_log/` exists, else Parquet), `parquet` or `delta`.
     #[serde(default = "default_format")]
@@ -87,7 +95,18 @@ fn default_success_timeout() -> f64 {
     3600.0
 }
 
+impl Default for IngestSpec {
+    fn default() -> Self {
+        IngestSpec::new(PathBuf::new())
+    }
+}
+
 impl IngestSpec {
+    /// Whether a dataset is named.
+    pub fn is_set(&self) -> bool {
+        !self.path.as_os_str().is_empty()
+    }
+
     /// Reads `path` (a path or URL) with every other setting at its default.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         IngestSpec {
@@ -254,10 +273,10 @@ pub struct PreprocessSpec {
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskKind {
-    /// Predict a class (cross-entropy).
+    /// Predict a class (default loss: cross-entropy).
     #[default]
     Classification,
-    /// Predict a number (mean squared error).
+    /// Predict a number (default loss: squared error).
     Regression,
 }
 
@@ -273,6 +292,14 @@ pub struct TrainSpec {
     /// The optimiser: `{ kind = "adam" }` or `{ kind = "sgd", momentum = 0.9 }`.
     #[serde(default)]
     pub optimizer: OptimizerSpec,
+    /// The loss: `cross_entropy` (classification), `mse` or `mae` (regression). Absent: the
+    /// task's default (`cross_entropy` for classification, `mse` for regression).
+    #[serde(default)]
+    pub loss: Option<Loss>,
+    /// How each step combines the losses of its rows: `mean` (default) or `sum` (the gradient
+    /// is not divided by the number of rows in the global batch).
+    #[serde(default)]
+    pub reduction: Reduction,
     /// Learning rate.
     #[serde(default = "default_lr")]
     pub lr: f64,
@@ -291,6 +318,16 @@ pub struct TrainSpec {
     /// Write a training line to metrics.jsonl every this many steps.
     #[serde(default = "default_log_every")]
     pub log_every: usize,
+}
+
+impl TrainSpec {
+    /// The loss to train `task` with: [`TrainSpec::loss`], or the task's default
+    /// ([`Loss::for_task`]). Errors, naming `train.loss`, when the loss does not fit the task.
+    pub fn loss_for(&self, task: &Task) -> Result<Loss> {
+        let loss = self.loss.unwrap_or_else(|| Loss::for_task(task));
+        loss.validate(task)?;
+        Ok(loss)
+    }
 }
 
 fn default_lr() -> f64 {
@@ -387,6 +424,16 @@ impl Default for ServeSpec {
 impl PipelineSpec {
     /// Checks everything that can be checked without reading data; errors name the key to change.
     pub fn validate(&self) -> Result<()> {
+        match &self.stream {
+            Some(stream) => stream.validate()?,
+            None if !self.ingest.is_set() => {
+                return Err(Error::config(
+                    "ingest.path",
+                    "missing: name the dataset to train on (or add a [stream] section to train on a Kafka topic)",
+                ));
+            }
+            None => {}
+        }
         self.ingest.dataset_options(&self.storage)?;
         let o = &self.output;
         if o.mode != "error" && o.mode != "overwrite" {
@@ -459,6 +506,14 @@ impl PipelineSpec {
         if t.log_every == 0 {
             return Err(Error::config("train.log_every", "must be at least 1"));
         }
+        if let Some(loss) = t.loss {
+            // Only the kind of task matters here; the class count is known after preprocessing.
+            let task = match t.task {
+                TaskKind::Classification => Task::Classification { num_classes: 2 },
+                TaskKind::Regression => Task::Regression,
+            };
+            loss.validate(&task)?;
+        }
         let e = &self.evaluate;
         if e.path.is_none() && !(e.split > 0.0 && e.split < 1.0) {
             return Err(Error::config(
@@ -482,5 +537,75 @@ impl PipelineSpec {
             .chain(&p.index)
             .cloned()
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipeline(train: serde_json::Value) -> PipelineSpec {
+        serde_json::from_value(serde_json::json!({
+            "ingest": {"path": "data/x"},
+            "preprocess": {"numeric": ["a"], "label": "y"},
+            "train": train,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn train_loss_and_reduction_parse_with_defaults() {
+        let spec = pipeline(serde_json::json!({"model": {"kind": "logistic"}}));
+        assert_eq!(spec.train.loss, None);
+        assert_eq!(spec.train.reduction, Reduction::Mean);
+        let binary = Task::Classification { num_classes: 2 };
+        assert_eq!(spec.train.loss_for(&binary).unwrap(), Loss::CrossEntropy);
+        spec.validate().unwrap();
+
+        let spec = pipeline(serde_json::json!({
+            "task": "regression", "model": {"kind": "linear"}, "loss": "mae", "reduction": "sum"
+        }));
+        assert_eq!(spec.train.loss, Some(Loss::Mae));
+        assert_eq!(spec.train.reduction, Reduction::Sum);
+        assert_eq!(spec.train.loss_for(&Task::Regression).unwrap(), Loss::Mae);
+        spec.validate().unwrap();
+        let spec = pipeline(serde_json::json!({
+            "task": "regression", "model": {"kind": "linear"}, "loss": "mse"
+        }));
+        assert_eq!(spec.train.loss, Some(Loss::Mse));
+        let spec =
+            pipeline(serde_json::json!({"model": {"kind": "logistic"}, "loss": "cross_entropy"}));
+        assert_eq!(spec.train.loss, Some(Loss::CrossEntropy));
+
+        for bad in [
+            serde_json::json!({"model": {"kind": "logistic"}, "loss": "l1"}),
+            serde_json::json!({"model": {"kind": "logistic"}, "reduction": "max"}),
+        ] {
+            let parsed = serde_json::from_value::<TrainSpec>(bad.clone());
+            assert!(parsed.is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn train_loss_must_fit_the_task() {
+        let spec = pipeline(serde_json::json!({"model": {"kind": "logistic"}, "loss": "mse"}));
+        let err = spec.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("train.loss") && err.contains("cross_entropy"),
+            "{err}"
+        );
+        let binary = Task::Classification { num_classes: 2 };
+        let err = spec.train.loss_for(&binary).unwrap_err().to_string();
+        assert!(err.contains("train.loss"), "{err}");
+
+        let spec = pipeline(serde_json::json!({
+            "task": "regression", "model": {"kind": "linear"}, "loss": "cross_entropy"
+        }));
+        let err = spec.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("train.loss") && err.contains("`mse` or `mae`"),
+            "{err}"
+        );
+        assert!(spec.train.loss_for(&Task::Regression).is_err());
     }
 }

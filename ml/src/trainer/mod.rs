@@ -1,9 +1,14 @@
-//! Training: the [`Trainer`] replica (forward, backward, optimiser step) and its targets.
+//! Training: the [`Trainer`] replica (forward, backward, optimiser step), its targets and its
+//! loss ([`Loss`], [`Reduction`]).
 
 mod loss;
 mod targets;
 mod train;
 
+pub use loss::{Loss, Reduction};
 pub use targets::TargetsRef;
 pub use train::Trainer;
 pub(crate) use train::predict_with;
+
+#[cfg(test)]
+mod tests;

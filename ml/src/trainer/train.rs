@@ -3,19 +3,23 @@
 //! The engine runs one `Trainer` per worker. Each computes gradients on its own rows
 //! ([`Trainer::gradients`]), the engine sums the flat gradient vectors across workers, and every
 //! replica applies the same sum ([`Trainer::apply`]). Because parameters are initialised from this
-//! crate's own seeded RNG (not burn's process-global one) and the CPU backend is deterministic,
-//! replicas fed the same sums stay bit-identical.
+//! crate's own seeded RNG (not burn's process-global one), the CPU backend is deterministic and
+//! the optimiser ([`FlatOptimizer`]) is plain `f32` arithmetic over the flat vectors, replicas
+//! fed the same sums stay bit-identical.
+//!
+//! A checkpoint is [`Trainer::parameters`] plus [`Trainer::optimizer_state`]; a fresh replica
+//! built with any seed continues exactly where the checkpoint left off after
+//! [`Trainer::set_parameters`] and [`Trainer::restore_optimizer`].
 
-use burn::optim::GradientsParams;
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 
-use super::loss::per_row_loss;
+use super::loss::{Loss, per_row_loss};
 use super::targets::TargetsRef;
 use crate::error::{Error, Result};
 use crate::model::{Mlp, MlpConfig, ModelSpec, Task, read_f32};
-use crate::optim::{BuiltOptimizer, OptimizerSpec};
+use crate::optim::{FlatOptimizer, OptimizerSpec, OptimizerState};
 
 /// A model replica plus optimiser on autodiff backend `B`.
 ///
@@ -24,9 +28,14 @@ use crate::optim::{BuiltOptimizer, OptimizerSpec};
 pub struct Trainer<B: AutodiffBackend> {
     config: MlpConfig,
     task: Task,
-    /// Always `Some` between calls; taken while the optimiser rebuilds the module.
+    loss: Loss,
+    /// Always `Some` between calls; taken while the parameters are written into a new module.
     model: Option<Mlp<B>>,
-    optim: BuiltOptimizer<Mlp<B>, B>,
+    /// The module's parameters, flat: the optimiser updates these, then they are written into
+    /// the module. Always equal to the module's values.
+    params: Vec<f32>,
+    optimizer: OptimizerSpec,
+    optim: FlatOptimizer,
     device: B::Device,
     num_params: usize,
 }
@@ -42,38 +51,50 @@ impl<B: AutodiffBackend> std::fmt::Debug for Trainer<B> {
         f.debug_struct("Trainer")
             .field("config", &self.config)
             .field("task", &self.task)
+            .field("loss", &self.loss)
+            .field("optimizer", &self.optimizer)
+            .field("steps", &self.optim.steps())
             .field("num_params", &self.num_params)
             .finish_non_exhaustive()
     }
 }
 
 impl<B: AutodiffBackend> Trainer<B> {
-    /// A replica of `model` for `task` on `input_dim` features, parameters drawn from `seed`.
+    /// A replica of `model` for `task` on `input_dim` features, trained on `loss` with
+    /// `optimizer`, parameters drawn from `seed`.
     ///
-    /// Same arguments, same parameters — on any thread.
+    /// Same arguments, same parameters — on any thread. `loss` must fit the task
+    /// ([`Loss::validate`]; [`Loss::for_task`] gives the default).
     pub fn new(
         model: &ModelSpec,
         optimizer: &OptimizerSpec,
+        loss: Loss,
         task: &Task,
         input_dim: usize,
         seed: u64,
         device: &B::Device,
     ) -> Result<Self> {
         model.validate(task)?;
+        loss.validate(task)?;
         if input_dim == 0 {
             return Err(Error::config(
                 "train.features",
                 "the model has no input features; list at least one feature column",
             ));
         }
-        let optim = optimizer.build::<B, Mlp<B>>()?;
         let config = MlpConfig::from_spec(model, task, input_dim).with_seed(seed);
+        let num_params = config.num_params();
+        let optim = FlatOptimizer::new(optimizer, num_params)?;
         let module = config.init::<B>(device);
+        let params = config.initial_params();
         Ok(Self {
-            num_params: config.num_params(),
+            num_params,
             config,
             task: *task,
+            loss,
             model: Some(module),
+            params,
+            optimizer: optimizer.clone(),
             optim,
             device: device.clone(),
         })
@@ -97,6 +118,17 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// The model's configuration (layer widths, activation, seed).
     pub fn config(&self) -> &MlpConfig {
         &self.config
+    }
+
+    /// The loss the gradients are taken of.
+    pub fn loss(&self) -> Loss {
+        self.loss
+    }
+
+    /// Optimiser steps applied so far ([`Trainer::apply`] calls, plus those of a restored
+    /// optimiser state).
+    pub fn steps(&self) -> u64 {
+        self.optim.steps()
     }
 
     fn module(&self) -> Result<&Mlp<B>> {
@@ -126,8 +158,8 @@ impl<B: AutodiffBackend> Trainer<B> {
 
     /// Forward and backward pass on `rows` rows (`x` row-major, `rows * input_dim` values).
     ///
-    /// The loss differentiated is `loss_scale * Σ_rows loss(row)` (cross-entropy or squared
-    /// error). Returns the unscaled loss sum (accumulated in `f64`) and the flat gradient.
+    /// The loss differentiated is `loss_scale * Σ_rows loss(row)` (the trainer's [`Loss`]; pass
+    /// [`Reduction::scale`](super::Reduction::scale) for a mean or a sum). Returns the unscaled loss sum (accumulated in `f64`) and the flat gradient.
     /// Gradients are additive over rows: the gradients of two halves sum to the gradient of the
     /// whole, which is what data-parallel training relies on.
     pub fn gradients(
@@ -146,7 +178,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         }
         let model = self.module()?;
         let output = model.forward(self.input::<B>(x, rows));
-        let per_row = per_row_loss(output, y, &self.task, &self.device)?;
+        let per_row = per_row_loss(output, y, &self.task, self.loss, &self.device)?;
         let loss_sum: f64 = read_f32(per_row.clone().inner())?
             .iter()
             .map(|&v| f64::from(v))
@@ -178,6 +210,8 @@ impl<B: AutodiffBackend> Trainer<B> {
     }
 
     /// Applies a flat (already summed) gradient with the optimiser at learning rate `lr`.
+    ///
+    /// A gradient of the wrong length is an [`Error::Input`] and changes nothing.
     pub fn apply(&mut self, grads: &[f32], lr: f64) -> Result<()> {
         if grads.len() != self.num_params {
             return Err(Error::Input(format!(
@@ -186,27 +220,19 @@ impl<B: AutodiffBackend> Trainer<B> {
                 self.num_params
             )));
         }
-        let model = self
-            .model
-            .take()
-            .ok_or_else(|| Error::Internal("trainer module missing after a failed step".into()))?;
-        let flat = Tensor::<B::InnerBackend, 1>::from_data(
-            TensorData::new(grads.to_vec(), [grads.len()]),
-            &self.device,
-        );
-        let mut params = GradientsParams::new();
-        let mut offset = 0;
-        for (layer, (d_in, d_out)) in model.layers.iter().zip(self.config.layer_shapes()) {
-            let w = flat.clone().narrow(0, offset, d_in * d_out);
-            params.register(layer.weight.id, w.reshape([d_in, d_out]));
-            offset += d_in * d_out;
-            if let Some(bias) = &layer.bias {
-                params.register(bias.id, flat.clone().narrow(0, offset, d_out));
-                offset += d_out;
-            }
-        }
-        self.model = Some(self.optim.step(lr, model, params));
+        self.module()?;
+        self.optim.step(&mut self.params, grads, lr)?;
+        let model = self.take_module()?;
+        // `load_flat` only fails on a length mismatch, excluded above; if it ever did, the module
+        // stays missing and every later call reports it.
+        self.model = Some(model.load_flat(&self.params)?);
         Ok(())
+    }
+
+    fn take_module(&mut self) -> Result<Mlp<B>> {
+        self.model
+            .take()
+            .ok_or_else(|| Error::Internal("trainer module missing after a failed step".into()))
     }
 
     /// The parameters, flat, in the same order as the gradients.
@@ -218,19 +244,19 @@ impl<B: AutodiffBackend> Trainer<B> {
 
     /// The parameters, flat; errors instead of returning an empty vector.
     pub fn try_parameters(&self) -> Result<Vec<f32>> {
-        use burn::module::AutodiffModule;
-        self.module()?.valid().to_flat()
+        self.module()?;
+        Ok(self.params.clone())
     }
 
-    /// Replaces the parameters (e.g. to sync a replica); optimiser state is kept.
+    /// Replaces the parameters (e.g. to sync a replica, or from a checkpoint); the optimiser
+    /// state is kept. A vector of the wrong length is an [`Error::Input`] and changes nothing.
     pub fn set_parameters(&mut self, params: &[f32]) -> Result<()> {
-        let model = self
-            .model
-            .take()
-            .ok_or_else(|| Error::Internal("trainer module missing after a failed step".into()))?;
+        let model = self.take_module()?;
         match model.clone().load_flat(params) {
             Ok(m) => {
                 self.model = Some(m);
+                self.params.clear();
+                self.params.extend_from_slice(params);
                 Ok(())
             }
             Err(e) => {
@@ -238,6 +264,22 @@ impl<B: AutodiffBackend> Trainer<B> {
                 Err(e)
             }
         }
+    }
+
+    /// The optimiser's state (step count, moments), to checkpoint with
+    /// [`Trainer::parameters`].
+    pub fn optimizer_state(&self) -> OptimizerState {
+        self.optim.state()
+    }
+
+    /// Continues from a checkpointed optimiser state (see [`Trainer::optimizer_state`]); restore
+    /// the parameters with [`Trainer::set_parameters`].
+    ///
+    /// Errors when `state` belongs to another optimiser kind or another model size (the message
+    /// says which field differs); the current state is then kept.
+    pub fn restore_optimizer(&mut self, state: OptimizerState) -> Result<()> {
+        self.optim = FlatOptimizer::restore(&self.optimizer, self.num_params, state)?;
+        Ok(())
     }
 
     /// Predictions for `rows` rows: softmax probabilities (`rows * num_classes`, row-major)

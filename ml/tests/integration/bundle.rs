@@ -12,7 +12,7 @@ use millrace_ml::model::{Activation, ModelSpec, Task};
 use millrace_ml::optim::OptimizerSpec;
 use millrace_ml::preprocess::{FeatureSpec, FitState, LabelKind};
 use millrace_ml::rng::Rng;
-use millrace_ml::trainer::Trainer;
+use millrace_ml::trainer::{Loss, Trainer};
 
 /// A fresh empty directory under the target dir's temp area.
 fn scratch(name: &str) -> PathBuf {
@@ -58,6 +58,7 @@ fn trained() -> (ModelBundle, Trainer<CpuAutodiff>) {
     let mut t = Trainer::<CpuAutodiff>::new(
         &model,
         &OptimizerSpec::default(),
+        Loss::for_task(&task),
         &task,
         pre.input_dim(),
         5,

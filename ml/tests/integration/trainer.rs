@@ -3,7 +3,7 @@
 use millrace_ml::backend::{CpuAutodiff, cpu_device};
 use millrace_ml::model::{Activation, ModelKind, ModelSpec, Task};
 use millrace_ml::optim::OptimizerSpec;
-use millrace_ml::trainer::{TargetsRef, Trainer};
+use millrace_ml::trainer::{Loss, TargetsRef, Trainer};
 
 use crate::common::{accuracy, uniform, xor_labels};
 
@@ -11,7 +11,16 @@ const BINARY: Task = Task::Classification { num_classes: 2 };
 
 fn mlp_trainer(seed: u64, optimizer: &OptimizerSpec) -> Trainer<CpuAutodiff> {
     let spec = ModelSpec::mlp([16, 16], Activation::Relu);
-    Trainer::new(&spec, optimizer, &BINARY, 4, seed, &cpu_device()).unwrap()
+    Trainer::new(
+        &spec,
+        optimizer,
+        Loss::CrossEntropy,
+        &BINARY,
+        4,
+        seed,
+        &cpu_device(),
+    )
+    .unwrap()
 }
 
 fn bits(v: &[f32]) -> Vec<u32> {
@@ -167,9 +176,16 @@ fn linear_regression_recovers_coefficients() {
         weight_decay: 0.0,
         nesterov: false,
     };
-    let mut t =
-        Trainer::<CpuAutodiff>::new(&spec, &optimizer, &Task::Regression, 3, 0, &cpu_device())
-            .unwrap();
+    let mut t = Trainer::<CpuAutodiff>::new(
+        &spec,
+        &optimizer,
+        Loss::Mse,
+        &Task::Regression,
+        3,
+        0,
+        &cpu_device(),
+    )
+    .unwrap();
     let rows = 256;
     let x = uniform(rows, 3, 4);
     let coef = [2.0f32, -3.0, 0.5];
@@ -222,6 +238,7 @@ fn bad_inputs_are_errors_not_panics() {
     let err = Trainer::<CpuAutodiff>::new(
         &bad,
         &OptimizerSpec::default(),
+        Loss::CrossEntropy,
         &BINARY,
         4,
         0,

@@ -95,62 +95,8 @@ impl JobPlan {
         dedupe_check(&features)?;
         // What the user's query produces, to check the columns the pipeline names against it.
         let produced = SqlPlan::plan(p.sql.as_deref(), &dataset.schema(), &[])?;
+        let label_kind = check_preprocess(&spec, &produced.output_schema)?;
         let out = &produced.output_schema;
-        check_types(
-            out,
-            "preprocess.standardize",
-            &p.standardize,
-            is_numeric,
-            "a number",
-        )?;
-        check_types(
-            out,
-            "preprocess.numeric",
-            &p.numeric,
-            is_numeric,
-            "a number",
-        )?;
-        check_types(
-            out,
-            "preprocess.one_hot",
-            &p.one_hot,
-            is_categorical,
-            "a string",
-        )?;
-        check_types(
-            out,
-            "preprocess.index",
-            &p.index,
-            is_categorical,
-            "a string",
-        )?;
-        let label_kind = match spec.train.task {
-            TaskKind::Classification => {
-                check_types(
-                    out,
-                    "preprocess.label",
-                    std::slice::from_ref(&p.label),
-                    |t| t.is_integer() || is_categorical(t),
-                    "an integer or a string class",
-                )?;
-                LabelKind::Classification
-            }
-            TaskKind::Regression => {
-                check_types(
-                    out,
-                    "preprocess.label",
-                    std::slice::from_ref(&p.label),
-                    is_numeric,
-                    "a number",
-                )?;
-                LabelKind::Regression
-            }
-        };
-        let probe_task = match label_kind {
-            LabelKind::Classification => Task::Classification { num_classes: 2 },
-            LabelKind::Regression => Task::Regression,
-        };
-        spec.train.model.validate(&probe_task)?;
         check_types(
             out,
             "output.columns",
@@ -205,15 +151,7 @@ impl JobPlan {
                 },
             }),
         };
-        let feature_spec = FeatureSpec {
-            standardize: p.standardize.clone(),
-            numeric: p.numeric.clone(),
-            one_hot: p.one_hot.clone(),
-            index: p.index.clone(),
-            max_categories: p.max_categories,
-            label: p.label.clone(),
-            nulls: p.nulls,
-        };
+        let feature_spec = feature_spec(&spec);
         Ok(JobPlan {
             spec,
             dataset,
@@ -233,7 +171,83 @@ impl JobPlan {
     }
 }
 
-fn dedupe_check(features: &[String]) -> Result<()> {
+/// Checks the columns `[preprocess]` names against what the SQL produces (`out`), and the model
+/// against the task; returns the label kind.
+pub(crate) fn check_preprocess(spec: &PipelineSpec, out: &Schema) -> Result<LabelKind> {
+    let p = &spec.preprocess;
+    check_types(
+        out,
+        "preprocess.standardize",
+        &p.standardize,
+        is_numeric,
+        "a number",
+    )?;
+    check_types(
+        out,
+        "preprocess.numeric",
+        &p.numeric,
+        is_numeric,
+        "a number",
+    )?;
+    check_types(
+        out,
+        "preprocess.one_hot",
+        &p.one_hot,
+        is_categorical,
+        "a string",
+    )?;
+    check_types(
+        out,
+        "preprocess.index",
+        &p.index,
+        is_categorical,
+        "a string",
+    )?;
+    let label_kind = match spec.train.task {
+        TaskKind::Classification => {
+            check_types(
+                out,
+                "preprocess.label",
+                std::slice::from_ref(&p.label),
+                |t| t.is_integer() || is_categorical(t),
+                "an integer or a string class",
+            )?;
+            LabelKind::Classification
+        }
+        TaskKind::Regression => {
+            check_types(
+                out,
+                "preprocess.label",
+                std::slice::from_ref(&p.label),
+                is_numeric,
+                "a number",
+            )?;
+            LabelKind::Regression
+        }
+    };
+    let probe_task = match label_kind {
+        LabelKind::Classification => Task::Classification { num_classes: 2 },
+        LabelKind::Regression => Task::Regression,
+    };
+    spec.train.model.validate(&probe_task)?;
+    Ok(label_kind)
+}
+
+/// The feature encoding `[preprocess]` asks for.
+pub(crate) fn feature_spec(spec: &PipelineSpec) -> FeatureSpec {
+    let p = &spec.preprocess;
+    FeatureSpec {
+        standardize: p.standardize.clone(),
+        numeric: p.numeric.clone(),
+        one_hot: p.one_hot.clone(),
+        index: p.index.clone(),
+        max_categories: p.max_categories,
+        label: p.label.clone(),
+        nulls: p.nulls,
+    }
+}
+
+pub(crate) fn dedupe_check(features: &[String]) -> Result<()> {
     for (i, f) in features.iter().enumerate() {
         if features[..i].contains(f) {
             return Err(Error::config(

@@ -150,7 +150,7 @@ pub fn run(plan: JobPlan, options: RunOptions) -> Result<Summary> {
     Ok(summary)
 }
 
-fn write_dead_letters(path: &Path, dead: &[&DeadLetter]) -> Result<()> {
+pub(crate) fn write_dead_letters(path: &Path, dead: &[&DeadLetter]) -> Result<()> {
     let file = File::create(path).map_err(|e| Error::io(path, e))?;
     let mut out = BufWriter::new(file);
     for letter in dead {
@@ -400,6 +400,7 @@ fn run_worker(
     let mut trainer = Trainer::<CpuAutodiff>::new(
         &spec.train.model,
         &spec.train.optimizer,
+        spec.train.loss_for(&task)?,
         &task,
         fitted.input_dim(),
         spec.train.seed,

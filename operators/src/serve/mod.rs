@@ -7,6 +7,7 @@
 
 pub mod arrow_io;
 mod batcher;
+mod pipeline;
 mod json;
 pub mod metrics;
 mod model;
@@ -14,8 +15,11 @@ mod registry;
 mod server;
 pub mod v2;
 
-pub use batcher::{BatchError, BatchModel, BatcherOptions, BatcherStats, DynamicBatcher};
+pub use batcher::{
+    BatchError, BatchModel, BatchRunner, BatcherOptions, BatcherStats, DynamicBatcher, configure_runtime,
+};
 pub use json::{instances_to_batch, schema_from_json, schema_to_json};
+pub(crate) use model::argmax;
 pub use model::{Predictions, RequestError, ServedModel};
 pub use registry::{KEEP_VERSIONS, ModelRegistry};
 pub use server::{ServeOptions, router, serve, serve_until};

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use super::batcher::{BatchError, BatchModel, BatcherOptions, DynamicBatcher};
 use super::json::{instances_to_batch, schema_from_json};
+use super::pipeline::Pipeline;
 use crate::preprocess::{CompiledSql, SqlPlan};
 use crate::{Error, Result};
 
@@ -74,9 +75,7 @@ pub struct ServedModel {
     task: Task,
     class_names: Option<Vec<String>>,
     input_schema: SchemaRef,
-    sql: Option<CompiledSql>,
-    user_sql: Option<String>,
-    batcher: DynamicBatcher,
+    batcher: DynamicBatcher<Pipeline>,
     bundle: ModelBundle,
 }
 
@@ -140,15 +139,20 @@ impl ServedModel {
             }
             None => (None, None),
         };
+        let pipeline = Pipeline {
+            input_schema: input_schema.clone(),
+            sql,
+            user_sql,
+            preprocess: bundle.preprocess.clone(),
+            predictor,
+        };
         Ok(ServedModel {
             name,
             version,
             task: bundle.task,
             class_names: bundle.preprocess.class_names(),
             input_schema,
-            sql,
-            user_sql,
-            batcher: DynamicBatcher::new(Arc::new(predictor), batching),
+            batcher: DynamicBatcher::new(Arc::new(pipeline), batching),
             bundle,
         })
     }
@@ -186,8 +190,9 @@ impl ServedModel {
         self.batcher.close();
     }
 
-    /// Predicts a batch of raw records (the model's input schema): the bundled SQL, the fitted
-    /// encoding, then one forward pass shared with concurrent requests.
+    /// Predicts a batch of raw records (the model's input schema): queued for the inference
+    /// thread, which runs the bundled SQL, the fitted encoding and the forward pass once over
+    /// this and the concurrent requests' rows.
     pub async fn predict_batch(&self, raw: RecordBatch) -> Result<Predictions, RequestError> {
         let rows = raw.num_rows();
         if rows == 0 {
@@ -196,56 +201,25 @@ impl ServedModel {
                 rows: 0,
             });
         }
-        let prepared = match &self.sql {
-            Some(sql) => {
-                let out = sql.apply(&raw).map_err(RequestError::bad)?;
-                if out.num_rows() != rows {
-                    return Err(RequestError::bad(format!(
-                        "{} of {rows} instances were filtered out by the model's preprocess SQL ({}); send only rows it keeps",
-                        rows - out.num_rows(),
-                        self.user_sql.as_deref().unwrap_or("")
-                    )));
-                }
-                out
-            }
-            None => raw,
-        };
-        let features = self
-            .bundle
-            .preprocess
-            .transform(&prepared, false)
-            .map_err(|e| RequestError::bad(e.to_string()))?;
-        if let Some(bad) = features.rejected.first() {
-            return Err(RequestError::bad(format!(
-                "instances[{}].{}: {}",
-                bad.row, bad.column, bad.reason
-            )));
-        }
-        let values = self
-            .batcher
-            .infer(features.x, features.rows)
-            .await
-            .map_err(|e| match e {
-                BatchError::Overloaded { queued_rows } => RequestError::with_status(
-                    503,
-                    format!(
-                        "model '{}' is overloaded ({queued_rows} rows queued); retry shortly",
-                        self.name
-                    ),
+        let values = self.batcher.infer(raw, rows).await.map_err(|e| match e {
+            BatchError::Overloaded { queued_rows } => RequestError::with_status(
+                503,
+                format!(
+                    "model '{}' is overloaded ({queued_rows} rows queued); retry shortly",
+                    self.name
                 ),
-                BatchError::Closed => RequestError::with_status(
-                    503,
-                    format!(
-                        "model '{}' version {} is being replaced or shut down; retry",
-                        self.name, self.version
-                    ),
+            ),
+            BatchError::Closed => RequestError::with_status(
+                503,
+                format!(
+                    "model '{}' version {} is being replaced or shut down; retry",
+                    self.name, self.version
                 ),
-                BatchError::Failed(message) => RequestError::with_status(500, message),
-            })?;
-        Ok(Predictions {
-            values,
-            rows: features.rows,
-        })
+            ),
+            BatchError::Rejected(message) => RequestError::bad(message),
+            BatchError::Failed(message) => RequestError::with_status(500, message),
+        })?;
+        Ok(Predictions { values, rows })
     }
 
     /// Answers raw JSON instances with one prediction each: `{"class", "probabilities"}` or

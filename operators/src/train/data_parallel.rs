@@ -15,7 +15,7 @@ use millrace_engine::{Collective, WorkerContext};
 use millrace_ml::burn::tensor::backend::AutodiffBackend;
 use millrace_ml::metrics::EvalMetrics;
 use millrace_ml::preprocess::{Features, Targets};
-use millrace_ml::trainer::{TargetsRef, Trainer};
+use millrace_ml::trainer::{Reduction, TargetsRef, Trainer};
 
 use crate::evaluate::Evaluator;
 use crate::spec::TrainSpec;
@@ -130,7 +130,9 @@ fn checksum(values: &[f32]) -> u64 {
 
 /// Trains `trainer` on this worker's `train` rows in lock-step with every other worker.
 ///
-/// Every worker must call this with the same `spec`; `on_event` sees every step and evaluation.
+/// Each step applies the gradient of the global batch's summed loss, divided by its number of rows
+/// when `spec.reduction` is `mean`. Every worker must call this with the same `spec`; `on_event`
+/// sees every step and evaluation.
 #[allow(clippy::too_many_arguments)]
 pub fn train_data_parallel<B: AutodiffBackend>(
     worker: &mut Worker,
@@ -227,9 +229,12 @@ pub fn train_data_parallel<B: AutodiffBackend>(
             if global_rows == 0 {
                 continue;
             }
-            let scale = 1.0 / global_rows as f32;
-            for g in grads.iter_mut() {
-                *g *= scale;
+            // The gradient of the summed loss; `mean` divides it by the global batch's rows.
+            if spec.reduction == Reduction::Mean {
+                let scale = 1.0 / global_rows as f32;
+                for g in grads.iter_mut() {
+                    *g *= scale;
+                }
             }
             trainer.apply(&grads, spec.lr)?;
             epoch_loss += loss_sum;
@@ -275,7 +280,99 @@ pub fn train_data_parallel<B: AutodiffBackend>(
 
 #[cfg(test)]
 mod tests {
+    use millrace_engine::{ClusterConfig, MetricsRegistry, execute};
+    use millrace_ml::backend::CpuAutodiff;
+    use millrace_ml::model::{ModelKind, ModelSpec, Task};
+    use millrace_ml::optim::OptimizerSpec;
+    use millrace_ml::trainer::Loss;
+
     use super::*;
+    use crate::spec::TaskKind;
+
+    /// Trains linear regression with `mae`, SGD at lr 1 (no momentum, no decay) from zero
+    /// parameters on `workers` workers; every target is far above the output, so each row's
+    /// gradient on the bias is exactly -1. Returns the final bias of every worker and the steps.
+    fn bias_after_training(workers: usize, reduction: Reduction) -> (Vec<f32>, u64) {
+        const ROWS: usize = 200;
+        let spec = TrainSpec {
+            task: TaskKind::Regression,
+            model: ModelSpec::new(ModelKind::Linear),
+            optimizer: OptimizerSpec::Sgd {
+                momentum: 0.0,
+                weight_decay: 0.0,
+                nesterov: false,
+            },
+            loss: Some(Loss::Mae),
+            reduction,
+            lr: 1.0,
+            batch_size: 64,
+            epochs: 2,
+            seed: 3,
+            shuffle: true,
+            log_every: 1,
+        };
+        let results = execute(
+            &ClusterConfig::local(workers),
+            MetricsRegistry::new(),
+            move |worker, ctx| -> Result<(f32, u64)> {
+                // Worker w holds rows w, w + workers, …
+                let mine: Vec<usize> = (ctx.index..ROWS).step_by(ctx.peers).collect();
+                let x: Vec<f32> = mine
+                    .iter()
+                    .flat_map(|&r| [(r as f32 * 0.37).sin(), (r as f32 * 0.11).cos()])
+                    .collect();
+                let train = Features {
+                    x,
+                    y: Some(Targets::Values(vec![1e7; mine.len()])),
+                    rows: mine.len(),
+                    accepted: Vec::new(),
+                    rejected: Vec::new(),
+                };
+                let task = Task::Regression;
+                let mut trainer = Trainer::<CpuAutodiff>::new(
+                    &spec.model,
+                    &spec.optimizer,
+                    spec.loss_for(&task)?,
+                    &task,
+                    2,
+                    spec.seed,
+                    &Default::default(),
+                )?;
+                trainer.set_parameters(&[0.0; 3])?;
+                let mut evaluator = Evaluator::new(worker, None, None);
+                let report = train_data_parallel(
+                    worker,
+                    &ctx,
+                    &mut trainer,
+                    &train,
+                    &mut evaluator,
+                    &spec,
+                    false,
+                    &mut |_| {},
+                )?;
+                assert_eq!(trainer.steps(), report.steps);
+                Ok((trainer.parameters()[2], report.steps))
+            },
+        )
+        .unwrap();
+        let steps = results[0].1;
+        (results.into_iter().map(|(b, _)| b).collect(), steps)
+    }
+
+    #[test]
+    fn sum_reduction_applies_the_summed_gradient() {
+        for workers in [1, 3] {
+            // Sum: the bias grows by exactly 1 per row visit (200 rows x 2 epochs).
+            let (bias, steps) = bias_after_training(workers, Reduction::Sum);
+            assert_eq!(bias, vec![400.0; workers], "{workers} workers");
+            assert_eq!(steps, 8);
+            // Mean: by 1 per step.
+            let (bias, _) = bias_after_training(workers, Reduction::Mean);
+            for b in bias {
+                assert!((b - 8.0).abs() < 1e-5, "{workers} workers: bias {b}");
+            }
+        }
+    }
 
     #[test]
     fn every_row_is_in_exactly_one_step_and_steps_do_not_depend_on_sharding() {

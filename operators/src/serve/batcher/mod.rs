@@ -17,13 +17,15 @@
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-/// What the batcher runs: a model over row-major f32 feature rows.
+/// A model over row-major f32 feature rows: the simplest thing a batcher can run (every
+/// `BatchModel` is a [`BatchRunner`] whose requests are feature rows).
 pub trait BatchModel: Send + Sync + 'static {
     /// Features per input row.
     fn input_dim(&self) -> usize;
@@ -31,6 +33,89 @@ pub trait BatchModel: Send + Sync + 'static {
     fn output_dim(&self) -> usize;
     /// rows × input_dim in → rows × output_dim out.
     fn predict(&self, x: &[f32], rows: usize) -> Result<Vec<f32>, String>;
+}
+
+/// What the batcher runs: anything that answers several queued requests in one go. The batcher
+/// checks the answers (one per request, `rows × output_dim` values each) and catches panics.
+pub trait BatchRunner: Send + Sync + 'static {
+    /// One request's input, as queued.
+    type Input: Send + 'static;
+    /// Values per output row.
+    fn output_dim(&self) -> usize;
+    /// Checks one request before it is queued; an error answers it at once.
+    fn check(&self, _input: &Self::Input, _rows: usize) -> Result<(), BatchError> {
+        Ok(())
+    }
+    /// Answers `inputs` (request `i` has `rows[i]` rows) in order, one result per request.
+    fn run(&self, inputs: Vec<Self::Input>, rows: &[usize]) -> Vec<Result<Vec<f32>, BatchError>>;
+}
+
+impl<M: BatchModel + ?Sized> BatchRunner for M {
+    type Input = Vec<f32>;
+
+    fn output_dim(&self) -> usize {
+        BatchModel::output_dim(self)
+    }
+
+    fn check(&self, x: &Vec<f32>, rows: usize) -> Result<(), BatchError> {
+        let input_dim = self.input_dim();
+        if rows.checked_mul(input_dim) != Some(x.len()) {
+            return Err(BatchError::Failed(format!(
+                "request has {} feature values, expected {rows} rows × {input_dim} features",
+                x.len()
+            )));
+        }
+        Ok(())
+    }
+
+    fn run(&self, inputs: Vec<Vec<f32>>, rows: &[usize]) -> Vec<Result<Vec<f32>, BatchError>> {
+        let total: usize = rows.iter().sum();
+        let result = match inputs.as_slice() {
+            [only] => self.predict(only, total),
+            _ => self.predict(&inputs.concat(), total),
+        };
+        let out_dim = BatchModel::output_dim(self);
+        match result {
+            Ok(out) if Some(out.len()) == total.checked_mul(out_dim) => {
+                split_rows(out, rows, out_dim)
+            }
+            Ok(out) => fail_all(
+                rows.len(),
+                &format!(
+                    "model returned {} values for a batch of {total} rows × {out_dim} outputs",
+                    out.len()
+                ),
+            ),
+            Err(message) => fail_all(rows.len(), &message),
+        }
+    }
+}
+
+/// Splits one batch's row-major outputs back into each request's rows (`rows[i]` rows of
+/// `width` values for request `i`); a lone request takes the outputs without a copy.
+pub fn split_rows(
+    out: Vec<f32>,
+    rows: &[usize],
+    width: usize,
+) -> Vec<Result<Vec<f32>, BatchError>> {
+    if rows.len() == 1 {
+        return vec![Ok(out)];
+    }
+    let mut offset = 0;
+    rows.iter()
+        .map(|&n| {
+            let len = n * width;
+            let part = out[offset..offset + len].to_vec();
+            offset += len;
+            Ok(part)
+        })
+        .collect()
+}
+
+fn fail_all(requests: usize, message: &str) -> Vec<Result<Vec<f32>, BatchError>> {
+    (0..requests)
+        .map(|_| Err(BatchError::Failed(message.to_string())))
+        .collect()
 }
 
 /// How requests are merged into batches.
@@ -68,9 +153,13 @@ pub enum BatchError {
         /// Rows waiting when the request was refused.
         queued_rows: usize,
     },
-    /// The request was malformed or the model failed on its batch.
+    /// The model failed on the request's batch (the server answers 500).
     #[error("{0}")]
     Failed(String),
+    /// The request's own rows are unacceptable, e.g. a value the preprocessing rejects (the
+    /// server answers 400).
+    #[error("{0}")]
+    Rejected(String),
     /// The batcher was closed (the server is shutting down or swapping models).
     #[error("model batcher is closed; no new requests are accepted")]
     Closed,
@@ -99,16 +188,16 @@ const BUCKET_BOUNDS: [usize; 12] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024,
 type Reply = Result<Vec<f32>, BatchError>;
 
 /// One request waiting for its rows.
-struct Job {
-    x: Vec<f32>,
+struct Job<I> {
+    input: I,
     rows: usize,
     queued_at: Instant,
     reply: oneshot::Sender<Reply>,
 }
 
 /// State behind the queue lock.
-struct Queue {
-    jobs: VecDeque<Job>,
+struct Queue<I> {
+    jobs: VecDeque<Job<I>>,
     queued_rows: usize,
     closed: bool,
     /// A thread is gathering a batch; the others leave the queue to it.
@@ -121,9 +210,9 @@ struct Queue {
     gather_waiters: usize,
 }
 
-impl Queue {
+impl<I> Queue<I> {
     /// Pops the oldest job whose caller is still waiting, dropping abandoned ones.
-    fn pop_live(&mut self) -> Option<Job> {
+    fn pop_live(&mut self) -> Option<Job<I>> {
         while let Some(job) = self.jobs.pop_front() {
             self.queued_rows = self.queued_rows.saturating_sub(job.rows);
             if !job.reply.is_closed() {
@@ -134,10 +223,10 @@ impl Queue {
     }
 }
 
-struct Shared {
-    model: Arc<dyn BatchModel>,
+struct Shared<M: BatchRunner + ?Sized> {
+    model: Arc<M>,
     options: BatcherOptions,
-    queue: Mutex<Queue>,
+    queue: Mutex<Queue<M::Input>>,
     /// Wakes an idle thread to start a batch.
     idle: Condvar,
     /// Wakes the gathering thread when a job arrives.
@@ -145,15 +234,10 @@ struct Shared {
     batches: AtomicU64,
     batched_rows: AtomicU64,
     buckets: [AtomicU64; 12],
-    /// Jobs queued, as last seen under the lock (read without it by spinning threads).
-    pending: AtomicUsize,
 }
 
-/// How long an idle inference thread keeps looking for work before it parks.
-const SPIN: Duration = Duration::from_micros(50);
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Queue> {
+impl<M: BatchRunner + ?Sized> Shared<M> {
+    fn lock(&self) -> MutexGuard<'_, Queue<M::Input>> {
         // Nothing panics while holding the lock (model calls run outside it, under catch_unwind),
         // so a poisoned lock still holds consistent state.
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
@@ -164,7 +248,7 @@ impl Shared {
     }
 
     /// Waits for the next batch and moves its jobs into `batch`; false once closed and drained.
-    fn next_batch(&self, batch: &mut Vec<Job>) -> bool {
+    fn next_batch(&self, batch: &mut Vec<Job<M::Input>>) -> bool {
         let mut queue = self.lock();
         let first = loop {
             if !queue.collecting
@@ -175,22 +259,12 @@ impl Shared {
             if queue.closed && queue.jobs.is_empty() {
                 return false;
             }
-            // Under load the next request is microseconds away: look again for a short while
-            // before parking, which spares a sleep and a wake-up per batch.
-            drop(queue);
-            let spin_until = Instant::now() + SPIN;
-            while self.pending.load(Ordering::Acquire) == 0 && Instant::now() < spin_until {
-                std::hint::spin_loop();
-            }
-            queue = self.lock();
-            if queue.jobs.is_empty() && !queue.closed {
-                queue.idle_waiters += 1;
-                queue = self
-                    .idle
-                    .wait(queue)
-                    .unwrap_or_else(PoisonError::into_inner);
-                queue.idle_waiters -= 1;
-            }
+            queue.idle_waiters += 1;
+            queue = self
+                .idle
+                .wait(queue)
+                .unwrap_or_else(PoisonError::into_inner);
+            queue.idle_waiters -= 1;
         };
         queue.collecting = true;
         let deadline = first.queued_at.checked_add(self.options.max_wait);
@@ -236,57 +310,60 @@ impl Shared {
         } else if !queue.jobs.is_empty() && queue.idle_waiters > 0 {
             self.idle.notify_one();
         }
-        self.pending.store(queue.jobs.len(), Ordering::Release);
         true
     }
 
+    /// Wakes an idle inference thread when jobs wait and nobody is gathering them.
+    fn wake_idle(&self) {
+        let queue = self.lock();
+        if !queue.collecting && !queue.jobs.is_empty() && queue.idle_waiters > 0 {
+            self.idle.notify_one();
+        }
+    }
+
     /// Runs one forward pass over `batch` and answers every job in it.
-    fn run_batch(&self, batch: &mut Vec<Job>, input: &mut Vec<f32>) {
-        let rows: usize = batch.iter().map(|job| job.rows).sum();
-        let result = catch_unwind(AssertUnwindSafe(|| match batch.as_slice() {
-            [only] => self.model.predict(&only.x, rows),
-            jobs => {
-                input.clear();
-                for job in jobs {
-                    input.extend_from_slice(&job.x);
-                }
-                self.model.predict(input, rows)
-            }
-        }));
-        self.record(rows);
+    fn run_batch(&self, batch: &mut Vec<Job<M::Input>>) {
+        let mut inputs = Vec::with_capacity(batch.len());
+        let mut rows = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        for job in batch.drain(..) {
+            inputs.push(job.input);
+            rows.push(job.rows);
+            replies.push(job.reply);
+        }
+        let total: usize = rows.iter().sum();
+        let requests = replies.len();
+        let results = catch_unwind(AssertUnwindSafe(|| self.model.run(inputs, &rows)))
+            .unwrap_or_else(|panic| {
+                fail_all(
+                    requests,
+                    &format!("model panicked: {}", panic_message(&*panic)),
+                )
+            });
+        self.record(total);
         let out_dim = self.model.output_dim();
-        let outputs = match result {
-            Ok(Ok(out)) => match rows.checked_mul(out_dim) {
-                Some(expected) if out.len() == expected => Ok(out),
-                _ => Err(format!(
-                    "model returned {} values for a batch of {rows} rows × {out_dim} outputs",
-                    out.len()
-                )),
-            },
-            Ok(Err(message)) => Err(message),
-            Err(panic) => Err(format!("model panicked: {}", panic_message(&*panic))),
-        };
-        match outputs {
-            // A lone job takes the output as is, without a copy. Send errors mean the caller gave
-            // up (timed out); there is nobody to answer then.
-            Ok(out) if batch.len() == 1 => {
-                if let Some(job) = batch.pop() {
-                    let _ = job.reply.send(Ok(out));
-                }
+        if results.len() != requests {
+            let message = format!(
+                "model answered {} of {requests} requests in a batch",
+                results.len()
+            );
+            for reply in replies {
+                let _ = reply.send(Err(BatchError::Failed(message.clone())));
             }
-            Ok(out) => {
-                let mut offset = 0;
-                for job in batch.drain(..) {
-                    let len = job.rows * out_dim;
-                    let _ = job.reply.send(Ok(out[offset..offset + len].to_vec()));
-                    offset += len;
+            return;
+        }
+        // Send errors mean the caller gave up (timed out); there is nobody to answer then.
+        for ((reply, result), n) in replies.into_iter().zip(results).zip(rows) {
+            let answer = match result {
+                Ok(out) if Some(out.len()) != n.checked_mul(out_dim) => {
+                    Err(BatchError::Failed(format!(
+                        "model returned {} values for a request of {n} rows × {out_dim} outputs",
+                        out.len()
+                    )))
                 }
-            }
-            Err(message) => {
-                for job in batch.drain(..) {
-                    let _ = job.reply.send(Err(BatchError::Failed(message.clone())));
-                }
-            }
+                other => other,
+            };
+            let _ = reply.send(answer);
         }
     }
 
@@ -311,11 +388,70 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-fn inference_loop(shared: Arc<Shared>) {
+thread_local! {
+    /// Set on the worker threads of a runtime built with [`configure_runtime`], from their first
+    /// park on.
+    static DEFERS_WAKES: Cell<bool> = const { Cell::new(false) };
+    /// Batchers this thread queued work on without waking them.
+    static DEFERRED: RefCell<Vec<Arc<dyn Wake>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Records that `shared` needs a wake-up when this thread parks; false when this thread does not
+/// defer wake-ups (then the caller wakes at once).
+fn defer_wake(shared: Arc<dyn Wake>) -> bool {
+    if !DEFERS_WAKES.with(Cell::get) {
+        return false;
+    }
+    DEFERRED.with(|deferred| {
+        let mut deferred = deferred.borrow_mut();
+        if !deferred.iter().any(|other| Arc::ptr_eq(other, &shared)) {
+            deferred.push(shared);
+        }
+    });
+    true
+}
+
+/// Wakes every batcher this thread deferred; runs when the thread is about to park.
+fn flush_deferred_wakes() {
+    let pending = DEFERRED.with(|deferred| std::mem::take(&mut *deferred.borrow_mut()));
+    for shared in pending {
+        shared.wake_idle();
+    }
+}
+
+/// Sets up a tokio runtime whose threads call [`DynamicBatcher::infer`] so that requests read in
+/// one pass over the sockets are batched together: a thread queues its requests without waking
+/// the inference thread and wakes it once, when it runs out of work and is about to park. That
+/// saves a wake-up (a system call and a context switch) per request under load and costs nothing
+/// when idle. Batchers used from threads of other runtimes wake at once, as before.
+pub fn configure_runtime(
+    builder: &mut tokio::runtime::Builder,
+) -> &mut tokio::runtime::Builder {
+    // The flag is set at the first park, not at thread start: tokio's blocking-pool threads run
+    // `on_thread_start` too but never park through the hook, so they must keep waking at once.
+    builder
+        .on_thread_park(|| {
+            DEFERS_WAKES.with(|defers| defers.set(true));
+            flush_deferred_wakes();
+        })
+        .on_thread_stop(flush_deferred_wakes)
+}
+
+/// A batcher whose wake-up an I/O thread deferred.
+trait Wake: Send + Sync {
+    fn wake_idle(&self);
+}
+
+impl<M: BatchRunner + ?Sized> Wake for Shared<M> {
+    fn wake_idle(&self) {
+        Shared::wake_idle(self);
+    }
+}
+
+fn inference_loop<M: BatchRunner + ?Sized>(shared: Arc<Shared<M>>) {
     let mut batch = Vec::new();
-    let mut input = Vec::new();
     while shared.next_batch(&mut batch) {
-        shared.run_batch(&mut batch, &mut input);
+        shared.run_batch(&mut batch);
     }
 }
 
@@ -323,13 +459,13 @@ fn inference_loop(shared: Arc<Shared>) {
 ///
 /// Cheap to share (`Send + Sync`); dropping it closes it: queued work is still answered, then the
 /// threads exit.
-pub struct DynamicBatcher {
-    shared: Arc<Shared>,
+pub struct DynamicBatcher<M: BatchRunner + ?Sized = dyn BatchModel> {
+    shared: Arc<Shared<M>>,
 }
 
-impl DynamicBatcher {
+impl<M: BatchRunner + ?Sized> DynamicBatcher<M> {
     /// Starts `options.threads` inference threads named `millrace-infer-N` running `model`.
-    pub fn new(model: Arc<dyn BatchModel>, options: BatcherOptions) -> Self {
+    pub fn new(model: Arc<M>, options: BatcherOptions) -> Self {
         let threads = options.threads.max(1);
         let shared = Arc::new(Shared {
             model,
@@ -348,7 +484,6 @@ impl DynamicBatcher {
             batches: AtomicU64::new(0),
             batched_rows: AtomicU64::new(0),
             buckets: Default::default(),
-            pending: AtomicUsize::new(0),
         });
         let mut started = 0;
         let mut last_error = None;
@@ -374,18 +509,38 @@ impl DynamicBatcher {
         DynamicBatcher { shared }
     }
 
-    /// Queues `rows` rows (`x.len()` must be `rows × input_dim`, else [`BatchError::Failed`]) and
-    /// awaits this request's `rows × output_dim` outputs. A request bigger than `max_batch_rows`
-    /// runs as its own batch. Dropping the future abandons the request; its rows are then skipped
-    /// if they have not run yet.
-    pub async fn infer(&self, x: Vec<f32>, rows: usize) -> Result<Vec<f32>, BatchError> {
-        let input_dim = self.shared.model.input_dim();
-        if rows.checked_mul(input_dim) != Some(x.len()) {
-            return Err(BatchError::Failed(format!(
-                "request has {} feature values, expected {rows} rows × {input_dim} features",
-                x.len()
-            )));
+    /// Queues a request of `rows` rows (checked by [`BatchRunner::check`] first: for a
+    /// [`BatchModel`], `rows × input_dim` features) and awaits its `rows × output_dim` outputs. A
+    /// request bigger than `max_batch_rows` runs as its own batch. Dropping the future abandons
+    /// the request; it is then skipped if it has not run yet.
+    ///
+    /// The request is queued when `infer` is called, not when the future is first polled.
+    pub fn infer(
+        &self,
+        input: M::Input,
+        rows: usize,
+    ) -> impl Future<Output = Result<Vec<f32>, BatchError>> + Send + 'static {
+        let queued = self.enqueue(input, rows);
+        async move {
+            match queued {
+                Err(e) => Err(e),
+                Ok(None) => Ok(Vec::new()),
+                Ok(Some(answer)) => answer.await.unwrap_or_else(|_| {
+                    Err(BatchError::Failed(
+                        "the inference thread stopped before answering".to_string(),
+                    ))
+                }),
+            }
         }
+    }
+
+    /// Checks and queues a request; `None` when it has no rows (nothing to wait for).
+    fn enqueue(
+        &self,
+        input: M::Input,
+        rows: usize,
+    ) -> Result<Option<oneshot::Receiver<Reply>>, BatchError> {
+        self.shared.model.check(&input, rows)?;
         let (reply, answer) = oneshot::channel();
         {
             let mut queue = self.shared.lock();
@@ -396,7 +551,7 @@ impl DynamicBatcher {
                 return Err(BatchError::Failed(message.clone()));
             }
             if rows == 0 {
-                return Ok(Vec::new());
+                return Ok(None);
             }
             let queued_rows = queue.queued_rows;
             if queued_rows > 0
@@ -405,28 +560,28 @@ impl DynamicBatcher {
                 return Err(BatchError::Overloaded { queued_rows });
             }
             queue.jobs.push_back(Job {
-                x,
+                input,
                 rows,
                 queued_at: Instant::now(),
                 reply,
             });
             queue.queued_rows = queued_rows.saturating_add(rows);
-            self.shared
-                .pending
-                .store(queue.jobs.len(), Ordering::Release);
             if queue.collecting {
                 if queue.gather_waiters > 0 {
                     self.shared.gather.notify_one();
                 }
             } else if queue.idle_waiters > 0 {
-                self.shared.idle.notify_one();
+                // On a runtime set up by `configure_runtime`, an I/O thread that still has
+                // requests to read leaves the wake-up to the moment it runs out of work, so the
+                // requests it reads in one pass become one batch (and one wake-up); a full batch
+                // or any other thread wakes the inference thread at once.
+                let full = queue.queued_rows >= self.shared.max_batch_rows();
+                if full || !defer_wake(Arc::clone(&self.shared) as Arc<dyn Wake>) {
+                    self.shared.idle.notify_one();
+                }
             }
         }
-        answer.await.unwrap_or_else(|_| {
-            Err(BatchError::Failed(
-                "the inference thread stopped before answering".to_string(),
-            ))
-        })
+        Ok(Some(answer))
     }
 
     /// A snapshot of the counters and queue gauges.
@@ -459,7 +614,7 @@ impl DynamicBatcher {
     }
 }
 
-impl Drop for DynamicBatcher {
+impl<M: BatchRunner + ?Sized> Drop for DynamicBatcher<M> {
     fn drop(&mut self) {
         self.close();
     }

@@ -432,3 +432,40 @@ fn dropping_the_batcher_stops_its_threads() {
     }
     panic!("inference threads still running after drop");
 }
+
+#[test]
+fn a_configured_runtime_batches_what_one_thread_queues_before_it_parks() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(1).enable_all();
+    let runtime = configure_runtime(&mut builder).build().unwrap();
+    let batcher = Arc::new(DynamicBatcher::new(plain(), options(64, 0)));
+    let worker = Arc::clone(&batcher);
+    let answers = runtime.block_on(async move {
+        // Let the worker thread park once, which turns deferred wake-ups on for it.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::spawn(async move {
+            // Queued without waking the inference thread; it wakes when this thread parks.
+            let pending: Vec<_> = (0..8)
+                .map(|i| worker.infer(rows_from(i as f32, 1), 1))
+                .collect();
+            let mut answers = Vec::new();
+            for answer in pending {
+                answers.push(answer.await.unwrap());
+            }
+            answers
+        })
+        .await
+        .unwrap()
+    });
+    for (i, answer) in answers.iter().enumerate() {
+        assert_eq!(answer, &vec![i as f32 * 2.0 + 1.0, 8.0], "request {i}");
+    }
+    assert_eq!(batcher.stats().batches, 1);
+    // Threads outside such a runtime wake the inference thread at once.
+    let out = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(batcher.infer(vec![1.0, 0.0], 1))
+        .unwrap();
+    assert_eq!(out, vec![3.0, 1.0]);
+}

@@ -1,14 +1,22 @@
-//! Optimiser configuration ([`OptimizerSpec`]) and its translation to burn's optimisers.
+//! Optimisers: the user's configuration ([`OptimizerSpec`]) and the optimiser itself
+//! ([`FlatOptimizer`]), which updates flat `f32` parameter vectors and whose whole state
+//! ([`OptimizerState`]) can be saved and restored.
+//!
+//! The update rules replicate burn 0.21's `Sgd` and `Adam` operation for operation (same `f32`
+//! arithmetic in the same order), so a model trained with either gets the same parameters up to
+//! float rounding. Owning the step means the state is ours: a checkpoint holds the step count and
+//! the moment vectors in the model's flat parameter order, not burn records keyed by random
+//! parameter ids.
 
-use burn::module::AutodiffModule;
-use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer, Sgd, SgdConfig};
-use burn::tensor::backend::AutodiffBackend;
+mod flat;
+#[cfg(test)]
+mod tests;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+
+pub use flat::{FlatOptimizer, OptimizerKind, OptimizerState};
 
 fn default_beta1() -> f64 {
     0.9
@@ -95,10 +103,6 @@ fn check_non_negative(key: &str, value: f64) -> Result<()> {
     }
 }
 
-fn decay(weight_decay: f64) -> Option<WeightDecayConfig> {
-    (weight_decay > 0.0).then(|| WeightDecayConfig::new(weight_decay as f32))
-}
-
 impl OptimizerSpec {
     /// Checks the values; errors name the config key.
     pub fn validate(&self) -> Result<()> {
@@ -137,100 +141,11 @@ impl OptimizerSpec {
         }
     }
 
-    /// Builds the burn optimiser for module `M` on backend `B`.
-    pub fn build<B: AutodiffBackend, M: AutodiffModule<B>>(&self) -> Result<BuiltOptimizer<M, B>> {
-        self.validate()?;
-        Ok(match *self {
-            Self::Sgd {
-                momentum,
-                weight_decay,
-                nesterov,
-            } => {
-                let momentum = (momentum > 0.0).then(|| {
-                    MomentumConfig::new()
-                        .with_momentum(momentum)
-                        .with_dampening(0.0)
-                        .with_nesterov(nesterov)
-                });
-                let config = SgdConfig::new()
-                    .with_momentum(momentum)
-                    .with_weight_decay(decay(weight_decay));
-                BuiltOptimizer::Sgd(config.init())
-            }
-            Self::Adam {
-                beta1,
-                beta2,
-                epsilon,
-                weight_decay,
-            } => {
-                let config = AdamConfig::new()
-                    .with_beta_1(beta1 as f32)
-                    .with_beta_2(beta2 as f32)
-                    .with_epsilon(epsilon as f32)
-                    .with_weight_decay(decay(weight_decay));
-                BuiltOptimizer::Adam(config.init())
-            }
-        })
-    }
-}
-
-/// A configured burn optimiser (one of the kinds [`OptimizerSpec`] describes).
-#[derive(Clone)]
-pub enum BuiltOptimizer<M: AutodiffModule<B>, B: AutodiffBackend> {
-    /// SGD.
-    Sgd(OptimizerAdaptor<Sgd<B::InnerBackend>, M, B>),
-    /// Adam.
-    Adam(OptimizerAdaptor<Adam, M, B>),
-}
-
-impl<M: AutodiffModule<B>, B: AutodiffBackend> BuiltOptimizer<M, B> {
-    /// One optimiser step at learning rate `lr`; returns the updated module.
-    pub fn step(&mut self, lr: f64, module: M, grads: GradientsParams) -> M {
+    /// The optimiser this spec configures.
+    pub fn kind(&self) -> OptimizerKind {
         match self {
-            Self::Sgd(o) => o.step(lr, module, grads),
-            Self::Adam(o) => o.step(lr, module, grads),
+            Self::Sgd { .. } => OptimizerKind::Sgd,
+            Self::Adam { .. } => OptimizerKind::Adam,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_and_defaults() -> Result<(), serde_json::Error> {
-        let spec: OptimizerSpec = serde_json::from_str(r#"{"kind":"adam"}"#)?;
-        assert_eq!(spec, OptimizerSpec::default());
-        let spec: OptimizerSpec =
-            serde_json::from_str(r#"{"kind":"sgd","momentum":0.5,"nesterov":true}"#)?;
-        assert_eq!(
-            spec,
-            OptimizerSpec::Sgd {
-                momentum: 0.5,
-                weight_decay: 0.0,
-                nesterov: true
-            }
-        );
-        assert!(serde_json::from_str::<OptimizerSpec>(r#"{"kind":"sgd","lr":0.1}"#).is_err());
-        Ok(())
-    }
-
-    #[test]
-    fn validation_names_the_key() {
-        let bad = OptimizerSpec::Sgd {
-            momentum: 0.0,
-            weight_decay: 0.0,
-            nesterov: true,
-        };
-        let err = bad.validate().unwrap_err().to_string();
-        assert!(err.contains("train.optimizer.nesterov"), "{err}");
-        let bad = OptimizerSpec::Adam {
-            beta1: 1.0,
-            beta2: 0.999,
-            epsilon: 1e-8,
-            weight_decay: 0.0,
-        };
-        let err = bad.validate().unwrap_err().to_string();
-        assert!(err.contains("train.optimizer.beta1"), "{err}");
     }
 }

@@ -1,0 +1,3 @@
+//! Streaming building blocks.
+
+pub mod window;

@@ -1,0 +1,135 @@
+//! Planning a streaming job before it connects to anything: the message schema, the decoder, the
+//! SQL over the decoded records, the feature encoding; every column the pipeline names is checked
+//! here, so a bad configuration fails before a record is read.
+
+use std::path::PathBuf;
+
+use arrow::datatypes::SchemaRef;
+use millrace_connectors::avro::{AvroFraming, load_schema, parse_schema};
+use millrace_connectors::kafka::{MessageFormat, MetadataColumns, RecordDecoder};
+use millrace_ml::preprocess::{FeatureSpec, LabelKind};
+
+use super::spec::{StreamSpec, parse_duration};
+use crate::job::plan::{check_preprocess, dedupe_check, feature_spec};
+use crate::preprocess::SqlPlan;
+use crate::spec::PipelineSpec;
+use crate::{Error, Result};
+
+/// Everything a streaming job needs, checked.
+#[derive(Debug)]
+pub struct StreamPlan {
+    /// The pipeline as given.
+    pub spec: PipelineSpec,
+    /// Its `[stream]` section.
+    pub stream: StreamSpec,
+    /// How messages are decoded.
+    pub format: MessageFormat,
+    /// Which Kafka metadata columns are added (the timestamp always is: it measures freshness).
+    pub metadata: MetadataColumns,
+    /// Schema of the decoded records (message fields, then metadata columns).
+    pub record_schema: SchemaRef,
+    /// The preprocess SQL over decoded records: features and label (and the event-time column).
+    pub sql: SqlPlan,
+    /// The preprocess SQL for serving: features only.
+    pub serve_sql: SqlPlan,
+    /// Feature encoding to fit.
+    pub features: FeatureSpec,
+    /// Classification or regression.
+    pub label_kind: LabelKind,
+    /// Consumer group.
+    pub group: String,
+    /// Checkpoint directory.
+    pub checkpoint_dir: PathBuf,
+    /// Bounded out-of-orderness, ms.
+    pub lateness_ms: i64,
+}
+
+impl StreamPlan {
+    /// Plans `spec`, which must have a `[stream]` section; connects to nothing.
+    pub fn new(spec: PipelineSpec) -> Result<Self> {
+        spec.validate()?;
+        let stream = spec.stream.clone().ok_or_else(|| {
+            Error::config("stream", "a streaming job needs a [stream] section")
+        })?;
+        if spec.ingest.is_set() {
+            return Err(Error::config(
+                "ingest.path",
+                "fitting a streaming job's preprocessing on a dataset is not supported yet; remove [ingest] and use stream.warmup_records",
+            ));
+        }
+        let format = match stream.format.as_str() {
+            "json" => MessageFormat::Json {
+                schema: stream.json_schema()?,
+            },
+            "avro" => {
+                let schema = match (&stream.avro_schema, &stream.avro_schema_file) {
+                    (Some(text), _) => parse_schema(text),
+                    (None, Some(path)) => load_schema(path),
+                    (None, None) => {
+                        return Err(Error::config("stream.avro_schema", "missing"));
+                    }
+                }
+                .map_err(|e| Error::config("stream.avro_schema", e.to_string()))?;
+                let framing = if stream.avro_framing == "raw" {
+                    AvroFraming::Raw
+                } else {
+                    AvroFraming::Confluent
+                };
+                MessageFormat::Avro { schema, framing }
+            }
+            _ => MessageFormat::Raw,
+        };
+        let wants = |m: &str| stream.metadata_columns.iter().any(|c| c == m);
+        let metadata = MetadataColumns {
+            key: wants("key"),
+            timestamp: true,
+            partition: wants("partition"),
+            offset: wants("offset"),
+        };
+        let decoder = RecordDecoder::new(format.clone(), metadata)
+            .map_err(|e| Error::config("stream.schema", e.to_string()))?;
+        let record_schema = decoder.schema();
+        let p = &spec.preprocess;
+        let features: Vec<String> = spec.feature_columns();
+        dedupe_check(&features)?;
+        let produced = SqlPlan::plan(p.sql.as_deref(), &record_schema, &[])?;
+        let label_kind = check_preprocess(&spec, &produced.output_schema)?;
+        let mut needed = features.clone();
+        needed.push(p.label.clone());
+        if let Some(t) = &stream.event_time {
+            if produced.output_schema.field_with_name(t).is_err() {
+                return Err(Error::config(
+                    "stream.event_time",
+                    format!("column '{t}' is not produced by the preprocess SQL"),
+                ));
+            }
+            if !needed.contains(t) {
+                needed.push(t.clone());
+            }
+        }
+        let sql = SqlPlan::plan(p.sql.as_deref(), &record_schema, &needed)?;
+        let serve_schema = match &format {
+            MessageFormat::Json { schema } => schema.clone(),
+            _ => record_schema.clone(),
+        };
+        let serve_sql = SqlPlan::plan(p.sql.as_deref(), &serve_schema, &features)?;
+        let lateness = parse_duration("stream.max_out_of_orderness", &stream.max_out_of_orderness)?;
+        Ok(StreamPlan {
+            group: stream.group(&spec.name),
+            checkpoint_dir: stream
+                .checkpoint_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("checkpoints").join(&spec.name)),
+            lateness_ms: i64::try_from(lateness.as_millis()).unwrap_or(i64::MAX),
+            features: feature_spec(&spec),
+            stream,
+            spec,
+            format,
+            metadata,
+            record_schema,
+            sql,
+            serve_sql,
+            label_kind,
+        })
+    }
+}

@@ -1,0 +1,104 @@
+//! Publishing model versions while training: into the in-process model server (hot swap), and as
+//! numbered version directories (`<run dir>/models/<version>/`) that `millrace serve --model`
+//! watches from another process.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use millrace_ml::bundle::{BundleMeta, ModelBundle};
+use millrace_ml::backend::CpuAutodiff;
+use millrace_ml::model::Task;
+use millrace_ml::preprocess::FittedPreprocessor;
+use millrace_ml::trainer::Trainer;
+use serde_json::json;
+
+use super::run::Shared;
+use crate::serve::ModelRegistry;
+use crate::{Error, Result};
+
+/// Version directories kept on disk.
+const KEEP_ON_DISK: usize = 3;
+
+/// Worker 0's publisher (a no-op on other workers).
+pub(crate) struct Publisher {
+    active: bool,
+    name: String,
+    template: Option<ModelBundle>,
+    registry: Option<Arc<ModelRegistry>>,
+    dir: PathBuf,
+    written: Vec<PathBuf>,
+}
+
+impl Publisher {
+    pub(crate) fn new(shared: &Shared, fitted: &FittedPreprocessor, active: bool) -> Self {
+        let plan = &shared.plan;
+        let spec = &plan.spec;
+        let task = match fitted.num_classes() {
+            Some(num_classes) => Task::Classification { num_classes },
+            None => Task::Regression,
+        };
+        let template = ModelBundle {
+            spec: spec.train.model.clone(),
+            task,
+            preprocess: fitted.clone(),
+            weights: Vec::new(),
+            meta: BundleMeta {
+                name: spec.name.clone(),
+                version: 0,
+                created_at: String::new(),
+                transform_sql: Some(plan.serve_sql.wrapped_sql.clone()),
+                extra: json!({
+                    "input_schema": crate::serve::schema_to_json(&plan.serve_sql.input_schema),
+                    "user_sql": plan.sql.user_sql,
+                    "topic": plan.stream.topic,
+                }),
+            },
+        };
+        Publisher {
+            active,
+            name: spec.name.clone(),
+            template: Some(template),
+            registry: shared.registry.clone(),
+            dir: shared.run_dir.join("models"),
+            written: Vec::new(),
+        }
+    }
+
+    /// The bundle of the trainer's current parameters as version `version`.
+    pub(crate) fn bundle(&self, trainer: &Trainer<CpuAutodiff>, version: u64) -> Result<ModelBundle> {
+        let mut bundle = self
+            .template
+            .clone()
+            .ok_or_else(|| Error::Internal("publisher without a template".into()))?;
+        bundle.weights = trainer.parameters();
+        bundle.meta.version = version;
+        bundle.meta.created_at = chrono::Utc::now().to_rfc3339();
+        Ok(bundle)
+    }
+
+    /// Publishes the trainer's parameters as `version`: swapped into the server first (freshness
+    /// counts from there), then written to disk.
+    pub(crate) fn publish(&mut self, trainer: &Trainer<CpuAutodiff>, version: u64) -> Result<()> {
+        if !self.active {
+            return Ok(());
+        }
+        let bundle = self.bundle(trainer, version)?;
+        if let Some(registry) = &self.registry {
+            registry.publish(&self.name, bundle.clone())?;
+        }
+        let tmp = self.dir.join(format!(".tmp-{version}"));
+        bundle.save(&tmp)?;
+        let done = self.dir.join(version.to_string());
+        if done.exists() {
+            std::fs::remove_dir_all(&done).map_err(|e| Error::io(&done, e))?;
+        }
+        std::fs::rename(&tmp, &done).map_err(|e| Error::io(&done, e))?;
+        self.written.push(done);
+        while self.written.len() > KEEP_ON_DISK {
+            let old = self.written.remove(0);
+            let _ = std::fs::remove_dir_all(&old);
+        }
+        tracing::debug!(model = %self.name, version, "published a model version");
+        Ok(())
+    }
+}

@@ -1,0 +1,391 @@
+//! Running a planned streaming job: the model server (when `[serve]` is set) on its own tokio
+//! runtime, the workers on timely, and at the end the run directory (summary.json,
+//! metrics.jsonl, dead_letters.jsonl, model/, models/<version>/).
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use millrace_engine::{ClusterConfig, DeadLetter, MetricsRegistry, execute};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::checkpoint::{Checkpoint, CheckpointStore};
+use super::plan::StreamPlan;
+use super::prequential::{PrequentialMetrics, PrequentialState};
+use super::worker::run_worker;
+use crate::job::write_dead_letters;
+use crate::serve::{BatcherOptions, ModelRegistry, ServeOptions, configure_runtime, serve_until};
+use crate::{Error, Result};
+
+/// How to run a streaming job.
+#[derive(Clone)]
+pub struct StreamOptions {
+    /// Worker threads (and processes).
+    pub cluster: ClusterConfig,
+    /// Directory for summary.json, metrics.jsonl, dead_letters.jsonl, model/ and models/.
+    pub run_dir: PathBuf,
+    /// Set (e.g. on SIGTERM) to stop after the current step with a last checkpoint.
+    pub stop: Arc<AtomicBool>,
+    /// Stop once this many records were read (a backfill, a test).
+    pub max_records: Option<u64>,
+    /// Stop once no record arrived for this long.
+    pub idle_timeout: Option<Duration>,
+    /// Called with the model server's address once it listens (when `[serve]` is set).
+    pub on_serving: Option<Arc<dyn Fn(std::net::SocketAddr) + Send + Sync>>,
+}
+
+/// What a streaming run did (also written as summary.json).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StreamSummary {
+    /// Pipeline name.
+    pub name: String,
+    /// The topic.
+    pub topic: String,
+    /// Total workers.
+    pub workers: usize,
+    /// Whether the run continued from a checkpoint, and its step.
+    pub resumed_from_step: Option<u64>,
+    /// Records read from Kafka since the job first started (good and bad).
+    pub rows_read: u64,
+    /// Records trained on since the job first started.
+    pub rows_trained: u64,
+    /// Records sent to the dead-letter output since the job first started.
+    pub rows_dead_lettered: u64,
+    /// Records behind the watermark since the job first started.
+    pub rows_late: u64,
+    /// Training steps since the job first started.
+    pub steps: u64,
+    /// Model versions published since the job first started (the last one's number).
+    pub model_versions: u64,
+    /// Prequential metrics over the last window.
+    pub prequential: Option<PrequentialMetrics>,
+    /// Seconds this run took.
+    pub wall_s: f64,
+    /// Records read per second in this run.
+    pub rows_per_s: f64,
+    /// Time from a record's produce timestamp to the first served version that includes it.
+    pub freshness_ms_p50: Option<f64>,
+    /// The same, 99th percentile.
+    pub freshness_ms_p99: Option<f64>,
+    /// Checkpoints written in this run.
+    pub checkpoints: u64,
+    /// Mean milliseconds to write one checkpoint.
+    pub checkpoint_ms_mean: Option<f64>,
+    /// Size of the last checkpoint in bytes.
+    pub checkpoint_bytes: Option<u64>,
+    /// FNV-1a of the final parameters (equal on every worker).
+    pub parameter_checksum: String,
+    /// The final model.
+    pub model_path: String,
+}
+
+/// metrics.jsonl of a streaming run (worker 0 writes it).
+#[derive(Clone)]
+pub(crate) struct StepLog {
+    out: Arc<Mutex<(BufWriter<File>, PathBuf)>>,
+    every: u64,
+}
+
+impl StepLog {
+    fn create(path: PathBuf, every: u64) -> Result<Self> {
+        let file = File::options()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        Ok(StepLog {
+            out: Arc::new(Mutex::new((BufWriter::new(file), path))),
+            every: every.max(1),
+        })
+    }
+
+    /// Logs a step (a train line every `log_every` steps, with the prequential metrics).
+    pub(crate) fn step(
+        &mut self,
+        step: u64,
+        rows: u64,
+        loss_sum: f64,
+        prequential: &PrequentialState,
+        classification: bool,
+    ) -> Result<()> {
+        if rows == 0 || step % self.every != 0 {
+            return Ok(());
+        }
+        let mut guard = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let (out, path) = &mut *guard;
+        let line = json!({"kind": "train", "step": step, "rows": rows, "loss": loss_sum / rows as f64});
+        writeln!(out, "{line}").map_err(|e| Error::io(path.clone(), e))?;
+        if let Some(m) = prequential.metrics(classification) {
+            let mut v = serde_json::to_value(&m).map_err(|e| Error::Internal(e.to_string()))?;
+            v["kind"] = json!("eval");
+            v["step"] = json!(step);
+            v["prequential"] = json!(true);
+            writeln!(out, "{v}").map_err(|e| Error::io(path.clone(), e))?;
+        }
+        out.flush().map_err(|e| Error::io(path.clone(), e))
+    }
+}
+
+/// Shared by the workers of this process.
+pub(crate) struct Shared {
+    pub(crate) plan: Arc<StreamPlan>,
+    pub(crate) resume: Option<Checkpoint>,
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) max_records: Option<u64>,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) registry: Option<Arc<ModelRegistry>>,
+    pub(crate) run_dir: PathBuf,
+    pub(crate) log: Option<StepLog>,
+    store: CheckpointStore,
+    checkpoint_stats: Mutex<(u64, f64, Option<u64>)>,
+}
+
+impl Shared {
+    /// Writes a checkpoint (worker 0), timing it.
+    pub(crate) fn checkpoint(&self, checkpoint: &Checkpoint) -> Result<()> {
+        let started = Instant::now();
+        let (dir, bytes) = self.store.write(checkpoint)?;
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        let mut stats = self
+            .checkpoint_stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        stats.0 += 1;
+        stats.1 += ms;
+        stats.2 = Some(bytes);
+        tracing::debug!(dir = %dir.display(), bytes, ms, "checkpoint written");
+        Ok(())
+    }
+}
+
+/// What one worker reports at the end.
+pub(crate) struct WorkerOutcome {
+    pub(crate) dead: Vec<DeadLetter>,
+    pub(crate) freshness_ms: Vec<u32>,
+    pub(crate) rows_read: u64,
+    pub(crate) rows_trained: u64,
+    pub(crate) rows_dead_lettered: u64,
+    pub(crate) rows_late: u64,
+    pub(crate) steps: u64,
+    pub(crate) model_versions: u64,
+    pub(crate) prequential: Option<PrequentialMetrics>,
+    pub(crate) train_s: f64,
+    pub(crate) parameter_checksum: u64,
+}
+
+fn percentile(sorted: &[u32], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted.get(rank).map(|&v| f64::from(v))
+}
+
+/// Starts the model server on its own thread; returns the registry and a handle that stops it.
+fn start_server(
+    plan: &StreamPlan,
+    on_serving: Option<Arc<dyn Fn(std::net::SocketAddr) + Send + Sync>>,
+) -> Result<Option<(Arc<ModelRegistry>, ServerHandle)>> {
+    let Some(serve) = &plan.spec.serve else {
+        return Ok(None);
+    };
+    let options = ServeOptions {
+        max_rows: serve.max_rows,
+        watch_interval: None,
+        batching: BatcherOptions::default(),
+        ..ServeOptions::default()
+    };
+    let registry = ModelRegistry::new(options.batching.clone());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let addr = serve.addr;
+    let server_registry = Arc::clone(&registry);
+    let thread = std::thread::Builder::new()
+        .name("millrace-serve".into())
+        .spawn(move || -> Result<()> {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(1).enable_all();
+            let runtime = configure_runtime(&mut builder)
+                .build()
+                .map_err(|e| Error::Serve(format!("cannot start the server runtime: {e}")))?;
+            let ready = ready_tx.clone();
+            let result = runtime.block_on(serve_until(
+                server_registry,
+                addr,
+                options,
+                move |local| {
+                    let _ = ready.send(Ok(local));
+                },
+                async {
+                    let _ = stop_rx.await;
+                },
+            ));
+            if let Err(e) = &result {
+                let _ = ready_tx.send(Err(e.to_string()));
+            }
+            result
+        })
+        .map_err(|e| Error::Serve(format!("cannot start the server thread: {e}")))?;
+    match ready_rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(Ok(local)) => {
+            tracing::info!(addr = %local, "serving the model while it trains");
+            if let Some(f) = on_serving {
+                f(local);
+            }
+        }
+        Ok(Err(message)) => return Err(Error::Serve(message)),
+        Err(_) => return Err(Error::Serve("the model server did not start".into())),
+    }
+    Ok(Some((
+        registry,
+        ServerHandle {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        },
+    )))
+}
+
+/// Stops the model server when dropped.
+struct ServerHandle {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Runs `plan` until it stops (signal, `max_records`, idle timeout), writing the run directory.
+pub fn run_stream(plan: StreamPlan, options: StreamOptions) -> Result<StreamSummary> {
+    let started = Instant::now();
+    std::fs::create_dir_all(&options.run_dir).map_err(|e| Error::io(&options.run_dir, e))?;
+    let store = CheckpointStore::new(&plan.checkpoint_dir, plan.stream.keep_checkpoints);
+    let resume = store.latest()?;
+    if let Some(c) = &resume {
+        if c.pipeline != plan.spec.name || c.topic != plan.stream.topic {
+            return Err(Error::Checkpoint(format!(
+                "{} holds checkpoints of pipeline '{}' on topic '{}', not '{}' on '{}'; set stream.checkpoint_dir to another directory",
+                store.dir().display(),
+                c.pipeline,
+                c.topic,
+                plan.spec.name,
+                plan.stream.topic
+            )));
+        }
+        tracing::info!(step = c.step, rows_trained = c.rows_trained, "resuming from a checkpoint");
+    }
+    let server = start_server(&plan, options.on_serving.clone())?;
+    let log = if options.cluster.process_id == 0 {
+        Some(StepLog::create(
+            options.run_dir.join("metrics.jsonl"),
+            plan.spec.train.log_every as u64,
+        )?)
+    } else {
+        None
+    };
+    let resumed_from_step = resume.as_ref().map(|c| c.step);
+    let shared = Arc::new(Shared {
+        plan: Arc::new(plan),
+        resume,
+        stop: Arc::clone(&options.stop),
+        max_records: options.max_records,
+        idle_timeout: options.idle_timeout,
+        registry: server.as_ref().map(|(r, _)| Arc::clone(r)),
+        run_dir: options.run_dir.clone(),
+        log,
+        store,
+        checkpoint_stats: Mutex::new((0, 0.0, None)),
+    });
+    let metrics = MetricsRegistry::new();
+    let outcomes = {
+        let shared = Arc::clone(&shared);
+        execute(&options.cluster, metrics, move |worker, ctx| {
+            run_worker(worker, &ctx, &shared)
+        })?
+    };
+    drop(server);
+    let plan = &shared.plan;
+    let first = outcomes
+        .first()
+        .ok_or_else(|| Error::Internal("no worker ran in this process".into()))?;
+    if outcomes
+        .iter()
+        .any(|o| o.parameter_checksum != first.parameter_checksum)
+    {
+        return Err(Error::Internal(
+            "model replicas diverged during streaming training".into(),
+        ));
+    }
+    let dead: Vec<&DeadLetter> = outcomes.iter().flat_map(|o| o.dead.iter()).collect();
+    write_dead_letters(&options.run_dir.join("dead_letters.jsonl"), &dead)?;
+    let latest = options.run_dir.join("models").join(first.model_versions.to_string());
+    let model_dir = options.run_dir.join("model");
+    if latest.exists() {
+        copy_dir(&latest, &model_dir)?;
+    }
+    let mut freshness: Vec<u32> = outcomes
+        .iter()
+        .flat_map(|o| o.freshness_ms.iter().copied())
+        .collect();
+    freshness.sort_unstable();
+    let (checkpoints, checkpoint_ms, checkpoint_bytes) = *shared
+        .checkpoint_stats
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let wall_s = started.elapsed().as_secs_f64();
+    let summary = StreamSummary {
+        name: plan.spec.name.clone(),
+        topic: plan.stream.topic.clone(),
+        workers: options.cluster.total_workers(),
+        resumed_from_step,
+        rows_read: first.rows_read,
+        rows_trained: first.rows_trained,
+        rows_dead_lettered: first.rows_dead_lettered,
+        rows_late: first.rows_late,
+        steps: first.steps,
+        model_versions: first.model_versions,
+        prequential: first.prequential.clone(),
+        wall_s,
+        rows_per_s: first
+            .rows_read
+            .saturating_sub(shared.resume.as_ref().map_or(0, |c| c.rows_read))
+            as f64
+            / first.train_s.max(1e-9),
+        freshness_ms_p50: percentile(&freshness, 0.5),
+        freshness_ms_p99: percentile(&freshness, 0.99),
+        checkpoints,
+        checkpoint_ms_mean: (checkpoints > 0).then(|| checkpoint_ms / checkpoints as f64),
+        checkpoint_bytes,
+        parameter_checksum: format!("{:016x}", first.parameter_checksum),
+        model_path: model_dir.display().to_string(),
+    };
+    let path = options.run_dir.join("summary.json");
+    let text =
+        serde_json::to_string_pretty(&summary).map_err(|e| Error::Internal(e.to_string()))?;
+    std::fs::write(&path, text + "\n").map_err(|e| Error::io(&path, e))?;
+    Ok(summary)
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    if to.exists() {
+        std::fs::remove_dir_all(to).map_err(|e| Error::io(to, e))?;
+    }
+    std::fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
+    for entry in std::fs::read_dir(from).map_err(|e| Error::io(from, e))? {
+        let entry = entry.map_err(|e| Error::io(from, e))?;
+        let target = to.join(entry.file_name());
+        std::fs::copy(entry.path(), &target).map_err(|e| Error::io(&target, e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,387 @@
+//! The `[stream]` section of a pipeline: a Kafka topic in, a model trained online, versions
+//! published and checkpoints committed as it goes.
+//!
+//! ```toml
+//! [stream]
+//! bootstrap_servers = "127.0.0.1:9092"
+//! topic = "tabular"
+//! format = "json"                       # json | avro | raw
+//! schema = { f0 = "float32", cat = "string", label = "int8", ts = "timestamp" }
+//! dead_letter_topic = "tabular-dlq"
+//! warmup_records = 5000                  # fit the preprocessing on the first records
+//! publish_every_steps = 20
+//! checkpoint_dir = "checkpoints/tabular"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use millrace_connectors::kafka::{KafkaOptions, StartFrom};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// A streaming job: where the records come from and how often the model is published and
+/// checkpointed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSpec {
+    /// Kafka bootstrap servers, `host:port[,host:port]`.
+    pub bootstrap_servers: String,
+    /// The topic to train on.
+    pub topic: String,
+    /// Consumer group whose committed offsets record what the checkpoints hold (default:
+    /// `millrace-<pipeline name>`).
+    #[serde(default)]
+    pub group_id: Option<String>,
+    /// Where to start without a checkpoint: `committed` (the group's offsets, else the earliest;
+    /// default), `earliest`, `latest`, or `timestamp:<epoch ms>`.
+    #[serde(default = "default_start")]
+    pub start: String,
+    /// Message encoding: `json` (default), `avro` or `raw`.
+    #[serde(default = "default_format")]
+    pub format: String,
+    /// Column name → type, for `json` (`float32`, `float64`, `int8`…`int64`, `uint8`…`uint64`,
+    /// `bool`, `string`, `binary`, `timestamp` (ms, UTC), `timestamp_us`, `date`). Append `?`
+    /// for a nullable column (`"float32?"`); columns are non-nullable otherwise.
+    #[serde(default)]
+    pub schema: BTreeMap<String, String>,
+    /// Column order of `schema` (default: sorted by name).
+    #[serde(default)]
+    pub columns: Vec<String>,
+    /// `avro`: the writer schema (`.avsc` JSON), inline…
+    #[serde(default)]
+    pub avro_schema: Option<String>,
+    /// …or from a file.
+    #[serde(default)]
+    pub avro_schema_file: Option<PathBuf>,
+    /// `avro`: `confluent` (magic byte + schema id before each datum; default) or `raw`.
+    #[serde(default = "default_avro_framing")]
+    pub avro_framing: String,
+    /// Kafka metadata columns to add: any of `key`, `timestamp`, `partition`, `offset` (named
+    /// `_key`, `_timestamp`, `_partition`, `_offset`).
+    #[serde(default)]
+    pub metadata_columns: Vec<String>,
+    /// Undecodable or invalid messages go here, with the error and origin in headers. Without
+    /// it they are only counted and written to dead_letters.jsonl.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
+    /// librdkafka properties passed through (security.protocol, sasl.*, ssl.*…).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// Most records a worker takes into one training step.
+    #[serde(default = "default_max_batch_records")]
+    pub max_batch_records: usize,
+    /// How long a worker waits for records before it steps with what it has (ms).
+    #[serde(default = "default_poll_timeout_ms")]
+    pub poll_timeout_ms: u64,
+    /// Fit the preprocessing on the first this many records (over all workers), then freeze it.
+    /// Ignored when `[ingest]` names a dataset to fit on.
+    #[serde(default = "default_warmup_records")]
+    pub warmup_records: u64,
+    /// Publish a model version every this many steps (0: only by time)…
+    #[serde(default = "default_publish_every_steps")]
+    pub publish_every_steps: u64,
+    /// …or every this many seconds (0: only by steps).
+    #[serde(default = "default_publish_every_s")]
+    pub publish_every_s: f64,
+    /// Where checkpoints are written (a directory that outlives runs; default
+    /// `checkpoints/<pipeline name>`).
+    #[serde(default)]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Checkpoint (and commit offsets) every this many steps (0: only by time)…
+    #[serde(default = "default_checkpoint_every_steps")]
+    pub checkpoint_every_steps: u64,
+    /// …or every this many seconds (0: only by steps).
+    #[serde(default = "default_checkpoint_every_s")]
+    pub checkpoint_every_s: f64,
+    /// Complete checkpoints kept.
+    #[serde(default = "default_keep_checkpoints")]
+    pub keep_checkpoints: usize,
+    /// Prequential (test-then-train) metrics cover about the last this many records.
+    #[serde(default = "default_prequential_window")]
+    pub prequential_window: u64,
+    /// Also send each prequential metrics line to this topic (JSON).
+    #[serde(default)]
+    pub metrics_topic: Option<String>,
+    /// Send each record's prediction (made before training on it) to this topic (JSON).
+    #[serde(default)]
+    pub predictions_topic: Option<String>,
+    /// Event-time column (a timestamp, or int64 epoch ms) for watermarks and windows.
+    #[serde(default)]
+    pub event_time: Option<String>,
+    /// Bounded out-of-orderness of event time: the watermark trails the newest event by this
+    /// (e.g. `"2s"`).
+    #[serde(default = "default_lateness")]
+    pub max_out_of_orderness: String,
+    /// Records behind the watermark: `dead_letter` (default) or `drop` (counted either way).
+    #[serde(default = "default_late")]
+    pub late: String,
+}
+
+fn default_start() -> String {
+    "committed".into()
+}
+fn default_format() -> String {
+    "json".into()
+}
+fn default_avro_framing() -> String {
+    "confluent".into()
+}
+fn default_max_batch_records() -> usize {
+    4096
+}
+fn default_poll_timeout_ms() -> u64 {
+    20
+}
+fn default_warmup_records() -> u64 {
+    2000
+}
+fn default_publish_every_steps() -> u64 {
+    50
+}
+fn default_publish_every_s() -> f64 {
+    0.5
+}
+fn default_checkpoint_every_steps() -> u64 {
+    0
+}
+fn default_checkpoint_every_s() -> f64 {
+    5.0
+}
+fn default_keep_checkpoints() -> usize {
+    3
+}
+fn default_prequential_window() -> u64 {
+    10_000
+}
+fn default_lateness() -> String {
+    "0s".into()
+}
+fn default_late() -> String {
+    "dead_letter".into()
+}
+
+/// Parses `"500ms"`, `"10s"`, `"5m"`, `"1h"`, `"2d"` (a bare number is seconds).
+pub fn parse_duration(key: &str, text: &str) -> Result<Duration> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number.parse().map_err(|_| {
+        Error::config(
+            key,
+            format!("'{text}' is not a duration; write e.g. 500ms, 10s, 5m, 1h"),
+        )
+    })?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        "d" => value * 86_400.0,
+        other => {
+            return Err(Error::config(
+                key,
+                format!("unknown unit '{other}' in '{text}'; use ms, s, m, h or d"),
+            ));
+        }
+    };
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(Error::config(key, format!("'{text}' must be >= 0")));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// The Arrow type of a `[stream] schema` type name; `None` when unknown.
+pub fn parse_type(name: &str) -> Option<DataType> {
+    Some(match name.trim().to_ascii_lowercase().as_str() {
+        "float32" | "float" | "f32" => DataType::Float32,
+        "float64" | "double" | "f64" => DataType::Float64,
+        "int8" => DataType::Int8,
+        "int16" => DataType::Int16,
+        "int32" | "int" => DataType::Int32,
+        "int64" | "long" => DataType::Int64,
+        "uint8" => DataType::UInt8,
+        "uint16" => DataType::UInt16,
+        "uint32" => DataType::UInt32,
+        "uint64" => DataType::UInt64,
+        "bool" | "boolean" => DataType::Boolean,
+        "string" | "utf8" => DataType::Utf8,
+        "binary" | "bytes" => DataType::Binary,
+        "timestamp" | "timestamp_ms" => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+        "timestamp_us" => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        "date" => DataType::Date32,
+        _ => return None,
+    })
+}
+
+impl StreamSpec {
+    /// The client options for the brokers.
+    pub fn kafka_options(&self) -> KafkaOptions {
+        KafkaOptions {
+            bootstrap_servers: self.bootstrap_servers.clone(),
+            properties: self.properties.clone(),
+        }
+    }
+
+    /// The consumer group (`group_id`, else `millrace-<pipeline>`).
+    pub fn group(&self, pipeline: &str) -> String {
+        self.group_id
+            .clone()
+            .unwrap_or_else(|| format!("millrace-{pipeline}"))
+    }
+
+    /// Where to start without a checkpoint.
+    pub fn start_from(&self) -> Result<StartFrom> {
+        Ok(match self.start.trim() {
+            "committed" => StartFrom::Committed,
+            "earliest" => StartFrom::Earliest,
+            "latest" => StartFrom::Latest,
+            other => match other.strip_prefix("timestamp:").map(str::parse::<i64>) {
+                Some(Ok(ms)) => StartFrom::Timestamp(ms),
+                _ => {
+                    return Err(Error::config(
+                        "stream.start",
+                        format!(
+                            "unknown start '{other}'; use committed, earliest, latest or timestamp:<epoch ms>"
+                        ),
+                    ));
+                }
+            },
+        })
+    }
+
+    /// The declared JSON schema, in `columns` order (or sorted by name).
+    pub fn json_schema(&self) -> Result<SchemaRef> {
+        if self.schema.is_empty() {
+            return Err(Error::config(
+                "stream.schema",
+                "format = \"json\" needs the message schema: schema = { f0 = \"float32\", label = \"int8\", … }",
+            ));
+        }
+        let order: Vec<String> = if self.columns.is_empty() {
+            self.schema.keys().cloned().collect()
+        } else {
+            if let Some(c) = self.columns.iter().find(|c| !self.schema.contains_key(*c)) {
+                return Err(Error::config(
+                    "stream.columns",
+                    format!("'{c}' is not in stream.schema"),
+                ));
+            }
+            if let Some(c) = self.schema.keys().find(|c| !self.columns.contains(c)) {
+                return Err(Error::config(
+                    "stream.columns",
+                    format!("schema column '{c}' is missing from stream.columns"),
+                ));
+            }
+            self.columns.clone()
+        };
+        let mut fields = Vec::with_capacity(order.len());
+        for name in order {
+            let declared = &self.schema[&name];
+            let (type_name, nullable) = match declared.strip_suffix('?') {
+                Some(t) => (t, true),
+                None => (declared.as_str(), false),
+            };
+            let data_type = parse_type(type_name).ok_or_else(|| {
+                Error::config(
+                    "stream.schema",
+                    format!(
+                        "column '{name}': unknown type '{type_name}'; use float32, float64, int8…int64, uint8…uint64, bool, string, binary, timestamp, timestamp_us or date"
+                    ),
+                )
+            })?;
+            fields.push(Field::new(name, data_type, nullable));
+        }
+        Ok(Arc::new(Schema::new(fields)))
+    }
+
+    /// Checks every value that needs no broker; errors name the key.
+    pub fn validate(&self) -> Result<()> {
+        if self.bootstrap_servers.trim().is_empty() {
+            return Err(Error::config(
+                "stream.bootstrap_servers",
+                "must name at least one broker, e.g. 127.0.0.1:9092",
+            ));
+        }
+        if self.topic.trim().is_empty() {
+            return Err(Error::config("stream.topic", "must name the topic to train on"));
+        }
+        self.start_from()?;
+        match self.format.as_str() {
+            "json" => {
+                self.json_schema()?;
+            }
+            "avro" => {
+                if self.avro_schema.is_some() == self.avro_schema_file.is_some() {
+                    return Err(Error::config(
+                        "stream.avro_schema",
+                        "format = \"avro\" needs exactly one of avro_schema (inline JSON) or avro_schema_file",
+                    ));
+                }
+                if !matches!(self.avro_framing.as_str(), "confluent" | "raw") {
+                    return Err(Error::config(
+                        "stream.avro_framing",
+                        format!("unknown framing '{}'; use confluent or raw", self.avro_framing),
+                    ));
+                }
+            }
+            "raw" => {}
+            other => {
+                return Err(Error::config(
+                    "stream.format",
+                    format!("unknown format '{other}'; use json, avro or raw"),
+                ));
+            }
+        }
+        if let Some(m) = self
+            .metadata_columns
+            .iter()
+            .find(|m| !matches!(m.as_str(), "key" | "timestamp" | "partition" | "offset"))
+        {
+            return Err(Error::config(
+                "stream.metadata_columns",
+                format!("unknown metadata column '{m}'; use key, timestamp, partition or offset"),
+            ));
+        }
+        if self.max_batch_records == 0 {
+            return Err(Error::config("stream.max_batch_records", "must be at least 1"));
+        }
+        for (key, v) in [
+            ("stream.publish_every_s", self.publish_every_s),
+            ("stream.checkpoint_every_s", self.checkpoint_every_s),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(Error::config(key, format!("must be >= 0 seconds, got {v}")));
+            }
+        }
+        if self.publish_every_steps == 0 && self.publish_every_s == 0.0 {
+            return Err(Error::config(
+                "stream.publish_every_steps",
+                "publish_every_steps and publish_every_s are both 0: no model version would ever be published",
+            ));
+        }
+        if self.keep_checkpoints == 0 {
+            return Err(Error::config("stream.keep_checkpoints", "must be at least 1"));
+        }
+        if self.prequential_window == 0 {
+            return Err(Error::config("stream.prequential_window", "must be at least 1"));
+        }
+        parse_duration("stream.max_out_of_orderness", &self.max_out_of_orderness)?;
+        if !matches!(self.late.as_str(), "dead_letter" | "drop") {
+            return Err(Error::config(
+                "stream.late",
+                format!("unknown policy '{}'; use dead_letter or drop", self.late),
+            ));
+        }
+        self.kafka_options()
+            .validate()
+            .map_err(|e| Error::config("stream.properties", e.to_string()))?;
+        Ok(())
+    }
+}
