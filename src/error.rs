@@ -23,8 +23,8 @@ pub enum Error {
         line: usize,
         /// 1-based column of the key.
         column: usize,
-        /// The error.
-        source: millrace_operators::Error,
+        /// The error (boxed: it is large and rare).
+        source: Box<millrace_operators::Error>,
     },
     /// Building or running the pipeline failed.
     #[error(transparent)]

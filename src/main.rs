@@ -346,7 +346,10 @@ fn run_streaming(
     std::thread::Builder::new()
         .name("millrace-signals".into())
         .spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             runtime.block_on(async {
@@ -413,7 +416,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 if no_serve {
                     spec.serve = None;
                 }
-                return run_streaming(spec, &pipeline, &text, workers, run_dir, max_records, idle_timeout_s);
+                return run_streaming(
+                    spec,
+                    &pipeline,
+                    &text,
+                    workers,
+                    run_dir,
+                    max_records,
+                    idle_timeout_s,
+                );
             }
             millrace::data::prepare(&spec)?;
             let serve_spec = spec.serve.clone();

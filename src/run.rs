@@ -62,7 +62,7 @@ fn locate(e: millrace_operators::Error, source: Option<(&Path, &str)>) -> Error 
                 path: path.to_path_buf(),
                 line,
                 column,
-                source: e,
+                source: Box::new(e),
             },
             None => Error::Pipeline(e),
         },
@@ -150,7 +150,9 @@ pub fn run_stream(
             max_records: config.max_records,
             idle_timeout: config.idle_timeout,
             on_serving: Some(Arc::new(|addr| {
-                eprintln!("serving the model while it trains on http://{addr} (POST /v2/models/NAME/infer, /v1/predict)");
+                eprintln!(
+                    "serving the model while it trains on http://{addr} (POST /v2/models/NAME/infer, /v1/predict)"
+                );
             })),
         },
     )?;

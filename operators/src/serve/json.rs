@@ -187,7 +187,13 @@ pub fn instances_to_batch(instances: &[Value], schema: &SchemaRef) -> Result<Rec
         };
         columns.push(array);
     }
-    RecordBatch::try_new(Arc::clone(schema), columns).map_err(|e| e.to_string())
+    // A model whose preprocessing reads no input column still answers one row per instance.
+    RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        columns,
+        &arrow::array::RecordBatchOptions::new().with_row_count(Some(instances.len())),
+    )
+    .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -7,16 +7,17 @@
 
 pub mod arrow_io;
 mod batcher;
-mod pipeline;
 mod json;
 pub mod metrics;
 mod model;
+mod pipeline;
 mod registry;
 mod server;
 pub mod v2;
 
 pub use batcher::{
-    BatchError, BatchModel, BatchRunner, BatcherOptions, BatcherStats, DynamicBatcher, configure_runtime,
+    BatchError, BatchModel, BatchRunner, BatcherOptions, BatcherStats, DynamicBatcher,
+    configure_runtime,
 };
 pub use json::{instances_to_batch, schema_from_json, schema_to_json};
 pub(crate) use model::argmax;

@@ -19,7 +19,10 @@ pub(crate) fn event_times(batch: &RecordBatch, column: &str) -> Result<Int64Arra
     let ms = match array.data_type() {
         DataType::Int64 => cast(array, &DataType::Int64)?,
         DataType::Timestamp(_, tz) => cast(
-            &cast(array, &DataType::Timestamp(TimeUnit::Millisecond, tz.clone()))?,
+            &cast(
+                array,
+                &DataType::Timestamp(TimeUnit::Millisecond, tz.clone()),
+            )?,
             &DataType::Int64,
         )?,
         other => {

@@ -48,9 +48,10 @@ impl StreamPlan {
     /// Plans `spec`, which must have a `[stream]` section; connects to nothing.
     pub fn new(spec: PipelineSpec) -> Result<Self> {
         spec.validate()?;
-        let stream = spec.stream.clone().ok_or_else(|| {
-            Error::config("stream", "a streaming job needs a [stream] section")
-        })?;
+        let stream = spec
+            .stream
+            .clone()
+            .ok_or_else(|| Error::config("stream", "a streaming job needs a [stream] section"))?;
         if spec.ingest.is_set() {
             return Err(Error::config(
                 "ingest.path",

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use millrace_ml::bundle::{BundleMeta, ModelBundle};
 use millrace_ml::backend::CpuAutodiff;
+use millrace_ml::bundle::{BundleMeta, ModelBundle};
 use millrace_ml::model::Task;
 use millrace_ml::preprocess::FittedPreprocessor;
 use millrace_ml::trainer::Trainer;
@@ -65,7 +65,11 @@ impl Publisher {
     }
 
     /// The bundle of the trainer's current parameters as version `version`.
-    pub(crate) fn bundle(&self, trainer: &Trainer<CpuAutodiff>, version: u64) -> Result<ModelBundle> {
+    pub(crate) fn bundle(
+        &self,
+        trainer: &Trainer<CpuAutodiff>,
+        version: u64,
+    ) -> Result<ModelBundle> {
         let mut bundle = self
             .template
             .clone()

@@ -112,12 +112,13 @@ impl StepLog {
         prequential: &PrequentialState,
         classification: bool,
     ) -> Result<()> {
-        if rows == 0 || step % self.every != 0 {
+        if rows == 0 || !step.is_multiple_of(self.every) {
             return Ok(());
         }
         let mut guard = self.out.lock().unwrap_or_else(|e| e.into_inner());
         let (out, path) = &mut *guard;
-        let line = json!({"kind": "train", "step": step, "rows": rows, "loss": loss_sum / rows as f64});
+        let line =
+            json!({"kind": "train", "step": step, "rows": rows, "loss": loss_sum / rows as f64});
         writeln!(out, "{line}").map_err(|e| Error::io(path.clone(), e))?;
         if let Some(m) = prequential.metrics(classification) {
             let mut v = serde_json::to_value(&m).map_err(|e| Error::Internal(e.to_string()))?;
@@ -283,7 +284,11 @@ pub fn run_stream(plan: StreamPlan, options: StreamOptions) -> Result<StreamSumm
                 plan.stream.topic
             )));
         }
-        tracing::info!(step = c.step, rows_trained = c.rows_trained, "resuming from a checkpoint");
+        tracing::info!(
+            step = c.step,
+            rows_trained = c.rows_trained,
+            "resuming from a checkpoint"
+        );
     }
     let server = start_server(&plan, options.on_serving.clone())?;
     let log = if options.cluster.process_id == 0 {
@@ -329,7 +334,10 @@ pub fn run_stream(plan: StreamPlan, options: StreamOptions) -> Result<StreamSumm
     }
     let dead: Vec<&DeadLetter> = outcomes.iter().flat_map(|o| o.dead.iter()).collect();
     write_dead_letters(&options.run_dir.join("dead_letters.jsonl"), &dead)?;
-    let latest = options.run_dir.join("models").join(first.model_versions.to_string());
+    let latest = options
+        .run_dir
+        .join("models")
+        .join(first.model_versions.to_string());
     let model_dir = options.run_dir.join("model");
     if latest.exists() {
         copy_dir(&latest, &model_dir)?;

@@ -213,7 +213,9 @@ pub fn parse_type(name: &str) -> Option<DataType> {
         "bool" | "boolean" => DataType::Boolean,
         "string" | "utf8" => DataType::Utf8,
         "binary" | "bytes" => DataType::Binary,
-        "timestamp" | "timestamp_ms" => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+        "timestamp" | "timestamp_ms" => {
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+        }
         "timestamp_us" => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
         "date" => DataType::Date32,
         _ => return None,
@@ -310,7 +312,10 @@ impl StreamSpec {
             ));
         }
         if self.topic.trim().is_empty() {
-            return Err(Error::config("stream.topic", "must name the topic to train on"));
+            return Err(Error::config(
+                "stream.topic",
+                "must name the topic to train on",
+            ));
         }
         self.start_from()?;
         match self.format.as_str() {
@@ -327,7 +332,10 @@ impl StreamSpec {
                 if !matches!(self.avro_framing.as_str(), "confluent" | "raw") {
                     return Err(Error::config(
                         "stream.avro_framing",
-                        format!("unknown framing '{}'; use confluent or raw", self.avro_framing),
+                        format!(
+                            "unknown framing '{}'; use confluent or raw",
+                            self.avro_framing
+                        ),
                     ));
                 }
             }
@@ -350,7 +358,10 @@ impl StreamSpec {
             ));
         }
         if self.max_batch_records == 0 {
-            return Err(Error::config("stream.max_batch_records", "must be at least 1"));
+            return Err(Error::config(
+                "stream.max_batch_records",
+                "must be at least 1",
+            ));
         }
         for (key, v) in [
             ("stream.publish_every_s", self.publish_every_s),
@@ -367,10 +378,16 @@ impl StreamSpec {
             ));
         }
         if self.keep_checkpoints == 0 {
-            return Err(Error::config("stream.keep_checkpoints", "must be at least 1"));
+            return Err(Error::config(
+                "stream.keep_checkpoints",
+                "must be at least 1",
+            ));
         }
         if self.prequential_window == 0 {
-            return Err(Error::config("stream.prequential_window", "must be at least 1"));
+            return Err(Error::config(
+                "stream.prequential_window",
+                "must be at least 1",
+            ));
         }
         parse_duration("stream.max_out_of_orderness", &self.max_out_of_orderness)?;
         if !matches!(self.late.as_str(), "dead_letter" | "drop") {

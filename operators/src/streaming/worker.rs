@@ -17,8 +17,8 @@ use millrace_connectors::kafka::{
 use millrace_engine::timely::worker::Worker;
 use millrace_engine::{Collective, DeadLetter, WorkerContext, row_to_json};
 use millrace_ml::backend::CpuAutodiff;
-use millrace_ml::preprocess::{FitState, FittedPreprocessor, Targets};
 use millrace_ml::model::Task;
+use millrace_ml::preprocess::{FitState, FittedPreprocessor, Targets};
 use millrace_ml::trainer::{Reduction, TargetsRef, Trainer};
 use serde::{Deserialize, Serialize};
 
@@ -221,8 +221,21 @@ pub(crate) fn run_worker(
 
     // The preprocessing: from the checkpoint, or fitted on the warm-up window.
     let (fitted, mut pending) = match resume {
-        Some(c) => (c.preprocess.clone(), Pending { batches: Vec::new() }),
-        None => warm_up(worker, ctx, shared, &mut steps, &mut fits, &mut input, &mut counters)?,
+        Some(c) => (
+            c.preprocess.clone(),
+            Pending {
+                batches: Vec::new(),
+            },
+        ),
+        None => warm_up(
+            worker,
+            ctx,
+            shared,
+            &mut steps,
+            &mut fits,
+            &mut input,
+            &mut counters,
+        )?,
     };
     let task = match fitted.num_classes() {
         Some(num_classes) => Task::Classification { num_classes },
@@ -272,12 +285,11 @@ pub(crate) fn run_worker(
             .max_records
             .map(|n| share(n.saturating_sub(counters.read), ctx.index, ctx.peers));
         let (prepared, read, mut dead) = match pending.batches.pop() {
-            Some((batch, produced_ms)) => (
-                Some(Prepared { batch, produced_ms }),
-                0,
-                0,
-            ),
-            None => input.poll(remaining.map_or(max_batch, |r| r.min(max_batch)), poll_timeout)?,
+            Some((batch, produced_ms)) => (Some(Prepared { batch, produced_ms }), 0, 0),
+            None => input.poll(
+                remaining.map_or(max_batch, |r| r.min(max_batch)),
+                poll_timeout,
+            )?,
         };
         // 2. Late records, scoring, gradients.
         let mut late = 0u64;
@@ -353,9 +365,7 @@ pub(crate) fn run_worker(
         // 3. Worker 0 decides for everyone.
         if ctx.index == 0 {
             let signalled = shared.stop.load(Ordering::Relaxed);
-            let reached = shared
-                .max_records
-                .is_some_and(|n| counters.read >= n);
+            let reached = shared.max_records.is_some_and(|n| counters.read >= n);
             let idle_out = match (shared.idle_timeout, idle_since) {
                 (Some(limit), Some(since)) => since.elapsed() >= limit,
                 _ => false,
@@ -415,7 +425,12 @@ pub(crate) fn run_worker(
             max_events.push(part.max_event_ms);
         }
         // The watermark waits for the slowest worker that has seen events.
-        global_max_event = max_events.iter().flatten().min().copied().or(global_max_event);
+        global_max_event = max_events
+            .iter()
+            .flatten()
+            .min()
+            .copied()
+            .or(global_max_event);
         counters.read += step_read;
         counters.step += 1;
         steps_since_publish += 1;

@@ -15,9 +15,9 @@
 //! With several threads, one thread at a time gathers a batch, so batches stay as full as the
 //! traffic allows while the other threads run the batches already formed.
 
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -424,9 +424,7 @@ fn flush_deferred_wakes() {
 /// the inference thread and wakes it once, when it runs out of work and is about to park. That
 /// saves a wake-up (a system call and a context switch) per request under load and costs nothing
 /// when idle. Batchers used from threads of other runtimes wake at once, as before.
-pub fn configure_runtime(
-    builder: &mut tokio::runtime::Builder,
-) -> &mut tokio::runtime::Builder {
+pub fn configure_runtime(builder: &mut tokio::runtime::Builder) -> &mut tokio::runtime::Builder {
     // The flag is set at the first park, not at thread start: tokio's blocking-pool threads run
     // `on_thread_start` too but never park through the hook, so they must keep waking at once.
     builder

@@ -334,6 +334,20 @@ pub(super) fn input_column(
             }
             Arc::new(UInt64Array::from(out))
         }
+        // FP32 columns (the usual feature type) are built as they are, without a cast.
+        Wire::Float if *column == DataType::Float32 => {
+            let mut out: Vec<Option<f32>> = Vec::with_capacity(rows);
+            for (i, v) in values.iter().enumerate() {
+                out.push(match v {
+                    Value::Null => None,
+                    Value::Number(n) => {
+                        Some(n.as_f64().ok_or_else(|| wrong(i, v, "a number"))? as f32)
+                    }
+                    other => return Err(wrong(i, other, "a number")),
+                });
+            }
+            Arc::new(Float32Array::from(out))
+        }
         Wire::Float => {
             let mut out = Vec::with_capacity(rows);
             for (i, v) in values.iter().enumerate() {

@@ -1,0 +1,358 @@
+//! Streaming pipelines against a real Kafka-protocol broker (tansu, started by the test setup):
+//! two workers over four partitions, dead letters, exactly-once across `kill -9`, and the served
+//! model version advancing while requests flow.
+//!
+//! Exactly-once is checked with a model whose parameters count the records it trained on: a
+//! linear regression of a target far above its output, trained with the absolute error summed
+//! over the batch and SGD at learning rate 1 — every record adds exactly 1 to the bias.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use millrace::connectors::kafka::{
+    KafkaOptions, KafkaProducer, KafkaSource, StartFrom, create_topic,
+};
+use millrace::engine::ClusterConfig;
+use millrace::ml::bundle::ModelBundle;
+use millrace::run::{StreamRunConfig, run_stream};
+
+use super::serve_harness::post_json;
+use super::services::{free_port, kafka};
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(unique(name));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Generates `rows` tabular rows and sends them to a new `partitions`-partition topic.
+fn fill_topic(broker: &str, topic: &str, partitions: i32, rows: u64, dir: &Path) {
+    let data = dir.join("rows");
+    millrace::data::generate_tabular(&data, rows, 1, 3, false).unwrap();
+    let options = KafkaOptions::new(broker);
+    let sent =
+        millrace::produce::produce(&data, &options, topic, Some(partitions), None, None).unwrap();
+    assert_eq!(sent.records, rows);
+}
+
+/// The counting pipeline: every trained record adds exactly 1 to the bias.
+fn counting_pipeline(broker: &str, topic: &str, checkpoints: &Path, extra: &str) -> String {
+    format!(
+        r#"
+name = "counting"
+
+[stream]
+bootstrap_servers = "{broker}"
+topic = "{topic}"
+group_id = "{topic}-group"
+columns = ["f0", "f3", "cat", "ts", "label"]
+schema = {{ f0 = "float32", f3 = "float32?", cat = "string", ts = "timestamp_us", label = "int8" }}
+warmup_records = 200
+max_batch_records = 97
+poll_timeout_ms = 10
+publish_every_steps = 5
+publish_every_s = 0
+checkpoint_every_steps = 4
+checkpoint_every_s = 0
+checkpoint_dir = "{checkpoints}"
+{extra}
+
+[preprocess]
+sql = "SELECT 0.0 AS zero, 1000000.0 AS y FROM input"
+numeric = ["zero"]
+label = "y"
+
+[train]
+task = "regression"
+model = {{ kind = "linear" }}
+optimizer = {{ kind = "sgd" }}
+loss = "mae"
+reduction = "sum"
+lr = 1.0
+"#,
+        checkpoints = checkpoints.display()
+    )
+}
+
+fn bias(model_dir: &Path) -> f32 {
+    let bundle = ModelBundle::load(model_dir).unwrap();
+    *bundle.weights.last().unwrap()
+}
+
+/// Asserts that the counting model at `model_dir` trained on exactly `records` records: its bias
+/// moved from the initial value by `records` (each step adds a whole number; f32 rounding of the
+/// sum stays far below the 1 that a lost or repeated record would add).
+fn assert_counted(model_dir: &Path, records: u64) {
+    use millrace::ml::trainer::{Loss, Trainer};
+    let bundle = ModelBundle::load(model_dir).unwrap();
+    let fresh = Trainer::<millrace::ml::backend::CpuAutodiff>::new(
+        &bundle.spec,
+        &millrace::ml::optim::OptimizerSpec::Sgd {
+            momentum: 0.0,
+            weight_decay: 0.0,
+            nesterov: false,
+        },
+        Loss::Mae,
+        &bundle.task,
+        1,
+        42, // the pipeline's train.seed (the default)
+        &Default::default(),
+    )
+    .unwrap();
+    let initial = *fresh.parameters().last().unwrap();
+    let counted = f64::from(bias(model_dir)) - f64::from(initial);
+    assert!(
+        (counted - records as f64).abs() < 0.25,
+        "the bias counted {counted} records, expected {records}"
+    );
+}
+
+fn config(workers: usize, run_dir: &Path) -> StreamRunConfig {
+    StreamRunConfig {
+        cluster: ClusterConfig::local(workers),
+        run_dir: Some(run_dir.to_path_buf()),
+        stop: Arc::new(AtomicBool::new(false)),
+        max_records: None,
+        idle_timeout: Some(Duration::from_secs(2)),
+    }
+}
+
+fn parse(text: &str) -> millrace::operators::spec::PipelineSpec {
+    millrace::pipeline_file::parse(text, Path::new("test.toml")).unwrap()
+}
+
+#[test]
+fn two_workers_train_every_record_once_and_dead_letter_bad_messages() {
+    let Some(broker) = kafka() else { return };
+    let dir = scratch("stream-two-workers");
+    let topic = unique("two-workers");
+    fill_topic(broker, &topic, 4, 3000, &dir);
+    // Three bad messages: not JSON, a string where a number belongs, no label.
+    let options = KafkaOptions::new(broker);
+    let producer = KafkaProducer::new(&options, true).unwrap();
+    for bad in [
+        &b"not json"[..],
+        br#"{"f0": "abc", "cat": "a", "ts": 0, "label": 1}"#,
+        br#"{"f0": 1.0, "cat": "a", "ts": 0}"#,
+    ] {
+        producer.send(&topic, None, bad, &[]).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let dlq = format!("{topic}-dlq");
+    create_topic(&options, &dlq, 1, Duration::from_secs(30)).unwrap();
+
+    let text = counting_pipeline(
+        broker,
+        &topic,
+        &dir.join("checkpoints"),
+        &format!("dead_letter_topic = \"{dlq}\""),
+    );
+    let (summary, run_dir) = run_stream(parse(&text), None, config(2, &dir.join("run"))).unwrap();
+    assert_eq!(summary.workers, 2);
+    assert_eq!(summary.rows_read, 3003);
+    assert_eq!(summary.rows_dead_lettered, 3);
+    assert_eq!(summary.rows_trained, 3000);
+    assert!(summary.model_versions >= 2, "{summary:?}");
+    assert!(summary.checkpoints >= 2, "{summary:?}");
+    // The bias counted every record exactly once, over both workers.
+    assert_counted(&run_dir.join("model"), 3000);
+
+    // The dead letters, with their origin in headers.
+    let mut source = KafkaSource::open(
+        &options,
+        &dlq,
+        &unique("reader"),
+        0,
+        1,
+        StartFrom::Earliest,
+        None,
+    )
+    .unwrap();
+    let mut letters = Vec::new();
+    let started = Instant::now();
+    while letters.len() < 3 && started.elapsed() < Duration::from_secs(30) {
+        letters.extend(source.poll(10, Duration::from_millis(200)).unwrap());
+    }
+    assert_eq!(letters.len(), 3);
+    let payloads: Vec<String> = letters
+        .iter()
+        .map(|m| String::from_utf8_lossy(m.payload.as_deref().unwrap_or_default()).into_owned())
+        .collect();
+    assert!(payloads.contains(&"not json".to_string()), "{payloads:?}");
+    let dead = std::fs::read_to_string(run_dir.join("dead_letters.jsonl")).unwrap();
+    assert_eq!(dead.lines().count(), 3);
+    assert!(dead.contains(r#"field \"f0\""#), "{dead}");
+    assert!(dead.contains("label"), "{dead}");
+}
+
+#[test]
+fn a_killed_job_resumes_from_its_checkpoint_without_losing_or_repeating_a_record() {
+    let Some(broker) = kafka() else { return };
+    let dir = scratch("stream-kill");
+    let topic = unique("kill");
+    let rows = 12_000;
+    fill_topic(broker, &topic, 4, rows, &dir);
+    let checkpoints = dir.join("checkpoints");
+    let pipeline = dir.join("counting.toml");
+    std::fs::write(
+        &pipeline,
+        counting_pipeline(broker, &topic, &checkpoints, "max_batch_records = 50"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let text = std::fs::read_to_string(&pipeline).unwrap();
+    // `max_batch_records` appears twice in that file: keep the smaller one only.
+    std::fs::write(&pipeline, text.replace("max_batch_records = 97\n", "")).unwrap();
+    let run = |run_dir: &Path| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_millrace"));
+        command
+            .arg("run")
+            .arg(&pipeline)
+            .args(["--workers", "2", "--idle-timeout-s", "2", "--run-dir"])
+            .arg(run_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        command
+    };
+    // First run: killed (SIGKILL, no chance to clean up) once two checkpoints exist.
+    let mut first = run(&dir.join("run1")).spawn().unwrap();
+    let started = Instant::now();
+    loop {
+        let complete = std::fs::read_dir(&checkpoints)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("ckpt-"))
+                    .count()
+            })
+            .unwrap_or(0);
+        if complete >= 2 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no checkpoint written in time"
+        );
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the job ended too early"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // Second run: resumes from the last complete checkpoint and reads to the end.
+    let status = run(&dir.join("run2")).status().unwrap();
+    assert!(status.success());
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("run2/summary.json")).unwrap())
+            .unwrap();
+    assert!(summary["resumed_from_step"].as_u64().is_some(), "{summary}");
+    assert_eq!(summary["rows_read"], rows);
+    assert_eq!(summary["rows_trained"], rows);
+    // Every record trained exactly once across the kill: the bias is the record count.
+    assert_counted(&dir.join("run2/model"), rows);
+    // And Kafka holds the final offsets as committed (a fresh group member resumes at the end).
+    let options = KafkaOptions::new(broker);
+    let mut after = KafkaSource::open(
+        &options,
+        &topic,
+        &format!("{topic}-group"),
+        0,
+        1,
+        StartFrom::Committed,
+        None,
+    )
+    .unwrap();
+    assert!(
+        after
+            .poll(100, Duration::from_millis(500))
+            .unwrap()
+            .is_empty(),
+        "records after the committed offsets"
+    );
+}
+
+fn wait_finished<T>(job: &std::thread::JoinHandle<T>) -> bool {
+    let started = Instant::now();
+    while !job.is_finished() && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    job.is_finished()
+}
+
+#[test]
+fn the_served_version_advances_while_requests_flow() {
+    let Some(broker) = kafka() else { return };
+    let dir = scratch("stream-serve");
+    let topic = unique("serve");
+    fill_topic(broker, &topic, 2, 20_000, &dir);
+    let port = free_port();
+    let text = format!(
+        "{}\n[serve]\naddr = \"127.0.0.1:{port}\"\n",
+        counting_pipeline(broker, &topic, &dir.join("checkpoints"), "")
+    );
+    let spec = parse(&text);
+    let run_dir = dir.join("run");
+    let job = std::thread::spawn(move || run_stream(spec, None, config(2, &run_dir)));
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let body = serde_json::json!({"instances": [{"f0": 1.0, "f3": 0.5, "cat": "a", "ts": "2024-01-01T00:00:00Z", "label": 1}]});
+    let mut seen = Vec::new();
+    let started = Instant::now();
+    while !job.is_finished() && started.elapsed() < Duration::from_secs(120) {
+        if std::net::TcpStream::connect(addr).is_err() {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        // The server stops with the job: a request cut off then ends the loop.
+        let Ok(reply) =
+            std::panic::catch_unwind(|| post_json(addr, "/v1/models/counting/predict", &body))
+        else {
+            assert!(
+                wait_finished(&job),
+                "a request failed while the job was running"
+            );
+            break;
+        };
+        let status = reply.status;
+        let text = String::from_utf8_lossy(&reply.body).into_owned();
+        if status == 404 && seen.is_empty() {
+            // No version published yet.
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        assert_eq!(status, 200, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        // The prediction is the bias: it grows with the records the served version trained on.
+        let value = v["predictions"][0]["value"].as_f64().unwrap();
+        seen.push(value);
+    }
+    let (summary, _) = job.join().unwrap().unwrap();
+    assert!(seen.len() > 10, "only {} answers", seen.len());
+    assert!(
+        seen.windows(2).all(|w| w[0] <= w[1]),
+        "a request saw an older version after a newer one"
+    );
+    let distinct = {
+        let mut d = seen.clone();
+        d.dedup();
+        d.len()
+    };
+    assert!(
+        distinct >= 3,
+        "the served version advanced only {distinct} times"
+    );
+    assert_eq!(summary.rows_trained, 20_000);
+}
