@@ -356,3 +356,123 @@ fn the_served_version_advances_while_requests_flow() {
     );
     assert_eq!(summary.rows_trained, 20_000);
 }
+
+/// Milliseconds since the epoch of a `window_start`/`window_end` value in windows.jsonl.
+fn epoch_ms(value: &serde_json::Value) -> i64 {
+    if let Some(n) = value.as_i64() {
+        return n;
+    }
+    let text = value.as_str().unwrap();
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|d| d.timestamp_millis())
+        .or_else(|_| {
+            chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+                .map(|d| d.and_utc().timestamp_millis())
+        })
+        .unwrap_or_else(|e| panic!("window time {text}: {e}"))
+}
+
+#[test]
+fn event_time_windows_match_a_recomputation() {
+    use arrow::array::{Array, Float32Array, StringArray, TimestampMicrosecondArray};
+    use millrace::connectors::parquet::{ParquetDataset, ScanOptions};
+    use std::collections::BTreeMap;
+
+    let Some(broker) = kafka() else { return };
+    let dir = scratch("stream-windows");
+    let topic = unique("windows");
+    fill_topic(broker, &topic, 4, 3000, &dir);
+    let text = counting_pipeline(
+        broker,
+        &topic,
+        &dir.join("checkpoints"),
+        r#"event_time = "ts"
+max_out_of_orderness = "10m"
+
+[stream.window]
+size = "30s"
+slide = "10s"
+key = "cat"
+aggregates = ["count", "mean(f0)", "max(f1) as peak"]"#,
+    )
+    .replace(
+        "SELECT 0.0 AS zero, 1000000.0 AS y FROM input",
+        "SELECT f0, f1, cat, ts, 0.0 AS zero, 1000000.0 AS y FROM input",
+    )
+    .replace(
+        r#"columns = ["f0", "f3", "cat", "ts", "label"]
+schema = { f0 = "float32", f3 = "float32?", cat = "string", ts = "timestamp_us", label = "int8" }"#,
+        r#"columns = ["f0", "f1", "cat", "ts"]
+schema = { f0 = "float32", f1 = "float32", cat = "string", ts = "timestamp_us" }"#,
+    );
+    let (summary, run_dir) = run_stream(parse(&text), None, config(2, &dir.join("run"))).unwrap();
+    assert_eq!(summary.rows_trained, 3000);
+    assert_eq!(summary.rows_late, 0);
+
+    // The recomputation: every (window, cat) from the produced rows.
+    type Agg = (u64, f64, f64); // count, sum f0, max f1
+    let mut expected: BTreeMap<(i64, String), Agg> = BTreeMap::new();
+    let data = ParquetDataset::open_path(&dir.join("rows")).unwrap();
+    for unit in data.plan(1).into_iter().flatten() {
+        for item in data.read_unit(&unit, &ScanOptions::default()).unwrap() {
+            let (_, batch) = item.unwrap();
+            let col = |n: &str| batch.column_by_name(n).unwrap().clone();
+            let f0 = col("f0");
+            let f0 = f0.as_any().downcast_ref::<Float32Array>().unwrap();
+            let f1 = col("f1");
+            let f1 = f1.as_any().downcast_ref::<Float32Array>().unwrap();
+            let cat = col("cat");
+            let cat = cat.as_any().downcast_ref::<StringArray>().unwrap();
+            let ts = col("ts");
+            let ts = ts
+                .as_any()
+                .downcast_ref::<TimestampMicrosecondArray>()
+                .unwrap();
+            for i in 0..batch.num_rows() {
+                let t = ts.value(i).div_euclid(1000);
+                let last_start = t.div_euclid(10_000) * 10_000;
+                for k in 0..3 {
+                    let start = last_start - k * 10_000;
+                    let e = expected
+                        .entry((start, cat.value(i).to_string()))
+                        .or_insert((0, 0.0, f64::NEG_INFINITY));
+                    e.0 += 1;
+                    e.1 += f64::from(f0.value(i));
+                    e.2 = e.2.max(f64::from(f1.value(i)));
+                }
+            }
+        }
+    }
+    // The job read to the end of the input, so every window was emitted (flushed at the end).
+    let text = std::fs::read_to_string(run_dir.join("windows.jsonl")).unwrap();
+    let mut got: BTreeMap<(i64, String), Agg> = BTreeMap::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let start = epoch_ms(&v["window_start"]);
+        assert_eq!(epoch_ms(&v["window_end"]) - start, 30_000, "{line}");
+        let count = v["count"].as_u64().unwrap();
+        let key = (start, v["cat"].as_str().unwrap().to_string());
+        let previous = got.insert(
+            key,
+            (
+                count,
+                v["mean_f0"].as_f64().unwrap() * count as f64,
+                v["peak"].as_f64().unwrap(),
+            ),
+        );
+        assert!(previous.is_none(), "window written twice: {line}");
+    }
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>()
+    );
+    for (key, (count, sum, peak)) in &expected {
+        let (c, s, p) = got[key];
+        assert_eq!(c, *count, "{key:?}");
+        assert!(
+            (s - sum).abs() < 1e-3 * sum.abs().max(1.0),
+            "{key:?}: {s} vs {sum}"
+        );
+        assert!((p - peak).abs() < 1e-6, "{key:?}: {p} vs {peak}");
+    }
+}

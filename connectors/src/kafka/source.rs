@@ -250,7 +250,7 @@ impl KafkaSource {
         })
     }
 
-    /// Up to `max` messages: waits at most `timeout` for the first, then takes only what is ready.
+    /// Up to `max` messages, waiting at most `timeout` in all: returns when `max` arrived or the time is up.
     ///
     /// Returns early (possibly empty) once every assigned partition is at its end. Transient
     /// broker trouble (a lost connection, a leader moving) is logged and retried by librdkafka; a
@@ -259,14 +259,12 @@ impl KafkaSource {
         let mut out = Vec::with_capacity(max.min(8192));
         let deadline = Instant::now() + timeout;
         while out.len() < max {
-            let wait = if out.is_empty() {
-                deadline.saturating_duration_since(Instant::now())
-            } else {
-                Duration::ZERO
-            };
+            // Fill the batch until `max` or the deadline: librdkafka hands messages over as its
+            // fetches land, so stopping at the first empty poll would make tiny batches.
+            let wait = deadline.saturating_duration_since(Instant::now());
             match self.consumer.poll(wait) {
                 None => {
-                    if !out.is_empty() || Instant::now() >= deadline {
+                    if Instant::now() >= deadline {
                         break;
                     }
                 }

@@ -23,6 +23,7 @@ use millrace_ml::preprocess::FittedPreprocessor;
 use serde::{Deserialize, Serialize};
 
 use super::prequential::PrequentialState;
+use crate::stream::window::WindowState;
 use crate::{Error, Result};
 
 const FILE: &str = "checkpoint.bin";
@@ -62,6 +63,10 @@ pub struct Checkpoint {
     pub preprocess: FittedPreprocessor,
     /// The prequential metrics window.
     pub prequential: PrequentialState,
+    /// Newest event time seen over all workers (the watermark before lateness).
+    pub max_event_ms: Option<i64>,
+    /// Every worker's open event-time windows.
+    pub windows: Vec<WindowState>,
 }
 
 /// FNV-1a over `bytes`, stored after the payload to detect corruption.

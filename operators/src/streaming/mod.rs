@@ -13,11 +13,13 @@
 
 pub mod checkpoint;
 mod late;
+mod outputs;
 pub mod plan;
 pub mod prequential;
 mod publish;
 mod run;
 pub mod spec;
+mod windows;
 mod worker;
 
 pub use checkpoint::{Checkpoint, CheckpointStore};

@@ -7,12 +7,14 @@ use std::path::PathBuf;
 use arrow::datatypes::SchemaRef;
 use millrace_connectors::avro::{AvroFraming, load_schema, parse_schema};
 use millrace_connectors::kafka::{MessageFormat, MetadataColumns, RecordDecoder};
+use millrace_connectors::parquet::ParquetDataset;
 use millrace_ml::preprocess::{FeatureSpec, LabelKind};
 
 use super::spec::{StreamSpec, parse_duration};
 use crate::job::plan::{check_preprocess, dedupe_check, feature_spec};
 use crate::preprocess::SqlPlan;
 use crate::spec::PipelineSpec;
+use crate::stream::window::WindowSpec;
 use crate::{Error, Result};
 
 /// Everything a streaming job needs, checked.
@@ -42,6 +44,11 @@ pub struct StreamPlan {
     pub checkpoint_dir: PathBuf,
     /// Bounded out-of-orderness, ms.
     pub lateness_ms: i64,
+    /// The dataset the preprocessing is fitted on (`[ingest]`) and the SQL over it; `None` fits
+    /// on the first `stream.warmup_records` records instead.
+    pub fit_on: Option<(ParquetDataset, SqlPlan)>,
+    /// The event-time windows, checked against the SQL's output.
+    pub window: Option<WindowSpec>,
 }
 
 impl StreamPlan {
@@ -52,12 +59,6 @@ impl StreamPlan {
             .stream
             .clone()
             .ok_or_else(|| Error::config("stream", "a streaming job needs a [stream] section"))?;
-        if spec.ingest.is_set() {
-            return Err(Error::config(
-                "ingest.path",
-                "fitting a streaming job's preprocessing on a dataset is not supported yet; remove [ingest] and use stream.warmup_records",
-            ));
-        }
         let format = match stream.format.as_str() {
             "json" => MessageFormat::Json {
                 schema: stream.json_schema()?,
@@ -108,13 +109,50 @@ impl StreamPlan {
                 needed.push(t.clone());
             }
         }
+        if let Some(w) = &stream.window {
+            for c in w.columns()? {
+                if !needed.contains(&c) {
+                    needed.push(c);
+                }
+            }
+        }
         let sql = SqlPlan::plan(p.sql.as_deref(), &record_schema, &needed)?;
         let serve_schema = match &format {
             MessageFormat::Json { schema } => schema.clone(),
             _ => record_schema.clone(),
         };
         let serve_sql = SqlPlan::plan(p.sql.as_deref(), &serve_schema, &features)?;
+        // With [ingest], the preprocessing is fitted on that dataset (e.g. Spark output) before
+        // the stream starts, through the same SQL.
+        let fit_on = if spec.ingest.is_set() {
+            let options = spec.ingest.dataset_options(&spec.storage)?;
+            let dataset = ParquetDataset::open_with(&spec.ingest.path.to_string_lossy(), &options)?;
+            let mut fit_needed = features.clone();
+            fit_needed.push(p.label.clone());
+            let sql = SqlPlan::plan(p.sql.as_deref(), &dataset.schema(), &fit_needed).map_err(
+                |e| match e {
+                    Error::Sql(m) => Error::config(
+                        "ingest.path",
+                        format!("the preprocess SQL does not fit this dataset: {m}"),
+                    ),
+                    other => other,
+                },
+            )?;
+            Some((dataset, sql))
+        } else {
+            None
+        };
         let lateness = parse_duration("stream.max_out_of_orderness", &stream.max_out_of_orderness)?;
+        let window = match (&stream.window, &stream.event_time) {
+            (Some(w), Some(time)) => {
+                let window = w.window_spec(time, lateness, &stream.late)?;
+                window
+                    .validate(&sql.output_schema)
+                    .map_err(|e| Error::config("stream.window", e.to_string()))?;
+                Some(window)
+            }
+            _ => None,
+        };
         Ok(StreamPlan {
             group: stream.group(&spec.name),
             checkpoint_dir: stream
@@ -131,6 +169,8 @@ impl StreamPlan {
             sql,
             serve_sql,
             label_kind,
+            fit_on,
+            window,
         })
     }
 }

@@ -22,6 +22,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use millrace_connectors::kafka::{KafkaOptions, StartFrom};
 use serde::{Deserialize, Serialize};
 
+use crate::stream::window::{AggFn, Aggregate, LatePolicy, WindowSpec};
 use crate::{Error, Result};
 
 /// A streaming job: where the records come from and how often the model is published and
@@ -120,6 +121,136 @@ pub struct StreamSpec {
     /// Records behind the watermark: `dead_letter` (default) or `drop` (counted either way).
     #[serde(default = "default_late")]
     pub late: String,
+    /// Event-time window aggregates over the records (needs `event_time`).
+    #[serde(default)]
+    pub window: Option<StreamWindowSpec>,
+}
+
+/// `[stream.window]`: tumbling or sliding event-time windows, closed on the watermark, their
+/// aggregates written to `windows.jsonl` in the run directory and optionally to a topic.
+///
+/// ```toml
+/// [stream.window]
+/// size = "1m"
+/// slide = "10s"                      # sliding; leave out for tumbling windows
+/// key = "cat"                        # one result per key and window
+/// aggregates = ["count", "mean(f0)", "max(f1) as peak"]
+/// topic = "tabular-windows"
+/// ```
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StreamWindowSpec {
+    /// Window length (`"500ms"`, `"10s"`, `"5m"`, `"1h"`).
+    pub size: String,
+    /// Sliding step; tumbling windows when absent.
+    #[serde(default)]
+    pub slide: Option<String>,
+    /// Group-by column (string or integer).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// `count`, `count(col)`, `sum(col)`, `mean(col)`, `min(col)`, `max(col)`, each optionally
+    /// `… as name` (default names: `count`, `sum_col`, …).
+    pub aggregates: Vec<String>,
+    /// Also send each window's result to this topic (JSON).
+    #[serde(default)]
+    pub topic: Option<String>,
+}
+
+impl StreamWindowSpec {
+    /// The window operator's spec over `time_column`.
+    pub fn window_spec(
+        &self,
+        time_column: &str,
+        lateness: Duration,
+        late: &str,
+    ) -> Result<WindowSpec> {
+        let size = parse_duration("stream.window.size", &self.size)?;
+        let slide = self
+            .slide
+            .as_deref()
+            .map(|s| parse_duration("stream.window.slide", s))
+            .transpose()?;
+        let mut aggregates = Vec::with_capacity(self.aggregates.len());
+        for text in &self.aggregates {
+            aggregates.push(parse_aggregate(text)?);
+        }
+        if aggregates.is_empty() {
+            return Err(Error::config(
+                "stream.window.aggregates",
+                "name at least one aggregate, e.g. [\"count\", \"mean(f0)\"]",
+            ));
+        }
+        Ok(WindowSpec {
+            time_column: time_column.to_string(),
+            size,
+            slide,
+            allowed_lateness: lateness,
+            key: self.key.clone(),
+            aggregates,
+            late: if late == "drop" {
+                LatePolicy::Drop
+            } else {
+                LatePolicy::DeadLetter
+            },
+        })
+    }
+
+    /// The input columns the windows read (key and aggregated columns).
+    pub fn columns(&self) -> Result<Vec<String>> {
+        let mut out: Vec<String> = self.key.iter().cloned().collect();
+        for text in &self.aggregates {
+            if let Some(c) = parse_aggregate(text)?.column
+                && !out.contains(&c)
+            {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Parses `count`, `fn(col)` and `… as name`.
+fn parse_aggregate(text: &str) -> Result<Aggregate> {
+    let bad = || {
+        Error::config(
+            "stream.window.aggregates",
+            format!(
+                "cannot read '{text}'; write count, count(col), sum(col), mean(col), min(col) or max(col), optionally followed by `as name`"
+            ),
+        )
+    };
+    let (expr, alias) = match text.split_once(" as ") {
+        Some((e, a)) => (e.trim(), Some(a.trim().to_string())),
+        None => (text.trim(), None),
+    };
+    let (function, column) = match expr.split_once('(') {
+        None if expr == "count" => (AggFn::Count, None),
+        None => return Err(bad()),
+        Some((name, rest)) => {
+            let column = rest.strip_suffix(')').ok_or_else(bad)?.trim().to_string();
+            if column.is_empty() {
+                return Err(bad());
+            }
+            let function = match name.trim() {
+                "count" => AggFn::Count,
+                "sum" => AggFn::Sum,
+                "mean" | "avg" => AggFn::Mean,
+                "min" => AggFn::Min,
+                "max" => AggFn::Max,
+                _ => return Err(bad()),
+            };
+            (function, Some(column))
+        }
+    };
+    let default_name = match (&column, function) {
+        (None, _) => "count".to_string(),
+        (Some(c), f) => format!("{}_{c}", format!("{f:?}").to_lowercase()),
+    };
+    Ok(Aggregate {
+        column,
+        function,
+        name: alias.unwrap_or(default_name),
+    })
 }
 
 fn default_start() -> String {
@@ -395,6 +526,15 @@ impl StreamSpec {
                 "stream.late",
                 format!("unknown policy '{}'; use dead_letter or drop", self.late),
             ));
+        }
+        if let Some(w) = &self.window {
+            if self.event_time.is_none() {
+                return Err(Error::config(
+                    "stream.window",
+                    "windows need stream.event_time: the column whose time they group by",
+                ));
+            }
+            w.window_spec("", Duration::ZERO, &self.late)?;
         }
         self.kafka_options()
             .validate()

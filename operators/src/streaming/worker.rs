@@ -23,10 +23,13 @@ use millrace_ml::trainer::{Reduction, TargetsRef, Trainer};
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::Checkpoint;
+use super::outputs::Outputs;
 use super::prequential::{PrequentialState, StepScore, score};
 use super::publish::Publisher;
 use super::run::{Shared, WorkerOutcome};
+use super::windows::WindowOutput;
 use crate::preprocess::CompiledSql;
+use crate::stream::window::{WindowResult, WindowState, Windower};
 use crate::{Error, Result};
 
 /// What each worker contributes to a step; every worker receives all of them.
@@ -48,10 +51,17 @@ pub(crate) struct StepMsg {
     publish: bool,
     checkpoint: bool,
     stop: bool,
+    /// Worker 0: the stop ends the input (idle timeout, max records), so open windows are
+    /// flushed; a stop by signal keeps them in the checkpoint instead.
+    end_of_input: bool,
     /// This worker still holds warm-up records to train on (a stop waits for them).
     pending: bool,
     /// Worker 0: when the previous step's model version went live (epoch ms).
     published_at_ms: Option<i64>,
+    /// Partial aggregates of the windows this worker closed after the previous step.
+    windows: Vec<WindowResult>,
+    /// On checkpoint steps: this worker's open windows.
+    window_state: Option<WindowState>,
 }
 
 fn now_ms() -> i64 {
@@ -227,6 +237,12 @@ pub(crate) fn run_worker(
                 batches: Vec::new(),
             },
         ),
+        None if plan.fit_on.is_some() => (
+            fit_on_dataset(worker, ctx, shared, &mut fits)?,
+            Pending {
+                batches: Vec::new(),
+            },
+        ),
         None => warm_up(
             worker,
             ctx,
@@ -258,6 +274,35 @@ pub(crate) fn run_worker(
     let mut prequential = resume.map_or_else(PrequentialState::default, |c| c.prequential.clone());
     let mut publisher = Publisher::new(shared, &fitted, ctx.index == 0);
     let classification = fitted.num_classes().is_some();
+    let mut outputs = Outputs::new(stream, &options, fitted.class_names(), ctx.index)?;
+    let mut windower = match &plan.window {
+        Some(w) => Some(Windower::new(w.clone(), plan.sql.output_schema.clone())?),
+        None => None,
+    };
+    if let (Some(w), Some(c)) = (windower.as_mut(), resume) {
+        // Worker 0 takes every worker's open windows; the others only the watermark.
+        for state in &c.windows {
+            let mut state = state.clone();
+            if ctx.index != 0 {
+                state.open.clear();
+            }
+            w.restore(state)?;
+        }
+    }
+    let mut window_output = match (&windower, ctx.index) {
+        (Some(_), 0) => Some(WindowOutput::new(
+            shared.run_dir.join("windows.jsonl"),
+            stream.window.as_ref().and_then(|w| w.topic.as_deref()),
+            &options,
+        )?),
+        _ => None,
+    };
+    let mut closed_windows: Vec<WindowResult> = Vec::new();
+    // Checkpoints and stops are decided one step ahead, so every worker knows to send its open
+    // windows with the step whose end the checkpoint captures.
+    let mut checkpoint_now = false;
+    let mut stop_now = false;
+    let mut end_of_input = false;
 
     let max_batch = stream.max_batch_records;
     let started = Instant::now();
@@ -266,7 +311,7 @@ pub(crate) fn run_worker(
     let mut steps_since_publish = 0u64;
     let mut steps_since_checkpoint = 0u64;
     let mut idle_since: Option<Instant> = None;
-    let mut global_max_event: Option<i64> = None;
+    let mut global_max_event: Option<i64> = resume.and_then(|c| c.max_event_ms);
     let mut local_max_event: Option<i64> = None;
     // Produce times of trained records not yet in a published version, and of those in the
     // version published last (waiting for worker 0 to say when it went live).
@@ -318,6 +363,10 @@ pub(crate) fn run_worker(
                 }
                 local_max_event = local_max_event.max(max_event);
                 prepared = kept;
+                if let Some(w) = windower.as_mut() {
+                    let pushed = w.push(&prepared.batch)?;
+                    late += pushed.late_rows as u64;
+                }
             }
             let features = fitted.transform(&prepared.batch, true)?;
             for bad in &features.rejected {
@@ -336,6 +385,13 @@ pub(crate) fn run_worker(
                     .as_ref()
                     .ok_or_else(|| Error::Internal("streaming features have no labels".into()))?;
                 let predictions = trainer.predict(&features.x, features.rows)?;
+                outputs.predictions(
+                    &prepared.batch,
+                    &features.accepted,
+                    &predictions,
+                    predictions.len() / features.rows,
+                    counters.version,
+                )?;
                 msg.score = match targets {
                     Targets::Classes(c) => score(&predictions, Some(c), None),
                     Targets::Values(v) => score(&predictions, None, Some(v)),
@@ -362,7 +418,14 @@ pub(crate) fn run_worker(
         msg.late = late;
         msg.max_event_ms = local_max_event;
         msg.positions = input.source.positions().into_iter().collect();
-        // 3. Worker 0 decides for everyone.
+        if let (true, true, Some(w)) = (stop_now, end_of_input, windower.as_mut()) {
+            closed_windows.extend(w.flush_all()?);
+        }
+        msg.windows = std::mem::take(&mut closed_windows);
+        if checkpoint_now {
+            msg.window_state = windower.as_ref().map(Windower::snapshot);
+        }
+        // 3. Worker 0 decides for everyone (checkpoint and stop for the next step).
         if ctx.index == 0 {
             let signalled = shared.stop.load(Ordering::Relaxed);
             let reached = shared.max_records.is_some_and(|n| counters.read >= n);
@@ -370,17 +433,18 @@ pub(crate) fn run_worker(
                 (Some(limit), Some(since)) => since.elapsed() >= limit,
                 _ => false,
             };
-            msg.stop = signalled || reached || idle_out;
-            msg.publish = msg.stop
+            msg.stop = !stop_now && (signalled || reached || idle_out);
+            msg.end_of_input = msg.stop && !signalled;
+            msg.publish = stop_now
                 || (stream.publish_every_steps > 0
                     && steps_since_publish + 1 >= stream.publish_every_steps)
                 || (stream.publish_every_s > 0.0
                     && last_publish.elapsed().as_secs_f64() >= stream.publish_every_s);
-            msg.checkpoint = msg.stop
-                || (stream.checkpoint_every_steps > 0
+            msg.checkpoint = !checkpoint_now
+                && ((stream.checkpoint_every_steps > 0
                     && steps_since_checkpoint + 1 >= stream.checkpoint_every_steps)
-                || (stream.checkpoint_every_s > 0.0
-                    && last_checkpoint.elapsed().as_secs_f64() >= stream.checkpoint_every_s);
+                    || (stream.checkpoint_every_s > 0.0
+                        && last_checkpoint.elapsed().as_secs_f64() >= stream.checkpoint_every_s));
             msg.published_at_ms = published_at.take();
         }
         let all = steps.all_gather(worker, ctx, msg)?;
@@ -424,6 +488,9 @@ pub(crate) fn run_worker(
             positions.extend(part.positions.iter().copied());
             max_events.push(part.max_event_ms);
         }
+        if let (Some(out), Some(w)) = (window_output.as_mut(), windower.as_ref()) {
+            out.write(w, all.iter().map(|m| m.windows.clone()).collect())?;
+        }
         // The watermark waits for the slowest worker that has seen events.
         global_max_event = max_events
             .iter()
@@ -452,6 +519,17 @@ pub(crate) fn run_worker(
         if let Some(log) = log.as_mut().filter(|_| ctx.index == 0) {
             log.step(counters.step, rows, loss_sum, &prequential, classification)?;
         }
+        if rows > 0
+            && counters
+                .step
+                .is_multiple_of(spec.train.log_every.max(1) as u64)
+        {
+            outputs.metrics(
+                counters.step,
+                counters.version,
+                prequential.metrics(classification).as_ref(),
+            )?;
+        }
         // 5. Publish, checkpoint, stop.
         if decision.publish && counters.trained > 0 {
             counters.version += 1;
@@ -463,35 +541,43 @@ pub(crate) fn run_worker(
             steps_since_publish = 0;
             last_publish = Instant::now();
         }
-        if decision.checkpoint {
-            if ctx.index == 0 {
-                let checkpoint = Checkpoint {
-                    format: super::checkpoint::FORMAT,
-                    pipeline: spec.name.clone(),
-                    topic: stream.topic.clone(),
-                    step: counters.step,
-                    optimizer_steps: trainer.steps(),
-                    model_version: counters.version,
-                    offsets: positions.clone(),
-                    rows_read: counters.read,
-                    rows_trained: counters.trained,
-                    rows_dead_lettered: counters.dead,
-                    rows_late: counters.late,
-                    parameters: trainer.parameters(),
-                    optimizer: trainer.optimizer_state(),
-                    preprocess: fitted.clone(),
-                    prequential: prequential.clone(),
-                };
-                shared.checkpoint(&checkpoint)?;
-                // Only now may Kafka learn these offsets: a checkpoint holds them.
-                input.source.commit(&positions)?;
-            }
+        if let (Some(w), Some(max_event), false) = (windower.as_mut(), global_max_event, stop_now) {
+            closed_windows = w.close(max_event.saturating_sub(plan.lateness_ms))?;
+        }
+        if checkpoint_now && ctx.index == 0 {
+            let checkpoint = Checkpoint {
+                format: super::checkpoint::FORMAT,
+                pipeline: spec.name.clone(),
+                topic: stream.topic.clone(),
+                step: counters.step,
+                optimizer_steps: trainer.steps(),
+                model_version: counters.version,
+                offsets: positions.clone(),
+                rows_read: counters.read,
+                rows_trained: counters.trained,
+                rows_dead_lettered: counters.dead,
+                rows_late: counters.late,
+                parameters: trainer.parameters(),
+                optimizer: trainer.optimizer_state(),
+                preprocess: fitted.clone(),
+                prequential: prequential.clone(),
+                max_event_ms: global_max_event,
+                windows: all.iter().filter_map(|m| m.window_state.clone()).collect(),
+            };
+            shared.checkpoint(&checkpoint)?;
+            // Only now may Kafka learn these offsets: a checkpoint holds them.
+            input.source.commit(&positions)?;
+        }
+        if stop_now {
+            break;
+        }
+        if decision.checkpoint || decision.stop {
             steps_since_checkpoint = 0;
             last_checkpoint = Instant::now();
         }
-        if decision.stop {
-            break;
-        }
+        checkpoint_now = decision.checkpoint || decision.stop;
+        stop_now = decision.stop;
+        end_of_input = decision.end_of_input;
     }
     // One last exchange tells every worker when the final version went live.
     let mut last = StepMsg::default();
@@ -504,6 +590,10 @@ pub(crate) fn run_worker(
     }
     if let Some((producer, _)) = &input.dlq {
         producer.flush(Duration::from_secs(30))?;
+    }
+    outputs.flush()?;
+    if let Some(out) = &window_output {
+        out.flush()?;
     }
     Ok(WorkerOutcome {
         dead: std::mem::take(&mut input.dead),
@@ -526,12 +616,60 @@ pub(crate) fn run_worker(
     })
 }
 
-/// Worker `index`'s share of `n` records over `peers` workers.
-fn share(n: u64, index: usize, peers: usize) -> usize {
+/// How many of the `n` records still wanted one worker of `peers` may read this step: an even
+/// share, rounded up, so a worker whose partitions hold the last records can always read them
+/// (the job may then read up to `peers − 1` records more than asked).
+fn share(n: u64, _index: usize, peers: usize) -> usize {
     let peers = peers.max(1) as u64;
-    let base = n / peers;
-    let extra = u64::from((index as u64) < n % peers);
-    usize::try_from(base + extra).unwrap_or(usize::MAX)
+    usize::try_from(n.div_ceil(peers)).unwrap_or(usize::MAX)
+}
+
+/// Fits the preprocessing on the `[ingest]` dataset: each worker reads its share through the
+/// preprocess SQL; the fit states are merged in worker order.
+fn fit_on_dataset(
+    worker: &mut Worker,
+    ctx: &WorkerContext,
+    shared: &Shared,
+    fits: &mut Collective<FitState>,
+) -> Result<FittedPreprocessor> {
+    let plan = &shared.plan;
+    let (dataset, sql_plan) = plan
+        .fit_on
+        .as_ref()
+        .ok_or_else(|| Error::Internal("no dataset to fit on".into()))?;
+    let sql = CompiledSql::compile(sql_plan)?;
+    let mut fit = FitState::new(&plan.features, plan.label_kind);
+    let scan = millrace_connectors::parquet::ScanOptions {
+        projection: Some(sql_plan.input_columns.clone()),
+        batch_size: plan.spec.ingest.batch_rows,
+    };
+    let units = dataset.plan(ctx.peers).swap_remove(ctx.index);
+    for unit in &units {
+        for item in dataset.read_unit(unit, &scan)? {
+            let (origin, batch) = item?;
+            let prepared = sql.apply(&batch).map_err(|reason| {
+                Error::config(
+                    "ingest.path",
+                    format!("the preprocess SQL failed on {origin:?}: {reason}"),
+                )
+            })?;
+            fit.update(&prepared)?;
+        }
+    }
+    let mut states = fits.all_gather(worker, ctx, fit)?.into_iter();
+    let mut merged = states
+        .next()
+        .ok_or_else(|| Error::Internal("no fit state from worker 0".into()))?;
+    for state in states {
+        merged.merge(&state);
+    }
+    if merged.rows() == 0 {
+        return Err(Error::config(
+            "ingest.path",
+            "no rows to fit the preprocessing on are left after the preprocess SQL",
+        ));
+    }
+    Ok(merged.finish()?)
 }
 
 /// Reads records until `warmup_records` have arrived over all workers (or the stream stops or

@@ -34,6 +34,10 @@
 //! - **Memory.** A worker holds only open windows: those ending after the last closing watermark
 //!   and starting at or before its largest event time. With watermarks advancing, that is about
 //!   `(allowed_lateness + skew between workers + size) / slide + 1` windows per key.
+//! - **Checkpoints.** [`Windower::snapshot`] gives a worker's state (its open windows with their
+//!   partial aggregates, its closing frontier and largest event time) as a serializable
+//!   [`WindowState`]; [`Windower::restore`] merges one or several of them into a windower of the
+//!   same spec, so a job can resume after a crash on another number of workers.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -84,7 +88,7 @@ use arrow::datatypes::{DataType, Schema, TimeUnit};
 use crate::{Error, Result};
 
 pub use aggregate::{AggState, KeyValue, WindowResult, merge, merge_all, to_batch};
-pub use watermark::{Pushed, Windower, combined_watermark};
+pub use watermark::{Pushed, WindowState, Windower, combined_watermark};
 
 /// Name of the output column holding each window's start.
 pub const WINDOW_START: &str = "window_start";

@@ -1,5 +1,6 @@
 //! The windows checked against a plain recompute on random streams ([`reference`]), by hand
-//! ([`cases`]), and the spec, the merge and the speed ([`api`]).
+//! ([`cases`]), the spec, the merge and the speed ([`api`]), and checkpoints: snapshot and
+//! restore ([`restore`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use super::*;
 mod api;
 mod cases;
 mod reference;
+mod restore;
 
 /// splitmix64: a small seeded generator, so the tests need no dependency.
 struct Rng(u64);

@@ -1,20 +1,20 @@
 use super::*;
 
 #[derive(Clone, Copy, PartialEq)]
-enum Keys {
+pub(super) enum Keys {
     None,
     Int,
     Str,
 }
 
 #[derive(Clone, Copy)]
-enum TimeType {
+pub(super) enum TimeType {
     Millis,
     Micros,
 }
 
 #[derive(Clone, Debug)]
-struct Row {
+pub(super) struct Row {
     id: i64,
     /// Event time in ms; the batch may carry it in finer units.
     t: Option<i64>,
@@ -24,7 +24,7 @@ struct Row {
     w: Option<i32>,
 }
 
-fn schema(keys: Keys, time: TimeType) -> SchemaRef {
+pub(super) fn schema(keys: Keys, time: TimeType) -> SchemaRef {
     let ts = match time {
         TimeType::Millis => DataType::Int64,
         TimeType::Micros => DataType::Timestamp(TimeUnit::Microsecond, Some("+02:00".into())),
@@ -43,7 +43,7 @@ fn schema(keys: Keys, time: TimeType) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-fn batch(schema: &SchemaRef, keys: Keys, time: TimeType, rows: &[Row]) -> RecordBatch {
+pub(super) fn batch(schema: &SchemaRef, keys: Keys, time: TimeType, rows: &[Row]) -> RecordBatch {
     let mut cols: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values(
         rows.iter().map(|r| r.id),
     ))];
@@ -77,7 +77,12 @@ fn key_value(keys: Keys, k: Option<i32>) -> Option<KeyValue> {
     }
 }
 
-fn spec(keys: Keys, size_ms: u64, slide_ms: Option<u64>, late: LatePolicy) -> WindowSpec {
+pub(super) fn spec(
+    keys: Keys,
+    size_ms: u64,
+    slide_ms: Option<u64>,
+    late: LatePolicy,
+) -> WindowSpec {
     WindowSpec {
         time_column: "ts".into(),
         size: Duration::from_millis(size_ms),
@@ -97,7 +102,7 @@ fn spec(keys: Keys, size_ms: u64, slide_ms: Option<u64>, late: LatePolicy) -> Wi
 }
 
 /// An out-of-order stream: mostly a little behind its base time, sometimes far behind.
-fn random_rows(rng: &mut Rng, n: usize) -> Vec<Row> {
+pub(super) fn random_rows(rng: &mut Rng, n: usize) -> Vec<Row> {
     let mut base = -3_000i64;
     (0..n)
         .map(|i| {
