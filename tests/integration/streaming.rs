@@ -412,7 +412,7 @@ schema = { f0 = "float32", f1 = "float32", cat = "string", ts = "timestamp_us" }
     // The recomputation: every (window, cat) from the produced rows.
     type Agg = (u64, f64, f64); // count, sum f0, max f1
     let mut expected: BTreeMap<(i64, String), Agg> = BTreeMap::new();
-    let data = ParquetDataset::open_path(&dir.join("rows")).unwrap();
+    let data = ParquetDataset::open_path(dir.join("rows")).unwrap();
     for unit in data.plan(1).into_iter().flatten() {
         for item in data.read_unit(&unit, &ScanOptions::default()).unwrap() {
             let (_, batch) = item.unwrap();
