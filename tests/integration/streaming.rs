@@ -19,7 +19,7 @@ use millrace::engine::ClusterConfig;
 use millrace::ml::bundle::ModelBundle;
 use millrace::run::{StreamRunConfig, run_stream};
 
-use super::serve_harness::post_json;
+use super::serve_harness::{get, post_json};
 use super::services::{free_port, kafka};
 
 fn unique(prefix: &str) -> String {
@@ -310,6 +310,7 @@ fn the_served_version_advances_while_requests_flow() {
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let body = serde_json::json!({"instances": [{"f0": 1.0, "f3": 0.5, "cat": "a", "ts": "2024-01-01T00:00:00Z", "label": 1}]});
     let mut seen = Vec::new();
+    let mut metrics_checked = false;
     let started = Instant::now();
     while !job.is_finished() && started.elapsed() < Duration::from_secs(120) {
         if std::net::TcpStream::connect(addr).is_err() {
@@ -338,6 +339,19 @@ fn the_served_version_advances_while_requests_flow() {
         // The prediction is the bias: it grows with the records the served version trained on.
         let value = v["predictions"][0]["value"].as_f64().unwrap();
         seen.push(value);
+        if seen.len() == 5 {
+            // The job's own counters are on the same /metrics as the serving metrics.
+            if let Ok(reply) = std::panic::catch_unwind(|| get(addr, "/metrics")) {
+                let text = String::from_utf8_lossy(&reply.body).into_owned();
+                assert!(
+                    text.contains("millrace_stream_rows_trained_total{job=\"counting\"}"),
+                    "{text}"
+                );
+                assert!(text.contains("millrace_stream_model_version"), "{text}");
+                assert!(text.contains("millrace_serve_requests_total"), "{text}");
+                metrics_checked = true;
+            }
+        }
     }
     let (summary, _) = job.join().unwrap().unwrap();
     assert!(seen.len() > 10, "only {} answers", seen.len());
@@ -355,6 +369,7 @@ fn the_served_version_advances_while_requests_flow() {
         "the served version advanced only {distinct} times"
     );
     assert_eq!(summary.rows_trained, 20_000);
+    assert!(metrics_checked, "GET /metrics was not checked");
 }
 
 /// Milliseconds since the epoch of a `window_start`/`window_end` value in windows.jsonl.
@@ -475,4 +490,103 @@ schema = { f0 = "float32", f1 = "float32", cat = "string", ts = "timestamp_us" }
         );
         assert!((p - peak).abs() < 1e-6, "{key:?}: {p} vs {peak}");
     }
+}
+
+#[test]
+fn prequential_accuracy_drops_at_a_drift_and_rises_again() {
+    use arrow::array::{Array, TimestampMicrosecondArray};
+    use millrace::connectors::parquet::{ParquetDataset, ScanOptions};
+
+    let Some(broker) = kafka() else { return };
+    let dir = scratch("stream-drift");
+    let topic = unique("drift");
+    // One partition read by one worker: the records arrive in time order, so the drift is sharp.
+    fill_topic(broker, &topic, 1, 16_000, &dir);
+    // Half-way through the rule flips: label → 1 − label.
+    let data = ParquetDataset::open_path(dir.join("rows")).unwrap();
+    let mut times = Vec::new();
+    for unit in data.plan(1).into_iter().flatten() {
+        for item in data.read_unit(&unit, &ScanOptions::default()).unwrap() {
+            let (_, batch) = item.unwrap();
+            let ts = batch.column_by_name("ts").unwrap().clone();
+            let ts = ts
+                .as_any()
+                .downcast_ref::<TimestampMicrosecondArray>()
+                .unwrap();
+            times.extend((0..ts.len()).map(|i| ts.value(i)));
+        }
+    }
+    times.sort_unstable();
+    let middle = chrono::DateTime::from_timestamp_micros(times[times.len() / 2])
+        .unwrap()
+        .format("%Y-%m-%d %H:%M:%S%.6f");
+    let text = format!(
+        r#"
+name = "drift"
+
+[stream]
+bootstrap_servers = "{broker}"
+topic = "{topic}"
+columns = ["f0", "f1", "f2", "f3", "f4", "f5", "f6", "f7", "f8", "f9", "f10", "f11", "f12", "f13", "f14", "f15", "cat", "ts", "label"]
+schema = {{ f0 = "float32", f1 = "float32", f2 = "float32", f3 = "float32?", f4 = "float32", f5 = "float32", f6 = "float32", f7 = "float32", f8 = "float32", f9 = "float32", f10 = "float32", f11 = "float32", f12 = "float32", f13 = "float32", f14 = "float32", f15 = "float32", cat = "string", ts = "timestamp_us", label = "int8" }}
+warmup_records = 500
+max_batch_records = 100
+publish_every_steps = 20
+checkpoint_every_s = 0
+checkpoint_every_steps = 1000
+checkpoint_dir = "{checkpoints}"
+prequential_window = 1000
+
+[preprocess]
+sql = "SELECT * EXCLUDE (label, ts), CAST(CASE WHEN ts < TIMESTAMP '{middle}' THEN label ELSE 1 - label END AS BIGINT) AS target FROM input"
+standardize = ["f0", "f1", "f2", "f3", "f4", "f5", "f6", "f7", "f8", "f9", "f10", "f11", "f12", "f13", "f14", "f15"]
+one_hot = ["cat"]
+nulls = "mean"
+label = "target"
+
+[train]
+model = {{ kind = "logistic" }}
+optimizer = {{ kind = "adam" }}
+lr = 0.05
+log_every = 5
+"#,
+        checkpoints = dir.join("checkpoints").display()
+    );
+    let (summary, run_dir) = run_stream(parse(&text), None, config(1, &dir.join("run"))).unwrap();
+    assert_eq!(summary.rows_trained, 16_000);
+    // The prequential accuracy over the last 1,000 records, step by step.
+    let curve: Vec<(u64, f64)> = std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["prequential"] == true)
+        .map(|v| (v["step"].as_u64().unwrap(), v["accuracy"].as_f64().unwrap()))
+        .collect();
+    let steps = curve.last().unwrap().0;
+    let at = |fraction: f64| {
+        let step = (steps as f64 * fraction) as u64;
+        curve.iter().find(|(s, _)| *s >= step).unwrap().1
+    };
+    let before = at(0.45);
+    let worst = curve
+        .iter()
+        .filter(|(s, _)| *s > steps / 2)
+        .map(|(_, a)| *a)
+        .fold(1.0, f64::min);
+    let end = curve.last().unwrap().1;
+    // A logistic model reaches about 0.69 on this (non-linear) rule.
+    assert!(
+        before > 0.6,
+        "learned the first rule: {before}; curve {curve:?}"
+    );
+    assert!(
+        worst < 0.5,
+        "the drift shows: worst {worst}; curve {curve:?}"
+    );
+    assert!(
+        end > before - 0.05 && end > worst + 0.15,
+        "recovered: {before} → {worst} → {end}; curve {curve:?}"
+    );
+    let final_metrics = summary.prequential.unwrap();
+    assert_eq!(final_metrics.accuracy, Some(end));
 }

@@ -22,5 +22,5 @@ pub use batcher::{
 pub use json::{instances_to_batch, schema_from_json, schema_to_json};
 pub(crate) use model::argmax;
 pub use model::{Predictions, RequestError, ServedModel};
-pub use registry::{KEEP_VERSIONS, ModelRegistry};
+pub use registry::{KEEP_VERSIONS, MetricsSource, ModelRegistry};
 pub use server::{ServeOptions, router, serve, serve_until};

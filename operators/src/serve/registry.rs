@@ -56,7 +56,12 @@ impl Entry {
 pub struct ModelRegistry {
     models: RwLock<BTreeMap<String, Entry>>,
     batching: BatcherOptions,
+    /// More Prometheus text for `GET /metrics` (e.g. a streaming job's counters).
+    metrics_sources: RwLock<Vec<MetricsSource>>,
 }
+
+/// Renders Prometheus text exposition lines.
+pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
 
 impl std::fmt::Debug for ModelRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -109,7 +114,26 @@ impl ModelRegistry {
         Arc::new(ModelRegistry {
             models: RwLock::new(BTreeMap::new()),
             batching,
+            metrics_sources: RwLock::new(Vec::new()),
         })
+    }
+
+    /// Adds Prometheus text that `GET /metrics` serves after the server's own metrics.
+    pub fn add_metrics_source(&self, source: MetricsSource) {
+        self.metrics_sources
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(source);
+    }
+
+    /// The text of every added metrics source.
+    pub fn extra_metrics(&self) -> String {
+        self.metrics_sources
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|source| source())
+            .collect()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Entry>> {

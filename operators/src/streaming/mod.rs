@@ -13,6 +13,7 @@
 
 pub mod checkpoint;
 mod late;
+pub mod metrics;
 mod outputs;
 pub mod plan;
 pub mod prequential;

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::checkpoint::{Checkpoint, CheckpointStore};
+use super::metrics::StreamMetrics;
 use super::plan::StreamPlan;
 use super::prequential::{PrequentialMetrics, PrequentialState};
 use super::worker::run_worker;
@@ -141,6 +142,7 @@ pub(crate) struct Shared {
     pub(crate) registry: Option<Arc<ModelRegistry>>,
     pub(crate) run_dir: PathBuf,
     pub(crate) log: Option<StepLog>,
+    pub(crate) metrics: Arc<StreamMetrics>,
     store: CheckpointStore,
     checkpoint_stats: Mutex<(u64, f64, Option<u64>)>,
 }
@@ -158,6 +160,7 @@ impl Shared {
         stats.0 += 1;
         stats.1 += ms;
         stats.2 = Some(bytes);
+        self.metrics.checkpointed();
         tracing::debug!(dir = %dir.display(), bytes, ms, "checkpoint written");
         Ok(())
     }
@@ -300,6 +303,11 @@ pub fn run_stream(plan: StreamPlan, options: StreamOptions) -> Result<StreamSumm
         None
     };
     let resumed_from_step = resume.as_ref().map(|c| c.step);
+    let stream_metrics = Arc::new(StreamMetrics::new(&plan.spec.name));
+    if let Some((registry, _)) = &server {
+        let source = Arc::clone(&stream_metrics);
+        registry.add_metrics_source(Arc::new(move || source.render()));
+    }
     let shared = Arc::new(Shared {
         plan: Arc::new(plan),
         resume,
@@ -309,6 +317,7 @@ pub fn run_stream(plan: StreamPlan, options: StreamOptions) -> Result<StreamSumm
         registry: server.as_ref().map(|(r, _)| Arc::clone(r)),
         run_dir: options.run_dir.clone(),
         log,
+        metrics: Arc::clone(&stream_metrics),
         store,
         checkpoint_stats: Mutex::new((0, 0.0, None)),
     });
@@ -332,6 +341,8 @@ pub fn run_stream(plan: StreamPlan, options: StreamOptions) -> Result<StreamSumm
             "model replicas diverged during streaming training".into(),
         ));
     }
+    let prom = options.run_dir.join("metrics.prom");
+    std::fs::write(&prom, shared.metrics.render()).map_err(|e| Error::io(&prom, e))?;
     let dead: Vec<&DeadLetter> = outcomes.iter().flat_map(|o| o.dead.iter()).collect();
     write_dead_letters(&options.run_dir.join("dead_letters.jsonl"), &dead)?;
     let latest = options

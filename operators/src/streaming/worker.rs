@@ -23,6 +23,7 @@ use millrace_ml::trainer::{Reduction, TargetsRef, Trainer};
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::Checkpoint;
+use super::metrics::Totals;
 use super::outputs::Outputs;
 use super::prequential::{PrequentialState, StepScore, score};
 use super::publish::Publisher;
@@ -516,6 +517,19 @@ pub(crate) fn run_worker(
             idle_since.get_or_insert_with(Instant::now);
         }
         prequential.push(step_score, stream.prequential_window);
+        if ctx.index == 0 {
+            shared.metrics.update(
+                &Totals {
+                    read: counters.read,
+                    trained: counters.trained,
+                    dead: counters.dead,
+                    late: counters.late,
+                    step: counters.step,
+                    version: counters.version,
+                },
+                prequential.metrics(classification).as_ref(),
+            );
+        }
         if let Some(log) = log.as_mut().filter(|_| ctx.index == 0) {
             log.step(counters.step, rows, loss_sum, &prequential, classification)?;
         }

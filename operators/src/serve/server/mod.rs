@@ -427,7 +427,8 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             .metrics
             .set_batches(&model.name, &stats.batch_size_buckets, stats.batched_rows);
     }
-    let text = state.metrics.render();
+    let mut text = state.metrics.render();
+    text.push_str(&state.registry.extra_metrics());
     (
         [(
             header::CONTENT_TYPE,
