@@ -590,3 +590,25 @@ log_every = 5
     let final_metrics = summary.prequential.unwrap();
     assert_eq!(final_metrics.accuracy, Some(end));
 }
+
+#[test]
+fn the_preprocessing_can_be_fitted_on_a_dataset_before_the_stream_starts() {
+    let Some(broker) = kafka() else { return };
+    let dir = scratch("stream-fit-on");
+    let topic = unique("fit-on");
+    fill_topic(broker, &topic, 2, 1500, &dir);
+    // A different dataset (e.g. yesterday's Spark output) to fit the statistics on.
+    let batch = dir.join("batch");
+    millrace::data::generate_tabular(&batch, 700, 1, 9, false).unwrap();
+    let text = format!(
+        "{}\n[ingest]\npath = \"{}\"\n",
+        counting_pipeline(broker, &topic, &dir.join("checkpoints"), ""),
+        batch.display()
+    );
+    let (summary, run_dir) = run_stream(parse(&text), None, config(2, &dir.join("run"))).unwrap();
+    assert_eq!(summary.rows_trained, 1500);
+    let bundle = ModelBundle::load(&run_dir.join("model")).unwrap();
+    // Fitted on the dataset's 700 rows, not on the stream's first `warmup_records` (200).
+    assert_eq!(bundle.preprocess.rows_fitted(), 700);
+    assert_counted(&run_dir.join("model"), 1500);
+}
