@@ -43,6 +43,28 @@ pub fn default_run_dir(name: &str) -> PathBuf {
     ))
 }
 
+/// Creates the run directory (`run_dir`, else `runs/<name>-<time>`) and keeps the pipeline in it
+/// as `pipeline.toml` (its text as given, else rendered from `spec`).
+fn prepare_run_dir(
+    run_dir: Option<PathBuf>,
+    spec: &PipelineSpec,
+    pipeline_text: Option<&str>,
+) -> Result<PathBuf> {
+    let run_dir = run_dir.unwrap_or_else(|| default_run_dir(&spec.name));
+    std::fs::create_dir_all(&run_dir).map_err(|source| Error::Io {
+        path: run_dir.clone(),
+        source,
+    })?;
+    let text = match pipeline_text {
+        Some(t) => t.to_string(),
+        None => toml::to_string(spec)
+            .map_err(|e| Error::Curves(format!("cannot render the pipeline as TOML: {e}")))?,
+    };
+    let path = run_dir.join("pipeline.toml");
+    std::fs::write(&path, text).map_err(|source| Error::Io { path, source })?;
+    Ok(run_dir)
+}
+
 /// Plans `spec`; a configuration error is located in `source` (the pipeline file's path and text)
 /// when given.
 pub fn plan(spec: PipelineSpec, source: Option<(&Path, &str)>) -> Result<JobPlan> {
@@ -76,21 +98,7 @@ pub fn run_planned(
     pipeline_text: Option<&str>,
     config: RunConfig,
 ) -> Result<(Summary, PathBuf)> {
-    let run_dir = config
-        .run_dir
-        .clone()
-        .unwrap_or_else(|| default_run_dir(&plan.spec.name));
-    std::fs::create_dir_all(&run_dir).map_err(|source| Error::Io {
-        path: run_dir.clone(),
-        source,
-    })?;
-    let text = match pipeline_text {
-        Some(t) => t.to_string(),
-        None => toml::to_string(&plan.spec)
-            .map_err(|e| Error::Curves(format!("cannot render the pipeline as TOML: {e}")))?,
-    };
-    let path = run_dir.join("pipeline.toml");
-    std::fs::write(&path, text).map_err(|source| Error::Io { path, source })?;
+    let run_dir = prepare_run_dir(config.run_dir.clone(), &plan.spec, pipeline_text)?;
     let summary = job::run(
         plan,
         RunOptions {
@@ -126,21 +134,11 @@ pub fn run_stream(
     config: StreamRunConfig,
 ) -> Result<(StreamSummary, PathBuf)> {
     let plan = StreamPlan::new(spec).map_err(|e| locate(e, source))?;
-    let run_dir = config
-        .run_dir
-        .clone()
-        .unwrap_or_else(|| default_run_dir(&plan.spec.name));
-    std::fs::create_dir_all(&run_dir).map_err(|source| Error::Io {
-        path: run_dir.clone(),
-        source,
-    })?;
-    let text = match source {
-        Some((_, text)) => text.to_string(),
-        None => toml::to_string(&plan.spec)
-            .map_err(|e| Error::Curves(format!("cannot render the pipeline as TOML: {e}")))?,
-    };
-    let path = run_dir.join("pipeline.toml");
-    std::fs::write(&path, text).map_err(|source| Error::Io { path, source })?;
+    let run_dir = prepare_run_dir(
+        config.run_dir.clone(),
+        &plan.spec,
+        source.map(|(_, text)| text),
+    )?;
     let summary = millrace_operators::streaming::run_stream(
         plan,
         StreamOptions {

@@ -149,6 +149,14 @@ impl FittedPreprocessor {
         }
     }
 
+    /// The task the fitted label calls for: classification over its classes, or regression.
+    pub fn task(&self) -> crate::model::Task {
+        match self.num_classes() {
+            Some(num_classes) => crate::model::Task::Classification { num_classes },
+            None => crate::model::Task::Regression,
+        }
+    }
+
     /// Class names, for string labels (class `i` is element `i`).
     pub fn class_names(&self) -> Option<Vec<String>> {
         match &self.label {

@@ -26,7 +26,6 @@ use millrace_engine::{
 };
 use millrace_ml::backend::CpuAutodiff;
 use millrace_ml::bundle::{BundleMeta, ModelBundle};
-use millrace_ml::model::Task;
 use millrace_ml::preprocess::{Features, FitState, FittedPreprocessor, LabelKind, Targets};
 use millrace_ml::trainer::Trainer;
 use serde_json::json;
@@ -392,10 +391,7 @@ fn run_worker(
         progress.ingest_done();
     }
 
-    let task = match fitted.num_classes() {
-        Some(num_classes) => Task::Classification { num_classes },
-        None => Task::Regression,
-    };
+    let task = fitted.task();
     let device = Default::default();
     let mut trainer = Trainer::<CpuAutodiff>::new(
         &spec.train.model,

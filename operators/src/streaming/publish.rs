@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use millrace_ml::backend::CpuAutodiff;
 use millrace_ml::bundle::{BundleMeta, ModelBundle};
-use millrace_ml::model::Task;
 use millrace_ml::preprocess::FittedPreprocessor;
 use millrace_ml::trainer::Trainer;
 use serde_json::json;
@@ -33,10 +32,7 @@ impl Publisher {
     pub(crate) fn new(shared: &Shared, fitted: &FittedPreprocessor, active: bool) -> Self {
         let plan = &shared.plan;
         let spec = &plan.spec;
-        let task = match fitted.num_classes() {
-            Some(num_classes) => Task::Classification { num_classes },
-            None => Task::Regression,
-        };
+        let task = fitted.task();
         let template = ModelBundle {
             spec: spec.train.model.clone(),
             task,

@@ -17,7 +17,6 @@ use millrace_connectors::kafka::{
 use millrace_engine::timely::worker::Worker;
 use millrace_engine::{Collective, DeadLetter, WorkerContext, row_to_json};
 use millrace_ml::backend::CpuAutodiff;
-use millrace_ml::model::Task;
 use millrace_ml::preprocess::{FitState, FittedPreprocessor, Targets};
 use millrace_ml::trainer::{Reduction, TargetsRef, Trainer};
 use serde::{Deserialize, Serialize};
@@ -254,10 +253,7 @@ pub(crate) fn run_worker(
             &mut counters,
         )?,
     };
-    let task = match fitted.num_classes() {
-        Some(num_classes) => Task::Classification { num_classes },
-        None => Task::Regression,
-    };
+    let task = fitted.task();
     let device = Default::default();
     let mut trainer = Trainer::<CpuAutodiff>::new(
         &spec.train.model,
@@ -638,6 +634,23 @@ fn share(n: u64, _index: usize, peers: usize) -> usize {
     usize::try_from(n.div_ceil(peers)).unwrap_or(usize::MAX)
 }
 
+/// Every worker's fit state, merged in worker order (the same result on every worker).
+fn merge_fits(
+    worker: &mut Worker,
+    ctx: &WorkerContext,
+    fits: &mut Collective<FitState>,
+    fit: FitState,
+) -> Result<FitState> {
+    let mut states = fits.all_gather(worker, ctx, fit)?.into_iter();
+    let mut merged = states
+        .next()
+        .ok_or_else(|| Error::Internal("no fit state from worker 0".into()))?;
+    for state in states {
+        merged.merge(&state);
+    }
+    Ok(merged)
+}
+
 /// Fits the preprocessing on the `[ingest]` dataset: each worker reads its share through the
 /// preprocess SQL; the fit states are merged in worker order.
 fn fit_on_dataset(
@@ -670,13 +683,7 @@ fn fit_on_dataset(
             fit.update(&prepared)?;
         }
     }
-    let mut states = fits.all_gather(worker, ctx, fit)?.into_iter();
-    let mut merged = states
-        .next()
-        .ok_or_else(|| Error::Internal("no fit state from worker 0".into()))?;
-    for state in states {
-        merged.merge(&state);
-    }
+    let merged = merge_fits(worker, ctx, fits, fit)?;
     if merged.rows() == 0 {
         return Err(Error::config(
             "ingest.path",
@@ -754,13 +761,7 @@ fn warm_up(
             ));
         }
     }
-    let mut states = fits.all_gather(worker, ctx, fit)?.into_iter();
-    let mut merged = states
-        .next()
-        .ok_or_else(|| Error::Internal("no fit state from worker 0".into()))?;
-    for state in states {
-        merged.merge(&state);
-    }
+    let merged = merge_fits(worker, ctx, fits, fit)?;
     let fitted = merged.finish()?;
     // Trained oldest first: `pop` takes from the end.
     batches.reverse();
