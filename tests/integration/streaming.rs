@@ -612,3 +612,53 @@ fn the_preprocessing_can_be_fitted_on_a_dataset_before_the_stream_starts() {
     assert_eq!(bundle.preprocess.rows_fitted(), 700);
     assert_counted(&run_dir.join("model"), 1500);
 }
+
+#[test]
+fn avro_records_train_like_json_ones() {
+    use millrace::connectors::avro::{AvroFraming, parse_schema};
+    use millrace::connectors::kafka::{KafkaSink, SinkFormat};
+    use millrace::connectors::parquet::{ParquetDataset, ScanOptions};
+
+    let Some(broker) = kafka() else { return };
+    let dir = scratch("stream-avro");
+    let topic = unique("avro");
+    let options = KafkaOptions::new(broker);
+    create_topic(&options, &topic, 2, Duration::from_secs(30)).unwrap();
+    let rows = dir.join("rows");
+    millrace::data::generate_tabular(&rows, 2000, 1, 5, false).unwrap();
+    let schema_text = r#"{"type": "record", "name": "Row", "fields": [
+        {"name": "f0", "type": "float"},
+        {"name": "f3", "type": ["null", "float"]},
+        {"name": "cat", "type": "string"},
+        {"name": "label", "type": "int"}
+    ]}"#;
+    let data = ParquetDataset::open_path(&rows).unwrap();
+    let mut sink = KafkaSink::new(
+        &options,
+        &topic,
+        SinkFormat::Avro {
+            schema: parse_schema(schema_text).unwrap(),
+            framing: AvroFraming::Confluent,
+        },
+        &data.schema(),
+        None,
+    )
+    .unwrap();
+    for unit in data.plan(1).into_iter().flatten() {
+        for item in data.read_unit(&unit, &ScanOptions::default()).unwrap() {
+            sink.write(&item.unwrap().1).unwrap();
+        }
+    }
+    sink.flush(Duration::from_secs(30)).unwrap();
+    let text = counting_pipeline(broker, &topic, &dir.join("checkpoints"), "").replace(
+        r#"columns = ["f0", "f3", "cat", "ts", "label"]
+schema = { f0 = "float32", f3 = "float32?", cat = "string", ts = "timestamp_us", label = "int8" }"#,
+        &format!(
+            "format = \"avro\"\navro_framing = \"confluent\"\navro_schema = '''{schema_text}'''"
+        ),
+    );
+    let (summary, run_dir) = run_stream(parse(&text), None, config(2, &dir.join("run"))).unwrap();
+    assert_eq!(summary.rows_read, 2000);
+    assert_eq!(summary.rows_trained, 2000);
+    assert_counted(&run_dir.join("model"), 2000);
+}
