@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow::array::{
+    ArrayRef, BooleanArray, Float32Array, Float64Array, Int64Array, RecordBatch, StringArray,
+};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde_json::Value;
@@ -111,7 +113,20 @@ pub fn instances_to_batch(instances: &[Value], schema: &SchemaRef) -> Result<Rec
             )
         };
         let dt = field.data_type();
-        let array: ArrayRef = if dt.is_floating() || dt.is_integer() || dt.is_numeric() {
+        // FP32 (the usual feature type) and strings are built as they are, without a cast.
+        let array: ArrayRef = if *dt == DataType::Float32 {
+            let mut out: Vec<Option<f32>> = Vec::with_capacity(values.len());
+            for (i, v) in values.iter().enumerate() {
+                out.push(match v {
+                    Value::Null => None,
+                    Value::Number(n) => {
+                        Some(n.as_f64().ok_or_else(|| wrong(i, v, "a number"))? as f32)
+                    }
+                    other => return Err(wrong(i, other, "a number")),
+                });
+            }
+            Arc::new(Float32Array::from(out))
+        } else if dt.is_floating() || dt.is_integer() || dt.is_numeric() {
             let mut out = Vec::with_capacity(values.len());
             for (i, v) in values.iter().enumerate() {
                 out.push(match v {
@@ -147,7 +162,12 @@ pub fn instances_to_batch(instances: &[Value], schema: &SchemaRef) -> Result<Rec
                     other => return Err(wrong(i, other, "a string")),
                 });
             }
-            cast(&StringArray::from(out), dt).map_err(|e| format!("field '{name}': {e}"))?
+            let strings = StringArray::from(out);
+            if *dt == DataType::Utf8 {
+                Arc::new(strings)
+            } else {
+                cast(&strings, dt).map_err(|e| format!("field '{name}': {e}"))?
+            }
         } else if matches!(dt, DataType::Boolean) {
             let mut out = Vec::with_capacity(values.len());
             for (i, v) in values.iter().enumerate() {

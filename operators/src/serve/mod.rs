@@ -13,6 +13,7 @@ mod model;
 mod pipeline;
 mod registry;
 mod server;
+mod v1_fast;
 pub mod v2;
 
 pub use batcher::{

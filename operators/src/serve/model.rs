@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use super::batcher::{BatchError, BatchModel, BatcherOptions, DynamicBatcher};
 use super::json::{instances_to_batch, schema_from_json};
 use super::pipeline::Pipeline;
+use super::v1_fast::DecoderPool;
 use crate::preprocess::{CompiledSql, SqlPlan};
 use crate::{Error, Result};
 
@@ -75,6 +76,7 @@ pub struct ServedModel {
     task: Task,
     class_names: Option<Vec<String>>,
     input_schema: SchemaRef,
+    decoders: Option<DecoderPool>,
     batcher: DynamicBatcher<Pipeline>,
     bundle: ModelBundle,
 }
@@ -151,6 +153,7 @@ impl ServedModel {
             version,
             task: bundle.task,
             class_names: bundle.preprocess.class_names(),
+            decoders: DecoderPool::new(&input_schema),
             input_schema,
             batcher: DynamicBatcher::new(Arc::new(pipeline), batching),
             bundle,
@@ -160,6 +163,16 @@ impl ServedModel {
     /// The raw fields a request must provide.
     pub fn input_schema(&self) -> &SchemaRef {
         &self.input_schema
+    }
+
+    /// Decodes a `/v1/predict` body straight into this model's input columns: the batch and the
+    /// model the body names; `None` for anything the general path must handle (and explain).
+    pub(crate) fn decode_v1(
+        &self,
+        body: &[u8],
+        max_rows: usize,
+    ) -> Option<(RecordBatch, Option<String>)> {
+        self.decoders.as_ref()?.decode(body, max_rows)
     }
 
     /// The loaded bundle.

@@ -352,17 +352,9 @@ async fn v1_predict_model(state: &AppState, model: Arc<ServedModel>, request: &V
     if let Err(r) = check_rows(state, instances.len()) {
         return r;
     }
-    let raw = match instances_to_batch(instances, model.input_schema()) {
-        Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
-    match model.predict_batch(raw).await {
-        Ok(p) => json_response(&json!({
-            "model": model.name,
-            "version": model.version,
-            "predictions": model.to_json(&p),
-        })),
-        Err(e) => request_error(e),
+    match instances_to_batch(instances, model.input_schema()) {
+        Ok(raw) => v1_answer(model, raw).await,
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
 }
 
@@ -375,7 +367,26 @@ fn parse_json(body: &Bytes) -> std::result::Result<Value, Response> {
     })
 }
 
+/// Answers a decoded `/v1/predict` batch.
+async fn v1_answer(model: Arc<ServedModel>, raw: arrow::array::RecordBatch) -> Response {
+    match model.predict_batch(raw).await {
+        Ok(p) => json_response(&json!({
+            "model": model.name,
+            "version": model.version,
+            "predictions": model.to_json(&p),
+        })),
+        Err(e) => request_error(e),
+    }
+}
+
 async fn v1_predict(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    // The fast path: one model served, the body decoded straight into its columns.
+    if let Some(model) = state.registry.single()
+        && let Some((raw, named)) = model.decode_v1(&body, state.options.max_rows)
+        && named.as_ref().is_none_or(|n| *n == model.name)
+    {
+        return v1_answer(model, raw).await;
+    }
     let request = match parse_json(&body) {
         Ok(v) => v,
         Err(r) => return r,
@@ -406,6 +417,11 @@ async fn v1_predict_named(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
+    if let Some(model) = state.registry.get(&name, None)
+        && let Some((raw, _)) = model.decode_v1(&body, state.options.max_rows)
+    {
+        return v1_answer(model, raw).await;
+    }
     let request = match parse_json(&body) {
         Ok(v) => v,
         Err(r) => return r,
