@@ -15,6 +15,7 @@ mod registry;
 mod server;
 mod v1_fast;
 pub mod v2;
+mod v2_fast;
 
 pub use batcher::{
     BatchError, BatchModel, BatchRunner, BatcherOptions, BatcherStats, DynamicBatcher,

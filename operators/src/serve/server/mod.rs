@@ -275,6 +275,31 @@ async fn infer(
             Err(e) => request_error(e),
         };
     }
+    // The fast path: the common request form decoded straight into the model's columns.
+    if let Some((raw, id)) =
+        super::v2_fast::decode(body, model.input_schema(), state.options.max_rows)
+    {
+        let predictions: Predictions = match model.predict_batch(raw).await {
+            Ok(p) => p,
+            Err(e) => return request_error(e),
+        };
+        return match response_outputs(
+            &predictions.values,
+            predictions.rows,
+            model.num_classes(),
+            model.class_names(),
+            None,
+        ) {
+            Ok(outputs) => json_response(&InferenceResponse {
+                model_name: model.name.clone(),
+                model_version: Some(model.version.to_string()),
+                id,
+                parameters: None,
+                outputs,
+            }),
+            Err(e) => error(StatusCode::BAD_REQUEST, e),
+        };
+    }
     let request: InferenceRequest = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => {

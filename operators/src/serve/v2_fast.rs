@@ -1,0 +1,338 @@
+//! The fast path of `POST /v2/models/NAME/infer` with JSON: the common request — every input
+//! column once as a flat FP32/FP64 (float columns) or BYTES (string columns) tensor of shape `[n]`
+//! or `[n, 1]`, no `outputs` or `parameters` — parsed straight into Arrow arrays, without a
+//! `serde_json::Value` per tensor. Anything else returns `None` and takes the general path
+//! (`request_to_batch`), which accepts every form and names any problem.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, Float32Array, Float64Array, RecordBatch, RecordBatchOptions, StringArray,
+};
+use arrow::datatypes::{DataType, SchemaRef};
+use serde::de::{
+    DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
+
+/// Decodes a v2 JSON body for `schema` (at most `max_rows` rows): the batch and the request id.
+pub(crate) fn decode(
+    body: &[u8],
+    schema: &SchemaRef,
+    max_rows: usize,
+) -> Option<(RecordBatch, Option<String>)> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let mut columns: Vec<Option<ArrayRef>> = vec![None; schema.fields().len()];
+    let id = Request {
+        schema,
+        columns: &mut columns,
+    }
+    .deserialize(&mut de)
+    .ok()?;
+    de.end().ok()?;
+    let columns: Vec<ArrayRef> = columns.into_iter().collect::<Option<_>>()?;
+    let rows = columns.first().map_or(0, |c| c.len());
+    if rows > max_rows || columns.iter().any(|c| c.len() != rows) {
+        return None;
+    }
+    let batch = RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(rows)),
+    )
+    .ok()?;
+    Some((batch, id))
+}
+
+struct Request<'a> {
+    schema: &'a SchemaRef,
+    columns: &'a mut Vec<Option<ArrayRef>>,
+}
+
+impl<'de> DeserializeSeed<'de> for Request<'_> {
+    type Value = Option<String>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Request<'_> {
+    type Value = Option<String>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an inference request")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut id = None;
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match key.as_ref() {
+                "inputs" => map.next_value_seed(Inputs {
+                    schema: self.schema,
+                    columns: &mut *self.columns,
+                })?,
+                "id" => id = Some(map.next_value::<String>()?),
+                // `outputs`, `parameters`, anything else: the general path.
+                _ => return Err(A::Error::custom("not the common form")),
+            }
+        }
+        Ok(id)
+    }
+}
+
+struct Inputs<'a> {
+    schema: &'a SchemaRef,
+    columns: &'a mut Vec<Option<ArrayRef>>,
+}
+
+impl<'de> DeserializeSeed<'de> for Inputs<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Inputs<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of input tensors")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(tensor) = seq.next_element_seed(Tensor)? {
+            let index = self
+                .schema
+                .fields()
+                .iter()
+                .position(|f| f.name() == tensor.name.as_ref())
+                .ok_or_else(|| A::Error::custom("unknown input"))?;
+            let field = &self.schema.fields()[index];
+            let slot = &mut self.columns[index];
+            if slot.is_some() {
+                return Err(A::Error::custom("input given twice"));
+            }
+            let rows = tensor.data.len();
+            let flat = match tensor.shape.as_slice() {
+                [n] => *n == rows as i64,
+                [n, 1] => *n == rows as i64,
+                _ => false,
+            };
+            if !flat {
+                return Err(A::Error::custom("shape"));
+            }
+            let nulls = match &tensor.data {
+                Data::Nums(v) => v.iter().any(Option::is_none),
+                Data::Strs(v) => v.iter().any(Option::is_none),
+            };
+            if nulls && !field.is_nullable() {
+                return Err(A::Error::custom("null in a required input"));
+            }
+            let array: ArrayRef = match (field.data_type(), tensor.datatype.as_ref(), tensor.data) {
+                (DataType::Float32, "FP32" | "FP64" | "FP16", Data::Nums(v)) => Arc::new(
+                    v.into_iter()
+                        .map(|x| x.map(|x| x as f32))
+                        .collect::<Float32Array>(),
+                ),
+                (DataType::Float64, "FP32" | "FP64" | "FP16", Data::Nums(v)) => {
+                    Arc::new(Float64Array::from(v))
+                }
+                (DataType::Utf8, "BYTES", Data::Strs(v)) => Arc::new(StringArray::from(v)),
+                _ => return Err(A::Error::custom("not a fast-path type")),
+            };
+            *slot = Some(array);
+        }
+        Ok(())
+    }
+}
+
+struct Tensor;
+
+struct Parsed<'de> {
+    name: Cow<'de, str>,
+    datatype: Cow<'de, str>,
+    shape: Vec<i64>,
+    data: Data,
+}
+
+enum Data {
+    Nums(Vec<Option<f64>>),
+    Strs(Vec<Option<String>>),
+}
+
+impl Data {
+    fn len(&self) -> usize {
+        match self {
+            Data::Nums(v) => v.len(),
+            Data::Strs(v) => v.len(),
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Tensor {
+    type Value = Parsed<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Tensor {
+    type Value = Parsed<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an input tensor")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut name, mut datatype, mut shape, mut data) = (None, None, None, None);
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match key.as_ref() {
+                "name" => name = Some(map.next_value::<Cow<'de, str>>()?),
+                "datatype" => datatype = Some(map.next_value::<Cow<'de, str>>()?),
+                "shape" => shape = Some(map.next_value::<Vec<i64>>()?),
+                "data" => data = Some(map.next_value_seed(Cells)?),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    return Err(A::Error::custom("not the common form"));
+                }
+            }
+        }
+        match (name, datatype, shape, data) {
+            (Some(name), Some(datatype), Some(shape), Some(data)) => Ok(Parsed {
+                name,
+                datatype,
+                shape,
+                data,
+            }),
+            _ => Err(A::Error::custom("incomplete tensor")),
+        }
+    }
+}
+
+/// A flat list of numbers or strings (nulls allowed); anything else fails.
+struct Cells;
+
+impl<'de> DeserializeSeed<'de> for Cells {
+    type Value = Data;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Data, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Cells {
+    type Value = Data;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a flat list of values")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Data, A::Error> {
+        let mut nums: Vec<Option<f64>> = Vec::new();
+        let mut strs: Vec<Option<String>> = Vec::new();
+        while let Some(cell) = seq.next_element::<Option<NumOrStr>>()? {
+            match cell {
+                None => {
+                    nums.push(None);
+                    strs.push(None);
+                }
+                Some(NumOrStr::Num(x)) if strs.iter().all(Option::is_none) => {
+                    nums.push(Some(x));
+                    strs.push(None);
+                }
+                Some(NumOrStr::Str(s)) if nums.iter().all(Option::is_none) => {
+                    strs.push(Some(s));
+                    nums.push(None);
+                }
+                _ => return Err(A::Error::custom("mixed values")),
+            }
+        }
+        Ok(if strs.iter().any(Option::is_some) {
+            Data::Strs(strs)
+        } else {
+            Data::Nums(nums)
+        })
+    }
+}
+
+/// One non-null cell: a number or a string (a list or an object fails).
+enum NumOrStr {
+    Num(f64),
+    Str(String),
+}
+
+impl<'de> serde::Deserialize<'de> for NumOrStr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = NumOrStr;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number or a string")
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<NumOrStr, E> {
+                Ok(NumOrStr::Num(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<NumOrStr, E> {
+                Ok(NumOrStr::Num(v as f64))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<NumOrStr, E> {
+                Ok(NumOrStr::Num(v as f64))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<NumOrStr, E> {
+                Ok(NumOrStr::Str(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<NumOrStr, E> {
+                Ok(NumOrStr::Str(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::Array;
+    use arrow::datatypes::{Field, Schema};
+
+    use super::*;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("x", DataType::Float32, false),
+            Field::new("c", DataType::Utf8, true),
+        ]))
+    }
+
+    #[test]
+    fn decodes_the_common_form() {
+        let body = br#"{"id": "r1", "inputs": [
+            {"name": "c", "shape": [2, 1], "datatype": "BYTES", "data": ["a", null]},
+            {"name": "x", "shape": [2], "datatype": "FP32", "data": [1, 2.5]}]}"#;
+        let (batch, id) = decode(body, &schema(), 10).unwrap();
+        assert_eq!(id.as_deref(), Some("r1"));
+        let x = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Float32Array>()
+            .unwrap();
+        assert_eq!(x.values().to_vec(), vec![1.0, 2.5]);
+        let c = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        assert_eq!((c.value(0), c.is_null(1)), ("a", true));
+    }
+
+    #[test]
+    fn everything_else_takes_the_general_path() {
+        let s = schema();
+        for body in [
+            &br#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}"#[..],
+            br#"{"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1]}, {"name": "c", "shape": [1], "datatype": "BYTES", "data": ["a"]}]}"#,
+            br#"{"inputs": [{"name": "x", "shape": [1], "datatype": "INT64", "data": [1]}, {"name": "c", "shape": [1], "datatype": "BYTES", "data": ["a"]}]}"#,
+            br#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [null]}, {"name": "c", "shape": [1], "datatype": "BYTES", "data": ["a"]}]}"#,
+            br#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [[1]]}, {"name": "c", "shape": [1], "datatype": "BYTES", "data": ["a"]}]}"#,
+            br#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}, {"name": "c", "shape": [1], "datatype": "BYTES", "data": ["a"]}], "outputs": []}"#,
+            br#"{"inputs": [{"name": "y", "shape": [1], "datatype": "FP32", "data": [1]}]}"#,
+            b"not json",
+        ] {
+            assert!(decode(body, &s, 10).is_none(), "{}", String::from_utf8_lossy(body));
+        }
+        let ok = br#"{"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [1, 2, 3]}, {"name": "c", "shape": [3], "datatype": "BYTES", "data": ["a", "b", "c"]}]}"#;
+        assert!(decode(ok, &s, 3).is_some());
+        assert!(decode(ok, &s, 2).is_none(), "over max_rows");
+    }
+}
