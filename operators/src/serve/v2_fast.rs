@@ -148,8 +148,45 @@ struct Tensor;
 struct Parsed<'de> {
     name: Cow<'de, str>,
     datatype: Cow<'de, str>,
-    shape: Vec<i64>,
+    shape: Shape,
     data: Data,
+}
+
+/// A tensor shape of at most 2 dimensions (more fails: the general path handles it).
+#[derive(Default)]
+struct Shape {
+    dims: [i64; 2],
+    len: usize,
+}
+
+impl Shape {
+    fn as_slice(&self) -> &[i64] {
+        &self.dims[..self.len]
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Shape {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Shape;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a shape of 1 or 2 dimensions")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Shape, A::Error> {
+                let mut shape = Shape::default();
+                while let Some(d) = seq.next_element::<i64>()? {
+                    if shape.len == 2 {
+                        return Err(A::Error::custom("too many dimensions"));
+                    }
+                    shape.dims[shape.len] = d;
+                    shape.len += 1;
+                }
+                Ok(shape)
+            }
+        }
+        d.deserialize_seq(V)
+    }
 }
 
 enum Data {
@@ -184,7 +221,7 @@ impl<'de> Visitor<'de> for Tensor {
             match key.as_ref() {
                 "name" => name = Some(map.next_value::<Cow<'de, str>>()?),
                 "datatype" => datatype = Some(map.next_value::<Cow<'de, str>>()?),
-                "shape" => shape = Some(map.next_value::<Vec<i64>>()?),
+                "shape" => shape = Some(map.next_value::<Shape>()?),
                 "data" => data = Some(map.next_value_seed(Cells)?),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
@@ -220,29 +257,26 @@ impl<'de> Visitor<'de> for Cells {
         f.write_str("a flat list of values")
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Data, A::Error> {
-        let mut nums: Vec<Option<f64>> = Vec::new();
-        let mut strs: Vec<Option<String>> = Vec::new();
+        // Numbers (or nulls) until the first string; then strings (or nulls) only.
+        let mut nums: Vec<Option<f64>> = Vec::with_capacity(seq.size_hint().unwrap_or(1));
+        let mut strs: Option<Vec<Option<String>>> = None;
         while let Some(cell) = seq.next_element::<Option<NumOrStr>>()? {
-            match cell {
-                None => {
-                    nums.push(None);
-                    strs.push(None);
+            match (cell, &mut strs) {
+                (None, None) => nums.push(None),
+                (None, Some(s)) => s.push(None),
+                (Some(NumOrStr::Num(x)), None) => nums.push(Some(x)),
+                (Some(NumOrStr::Str(v)), None) if nums.iter().all(Option::is_none) => {
+                    let mut s: Vec<Option<String>> = nums.iter().map(|_| None).collect();
+                    s.push(Some(v));
+                    strs = Some(s);
                 }
-                Some(NumOrStr::Num(x)) if strs.iter().all(Option::is_none) => {
-                    nums.push(Some(x));
-                    strs.push(None);
-                }
-                Some(NumOrStr::Str(s)) if nums.iter().all(Option::is_none) => {
-                    strs.push(Some(s));
-                    nums.push(None);
-                }
+                (Some(NumOrStr::Str(v)), Some(s)) => s.push(Some(v)),
                 _ => return Err(A::Error::custom("mixed values")),
             }
         }
-        Ok(if strs.iter().any(Option::is_some) {
-            Data::Strs(strs)
-        } else {
-            Data::Nums(nums)
+        Ok(match strs {
+            Some(s) => Data::Strs(s),
+            None => Data::Nums(nums),
         })
     }
 }
@@ -334,5 +368,114 @@ mod tests {
         let ok = br#"{"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [1, 2, 3]}, {"name": "c", "shape": [3], "datatype": "BYTES", "data": ["a", "b", "c"]}]}"#;
         assert!(decode(ok, &s, 3).is_some());
         assert!(decode(ok, &s, 2).is_none(), "over max_rows");
+    }
+}
+
+/// The JSON of an inference response with every output (what `response_outputs` and
+/// `InferenceResponse` give for a request without `outputs`), written directly; `None` when the
+/// predictions do not fit the model's shape (the general path reports that).
+pub(crate) fn response(
+    model_name: &str,
+    version: u64,
+    id: Option<&str>,
+    predictions: &[f32],
+    rows: usize,
+    num_classes: Option<usize>,
+    class_names: Option<&[String]>,
+) -> Option<Vec<u8>> {
+    use std::io::Write as _;
+    let width = num_classes.unwrap_or(1);
+    if width == 0 || rows.checked_mul(width) != Some(predictions.len()) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(128 + predictions.len() * 12);
+    let string = |out: &mut Vec<u8>, s: &str| serde_json::to_writer(&mut *out, s).ok();
+    out.extend_from_slice(b"{\"model_name\":");
+    string(&mut out, model_name)?;
+    write!(out, ",\"model_version\":\"{version}\"").ok()?;
+    if let Some(id) = id {
+        out.extend_from_slice(b",\"id\":");
+        string(&mut out, id)?;
+    }
+    out.extend_from_slice(b",\"outputs\":[");
+    let number = |out: &mut Vec<u8>, v: f32| {
+        if v.is_finite() {
+            write!(out, "{v}").ok()
+        } else {
+            out.extend_from_slice(b"null");
+            Some(())
+        }
+    };
+    if num_classes.is_some() {
+        let datatype = if class_names.is_some() {
+            "BYTES"
+        } else {
+            "INT64"
+        };
+        write!(
+            out,
+            "{{\"name\":\"class\",\"shape\":[{rows}],\"datatype\":\"{datatype}\",\"data\":["
+        )
+        .ok()?;
+        for (i, row) in predictions.chunks(width).enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let best = crate::serve::argmax(row);
+            match class_names {
+                Some(names) => string(&mut out, names.get(best)?)?,
+                None => write!(out, "{best}").ok()?,
+            }
+        }
+        write!(out, "]}},{{\"name\":\"probabilities\",\"shape\":[{rows},{width}],\"datatype\":\"FP32\",\"data\":[").ok()?;
+    } else {
+        write!(
+            out,
+            "{{\"name\":\"value\",\"shape\":[{rows}],\"datatype\":\"FP32\",\"data\":["
+        )
+        .ok()?;
+    }
+    for (i, v) in predictions.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        number(&mut out, *v)?;
+    }
+    out.extend_from_slice(b"]}]}");
+    Some(out)
+}
+
+#[cfg(test)]
+mod response_tests {
+    use super::*;
+    use crate::serve::v2::{InferenceResponse, response_outputs};
+
+    /// The direct writer gives the same JSON value as the general path.
+    #[test]
+    fn matches_the_general_response() {
+        let names = vec!["no".to_string(), "yes\"q".to_string()];
+        for (predictions, rows, classes, class_names, id) in [
+            (vec![0.2f32, 0.8, 0.6, 0.4], 2, Some(2), None, None),
+            (
+                vec![0.2f32, 0.8],
+                1,
+                Some(2),
+                Some(names.as_slice()),
+                Some("r-1"),
+            ),
+            (vec![1.5f32, f32::NAN, -0.1], 3, None, None, None),
+        ] {
+            let fast = response("m", 3, id, &predictions, rows, classes, class_names).unwrap();
+            let general = InferenceResponse {
+                model_name: "m".into(),
+                model_version: Some("3".into()),
+                id: id.map(str::to_string),
+                parameters: None,
+                outputs: response_outputs(&predictions, rows, classes, class_names, None).unwrap(),
+            };
+            let fast: serde_json::Value = serde_json::from_slice(&fast).unwrap();
+            assert_eq!(fast, serde_json::to_value(&general).unwrap());
+        }
+        assert!(response("m", 1, None, &[0.1], 1, Some(2), None).is_none());
     }
 }

@@ -283,6 +283,24 @@ async fn infer(
             Ok(p) => p,
             Err(e) => return request_error(e),
         };
+        if let Some(bytes) = super::v2_fast::response(
+            &model.name,
+            model.version,
+            id.as_deref(),
+            &predictions.values,
+            predictions.rows,
+            model.num_classes(),
+            model.class_names(),
+        ) {
+            return (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                bytes,
+            )
+                .into_response();
+        }
         return match response_outputs(
             &predictions.values,
             predictions.rows,
