@@ -231,6 +231,21 @@ async fn model_ready(State(state): State<Arc<AppState>>, Path(name): Path<String
 
 // ---- inference ----
 
+/// Whether the request body is an Arrow IPC stream, read from the Content-Type header in place
+/// (extracting the whole `HeaderMap` would copy it for every request).
+struct ArrowBody(bool);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ArrowBody {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> std::result::Result<Self, Self::Rejection> {
+        Ok(ArrowBody(is_arrow(&parts.headers)))
+    }
+}
+
 fn is_arrow(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
@@ -241,10 +256,10 @@ fn is_arrow(headers: &HeaderMap) -> bool {
 async fn infer(
     state: &AppState,
     model: Arc<ServedModel>,
-    headers: &HeaderMap,
+    arrow: bool,
     body: &Bytes,
 ) -> Response {
-    if is_arrow(headers) {
+    if arrow {
         let raw = match decode_stream(body, model.input_schema()) {
             Ok(b) => b,
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("Arrow body: {e}")),
@@ -360,11 +375,11 @@ async fn infer(
 async fn infer_latest(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
-    headers: HeaderMap,
+    ArrowBody(arrow): ArrowBody,
     body: Bytes,
 ) -> Response {
     match state.registry.get(&name, None) {
-        Some(model) => infer(&state, model, &headers, &body).await,
+        Some(model) => infer(&state, model, arrow, &body).await,
         None => unknown_model(&state, &name, None),
     }
 }
@@ -372,7 +387,7 @@ async fn infer_latest(
 async fn infer_version(
     State(state): State<Arc<AppState>>,
     Path((name, version)): Path<(String, String)>,
-    headers: HeaderMap,
+    ArrowBody(arrow): ArrowBody,
     body: Bytes,
 ) -> Response {
     let version = match parse_version(&version) {
@@ -380,7 +395,7 @@ async fn infer_version(
         Err(r) => return r,
     };
     match state.registry.get(&name, Some(version)) {
-        Some(model) => infer(&state, model, &headers, &body).await,
+        Some(model) => infer(&state, model, arrow, &body).await,
         None => unknown_model(&state, &name, Some(version)),
     }
 }
