@@ -253,12 +253,7 @@ fn is_arrow(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with(ARROW_STREAM))
 }
 
-async fn infer(
-    state: &AppState,
-    model: Arc<ServedModel>,
-    arrow: bool,
-    body: &Bytes,
-) -> Response {
+async fn infer(state: &AppState, model: Arc<ServedModel>, arrow: bool, body: &Bytes) -> Response {
     if arrow {
         let raw = match decode_stream(body, model.input_schema()) {
             Ok(b) => b,
