@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::batcher::{BatchError, BatchModel, BatcherOptions, DynamicBatcher};
 use super::json::{instances_to_batch, schema_from_json};
-use super::pipeline::Pipeline;
+use super::pipeline::{Pipeline, RawInput};
 use super::v1_fast::DecoderPool;
 use crate::preprocess::{CompiledSql, SqlPlan};
 use crate::{Error, Result};
@@ -214,7 +214,27 @@ impl ServedModel {
                 rows: 0,
             });
         }
-        let values = self.batcher.infer(raw, rows).await.map_err(|e| match e {
+        self.run(RawInput::Batch(raw), rows)
+            .await?
+            .ok_or_else(|| RequestError::with_status(500, "rows came back for the general path"))
+    }
+
+    /// Predicts a KServe v2 JSON body of the common form holding `rows` rows, decoded on the
+    /// inference thread; `Ok(None)` when the body must go through the general path instead.
+    pub(crate) async fn predict_v2_body(
+        &self,
+        body: axum::body::Bytes,
+        rows: usize,
+    ) -> Result<Option<Predictions>, RequestError> {
+        self.run(RawInput::V2Body(body), rows).await
+    }
+
+    async fn run(&self, input: RawInput, rows: usize) -> Result<Option<Predictions>, RequestError> {
+        let values = match self.batcher.infer(input, rows).await {
+            Err(BatchError::Fallback) => return Ok(None),
+            other => other,
+        };
+        let values = values.map_err(|e| match e {
             BatchError::Overloaded { queued_rows } => RequestError::with_status(
                 503,
                 format!(
@@ -231,8 +251,9 @@ impl ServedModel {
             ),
             BatchError::Rejected(message) => RequestError::bad(message),
             BatchError::Failed(message) => RequestError::with_status(500, message),
+            BatchError::Fallback => RequestError::with_status(500, "unexpected fallback"),
         })?;
-        Ok(Predictions { values, rows })
+        Ok(Some(Predictions { values, rows }))
     }
 
     /// Answers raw JSON instances with one prediction each: `{"class", "probabilities"}` or

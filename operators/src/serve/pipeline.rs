@@ -67,14 +67,65 @@ impl Pipeline {
     }
 }
 
+/// What a request hands the inference thread: rows already in Arrow, or a KServe v2 JSON body to
+/// decode here (off the I/O thread), once per batch.
+pub(crate) enum RawInput {
+    /// Rows of the model's input schema.
+    Batch(RecordBatch),
+    /// A v2 JSON body of the common form, expected to hold this many rows.
+    V2Body(axum::body::Bytes),
+}
+
 impl BatchRunner for Pipeline {
-    type Input = RecordBatch;
+    type Input = RawInput;
 
     fn output_dim(&self) -> usize {
         self.predictor.output_dim()
     }
 
-    fn run(&self, inputs: Vec<RecordBatch>, rows: &[usize]) -> Vec<Result<Vec<f32>, BatchError>> {
+    fn run(&self, inputs: Vec<RawInput>, rows: &[usize]) -> Vec<Result<Vec<f32>, BatchError>> {
+        // Bodies are decoded first; one that is not of the common form (or holds another number
+        // of rows than its caller saw) goes back to the caller for the general path.
+        let mut answers: Vec<Option<Result<Vec<f32>, BatchError>>> =
+            (0..inputs.len()).map(|_| None).collect();
+        let (mut batches, mut index, mut batch_rows) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, (input, &n)) in inputs.into_iter().zip(rows).enumerate() {
+            let batch = match input {
+                RawInput::Batch(b) => Some(b),
+                RawInput::V2Body(body) => super::v2_fast::decode(&body, &self.input_schema, n)
+                    .map(|(b, _)| b)
+                    .filter(|b| b.num_rows() == n),
+            };
+            match batch {
+                Some(b) => {
+                    batches.push(b);
+                    index.push(i);
+                    batch_rows.push(n);
+                }
+                None => answers[i] = Some(Err(BatchError::Fallback)),
+            }
+        }
+        if !batches.is_empty() {
+            for (i, answer) in index
+                .into_iter()
+                .zip(self.run_batches(batches, &batch_rows))
+            {
+                answers[i] = Some(answer);
+            }
+        }
+        answers
+            .into_iter()
+            .map(|a| a.unwrap_or(Err(BatchError::Fallback)))
+            .collect()
+    }
+}
+
+impl Pipeline {
+    fn run_batches(
+        &self,
+        inputs: Vec<RecordBatch>,
+        rows: &[usize],
+    ) -> Vec<Result<Vec<f32>, BatchError>> {
         if let [only] = inputs.as_slice() {
             return vec![self.run_one(only)];
         }

@@ -45,6 +45,36 @@ pub(crate) fn decode(
     Some((batch, id))
 }
 
+/// The rows a body of the common form holds, read from its first `"shape"` without parsing it,
+/// when it has no `id`, `outputs` or `parameters` and at most `max_rows` rows; the inference
+/// thread then decodes it (and hands it back when the guess was wrong).
+pub(crate) fn common_rows(body: &[u8], max_rows: usize) -> Option<usize> {
+    let find = |needle: &[u8]| body.windows(needle.len()).position(|w| w == needle);
+    if [&b"\"id\""[..], b"\"outputs\"", b"\"parameters\""]
+        .iter()
+        .any(|k| find(k).is_some())
+    {
+        return None;
+    }
+    let at = find(b"\"shape\"")? + 7;
+    let rest = &body[at..];
+    let open = rest.iter().position(|&c| c == b'[')?;
+    if rest[..open]
+        .iter()
+        .any(|&c| c != b':' && !c.is_ascii_whitespace())
+    {
+        return None;
+    }
+    let digits = rest[open + 1..]
+        .iter()
+        .skip_while(|c| c.is_ascii_whitespace())
+        .take_while(|c| c.is_ascii_digit())
+        .try_fold(0usize, |n, &c| {
+            n.checked_mul(10)?.checked_add(usize::from(c - b'0'))
+        })?;
+    (1..=max_rows).contains(&digits).then_some(digits)
+}
+
 struct Request<'a> {
     schema: &'a SchemaRef,
     columns: &'a mut Vec<Option<ArrayRef>>,
@@ -443,6 +473,32 @@ pub(crate) fn response(
     }
     out.extend_from_slice(b"]}]}");
     Some(out)
+}
+
+#[cfg(test)]
+mod rows_tests {
+    use super::common_rows;
+
+    #[test]
+    fn reads_the_rows_of_the_common_form_only() {
+        let body = br#"{"inputs": [{"name": "x", "shape": [3, 1], "datatype": "FP32", "data": [1, 2, 3]}]}"#;
+        assert_eq!(common_rows(body, 10), Some(3));
+        assert_eq!(common_rows(body, 2), None);
+        assert_eq!(
+            common_rows(br#"{"id": "a", "inputs": [{"shape": [1]}]}"#, 10),
+            None
+        );
+        assert_eq!(
+            common_rows(br#"{"inputs": [{"shape": [1]}], "outputs": []}"#, 10),
+            None
+        );
+        assert_eq!(
+            common_rows(br#"{"inputs": [{"shape" : [ 12 ]}]}"#, 100),
+            Some(12)
+        );
+        assert_eq!(common_rows(br#"{"inputs": [{"shape": [0]}]}"#, 10), None);
+        assert_eq!(common_rows(b"nothing", 10), None);
+    }
 }
 
 #[cfg(test)]

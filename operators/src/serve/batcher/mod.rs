@@ -160,6 +160,10 @@ pub enum BatchError {
     /// server answers 400).
     #[error("{0}")]
     Rejected(String),
+    /// The request's body must be read by the server's general path (it is not of the form the
+    /// inference thread decodes); the caller retries there.
+    #[error("the request needs the general path")]
+    Fallback,
     /// The batcher was closed (the server is shutting down or swapping models).
     #[error("model batcher is closed; no new requests are accepted")]
     Closed,

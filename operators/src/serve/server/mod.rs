@@ -285,47 +285,20 @@ async fn infer(state: &AppState, model: Arc<ServedModel>, arrow: bool, body: &By
             Err(e) => request_error(e),
         };
     }
-    // The fast path: the common request form decoded straight into the model's columns.
-    if let Some((raw, id)) =
+    // The fast paths: a body of the common form without an id is decoded on the inference thread,
+    // with the batch it joins; one with an id is decoded here. Anything else: the general path.
+    if let Some(rows) = super::v2_fast::common_rows(body, state.options.max_rows) {
+        match model.predict_v2_body(body.clone(), rows).await {
+            Ok(Some(predictions)) => return v2_answer(&model, &predictions, None),
+            Ok(None) => {}
+            Err(e) => return request_error(e),
+        }
+    } else if let Some((raw, id)) =
         super::v2_fast::decode(body, model.input_schema(), state.options.max_rows)
     {
-        let predictions: Predictions = match model.predict_batch(raw).await {
-            Ok(p) => p,
-            Err(e) => return request_error(e),
-        };
-        if let Some(bytes) = super::v2_fast::response(
-            &model.name,
-            model.version,
-            id.as_deref(),
-            &predictions.values,
-            predictions.rows,
-            model.num_classes(),
-            model.class_names(),
-        ) {
-            return (
-                [(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                )],
-                bytes,
-            )
-                .into_response();
-        }
-        return match response_outputs(
-            &predictions.values,
-            predictions.rows,
-            model.num_classes(),
-            model.class_names(),
-            None,
-        ) {
-            Ok(outputs) => json_response(&InferenceResponse {
-                model_name: model.name.clone(),
-                model_version: Some(model.version.to_string()),
-                id,
-                parameters: None,
-                outputs,
-            }),
-            Err(e) => error(StatusCode::BAD_REQUEST, e),
+        return match model.predict_batch(raw).await {
+            Ok(predictions) => v2_answer(&model, &predictions, id),
+            Err(e) => request_error(e),
         };
     }
     let request: InferenceRequest = match serde_json::from_slice(body) {
@@ -365,6 +338,45 @@ async fn infer(state: &AppState, model: Arc<ServedModel>, arrow: bool, body: &By
         parameters: None,
         outputs,
     })
+}
+
+/// The v2 JSON answer with every output, written directly (the general rendering when the
+/// predictions do not fit the model's shape, which then names the problem).
+fn v2_answer(model: &ServedModel, predictions: &Predictions, id: Option<String>) -> Response {
+    if let Some(bytes) = super::v2_fast::response(
+        &model.name,
+        model.version,
+        id.as_deref(),
+        &predictions.values,
+        predictions.rows,
+        model.num_classes(),
+        model.class_names(),
+    ) {
+        return (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            bytes,
+        )
+            .into_response();
+    }
+    match response_outputs(
+        &predictions.values,
+        predictions.rows,
+        model.num_classes(),
+        model.class_names(),
+        None,
+    ) {
+        Ok(outputs) => json_response(&InferenceResponse {
+            model_name: model.name.clone(),
+            model_version: Some(model.version.to_string()),
+            id,
+            parameters: None,
+            outputs,
+        }),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
 }
 
 async fn infer_latest(
