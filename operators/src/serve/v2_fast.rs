@@ -49,15 +49,22 @@ pub(crate) fn decode(
 /// when it has no `id`, `outputs` or `parameters` and at most `max_rows` rows; the inference
 /// thread then decodes it (and hands it back when the guess was wrong).
 pub(crate) fn common_rows(body: &[u8], max_rows: usize) -> Option<usize> {
-    let find = |needle: &[u8]| body.windows(needle.len()).position(|w| w == needle);
-    if [&b"\"id\""[..], b"\"outputs\"", b"\"parameters\""]
-        .iter()
-        .any(|k| find(k).is_some())
-    {
-        return None;
+    // One pass over the quotes: a key the fast path does not take ends it; the first "shape"
+    // gives the rows.
+    let mut shape = None;
+    for at in memchr::memchr_iter(b'"', body) {
+        let rest = &body[at + 1..];
+        if rest.starts_with(b"id\"")
+            || rest.starts_with(b"outputs\"")
+            || rest.starts_with(b"parameters\"")
+        {
+            return None;
+        }
+        if shape.is_none() && rest.starts_with(b"shape\"") {
+            shape = Some(at + 7);
+        }
     }
-    let at = find(b"\"shape\"")? + 7;
-    let rest = &body[at..];
+    let rest = &body[shape?..];
     let open = rest.iter().position(|&c| c == b'[')?;
     if rest[..open]
         .iter()
