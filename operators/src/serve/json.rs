@@ -57,6 +57,23 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
+/// JSON numbers (or nulls) as an FP32 array; `wrong(i, value, expected)` words the error for a
+/// value that is not a number.
+pub(crate) fn f32_array(
+    values: &[&Value],
+    wrong: impl Fn(usize, &Value, &str) -> String,
+) -> Result<ArrayRef, String> {
+    let mut out: Vec<Option<f32>> = Vec::with_capacity(values.len());
+    for (i, v) in values.iter().enumerate() {
+        out.push(match v {
+            Value::Null => None,
+            Value::Number(n) => Some(n.as_f64().ok_or_else(|| wrong(i, v, "a number"))? as f32),
+            other => return Err(wrong(i, other, "a number")),
+        });
+    }
+    Ok(Arc::new(Float32Array::from(out)))
+}
+
 fn timestamp_value(v: &Value, unit: &TimeUnit) -> Option<i64> {
     match v {
         Value::Number(n) => n.as_i64(),
@@ -115,17 +132,7 @@ pub fn instances_to_batch(instances: &[Value], schema: &SchemaRef) -> Result<Rec
         let dt = field.data_type();
         // FP32 (the usual feature type) and strings are built as they are, without a cast.
         let array: ArrayRef = if *dt == DataType::Float32 {
-            let mut out: Vec<Option<f32>> = Vec::with_capacity(values.len());
-            for (i, v) in values.iter().enumerate() {
-                out.push(match v {
-                    Value::Null => None,
-                    Value::Number(n) => {
-                        Some(n.as_f64().ok_or_else(|| wrong(i, v, "a number"))? as f32)
-                    }
-                    other => return Err(wrong(i, other, "a number")),
-                });
-            }
-            Arc::new(Float32Array::from(out))
+            f32_array(&values, wrong)?
         } else if dt.is_floating() || dt.is_integer() || dt.is_numeric() {
             let mut out = Vec::with_capacity(values.len());
             for (i, v) in values.iter().enumerate() {

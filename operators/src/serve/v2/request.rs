@@ -336,17 +336,7 @@ pub(super) fn input_column(
         }
         // FP32 columns (the usual feature type) are built as they are, without a cast.
         Wire::Float if *column == DataType::Float32 => {
-            let mut out: Vec<Option<f32>> = Vec::with_capacity(rows);
-            for (i, v) in values.iter().enumerate() {
-                out.push(match v {
-                    Value::Null => None,
-                    Value::Number(n) => {
-                        Some(n.as_f64().ok_or_else(|| wrong(i, v, "a number"))? as f32)
-                    }
-                    other => return Err(wrong(i, other, "a number")),
-                });
-            }
-            Arc::new(Float32Array::from(out))
+            crate::serve::json::f32_array(&values, wrong)?
         }
         Wire::Float => {
             let mut out = Vec::with_capacity(rows);
