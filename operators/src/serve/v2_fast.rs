@@ -49,21 +49,13 @@ pub(crate) fn decode(
 /// when it has no `id`, `outputs` or `parameters` and at most `max_rows` rows; the inference
 /// thread then decodes it (and hands it back when the guess was wrong).
 pub(crate) fn common_rows(body: &[u8], max_rows: usize) -> Option<usize> {
-    // One pass over the quotes: a key the fast path does not take ends it; the first "shape"
-    // gives the rows.
-    let mut shape = None;
-    for at in memchr::memchr_iter(b'"', body) {
-        let rest = &body[at + 1..];
-        if rest.starts_with(b"id\"")
-            || rest.starts_with(b"outputs\"")
-            || rest.starts_with(b"parameters\"")
-        {
-            return None;
-        }
-        if shape.is_none() && rest.starts_with(b"shape\"") {
-            shape = Some(at + 7);
-        }
+    // A key the fast path does not take sends the body elsewhere; the first "shape" gives the
+    // rows. (SIMD substring searches: a few hundred nanoseconds for a 1 KB body.)
+    let has = |needle: &[u8]| memchr::memmem::find(body, needle).is_some();
+    if has(b"\"id\"") || has(b"\"outputs\"") || has(b"\"parameters\"") {
+        return None;
     }
+    let shape = memchr::memmem::find(body, b"\"shape\"").map(|at| at + 7);
     let rest = &body[shape?..];
     let open = rest.iter().position(|&c| c == b'[')?;
     if rest[..open]
