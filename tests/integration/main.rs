@@ -13,3 +13,4 @@ mod services;
 mod serving;
 mod spark;
 mod streaming;
+mod streaming_features;

@@ -24,10 +24,8 @@ use millrace_engine::{
     Batch, ClusterConfig, Collective, DeadLetter, FlowContext, MetricsRegistry, WorkerContext,
     execute, row_to_json,
 };
-use millrace_ml::backend::CpuAutodiff;
 use millrace_ml::bundle::{BundleMeta, ModelBundle};
 use millrace_ml::preprocess::{Features, FitState, FittedPreprocessor, LabelKind, Targets};
-use millrace_ml::trainer::Trainer;
 use serde_json::json;
 
 use super::output;
@@ -391,17 +389,7 @@ fn run_worker(
         progress.ingest_done();
     }
 
-    let task = fitted.task();
-    let device = Default::default();
-    let mut trainer = Trainer::<CpuAutodiff>::new(
-        &spec.train.model,
-        &spec.train.optimizer,
-        spec.train.loss_for(&task)?,
-        &task,
-        fitted.input_dim(),
-        spec.train.seed,
-        &device,
-    )?;
+    let mut trainer = spec.train.trainer(&fitted)?;
     let mut evaluator = Evaluator::new(worker, Some(eval), fitted.num_classes());
 
     let mut log = if ctx.index == 0 {
@@ -495,7 +483,7 @@ fn run_worker(
         progress.train_done();
         let bundle = ModelBundle {
             spec: spec.train.model.clone(),
-            task,
+            task: fitted.task(),
             preprocess: fitted,
             weights: trainer.parameters(),
             meta: BundleMeta {

@@ -5,7 +5,7 @@ use arrow::array::{Array, BooleanArray, Int64Array, RecordBatch};
 use arrow::compute::{cast, filter, filter_record_batch, not};
 use arrow::datatypes::{DataType, TimeUnit};
 
-use super::worker::Prepared;
+use super::input::Prepared;
 use crate::{Error, Result};
 
 /// Event times of `column` in epoch milliseconds (a timestamp of any unit, or int64 ms).

@@ -12,6 +12,8 @@
 //! ```
 
 pub mod checkpoint;
+mod fit;
+mod input;
 mod late;
 pub mod metrics;
 mod outputs;

@@ -10,18 +10,16 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, RecordBatch, TimestampMillisecondArray};
-use millrace_connectors::kafka::{
-    KafkaProducer, KafkaSource, RawMessage, RecordDecoder, send_dead_letter,
-};
+use millrace_connectors::kafka::{KafkaProducer, KafkaSource, RecordDecoder};
 use millrace_engine::timely::worker::Worker;
 use millrace_engine::{Collective, DeadLetter, WorkerContext, row_to_json};
-use millrace_ml::backend::CpuAutodiff;
-use millrace_ml::preprocess::{FitState, FittedPreprocessor, Targets};
-use millrace_ml::trainer::{Reduction, TargetsRef, Trainer};
+use millrace_ml::preprocess::{FitState, Targets};
+use millrace_ml::trainer::{Reduction, TargetsRef};
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::Checkpoint;
+use super::fit::{fit_on_dataset, share, warm_up};
+use super::input::{Input, Pending, Prepared};
 use super::metrics::Totals;
 use super::outputs::Outputs;
 use super::prequential::{PrequentialState, StepScore, score};
@@ -36,153 +34,45 @@ use crate::{Error, Result};
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct StepMsg {
     /// Gradient of the summed loss over this worker's rows (empty without rows).
-    grads: Vec<f32>,
-    loss_sum: f64,
-    rows: u64,
-    score: StepScore,
-    read: u64,
-    dead: u64,
-    late: u64,
+    pub(super) grads: Vec<f32>,
+    pub(super) loss_sum: f64,
+    pub(super) rows: u64,
+    pub(super) score: StepScore,
+    pub(super) read: u64,
+    pub(super) dead: u64,
+    pub(super) late: u64,
     /// Next offset of each partition this worker reads.
-    positions: Vec<(i32, i64)>,
+    pub(super) positions: Vec<(i32, i64)>,
     /// Newest event time seen by this worker (ms).
-    max_event_ms: Option<i64>,
+    pub(super) max_event_ms: Option<i64>,
     /// Worker 0's decisions for this step.
-    publish: bool,
-    checkpoint: bool,
-    stop: bool,
+    pub(super) publish: bool,
+    pub(super) checkpoint: bool,
+    pub(super) stop: bool,
     /// Worker 0: the stop ends the input (idle timeout, max records), so open windows are
     /// flushed; a stop by signal keeps them in the checkpoint instead.
-    end_of_input: bool,
+    pub(super) end_of_input: bool,
     /// This worker still holds warm-up records to train on (a stop waits for them).
-    pending: bool,
+    pub(super) pending: bool,
     /// Worker 0: when the previous step's model version went live (epoch ms).
-    published_at_ms: Option<i64>,
+    pub(super) published_at_ms: Option<i64>,
     /// Partial aggregates of the windows this worker closed after the previous step.
-    windows: Vec<WindowResult>,
+    pub(super) windows: Vec<WindowResult>,
     /// On checkpoint steps: this worker's open windows.
-    window_state: Option<WindowState>,
+    pub(super) window_state: Option<WindowState>,
 }
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Records taken from the source but not trained yet (the warm-up window).
-struct Pending {
-    batches: Vec<(RecordBatch, Vec<i64>)>,
-}
-
-/// The decoded records of one poll, after SQL, with their produce timestamps.
-#[derive(Clone)]
-pub(crate) struct Prepared {
-    pub(crate) batch: RecordBatch,
-    pub(crate) produced_ms: Vec<i64>,
-}
-
-struct Counters {
-    step: u64,
-    read: u64,
-    trained: u64,
-    dead: u64,
-    late: u64,
-    version: u64,
-}
-
-/// The worker's connection to its partitions and everything that turns messages into rows.
-struct Input {
-    source: KafkaSource,
-    decoder: RecordDecoder,
-    sql: CompiledSql,
-    dlq: Option<(KafkaProducer, String)>,
-    topic: String,
-    dead: Vec<DeadLetter>,
-}
-
-impl Input {
-    /// Polls up to `max` messages; returns the prepared rows and how many messages were read,
-    /// dead-lettered.
-    fn poll(&mut self, max: usize, timeout: Duration) -> Result<(Option<Prepared>, u64, u64)> {
-        if max == 0 {
-            std::thread::sleep(timeout.min(Duration::from_millis(5)));
-            return Ok((None, 0, 0));
-        }
-        let messages = self.source.poll(max, timeout)?;
-        let read = messages.len() as u64;
-        if messages.is_empty() {
-            return Ok((None, 0, 0));
-        }
-        let decoded = self.decoder.decode(&self.topic, &messages);
-        let mut dead = decoded.dead.len() as u64;
-        for letter in &decoded.dead {
-            self.dead_letter(letter, "stream/decode")?;
-        }
-        let batch = decoded.batch;
-        if batch.num_rows() == 0 {
-            return Ok((None, read, dead));
-        }
-        let produced_ms = produce_times(&batch, &messages);
-        match self.sql.apply(&batch) {
-            Ok(out) => Ok((
-                Some(Prepared {
-                    batch: out,
-                    produced_ms,
-                }),
-                read,
-                dead,
-            )),
-            Err(reason) => {
-                // The SQL failed on the batch as a whole: every record of it is dead-lettered.
-                dead += batch.num_rows() as u64;
-                self.dead.push(DeadLetter {
-                    operator: "stream/sql".into(),
-                    reason,
-                    origin: Some(format!("topic {}", self.topic)),
-                    record: row_to_json(&batch, 0),
-                    rows: batch.num_rows() as u64,
-                });
-                Ok((None, read, dead))
-            }
-        }
-    }
-
-    fn dead_letter(
-        &mut self,
-        letter: &millrace_connectors::kafka::DeadLetter,
-        operator: &str,
-    ) -> Result<()> {
-        if let Some((producer, topic)) = &self.dlq {
-            send_dead_letter(producer, topic, letter)?;
-        }
-        self.dead.push(DeadLetter {
-            operator: operator.into(),
-            reason: letter.error.clone(),
-            origin: Some(format!(
-                "topic {} partition {} offset {}",
-                letter.topic, letter.partition, letter.offset
-            )),
-            record: letter
-                .payload
-                .as_ref()
-                .map(|p| String::from_utf8_lossy(p).into_owned()),
-            rows: 1,
-        });
-        Ok(())
-    }
-}
-
-/// The produce timestamps of the decoded rows (the `_timestamp` column; now when missing).
-fn produce_times(batch: &RecordBatch, _messages: &[RawMessage]) -> Vec<i64> {
-    let now = now_ms();
-    match batch
-        .column_by_name("_timestamp")
-        .and_then(|c| c.as_any().downcast_ref::<TimestampMillisecondArray>())
-    {
-        Some(ts) => (0..ts.len())
-            .map(|i| if ts.is_null(i) { now } else { ts.value(i) })
-            .collect(),
-        None => vec![now; batch.num_rows()],
-    }
+pub(super) struct Counters {
+    pub(super) step: u64,
+    pub(super) read: u64,
+    pub(super) trained: u64,
+    pub(super) dead: u64,
+    pub(super) late: u64,
+    pub(super) version: u64,
 }
 
 /// Runs one worker until worker 0 decides to stop.
@@ -253,17 +143,7 @@ pub(crate) fn run_worker(
             &mut counters,
         )?,
     };
-    let task = fitted.task();
-    let device = Default::default();
-    let mut trainer = Trainer::<CpuAutodiff>::new(
-        &spec.train.model,
-        &spec.train.optimizer,
-        spec.train.loss_for(&task)?,
-        &task,
-        fitted.input_dim(),
-        spec.train.seed,
-        &device,
-    )?;
+    let mut trainer = spec.train.trainer(&fitted)?;
     if let Some(c) = resume {
         trainer.set_parameters(&c.parameters)?;
         trainer.restore_optimizer(c.optimizer.clone())?;
@@ -325,7 +205,7 @@ pub(crate) fn run_worker(
         // 1. This step's rows: the warm-up window first, then fresh polls.
         let remaining = shared
             .max_records
-            .map(|n| share(n.saturating_sub(counters.read), ctx.index, ctx.peers));
+            .map(|n| share(n.saturating_sub(counters.read), ctx.peers));
         let (prepared, read, mut dead) = match pending.batches.pop() {
             Some((batch, produced_ms)) => (Some(Prepared { batch, produced_ms }), 0, 0),
             None => input.poll(
@@ -624,146 +504,4 @@ pub(crate) fn run_worker(
                 .collect::<Vec<u8>>(),
         ),
     })
-}
-
-/// How many of the `n` records still wanted one worker of `peers` may read this step: an even
-/// share, rounded up, so a worker whose partitions hold the last records can always read them
-/// (the job may then read up to `peers − 1` records more than asked).
-fn share(n: u64, _index: usize, peers: usize) -> usize {
-    let peers = peers.max(1) as u64;
-    usize::try_from(n.div_ceil(peers)).unwrap_or(usize::MAX)
-}
-
-/// Every worker's fit state, merged in worker order (the same result on every worker).
-fn merge_fits(
-    worker: &mut Worker,
-    ctx: &WorkerContext,
-    fits: &mut Collective<FitState>,
-    fit: FitState,
-) -> Result<FitState> {
-    let mut states = fits.all_gather(worker, ctx, fit)?.into_iter();
-    let mut merged = states
-        .next()
-        .ok_or_else(|| Error::Internal("no fit state from worker 0".into()))?;
-    for state in states {
-        merged.merge(&state);
-    }
-    Ok(merged)
-}
-
-/// Fits the preprocessing on the `[ingest]` dataset: each worker reads its share through the
-/// preprocess SQL; the fit states are merged in worker order.
-fn fit_on_dataset(
-    worker: &mut Worker,
-    ctx: &WorkerContext,
-    shared: &Shared,
-    fits: &mut Collective<FitState>,
-) -> Result<FittedPreprocessor> {
-    let plan = &shared.plan;
-    let (dataset, sql_plan) = plan
-        .fit_on
-        .as_ref()
-        .ok_or_else(|| Error::Internal("no dataset to fit on".into()))?;
-    let sql = CompiledSql::compile(sql_plan)?;
-    let mut fit = FitState::new(&plan.features, plan.label_kind);
-    let scan = millrace_connectors::parquet::ScanOptions {
-        projection: Some(sql_plan.input_columns.clone()),
-        batch_size: plan.spec.ingest.batch_rows,
-    };
-    let units = dataset.plan(ctx.peers).swap_remove(ctx.index);
-    for unit in &units {
-        for item in dataset.read_unit(unit, &scan)? {
-            let (origin, batch) = item?;
-            let prepared = sql.apply(&batch).map_err(|reason| {
-                Error::config(
-                    "ingest.path",
-                    format!("the preprocess SQL failed on {origin:?}: {reason}"),
-                )
-            })?;
-            fit.update(&prepared)?;
-        }
-    }
-    let merged = merge_fits(worker, ctx, fits, fit)?;
-    if merged.rows() == 0 {
-        return Err(Error::config(
-            "ingest.path",
-            "no rows to fit the preprocessing on are left after the preprocess SQL",
-        ));
-    }
-    Ok(merged.finish()?)
-}
-
-/// Reads records until `warmup_records` have arrived over all workers (or the stream stops or
-/// idles out), fits the preprocessing on them, and keeps them to be trained on first.
-fn warm_up(
-    worker: &mut Worker,
-    ctx: &WorkerContext,
-    shared: &Shared,
-    steps: &mut Collective<StepMsg>,
-    fits: &mut Collective<FitState>,
-    input: &mut Input,
-    counters: &mut Counters,
-) -> Result<(FittedPreprocessor, Pending)> {
-    let plan = &shared.plan;
-    let stream = &plan.stream;
-    let mut fit = FitState::new(&plan.features, plan.label_kind);
-    let mut batches = Vec::new();
-    let mut seen = 0u64;
-    let mut idle_since: Option<Instant> = None;
-    let poll_timeout = Duration::from_millis(stream.poll_timeout_ms);
-    loop {
-        let remaining = shared
-            .max_records
-            .map(|n| share(n.saturating_sub(counters.read), ctx.index, ctx.peers));
-        let want = stream
-            .max_batch_records
-            .min(remaining.unwrap_or(usize::MAX));
-        let (prepared, read, dead) = input.poll(want, poll_timeout)?;
-        let mut msg = StepMsg {
-            read,
-            dead,
-            ..StepMsg::default()
-        };
-        if let Some(p) = prepared {
-            fit.update(&p.batch)?;
-            msg.rows = p.batch.num_rows() as u64;
-            batches.push((p.batch, p.produced_ms));
-        }
-        if ctx.index == 0 {
-            let idle_out = match (shared.idle_timeout, idle_since) {
-                (Some(limit), Some(since)) => since.elapsed() >= limit,
-                _ => false,
-            };
-            let reached = shared.max_records.is_some_and(|n| counters.read >= n);
-            msg.stop = shared.stop.load(Ordering::Relaxed) || idle_out || reached;
-        }
-        let all = steps.all_gather(worker, ctx, msg)?;
-        let step_rows: u64 = all.iter().map(|m| m.rows).sum();
-        counters.read += all.iter().map(|m| m.read).sum::<u64>();
-        counters.dead += all.iter().map(|m| m.dead).sum::<u64>();
-        seen += step_rows;
-        if all.iter().all(|m| m.read == 0) {
-            idle_since.get_or_insert_with(Instant::now);
-        } else {
-            idle_since = None;
-        }
-        let stop = all.first().is_some_and(|m| m.stop);
-        if seen >= stream.warmup_records || (stop && seen > 0) {
-            break;
-        }
-        if stop {
-            return Err(Error::config(
-                "stream.warmup_records",
-                format!(
-                    "the stream stopped before any record arrived to fit the preprocessing on (topic '{}')",
-                    stream.topic
-                ),
-            ));
-        }
-    }
-    let merged = merge_fits(worker, ctx, fits, fit)?;
-    let fitted = merged.finish()?;
-    // Trained oldest first: `pop` takes from the end.
-    batches.reverse();
-    Ok((fitted, Pending { batches }))
 }

@@ -15,7 +15,6 @@
 //! With several threads, one thread at a time gathers a batch, so batches stay as full as the
 //! traffic allows while the other threads run the batches already formed.
 
-use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +22,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
+
+pub use wake::configure_runtime;
+use wake::{Wake, defer_wake};
+
+mod wake;
 
 /// A model over row-major f32 feature rows: the simplest thing a batcher can run (every
 /// `BatchModel` is a [`BatchRunner`] whose requests are feature rows).
@@ -390,58 +394,6 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     } else {
         "non-string panic payload".to_string()
     }
-}
-
-thread_local! {
-    /// Set on the worker threads of a runtime built with [`configure_runtime`], from their first
-    /// park on.
-    static DEFERS_WAKES: Cell<bool> = const { Cell::new(false) };
-    /// Batchers this thread queued work on without waking them.
-    static DEFERRED: RefCell<Vec<Arc<dyn Wake>>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Records that `shared` needs a wake-up when this thread parks; false when this thread does not
-/// defer wake-ups (then the caller wakes at once).
-fn defer_wake(shared: Arc<dyn Wake>) -> bool {
-    if !DEFERS_WAKES.with(Cell::get) {
-        return false;
-    }
-    DEFERRED.with(|deferred| {
-        let mut deferred = deferred.borrow_mut();
-        if !deferred.iter().any(|other| Arc::ptr_eq(other, &shared)) {
-            deferred.push(shared);
-        }
-    });
-    true
-}
-
-/// Wakes every batcher this thread deferred; runs when the thread is about to park.
-fn flush_deferred_wakes() {
-    let pending = DEFERRED.with(|deferred| std::mem::take(&mut *deferred.borrow_mut()));
-    for shared in pending {
-        shared.wake_idle();
-    }
-}
-
-/// Sets up a tokio runtime whose threads call [`DynamicBatcher::infer`] so that requests read in
-/// one pass over the sockets are batched together: a thread queues its requests without waking
-/// the inference thread and wakes it once, when it runs out of work and is about to park. That
-/// saves a wake-up (a system call and a context switch) per request under load and costs nothing
-/// when idle. Batchers used from threads of other runtimes wake at once, as before.
-pub fn configure_runtime(builder: &mut tokio::runtime::Builder) -> &mut tokio::runtime::Builder {
-    // The flag is set at the first park, not at thread start: tokio's blocking-pool threads run
-    // `on_thread_start` too but never park through the hook, so they must keep waking at once.
-    builder
-        .on_thread_park(|| {
-            DEFERS_WAKES.with(|defers| defers.set(true));
-            flush_deferred_wakes();
-        })
-        .on_thread_stop(flush_deferred_wakes)
-}
-
-/// A batcher whose wake-up an I/O thread deferred.
-trait Wake: Send + Sync {
-    fn wake_idle(&self);
 }
 
 impl<M: BatchRunner + ?Sized> Wake for Shared<M> {

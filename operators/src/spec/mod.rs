@@ -321,6 +321,24 @@ pub struct TrainSpec {
 }
 
 impl TrainSpec {
+    /// A CPU model replica for the features `fitted` produces: this spec's model, optimiser,
+    /// loss and seed (the same parameters on every worker).
+    pub fn trainer(
+        &self,
+        fitted: &millrace_ml::preprocess::FittedPreprocessor,
+    ) -> Result<millrace_ml::trainer::Trainer<millrace_ml::backend::CpuAutodiff>> {
+        let task = fitted.task();
+        Ok(millrace_ml::trainer::Trainer::new(
+            &self.model,
+            &self.optimizer,
+            self.loss_for(&task)?,
+            &task,
+            fitted.input_dim(),
+            self.seed,
+            &Default::default(),
+        )?)
+    }
+
     /// The loss to train `task` with: [`TrainSpec::loss`], or the task's default
     /// ([`Loss::for_task`]). Errors, naming `train.loss`, when the loss does not fit the task.
     pub fn loss_for(&self, task: &Task) -> Result<Loss> {
@@ -541,71 +559,4 @@ impl PipelineSpec {
 }
 
 #[cfg(test)]
-mod tests {
-    use serde_json::{Value, json};
-
-    use super::*;
-
-    fn pipeline(train: Value) -> PipelineSpec {
-        let spec = json!({"ingest": {"path": "data/x"}, "preprocess": {"numeric": ["a"], "label": "y"},
-                          "train": train});
-        serde_json::from_value(spec).unwrap()
-    }
-
-    #[test]
-    fn train_loss_and_reduction_parse_with_defaults() {
-        let spec = pipeline(json!({"model": {"kind": "logistic"}}));
-        assert_eq!(
-            (spec.train.loss, spec.train.reduction),
-            (None, Reduction::Mean)
-        );
-        let binary = Task::Classification { num_classes: 2 };
-        assert_eq!(spec.train.loss_for(&binary).unwrap(), Loss::CrossEntropy);
-        spec.validate().unwrap();
-        for (task, kind, loss, expected) in [
-            ("regression", "linear", "mae", Loss::Mae),
-            ("regression", "linear", "mse", Loss::Mse),
-            (
-                "classification",
-                "logistic",
-                "cross_entropy",
-                Loss::CrossEntropy,
-            ),
-        ] {
-            let spec = pipeline(json!({"task": task, "model": {"kind": kind}, "loss": loss,
-                                       "reduction": "sum"}));
-            assert_eq!(spec.train.loss, Some(expected));
-            assert_eq!(spec.train.reduction, Reduction::Sum);
-            spec.validate().unwrap();
-        }
-        for bad in [json!({"loss": "l1"}), json!({"reduction": "max"})] {
-            let mut train = json!({"model": {"kind": "logistic"}});
-            train
-                .as_object_mut()
-                .unwrap()
-                .extend(bad.as_object().unwrap().clone());
-            assert!(serde_json::from_value::<TrainSpec>(train).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn train_loss_must_fit_the_task() {
-        let spec = pipeline(json!({"model": {"kind": "logistic"}, "loss": "mse"}));
-        let err = spec.validate().unwrap_err().to_string();
-        assert!(
-            err.contains("train.loss") && err.contains("cross_entropy"),
-            "{err}"
-        );
-        let binary = Task::Classification { num_classes: 2 };
-        let err = spec.train.loss_for(&binary).unwrap_err().to_string();
-        assert!(err.contains("train.loss"), "{err}");
-        let spec = pipeline(json!({"task": "regression", "model": {"kind": "linear"},
-                                   "loss": "cross_entropy"}));
-        let err = spec.validate().unwrap_err().to_string();
-        assert!(
-            err.contains("train.loss") && err.contains("`mse` or `mae`"),
-            "{err}"
-        );
-        assert!(spec.train.loss_for(&Task::Regression).is_err());
-    }
-}
+mod tests;

@@ -1,0 +1,157 @@
+//! Fitting a streaming job's preprocessing before it trains: on the first records of the stream
+//! (the warm-up window, kept to be trained on first) or on an `[ingest]` dataset.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use millrace_engine::timely::worker::Worker;
+use millrace_engine::{Collective, WorkerContext};
+use millrace_ml::preprocess::{FitState, FittedPreprocessor};
+
+use super::input::{Input, Pending};
+use super::run::Shared;
+use super::worker::{Counters, StepMsg};
+use crate::preprocess::CompiledSql;
+use crate::{Error, Result};
+
+/// How many of the `n` records still wanted one worker of `peers` may read this step: an even
+/// share, rounded up, so a worker whose partitions hold the last records can always read them
+/// (the job may then read up to `peers − 1` records more than asked).
+pub(super) fn share(n: u64, peers: usize) -> usize {
+    let peers = peers.max(1) as u64;
+    usize::try_from(n.div_ceil(peers)).unwrap_or(usize::MAX)
+}
+
+/// Every worker's fit state, merged in worker order (the same result on every worker).
+fn merge_fits(
+    worker: &mut Worker,
+    ctx: &WorkerContext,
+    fits: &mut Collective<FitState>,
+    fit: FitState,
+) -> Result<FitState> {
+    let mut states = fits.all_gather(worker, ctx, fit)?.into_iter();
+    let mut merged = states
+        .next()
+        .ok_or_else(|| Error::Internal("no fit state from worker 0".into()))?;
+    for state in states {
+        merged.merge(&state);
+    }
+    Ok(merged)
+}
+
+/// Fits the preprocessing on the `[ingest]` dataset: each worker reads its share through the
+/// preprocess SQL; the fit states are merged in worker order.
+pub(super) fn fit_on_dataset(
+    worker: &mut Worker,
+    ctx: &WorkerContext,
+    shared: &Shared,
+    fits: &mut Collective<FitState>,
+) -> Result<FittedPreprocessor> {
+    let plan = &shared.plan;
+    let (dataset, sql_plan) = plan
+        .fit_on
+        .as_ref()
+        .ok_or_else(|| Error::Internal("no dataset to fit on".into()))?;
+    let sql = CompiledSql::compile(sql_plan)?;
+    let mut fit = FitState::new(&plan.features, plan.label_kind);
+    let scan = millrace_connectors::parquet::ScanOptions {
+        projection: Some(sql_plan.input_columns.clone()),
+        batch_size: plan.spec.ingest.batch_rows,
+    };
+    let units = dataset.plan(ctx.peers).swap_remove(ctx.index);
+    for unit in &units {
+        for item in dataset.read_unit(unit, &scan)? {
+            let (origin, batch) = item?;
+            let prepared = sql.apply(&batch).map_err(|reason| {
+                Error::config(
+                    "ingest.path",
+                    format!("the preprocess SQL failed on {origin:?}: {reason}"),
+                )
+            })?;
+            fit.update(&prepared)?;
+        }
+    }
+    let merged = merge_fits(worker, ctx, fits, fit)?;
+    if merged.rows() == 0 {
+        return Err(Error::config(
+            "ingest.path",
+            "no rows to fit the preprocessing on are left after the preprocess SQL",
+        ));
+    }
+    Ok(merged.finish()?)
+}
+
+/// Reads records until `warmup_records` have arrived over all workers (or the stream stops or
+/// idles out), fits the preprocessing on them, and keeps them to be trained on first.
+pub(super) fn warm_up(
+    worker: &mut Worker,
+    ctx: &WorkerContext,
+    shared: &Shared,
+    steps: &mut Collective<StepMsg>,
+    fits: &mut Collective<FitState>,
+    input: &mut Input,
+    counters: &mut Counters,
+) -> Result<(FittedPreprocessor, Pending)> {
+    let plan = &shared.plan;
+    let stream = &plan.stream;
+    let mut fit = FitState::new(&plan.features, plan.label_kind);
+    let mut batches = Vec::new();
+    let mut seen = 0u64;
+    let mut idle_since: Option<Instant> = None;
+    let poll_timeout = Duration::from_millis(stream.poll_timeout_ms);
+    loop {
+        let remaining = shared
+            .max_records
+            .map(|n| share(n.saturating_sub(counters.read), ctx.peers));
+        let want = stream
+            .max_batch_records
+            .min(remaining.unwrap_or(usize::MAX));
+        let (prepared, read, dead) = input.poll(want, poll_timeout)?;
+        let mut msg = StepMsg {
+            read,
+            dead,
+            ..StepMsg::default()
+        };
+        if let Some(p) = prepared {
+            fit.update(&p.batch)?;
+            msg.rows = p.batch.num_rows() as u64;
+            batches.push((p.batch, p.produced_ms));
+        }
+        if ctx.index == 0 {
+            let idle_out = match (shared.idle_timeout, idle_since) {
+                (Some(limit), Some(since)) => since.elapsed() >= limit,
+                _ => false,
+            };
+            let reached = shared.max_records.is_some_and(|n| counters.read >= n);
+            msg.stop = shared.stop.load(Ordering::Relaxed) || idle_out || reached;
+        }
+        let all = steps.all_gather(worker, ctx, msg)?;
+        let step_rows: u64 = all.iter().map(|m| m.rows).sum();
+        counters.read += all.iter().map(|m| m.read).sum::<u64>();
+        counters.dead += all.iter().map(|m| m.dead).sum::<u64>();
+        seen += step_rows;
+        if all.iter().all(|m| m.read == 0) {
+            idle_since.get_or_insert_with(Instant::now);
+        } else {
+            idle_since = None;
+        }
+        let stop = all.first().is_some_and(|m| m.stop);
+        if seen >= stream.warmup_records || (stop && seen > 0) {
+            break;
+        }
+        if stop {
+            return Err(Error::config(
+                "stream.warmup_records",
+                format!(
+                    "the stream stopped before any record arrived to fit the preprocessing on (topic '{}')",
+                    stream.topic
+                ),
+            ));
+        }
+    }
+    let merged = merge_fits(worker, ctx, fits, fit)?;
+    let fitted = merged.finish()?;
+    // Trained oldest first: `pop` takes from the end.
+    batches.reverse();
+    Ok((fitted, Pending { batches }))
+}
