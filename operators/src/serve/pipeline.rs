@@ -15,6 +15,7 @@ use millrace_ml::bundle::DensePredictor;
 use millrace_ml::preprocess::FittedPreprocessor;
 
 use super::batcher::{BatchError, BatchRunner, split_rows};
+use super::v2_fast::Columns;
 use crate::preprocess::CompiledSql;
 
 /// Raw rows → predictions: the served model's whole per-batch computation.
@@ -84,31 +85,39 @@ impl BatchRunner for Pipeline {
     }
 
     fn run(&self, inputs: Vec<RawInput>, rows: &[usize]) -> Vec<Result<Vec<f32>, BatchError>> {
-        // Bodies are decoded first; one that is not of the common form (or holds another number
-        // of rows than its caller saw) goes back to the caller for the general path.
+        // Bodies are decoded first, all into one set of column buffers; one that is not of the
+        // common form (or holds another number of rows than its caller saw) goes back to its
+        // caller for the general path.
         let mut answers: Vec<Option<Result<Vec<f32>, BatchError>>> =
             (0..inputs.len()).map(|_| None).collect();
-        let (mut batches, mut index, mut batch_rows) = (Vec::new(), Vec::new(), Vec::new());
+        let mut bodies = Columns::new(&self.input_schema, rows.iter().sum());
+        let (mut parts, mut index, mut kept_rows) = (Vec::new(), Vec::new(), Vec::new());
+        let mut body_rows = 0;
         for (i, (input, &n)) in inputs.into_iter().zip(rows).enumerate() {
-            let batch = match input {
-                RawInput::Batch(b) => Some(b),
-                RawInput::V2Body(body) => super::v2_fast::decode(&body, &self.input_schema, n)
-                    .map(|(b, _)| b)
-                    .filter(|b| b.num_rows() == n),
+            let part = match input {
+                RawInput::Batch(b) => Some(Part::Batch(b)),
+                RawInput::V2Body(body) => bodies
+                    .as_mut()
+                    .and_then(|c| c.append(&body, n, true))
+                    .map(|_| {
+                        body_rows += n;
+                        Part::Body(body_rows - n)
+                    }),
             };
-            match batch {
-                Some(b) => {
-                    batches.push(b);
+            match part {
+                Some(p) => {
+                    parts.push(p);
                     index.push(i);
-                    batch_rows.push(n);
+                    kept_rows.push(n);
                 }
                 None => answers[i] = Some(Err(BatchError::Fallback)),
             }
         }
-        if !batches.is_empty() {
+        if !parts.is_empty() {
+            let decoded = bodies.and_then(Columns::finish);
             for (i, answer) in index
                 .into_iter()
-                .zip(self.run_batches(batches, &batch_rows))
+                .zip(self.run_parts(parts, decoded, &kept_rows))
             {
                 answers[i] = Some(answer);
             }
@@ -120,31 +129,72 @@ impl BatchRunner for Pipeline {
     }
 }
 
+/// One request of a batch: its own rows, or where its decoded body starts among the bodies'.
+enum Part {
+    Batch(RecordBatch),
+    Body(usize),
+}
+
 impl Pipeline {
-    fn run_batches(
+    /// Runs the requests' rows as one merged batch (the bodies' rows are already one).
+    fn run_parts(
         &self,
-        inputs: Vec<RecordBatch>,
+        parts: Vec<Part>,
+        bodies: Option<RecordBatch>,
         rows: &[usize],
     ) -> Vec<Result<Vec<f32>, BatchError>> {
-        if let [only] = inputs.as_slice() {
-            return vec![self.run_one(only)];
+        let merged = match (&bodies, parts.iter().all(|p| matches!(p, Part::Body(_)))) {
+            (Some(b), true) => Ok(b.clone()),
+            _ => {
+                let batches: Option<Vec<RecordBatch>> = parts
+                    .into_iter()
+                    .zip(rows)
+                    .map(|(p, &n)| match p {
+                        Part::Batch(b) => Some(b),
+                        Part::Body(at) => bodies.as_ref().map(|b| b.slice(at, n)),
+                    })
+                    .collect();
+                concat_batches(&self.input_schema, batches.iter().flatten()).map_err(|e| {
+                    BatchError::Failed(format!("cannot merge requests into a batch: {e}"))
+                })
+            }
+        };
+        match merged {
+            Ok(merged) => self.run_merged(&merged, rows),
+            Err(e) => rows.iter().map(|_| Err(e.clone())).collect(),
         }
-        let total: usize = rows.iter().sum();
-        let merged = concat_batches(&self.input_schema, &inputs)
-            .map_err(|e| BatchError::Failed(format!("cannot merge requests into a batch: {e}")));
-        let features = merged.and_then(|raw| self.features(&raw, total));
-        match features {
+    }
+
+    /// Runs `merged`, the rows of requests of `rows` rows each, in one pass; when some request's
+    /// rows are at fault, each request on its own.
+    fn run_merged(
+        &self,
+        merged: &RecordBatch,
+        rows: &[usize],
+    ) -> Vec<Result<Vec<f32>, BatchError>> {
+        if rows.len() == 1 {
+            return vec![self.run_one(merged)];
+        }
+        let total = merged.num_rows();
+        match self.features(merged, total) {
             Ok(x) => match self.predictor.predict(&x, total) {
                 Ok(out) => split_rows(out, rows, self.output_dim()),
                 Err(e) => {
                     let message = e.to_string();
-                    (0..inputs.len())
+                    rows.iter()
                         .map(|_| Err(BatchError::Failed(message.clone())))
                         .collect()
                 }
             },
-            // Some request's rows are at fault: answer each request on its own.
-            Err(_) => inputs.iter().map(|raw| self.run_one(raw)).collect(),
+            Err(_) => {
+                let mut at = 0;
+                rows.iter()
+                    .map(|&n| {
+                        at += n;
+                        self.run_one(&merged.slice(at - n, n))
+                    })
+                    .collect()
+            }
         }
     }
 }
