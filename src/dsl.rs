@@ -28,8 +28,8 @@ use millrace_ml::optim::OptimizerSpec;
 use millrace_ml::preprocess::NullPolicy;
 use millrace_operators::job::{Progress, Summary};
 use millrace_operators::spec::{
-    EvaluateSpec, IngestSpec, OutputSpec, PipelineSpec, PreprocessSpec, ServeSpec, TaskKind,
-    TrainSpec,
+    CheckpointSpec, EvaluateSpec, IngestSpec, OutputSpec, PipelineSpec, PreprocessSpec, ServeSpec,
+    TaskKind, TrainSpec,
 };
 
 use crate::run::{RunConfig, plan, run_planned};
@@ -172,6 +172,7 @@ pub struct Pipeline {
     serve: Option<ServeSpec>,
     storage: StorageOptions,
     output: OutputSpec,
+    checkpoint: Option<CheckpointSpec>,
     workers: usize,
     run_dir: Option<PathBuf>,
     progress: Option<Arc<dyn Progress>>,
@@ -190,6 +191,7 @@ impl Pipeline {
             serve: None,
             storage: StorageOptions::default(),
             output: OutputSpec::default(),
+            checkpoint: None,
             workers: 1,
             run_dir: None,
             progress: None,
@@ -206,6 +208,12 @@ impl Pipeline {
     /// Object store settings (endpoint, region, credentials, retries) for every URL.
     pub fn storage(mut self, storage: StorageOptions) -> Self {
         self.storage = storage;
+        self
+    }
+
+    /// Checkpoints the training as `checkpoint` says (see `[checkpoint]` in pipeline files).
+    pub fn checkpoint(mut self, checkpoint: CheckpointSpec) -> Self {
+        self.checkpoint = Some(checkpoint);
         self
     }
 
@@ -350,6 +358,7 @@ impl Pipeline {
             storage: self.storage.clone(),
             output: self.output.clone(),
             stream: None,
+            checkpoint: self.checkpoint.clone(),
         })
     }
 
@@ -363,6 +372,7 @@ impl Pipeline {
             progress: self
                 .progress
                 .unwrap_or_else(|| Arc::new(millrace_operators::job::NoProgress)),
+            resume: false,
         };
         let (summary, run_dir) = run_planned(planned, None, config)?;
         Ok(RunReport { summary, run_dir })

@@ -40,6 +40,10 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A multi-process run is misconfigured: its host list or process id (the user must fix the
+    /// `--hosts`, `--processes` or `--process-id` the message names).
+    #[error("cluster: {0}")]
+    Cluster(String),
     /// The training curves could not be drawn.
     #[error("training curves: {0}")]
     Curves(String),

@@ -7,13 +7,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use millrace::engine::ClusterConfig;
 use millrace::operators::serve::{BatcherOptions, ModelRegistry, ServeOptions, serve};
-use millrace::progress::CliProgress;
-use millrace::run::{RunConfig, plan, run_planned};
 
 /// The allocator of the CLI: the server allocates small buffers per request from several
 /// threads, where glibc's malloc spends a fifth of the time (measured under load).
+mod commands;
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -27,29 +26,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a pipeline file: ingest → preprocess → train → evaluate (→ serve).
-    Run {
-        /// The pipeline file (TOML).
-        pipeline: PathBuf,
-        /// Worker threads.
-        #[arg(long, default_value_t = 1)]
-        workers: usize,
-        /// Run directory (default: runs/<name>-<timestamp>).
-        #[arg(long)]
-        run_dir: Option<PathBuf>,
-        /// Override a pipeline key: --set train.lr=0.01 (repeatable).
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        overrides: Vec<String>,
-        /// Do not serve the model even if the pipeline has a [serve] section.
-        #[arg(long)]
-        no_serve: bool,
-        /// Streaming: stop after reading this many records (a backfill, a test).
-        #[arg(long)]
-        max_records: Option<u64>,
-        /// Streaming: stop once no record arrived for this many seconds.
-        #[arg(long)]
-        idle_timeout_s: Option<f64>,
-    },
+    /// Run a pipeline file: ingest → preprocess → train → evaluate (→ serve); one process of a
+    /// cluster with --processes/--process-id/--hosts.
+    Run(commands::RunArgs),
+    /// Start every process of a cluster on this machine (loopback ports) and supervise them:
+    /// if one fails, the others are stopped, and with --restarts all are restarted with --resume.
+    Cluster(commands::ClusterRunArgs),
     /// Serve models over HTTP: the Open Inference Protocol (KServe v2), /v1/predict, /metrics.
     Serve(ServeArgs),
     /// Show a dataset's schema (partition columns included), row count, and per column the null
@@ -327,139 +309,10 @@ fn load_models(args: &ServeArgs, options: &ServeOptions) -> anyhow::Result<Arc<M
 }
 
 /// Runs a streaming pipeline until SIGTERM/Ctrl-C, `--max-records` or `--idle-timeout-s`.
-fn run_streaming(
-    spec: millrace::operators::spec::PipelineSpec,
-    pipeline: &std::path::Path,
-    text: &str,
-    workers: usize,
-    run_dir: Option<PathBuf>,
-    max_records: Option<u64>,
-    idle_timeout_s: Option<f64>,
-) -> anyhow::Result<()> {
-    let idle_timeout = match idle_timeout_s {
-        Some(s) if s.is_finite() && s >= 0.0 => Some(std::time::Duration::from_secs_f64(s)),
-        Some(s) => anyhow::bail!("--idle-timeout-s must be a number of seconds >= 0, got {s}"),
-        None => None,
-    };
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    std::thread::Builder::new()
-        .name("millrace-signals".into())
-        .spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            runtime.block_on(async {
-                let ctrl_c = tokio::signal::ctrl_c();
-                #[cfg(unix)]
-                {
-                    if let Ok(mut term) =
-                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    {
-                        tokio::select! {
-                            _ = ctrl_c => {},
-                            _ = term.recv() => {},
-                        }
-                    } else {
-                        let _ = ctrl_c.await;
-                    }
-                }
-                #[cfg(not(unix))]
-                let _ = ctrl_c.await;
-            });
-            eprintln!("stopping: finishing the current step and writing a last checkpoint");
-            flag.store(true, std::sync::atomic::Ordering::Relaxed);
-        })?;
-    let config = millrace::run::StreamRunConfig {
-        cluster: ClusterConfig::local(workers),
-        run_dir,
-        stop,
-        max_records,
-        idle_timeout,
-    };
-    let (summary, run_dir) = millrace::run::run_stream(spec, Some((pipeline, text)), config)?;
-    println!("run directory: {}", run_dir.display());
-    println!(
-        "records read {} | trained {} | dead-lettered {} | late {} | model versions {} | {:.1}s | {:.0} records/s",
-        summary.rows_read,
-        summary.rows_trained,
-        summary.rows_dead_lettered,
-        summary.rows_late,
-        summary.model_versions,
-        summary.wall_s,
-        summary.rows_per_s
-    );
-    if let Some(m) = &summary.prequential {
-        println!("prequential: {}", serde_json::to_string(m)?);
-    }
-    Ok(())
-}
-
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run {
-            pipeline,
-            workers,
-            run_dir,
-            overrides,
-            no_serve,
-            max_records,
-            idle_timeout_s,
-        } => {
-            let (mut spec, text) = millrace::pipeline_file::load(&pipeline, &overrides)?;
-            spec.validate()
-                .map_err(|e| anyhow::anyhow!("{}", located(&pipeline, &text, e)))?;
-            if spec.stream.is_some() {
-                if no_serve {
-                    spec.serve = None;
-                }
-                return run_streaming(
-                    spec,
-                    &pipeline,
-                    &text,
-                    workers,
-                    run_dir,
-                    max_records,
-                    idle_timeout_s,
-                );
-            }
-            millrace::data::prepare(&spec)?;
-            let serve_spec = spec.serve.clone();
-            let planned = plan(spec, Some((&pipeline, &text)))?;
-            let config = RunConfig {
-                cluster: ClusterConfig::local(workers),
-                run_dir,
-                progress: Arc::new(CliProgress::new()),
-            };
-            let (summary, run_dir) = run_planned(planned, Some(&text), config)?;
-            println!("run directory: {}", run_dir.display());
-            println!(
-                "rows read {} | trained {} | dead-lettered {} | {:.1}s | {:.0} rows/s end to end | {:.0} rows/s training",
-                summary.rows_read,
-                summary.rows_trained,
-                summary.rows_dead_lettered,
-                summary.wall_s,
-                summary.e2e_rows_per_s,
-                summary.train_rows_per_s
-            );
-            if let Some(eval) = &summary.eval {
-                println!("eval: {}", serde_json::to_string(eval)?);
-            }
-            if let (Some(serve_spec), false) = (serve_spec, no_serve) {
-                let options = ServeOptions {
-                    max_rows: serve_spec.max_rows,
-                    ..ServeOptions::default()
-                };
-                let registry = ModelRegistry::new(options.batching.clone());
-                registry.load_dir(None, &run_dir.join("model"))?;
-                let io = cores().saturating_sub(options.batching.threads).max(1);
-                serve_blocking(registry, Some(serve_spec.addr), options, io)?;
-            }
-            Ok(())
-        }
+        Command::Run(args) => commands::run(args),
+        Command::Cluster(args) => commands::cluster(args),
         Command::Serve(args) => {
             let options = serve_options(&args)?;
             let registry = load_models(&args, &options)?;

@@ -17,12 +17,14 @@ use crate::{Error, Result};
 /// How to run a pipeline.
 #[derive(Clone)]
 pub struct RunConfig {
-    /// Worker threads (and later processes).
+    /// Worker threads and processes.
     pub cluster: ClusterConfig,
     /// The run directory; `None` means `runs/<name>-<timestamp>`.
     pub run_dir: Option<PathBuf>,
     /// Progress reporting.
     pub progress: Arc<dyn Progress>,
+    /// Continue from the latest checkpoint of the pipeline's `[checkpoint]` store, if any.
+    pub resume: bool,
 }
 
 impl Default for RunConfig {
@@ -31,6 +33,7 @@ impl Default for RunConfig {
             cluster: ClusterConfig::local(1),
             run_dir: None,
             progress: Arc::new(job::NoProgress),
+            resume: false,
         }
     }
 }
@@ -99,22 +102,26 @@ pub fn run_planned(
     config: RunConfig,
 ) -> Result<(Summary, PathBuf)> {
     let run_dir = prepare_run_dir(config.run_dir.clone(), &plan.spec, pipeline_text)?;
+    let process_id = config.cluster.process_id;
     let summary = job::run(
         plan,
         RunOptions {
             cluster: config.cluster,
             run_dir: run_dir.clone(),
             progress: config.progress,
+            resume: config.resume,
         },
     )?;
-    write_curves(&run_dir)?;
+    if process_id == 0 {
+        write_curves(&run_dir)?;
+    }
     Ok((summary, run_dir))
 }
 
 /// How to run a streaming pipeline.
 #[derive(Clone)]
 pub struct StreamRunConfig {
-    /// Worker threads (and later processes).
+    /// Worker threads and processes.
     pub cluster: ClusterConfig,
     /// The run directory; `None` means `runs/<name>-<timestamp>`.
     pub run_dir: Option<PathBuf>,

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use timely::communication::initialize::Config as CommunicationConfig;
 use timely::worker::Worker;
@@ -21,6 +22,8 @@ pub struct ClusterConfig {
     pub process_id: usize,
     /// `host:port` of every process, in process order (empty for a single process).
     pub hosts: Vec<String>,
+    /// How long a process waits for every other process to connect before giving up.
+    pub connect_timeout: Duration,
 }
 
 impl ClusterConfig {
@@ -31,6 +34,7 @@ impl ClusterConfig {
             processes: 1,
             process_id: 0,
             hosts: Vec::new(),
+            connect_timeout: Duration::from_secs(120),
         }
     }
 
@@ -120,6 +124,10 @@ impl WorkerContext {
     }
 
     /// Steps `worker` while `condition` holds, returning [`Error::Aborted`] if another worker failed.
+    ///
+    /// With nothing to do, the worker parks until a message or an activation arrives (timely
+    /// wakes it) or 1 ms passes (to look at the abort flag): a worker waiting for its peers
+    /// leaves the cores to them and to the network threads instead of spinning.
     pub fn step_while(
         &self,
         worker: &mut Worker,
@@ -129,7 +137,7 @@ impl WorkerContext {
             if self.aborted() {
                 return Err(Error::Aborted);
             }
-            worker.step();
+            worker.step_or_park(Some(Duration::from_millis(1)));
         }
         Ok(())
     }
@@ -150,7 +158,32 @@ where
     F: Fn(&mut Worker, WorkerContext) -> Result<R, E> + Send + Sync + 'static,
 {
     let timely_config = config.timely_config()?;
+    let cluster = config.processes > 1;
+    let connected = Arc::new(AtomicBool::new(false));
+    if cluster {
+        crate::peers::watch_connections();
+        crate::peers::deadline(
+            Arc::clone(&connected),
+            config.connect_timeout,
+            format!(
+                "process {} could not connect to all {} processes ({}) within {:.0} s: start every process with the same --processes and --hosts, and check that the ports are reachable",
+                config.process_id,
+                config.processes,
+                config.hosts.join(", "),
+                config.connect_timeout.as_secs_f64()
+            ),
+        );
+    }
+    let process_id = config.process_id;
+    let first_worker = config.process_id * config.workers;
     let abort = Arc::new(AtomicBool::new(false));
+    // Each worker leaves its result here as soon as its work ends: after that, timely still
+    // steps the worker's dataflows, and joining its threads may panic when a connection broke.
+    type Slots<R, E> = Arc<std::sync::Mutex<Vec<Option<Result<R, E>>>>>;
+    let slots: Slots<R, E> = Arc::new(std::sync::Mutex::new(
+        (0..config.workers).map(|_| None).collect(),
+    ));
+    let filled = Arc::clone(&slots);
     let guards = timely::execute(timely_config, move |worker| {
         let ctx = WorkerContext {
             index: worker.index(),
@@ -160,10 +193,18 @@ where
         };
         let result =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(worker, ctx.clone())));
-        match result {
+        let result = match result {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => {
                 ctx.abort();
+                if cluster && !e.is_aborted() {
+                    // Other processes may keep this one's dataflows open; do not wait for ever.
+                    crate::peers::deadline(
+                        Arc::new(AtomicBool::new(false)),
+                        Duration::from_secs(30),
+                        format!("process {process_id} failed and its peers did not stop within 30 s; exiting"),
+                    );
+                }
                 Err(e)
             }
             Err(payload) => {
@@ -173,13 +214,32 @@ where
                     message: panic_message(payload.as_ref()),
                 }))
             }
+        };
+        let mut slots = filled.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = slots.get_mut(ctx.index - first_worker) {
+            *slot = Some(result);
         }
     })
     .map_err(|e| E::from(Error::Startup(e)))?;
+    connected.store(true, Ordering::Relaxed);
 
+    // Joining re-raises the panics of timely's network threads when a connection broke; that
+    // case is reported below as a lost process.
+    let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guards.join()));
+    if let Err(payload) = &joined
+        && crate::peers::lost_process().is_none()
+    {
+        return Err(E::from(Error::Startup(format!(
+            "timely's threads failed: {}",
+            panic_message(payload.as_ref())
+        ))));
+    }
+    let outcomes = std::mem::take(&mut *slots.lock().unwrap_or_else(|p| p.into_inner()));
     let mut results = Vec::new();
     let mut first_error: Option<E> = None;
-    for (i, joined) in guards.join().into_iter().enumerate() {
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        let joined = outcome.ok_or_else(|| "the worker thread ended without a result".to_string());
+
         match joined {
             Ok(Ok(r)) => results.push(r),
             Ok(Err(e)) => {
@@ -193,10 +253,21 @@ where
             }
             Err(message) => {
                 if first_error.as_ref().is_none_or(|e| e.is_aborted()) {
-                    first_error = Some(E::from(Error::WorkerPanic { worker: i, message }));
+                    first_error = Some(E::from(Error::WorkerPanic {
+                        worker: first_worker + i,
+                        message,
+                    }));
                 }
             }
         }
+    }
+    // A broken connection explains the workers' panics: name the lost process instead.
+    if let (Some(_), Some((process, message))) = (&first_error, crate::peers::lost_process()) {
+        return Err(E::from(Error::PeerLost {
+            process,
+            host: config.hosts.get(process).cloned().unwrap_or_default(),
+            message,
+        }));
     }
     match first_error {
         Some(e) => Err(e),
@@ -265,6 +336,7 @@ mod tests {
             processes: 2,
             process_id: 0,
             hosts: vec!["a:1".into()],
+            connect_timeout: Duration::from_secs(1),
         };
         assert!(
             c.validate()

@@ -81,11 +81,14 @@ impl<D: ExchangeData + Clone> Collective<D> {
             got.extend(now.into_iter().map(|(_, i, d)| (i, d)));
         }
         if got.len() != ctx.peers {
+            let missing: Vec<usize> = (0..ctx.peers)
+                .filter(|w| !got.iter().any(|(i, _)| i == w))
+                .collect();
             return Err(Error::Startup(format!(
-                "collective '{}' round {} received {} contributions from {} workers",
+                "collective '{}' round {}: no contribution from worker(s) {} of {}: they failed or exited (see the error of the process running them)",
                 self.name,
                 self.round,
-                got.len(),
+                crate::error::list(&missing),
                 ctx.peers
             )));
         }

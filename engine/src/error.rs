@@ -23,6 +23,18 @@ pub enum Error {
         /// The panic payload, if it was a string.
         message: String,
     },
+    /// The connection to another process of the cluster broke: it died or was killed.
+    #[error(
+        "lost process {process} of the cluster ({host}): {message}; it died or was killed (see its own log). Restart every process with --resume to continue from the last checkpoint"
+    )]
+    PeerLost {
+        /// The lost process's index.
+        process: usize,
+        /// Its `host:port`.
+        host: String,
+        /// timely's message about the broken connection.
+        message: String,
+    },
     /// Another worker failed, so this one stopped waiting for it.
     #[error("stopped because another worker failed")]
     Aborted,

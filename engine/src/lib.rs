@@ -50,6 +50,7 @@ mod collective;
 mod error;
 mod flow;
 mod metrics;
+pub mod peers;
 
 pub use batch::{Batch, DeadLetter, row_to_json};
 pub use cluster::{AbortedError, ClusterConfig, WorkerContext, execute};

@@ -126,6 +126,30 @@ impl MetricsRegistry {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Adds counters of workers of other processes (gathered through the dataflow); an operator
+    /// already registered for that worker here keeps its own counters.
+    pub fn absorb(&self, reports: impl IntoIterator<Item = OperatorReport>) {
+        let mut ops = self.lock();
+        for r in reports {
+            if ops
+                .iter()
+                .any(|(n, w, _)| *n == r.operator && *w == r.worker)
+            {
+                continue;
+            }
+            let c = &r.counters;
+            let stats = OperatorStats {
+                batches_in: AtomicU64::new(c.batches_in),
+                rows_in: AtomicU64::new(c.rows_in),
+                batches_out: AtomicU64::new(c.batches_out),
+                rows_out: AtomicU64::new(c.rows_out),
+                dead_letters: AtomicU64::new(c.dead_letters),
+                busy_ns: AtomicU64::new((c.busy_s.max(0.0) * 1e9) as u64),
+            };
+            ops.push((r.operator, r.worker, Arc::new(stats)));
+        }
+    }
+
     /// Every operator on every worker, in registration order.
     pub fn snapshot(&self) -> Vec<OperatorReport> {
         self.lock()

@@ -28,6 +28,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod checkpoint;
 mod error;
 pub mod evaluate;
 pub mod ingest;

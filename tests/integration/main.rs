@@ -4,6 +4,7 @@
 
 mod common;
 mod config_errors;
+mod deploy;
 mod faulty_proxy;
 mod quickstart;
 mod s3;

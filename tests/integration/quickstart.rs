@@ -26,6 +26,7 @@ pub fn try_run_toml(text: &str, workers: usize, dir: &Path) -> Result<Summary, S
         cluster: ClusterConfig::local(workers),
         run_dir: Some(dir.join("run")),
         progress: Arc::new(NoProgress),
+        resume: false,
     };
     run_planned(planned, Some(&text), config)
         .map(|r| r.0)

@@ -40,6 +40,7 @@ fn main() -> anyhow::Result<()> {
         cluster: ClusterConfig::local(workers),
         run_dir: Some(run_dir.clone()),
         progress: Arc::new(NoProgress),
+        resume: false,
     };
     let (s, _) = run_planned(planned, Some(&text), config)?;
     let accuracy = s

@@ -82,6 +82,7 @@ fn etl_to_train(ingest: &str, holdout: &str, storage: &StorageOptions) -> anyhow
         cluster: ClusterConfig::local(2),
         run_dir: Some(run_dir.clone()),
         progress: Arc::new(NoProgress),
+        resume: false,
     };
     let (summary, _) = run_planned(planned, Some(&text), config)?;
     std::fs::remove_dir_all(&run_dir).ok();

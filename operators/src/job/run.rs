@@ -4,38 +4,30 @@
 //! train rows) in one dataflow; the fitted statistics are merged over all workers; each worker encodes
 //! its rows; then synchronous data-parallel training with evaluation; worker 0 writes the model.
 
-use std::cell::RefCell;
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{BooleanArray, RecordBatch};
-use arrow::compute::{filter_record_batch, not};
-use millrace_connectors::parquet::ScanOptions;
-use millrace_engine::timely::dataflow::ProbeHandle;
-use millrace_engine::timely::dataflow::channels::pact::Pipeline;
-use millrace_engine::timely::dataflow::operators::Probe;
-use millrace_engine::timely::dataflow::operators::generic::operator::Operator;
 use millrace_engine::timely::worker::Worker;
 use millrace_engine::{
-    Batch, ClusterConfig, Collective, DeadLetter, FlowContext, MetricsRegistry, WorkerContext,
-    execute, row_to_json,
+    ClusterConfig, Collective, Counters, DeadLetter, MetricsRegistry, OperatorReport,
+    WorkerContext, execute,
 };
 use millrace_ml::bundle::{BundleMeta, ModelBundle};
-use millrace_ml::preprocess::{Features, FitState, FittedPreprocessor, LabelKind, Targets};
+use millrace_ml::preprocess::FitState;
 use serde_json::json;
 
+use super::checkpoint::{self as ckpt, BatchCheckpoint, SourceRecord};
+use super::ingest::{encode, ingest};
 use super::output;
 use super::plan::JobPlan;
 use super::progress::Progress;
-use super::summary::{OperatorSummary, Summary, peak_rss_bytes};
+use super::summary::{CheckpointStats, OperatorSummary, Summary, peak_rss_bytes};
+use crate::checkpoint::CheckpointStore;
 use crate::evaluate::Evaluator;
-use crate::ingest::parquet_source;
-use crate::preprocess::SqlRunner;
-use crate::train::{TrainEvent, TrainReport, train_data_parallel};
+use crate::train::{TrainControl, TrainEvent, TrainReport, train_data_parallel};
 use crate::{Error, Result};
 
 /// How and where to run a job.
@@ -47,15 +39,26 @@ pub struct RunOptions {
     pub run_dir: PathBuf,
     /// Progress reporting.
     pub progress: Arc<dyn Progress>,
+    /// Continue from the latest complete checkpoint of the pipeline's `[checkpoint]` store, if
+    /// there is one (else start from the beginning).
+    pub resume: bool,
+}
+
+/// What every worker of the job shares besides the plan.
+struct Shared {
+    store: Option<CheckpointStore>,
+    resume: Option<BatchCheckpoint>,
+    sources: Vec<SourceRecord>,
 }
 
 struct WorkerOutcome {
     dead: Vec<DeadLetter>,
-    predictions_written: u64,
     eval_lines: Vec<serde_json::Value>,
-    eval_rows: u64,
     ingest_s: f64,
     train: Option<TrainReport>,
+    /// Over all processes: (dead-lettered rows, predictions written, evaluation rows).
+    cluster_counts: (u64, u64, u64),
+    checkpoints: CheckpointStats,
 }
 
 /// Runs `plan`, writing the run directory, and returns the summary (also written as summary.json).
@@ -63,21 +66,30 @@ pub fn run(plan: JobPlan, options: RunOptions) -> Result<Summary> {
     let started = Instant::now();
     std::fs::create_dir_all(&options.run_dir).map_err(|e| Error::io(&options.run_dir, e))?;
     output::prepare_outputs(&plan.spec, options.cluster.process_id)?;
+    let shared = Arc::new(shared_state(&plan, &options)?);
+    let resumed_from_step = shared.resume.as_ref().map(|c| c.position.global_step);
     let plan = Arc::new(plan);
     let metrics = MetricsRegistry::new();
     let outcomes = {
         let plan = Arc::clone(&plan);
         let options = options.clone();
+        let shared = Arc::clone(&shared);
         execute(
             &options.cluster.clone(),
             Arc::clone(&metrics),
-            move |worker, ctx| run_worker(worker, &ctx, &plan, &options),
+            move |worker, ctx| run_worker(worker, &ctx, &plan, &options, &shared),
         )?
     };
+    // Files of processes other than the first go to process-<i>/ of the run directory.
+    let own_dir = match options.cluster.process_id {
+        0 => options.run_dir.clone(),
+        i => options.run_dir.join(format!("process-{i}")),
+    };
+    std::fs::create_dir_all(&own_dir).map_err(|e| Error::io(&own_dir, e))?;
 
     let dead: Vec<&DeadLetter> = outcomes.iter().flat_map(|o| o.dead.iter()).collect();
-    write_dead_letters(&options.run_dir.join("dead_letters.jsonl"), &dead)?;
-    let prom = options.run_dir.join("metrics.prom");
+    write_dead_letters(&own_dir.join("dead_letters.jsonl"), &dead)?;
+    let prom = own_dir.join("metrics.prom");
     std::fs::write(&prom, metrics.to_prometheus()).map_err(|e| Error::io(&prom, e))?;
 
     let first = outcomes
@@ -105,17 +117,18 @@ pub fn run(plan: JobPlan, options: RunOptions) -> Result<Summary> {
     let sql_holdout = total("preprocess/sql/holdout");
     let rows_filtered = (sql.rows_in - sql.rows_out - sql.dead_letters)
         + (sql_holdout.rows_in - sql_holdout.rows_out - sql_holdout.dead_letters);
-    let rows_dead_lettered: u64 = dead.iter().map(|d| d.rows).sum();
+    let (rows_dead_lettered, predictions_written, eval_rows) = first.cluster_counts;
     let wall_s = started.elapsed().as_secs_f64();
     let summary = Summary {
         name: plan.spec.name.clone(),
         workers: options.cluster.total_workers(),
+        processes: options.cluster.processes,
         rows_read,
         eval_rows_read,
-        predictions_written: outcomes.iter().map(|o| o.predictions_written).sum(),
+        predictions_written,
         train_rows: train.rows,
         rows_trained: train.rows_trained,
-        eval_rows: outcomes.iter().map(|o| o.eval_rows).sum(),
+        eval_rows,
         rows_dead_lettered,
         rows_filtered,
         steps: train.steps,
@@ -128,6 +141,9 @@ pub fn run(plan: JobPlan, options: RunOptions) -> Result<Summary> {
         eval: train.eval.clone(),
         model_path: options.run_dir.join("model").display().to_string(),
         parameter_checksum: format!("{:016x}", train.parameter_checksum),
+        sync_ms_per_step: train.sync_s * 1e3 / train.steps.max(1) as f64,
+        resumed_from_step,
+        checkpoints: first.checkpoints.clone(),
         peak_rss_bytes: peak_rss_bytes(),
         operators: totals
             .into_iter()
@@ -140,7 +156,7 @@ pub fn run(plan: JobPlan, options: RunOptions) -> Result<Summary> {
             })
             .collect(),
     };
-    let path = options.run_dir.join("summary.json");
+    let path = own_dir.join("summary.json");
     let text =
         serde_json::to_string_pretty(&summary).map_err(|e| Error::Internal(e.to_string()))?;
     std::fs::write(&path, text + "\n").map_err(|e| Error::io(&path, e))?;
@@ -157,176 +173,43 @@ pub(crate) fn write_dead_letters(path: &Path, dead: &[&DeadLetter]) -> Result<()
     out.flush().map_err(|e| Error::io(path, e))
 }
 
-/// What the ingest dataflow leaves on a worker.
-#[derive(Default)]
-struct Ingested {
-    train: Vec<Batch>,
-    eval: Vec<Batch>,
-    dead: Vec<DeadLetter>,
-    fit: Option<FitState>,
-    fit_error: Option<Error>,
-}
-
-fn ingest(
-    worker: &mut Worker,
-    ctx: &WorkerContext,
-    plan: &JobPlan,
-    progress: &Arc<dyn Progress>,
-) -> Result<Ingested> {
-    let state = Rc::new(RefCell::new(Ingested {
-        fit: Some(FitState::new(&plan.features, plan.label_kind)),
-        ..Ingested::default()
-    }));
-    let batch_size = plan.spec.ingest.batch_rows;
-    let runner = SqlRunner::new(plan.sql.clone())?;
-    let units = plan.dataset.plan(ctx.peers).swap_remove(ctx.index);
-    let options = ScanOptions {
-        projection: Some(plan.sql.input_columns.clone()),
-        batch_size,
-    };
-    let holdout = match (&plan.holdout, &plan.holdout_sql) {
-        (Some(h), Some(sql)) => Some((
-            h.clone(),
-            h.plan(ctx.peers).swap_remove(ctx.index),
-            ScanOptions {
-                projection: Some(sql.input_columns.clone()),
-                batch_size,
-            },
-            SqlRunner::new(sql.clone())?,
-        )),
-        _ => None,
-    };
-    let split = plan.split.clone();
-    let probes: Vec<ProbeHandle<u64>> = worker.dataflow_named::<u64, _, _>("ingest", |scope| {
-        let fc = FlowContext::new(ctx.clone());
-        let mut probes = Vec::new();
-        let p = Arc::clone(progress);
-        let train_state = Rc::clone(&state);
-        let probe = parquet_source(scope, &fc, "ingest", plan.dataset.clone(), units, options)
-            .inspect("ingest/progress", move |b| p.ingested(b.num_rows() as u64))
-            .map_batches("preprocess/sql", move |b| runner.apply(b))
-            .sink("preprocess/split+fit", move |batch| {
-                let mut st = train_state.borrow_mut();
-                let (train, eval) = match &split {
-                    Some(split) => match split_batch(&batch.data, split) {
-                        Ok(parts) => parts,
-                        Err(reason) => {
-                            st.dead.push(DeadLetter {
-                                operator: "preprocess/split".into(),
-                                reason,
-                                origin: batch.origin.as_deref().map(str::to_string),
-                                record: None,
-                                rows: batch.num_rows() as u64,
-                            });
-                            return;
-                        }
-                    },
-                    None => (
-                        batch.data.clone(),
-                        RecordBatch::new_empty(batch.data.schema()),
-                    ),
-                };
-                if st.fit_error.is_none() {
-                    let result = st.fit.as_mut().map(|f| f.update(&train));
-                    if let Some(Err(e)) = result {
-                        st.fit_error = Some(e.into());
-                    }
+/// Opens the checkpoint store and, with `--resume`, reads the checkpoint to continue from.
+fn shared_state(plan: &JobPlan, options: &RunOptions) -> Result<Shared> {
+    let store = ckpt::store(&plan.spec)?;
+    let sources = BatchCheckpoint::sources(&plan.dataset, plan.holdout.as_ref());
+    let resume = match (&store, options.resume) {
+        (_, false) => None,
+        (None, true) => {
+            return Err(Error::config(
+                "checkpoint",
+                "--resume needs checkpoints: add a [checkpoint] section (dir, every_steps) to the pipeline",
+            ));
+        }
+        (Some(store), true) => match ckpt::load_latest(&plan.spec, store)? {
+            Some(c) => {
+                let changes = c.source_changes(&sources);
+                if !changes.is_empty() {
+                    return Err(Error::Checkpoint(format!(
+                        "the data changed since the checkpoint at step {} was taken: {}; resume only on the data the run started with, or start afresh without --resume",
+                        c.position.global_step,
+                        changes.join("; ")
+                    )));
                 }
-                if eval.num_rows() > 0 {
-                    st.eval.push(batch.clone().map(eval));
-                }
-                if train.num_rows() > 0 {
-                    st.train.push(batch.map(train));
-                }
-            });
-        probes.push(probe);
-        if let Some((dataset, units, options, runner)) = holdout {
-            let p = Arc::clone(progress);
-            let eval_state = Rc::clone(&state);
-            probes.push(
-                parquet_source(scope, &fc, "ingest/holdout", dataset, units, options)
-                    .inspect("ingest/holdout/progress", move |b| {
-                        p.ingested(b.num_rows() as u64)
-                    })
-                    .map_batches("preprocess/sql/holdout", move |b| runner.apply(b))
-                    .sink("preprocess/holdout", move |batch| {
-                        eval_state.borrow_mut().eval.push(batch)
-                    }),
-            );
-        }
-        if let Some(dead) = fc.dead_letters(scope) {
-            let dead_state = Rc::clone(&state);
-            let (probe, stream) = dead.probe();
-            stream.sink(Pipeline, "dead-letters", move |(input, _)| {
-                input.for_each(|_, data| dead_state.borrow_mut().dead.append(data));
-            });
-            probes.push(probe);
-        }
-        probes
-    });
-    ctx.step_while(worker, || probes.iter().any(|p| !p.done()))?;
-    let taken = std::mem::take(&mut *state.borrow_mut());
-    Ok(taken)
-}
-
-fn split_batch(
-    batch: &RecordBatch,
-    split: &crate::preprocess::HashSplit,
-) -> Result<(RecordBatch, RecordBatch), String> {
-    let eval_mask: BooleanArray = split.eval_mask(batch)?;
-    let train_mask = not(&eval_mask).map_err(|e| e.to_string())?;
-    let train = filter_record_batch(batch, &train_mask).map_err(|e| e.to_string())?;
-    let eval = filter_record_batch(batch, &eval_mask).map_err(|e| e.to_string())?;
-    Ok((train, eval))
-}
-
-/// Encodes batches with the fitted preprocessing; rejected rows become dead letters.
-fn encode(
-    fitted: &FittedPreprocessor,
-    batches: Vec<Batch>,
-    op: &str,
-    ctx: &WorkerContext,
-    dead: &mut Vec<DeadLetter>,
-) -> Result<Features> {
-    let stats = ctx.metrics.operator(op, ctx.index);
-    let started = Instant::now();
-    let mut x = Vec::new();
-    let mut classes = Vec::new();
-    let mut values = Vec::new();
-    let mut rows = 0;
-    for batch in batches {
-        stats.record_in(batch.num_rows());
-        let f = fitted.transform(&batch.data, true)?;
-        for rejected in &f.rejected {
-            dead.push(DeadLetter {
-                operator: op.to_string(),
-                reason: format!("column '{}': {}", rejected.column, rejected.reason),
-                origin: batch.origin.as_deref().map(str::to_string),
-                record: row_to_json(&batch.data, rejected.row as usize),
-                rows: 1,
-            });
-        }
-        stats.record_dead(f.rejected.len());
-        stats.record_out(f.rows);
-        rows += f.rows;
-        x.extend_from_slice(&f.x);
-        match f.y {
-            Some(Targets::Classes(c)) => classes.extend(c),
-            Some(Targets::Values(v)) => values.extend(v),
-            None => {}
-        }
-    }
-    stats.record_busy(started.elapsed());
-    let y = match fitted.label_kind() {
-        LabelKind::Classification => Targets::Classes(classes),
-        LabelKind::Regression => Targets::Values(values),
+                Some(c)
+            }
+            None => {
+                tracing::info!(
+                    store = store.url(),
+                    "--resume: no checkpoint yet, starting from the beginning"
+                );
+                None
+            }
+        },
     };
-    Ok(Features {
-        x,
-        y: Some(y),
-        rows,
-        accepted: Vec::new(),
-        rejected: Vec::new(),
+    Ok(Shared {
+        store,
+        resume,
+        sources,
     })
 }
 
@@ -335,6 +218,7 @@ fn run_worker(
     ctx: &WorkerContext,
     plan: &JobPlan,
     options: &RunOptions,
+    shared: &Shared,
 ) -> Result<WorkerOutcome> {
     let started = Instant::now();
     let spec = &plan.spec;
@@ -348,20 +232,26 @@ fn run_worker(
         return Err(e);
     }
 
-    // Fit: merge every worker's statistics, in worker order, so every worker gets the same fit.
+    // Fit: merge every worker's statistics, in worker order, so every worker gets the same fit;
+    // a resumed run encodes with the checkpoint's fit (every worker resumes alike).
     let local = ingested
         .fit
         .take()
         .ok_or_else(|| Error::Internal("fit state missing".into()))?;
-    let mut channel = Collective::<FitState>::new(worker, "preprocess/fit");
-    let mut states = channel.all_gather(worker, ctx, local)?.into_iter();
-    let mut merged = states
-        .next()
-        .ok_or_else(|| Error::Internal("no fit states gathered".into()))?;
-    for state in states {
-        merged.merge(&state);
-    }
-    let fitted = merged.finish()?;
+    let fitted = match &shared.resume {
+        Some(c) => c.preprocess.clone(),
+        None => {
+            let mut channel = Collective::<FitState>::new(worker, "preprocess/fit");
+            let mut states = channel.all_gather(worker, ctx, local)?.into_iter();
+            let mut merged = states
+                .next()
+                .ok_or_else(|| Error::Internal("no fit states gathered".into()))?;
+            for state in states {
+                merged.merge(&state);
+            }
+            merged.finish()?
+        }
+    };
 
     let mut dead = std::mem::take(&mut ingested.dead);
     let eval_batches = if spec.output.predictions.is_some() {
@@ -390,19 +280,44 @@ fn run_worker(
     }
 
     let mut trainer = spec.train.trainer(&fitted)?;
+    if let Some(c) = &shared.resume {
+        trainer.set_parameters(&c.parameters)?;
+        trainer.restore_optimizer(c.optimizer.clone())?;
+    }
     let mut evaluator = Evaluator::new(worker, Some(eval), fitted.num_classes());
 
+    // A resumed run appends to the metrics of the run it continues (when in the same directory).
     let mut log = if ctx.index == 0 {
         let path = options.run_dir.join("metrics.jsonl");
-        Some((
-            BufWriter::new(File::create(&path).map_err(|e| Error::io(&path, e))?),
-            path,
-        ))
+        if let Some(c) = &shared.resume {
+            keep_metrics_until(&path, c.position.global_step)?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(shared.resume.is_some())
+            .truncate(shared.resume.is_none())
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        Some((BufWriter::new(file), path))
     } else {
         None
     };
     let mut log_error: Option<Error> = None;
-    let mut eval_lines = Vec::new();
+    let mut eval_lines: Vec<serde_json::Value> = shared
+        .resume
+        .iter()
+        .flat_map(|c| &c.position.evals)
+        .map(|e| {
+            let mut line = json!({"kind": "eval", "epoch": e.epoch, "step": e.step});
+            if let (Some(obj), Ok(serde_json::Value::Object(m))) =
+                (line.as_object_mut(), serde_json::from_str(&e.metrics_json))
+            {
+                obj.extend(m);
+            }
+            line
+        })
+        .collect();
     let log_every = spec.train.log_every as u64;
     let mut total_steps = 0;
     // Loss lines in metrics.jsonl are the mean over the rows since the previous line.
@@ -438,6 +353,14 @@ fn run_worker(
                     line
                 })
             }
+            TrainEvent::Checkpoint { .. } => {
+                if let Err(e) = out.flush()
+                    && log_error.is_none()
+                {
+                    log_error = Some(Error::io(path.clone(), e));
+                }
+                None
+            }
             TrainEvent::Eval {
                 epoch,
                 step,
@@ -461,6 +384,34 @@ fn run_worker(
             log_error = Some(Error::io(path.clone(), e));
         }
     };
+    let mut checkpoints = CheckpointStats {
+        location: shared.store.as_ref().map(|s| s.url().to_string()),
+        ..CheckpointStats::default()
+    };
+    let mut save = |position: &crate::train::TrainPosition,
+                    trainer: &millrace_ml::trainer::Trainer<millrace_ml::backend::CpuAutodiff>|
+     -> Result<()> {
+        let Some(store) = shared.store.as_ref().filter(|_| ctx.index == 0) else {
+            return Ok(());
+        };
+        let (bytes, ms) = ckpt::save(
+            store,
+            spec,
+            ctx.peers,
+            position,
+            trainer,
+            &fitted,
+            &shared.sources,
+        )?;
+        checkpoints.record(position.global_step, bytes, ms);
+        Ok(())
+    };
+    let mut control = TrainControl {
+        resume: shared.resume.as_ref().map(|c| c.position.clone()),
+        every_steps: spec.checkpoint.as_ref().map_or(0, |c| c.every_steps),
+        every_s: spec.checkpoint.as_ref().map_or(0.0, |c| c.every_s),
+        on_checkpoint: Some(&mut save),
+    };
     let report = train_data_parallel(
         worker,
         ctx,
@@ -470,7 +421,9 @@ fn run_worker(
         &spec.train,
         spec.evaluate.every_epoch,
         &mut on_event,
+        &mut control,
     )?;
+    drop(control);
     if let Some((mut out, path)) = log {
         out.flush().map_err(|e| Error::io(&path, e))?;
     }
@@ -479,6 +432,15 @@ fn run_worker(
     }
     let predictions_written =
         output::write_predictions(spec, ctx.index, &fitted, &trainer, &eval_batches)?;
+    let cluster_counts = cluster_totals(
+        worker,
+        ctx,
+        (
+            dead.iter().map(|d| d.rows).sum(),
+            predictions_written,
+            eval_rows,
+        ),
+    )?;
     if ctx.index == 0 {
         progress.train_done();
         let bundle = ModelBundle {
@@ -502,12 +464,82 @@ fn run_worker(
     }
     Ok(WorkerOutcome {
         dead,
-        predictions_written,
         eval_lines,
-        eval_rows,
         ingest_s,
         train: Some(report),
+        cluster_counts,
+        checkpoints,
     })
+}
+
+/// Drops the lines of `metrics.jsonl` past `step` (written after the checkpoint a run resumes
+/// from, by the run that failed), so the resumed run's lines follow without repeats.
+fn keep_metrics_until(path: &Path, step: u64) -> Result<()> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let kept: String = text
+        .lines()
+        .filter(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s <= step)
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    std::fs::write(path, kept).map_err(|e| Error::io(path, e))
+}
+
+/// Sums `counts` over every worker of the cluster and brings the other processes' operator
+/// counters into this process's registry (so process 0's summary and metrics.prom cover the
+/// whole run).
+fn cluster_totals(
+    worker: &mut Worker,
+    ctx: &WorkerContext,
+    counts: (u64, u64, u64),
+) -> Result<(u64, u64, u64)> {
+    type Row = (String, usize, [u64; 5], f64);
+    let mine: Vec<Row> = ctx
+        .metrics
+        .snapshot()
+        .into_iter()
+        .filter(|r| r.worker == ctx.index)
+        .map(|r| {
+            let c = &r.counters;
+            let n = [
+                c.batches_in,
+                c.rows_in,
+                c.batches_out,
+                c.rows_out,
+                c.dead_letters,
+            ];
+            (r.operator, r.worker, n, c.busy_s)
+        })
+        .collect();
+    let mut channel = Collective::<(Vec<Row>, (u64, u64, u64))>::new(worker, "job/totals");
+    let all = channel.all_gather(worker, ctx, (mine, counts))?;
+    let reports = all
+        .iter()
+        .flat_map(|(rows, _)| rows)
+        .map(|(operator, w, n, busy_s)| OperatorReport {
+            operator: operator.clone(),
+            worker: *w,
+            counters: Counters {
+                batches_in: n[0],
+                rows_in: n[1],
+                batches_out: n[2],
+                rows_out: n[3],
+                dead_letters: n[4],
+                busy_s: *busy_s,
+            },
+        });
+    ctx.metrics.absorb(reports);
+    Ok(all
+        .iter()
+        .fold((0, 0, 0), |t, (_, c)| (t.0 + c.0, t.1 + c.1, t.2 + c.2)))
 }
 
 fn now_rfc3339() -> String {

@@ -23,8 +23,11 @@ pub struct OperatorSummary {
 pub struct Summary {
     /// Pipeline name.
     pub name: String,
-    /// Worker threads.
+    /// Workers over all processes.
     pub workers: usize,
+    /// Processes.
+    #[serde(default = "one")]
+    pub processes: usize,
     /// Rows read from the training dataset.
     pub rows_read: u64,
     /// Rows read from the holdout dataset.
@@ -64,8 +67,47 @@ pub struct Summary {
     pub parameter_checksum: String,
     /// Peak resident memory of the process, bytes (Linux; 0 elsewhere).
     pub peak_rss_bytes: u64,
+    /// Milliseconds worker 0 waited per step for the other workers' gradients (the
+    /// synchronisation cost; 0 on one worker).
+    #[serde(default)]
+    pub sync_ms_per_step: f64,
+    /// The global step of the checkpoint this run resumed from.
+    #[serde(default)]
+    pub resumed_from_step: Option<u64>,
+    /// Checkpoints written by this run.
+    #[serde(default)]
+    pub checkpoints: CheckpointStats,
     /// Per-operator totals.
     pub operators: Vec<OperatorSummary>,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// What checkpointing cost a run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct CheckpointStats {
+    /// Where they went.
+    pub location: Option<String>,
+    /// Checkpoints written.
+    pub written: u64,
+    /// Global step of the last one.
+    pub last_step: Option<u64>,
+    /// Size of the last one, bytes.
+    pub last_bytes: u64,
+    /// Mean milliseconds to write one (encode, write, publish, prune).
+    pub mean_ms: f64,
+}
+
+impl CheckpointStats {
+    /// Counts one written checkpoint.
+    pub fn record(&mut self, step: u64, bytes: u64, ms: f64) {
+        self.mean_ms = (self.mean_ms * self.written as f64 + ms) / (self.written + 1) as f64;
+        self.written += 1;
+        self.last_step = Some(step);
+        self.last_bytes = bytes;
+    }
 }
 
 /// Peak resident set size of this process (VmHWM), in bytes; 0 where unknown.

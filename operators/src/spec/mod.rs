@@ -13,6 +13,9 @@ use millrace_ml::model::{ModelSpec, Task};
 use millrace_ml::optim::OptimizerSpec;
 use millrace_ml::preprocess::NullPolicy;
 use millrace_ml::trainer::{Loss, Reduction};
+
+mod checkpoint;
+pub use checkpoint::CheckpointSpec;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -48,6 +51,9 @@ pub struct PipelineSpec {
     /// A streaming job: train online on a Kafka topic (instead of ingesting a dataset).
     #[serde(default)]
     pub stream: Option<crate::streaming::StreamSpec>,
+    /// Checkpoints of a batch job's training (`millrace run --resume` continues from them).
+    #[serde(default)]
+    pub checkpoint: Option<CheckpointSpec>,
 }
 
 fn default_name() -> String {
@@ -453,6 +459,15 @@ impl PipelineSpec {
             None => {}
         }
         self.ingest.dataset_options(&self.storage)?;
+        if let Some(c) = &self.checkpoint {
+            if self.stream.is_some() {
+                return Err(Error::config(
+                    "checkpoint",
+                    "a streaming job checkpoints with [stream] checkpoint_dir / checkpoint_every_steps; remove [checkpoint]",
+                ));
+            }
+            c.validate()?;
+        }
         let o = &self.output;
         if o.mode != "error" && o.mode != "overwrite" {
             return Err(Error::config(

@@ -17,6 +17,7 @@ use millrace_ml::metrics::EvalMetrics;
 use millrace_ml::preprocess::{Features, Targets};
 use millrace_ml::trainer::{Reduction, TargetsRef, Trainer};
 
+use super::position::{DataFingerprint, EvalRecord, TrainControl, TrainPosition};
 use crate::evaluate::Evaluator;
 use crate::spec::TrainSpec;
 use crate::{Error, Result};
@@ -41,6 +42,11 @@ pub enum TrainEvent {
         loss: f64,
         /// Rows in the step's global batch.
         rows: u64,
+    },
+    /// A checkpoint is about to be taken after this global step (logs should be flushed).
+    Checkpoint {
+        /// Global step.
+        step: u64,
     },
     /// An evaluation finished.
     Eval {
@@ -70,6 +76,10 @@ pub struct TrainReport {
     pub eval: Option<EvalMetrics>,
     /// FNV-1a of the final parameters (equal on every worker).
     pub parameter_checksum: u64,
+    /// Seconds this worker waited for the gradient sums of other workers (0 alone).
+    pub sync_s: f64,
+    /// The final position (for a last checkpoint, or to report the evaluation history).
+    pub position: TrainPosition,
 }
 
 fn mix(mut z: u64) -> u64 {
@@ -131,8 +141,9 @@ fn checksum(values: &[f32]) -> u64 {
 /// Trains `trainer` on this worker's `train` rows in lock-step with every other worker.
 ///
 /// Each step applies the gradient of the global batch's summed loss, divided by its number of rows
-/// when `spec.reduction` is `mean`. Every worker must call this with the same `spec`; `on_event`
-/// sees every step and evaluation.
+/// when `spec.reduction` is `mean`. Every worker must call this with the same `spec` and
+/// `control` settings; `on_event` sees every step and evaluation; `control` resumes from a
+/// position and calls its checkpoint hook on every worker at the same steps.
 #[allow(clippy::too_many_arguments)]
 pub fn train_data_parallel<B: AutodiffBackend>(
     worker: &mut Worker,
@@ -143,15 +154,23 @@ pub fn train_data_parallel<B: AutodiffBackend>(
     spec: &TrainSpec,
     evaluate_every_epoch: bool,
     on_event: &mut dyn FnMut(TrainEvent),
+    control: &mut TrainControl<'_, B>,
 ) -> Result<TrainReport> {
     let dim = train.x.len().checked_div(train.rows).unwrap_or(0);
     let targets = train
         .y
         .as_ref()
         .ok_or_else(|| Error::Internal("training features have no labels".into()))?;
+    let hashes = row_hashes(&train.x, dim, targets);
+    let local_hash = hashes.iter().fold(0u64, |sum, h| sum.wrapping_add(mix(*h)));
     let mut counts_channel = Collective::<u64>::new(worker, "train/row-counts");
-    let counts = counts_channel.all_gather(worker, ctx, train.rows as u64)?;
-    let total: u64 = counts.iter().sum();
+    let mut data_channel = Collective::<(u64, u64)>::new(worker, "train/data");
+    let parts = data_channel.all_gather(worker, ctx, (train.rows as u64, local_hash))?;
+    let data = DataFingerprint {
+        rows: parts.iter().map(|p| p.0).sum(),
+        hash: parts.iter().fold(0u64, |sum, p| sum.wrapping_add(p.1)),
+    };
+    let total = data.rows;
     if total == 0 {
         return Err(Error::config(
             "train",
@@ -160,6 +179,25 @@ pub fn train_data_parallel<B: AutodiffBackend>(
     }
     let batch = spec.batch_size as u64;
     let steps_per_epoch = total.div_ceil(batch).max(1);
+    let mut position = match control.resume.take() {
+        Some(p) => {
+            check_resumable(&p, data, steps_per_epoch, spec)?;
+            p
+        }
+        None => TrainPosition {
+            epoch: 0,
+            step_in_epoch: 0,
+            steps_per_epoch,
+            global_step: 0,
+            epoch_loss: 0.0,
+            last_epoch_loss: f64::NAN,
+            rows_trained: 0,
+            train_s: 0.0,
+            seed: spec.seed,
+            data,
+            evals: Vec::new(),
+        },
+    };
     on_event(TrainEvent::Start {
         total_steps: steps_per_epoch * spec.epochs as u64,
         rows: total,
@@ -170,13 +208,14 @@ pub fn train_data_parallel<B: AutodiffBackend>(
     let mut xb: Vec<f32> = Vec::with_capacity(spec.batch_size * dim);
     let mut yc: Vec<i64> = Vec::new();
     let mut yv: Vec<f32> = Vec::new();
-    let mut global_step = 0u64;
-    let mut train_s = 0.0;
-    let mut last_epoch_loss = f64::NAN;
-    let mut eval = None;
+    let mut eval = position
+        .evals
+        .last()
+        .and_then(|e| serde_json::from_str(&e.metrics_json).ok());
+    let mut sync_s = 0.0;
+    let mut last_checkpoint = Instant::now();
 
-    let hashes = row_hashes(&train.x, dim, targets);
-    for epoch in 0..spec.epochs {
+    for epoch in position.epoch..spec.epochs {
         let started = Instant::now();
         let epoch_seed = if spec.shuffle {
             spec.seed.wrapping_add(epoch as u64)
@@ -184,9 +223,17 @@ pub fn train_data_parallel<B: AutodiffBackend>(
             spec.seed
         };
         let order = epoch_order(&hashes, epoch_seed);
-        let mut next = 0usize;
-        let mut epoch_loss = 0.0;
-        for step in 0..steps_per_epoch {
+        // A resumed epoch skips the rows of the steps it already applied.
+        let first_step = if epoch == position.epoch {
+            position.step_in_epoch
+        } else {
+            position.epoch_loss = 0.0;
+            0
+        };
+        position.epoch = epoch;
+        let skip_to = slice_start(first_step, steps_per_epoch);
+        let mut next = order.partition_point(|(key, _)| u128::from(*key) < skip_to);
+        for step in first_step..steps_per_epoch {
             let end = slice_start(step + 1, steps_per_epoch);
             let lo = next;
             while next < order.len() && u128::from(order[next].0) < end {
@@ -194,7 +241,7 @@ pub fn train_data_parallel<B: AutodiffBackend>(
             }
             let picked = &order[lo..next];
             let rows = picked.len();
-            // [gradient of the summed loss..., loss sum, rows], summed over workers.
+            // [gradient of the summed loss..., loss sum, rows, checkpoint?], summed over workers.
             let mut grads = if rows == 0 {
                 vec![0f32; num_params + 2]
             } else {
@@ -220,43 +267,75 @@ pub fn train_data_parallel<B: AutodiffBackend>(
                 g.push(rows as f32);
                 g
             };
+            // Worker 0's clock decides time-based checkpoints, for everyone.
+            let timed = ctx.index == 0
+                && control.every_s > 0.0
+                && last_checkpoint.elapsed().as_secs_f64() >= control.every_s;
+            grads.push(if timed { 1.0 } else { 0.0 });
             if ctx.peers > 1 {
+                let waiting = Instant::now();
                 grads = grads_channel.all_reduce_sum(worker, ctx, grads)?;
+                sync_s += waiting.elapsed().as_secs_f64();
             }
+            let timed = grads.pop().unwrap_or(0.0) > 0.0;
             let global_rows = grads.pop().unwrap_or(0.0) as u64;
             let loss_sum = f64::from(grads.pop().unwrap_or(f32::NAN));
-            global_step += 1;
-            if global_rows == 0 {
-                continue;
-            }
-            // The gradient of the summed loss; `mean` divides it by the global batch's rows.
-            if spec.reduction == Reduction::Mean {
-                let scale = 1.0 / global_rows as f32;
-                for g in grads.iter_mut() {
-                    *g *= scale;
+            position.global_step += 1;
+            position.step_in_epoch = step + 1;
+            if global_rows > 0 {
+                // The gradient of the summed loss; `mean` divides it by the global batch's rows.
+                if spec.reduction == Reduction::Mean {
+                    let scale = 1.0 / global_rows as f32;
+                    for g in grads.iter_mut() {
+                        *g *= scale;
+                    }
                 }
+                trainer.apply(&grads, spec.lr)?;
+                position.epoch_loss += loss_sum;
+                position.rows_trained += global_rows;
+                on_event(TrainEvent::Step {
+                    epoch,
+                    step: position.global_step,
+                    loss: loss_sum / global_rows as f64,
+                    rows: global_rows,
+                });
             }
-            trainer.apply(&grads, spec.lr)?;
-            epoch_loss += loss_sum;
-            on_event(TrainEvent::Step {
-                epoch,
-                step: global_step,
-                loss: loss_sum / global_rows as f64,
-                rows: global_rows,
-            });
+            let by_steps =
+                control.every_steps > 0 && position.global_step.is_multiple_of(control.every_steps);
+            let last = epoch + 1 == spec.epochs && step + 1 == steps_per_epoch;
+            if (by_steps || timed)
+                && !last
+                && let Some(hook) = control.on_checkpoint.as_mut()
+            {
+                position.train_s += started.elapsed().as_secs_f64();
+                on_event(TrainEvent::Checkpoint {
+                    step: position.global_step,
+                });
+                hook(&position, trainer)?;
+                // The epoch's clock restarts after the hook: its time is not training time.
+                position.train_s -= started.elapsed().as_secs_f64();
+                last_checkpoint = Instant::now();
+            }
         }
-        last_epoch_loss = epoch_loss / total as f64;
-        train_s += started.elapsed().as_secs_f64();
+        position.last_epoch_loss = position.epoch_loss / total as f64;
+        position.train_s += started.elapsed().as_secs_f64();
         if evaluate_every_epoch || epoch + 1 == spec.epochs {
             eval = evaluator.evaluate(worker, ctx, trainer)?;
             if let Some(metrics) = &eval {
+                position.evals.push(EvalRecord {
+                    epoch,
+                    step: position.global_step,
+                    metrics_json: serde_json::to_string(metrics)
+                        .map_err(|e| Error::Internal(e.to_string()))?,
+                });
                 on_event(TrainEvent::Eval {
                     epoch,
-                    step: global_step,
+                    step: position.global_step,
                     metrics: metrics.clone(),
                 });
             }
         }
+        position.step_in_epoch = 0;
     }
 
     let params = trainer.parameters();
@@ -269,13 +348,44 @@ pub fn train_data_parallel<B: AutodiffBackend>(
     }
     Ok(TrainReport {
         rows: total,
-        rows_trained: total * spec.epochs as u64,
-        steps: global_step,
-        last_epoch_loss,
-        train_s,
+        rows_trained: position.rows_trained,
+        steps: position.global_step,
+        last_epoch_loss: position.last_epoch_loss,
+        train_s: position.train_s,
+        sync_s,
         eval,
         parameter_checksum,
+        position,
     })
+}
+
+/// Whether a run can continue from `position`: the same training rows, batch size and seed.
+fn check_resumable(
+    position: &TrainPosition,
+    data: DataFingerprint,
+    steps_per_epoch: u64,
+    spec: &TrainSpec,
+) -> Result<()> {
+    if position.data != data {
+        return Err(Error::Checkpoint(format!(
+            "the training data differ from the checkpoint's ({} rows with content hash {:016x} then, {} rows with {:016x} now): resume only on the data the run started with, or start afresh without --resume",
+            position.data.rows, position.data.hash, data.rows, data.hash
+        )));
+    }
+    if position.steps_per_epoch != steps_per_epoch || position.seed != spec.seed {
+        return Err(Error::Checkpoint(format!(
+            "the checkpoint was taken with {} steps per epoch and seed {}, this run has {steps_per_epoch} and {}: keep train.batch_size and train.seed when resuming",
+            position.steps_per_epoch, position.seed, spec.seed
+        )));
+    }
+    if position.epoch >= spec.epochs {
+        return Err(Error::Checkpoint(format!(
+            "the checkpoint is in epoch {} but the run has only {} epochs",
+            position.epoch + 1,
+            spec.epochs
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -349,6 +459,7 @@ mod tests {
                     &spec,
                     false,
                     &mut |_| {},
+                    &mut TrainControl::default(),
                 )?;
                 assert_eq!(trainer.steps(), report.steps);
                 Ok((trainer.parameters()[2], report.steps))

@@ -1,5 +1,7 @@
 //! Train-step: synchronous data-parallel training over the dataflow.
 
 mod data_parallel;
+mod position;
 
 pub use data_parallel::{TrainEvent, TrainReport, train_data_parallel};
+pub use position::{DataFingerprint, EvalRecord, TrainControl, TrainPosition};

@@ -197,6 +197,7 @@ fn train_model(dest: &Path) -> anyhow::Result<()> {
         cluster: ClusterConfig::local(2),
         run_dir: Some(run_dir.clone()),
         progress: Arc::new(NoProgress),
+        resume: false,
     };
     let moved = run_planned(planned, Some(&text), config)
         .map_err(anyhow::Error::from)

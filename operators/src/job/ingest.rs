@@ -1,0 +1,198 @@
+//! A worker's part of a batch job before training: reading its share of the sources through
+//! the SQL into train and evaluation rows (fitting the preprocessing on the way), and encoding
+//! them with the fitted preprocessing.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{BooleanArray, RecordBatch};
+use arrow::compute::{filter_record_batch, not};
+use millrace_connectors::parquet::ScanOptions;
+use millrace_engine::timely::dataflow::ProbeHandle;
+use millrace_engine::timely::dataflow::channels::pact::Pipeline;
+use millrace_engine::timely::dataflow::operators::Probe;
+use millrace_engine::timely::dataflow::operators::generic::operator::Operator;
+use millrace_engine::timely::worker::Worker;
+use millrace_engine::{Batch, DeadLetter, FlowContext, WorkerContext, row_to_json};
+use millrace_ml::preprocess::{Features, FitState, FittedPreprocessor, LabelKind, Targets};
+
+use super::plan::JobPlan;
+use super::progress::Progress;
+use crate::ingest::parquet_source;
+use crate::preprocess::SqlRunner;
+use crate::{Error, Result};
+
+/// What the ingest dataflow leaves on a worker.
+#[derive(Default)]
+pub(super) struct Ingested {
+    pub(super) train: Vec<Batch>,
+    pub(super) eval: Vec<Batch>,
+    pub(super) dead: Vec<DeadLetter>,
+    pub(super) fit: Option<FitState>,
+    pub(super) fit_error: Option<Error>,
+}
+
+pub(super) fn ingest(
+    worker: &mut Worker,
+    ctx: &WorkerContext,
+    plan: &JobPlan,
+    progress: &Arc<dyn Progress>,
+) -> Result<Ingested> {
+    let state = Rc::new(RefCell::new(Ingested {
+        fit: Some(FitState::new(&plan.features, plan.label_kind)),
+        ..Ingested::default()
+    }));
+    let batch_size = plan.spec.ingest.batch_rows;
+    let runner = SqlRunner::new(plan.sql.clone())?;
+    let units = plan.dataset.plan(ctx.peers).swap_remove(ctx.index);
+    let options = ScanOptions {
+        projection: Some(plan.sql.input_columns.clone()),
+        batch_size,
+    };
+    let holdout = match (&plan.holdout, &plan.holdout_sql) {
+        (Some(h), Some(sql)) => Some((
+            h.clone(),
+            h.plan(ctx.peers).swap_remove(ctx.index),
+            ScanOptions {
+                projection: Some(sql.input_columns.clone()),
+                batch_size,
+            },
+            SqlRunner::new(sql.clone())?,
+        )),
+        _ => None,
+    };
+    let split = plan.split.clone();
+    let probes: Vec<ProbeHandle<u64>> = worker.dataflow_named::<u64, _, _>("ingest", |scope| {
+        let fc = FlowContext::new(ctx.clone());
+        let mut probes = Vec::new();
+        let p = Arc::clone(progress);
+        let train_state = Rc::clone(&state);
+        let probe = parquet_source(scope, &fc, "ingest", plan.dataset.clone(), units, options)
+            .inspect("ingest/progress", move |b| p.ingested(b.num_rows() as u64))
+            .map_batches("preprocess/sql", move |b| runner.apply(b))
+            .sink("preprocess/split+fit", move |batch| {
+                let mut st = train_state.borrow_mut();
+                let (train, eval) = match &split {
+                    Some(split) => match split_batch(&batch.data, split) {
+                        Ok(parts) => parts,
+                        Err(reason) => {
+                            st.dead.push(DeadLetter {
+                                operator: "preprocess/split".into(),
+                                reason,
+                                origin: batch.origin.as_deref().map(str::to_string),
+                                record: None,
+                                rows: batch.num_rows() as u64,
+                            });
+                            return;
+                        }
+                    },
+                    None => (
+                        batch.data.clone(),
+                        RecordBatch::new_empty(batch.data.schema()),
+                    ),
+                };
+                if st.fit_error.is_none() {
+                    let result = st.fit.as_mut().map(|f| f.update(&train));
+                    if let Some(Err(e)) = result {
+                        st.fit_error = Some(e.into());
+                    }
+                }
+                if eval.num_rows() > 0 {
+                    st.eval.push(batch.clone().map(eval));
+                }
+                if train.num_rows() > 0 {
+                    st.train.push(batch.map(train));
+                }
+            });
+        probes.push(probe);
+        if let Some((dataset, units, options, runner)) = holdout {
+            let p = Arc::clone(progress);
+            let eval_state = Rc::clone(&state);
+            probes.push(
+                parquet_source(scope, &fc, "ingest/holdout", dataset, units, options)
+                    .inspect("ingest/holdout/progress", move |b| {
+                        p.ingested(b.num_rows() as u64)
+                    })
+                    .map_batches("preprocess/sql/holdout", move |b| runner.apply(b))
+                    .sink("preprocess/holdout", move |batch| {
+                        eval_state.borrow_mut().eval.push(batch)
+                    }),
+            );
+        }
+        if let Some(dead) = fc.dead_letters(scope) {
+            let dead_state = Rc::clone(&state);
+            let (probe, stream) = dead.probe();
+            stream.sink(Pipeline, "dead-letters", move |(input, _)| {
+                input.for_each(|_, data| dead_state.borrow_mut().dead.append(data));
+            });
+            probes.push(probe);
+        }
+        probes
+    });
+    ctx.step_while(worker, || probes.iter().any(|p| !p.done()))?;
+    let taken = std::mem::take(&mut *state.borrow_mut());
+    Ok(taken)
+}
+
+fn split_batch(
+    batch: &RecordBatch,
+    split: &crate::preprocess::HashSplit,
+) -> Result<(RecordBatch, RecordBatch), String> {
+    let eval_mask: BooleanArray = split.eval_mask(batch)?;
+    let train_mask = not(&eval_mask).map_err(|e| e.to_string())?;
+    let train = filter_record_batch(batch, &train_mask).map_err(|e| e.to_string())?;
+    let eval = filter_record_batch(batch, &eval_mask).map_err(|e| e.to_string())?;
+    Ok((train, eval))
+}
+
+/// Encodes batches with the fitted preprocessing; rejected rows become dead letters.
+pub(super) fn encode(
+    fitted: &FittedPreprocessor,
+    batches: Vec<Batch>,
+    op: &str,
+    ctx: &WorkerContext,
+    dead: &mut Vec<DeadLetter>,
+) -> Result<Features> {
+    let stats = ctx.metrics.operator(op, ctx.index);
+    let started = Instant::now();
+    let mut x = Vec::new();
+    let mut classes = Vec::new();
+    let mut values = Vec::new();
+    let mut rows = 0;
+    for batch in batches {
+        stats.record_in(batch.num_rows());
+        let f = fitted.transform(&batch.data, true)?;
+        for rejected in &f.rejected {
+            dead.push(DeadLetter {
+                operator: op.to_string(),
+                reason: format!("column '{}': {}", rejected.column, rejected.reason),
+                origin: batch.origin.as_deref().map(str::to_string),
+                record: row_to_json(&batch.data, rejected.row as usize),
+                rows: 1,
+            });
+        }
+        stats.record_dead(f.rejected.len());
+        stats.record_out(f.rows);
+        rows += f.rows;
+        x.extend_from_slice(&f.x);
+        match f.y {
+            Some(Targets::Classes(c)) => classes.extend(c),
+            Some(Targets::Values(v)) => values.extend(v),
+            None => {}
+        }
+    }
+    stats.record_busy(started.elapsed());
+    let y = match fitted.label_kind() {
+        LabelKind::Classification => Targets::Classes(classes),
+        LabelKind::Regression => Targets::Values(values),
+    };
+    Ok(Features {
+        x,
+        y: Some(y),
+        rows,
+        accepted: Vec::new(),
+        rejected: Vec::new(),
+    })
+}
