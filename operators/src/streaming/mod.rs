@@ -25,7 +25,7 @@ pub mod spec;
 mod windows;
 mod worker;
 
-pub use checkpoint::{Checkpoint, CheckpointStore};
+pub use checkpoint::{Checkpoint, StreamCheckpoints};
 pub use plan::StreamPlan;
 pub use run::{StreamOptions, StreamSummary, run_stream};
 pub use spec::StreamSpec;

@@ -13,7 +13,7 @@ use millrace_engine::{ClusterConfig, DeadLetter, MetricsRegistry, execute};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::checkpoint::{Checkpoint, CheckpointStore};
+use super::checkpoint::{Checkpoint, StreamCheckpoints};
 use super::metrics::StreamMetrics;
 use super::plan::StreamPlan;
 use super::prequential::{PrequentialMetrics, PrequentialState};
@@ -143,7 +143,7 @@ pub(crate) struct Shared {
     pub(crate) run_dir: PathBuf,
     pub(crate) log: Option<StepLog>,
     pub(crate) metrics: Arc<StreamMetrics>,
-    store: CheckpointStore,
+    store: StreamCheckpoints,
     checkpoint_stats: Mutex<(u64, f64, Option<u64>)>,
 }
 
@@ -161,7 +161,7 @@ impl Shared {
         stats.1 += ms;
         stats.2 = Some(bytes);
         self.metrics.checkpointed();
-        tracing::debug!(dir = %dir.display(), bytes, ms, "checkpoint written");
+        tracing::debug!(url = %dir, bytes, ms, "checkpoint written");
         Ok(())
     }
 }
@@ -274,13 +274,17 @@ impl Drop for ServerHandle {
 pub fn run_stream(plan: StreamPlan, options: StreamOptions) -> Result<StreamSummary> {
     let started = Instant::now();
     std::fs::create_dir_all(&options.run_dir).map_err(|e| Error::io(&options.run_dir, e))?;
-    let store = CheckpointStore::new(&plan.checkpoint_dir, plan.stream.keep_checkpoints);
+    let store = StreamCheckpoints::open(
+        &plan.checkpoint_dir.to_string_lossy(),
+        &plan.spec.storage,
+        plan.stream.keep_checkpoints,
+    )?;
     let resume = store.latest()?;
     if let Some(c) = &resume {
         if c.pipeline != plan.spec.name || c.topic != plan.stream.topic {
             return Err(Error::Checkpoint(format!(
                 "{} holds checkpoints of pipeline '{}' on topic '{}', not '{}' on '{}'; set stream.checkpoint_dir to another directory",
-                store.dir().display(),
+                store.url(),
                 c.pipeline,
                 c.topic,
                 plan.spec.name,

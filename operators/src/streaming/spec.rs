@@ -89,8 +89,8 @@ pub struct StreamSpec {
     /// …or every this many seconds (0: only by steps).
     #[serde(default = "default_publish_every_s")]
     pub publish_every_s: f64,
-    /// Where checkpoints are written (a directory that outlives runs; default
-    /// `checkpoints/<pipeline name>`).
+    /// Where checkpoints are written: a directory that outlives runs or an object store URL
+    /// (`s3://bucket/checkpoints/tabular`, with `[storage]`); default `checkpoints/<pipeline name>`.
     #[serde(default)]
     pub checkpoint_dir: Option<PathBuf>,
     /// Checkpoint (and commit offsets) every this many steps (0: only by time)…
