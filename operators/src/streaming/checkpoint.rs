@@ -15,9 +15,9 @@ use millrace_ml::preprocess::FittedPreprocessor;
 use serde::{Deserialize, Serialize};
 
 use super::prequential::PrequentialState;
-use crate::stream::window::WindowState;
 use crate::Result;
 use crate::checkpoint::{CheckpointStore, decode, encode};
+use crate::stream::window::WindowState;
 
 pub(crate) const FORMAT: u32 = 2;
 
