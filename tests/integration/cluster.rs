@@ -402,3 +402,74 @@ fn checkpoints_in_s3_resume_a_killed_run() {
     assert_eq!(store.list().unwrap().len(), 3);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The children of `pid` whose command line holds `needle` (Linux /proc).
+fn children_with(pid: u32, needle: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        for child in children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u32>().ok())
+        {
+            let cmdline = std::fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            if args.windows(2).any(|w| w.join(" ") == needle) {
+                found.push(child);
+            }
+        }
+    }
+    found
+}
+
+/// `millrace cluster --restarts 1` supervises: when a process is killed, every process is
+/// started again with --resume and the run finishes with every row trained exactly once.
+#[test]
+fn the_cluster_command_restarts_and_resumes_after_a_kill() {
+    let dir = scratch("cluster-restart");
+    let checkpoints = dir.join("ckpts");
+    let pipeline = counting(&dir, &checkpoints, 3, 64);
+    let supervisor = cluster(&pipeline, 2, 1, &dir.join("run"), &["--restarts", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while complete(&checkpoints).len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "no checkpoints"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let victims = children_with(supervisor.id(), "--process-id 1");
+    assert_eq!(victims.len(), 1, "process 1 of the cluster");
+    Command::new("kill")
+        .args(["-9", &victims[0].to_string()])
+        .status()
+        .unwrap();
+    let out = wait_at_most(supervisor, Duration::from_secs(300));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("after 2 start(s)"), "{stdout}");
+    assert!(
+        stderr.contains("restarting all 2 processes with --resume"),
+        "{stderr}"
+    );
+    let s = summary(&dir.join("run"));
+    assert!(s["resumed_from_step"].as_u64().unwrap() > 0);
+    let visits = 3 * s["train_rows"].as_u64().unwrap();
+    assert_eq!(s["rows_trained"].as_u64(), Some(visits));
+    assert_counted(&dir.join("run/model"), visits);
+    std::fs::remove_dir_all(&dir).ok();
+}

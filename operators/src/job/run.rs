@@ -27,6 +27,7 @@ use super::progress::Progress;
 use super::summary::{CheckpointStats, OperatorSummary, Summary, peak_rss_bytes};
 use crate::checkpoint::CheckpointStore;
 use crate::evaluate::Evaluator;
+use crate::preprocess::merge_fits;
 use crate::train::{TrainControl, TrainEvent, TrainReport, train_data_parallel};
 use crate::{Error, Result};
 
@@ -242,14 +243,7 @@ fn run_worker(
         Some(c) => c.preprocess.clone(),
         None => {
             let mut channel = Collective::<FitState>::new(worker, "preprocess/fit");
-            let mut states = channel.all_gather(worker, ctx, local)?.into_iter();
-            let mut merged = states
-                .next()
-                .ok_or_else(|| Error::Internal("no fit states gathered".into()))?;
-            for state in states {
-                merged.merge(&state);
-            }
-            merged.finish()?
+            merge_fits(worker, ctx, &mut channel, local)?.finish()?
         }
     };
 

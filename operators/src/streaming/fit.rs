@@ -11,7 +11,7 @@ use millrace_ml::preprocess::{FitState, FittedPreprocessor};
 use super::input::{Input, Pending};
 use super::run::Shared;
 use super::worker::{Counters, StepMsg};
-use crate::preprocess::CompiledSql;
+use crate::preprocess::{CompiledSql, merge_fits};
 use crate::{Error, Result};
 
 /// How many of the `n` records still wanted one worker of `peers` may read this step: an even
@@ -20,23 +20,6 @@ use crate::{Error, Result};
 pub(super) fn share(n: u64, peers: usize) -> usize {
     let peers = peers.max(1) as u64;
     usize::try_from(n.div_ceil(peers)).unwrap_or(usize::MAX)
-}
-
-/// Every worker's fit state, merged in worker order (the same result on every worker).
-fn merge_fits(
-    worker: &mut Worker,
-    ctx: &WorkerContext,
-    fits: &mut Collective<FitState>,
-    fit: FitState,
-) -> Result<FitState> {
-    let mut states = fits.all_gather(worker, ctx, fit)?.into_iter();
-    let mut merged = states
-        .next()
-        .ok_or_else(|| Error::Internal("no fit state from worker 0".into()))?;
-    for state in states {
-        merged.merge(&state);
-    }
-    Ok(merged)
 }
 
 /// Fits the preprocessing on the `[ingest]` dataset: each worker reads its share through the

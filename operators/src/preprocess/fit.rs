@@ -1,0 +1,24 @@
+//! Fitting the preprocessing over all workers.
+
+use millrace_engine::timely::worker::Worker;
+use millrace_engine::{Collective, WorkerContext};
+use millrace_ml::preprocess::FitState;
+
+use crate::{Error, Result};
+
+/// Every worker's fit state, merged in worker order (the same result on every worker).
+pub(crate) fn merge_fits(
+    worker: &mut Worker,
+    ctx: &WorkerContext,
+    fits: &mut Collective<FitState>,
+    fit: FitState,
+) -> Result<FitState> {
+    let mut states = fits.all_gather(worker, ctx, fit)?.into_iter();
+    let mut merged = states
+        .next()
+        .ok_or_else(|| Error::Internal("no fit state from worker 0".into()))?;
+    for state in states {
+        merged.merge(&state);
+    }
+    Ok(merged)
+}
