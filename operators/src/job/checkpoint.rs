@@ -165,7 +165,6 @@ pub(crate) fn load_latest(
 }
 
 /// Writes the checkpoint of `position` (on worker 0); returns (bytes, milliseconds).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn save<B: AutodiffBackend>(
     store: &CheckpointStore,
     spec: &PipelineSpec,

@@ -78,8 +78,6 @@ pub struct TrainReport {
     pub parameter_checksum: u64,
     /// Seconds this worker waited for the gradient sums of other workers (0 alone).
     pub sync_s: f64,
-    /// The final position (for a last checkpoint, or to report the evaluation history).
-    pub position: TrainPosition,
 }
 
 fn mix(mut z: u64) -> u64 {
@@ -163,7 +161,7 @@ pub fn train_data_parallel<B: AutodiffBackend>(
         .ok_or_else(|| Error::Internal("training features have no labels".into()))?;
     let hashes = row_hashes(&train.x, dim, targets);
     let local_hash = hashes.iter().fold(0u64, |sum, h| sum.wrapping_add(mix(*h)));
-    let mut counts_channel = Collective::<u64>::new(worker, "train/row-counts");
+    let mut checksum_channel = Collective::<u64>::new(worker, "train/checksums");
     let mut data_channel = Collective::<(u64, u64)>::new(worker, "train/data");
     let parts = data_channel.all_gather(worker, ctx, (train.rows as u64, local_hash))?;
     let data = DataFingerprint {
@@ -340,7 +338,7 @@ pub fn train_data_parallel<B: AutodiffBackend>(
 
     let params = trainer.parameters();
     let parameter_checksum = checksum(&params);
-    let all = counts_channel.all_gather(worker, ctx, parameter_checksum)?;
+    let all = checksum_channel.all_gather(worker, ctx, parameter_checksum)?;
     if all.iter().any(|c| *c != parameter_checksum) {
         return Err(Error::Internal(format!(
             "model replicas diverged: parameter checksums per worker {all:?}"
@@ -355,7 +353,6 @@ pub fn train_data_parallel<B: AutodiffBackend>(
         sync_s,
         eval,
         parameter_checksum,
-        position,
     })
 }
 
