@@ -76,6 +76,10 @@ pub enum Error {
         message: String,
     },
 
+    /// The GPU is missing, unusable, or failed (the message says which and what to do).
+    #[error("GPU: {0}")]
+    Device(String),
+
     /// The tensor backend reported a failure (e.g. reading data back from a device).
     #[error("tensor backend error: {0}")]
     Backend(String),

@@ -70,15 +70,20 @@
 
 pub mod backend;
 pub mod bundle;
+pub mod device;
 mod error;
+#[cfg(feature = "cuda")]
+pub mod gpu;
 pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod preprocess;
+mod replica;
 pub mod rng;
 pub mod trainer;
 
 pub use bundle::{BundleMeta, ModelBundle, Predictor};
+pub use device::{Device, GpuOptions, Precision};
 /// burn, re-exported so that callers name the same backend traits.
 pub use burn;
 pub use error::{Error, Result};
@@ -88,4 +93,5 @@ pub use optim::{FlatOptimizer, OptimizerKind, OptimizerSpec, OptimizerState};
 pub use preprocess::{
     FeatureSpec, Features, FitState, FittedPreprocessor, LabelKind, NullPolicy, RowError, Targets,
 };
+pub use replica::Replica;
 pub use trainer::{Loss, Reduction, TargetsRef, Trainer};

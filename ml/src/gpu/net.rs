@@ -1,0 +1,437 @@
+//! The MLP on the GPU: parameters, activation buffers for a batch of up to `capacity` rows,
+//! planned products, and the forward and backward passes as enqueued work.
+//!
+//! It implements [`MlpConfig`]'s model, the one model definition: the same layers, activation
+//! and parameters as the CPU [`Mlp`](crate::model::Mlp). On the device each weight is kept
+//! transposed (`[d_output, d_input]` row-major, cuBLASLt's column-major `d_input x d_output`), so
+//! that the forward product is the `T·N` form and the weight gradient the `N·T` form with the
+//! bias gradient fused; [`Layout`] converts flat vectors between the two orders.
+
+use cudarc::driver::result;
+use cudarc::driver::sys::{CUdeviceptr, CUstream};
+
+use super::gemm::{Dt, Epilogue, Gemm, Lt, Shape};
+use super::runtime::{Arg, DevBuf, Gpu, cuda, grid_exact, grid_for, launch};
+use crate::error::Result;
+use crate::model::{Activation, MlpConfig};
+
+/// One linear layer's place in the flat parameter vector and on the device.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LayerGeom {
+    pub(crate) d_in: usize,
+    pub(crate) d_out: usize,
+    /// Offsets (elements) of the weight and the bias in the flat (model) order.
+    pub(crate) flat_w: usize,
+    pub(crate) flat_b: usize,
+    /// Offsets (elements) of the weight and the bias on the device: each starts on a multiple of
+    /// [`ALIGN`] elements, as cuBLASLt's fast kernels want their operands aligned.
+    pub(crate) w: usize,
+    pub(crate) b: usize,
+}
+
+/// Alignment of each device parameter block, in elements (512 bytes in f32, 256 in bf16).
+const ALIGN: usize = 128;
+
+/// The flat parameter order of [`MlpConfig`] (weights `[d_in, d_out]`) and the device order
+/// (weights `[d_out, d_in]`, blocks aligned, zeros between them); biases are the same in both.
+#[derive(Clone, Debug)]
+pub(crate) struct Layout {
+    pub(crate) layers: Vec<LayerGeom>,
+    /// Parameters of the model.
+    pub(crate) num_params: usize,
+    /// Length of the device vectors (parameters plus alignment gaps).
+    pub(crate) device_len: usize,
+}
+
+impl Layout {
+    pub(crate) fn new(config: &MlpConfig) -> Self {
+        let mut layers = Vec::new();
+        let mut flat = 0;
+        let mut dev = 0;
+        let up = |n: usize| n.div_ceil(ALIGN) * ALIGN;
+        for (d_in, d_out) in config.layer_shapes() {
+            let w = dev;
+            let b = up(w + d_in * d_out);
+            layers.push(LayerGeom {
+                d_in,
+                d_out,
+                flat_w: flat,
+                flat_b: flat + d_in * d_out,
+                w,
+                b,
+            });
+            flat += d_in * d_out + d_out;
+            dev = up(b + d_out);
+        }
+        Self {
+            layers,
+            num_params: flat,
+            device_len: dev,
+        }
+    }
+
+    /// Flat (model) order to device order.
+    pub(crate) fn to_device(&self, flat: &[f32]) -> Vec<f32> {
+        let mut out = vec![0f32; self.device_len];
+        for l in &self.layers {
+            for i in 0..l.d_in {
+                for o in 0..l.d_out {
+                    out[l.w + o * l.d_in + i] = flat[l.flat_w + i * l.d_out + o];
+                }
+            }
+            out[l.b..l.b + l.d_out].copy_from_slice(&flat[l.flat_b..l.flat_b + l.d_out]);
+        }
+        out
+    }
+
+    /// Device order back to flat (model) order.
+    pub(crate) fn to_flat(&self, device: &[f32]) -> Vec<f32> {
+        let mut out = vec![0f32; self.num_params];
+        for l in &self.layers {
+            for i in 0..l.d_in {
+                for o in 0..l.d_out {
+                    out[l.flat_w + i * l.d_out + o] = device[l.w + o * l.d_in + i];
+                }
+            }
+            out[l.flat_b..l.flat_b + l.d_out].copy_from_slice(&device[l.b..l.b + l.d_out]);
+        }
+        out
+    }
+}
+
+pub(crate) fn act_code(a: Activation) -> i32 {
+    match a {
+        Activation::Relu => 0,
+        Activation::Tanh => 1,
+        Activation::Gelu => 2,
+        Activation::Sigmoid => 3,
+    }
+}
+
+/// How a hidden layer's forward product ends.
+enum Post {
+    /// cuBLASLt applied bias and ReLU, writing `h` directly.
+    Fused,
+    /// cuBLASLt added the bias into `z`; a kernel writes `h = act(z)`.
+    Act,
+    /// A kernel adds the bias into `z` and writes `h = act(z)`.
+    BiasAct,
+}
+
+struct Forward {
+    gemm: Gemm,
+    post: Post,
+}
+
+struct Backward {
+    /// Weight gradient; `true` when it also wrote the bias gradient.
+    dw: (Gemm, bool),
+    /// Input gradient (every layer but the first).
+    dx: Option<Gemm>,
+}
+
+/// Parameters (device order) and per-batch buffers of one network on one GPU.
+pub(crate) struct Net {
+    pub(crate) layout: Layout,
+    pub(crate) act: i32,
+    pub(crate) dt: Dt,
+    pub(crate) capacity: usize,
+    /// f32 master parameters.
+    pub(crate) w: DevBuf,
+    /// bf16 copy the products read, when `dt` is bf16.
+    pub(crate) w16: Option<DevBuf>,
+    /// The f32 input of a batch converted to bf16 (bf16 only).
+    x16: Option<DevBuf>,
+    z: Vec<DevBuf>,
+    h: Vec<DevBuf>,
+    /// f32 outputs `[capacity, d_out]`.
+    pub(crate) out: DevBuf,
+    fwd: Vec<Forward>,
+    /// Training buffers, when the net trains.
+    train: Option<TrainBufs>,
+}
+
+struct TrainBufs {
+    /// Gradient of the last layer's output, then of each hidden layer's (in dt).
+    dout: DevBuf,
+    dh: Vec<DevBuf>,
+    bwd: Vec<Backward>,
+}
+
+impl Net {
+    /// A net for batches of up to `capacity` rows with parameters `device_params` (device order).
+    pub(crate) fn new(
+        gpu: &Gpu,
+        lt: &Lt,
+        config: &MlpConfig,
+        dt: Dt,
+        capacity: usize,
+        train: bool,
+    ) -> Result<Self> {
+        let layout = Layout::new(config);
+        let w = DevBuf::zeroed(gpu, layout.device_len * 4)?;
+        let w16 = match dt {
+            Dt::Bf16 => Some(DevBuf::zeroed(gpu, layout.device_len * 2)?),
+            Dt::F32 => None,
+        };
+        let mut net = Self {
+            act: act_code(config.activation),
+            dt,
+            capacity: 0,
+            w,
+            w16,
+            x16: None,
+            z: Vec::new(),
+            h: Vec::new(),
+            out: DevBuf::zeroed(gpu, 4)?,
+            fwd: Vec::new(),
+            train: None,
+            layout,
+        };
+        net.resize(gpu, lt, capacity, train)?;
+        Ok(net)
+    }
+
+    /// Reallocates the batch buffers and replans the products for `capacity` rows (parameters
+    /// are kept).
+    pub(crate) fn resize(&mut self, gpu: &Gpu, lt: &Lt, capacity: usize, train: bool) -> Result<()> {
+        let cap = capacity.max(1);
+        let e = self.dt.bytes();
+        let n_layers = self.layout.layers.len();
+        let hidden = &self.layout.layers[..n_layers - 1];
+        self.x16 = match self.dt {
+            Dt::Bf16 => Some(DevBuf::zeroed(gpu, cap * self.layout.layers[0].d_in * e)?),
+            Dt::F32 => None,
+        };
+        self.z = hidden.iter().map(|l| DevBuf::zeroed(gpu, cap * l.d_out * e)).collect::<Result<_>>()?;
+        self.h = hidden.iter().map(|l| DevBuf::zeroed(gpu, cap * l.d_out * e)).collect::<Result<_>>()?;
+        let last = self.layout.layers[n_layers - 1];
+        self.out = DevBuf::zeroed(gpu, cap * last.d_out * 4)?;
+        self.capacity = cap;
+        self.fwd.clear();
+        for (i, l) in self.layout.layers.iter().enumerate() {
+            let is_last = i + 1 == n_layers;
+            let shape = Shape {
+                trans_a: true,
+                trans_b: false,
+                m: l.d_out,
+                n: cap,
+                k: l.d_in,
+                a: self.dt,
+                b: if i == 0 { Dt::F32.max_with(self.dt) } else { self.dt },
+                d: if is_last { Dt::F32 } else { self.dt },
+            };
+            let bias_master = self.w.at(l.b * 4);
+            let bias_dt = match &self.w16 {
+                Some(w16) if !is_last => w16.at(l.b * 2),
+                _ => bias_master,
+            };
+            let fused = if is_last {
+                Gemm::plan(lt, shape, Epilogue::Bias(bias_master))?.map(|g| (g, Post::Fused))
+            } else if self.act == 0 {
+                Gemm::plan(lt, shape, Epilogue::ReluBias(bias_dt))?.map(|g| (g, Post::Fused))
+            } else {
+                Gemm::plan(lt, shape, Epilogue::Bias(bias_dt))?.map(|g| (g, Post::Act))
+            };
+            let (gemm, post) = match fused {
+                Some(f) => f,
+                None => (Gemm::plan_plain(lt, shape)?, Post::BiasAct),
+            };
+            self.fwd.push(Forward { gemm, post });
+        }
+        self.train = None;
+        if train {
+            let dout = DevBuf::zeroed(gpu, cap * last.d_out * e)?;
+            let dh = hidden.iter().map(|l| DevBuf::zeroed(gpu, cap * l.d_out * e)).collect::<Result<_>>()?;
+            let mut bwd = Vec::with_capacity(n_layers);
+            for (i, l) in self.layout.layers.iter().enumerate() {
+                let input_dt = if i == 0 { Dt::F32.max_with(self.dt) } else { self.dt };
+                let dw_shape = Shape {
+                    trans_a: false,
+                    trans_b: true,
+                    m: l.d_in,
+                    n: l.d_out,
+                    k: cap,
+                    a: input_dt,
+                    b: self.dt,
+                    d: Dt::F32,
+                };
+                // The bias gradient lands in the gradient buffer, whose address the trainer
+                // passes at run time: plan with a placeholder and patch below.
+                let dw = match Gemm::plan(lt, dw_shape, Epilogue::BgradB(0))? {
+                    Some(g) => (g, true),
+                    None => (Gemm::plan_plain(lt, dw_shape)?, false),
+                };
+                let dx = if i == 0 {
+                    None
+                } else {
+                    Some(Gemm::plan_plain(
+                        lt,
+                        Shape {
+                            trans_a: false,
+                            trans_b: false,
+                            m: l.d_in,
+                            n: cap,
+                            k: l.d_out,
+                            a: self.dt,
+                            b: self.dt,
+                            d: self.dt,
+                        },
+                    )?)
+                };
+                bwd.push(Backward { dw, dx });
+            }
+            self.train = Some(TrainBufs { dout, dh, bwd });
+        }
+        Ok(())
+    }
+
+    /// Pointer to layer `l`'s weight as the products read it.
+    fn weight(&self, l: &LayerGeom) -> CUdeviceptr {
+        match &self.w16 {
+            Some(w16) => w16.at(l.w * 2),
+            None => self.w.at(l.w * 4),
+        }
+    }
+
+    /// Enqueues the forward pass of the batch at `x` (f32, `[capacity, d_in]`) into `out`.
+    pub(crate) fn forward(&self, gpu: &Gpu, lt: &Lt, stream: CUstream, x: CUdeviceptr) -> Result<()> {
+        let k = &gpu.kernels;
+        let cap = self.capacity;
+        let first = self.layout.layers[0];
+        let input = match &self.x16 {
+            Some(x16) => {
+                let n = cap * first.d_in;
+                launch(stream, k.get("to_bf16")?, grid_for(n), &[Arg::Ptr(x), Arg::Ptr(x16.ptr), Arg::I64(n as i64)])?;
+                x16.ptr
+            }
+            None => x,
+        };
+        let n_layers = self.layout.layers.len();
+        let mut a = input;
+        for (i, (l, f)) in self.layout.layers.iter().zip(&self.fwd).enumerate() {
+            let w = self.weight(l);
+            if i + 1 == n_layers {
+                f.gemm.run(lt, stream, w, a, self.out.ptr)?;
+                if matches!(f.post, Post::BiasAct) {
+                    // Identity activation: bias only, in place.
+                    let bias = self.w.at(l.b * 4);
+                    launch(stream, k.get("bias_act_f32")?, grid_for(cap * l.d_out), &[
+                        Arg::Ptr(self.out.ptr), Arg::Ptr(bias), Arg::Ptr(self.out.ptr),
+                        Arg::I64(cap as i64), Arg::I32(l.d_out as i32), Arg::I32(-1), Arg::I32(1),
+                    ])?;
+                }
+            } else {
+                let (z, h) = (self.z[i].ptr, self.h[i].ptr);
+                match f.post {
+                    Post::Fused => f.gemm.run(lt, stream, w, a, h)?,
+                    Post::Act | Post::BiasAct => {
+                        f.gemm.run(lt, stream, w, a, z)?;
+                        let add_bias = matches!(f.post, Post::BiasAct);
+                        let name = self.kernel("bias_act");
+                        launch(stream, k.get(&name)?, grid_for(cap * l.d_out), &[
+                            Arg::Ptr(z), Arg::Ptr(self.w.at(l.b * 4)), Arg::Ptr(h),
+                            Arg::I64(cap as i64), Arg::I32(l.d_out as i32), Arg::I32(self.act),
+                            Arg::I32(i32::from(add_bias)),
+                        ])?;
+                    }
+                }
+                a = h;
+            }
+        }
+        Ok(())
+    }
+
+    fn kernel(&self, base: &str) -> String {
+        match self.dt {
+            Dt::F32 => format!("{base}_f32"),
+            Dt::Bf16 => format!("{base}_bf16"),
+        }
+    }
+
+    /// Enqueues the loss of the outputs against targets `y` (i64 classes or f32 values) under
+    /// `ctl`: its sum is added to `loss_acc` (f64) and the output gradient written.
+    pub(crate) fn loss(&self, gpu: &Gpu, stream: CUstream, y: CUdeviceptr, ctl: CUdeviceptr, loss_acc: CUdeviceptr, loss: LossKind) -> Result<()> {
+        let t = self.train_bufs()?;
+        let cap = self.capacity;
+        let k = &gpu.kernels;
+        // SAFETY: `loss_acc` holds one f64.
+        cuda("clearing the loss", unsafe { result::memset_d8_async(loss_acc, 0, 8, stream) })?;
+        match loss {
+            LossKind::CrossEntropy { classes } => launch(stream, k.get(&self.kernel("loss_ce"))?, grid_exact(cap), &[
+                Arg::Ptr(self.out.ptr), Arg::Ptr(y), Arg::Ptr(ctl), Arg::Ptr(t.dout.ptr),
+                Arg::Ptr(loss_acc), Arg::I32(cap as i32), Arg::I32(classes as i32),
+            ]),
+            LossKind::Squared | LossKind::Absolute => launch(stream, k.get(&self.kernel("loss_reg"))?, grid_exact(cap), &[
+                Arg::Ptr(self.out.ptr), Arg::Ptr(y), Arg::Ptr(ctl), Arg::Ptr(t.dout.ptr),
+                Arg::Ptr(loss_acc), Arg::I32(cap as i32),
+                Arg::I32(i32::from(matches!(loss, LossKind::Absolute))),
+            ]),
+        }
+    }
+
+    fn train_bufs(&self) -> Result<&TrainBufs> {
+        self.train
+            .as_ref()
+            .ok_or_else(|| crate::error::Error::Internal("GPU net built without training buffers".into()))
+    }
+
+    /// Enqueues the backward pass from the output gradient, writing the flat gradient (device
+    /// order, f32) at `grads`. `x` is the batch's input, as given to [`Net::forward`].
+    pub(crate) fn backward(&self, gpu: &Gpu, lt: &Lt, stream: CUstream, x: CUdeviceptr, grads: &DevBuf) -> Result<()> {
+        let t = self.train_bufs()?;
+        let k = &gpu.kernels;
+        let cap = self.capacity;
+        let input = self.x16.as_ref().map_or(x, |b| b.ptr);
+        let mut dz = t.dout.ptr;
+        for i in (0..self.layout.layers.len()).rev() {
+            let l = self.layout.layers[i];
+            let b = &t.bwd[i];
+            let a = if i == 0 { input } else { self.h[i - 1].ptr };
+            let (dw, fused_bias) = &b.dw;
+            if *fused_bias {
+                dw.run_with_bias(lt, stream, a, dz, grads.at(l.w * 4), grads.at(l.b * 4))?;
+            } else {
+                dw.run(lt, stream, a, dz, grads.at(l.w * 4))?;
+                launch(stream, k.get(&self.kernel("bias_grad"))?, grid_exact(l.d_out), &[
+                    Arg::Ptr(dz), Arg::Ptr(grads.at(l.b * 4)), Arg::I32(cap as i32), Arg::I32(l.d_out as i32),
+                ])?;
+            }
+            if let Some(dx) = &b.dx {
+                let dh = t.dh[i - 1].ptr;
+                dx.run(lt, stream, self.weight(&l), dz, dh)?;
+                // With ReLU fused into the product, `z` was never written: the derivative only
+                // needs `h` then.
+                let z = match self.fwd[i - 1].post {
+                    Post::Fused => self.h[i - 1].ptr,
+                    _ => self.z[i - 1].ptr,
+                };
+                let n = cap * l.d_in;
+                launch(stream, k.get(&self.kernel("act_back"))?, grid_for(n), &[
+                    Arg::Ptr(dh), Arg::Ptr(z), Arg::Ptr(self.h[i - 1].ptr), Arg::I64(n as i64), Arg::I32(self.act),
+                ])?;
+                dz = dh;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The loss the output gradient is taken of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LossKind {
+    CrossEntropy { classes: usize },
+    Squared,
+    Absolute,
+}
+
+impl Dt {
+    /// The type of the first layer's input as the products read it: the f32 input itself, or
+    /// its bf16 conversion.
+    fn max_with(self, dt: Dt) -> Dt {
+        match (self, dt) {
+            (Dt::F32, Dt::F32) => Dt::F32,
+            _ => Dt::Bf16,
+        }
+    }
+}

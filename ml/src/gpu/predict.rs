@@ -1,0 +1,229 @@
+//! Forward passes on the GPU: the trainer's evaluation, and [`GpuPredictor`] for serving.
+
+use std::sync::Mutex;
+
+use super::gemm::{Dt, Lt, WORKSPACE_BYTES};
+use super::graph::Graph;
+use super::net::Net;
+use super::runtime::{Arg, DevBuf, Gpu, Pinned, cuda, grid_exact, launch};
+use super::{GpuOptions, Precision};
+use crate::bundle::ModelBundle;
+use crate::error::{Error, Result};
+use crate::model::{MlpConfig, Task};
+
+/// Forward passes of `rows` rows in chunks of `cap` through `net`, staging each chunk in `xbuf`;
+/// softmax for classification. The streams must be idle.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward_chunks(
+    gpu: &Gpu,
+    lt: &Lt,
+    net: &Net,
+    xbuf: &DevBuf,
+    x: &[f32],
+    rows: usize,
+    cap: usize,
+    k: usize,
+    task: &Task,
+) -> Result<Vec<f32>> {
+    let d_in = net.layout.layers[0].d_in;
+    let stream = gpu.cu_stream();
+    let mut out = Vec::with_capacity(rows * k);
+    let mut host = vec![0f32; cap * k];
+    let mut start = 0;
+    while start < rows {
+        let n = (rows - start).min(cap);
+        xbuf.write(&x[start * d_in..(start + n) * d_in])?;
+        net.forward(gpu, lt, stream, xbuf.ptr)?;
+        if matches!(task, Task::Classification { .. }) {
+            launch(stream, gpu.kernels.get("softmax_rows")?, grid_exact(n), &[
+                Arg::Ptr(net.out.ptr), Arg::I32(n as i32), Arg::I32(k as i32),
+            ])?;
+        }
+        gpu.sync()?;
+        net.out.read_into(0, &mut host[..n * k])?;
+        out.extend_from_slice(&host[..n * k]);
+        start += n;
+    }
+    Ok(out)
+}
+
+/// What one forward pass needs besides the net: staging and the captured graph.
+struct Serving {
+    net: Net,
+    x: DevBuf,
+    x_host: Pinned<f32>,
+    out_host: Pinned<f32>,
+    graph: Option<Graph>,
+    use_graphs: bool,
+    lt: Lt,
+    gpu: Gpu,
+}
+
+/// A trained model answering batches on the GPU: the serving side of `device = "cuda"`.
+///
+/// One forward pass per batch: the rows are staged in page-locked memory, copied, run through
+/// a captured graph (products, bias and activation epilogues, softmax) and copied back. Batches
+/// of any size up to the capacity share one graph (the padding rows cost little); a bigger batch
+/// grows the buffers once.
+pub struct GpuPredictor {
+    inner: Mutex<Serving>,
+    input_dim: usize,
+    output_dim: usize,
+    device_name: String,
+}
+
+impl std::fmt::Debug for GpuPredictor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuPredictor")
+            .field("device", &self.device_name)
+            .field("input_dim", &self.input_dim)
+            .field("output_dim", &self.output_dim)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GpuPredictor {
+    /// Loads `bundle`'s weights onto the GPU `options` names.
+    pub fn new(bundle: &ModelBundle, options: &GpuOptions) -> Result<Self> {
+        bundle.validate()?;
+        let input_dim = bundle.input_dim();
+        let config = MlpConfig::from_spec(&bundle.spec, &bundle.task, input_dim);
+        let gpu = Gpu::open(
+            options.ordinal,
+            &super::runtime::kernel_cache_dir(options.kernel_cache.as_deref()),
+        )?;
+        gpu.bind()?;
+        let lt = Lt::new(DevBuf::zeroed(&gpu, WORKSPACE_BYTES)?)?;
+        let dt = match options.precision {
+            Precision::F32 => Dt::F32,
+            Precision::Bf16 => Dt::Bf16,
+        };
+        let cap = 256;
+        let net = Net::new(&gpu, &lt, &config, dt, cap, false)?;
+        net.w.write(&net.layout.to_device(&bundle.weights))?;
+        if let Some(w16) = &net.w16 {
+            let n = net.layout.device_len;
+            launch(gpu.cu_stream(), gpu.kernels.get("to_bf16")?, super::runtime::grid_for(n), &[
+                Arg::Ptr(net.w.ptr), Arg::Ptr(w16.ptr), Arg::I64(n as i64),
+            ])?;
+            gpu.sync()?;
+        }
+        let output_dim = bundle.task.output_dim();
+        let device_name = gpu.name.clone();
+        tracing::info!(gpu = %device_name, precision = ?options.precision, "serving on the GPU");
+        let serving = Serving {
+            x: DevBuf::zeroed(&gpu, cap * input_dim * 4)?,
+            x_host: Pinned::new(&gpu, cap * input_dim)?,
+            out_host: Pinned::new(&gpu, cap * output_dim)?,
+            graph: None,
+            use_graphs: options.graphs,
+            net,
+            lt,
+            gpu,
+        };
+        Ok(Self {
+            inner: Mutex::new(serving),
+            input_dim,
+            output_dim,
+            device_name,
+        })
+    }
+
+    /// Number of input features per row.
+    pub fn input_dim(&self) -> usize {
+        self.input_dim
+    }
+
+    /// Values per row of output (class probabilities, or one value).
+    pub fn output_dim(&self) -> usize {
+        self.output_dim
+    }
+
+    /// The GPU's name.
+    pub fn device_name(&self) -> &str {
+        &self.device_name
+    }
+
+    /// Predictions for `rows` rows (`x` row-major): `rows * output_dim` values, as
+    /// [`DensePredictor::predict`](crate::bundle::DensePredictor::predict).
+    pub fn predict(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        if rows.checked_mul(self.input_dim) != Some(x.len()) {
+            return Err(Error::Input(format!(
+                "feature buffer has {} values, expected {rows} rows x {} features",
+                x.len(),
+                self.input_dim
+            )));
+        }
+        if rows == 0 {
+            return Ok(Vec::new());
+        }
+        let mut s = self
+            .inner
+            .lock()
+            .map_err(|_| Error::Internal("GPU predictor lock poisoned".into()))?;
+        s.gpu.bind()?;
+        if rows > s.net.capacity {
+            let cap = rows.next_power_of_two();
+            let Serving { gpu, lt, net, .. } = &mut *s;
+            net.resize(gpu, lt, cap, false)?;
+            let x = DevBuf::zeroed(gpu, cap * self.input_dim * 4)?;
+            let x_host = Pinned::new(gpu, cap * self.input_dim)?;
+            let out_host = Pinned::new(gpu, cap * self.output_dim)?;
+            s.x = x;
+            s.x_host = x_host;
+            s.out_host = out_host;
+            s.graph = None;
+        }
+        s.x_host.as_mut_slice()[..x.len()].copy_from_slice(x);
+        let stream = s.gpu.cu_stream();
+        // SAFETY: pinned staging owned by `s`, read by this copy before the sync below.
+        cuda("copying a batch to the GPU", unsafe {
+            cudarc::driver::result::memcpy_htod_async(s.x.ptr, &s.x_host.as_slice()[..x.len()], stream)
+        })?;
+        if s.use_graphs && s.graph.is_none() {
+            match Graph::capture(stream, || s.enqueue()) {
+                Ok(g) => s.graph = Some(g),
+                Err(e) => {
+                    tracing::warn!(error = %e, "CUDA graph capture failed; launching kernels one by one");
+                    s.use_graphs = false;
+                }
+            }
+        }
+        match &s.graph {
+            Some(g) => g.launch(stream)?,
+            None => s.enqueue()?,
+        }
+        let n = rows * self.output_dim;
+        let out_ptr = s.out_host.as_slice().as_ptr() as *mut std::ffi::c_void;
+        // SAFETY: `out_host` is pinned and holds capacity * output_dim values; the host reads it
+        // after the sync below.
+        cuda("reading predictions back", unsafe {
+            cudarc::driver::sys::cuMemcpyDtoHAsync_v2(out_ptr, s.net.out.ptr, n * 4, stream).result()
+        })?;
+        s.gpu.sync()?;
+        Ok(s.out_host.as_slice()[..n].to_vec())
+    }
+}
+
+impl Serving {
+    /// The forward pass of the staged batch at full capacity, plus softmax for classification.
+    fn enqueue(&self) -> Result<()> {
+        let stream = self.gpu.cu_stream();
+        self.net.forward(&self.gpu, &self.lt, stream, self.x.ptr)?;
+        let last = self.net.layout.layers.last().map_or(1, |l| l.d_out);
+        if last > 1 {
+            launch(stream, self.gpu.kernels.get("softmax_rows")?, grid_exact(self.net.capacity), &[
+                Arg::Ptr(self.net.out.ptr), Arg::I32(self.net.capacity as i32), Arg::I32(last as i32),
+            ])?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if self.gpu.bind().is_ok() {
+            let _ = self.gpu.sync();
+        }
+    }
+}
