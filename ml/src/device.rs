@@ -78,11 +78,12 @@ impl Device {
         }
     }
 
-    /// The GPU the `index`-th worker of a process uses: `cuda` spreads workers over the GPUs
-    /// (worker `i` on GPU `i % count`), `cuda:N` puts them all on GPU `N`. The CPU stays the CPU.
-    pub fn for_worker(&self, index: usize, explicit: bool) -> Device {
+    /// The GPU the `index`-th worker of a process uses: workers are spread over the GPUs from
+    /// the one named (`cuda:N`: worker `i` on GPU `(N + i) % count`), so one GPU per worker where
+    /// there are enough. The CPU stays the CPU.
+    pub fn for_worker(&self, index: usize) -> Device {
         match *self {
-            Device::Cuda(n) if !explicit => {
+            Device::Cuda(n) => {
                 let count = Self::cuda_device_count().max(1);
                 Device::Cuda((n + index) % count)
             }
