@@ -117,13 +117,14 @@ pub struct ClusterRunArgs {
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let (mut spec, text) = millrace::pipeline_file::load(&args.pipeline, &args.overrides)?;
+    // Nothing is served with --no-serve, so [serve] (its device included) is not checked.
+    if args.no_serve {
+        spec.serve = None;
+    }
     spec.validate()
         .map_err(|e| anyhow::anyhow!("{}", located(&args.pipeline, &text, e)))?;
     let cluster = args.cluster.config(args.workers)?;
     if spec.stream.is_some() {
-        if args.no_serve {
-            spec.serve = None;
-        }
         return run_streaming(spec, &args, &text, cluster);
     }
     if cluster.process_id == 0 {
@@ -160,7 +161,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             max_rows: serve_spec.max_rows,
             ..ServeOptions::default()
         };
-        let registry = ModelRegistry::new(options.batching.clone());
+        let registry = ModelRegistry::on_device(options.batching.clone(), serve_spec.forward());
         registry.load_dir(None, &run_dir.join("model"))?;
         let io = cores().saturating_sub(options.batching.threads).max(1);
         serve_blocking(registry, Some(serve_spec.addr), options, io)?;

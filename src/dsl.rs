@@ -26,6 +26,7 @@ use millrace_engine::ClusterConfig;
 use millrace_ml::model::{Activation, ModelKind, ModelSpec};
 use millrace_ml::optim::OptimizerSpec;
 use millrace_ml::preprocess::NullPolicy;
+use millrace_ml::{Device, Precision};
 use millrace_operators::job::{Progress, Summary};
 use millrace_operators::spec::{
     CheckpointSpec, EvaluateSpec, IngestSpec, OutputSpec, PipelineSpec, PreprocessSpec, ServeSpec,
@@ -60,6 +61,9 @@ impl Train {
                 seed: 42,
                 shuffle: true,
                 log_every: 10,
+                device: Device::Cpu,
+                precision: Precision::F32,
+                kernel_cache: None,
             },
         }
     }
@@ -147,6 +151,18 @@ impl Train {
     /// Shuffle between epochs (default on).
     pub fn shuffle(mut self, shuffle: bool) -> Self {
         self.spec.shuffle = shuffle;
+        self
+    }
+
+    /// Where the replicas train (default: the CPU); a GPU needs the `cuda` feature.
+    pub fn device(mut self, device: Device) -> Self {
+        self.spec.device = device;
+        self
+    }
+
+    /// Precision of a GPU's matrix products (default f32; bf16 needs a GPU).
+    pub fn precision(mut self, precision: Precision) -> Self {
+        self.spec.precision = precision;
         self
     }
 }

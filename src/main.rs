@@ -143,6 +143,25 @@ struct ServeArgs {
     /// Do not watch the model directories for new versions.
     #[arg(long)]
     no_watch: bool,
+    /// Where the forward pass runs: cpu, cuda or cuda:N (a GPU needs a build with
+    /// `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    device: millrace::ml::Device,
+    /// Precision of a GPU's matrix products: f32 or bf16 (bf16 needs a GPU).
+    #[arg(long, default_value = "f32", value_parser = parse_precision)]
+    precision: millrace::ml::Precision,
+    /// Where compiled GPU kernels are cached (default: $MILLRACE_KERNEL_CACHE, else
+    /// ~/.cache/millrace/kernels).
+    #[arg(long)]
+    kernel_cache: Option<std::path::PathBuf>,
+}
+
+fn parse_precision(text: &str) -> Result<millrace::ml::Precision, String> {
+    match text {
+        "f32" => Ok(millrace::ml::Precision::F32),
+        "bf16" => Ok(millrace::ml::Precision::Bf16),
+        other => Err(format!("unknown precision `{other}`: use f32 or bf16")),
+    }
 }
 
 /// Object store settings on the command line (the AWS_* environment and profiles also apply).
@@ -288,7 +307,16 @@ fn serve_options(args: &ServeArgs) -> anyhow::Result<ServeOptions> {
 }
 
 fn load_models(args: &ServeArgs, options: &ServeOptions) -> anyhow::Result<Arc<ModelRegistry>> {
-    let registry = ModelRegistry::new(options.batching.clone());
+    let device = millrace::operators::serve::ForwardDevice {
+        device: args.device,
+        precision: args.precision,
+        kernel_cache: args.kernel_cache.clone(),
+    };
+    // Before any model is loaded: a clear error for a GPU this build or machine lacks.
+    device
+        .check("serve")
+        .map_err(|e| anyhow::anyhow!("--device {}: {e}", args.device))?;
+    let registry = ModelRegistry::on_device(options.batching.clone(), device);
     if let Some(repo) = &args.model_repository {
         registry.load_repository(repo)?;
     }

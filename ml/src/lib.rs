@@ -83,9 +83,9 @@ pub mod rng;
 pub mod trainer;
 
 pub use bundle::{BundleMeta, ModelBundle, Predictor};
-pub use device::{Device, GpuOptions, Precision};
 /// burn, re-exported so that callers name the same backend traits.
 pub use burn;
+pub use device::{Device, GpuOptions, Precision};
 pub use error::{Error, Result};
 pub use metrics::EvalMetrics;
 pub use model::{Activation, Mlp, MlpConfig, ModelKind, ModelSpec, Task};

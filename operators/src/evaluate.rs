@@ -5,10 +5,9 @@
 
 use millrace_engine::timely::worker::Worker;
 use millrace_engine::{Collective, WorkerContext};
-use millrace_ml::burn::tensor::backend::AutodiffBackend;
+use millrace_ml::Replica;
 use millrace_ml::metrics::{EvalMetrics, evaluate_classification, evaluate_regression};
 use millrace_ml::preprocess::{Features, Targets};
-use millrace_ml::trainer::Trainer;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -45,10 +44,7 @@ impl Evaluator {
     }
 
     /// Predictions of `trainer` for `features`, in chunks.
-    pub fn predict_all<B: AutodiffBackend>(
-        trainer: &Trainer<B>,
-        features: &Features,
-    ) -> Result<Vec<f32>> {
+    pub fn predict_all(trainer: &Replica, features: &Features) -> Result<Vec<f32>> {
         let dim = features.x.len().checked_div(features.rows).unwrap_or(0);
         let mut out = Vec::new();
         let mut start = 0;
@@ -61,11 +57,11 @@ impl Evaluator {
     }
 
     /// The metrics of `trainer` over all workers' eval rows (None when there are none).
-    pub fn evaluate<B: AutodiffBackend>(
+    pub fn evaluate(
         &mut self,
         worker: &mut Worker,
         ctx: &WorkerContext,
-        trainer: &Trainer<B>,
+        trainer: &Replica,
     ) -> Result<Option<EvalMetrics>> {
         let (Some(eval), Some(channel)) = (&self.eval, &mut self.channel) else {
             return Ok(None);

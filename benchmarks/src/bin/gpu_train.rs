@@ -1,2 +1,381 @@
-//! Placeholder replaced below.
-fn main() {}
+//! The gpu_train benchmark (`--features cuda`): training-step throughput on the GPU with the
+//! batch already on the device, the start-up cost with a cold and a warm kernel cache, the
+//! host-fed step rate, GPU serving, and the end-to-end ETL→train run on the GPU. One JSON line
+//! per measurement.
+//!
+//!     cargo run --release -p millrace-benchmarks --features cuda --bin gpu_train -- \
+//!         [--only NAME]… [--start] [--e2e cuda|cpu] [--workers N] [--seconds S] [--assert]
+//!
+//! Configurations (Adam, as PyTorch's reference numbers on an H100 of this workplace):
+//! `small512` (24→64→64→2, batch 512, f32), `small8192` (same, batch 8,192), `large_bf16`
+//! (1024→4096→4096→10, batch 8,192, bf16 products), `host512` (small512 fed from host memory
+//! through the pinned double buffer), `serve` (GPU forward passes of 64-row batches).
+//! `--assert` fails unless small512 reaches 1M samples/s and large_bf16 540 TFLOP/s.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use millrace::engine::ClusterConfig;
+use millrace::ml::gpu::{GpuPredictor, GpuTrainer};
+use millrace::ml::model::{Activation, ModelSpec, Task};
+use millrace::ml::optim::OptimizerSpec;
+use millrace::ml::rng::Rng;
+use millrace::ml::trainer::{Loss, TargetsRef};
+use millrace::ml::{GpuOptions, Precision};
+use millrace::operators::job::NoProgress;
+use millrace::run::{RunConfig, plan, run_planned};
+use serde_json::json;
+
+struct Config {
+    name: &'static str,
+    dims: (usize, Vec<usize>, usize),
+    batch: usize,
+    precision: Precision,
+}
+
+fn configs() -> Vec<Config> {
+    vec![
+        Config {
+            name: "small512",
+            dims: (24, vec![64, 64], 2),
+            batch: 512,
+            precision: Precision::F32,
+        },
+        Config {
+            name: "small8192",
+            dims: (24, vec![64, 64], 2),
+            batch: 8192,
+            precision: Precision::F32,
+        },
+        Config {
+            name: "small512_bf16",
+            dims: (24, vec![64, 64], 2),
+            batch: 512,
+            precision: Precision::Bf16,
+        },
+        Config {
+            name: "large_bf16",
+            dims: (1024, vec![4096, 4096], 10),
+            batch: 8192,
+            precision: Precision::Bf16,
+        },
+    ]
+}
+
+fn trainer(c: &Config, options: &GpuOptions) -> anyhow::Result<GpuTrainer> {
+    let (d_in, hidden, k) = &c.dims;
+    let model = ModelSpec::mlp(hidden.clone(), Activation::Relu);
+    let task = Task::Classification { num_classes: *k };
+    let options = GpuOptions {
+        precision: c.precision,
+        ..options.clone()
+    };
+    Ok(GpuTrainer::new(
+        &model,
+        &OptimizerSpec::default(),
+        Loss::CrossEntropy,
+        &task,
+        *d_in,
+        7,
+        &options,
+    )?)
+}
+
+fn batch(c: &Config, seed: u64) -> (Vec<f32>, Vec<i64>) {
+    let mut rng = Rng::new(seed);
+    let x: Vec<f32> = (0..c.batch * c.dims.0)
+        .map(|_| rng.uniform_f32(-1.0, 1.0))
+        .collect();
+    let y = (0..c.batch)
+        .map(|i| ((x[i * c.dims.0] + 1.0) * 0.5 * c.dims.2 as f32) as i64 % c.dims.2 as i64)
+        .collect();
+    (x, y)
+}
+
+/// Steps/s with the batch on the device: a warm-up, then replays for at least `seconds`.
+fn device_resident(
+    c: &Config,
+    options: &GpuOptions,
+    seconds: f64,
+) -> anyhow::Result<serde_json::Value> {
+    let mut t = trainer(c, options)?;
+    let (x, y) = batch(c, 1);
+    let scale = 1.0 / c.batch as f32;
+    t.step(&x, TargetsRef::Classes(&y), c.batch, scale, 1e-3)?;
+    t.flush()?;
+    let first_loss = t.repeat_last_step(20)?;
+    let mut steps = 0usize;
+    let mut chunk = 50usize;
+    let started = Instant::now();
+    let mut loss = first_loss;
+    while started.elapsed().as_secs_f64() < seconds {
+        loss = t.repeat_last_step(chunk)?;
+        steps += chunk;
+        chunk = (chunk * 2).min(5000);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut phases = Vec::new();
+    for _ in 0..5 {
+        phases = t.profile_step()?;
+    }
+    let phases: serde_json::Map<String, serde_json::Value> = phases
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    let per_step = elapsed / steps as f64;
+    let params = t.num_params() as f64;
+    let flops = 6.0 * params * c.batch as f64;
+    Ok(json!({
+        "benchmark": "gpu_train",
+        "config": c.name,
+        "gpu": t.device_name(),
+        "precision": format!("{:?}", c.precision).to_lowercase(),
+        "batch": c.batch,
+        "params": t.num_params(),
+        "steps": steps,
+        "ms_per_step": per_step * 1e3,
+        "samples_per_s": (c.batch as f64 / per_step).round(),
+        "tflops_6nb": flops / per_step / 1e12,
+        "loss_first": first_loss / c.batch as f64,
+        "loss_last": loss / c.batch as f64,
+        "phases_ms_unfused_launches": phases,
+    }))
+}
+
+/// Steps/s fed from host memory: each step's batch is copied from the host while the step
+/// before runs (16 different batches in turn, as a data loader would hand them over).
+fn host_fed(options: &GpuOptions, seconds: f64) -> anyhow::Result<serde_json::Value> {
+    let c = &configs()[0];
+    let mut t = trainer(c, options)?;
+    let batches: Vec<_> = (0..16).map(|s| batch(c, s)).collect();
+    let scale = 1.0 / c.batch as f32;
+    let mut steps = 0usize;
+    for (x, y) in &batches {
+        t.step(x, TargetsRef::Classes(y), c.batch, scale, 1e-3)?;
+    }
+    t.flush()?;
+    let started = Instant::now();
+    while started.elapsed().as_secs_f64() < seconds {
+        let (x, y) = &batches[steps % batches.len()];
+        t.step(x, TargetsRef::Classes(y), c.batch, scale, 1e-3)?;
+        steps += 1;
+    }
+    t.flush()?;
+    let per_step = started.elapsed().as_secs_f64() / steps as f64;
+    Ok(json!({
+        "benchmark": "gpu_train",
+        "config": "host512",
+        "gpu": t.device_name(),
+        "batch": c.batch,
+        "steps": steps,
+        "ms_per_step": per_step * 1e3,
+        "samples_per_s": (c.batch as f64 / per_step).round(),
+    }))
+}
+
+/// Time from process start to the end of the first training step (CUDA start-up, kernels from
+/// the cache or NVRTC, cuBLASLt plans, graph capture).
+fn start(options: &GpuOptions, process_start: Instant) -> anyhow::Result<serde_json::Value> {
+    let dir = millrace::ml::gpu::kernel_cache_dir(options.kernel_cache.as_deref());
+    let cached = std::fs::read_dir(&dir)
+        .map(|d| d.count() > 0)
+        .unwrap_or(false);
+    let c = &configs()[0];
+    let mut t = trainer(c, options)?;
+    let (x, y) = batch(c, 1);
+    t.step(
+        &x,
+        TargetsRef::Classes(&y),
+        c.batch,
+        1.0 / c.batch as f32,
+        1e-3,
+    )?;
+    t.flush()?;
+    Ok(json!({
+        "benchmark": "gpu_train",
+        "config": "start",
+        "kernel_cache": dir,
+        "cache_was_warm": cached,
+        "start_to_first_step_s": process_start.elapsed().as_secs_f64(),
+    }))
+}
+
+/// GPU forward passes of 64-row batches through a served model's predictor.
+fn serve(options: &GpuOptions, seconds: f64) -> anyhow::Result<serde_json::Value> {
+    let c = &configs()[0];
+    let t = trainer(c, options)?;
+    let bundle = millrace::ml::ModelBundle {
+        spec: ModelSpec::mlp(c.dims.1.clone(), Activation::Relu),
+        task: Task::Classification { num_classes: 2 },
+        preprocess: identity_preprocess(c.dims.0)?,
+        weights: t.try_parameters()?,
+        meta: millrace::ml::BundleMeta {
+            name: "bench".into(),
+            version: 1,
+            created_at: String::new(),
+            transform_sql: None,
+            extra: json!({}),
+        },
+    };
+    let p = GpuPredictor::new(&bundle, options)?;
+    let rows = 64;
+    let (x, _) = batch(c, 3);
+    let x = &x[..rows * c.dims.0];
+    p.predict(x, rows)?;
+    let started = Instant::now();
+    let mut calls = 0usize;
+    while started.elapsed().as_secs_f64() < seconds {
+        p.predict(x, rows)?;
+        calls += 1;
+    }
+    let per_call = started.elapsed().as_secs_f64() / calls as f64;
+    Ok(json!({
+        "benchmark": "gpu_train",
+        "config": "serve64",
+        "gpu": p.device_name(),
+        "batches": calls,
+        "us_per_batch": per_call * 1e6,
+        "rows_per_s": (rows as f64 / per_call).round(),
+    }))
+}
+
+/// A fitted preprocessor that passes `dim` float columns through (for a bundle built by hand).
+fn identity_preprocess(dim: usize) -> anyhow::Result<millrace::ml::FittedPreprocessor> {
+    use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch};
+    let mut columns: Vec<(String, ArrayRef)> = (0..dim)
+        .map(|i| {
+            (
+                format!("f{i}"),
+                Arc::new(Float64Array::from(vec![0.0, 1.0])) as ArrayRef,
+            )
+        })
+        .collect();
+    columns.push((
+        "y".into(),
+        Arc::new(Int64Array::from(vec![0, 1])) as ArrayRef,
+    ));
+    let batch = RecordBatch::try_from_iter(columns)?;
+    let spec = millrace::ml::FeatureSpec {
+        numeric: (0..dim).map(|i| format!("f{i}")).collect(),
+        label: "y".into(),
+        ..Default::default()
+    };
+    let mut state = millrace::ml::FitState::new(&spec, millrace::ml::LabelKind::Classification);
+    state.update(&batch)?;
+    Ok(state.finish()?)
+}
+
+/// The etl_to_train pipeline with `train.device = device`.
+fn e2e(device: &str, workers: usize) -> anyhow::Result<serde_json::Value> {
+    let pipeline = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/etl_to_train.toml"));
+    let pipeline = if pipeline.exists() {
+        pipeline
+    } else {
+        PathBuf::from("benchmarks/etl_to_train.toml")
+    };
+    let overrides = vec![format!("train.device={device}")];
+    let (spec, text) = millrace::pipeline_file::load(&pipeline, &overrides)?;
+    millrace::data::prepare(&spec)?;
+    let planned = plan(spec, Some((&pipeline, &text)))?;
+    let run_dir =
+        std::env::temp_dir().join(format!("millrace-bench-gpu-e2e-{}", std::process::id()));
+    let config = RunConfig {
+        cluster: ClusterConfig::local(workers),
+        run_dir: Some(run_dir.clone()),
+        progress: Arc::new(NoProgress),
+        resume: false,
+    };
+    let (s, _) = run_planned(planned, Some(&text), config)?;
+    let accuracy = s
+        .eval
+        .as_ref()
+        .and_then(|e| serde_json::to_value(e).ok())
+        .and_then(|v| v["accuracy"].as_f64());
+    std::fs::remove_dir_all(&run_dir).ok();
+    Ok(json!({
+        "benchmark": "gpu_train",
+        "config": "e2e_etl_to_train",
+        "device": device,
+        "workers": workers,
+        "rows_trained": s.rows_trained,
+        "e2e_rows_per_s": s.e2e_rows_per_s.round(),
+        "train_rows_per_s": s.train_rows_per_s.round(),
+        "ingest_s": s.ingest_s,
+        "train_s": s.train_s,
+        "wall_s": s.wall_s,
+        "holdout_accuracy": accuracy,
+    }))
+}
+
+fn main() -> anyhow::Result<()> {
+    let process_start = Instant::now();
+    let mut only: Vec<String> = Vec::new();
+    let (mut start_only, mut e2e_device, mut workers, mut seconds, mut assert) =
+        (false, None, 1, 2.0, false);
+    let mut options = GpuOptions::default();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--only" => only.push(args.next().context("--only needs a configuration name")?),
+            "--start" => start_only = true,
+            "--e2e" => e2e_device = Some(args.next().context("--e2e needs cuda or cpu")?),
+            "--workers" => workers = args.next().context("--workers needs a number")?.parse()?,
+            "--seconds" => seconds = args.next().context("--seconds needs a number")?.parse()?,
+            "--kernel-cache" => {
+                options.kernel_cache = Some(
+                    args.next()
+                        .context("--kernel-cache needs a directory")?
+                        .into(),
+                )
+            }
+            "--no-graphs" => options.graphs = false,
+            "--assert" => assert = true,
+            other => bail!(
+                "unknown argument '{other}' (use --only NAME, --start, --e2e cuda|cpu, --workers N, --seconds S, --kernel-cache DIR, --no-graphs, --assert)"
+            ),
+        }
+    }
+    if start_only {
+        println!("{}", start(&options, process_start)?);
+        return Ok(());
+    }
+    if let Some(device) = e2e_device {
+        println!("{}", e2e(&device, workers)?);
+        return Ok(());
+    }
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    let mut failures = Vec::new();
+    for c in configs() {
+        if !wanted(c.name) {
+            continue;
+        }
+        let line = device_resident(&c, &options, seconds)?;
+        println!("{line}");
+        if assert {
+            if c.name == "small512" && line["samples_per_s"].as_f64().unwrap_or(0.0) < 1e6 {
+                failures.push(format!(
+                    "small512: {} samples/s < 1M",
+                    line["samples_per_s"]
+                ));
+            }
+            if c.name == "large_bf16" && line["tflops_6nb"].as_f64().unwrap_or(0.0) < 540.0 {
+                failures.push(format!(
+                    "large_bf16: {:.0} TFLOP/s < 540",
+                    line["tflops_6nb"].as_f64().unwrap_or(0.0)
+                ));
+            }
+        }
+    }
+    if wanted("host512") {
+        println!("{}", host_fed(&options, seconds)?);
+    }
+    if wanted("serve") {
+        println!("{}", serve(&options, seconds)?);
+    }
+    if !failures.is_empty() {
+        bail!("below the goals: {}", failures.join("; "));
+    }
+    Ok(())
+}

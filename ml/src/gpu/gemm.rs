@@ -70,6 +70,12 @@ pub(crate) struct Shape {
     pub(crate) d: Dt,
 }
 
+/// Whether fused epilogues are used (`MILLRACE_GPU_EPILOGUES=0` turns them off, to measure
+/// them against our own kernels).
+fn epilogues_enabled() -> bool {
+    std::env::var("MILLRACE_GPU_EPILOGUES").map_or(true, |v| v != "0")
+}
+
 /// The cuBLASLt library handle of one replica.
 pub(crate) struct Lt {
     handle: sys::cublasLtHandle_t,
@@ -112,6 +118,9 @@ unsafe impl Send for Gemm {}
 impl Gemm {
     /// Plans `shape` with `epilogue`; `Ok(None)` when cuBLASLt has no algorithm for it here.
     pub(crate) fn plan(lt_: &Lt, shape: Shape, epilogue: Epilogue) -> Result<Option<Self>> {
+        if epilogue != Epilogue::None && !epilogues_enabled() {
+            return Ok(None);
+        }
         let (rows_a, cols_a) = if shape.trans_a {
             (shape.k, shape.m)
         } else {
@@ -123,17 +132,30 @@ impl Gemm {
             (shape.k, shape.n)
         };
         let err = |e| lt_err("planning a matrix product", e);
-        let desc = lt::create_matmul_desc(cublasComputeType_t::CUBLAS_COMPUTE_32F, cudaDataType::CUDA_R_32F)
-            .map_err(err)?;
+        let desc = lt::create_matmul_desc(
+            cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            cudaDataType::CUDA_R_32F,
+        )
+        .map_err(err)?;
         let mut gemm = Self {
             desc,
             layouts: [std::ptr::null_mut(); 3],
             algo: unsafe { std::mem::zeroed() },
             workspace: 0,
         };
-        gemm.layouts[0] = lt::create_matrix_layout(shape.a.cuda(), rows_a as u64, cols_a as u64, rows_a as i64).map_err(err)?;
-        gemm.layouts[1] = lt::create_matrix_layout(shape.b.cuda(), rows_b as u64, cols_b as u64, rows_b as i64).map_err(err)?;
-        gemm.layouts[2] = lt::create_matrix_layout(shape.d.cuda(), shape.m as u64, shape.n as u64, shape.m as i64).map_err(err)?;
+        gemm.layouts[0] =
+            lt::create_matrix_layout(shape.a.cuda(), rows_a as u64, cols_a as u64, rows_a as i64)
+                .map_err(err)?;
+        gemm.layouts[1] =
+            lt::create_matrix_layout(shape.b.cuda(), rows_b as u64, cols_b as u64, rows_b as i64)
+                .map_err(err)?;
+        gemm.layouts[2] = lt::create_matrix_layout(
+            shape.d.cuda(),
+            shape.m as u64,
+            shape.n as u64,
+            shape.m as i64,
+        )
+        .map_err(err)?;
         // cublasOperation_t: CUBLAS_OP_N = 0, CUBLAS_OP_T = 1.
         let op = |t: bool| -> i32 { i32::from(t) };
         gemm.set(Desc::CUBLASLT_MATMUL_DESC_TRANSA, &op(shape.trans_a))?;
@@ -152,7 +174,10 @@ impl Gemm {
                 (Epilogue::BgradB(_), _) | (_, Dt::F32) => cudaDataType::CUDA_R_32F,
                 (_, Dt::Bf16) => cudaDataType::CUDA_R_16BF,
             };
-            gemm.set(Desc::CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &(bias_type as i32))?;
+            gemm.set(
+                Desc::CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+                &(bias_type as i32),
+            )?;
         }
         // SAFETY: a fresh preference object, destroyed below.
         let pref = lt::create_matmul_pref().map_err(err)?;
@@ -184,8 +209,13 @@ impl Gemm {
                 gemm.workspace = h.workspaceSize;
                 Ok(Some(gemm))
             }
-            Err(e) if e.0 == sys::cublasStatus_t::CUBLAS_STATUS_NOT_SUPPORTED => {
-                tracing::debug!(?shape, ?epilogue, "cuBLASLt has no algorithm; using a kernel");
+            // Any refusal of a fused epilogue falls back to our kernels; only a plain product
+            // that cannot run is an error.
+            Err(e)
+                if e.0 == sys::cublasStatus_t::CUBLAS_STATUS_NOT_SUPPORTED
+                    || epilogue != Epilogue::None =>
+            {
+                tracing::debug!(?shape, ?epilogue, status = ?e.0, "cuBLASLt has no algorithm; using a kernel");
                 Ok(None)
             }
             Err(e) => Err(err(e)),

@@ -18,10 +18,7 @@ unsafe impl Send for Graph {}
 impl Graph {
     /// Captures what `enqueue` puts on `stream` (which must be idle) into a graph. On any
     /// failure the capture is ended and the error returned; nothing ran.
-    pub(crate) fn capture(
-        stream: CUstream,
-        enqueue: impl FnOnce() -> Result<()>,
-    ) -> Result<Self> {
+    pub(crate) fn capture(stream: CUstream, enqueue: impl FnOnce() -> Result<()>) -> Result<Self> {
         // SAFETY: a live stream; relaxed mode lets libraries query the device while capturing.
         cuda("starting a CUDA graph capture", unsafe {
             result::stream::begin_capture(

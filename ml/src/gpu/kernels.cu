@@ -49,9 +49,11 @@ __device__ __forceinline__ float act_d(int act, float z, float h) {
         case 0: return h > 0.f ? 1.f : 0.f;
         case 1: return 1.f - h * h;
         case 2: {
-            float cdf = 0.5f * (1.f + erff(z * 0.70710678118654752f));
-            float pdf = 0.3989422804014327f * expf(-0.5f * z * z);
-            return cdf + z * pdf;
+            // burn 0.21's gelu_backward (the CPU path): the derivative of the tanh
+            // approximation, although its forward pass is the exact erf form.
+            float z3 = z * z * z;
+            float t = tanhf(0.0356774f * z3 + 0.797885f * z);
+            return 0.5f * t + (0.0535161f * z3 + 0.398942f * z) * (1.f - t * t) + 0.5f;
         }
         case 3: return h * (1.f - h);
         default: return 1.f;

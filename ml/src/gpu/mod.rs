@@ -25,8 +25,8 @@ mod trainer;
 
 pub use crate::device::{GpuOptions, Precision};
 pub use predict::GpuPredictor;
-pub use runtime::kernel_cache_dir;
 pub(crate) use runtime::check_device;
+pub use runtime::kernel_cache_dir;
 pub use trainer::GpuTrainer;
 
 /// Number of GPUs the driver sees (0 without a driver).

@@ -194,7 +194,13 @@ impl Net {
 
     /// Reallocates the batch buffers and replans the products for `capacity` rows (parameters
     /// are kept).
-    pub(crate) fn resize(&mut self, gpu: &Gpu, lt: &Lt, capacity: usize, train: bool) -> Result<()> {
+    pub(crate) fn resize(
+        &mut self,
+        gpu: &Gpu,
+        lt: &Lt,
+        capacity: usize,
+        train: bool,
+    ) -> Result<()> {
         let cap = capacity.max(1);
         let e = self.dt.bytes();
         let n_layers = self.layout.layers.len();
@@ -203,8 +209,14 @@ impl Net {
             Dt::Bf16 => Some(DevBuf::zeroed(gpu, cap * self.layout.layers[0].d_in * e)?),
             Dt::F32 => None,
         };
-        self.z = hidden.iter().map(|l| DevBuf::zeroed(gpu, cap * l.d_out * e)).collect::<Result<_>>()?;
-        self.h = hidden.iter().map(|l| DevBuf::zeroed(gpu, cap * l.d_out * e)).collect::<Result<_>>()?;
+        self.z = hidden
+            .iter()
+            .map(|l| DevBuf::zeroed(gpu, cap * l.d_out * e))
+            .collect::<Result<_>>()?;
+        self.h = hidden
+            .iter()
+            .map(|l| DevBuf::zeroed(gpu, cap * l.d_out * e))
+            .collect::<Result<_>>()?;
         let last = self.layout.layers[n_layers - 1];
         self.out = DevBuf::zeroed(gpu, cap * last.d_out * 4)?;
         self.capacity = cap;
@@ -218,7 +230,11 @@ impl Net {
                 n: cap,
                 k: l.d_in,
                 a: self.dt,
-                b: if i == 0 { Dt::F32.max_with(self.dt) } else { self.dt },
+                b: if i == 0 {
+                    Dt::F32.max_with(self.dt)
+                } else {
+                    self.dt
+                },
                 d: if is_last { Dt::F32 } else { self.dt },
             };
             let bias_master = self.w.at(l.b * 4);
@@ -242,10 +258,17 @@ impl Net {
         self.train = None;
         if train {
             let dout = DevBuf::zeroed(gpu, cap * last.d_out * e)?;
-            let dh = hidden.iter().map(|l| DevBuf::zeroed(gpu, cap * l.d_out * e)).collect::<Result<_>>()?;
+            let dh = hidden
+                .iter()
+                .map(|l| DevBuf::zeroed(gpu, cap * l.d_out * e))
+                .collect::<Result<_>>()?;
             let mut bwd = Vec::with_capacity(n_layers);
             for (i, l) in self.layout.layers.iter().enumerate() {
-                let input_dt = if i == 0 { Dt::F32.max_with(self.dt) } else { self.dt };
+                let input_dt = if i == 0 {
+                    Dt::F32.max_with(self.dt)
+                } else {
+                    self.dt
+                };
                 let dw_shape = Shape {
                     trans_a: false,
                     trans_b: true,
@@ -295,14 +318,25 @@ impl Net {
     }
 
     /// Enqueues the forward pass of the batch at `x` (f32, `[capacity, d_in]`) into `out`.
-    pub(crate) fn forward(&self, gpu: &Gpu, lt: &Lt, stream: CUstream, x: CUdeviceptr) -> Result<()> {
+    pub(crate) fn forward(
+        &self,
+        gpu: &Gpu,
+        lt: &Lt,
+        stream: CUstream,
+        x: CUdeviceptr,
+    ) -> Result<()> {
         let k = &gpu.kernels;
         let cap = self.capacity;
         let first = self.layout.layers[0];
         let input = match &self.x16 {
             Some(x16) => {
                 let n = cap * first.d_in;
-                launch(stream, k.get("to_bf16")?, grid_for(n), &[Arg::Ptr(x), Arg::Ptr(x16.ptr), Arg::I64(n as i64)])?;
+                launch(
+                    stream,
+                    k.get("to_bf16")?,
+                    grid_for(n),
+                    &[Arg::Ptr(x), Arg::Ptr(x16.ptr), Arg::I64(n as i64)],
+                )?;
                 x16.ptr
             }
             None => x,
@@ -316,10 +350,20 @@ impl Net {
                 if matches!(f.post, Post::BiasAct) {
                     // Identity activation: bias only, in place.
                     let bias = self.w.at(l.b * 4);
-                    launch(stream, k.get("bias_act_f32")?, grid_for(cap * l.d_out), &[
-                        Arg::Ptr(self.out.ptr), Arg::Ptr(bias), Arg::Ptr(self.out.ptr),
-                        Arg::I64(cap as i64), Arg::I32(l.d_out as i32), Arg::I32(-1), Arg::I32(1),
-                    ])?;
+                    launch(
+                        stream,
+                        k.get("bias_act_f32")?,
+                        grid_for(cap * l.d_out),
+                        &[
+                            Arg::Ptr(self.out.ptr),
+                            Arg::Ptr(bias),
+                            Arg::Ptr(self.out.ptr),
+                            Arg::I64(cap as i64),
+                            Arg::I32(l.d_out as i32),
+                            Arg::I32(-1),
+                            Arg::I32(1),
+                        ],
+                    )?;
                 }
             } else {
                 let (z, h) = (self.z[i].ptr, self.h[i].ptr);
@@ -329,11 +373,20 @@ impl Net {
                         f.gemm.run(lt, stream, w, a, z)?;
                         let add_bias = matches!(f.post, Post::BiasAct);
                         let name = self.kernel("bias_act");
-                        launch(stream, k.get(&name)?, grid_for(cap * l.d_out), &[
-                            Arg::Ptr(z), Arg::Ptr(self.w.at(l.b * 4)), Arg::Ptr(h),
-                            Arg::I64(cap as i64), Arg::I32(l.d_out as i32), Arg::I32(self.act),
-                            Arg::I32(i32::from(add_bias)),
-                        ])?;
+                        launch(
+                            stream,
+                            k.get(&name)?,
+                            grid_for(cap * l.d_out),
+                            &[
+                                Arg::Ptr(z),
+                                Arg::Ptr(self.w.at(l.b * 4)),
+                                Arg::Ptr(h),
+                                Arg::I64(cap as i64),
+                                Arg::I32(l.d_out as i32),
+                                Arg::I32(self.act),
+                                Arg::I32(i32::from(add_bias)),
+                            ],
+                        )?;
                     }
                 }
                 a = h;
@@ -351,34 +404,70 @@ impl Net {
 
     /// Enqueues the loss of the outputs against targets `y` (i64 classes or f32 values) under
     /// `ctl`: its sum is added to `loss_acc` (f64) and the output gradient written.
-    pub(crate) fn loss(&self, gpu: &Gpu, stream: CUstream, y: CUdeviceptr, ctl: CUdeviceptr, loss_acc: CUdeviceptr, loss: LossKind) -> Result<()> {
+    pub(crate) fn loss(
+        &self,
+        gpu: &Gpu,
+        stream: CUstream,
+        y: CUdeviceptr,
+        ctl: CUdeviceptr,
+        loss_acc: CUdeviceptr,
+        loss: LossKind,
+    ) -> Result<()> {
         let t = self.train_bufs()?;
         let cap = self.capacity;
         let k = &gpu.kernels;
         // SAFETY: `loss_acc` holds one f64.
-        cuda("clearing the loss", unsafe { result::memset_d8_async(loss_acc, 0, 8, stream) })?;
+        cuda("clearing the loss", unsafe {
+            result::memset_d8_async(loss_acc, 0, 8, stream)
+        })?;
         match loss {
-            LossKind::CrossEntropy { classes } => launch(stream, k.get(&self.kernel("loss_ce"))?, grid_exact(cap), &[
-                Arg::Ptr(self.out.ptr), Arg::Ptr(y), Arg::Ptr(ctl), Arg::Ptr(t.dout.ptr),
-                Arg::Ptr(loss_acc), Arg::I32(cap as i32), Arg::I32(classes as i32),
-            ]),
-            LossKind::Squared | LossKind::Absolute => launch(stream, k.get(&self.kernel("loss_reg"))?, grid_exact(cap), &[
-                Arg::Ptr(self.out.ptr), Arg::Ptr(y), Arg::Ptr(ctl), Arg::Ptr(t.dout.ptr),
-                Arg::Ptr(loss_acc), Arg::I32(cap as i32),
-                Arg::I32(i32::from(matches!(loss, LossKind::Absolute))),
-            ]),
+            LossKind::CrossEntropy { classes } => launch(
+                stream,
+                k.get(&self.kernel("loss_ce"))?,
+                grid_exact(cap),
+                &[
+                    Arg::Ptr(self.out.ptr),
+                    Arg::Ptr(y),
+                    Arg::Ptr(ctl),
+                    Arg::Ptr(t.dout.ptr),
+                    Arg::Ptr(loss_acc),
+                    Arg::I32(cap as i32),
+                    Arg::I32(classes as i32),
+                ],
+            ),
+            LossKind::Squared | LossKind::Absolute => launch(
+                stream,
+                k.get(&self.kernel("loss_reg"))?,
+                grid_exact(cap),
+                &[
+                    Arg::Ptr(self.out.ptr),
+                    Arg::Ptr(y),
+                    Arg::Ptr(ctl),
+                    Arg::Ptr(t.dout.ptr),
+                    Arg::Ptr(loss_acc),
+                    Arg::I32(cap as i32),
+                    Arg::I32(i32::from(matches!(loss, LossKind::Absolute))),
+                ],
+            ),
         }
     }
 
     fn train_bufs(&self) -> Result<&TrainBufs> {
-        self.train
-            .as_ref()
-            .ok_or_else(|| crate::error::Error::Internal("GPU net built without training buffers".into()))
+        self.train.as_ref().ok_or_else(|| {
+            crate::error::Error::Internal("GPU net built without training buffers".into())
+        })
     }
 
     /// Enqueues the backward pass from the output gradient, writing the flat gradient (device
     /// order, f32) at `grads`. `x` is the batch's input, as given to [`Net::forward`].
-    pub(crate) fn backward(&self, gpu: &Gpu, lt: &Lt, stream: CUstream, x: CUdeviceptr, grads: &DevBuf) -> Result<()> {
+    pub(crate) fn backward(
+        &self,
+        gpu: &Gpu,
+        lt: &Lt,
+        stream: CUstream,
+        x: CUdeviceptr,
+        grads: &DevBuf,
+    ) -> Result<()> {
         let t = self.train_bufs()?;
         let k = &gpu.kernels;
         let cap = self.capacity;
@@ -393,9 +482,17 @@ impl Net {
                 dw.run_with_bias(lt, stream, a, dz, grads.at(l.w * 4), grads.at(l.b * 4))?;
             } else {
                 dw.run(lt, stream, a, dz, grads.at(l.w * 4))?;
-                launch(stream, k.get(&self.kernel("bias_grad"))?, grid_exact(l.d_out), &[
-                    Arg::Ptr(dz), Arg::Ptr(grads.at(l.b * 4)), Arg::I32(cap as i32), Arg::I32(l.d_out as i32),
-                ])?;
+                launch(
+                    stream,
+                    k.get(&self.kernel("bias_grad"))?,
+                    grid_exact(l.d_out),
+                    &[
+                        Arg::Ptr(dz),
+                        Arg::Ptr(grads.at(l.b * 4)),
+                        Arg::I32(cap as i32),
+                        Arg::I32(l.d_out as i32),
+                    ],
+                )?;
             }
             if let Some(dx) = &b.dx {
                 let dh = t.dh[i - 1].ptr;
@@ -407,9 +504,18 @@ impl Net {
                     _ => self.z[i - 1].ptr,
                 };
                 let n = cap * l.d_in;
-                launch(stream, k.get(&self.kernel("act_back"))?, grid_for(n), &[
-                    Arg::Ptr(dh), Arg::Ptr(z), Arg::Ptr(self.h[i - 1].ptr), Arg::I64(n as i64), Arg::I32(self.act),
-                ])?;
+                launch(
+                    stream,
+                    k.get(&self.kernel("act_back"))?,
+                    grid_for(n),
+                    &[
+                        Arg::Ptr(dh),
+                        Arg::Ptr(z),
+                        Arg::Ptr(self.h[i - 1].ptr),
+                        Arg::I64(n as i64),
+                        Arg::I32(self.act),
+                    ],
+                )?;
                 dz = dh;
             }
         }

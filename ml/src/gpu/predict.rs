@@ -35,9 +35,16 @@ pub(crate) fn forward_chunks(
         xbuf.write(&x[start * d_in..(start + n) * d_in])?;
         net.forward(gpu, lt, stream, xbuf.ptr)?;
         if matches!(task, Task::Classification { .. }) {
-            launch(stream, gpu.kernels.get("softmax_rows")?, grid_exact(n), &[
-                Arg::Ptr(net.out.ptr), Arg::I32(n as i32), Arg::I32(k as i32),
-            ])?;
+            launch(
+                stream,
+                gpu.kernels.get("softmax_rows")?,
+                grid_exact(n),
+                &[
+                    Arg::Ptr(net.out.ptr),
+                    Arg::I32(n as i32),
+                    Arg::I32(k as i32),
+                ],
+            )?;
         }
         gpu.sync()?;
         net.out.read_into(0, &mut host[..n * k])?;
@@ -103,9 +110,12 @@ impl GpuPredictor {
         net.w.write(&net.layout.to_device(&bundle.weights))?;
         if let Some(w16) = &net.w16 {
             let n = net.layout.device_len;
-            launch(gpu.cu_stream(), gpu.kernels.get("to_bf16")?, super::runtime::grid_for(n), &[
-                Arg::Ptr(net.w.ptr), Arg::Ptr(w16.ptr), Arg::I64(n as i64),
-            ])?;
+            launch(
+                gpu.cu_stream(),
+                gpu.kernels.get("to_bf16")?,
+                super::runtime::grid_for(n),
+                &[Arg::Ptr(net.w.ptr), Arg::Ptr(w16.ptr), Arg::I64(n as i64)],
+            )?;
             gpu.sync()?;
         }
         let output_dim = bundle.task.output_dim();
@@ -178,7 +188,11 @@ impl GpuPredictor {
         let stream = s.gpu.cu_stream();
         // SAFETY: pinned staging owned by `s`, read by this copy before the sync below.
         cuda("copying a batch to the GPU", unsafe {
-            cudarc::driver::result::memcpy_htod_async(s.x.ptr, &s.x_host.as_slice()[..x.len()], stream)
+            cudarc::driver::result::memcpy_htod_async(
+                s.x.ptr,
+                &s.x_host.as_slice()[..x.len()],
+                stream,
+            )
         })?;
         if s.use_graphs && s.graph.is_none() {
             match Graph::capture(stream, || s.enqueue()) {
@@ -198,7 +212,8 @@ impl GpuPredictor {
         // SAFETY: `out_host` is pinned and holds capacity * output_dim values; the host reads it
         // after the sync below.
         cuda("reading predictions back", unsafe {
-            cudarc::driver::sys::cuMemcpyDtoHAsync_v2(out_ptr, s.net.out.ptr, n * 4, stream).result()
+            cudarc::driver::sys::cuMemcpyDtoHAsync_v2(out_ptr, s.net.out.ptr, n * 4, stream)
+                .result()
         })?;
         s.gpu.sync()?;
         Ok(s.out_host.as_slice()[..n].to_vec())
@@ -212,9 +227,16 @@ impl Serving {
         self.net.forward(&self.gpu, &self.lt, stream, self.x.ptr)?;
         let last = self.net.layout.layers.last().map_or(1, |l| l.d_out);
         if last > 1 {
-            launch(stream, self.gpu.kernels.get("softmax_rows")?, grid_exact(self.net.capacity), &[
-                Arg::Ptr(self.net.out.ptr), Arg::I32(self.net.capacity as i32), Arg::I32(last as i32),
-            ])?;
+            launch(
+                stream,
+                self.gpu.kernels.get("softmax_rows")?,
+                grid_exact(self.net.capacity),
+                &[
+                    Arg::Ptr(self.net.out.ptr),
+                    Arg::I32(self.net.capacity as i32),
+                    Arg::I32(last as i32),
+                ],
+            )?;
         }
         Ok(())
     }

@@ -7,7 +7,7 @@
 //! threads.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use cudarc::driver::sys::{CUdeviceptr, CUfunction, CUstream};
@@ -106,7 +106,10 @@ fn kernels_ptx(cache: &Path, cc: (i32, i32)) -> Result<Ptx> {
         format!("{major}.{minor}")
     };
     let key = fnv64(&[SOURCE.as_bytes(), arch.as_bytes(), nvrtc.as_bytes()]);
-    let file = cache.join(format!("millrace-kernels-sm{}{}-{key:016x}.ptx", cc.0, cc.1));
+    let file = cache.join(format!(
+        "millrace-kernels-sm{}{}-{key:016x}.ptx",
+        cc.0, cc.1
+    ));
     if let Ok(ptx) = std::fs::read_to_string(&file) {
         tracing::debug!(file = %file.display(), "GPU kernels from the cache");
         return Ok(Ptx::from_src(ptx));
@@ -147,9 +150,23 @@ pub(crate) struct Kernels {
 }
 
 const KERNEL_NAMES: &[&str] = &[
-    "to_f32", "to_bf16", "bias_act_f32", "bias_act_bf16", "act_back_f32", "act_back_bf16",
-    "bias_grad_f32", "bias_grad_bf16", "loss_ce_f32", "loss_ce_bf16", "loss_reg_f32",
-    "loss_reg_bf16", "softmax_rows", "opt_tick", "adam", "sgd", "scale_f32",
+    "to_f32",
+    "to_bf16",
+    "bias_act_f32",
+    "bias_act_bf16",
+    "act_back_f32",
+    "act_back_bf16",
+    "bias_grad_f32",
+    "bias_grad_bf16",
+    "loss_ce_f32",
+    "loss_ce_bf16",
+    "loss_reg_f32",
+    "loss_reg_bf16",
+    "softmax_rows",
+    "opt_tick",
+    "adam",
+    "sgd",
+    "scale_f32",
 ];
 
 impl Kernels {
@@ -172,9 +189,6 @@ pub(crate) struct Gpu {
     pub(crate) cc: (i32, i32),
 }
 
-/// Kernels are compiled once per process and compute capability; modules are per context.
-static PTX: OnceLock<std::sync::Mutex<Vec<((i32, i32), String)>>> = OnceLock::new();
-
 impl Gpu {
     /// Opens GPU `ordinal` (after [`check_device`]), loading the kernels from `cache`.
     pub(crate) fn open(ordinal: usize, cache: &Path) -> Result<Self> {
@@ -186,20 +200,9 @@ impl Gpu {
         unsafe { ctx.disable_event_tracking() };
         let cc = cuda("reading the compute capability", ctx.compute_capability())?;
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
-        let ptx = {
-            let lock = PTX.get_or_init(Default::default);
-            let mut known = lock
-                .lock()
-                .map_err(|_| Error::Internal("kernel cache lock poisoned".into()))?;
-            match known.iter().find(|(c, _)| *c == cc) {
-                Some((_, text)) => Ptx::from_src(text.clone()),
-                None => {
-                    let ptx = kernels_ptx(cache, cc)?;
-                    known.push((cc, ptx.to_src()));
-                    ptx
-                }
-            }
-        };
+        // The cache file is read (or written) for every replica: cheap, and the kernels are then
+        // in the directory the user named, whichever replica came first.
+        let ptx = kernels_ptx(cache, cc)?;
         let module = cuda("loading the GPU kernels", ctx.load_module(ptx))?;
         let mut functions = Vec::with_capacity(KERNEL_NAMES.len());
         for &n in KERNEL_NAMES {
@@ -258,7 +261,14 @@ pub(crate) fn launch(stream: CUstream, f: CUfunction, grid: u32, args: &[Arg]) -
     // kernel's parameters in order); the values live in `values` until the call returns, which
     // is all cuLaunchKernel needs.
     let r = unsafe {
-        result::launch_kernel(f, (grid.max(1), 1, 1), (256, 1, 1), 0, stream, &mut pointers)
+        result::launch_kernel(
+            f,
+            (grid.max(1), 1, 1),
+            (256, 1, 1),
+            0,
+            stream,
+            &mut pointers,
+        )
     };
     cuda("launching a GPU kernel", r)
 }
@@ -286,7 +296,9 @@ impl DevBuf {
     pub(crate) fn zeroed(gpu: &Gpu, bytes: usize) -> Result<Self> {
         let bytes = bytes.max(16);
         // SAFETY: a fresh allocation, zeroed before use; freed once in Drop.
-        let ptr = cuda("allocating GPU memory", unsafe { result::malloc_sync(bytes) })?;
+        let ptr = cuda("allocating GPU memory", unsafe {
+            result::malloc_sync(bytes)
+        })?;
         let buf = Self {
             ptr,
             bytes,

@@ -100,7 +100,10 @@ impl GpuTrainer {
         // Validates the hyper-parameters exactly as the CPU optimiser does.
         FlatOptimizer::new(optimizer, 1)?;
         let config = MlpConfig::from_spec(model, task, input_dim).with_seed(seed);
-        let gpu = Gpu::open(options.ordinal, &super::runtime::kernel_cache_dir(options.kernel_cache.as_deref()))?;
+        let gpu = Gpu::open(
+            options.ordinal,
+            &super::runtime::kernel_cache_dir(options.kernel_cache.as_deref()),
+        )?;
         gpu.bind()?;
         let lt = Lt::new(DevBuf::zeroed(&gpu, WORKSPACE_BYTES)?)?;
         let dt = match options.precision {
@@ -110,12 +113,19 @@ impl GpuTrainer {
         let net = Net::new(&gpu, &lt, &config, dt, 64, true)?;
         let n = net.layout.device_len;
         let (m, v) = match optimizer {
-            OptimizerSpec::Adam { .. } => (Some(DevBuf::zeroed(&gpu, n * 4)?), Some(DevBuf::zeroed(&gpu, n * 4)?)),
-            OptimizerSpec::Sgd { momentum, .. } if *momentum > 0.0 => (Some(DevBuf::zeroed(&gpu, n * 4)?), None),
+            OptimizerSpec::Adam { .. } => (
+                Some(DevBuf::zeroed(&gpu, n * 4)?),
+                Some(DevBuf::zeroed(&gpu, n * 4)?),
+            ),
+            OptimizerSpec::Sgd { momentum, .. } if *momentum > 0.0 => {
+                (Some(DevBuf::zeroed(&gpu, n * 4)?), None)
+            }
             OptimizerSpec::Sgd { .. } => (None, None),
         };
         let loss_kind = match (task, loss) {
-            (Task::Classification { num_classes }, _) => LossKind::CrossEntropy { classes: *num_classes },
+            (Task::Classification { num_classes }, _) => LossKind::CrossEntropy {
+                classes: *num_classes,
+            },
             (Task::Regression, Loss::Mae) => LossKind::Absolute,
             (Task::Regression, _) => LossKind::Squared,
         };
@@ -220,7 +230,9 @@ impl GpuTrainer {
             (Task::Classification { num_classes }, TargetsRef::Classes(c)) => {
                 let k = *num_classes as i64;
                 if let Some((row, bad)) = c.iter().enumerate().find(|(_, c)| !(0..k).contains(*c)) {
-                    return Err(Error::Input(format!("class {bad} at row {row} is outside 0..{num_classes}")));
+                    return Err(Error::Input(format!(
+                        "class {bad} at row {row} is outside 0..{num_classes}"
+                    )));
                 }
                 Ok(())
             }
@@ -267,7 +279,9 @@ impl GpuTrainer {
                 }
             }
         }
-        slot.ctl_host.as_mut_slice().copy_from_slice(&ctl_words(rows, scale, lr));
+        slot.ctl_host
+            .as_mut_slice()
+            .copy_from_slice(&ctl_words(rows, scale, lr));
     }
 
     /// Copies slot `s`'s staged batch to the device on the copy stream.
@@ -287,12 +301,26 @@ impl GpuTrainer {
         let slot = &self.slots[s];
         let acc = self.loss_acc.at(s * 8);
         self.net.forward(&self.gpu, &self.lt, stream, slot.x.ptr)?;
-        self.net.loss(&self.gpu, stream, slot.y.ptr, slot.ctl.ptr, acc, self.loss_kind)?;
-        self.net.backward(&self.gpu, &self.lt, stream, slot.x.ptr, &self.grads)?;
+        self.net.loss(
+            &self.gpu,
+            stream,
+            slot.y.ptr,
+            slot.ctl.ptr,
+            acc,
+            self.loss_kind,
+        )?;
+        self.net
+            .backward(&self.gpu, &self.lt, stream, slot.x.ptr, &self.grads)?;
         // SAFETY: `loss_host` is pinned, holds two f64 and lives as long as the graphs; the host
         // reads entry `s` only after waiting for this slot's `done` event.
         cuda("reading the loss back", unsafe {
-            dsys::cuMemcpyDtoHAsync_v2(self.loss_host.as_slice().as_ptr().add(s) as *mut std::ffi::c_void, acc, 8, stream).result()
+            dsys::cuMemcpyDtoHAsync_v2(
+                self.loss_host.as_slice().as_ptr().add(s) as *mut std::ffi::c_void,
+                acc,
+                8,
+                stream,
+            )
+            .result()
         })?;
         if opt {
             self.enqueue_optimizer(stream, slot.ctl.ptr)?;
@@ -306,28 +334,69 @@ impl GpuTrainer {
         let w16 = self.net.w16.as_ref().map_or(0, |b| b.ptr);
         let grid = grid_for(n);
         match self.optimizer {
-            OptimizerSpec::Adam { beta1, beta2, epsilon, weight_decay } => {
+            OptimizerSpec::Adam {
+                beta1,
+                beta2,
+                epsilon,
+                weight_decay,
+            } => {
                 let (m, v) = match (&self.m, &self.v) {
                     (Some(m), Some(v)) => (m.ptr, v.ptr),
                     _ => return Err(Error::Internal("Adam state missing on the GPU".into())),
                 };
-                launch(stream, k.get("opt_tick")?, 1, &[
-                    Arg::Ptr(self.steps_dev.ptr), Arg::Ptr(self.coef.ptr),
-                    Arg::F32(beta1 as f32), Arg::F32(beta2 as f32), Arg::F32(epsilon as f32),
-                ])?;
-                launch(stream, k.get("adam")?, grid, &[
-                    Arg::Ptr(self.net.w.ptr), Arg::Ptr(self.grads.ptr), Arg::Ptr(m), Arg::Ptr(v), Arg::Ptr(w16),
-                    Arg::I64(n as i64), Arg::Ptr(ctl), Arg::Ptr(self.coef.ptr),
-                    Arg::F32(beta1 as f32), Arg::F32(beta2 as f32), Arg::F32(weight_decay as f32),
-                ])
+                launch(
+                    stream,
+                    k.get("opt_tick")?,
+                    1,
+                    &[
+                        Arg::Ptr(self.steps_dev.ptr),
+                        Arg::Ptr(self.coef.ptr),
+                        Arg::F32(beta1 as f32),
+                        Arg::F32(beta2 as f32),
+                        Arg::F32(epsilon as f32),
+                    ],
+                )?;
+                launch(
+                    stream,
+                    k.get("adam")?,
+                    grid,
+                    &[
+                        Arg::Ptr(self.net.w.ptr),
+                        Arg::Ptr(self.grads.ptr),
+                        Arg::Ptr(m),
+                        Arg::Ptr(v),
+                        Arg::Ptr(w16),
+                        Arg::I64(n as i64),
+                        Arg::Ptr(ctl),
+                        Arg::Ptr(self.coef.ptr),
+                        Arg::F32(beta1 as f32),
+                        Arg::F32(beta2 as f32),
+                        Arg::F32(weight_decay as f32),
+                    ],
+                )
             }
-            OptimizerSpec::Sgd { momentum, weight_decay, nesterov } => {
+            OptimizerSpec::Sgd {
+                momentum,
+                weight_decay,
+                nesterov,
+            } => {
                 let vel = self.m.as_ref().map_or(0, |b| b.ptr);
-                launch(stream, k.get("sgd")?, grid, &[
-                    Arg::Ptr(self.net.w.ptr), Arg::Ptr(self.grads.ptr), Arg::Ptr(vel), Arg::Ptr(w16),
-                    Arg::I64(n as i64), Arg::Ptr(ctl), Arg::F32(momentum as f32),
-                    Arg::I32(i32::from(nesterov)), Arg::F32(weight_decay as f32),
-                ])
+                launch(
+                    stream,
+                    k.get("sgd")?,
+                    grid,
+                    &[
+                        Arg::Ptr(self.net.w.ptr),
+                        Arg::Ptr(self.grads.ptr),
+                        Arg::Ptr(vel),
+                        Arg::Ptr(w16),
+                        Arg::I64(n as i64),
+                        Arg::Ptr(ctl),
+                        Arg::F32(momentum as f32),
+                        Arg::I32(i32::from(nesterov)),
+                        Arg::F32(weight_decay as f32),
+                    ],
+                )
             }
         }
     }
@@ -336,12 +405,20 @@ impl GpuTrainer {
     fn run_slot(&mut self, s: usize, opt: bool) -> Result<()> {
         let stream = self.gpu.cu_stream();
         if self.use_graphs {
-            let cached = if opt { &self.slots[s].step_graph } else { &self.slots[s].grad_graph };
+            let cached = if opt {
+                &self.slots[s].step_graph
+            } else {
+                &self.slots[s].grad_graph
+            };
             if cached.is_none() {
                 match Graph::capture(stream, || self.enqueue(s, opt)) {
                     Ok(g) => {
                         let slot = &mut self.slots[s];
-                        if opt { slot.step_graph = Some(g) } else { slot.grad_graph = Some(g) }
+                        if opt {
+                            slot.step_graph = Some(g)
+                        } else {
+                            slot.grad_graph = Some(g)
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "CUDA graph capture failed; launching kernels one by one");
@@ -350,7 +427,11 @@ impl GpuTrainer {
                 }
             }
             let slot = &self.slots[s];
-            if let Some(g) = if opt { &slot.step_graph } else { &slot.grad_graph } {
+            if let Some(g) = if opt {
+                &slot.step_graph
+            } else {
+                &slot.grad_graph
+            } {
                 return g.launch(stream);
             }
         }
@@ -361,7 +442,14 @@ impl GpuTrainer {
     /// optimiser at `lr`, all on the GPU. Returns the loss sum of the *previous* step (`None`
     /// for the first after a [`GpuTrainer::flush`]), so the caller can assemble the next batch
     /// while this one runs.
-    pub fn step(&mut self, x: &[f32], y: TargetsRef<'_>, rows: usize, loss_scale: f32, lr: f64) -> Result<Option<f64>> {
+    pub fn step(
+        &mut self,
+        x: &[f32],
+        y: TargetsRef<'_>,
+        rows: usize,
+        loss_scale: f32,
+        lr: f64,
+    ) -> Result<Option<f64>> {
         self.check(x, y, rows)?;
         self.gpu.bind()?;
         self.ensure_capacity(rows)?;
@@ -409,9 +497,75 @@ impl GpuTrainer {
         Ok(self.flush_loss()?.unwrap_or(f64::NAN))
     }
 
+    /// Times the phases of one step on the batch already on the device (launched one by one,
+    /// between events): milliseconds of forward, loss, backward and optimiser.
+    pub fn profile_step(&mut self) -> Result<Vec<(&'static str, f64)>> {
+        use cudarc::driver::result::event;
+        self.gpu.bind()?;
+        self.flush_loss()?;
+        let s = 1 - self.next_slot;
+        let stream = self.gpu.cu_stream();
+        let slot = &self.slots[s];
+        let events = (0..5)
+            .map(|_| {
+                cuda(
+                    "creating a timing event",
+                    event::create(dsys::CUevent_flags::CU_EVENT_DEFAULT),
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // SAFETY: live events and stream; every event is destroyed below.
+        let record = |i: usize| {
+            cuda("recording an event", unsafe {
+                event::record(events[i], stream)
+            })
+        };
+        record(0)?;
+        self.net.forward(&self.gpu, &self.lt, stream, slot.x.ptr)?;
+        record(1)?;
+        self.net.loss(
+            &self.gpu,
+            stream,
+            slot.y.ptr,
+            slot.ctl.ptr,
+            self.loss_acc.at(s * 8),
+            self.loss_kind,
+        )?;
+        record(2)?;
+        self.net
+            .backward(&self.gpu, &self.lt, stream, slot.x.ptr, &self.grads)?;
+        record(3)?;
+        self.enqueue_optimizer(stream, slot.ctl.ptr)?;
+        record(4)?;
+        self.steps += 1;
+        self.gpu.sync()?;
+        let mut out = Vec::new();
+        for (i, name) in ["forward", "loss", "backward", "optimizer"]
+            .into_iter()
+            .enumerate()
+        {
+            // SAFETY: both events were recorded and have completed (synchronised above).
+            let ms = cuda("reading an event", unsafe {
+                event::elapsed(events[i], events[i + 1])
+            })?;
+            out.push((name, f64::from(ms)));
+        }
+        for e in events {
+            // SAFETY: created above, destroyed once.
+            let _ = unsafe { event::destroy(e) };
+        }
+        Ok(out)
+    }
+
     /// Forward and backward pass on `rows` rows, returning the unscaled loss sum and the flat
     /// gradient (model order), as [`Trainer::gradients`](crate::trainer::Trainer::gradients).
-    pub fn gradients(&mut self, x: &[f32], y: TargetsRef<'_>, rows: usize, loss_scale: f32) -> Result<(f64, Vec<f32>)> {
+    pub fn gradients(
+        &mut self,
+        x: &[f32],
+        y: TargetsRef<'_>,
+        rows: usize,
+        loss_scale: f32,
+    ) -> Result<(f64, Vec<f32>)> {
         self.check(x, y, rows)?;
         if rows == 0 {
             return Ok((0.0, vec![0.0; self.num_params()]));
@@ -478,9 +632,16 @@ impl GpuTrainer {
         if let Some(w16) = &self.net.w16 {
             let n = self.net.layout.device_len;
             let stream = self.gpu.cu_stream();
-            launch(stream, self.gpu.kernels.get("to_bf16")?, grid_for(n), &[
-                Arg::Ptr(self.net.w.ptr), Arg::Ptr(w16.ptr), Arg::I64(n as i64),
-            ])?;
+            launch(
+                stream,
+                self.gpu.kernels.get("to_bf16")?,
+                grid_for(n),
+                &[
+                    Arg::Ptr(self.net.w.ptr),
+                    Arg::Ptr(w16.ptr),
+                    Arg::I64(n as i64),
+                ],
+            )?;
         }
         self.gpu.sync()
     }
@@ -520,7 +681,11 @@ impl GpuTrainer {
         };
         for (buf, values) in [(&self.m, a), (&self.v, b)] {
             if let Some(buf) = buf {
-                let values = if values.is_empty() { vec![0.0; layout.num_params] } else { values };
+                let values = if values.is_empty() {
+                    vec![0.0; layout.num_params]
+                } else {
+                    values
+                };
                 buf.write(&layout.to_device(&values))?;
             }
         }
@@ -546,7 +711,9 @@ impl GpuTrainer {
         let cap = self.net.capacity;
         let slot = &self.slots[0];
         let k = self.net.layout.layers.last().map_or(1, |l| l.d_out);
-        super::predict::forward_chunks(&self.gpu, &self.lt, &self.net, &slot.x, x, rows, cap, k, &self.task)
+        super::predict::forward_chunks(
+            &self.gpu, &self.lt, &self.net, &slot.x, x, rows, cap, k, &self.task,
+        )
     }
 }
 

@@ -40,7 +40,7 @@ fn batch(rows: usize) -> RecordBatch {
 }
 
 /// A briefly trained bundle plus the trainer that produced it.
-fn trained() -> (ModelBundle, Trainer<CpuAutodiff>) {
+pub(crate) fn trained() -> (ModelBundle, Trainer<CpuAutodiff>) {
     let spec = FeatureSpec {
         standardize: vec!["a".into()],
         one_hot: vec!["c".into()],

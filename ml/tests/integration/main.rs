@@ -3,5 +3,7 @@
 
 mod bundle;
 mod common;
+#[cfg(feature = "cuda")]
+mod gpu;
 mod preprocess;
 mod trainer;

@@ -13,10 +13,9 @@
 use std::time::Instant;
 
 use millrace_connectors::parquet::ParquetDataset;
-use millrace_ml::burn::tensor::backend::AutodiffBackend;
+use millrace_ml::Replica;
 use millrace_ml::optim::OptimizerState;
 use millrace_ml::preprocess::FittedPreprocessor;
-use millrace_ml::trainer::Trainer;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{CheckpointStore, decode, encode};
@@ -165,12 +164,12 @@ pub(crate) fn load_latest(
 }
 
 /// Writes the checkpoint of `position` (on worker 0); returns (bytes, milliseconds).
-pub(crate) fn save<B: AutodiffBackend>(
+pub(crate) fn save(
     store: &CheckpointStore,
     spec: &PipelineSpec,
     workers: usize,
     position: &TrainPosition,
-    trainer: &Trainer<B>,
+    trainer: &Replica,
     preprocess: &FittedPreprocessor,
     sources: &[SourceRecord],
 ) -> Result<(u64, f64)> {
@@ -179,8 +178,8 @@ pub(crate) fn save<B: AutodiffBackend>(
         pipeline: spec.name.clone(),
         workers,
         position: position.clone(),
-        parameters: trainer.parameters(),
-        optimizer: trainer.optimizer_state(),
+        parameters: trainer.try_parameters()?,
+        optimizer: trainer.optimizer_state()?,
         preprocess: preprocess.clone(),
         sources: sources.to_vec(),
     };

@@ -13,9 +13,8 @@ use millrace_connectors::parquet::{
 };
 use millrace_connectors::storage::{StorageLocation, StorageOptions};
 use millrace_engine::{Batch, stable_hash};
-use millrace_ml::burn::tensor::backend::AutodiffBackend;
+use millrace_ml::Replica;
 use millrace_ml::preprocess::FittedPreprocessor;
-use millrace_ml::trainer::Trainer;
 
 use crate::spec::{OutputSpec, PipelineSpec};
 use crate::{Error, Result};
@@ -109,11 +108,11 @@ fn open_writer(
 
 /// Predicts this worker's evaluation rows and writes them, with the requested input columns and
 /// the label, as part files of `output.predictions`. Returns the rows written.
-pub fn write_predictions<B: AutodiffBackend>(
+pub fn write_predictions(
     spec: &PipelineSpec,
     task: usize,
     fitted: &FittedPreprocessor,
-    trainer: &Trainer<B>,
+    trainer: &Replica,
     eval: &[Batch],
 ) -> Result<u64> {
     let Some(url) = &spec.output.predictions else {

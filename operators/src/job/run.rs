@@ -124,6 +124,7 @@ pub fn run(plan: JobPlan, options: RunOptions) -> Result<Summary> {
         name: plan.spec.name.clone(),
         workers: options.cluster.total_workers(),
         processes: options.cluster.processes,
+        device: plan.spec.train.device.for_worker(0),
         rows_read,
         eval_rows_read,
         predictions_written,
@@ -273,7 +274,9 @@ fn run_worker(
         progress.ingest_done();
     }
 
-    let mut trainer = spec.train.trainer(&fitted)?;
+    let mut trainer = spec
+        .train
+        .trainer(&fitted, ctx.index % options.cluster.workers.max(1))?;
     if let Some(c) = &shared.resume {
         trainer.set_parameters(&c.parameters)?;
         trainer.restore_optimizer(c.optimizer.clone())?;
@@ -382,24 +385,23 @@ fn run_worker(
         location: shared.store.as_ref().map(|s| s.url().to_string()),
         ..CheckpointStats::default()
     };
-    let mut save = |position: &crate::train::TrainPosition,
-                    trainer: &millrace_ml::trainer::Trainer<millrace_ml::backend::CpuAutodiff>|
-     -> Result<()> {
-        let Some(store) = shared.store.as_ref().filter(|_| ctx.index == 0) else {
-            return Ok(());
+    let mut save =
+        |position: &crate::train::TrainPosition, trainer: &millrace_ml::Replica| -> Result<()> {
+            let Some(store) = shared.store.as_ref().filter(|_| ctx.index == 0) else {
+                return Ok(());
+            };
+            let (bytes, ms) = ckpt::save(
+                store,
+                spec,
+                ctx.peers,
+                position,
+                trainer,
+                &fitted,
+                &shared.sources,
+            )?;
+            checkpoints.record(position.global_step, bytes, ms);
+            Ok(())
         };
-        let (bytes, ms) = ckpt::save(
-            store,
-            spec,
-            ctx.peers,
-            position,
-            trainer,
-            &fitted,
-            &shared.sources,
-        )?;
-        checkpoints.record(position.global_step, bytes, ms);
-        Ok(())
-    };
     let mut control = TrainControl {
         resume: shared.resume.as_ref().map(|c| c.position.clone()),
         every_steps: spec.checkpoint.as_ref().map_or(0, |c| c.every_steps),
@@ -441,7 +443,7 @@ fn run_worker(
             spec: spec.train.model.clone(),
             task: fitted.task(),
             preprocess: fitted,
-            weights: trainer.parameters(),
+            weights: trainer.try_parameters()?,
             meta: BundleMeta {
                 name: spec.name.clone(),
                 version: 1,

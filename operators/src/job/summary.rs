@@ -1,5 +1,6 @@
 //! `summary.json`: what a run did, in numbers.
 
+use millrace_ml::Device;
 use millrace_ml::metrics::EvalMetrics;
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +29,10 @@ pub struct Summary {
     /// Processes.
     #[serde(default = "one")]
     pub processes: usize,
+    /// Where the first worker's replica trained: `cpu` or `cuda:N` (`train.device`; the other
+    /// workers of a process take the next GPUs).
+    #[serde(default)]
+    pub device: Device,
     /// Rows read from the training dataset.
     pub rows_read: u64,
     /// Rows read from the holdout dataset.

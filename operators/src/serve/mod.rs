@@ -7,6 +7,7 @@
 
 pub mod arrow_io;
 mod batcher;
+mod forward;
 mod json;
 pub mod metrics;
 mod model;
@@ -21,6 +22,7 @@ pub use batcher::{
     BatchError, BatchModel, BatchRunner, BatcherOptions, BatcherStats, DynamicBatcher,
     configure_runtime,
 };
+pub use forward::ForwardDevice;
 pub use json::{instances_to_batch, schema_from_json, schema_to_json};
 pub(crate) use model::argmax;
 pub use model::{Predictions, RequestError, ServedModel};

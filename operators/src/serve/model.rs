@@ -12,6 +12,7 @@ use millrace_ml::model::Task;
 use serde_json::{Value, json};
 
 use super::batcher::{BatchError, BatchModel, BatcherOptions, DynamicBatcher};
+use super::forward::{Forward, ForwardDevice};
 use super::json::{instances_to_batch, schema_from_json};
 use super::pipeline::{Pipeline, RawInput};
 use super::v1_fast::DecoderPool;
@@ -104,14 +105,33 @@ impl ServedModel {
         Self::new(bundle, name, version, BatcherOptions::default())
     }
 
-    /// Serves `bundle` as `name` version `version`, batching as `batching` says.
+    /// Serves `bundle` as `name` version `version` on the CPU, batching as `batching` says.
     pub fn new(
         bundle: ModelBundle,
         name: String,
         version: u64,
         batching: BatcherOptions,
     ) -> Result<Self> {
-        let predictor = DensePredictor::new(&bundle)?;
+        Self::on_device(bundle, name, version, batching, &ForwardDevice::default())
+    }
+
+    /// Serves `bundle` as `name` version `version` with its forward pass on `device`, batching
+    /// as `batching` says.
+    pub fn on_device(
+        bundle: ModelBundle,
+        name: String,
+        version: u64,
+        batching: BatcherOptions,
+        device: &ForwardDevice,
+    ) -> Result<Self> {
+        let predictor = Forward::new(&bundle, device)?;
+        if predictor.input_dim() != bundle.preprocess.input_dim() {
+            return Err(Error::Serve(format!(
+                "model bundle: the model takes {} features but its preprocessing makes {}",
+                predictor.input_dim(),
+                bundle.preprocess.input_dim()
+            )));
+        }
         let input_schema = match bundle.meta.extra.get("input_schema") {
             Some(v) => {
                 schema_from_json(v).map_err(|e| Error::Serve(format!("model bundle: {e}")))?

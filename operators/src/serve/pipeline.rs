@@ -11,10 +11,10 @@
 use arrow::array::RecordBatch;
 use arrow::compute::concat_batches;
 use arrow::datatypes::SchemaRef;
-use millrace_ml::bundle::DensePredictor;
 use millrace_ml::preprocess::FittedPreprocessor;
 
 use super::batcher::{BatchError, BatchRunner, split_rows};
+use super::forward::Forward;
 use super::v2_fast::Columns;
 use crate::preprocess::CompiledSql;
 
@@ -25,7 +25,7 @@ pub(crate) struct Pipeline {
     /// The user's SQL, for error messages.
     pub(crate) user_sql: Option<String>,
     pub(crate) preprocess: FittedPreprocessor,
-    pub(crate) predictor: DensePredictor,
+    pub(crate) predictor: Forward,
 }
 
 impl Pipeline {

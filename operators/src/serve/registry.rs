@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime};
 use millrace_ml::bundle::ModelBundle;
 
 use super::batcher::BatcherOptions;
+use super::forward::ForwardDevice;
 use super::model::ServedModel;
 use crate::{Error, Result};
 
@@ -56,6 +57,8 @@ impl Entry {
 pub struct ModelRegistry {
     models: RwLock<BTreeMap<String, Entry>>,
     batching: BatcherOptions,
+    /// Where every model's forward pass runs.
+    device: ForwardDevice,
     /// More Prometheus text for `GET /metrics` (e.g. a streaming job's counters).
     metrics_sources: RwLock<Vec<MetricsSource>>,
 }
@@ -109,13 +112,29 @@ fn stamp_of(source: &Source) -> Stamp {
 }
 
 impl ModelRegistry {
-    /// An empty registry whose models batch as `batching` says.
+    /// An empty registry whose models batch as `batching` says and run on the CPU.
     pub fn new(batching: BatcherOptions) -> Arc<Self> {
+        Self::on_device(batching, ForwardDevice::default())
+    }
+
+    /// An empty registry whose models batch as `batching` says and run their forward passes on
+    /// `device` (check it first with [`ForwardDevice::check`]: loading a model fails otherwise).
+    pub fn on_device(batching: BatcherOptions, device: ForwardDevice) -> Arc<Self> {
         Arc::new(ModelRegistry {
             models: RwLock::new(BTreeMap::new()),
             batching,
+            device,
             metrics_sources: RwLock::new(Vec::new()),
         })
+    }
+
+    /// Where the models' forward passes run.
+    pub fn device(&self) -> &ForwardDevice {
+        &self.device
+    }
+
+    fn serve(&self, bundle: ModelBundle, name: String, version: u64) -> Result<ServedModel> {
+        ServedModel::on_device(bundle, name, version, self.batching.clone(), &self.device)
     }
 
     /// Adds Prometheus text that `GET /metrics` serves after the server's own metrics.
@@ -176,7 +195,7 @@ impl ModelRegistry {
         };
         let mut versions = BTreeMap::new();
         for (version, bundle) in bundles {
-            let model = ServedModel::new(bundle, name.clone(), version, self.batching.clone())?;
+            let model = self.serve(bundle, name.clone(), version)?;
             versions.insert(version, Arc::new(model));
         }
         let stamp = stamp_of(&source);
@@ -237,12 +256,7 @@ impl ModelRegistry {
             Some(v) if bundle.meta.version <= v => v + 1,
             _ => bundle.meta.version,
         };
-        let model = Arc::new(ServedModel::new(
-            bundle,
-            name.to_string(),
-            version,
-            self.batching.clone(),
-        )?);
+        let model = Arc::new(self.serve(bundle, name.to_string(), version)?);
         self.install(name, version, model, Source::Pushed);
         Ok(version)
     }
@@ -343,10 +357,9 @@ impl ModelRegistry {
                 Ok(bundles) => {
                     for (version, bundle) in bundles {
                         let result = match version {
-                            Some(v) => {
-                                ServedModel::new(bundle, name.clone(), v, self.batching.clone())
-                                    .map(|m| self.install(&name, v, Arc::new(m), source.clone()))
-                            }
+                            Some(v) => self
+                                .serve(bundle, name.clone(), v)
+                                .map(|m| self.install(&name, v, Arc::new(m), source.clone())),
                             None => self.publish(&name, bundle).map(|_| ()),
                         };
                         if let Err(e) = result {

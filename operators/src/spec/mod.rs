@@ -9,14 +9,16 @@ use std::time::Duration;
 use millrace_connectors::parquet::{Compression, DatasetFormat, DatasetOptions, PartitionFilter};
 use millrace_connectors::storage::StorageOptions;
 
-use millrace_ml::model::{ModelSpec, Task};
-use millrace_ml::optim::OptimizerSpec;
+use millrace_ml::model::Task;
 use millrace_ml::preprocess::NullPolicy;
-use millrace_ml::trainer::{Loss, Reduction};
+use millrace_ml::{Device, Precision};
 
 mod checkpoint;
+mod train;
 pub use checkpoint::CheckpointSpec;
 use serde::{Deserialize, Serialize};
+pub(crate) use train::check_device;
+pub use train::{TaskKind, TrainSpec};
 
 use crate::{Error, Result};
 
@@ -275,104 +277,6 @@ pub struct PreprocessSpec {
     pub nulls: NullPolicy,
 }
 
-/// Task of the model.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum TaskKind {
-    /// Predict a class (default loss: cross-entropy).
-    #[default]
-    Classification,
-    /// Predict a number (default loss: squared error).
-    Regression,
-}
-
-/// The model and its training.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct TrainSpec {
-    /// Classification or regression.
-    #[serde(default)]
-    pub task: TaskKind,
-    /// The model: `{ kind = "mlp", hidden = [64, 64], activation = "relu" }`.
-    pub model: ModelSpec,
-    /// The optimiser: `{ kind = "adam" }` or `{ kind = "sgd", momentum = 0.9 }`.
-    #[serde(default)]
-    pub optimizer: OptimizerSpec,
-    /// The loss: `cross_entropy` (classification), `mse` or `mae` (regression). Absent: the
-    /// task's default (`cross_entropy` for classification, `mse` for regression).
-    #[serde(default)]
-    pub loss: Option<Loss>,
-    /// How each step combines the losses of its rows: `mean` (default) or `sum` (the gradient
-    /// is not divided by the number of rows in the global batch).
-    #[serde(default)]
-    pub reduction: Reduction,
-    /// Learning rate.
-    #[serde(default = "default_lr")]
-    pub lr: f64,
-    /// Global batch size (rows per step summed over all workers).
-    #[serde(default = "default_batch_size")]
-    pub batch_size: usize,
-    /// Passes over the training rows.
-    #[serde(default = "default_epochs")]
-    pub epochs: usize,
-    /// Seed of the parameter initialisation and the shuffling.
-    #[serde(default = "default_seed")]
-    pub seed: u64,
-    /// Shuffle the rows between epochs.
-    #[serde(default = "default_true")]
-    pub shuffle: bool,
-    /// Write a training line to metrics.jsonl every this many steps.
-    #[serde(default = "default_log_every")]
-    pub log_every: usize,
-}
-
-impl TrainSpec {
-    /// A CPU model replica for the features `fitted` produces: this spec's model, optimiser,
-    /// loss and seed (the same parameters on every worker).
-    pub fn trainer(
-        &self,
-        fitted: &millrace_ml::preprocess::FittedPreprocessor,
-    ) -> Result<millrace_ml::trainer::Trainer<millrace_ml::backend::CpuAutodiff>> {
-        let task = fitted.task();
-        Ok(millrace_ml::trainer::Trainer::new(
-            &self.model,
-            &self.optimizer,
-            self.loss_for(&task)?,
-            &task,
-            fitted.input_dim(),
-            self.seed,
-            &Default::default(),
-        )?)
-    }
-
-    /// The loss to train `task` with: [`TrainSpec::loss`], or the task's default
-    /// ([`Loss::for_task`]). Errors, naming `train.loss`, when the loss does not fit the task.
-    pub fn loss_for(&self, task: &Task) -> Result<Loss> {
-        let loss = self.loss.unwrap_or_else(|| Loss::for_task(task));
-        loss.validate(task)?;
-        Ok(loss)
-    }
-}
-
-fn default_lr() -> f64 {
-    1e-3
-}
-fn default_batch_size() -> usize {
-    512
-}
-fn default_epochs() -> usize {
-    1
-}
-fn default_seed() -> u64 {
-    42
-}
-fn default_true() -> bool {
-    true
-}
-fn default_log_every() -> usize {
-    10
-}
-
 /// Where the evaluation rows come from: a holdout dataset, or a hash split of the ingested rows.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -397,6 +301,9 @@ pub struct EvaluateSpec {
     pub every_epoch: bool,
 }
 
+fn default_true() -> bool {
+    true
+}
 fn default_split() -> f64 {
     0.1
 }
@@ -427,6 +334,35 @@ pub struct ServeSpec {
     /// Most instances accepted in one request.
     #[serde(default = "default_max_rows")]
     pub max_rows: usize,
+    /// Where the forward pass runs: `cpu` (default), `cuda` (= `cuda:0`) or `cuda:N` (needs a
+    /// build with `--features cuda`). Requests are batched the same way on either.
+    #[serde(default)]
+    pub device: Device,
+    /// Precision of a GPU's matrix products: `f32` (default) or `bf16` (needs a `cuda` device).
+    #[serde(default)]
+    pub precision: Precision,
+    /// Where compiled GPU kernels are cached (default: `$MILLRACE_KERNEL_CACHE`, else
+    /// `~/.cache/millrace/kernels`).
+    #[serde(default)]
+    pub kernel_cache: Option<PathBuf>,
+}
+
+impl ServeSpec {
+    /// Where the served models' forward passes run.
+    pub fn forward(&self) -> crate::serve::ForwardDevice {
+        crate::serve::ForwardDevice {
+            device: self.device,
+            precision: self.precision,
+            kernel_cache: self.kernel_cache.clone(),
+        }
+    }
+
+    /// Checks, before the server starts, that the forward pass can run on
+    /// [`ServeSpec::device`] in [`ServeSpec::precision`]; errors name `serve.device` or
+    /// `serve.precision`.
+    pub fn validate_device(&self) -> Result<()> {
+        self.forward().check("serve")
+    }
 }
 
 fn default_addr() -> SocketAddr {
@@ -441,6 +377,9 @@ impl Default for ServeSpec {
         ServeSpec {
             addr: default_addr(),
             max_rows: default_max_rows(),
+            device: Device::Cpu,
+            precision: Precision::F32,
+            kernel_cache: None,
         }
     }
 }
@@ -556,6 +495,11 @@ impl PipelineSpec {
                     e.split
                 ),
             ));
+        }
+        // Last: these may load the GPU driver, after every cheaper check passed.
+        t.validate_device()?;
+        if let Some(serve) = &self.serve {
+            serve.validate_device()?;
         }
         Ok(())
     }

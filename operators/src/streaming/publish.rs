@@ -5,10 +5,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use millrace_ml::backend::CpuAutodiff;
+use millrace_ml::Replica;
 use millrace_ml::bundle::{BundleMeta, ModelBundle};
 use millrace_ml::preprocess::FittedPreprocessor;
-use millrace_ml::trainer::Trainer;
 use serde_json::json;
 
 use super::run::Shared;
@@ -61,16 +60,12 @@ impl Publisher {
     }
 
     /// The bundle of the trainer's current parameters as version `version`.
-    pub(crate) fn bundle(
-        &self,
-        trainer: &Trainer<CpuAutodiff>,
-        version: u64,
-    ) -> Result<ModelBundle> {
+    pub(crate) fn bundle(&self, trainer: &Replica, version: u64) -> Result<ModelBundle> {
         let mut bundle = self
             .template
             .clone()
             .ok_or_else(|| Error::Internal("publisher without a template".into()))?;
-        bundle.weights = trainer.parameters();
+        bundle.weights = trainer.try_parameters()?;
         bundle.meta.version = version;
         bundle.meta.created_at = chrono::Utc::now().to_rfc3339();
         Ok(bundle)
@@ -78,7 +73,7 @@ impl Publisher {
 
     /// Publishes the trainer's parameters as `version`: swapped into the server first (freshness
     /// counts from there), then written to disk.
-    pub(crate) fn publish(&mut self, trainer: &Trainer<CpuAutodiff>, version: u64) -> Result<()> {
+    pub(crate) fn publish(&mut self, trainer: &Replica, version: u64) -> Result<()> {
         if !self.active {
             return Ok(());
         }

@@ -143,6 +143,8 @@ pub(crate) struct Shared {
     pub(crate) run_dir: PathBuf,
     pub(crate) log: Option<StepLog>,
     pub(crate) metrics: Arc<StreamMetrics>,
+    /// Worker threads in each process (a worker's index in its process is `index % this`).
+    pub(crate) workers_per_process: usize,
     store: StreamCheckpoints,
     checkpoint_stats: Mutex<(u64, f64, Option<u64>)>,
 }
@@ -203,7 +205,7 @@ fn start_server(
         batching: BatcherOptions::default(),
         ..ServeOptions::default()
     };
-    let registry = ModelRegistry::new(options.batching.clone());
+    let registry = ModelRegistry::on_device(options.batching.clone(), serve.forward());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let addr = serve.addr;
@@ -322,6 +324,7 @@ pub fn run_stream(plan: StreamPlan, options: StreamOptions) -> Result<StreamSumm
         run_dir: options.run_dir.clone(),
         log,
         metrics: Arc::clone(&stream_metrics),
+        workers_per_process: options.cluster.workers.max(1),
         store,
         checkpoint_stats: Mutex::new((0, 0.0, None)),
     });

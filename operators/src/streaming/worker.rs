@@ -143,7 +143,9 @@ pub(crate) fn run_worker(
             &mut counters,
         )?,
     };
-    let mut trainer = spec.train.trainer(&fitted)?;
+    let mut trainer = spec
+        .train
+        .trainer(&fitted, ctx.index % shared.workers_per_process)?;
     if let Some(c) = resume {
         trainer.set_parameters(&c.parameters)?;
         trainer.restore_optimizer(c.optimizer.clone())?;
@@ -447,8 +449,8 @@ pub(crate) fn run_worker(
                 rows_trained: counters.trained,
                 rows_dead_lettered: counters.dead,
                 rows_late: counters.late,
-                parameters: trainer.parameters(),
-                optimizer: trainer.optimizer_state(),
+                parameters: trainer.try_parameters()?,
+                optimizer: trainer.optimizer_state()?,
                 preprocess: fitted.clone(),
                 prequential: prequential.clone(),
                 max_event_ms: global_max_event,

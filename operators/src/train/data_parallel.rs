@@ -12,11 +12,12 @@ use std::time::Instant;
 
 use millrace_engine::timely::worker::Worker;
 use millrace_engine::{Collective, WorkerContext};
-use millrace_ml::burn::tensor::backend::AutodiffBackend;
+use millrace_ml::Replica;
 use millrace_ml::metrics::EvalMetrics;
 use millrace_ml::preprocess::{Features, Targets};
-use millrace_ml::trainer::{Reduction, TargetsRef, Trainer};
+use millrace_ml::trainer::{Reduction, TargetsRef};
 
+use super::order::{checksum, epoch_order, mix, row_hashes, slice_start};
 use super::position::{DataFingerprint, EvalRecord, TrainControl, TrainPosition};
 use crate::evaluate::Evaluator;
 use crate::spec::TrainSpec;
@@ -80,62 +81,6 @@ pub struct TrainReport {
     pub sync_s: f64,
 }
 
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// A stable hash of each row's content (features and target): the row's identity, whichever worker
-/// holds it.
-fn row_hashes(x: &[f32], dim: usize, targets: &Targets) -> Vec<u64> {
-    let rows = x.len().checked_div(dim).unwrap_or(0);
-    (0..rows)
-        .map(|r| {
-            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-            let mut eat = |bits: u32| {
-                h ^= u64::from(bits);
-                h = h.wrapping_mul(0x0000_0100_0000_01b3);
-            };
-            for v in &x[r * dim..(r + 1) * dim] {
-                eat(v.to_bits());
-            }
-            match targets {
-                Targets::Classes(c) => eat(c[r] as u32),
-                Targets::Values(v) => eat(v[r].to_bits()),
-            }
-            h
-        })
-        .collect()
-}
-
-/// This worker's rows in the epoch's global order: sorted by a seeded hash of their content. Step
-/// `s` of `steps` takes the rows whose key falls in the `s`-th of `steps` equal slices of the key
-/// space, so the global batch of every step is the same set of rows whatever the number of workers.
-fn epoch_order(hashes: &[u64], seed: u64) -> Vec<(u64, u32)> {
-    let salt = mix(seed);
-    let mut keyed: Vec<(u64, u32)> = hashes
-        .iter()
-        .enumerate()
-        .map(|(i, h)| (mix(h ^ salt), i as u32))
-        .collect();
-    keyed.sort_unstable();
-    keyed
-}
-
-/// The first key of slice `step` of `steps` (the end of the last slice is `u64::MAX` inclusive).
-fn slice_start(step: u64, steps: u64) -> u128 {
-    (u128::from(step) << 64) / u128::from(steps)
-}
-
-fn checksum(values: &[f32]) -> u64 {
-    let mut bytes = Vec::with_capacity(values.len() * 4);
-    for v in values {
-        bytes.extend_from_slice(&v.to_le_bytes());
-    }
-    millrace_engine::stable_hash(&bytes)
-}
-
 /// Trains `trainer` on this worker's `train` rows in lock-step with every other worker.
 ///
 /// Each step applies the gradient of the global batch's summed loss, divided by its number of rows
@@ -143,16 +88,16 @@ fn checksum(values: &[f32]) -> u64 {
 /// `control` settings; `on_event` sees every step and evaluation; `control` resumes from a
 /// position and calls its checkpoint hook on every worker at the same steps.
 #[allow(clippy::too_many_arguments)]
-pub fn train_data_parallel<B: AutodiffBackend>(
+pub fn train_data_parallel(
     worker: &mut Worker,
     ctx: &WorkerContext,
-    trainer: &mut Trainer<B>,
+    trainer: &mut Replica,
     train: &Features,
     evaluator: &mut Evaluator,
     spec: &TrainSpec,
     evaluate_every_epoch: bool,
     on_event: &mut dyn FnMut(TrainEvent),
-    control: &mut TrainControl<'_, B>,
+    control: &mut TrainControl<'_>,
 ) -> Result<TrainReport> {
     let dim = train.x.len().checked_div(train.rows).unwrap_or(0);
     let targets = train
@@ -203,9 +148,10 @@ pub fn train_data_parallel<B: AutodiffBackend>(
 
     let mut grads_channel = Collective::<Vec<f32>>::new(worker, "train/gradients");
     let num_params = trainer.num_params();
-    let mut xb: Vec<f32> = Vec::with_capacity(spec.batch_size * dim);
-    let mut yc: Vec<i64> = Vec::new();
-    let mut yv: Vec<f32> = Vec::new();
+    let mut batch_buf = BatchBuffer::default();
+    // A GPU training alone steps asynchronously: each step's loss arrives with the next one.
+    let fused = ctx.peers == 1 && trainer.steps_lag();
+    let mut in_flight: Option<InFlight> = None;
     let mut eval = position
         .evals
         .last()
@@ -239,65 +185,65 @@ pub fn train_data_parallel<B: AutodiffBackend>(
             }
             let picked = &order[lo..next];
             let rows = picked.len();
-            // [gradient of the summed loss..., loss sum, rows, checkpoint?], summed over workers.
-            let mut grads = if rows == 0 {
-                vec![0f32; num_params + 2]
+            let timed = if fused {
+                position.global_step += 1;
+                position.step_in_epoch = step + 1;
+                if rows > 0 {
+                    let (xb, y) = batch_buf.fill(&train.x, dim, targets, picked);
+                    let scale = spec.reduction.scale(rows as u64);
+                    let previous = trainer.step(xb, y, rows, scale, spec.lr)?;
+                    settle(&mut position, in_flight.take(), previous, on_event)?;
+                    in_flight = Some(InFlight {
+                        epoch,
+                        step: position.global_step,
+                        rows: rows as u64,
+                    });
+                }
+                control.every_s > 0.0 && last_checkpoint.elapsed().as_secs_f64() >= control.every_s
             } else {
-                xb.clear();
-                for &(_, r) in picked {
-                    let r = r as usize;
-                    xb.extend_from_slice(&train.x[r * dim..(r + 1) * dim]);
-                }
-                let y = match targets {
-                    Targets::Classes(c) => {
-                        yc.clear();
-                        yc.extend(picked.iter().map(|&(_, r)| c[r as usize]));
-                        TargetsRef::Classes(&yc)
-                    }
-                    Targets::Values(v) => {
-                        yv.clear();
-                        yv.extend(picked.iter().map(|&(_, r)| v[r as usize]));
-                        TargetsRef::Values(&yv)
-                    }
+                // [gradient of the summed loss..., loss sum, rows, checkpoint?], summed over workers.
+                let mut grads = if rows == 0 {
+                    vec![0f32; num_params + 2]
+                } else {
+                    let (xb, y) = batch_buf.fill(&train.x, dim, targets, picked);
+                    let (loss_sum, mut g) = trainer.gradients(xb, y, rows, 1.0)?;
+                    g.push(loss_sum as f32);
+                    g.push(rows as f32);
+                    g
                 };
-                let (loss_sum, mut g) = trainer.gradients(&xb, y, rows, 1.0)?;
-                g.push(loss_sum as f32);
-                g.push(rows as f32);
-                g
-            };
-            // Worker 0's clock decides time-based checkpoints, for everyone.
-            let timed = ctx.index == 0
-                && control.every_s > 0.0
-                && last_checkpoint.elapsed().as_secs_f64() >= control.every_s;
-            grads.push(if timed { 1.0 } else { 0.0 });
-            if ctx.peers > 1 {
-                let waiting = Instant::now();
-                grads = grads_channel.all_reduce_sum(worker, ctx, grads)?;
-                sync_s += waiting.elapsed().as_secs_f64();
-            }
-            let timed = grads.pop().unwrap_or(0.0) > 0.0;
-            let global_rows = grads.pop().unwrap_or(0.0) as u64;
-            let loss_sum = f64::from(grads.pop().unwrap_or(f32::NAN));
-            position.global_step += 1;
-            position.step_in_epoch = step + 1;
-            if global_rows > 0 {
-                // The gradient of the summed loss; `mean` divides it by the global batch's rows.
-                if spec.reduction == Reduction::Mean {
-                    let scale = 1.0 / global_rows as f32;
-                    for g in grads.iter_mut() {
-                        *g *= scale;
-                    }
+                // Worker 0's clock decides time-based checkpoints, for everyone.
+                let timed = ctx.index == 0
+                    && control.every_s > 0.0
+                    && last_checkpoint.elapsed().as_secs_f64() >= control.every_s;
+                grads.push(if timed { 1.0 } else { 0.0 });
+                if ctx.peers > 1 {
+                    let waiting = Instant::now();
+                    grads = grads_channel.all_reduce_sum(worker, ctx, grads)?;
+                    sync_s += waiting.elapsed().as_secs_f64();
                 }
-                trainer.apply(&grads, spec.lr)?;
-                position.epoch_loss += loss_sum;
-                position.rows_trained += global_rows;
-                on_event(TrainEvent::Step {
-                    epoch,
-                    step: position.global_step,
-                    loss: loss_sum / global_rows as f64,
-                    rows: global_rows,
-                });
-            }
+                let timed = grads.pop().unwrap_or(0.0) > 0.0;
+                let global_rows = grads.pop().unwrap_or(0.0) as u64;
+                let loss_sum = f64::from(grads.pop().unwrap_or(f32::NAN));
+                position.global_step += 1;
+                position.step_in_epoch = step + 1;
+                if global_rows > 0 {
+                    // The gradient of the summed loss; `mean` divides it by the global batch's rows.
+                    if spec.reduction == Reduction::Mean {
+                        let scale = 1.0 / global_rows as f32;
+                        for g in grads.iter_mut() {
+                            *g *= scale;
+                        }
+                    }
+                    trainer.apply(&grads, spec.lr)?;
+                    let done = InFlight {
+                        epoch,
+                        step: position.global_step,
+                        rows: global_rows,
+                    };
+                    account(&mut position, done, loss_sum, on_event);
+                }
+                timed
+            };
             let by_steps =
                 control.every_steps > 0 && position.global_step.is_multiple_of(control.every_steps);
             let last = epoch + 1 == spec.epochs && step + 1 == steps_per_epoch;
@@ -305,6 +251,9 @@ pub fn train_data_parallel<B: AutodiffBackend>(
                 && !last
                 && let Some(hook) = control.on_checkpoint.as_mut()
             {
+                // A checkpoint holds only steps whose results are in.
+                let previous = trainer.flush()?;
+                settle(&mut position, in_flight.take(), previous, on_event)?;
                 position.train_s += started.elapsed().as_secs_f64();
                 on_event(TrainEvent::Checkpoint {
                     step: position.global_step,
@@ -315,6 +264,9 @@ pub fn train_data_parallel<B: AutodiffBackend>(
                 last_checkpoint = Instant::now();
             }
         }
+        // The epoch's last step counts in its loss, its time and its evaluation.
+        let previous = trainer.flush()?;
+        settle(&mut position, in_flight.take(), previous, on_event)?;
         position.last_epoch_loss = position.epoch_loss / total as f64;
         position.train_s += started.elapsed().as_secs_f64();
         if evaluate_every_epoch || epoch + 1 == spec.epochs {
@@ -336,7 +288,9 @@ pub fn train_data_parallel<B: AutodiffBackend>(
         position.step_in_epoch = 0;
     }
 
-    let params = trainer.parameters();
+    let previous = trainer.flush()?;
+    settle(&mut position, in_flight.take(), previous, on_event)?;
+    let params = trainer.try_parameters()?;
     let parameter_checksum = checksum(&params);
     let all = checksum_channel.all_gather(worker, ctx, parameter_checksum)?;
     if all.iter().any(|c| *c != parameter_checksum) {
@@ -354,6 +308,97 @@ pub fn train_data_parallel<B: AutodiffBackend>(
         eval,
         parameter_checksum,
     })
+}
+
+/// A step whose loss is not in yet (a GPU's step runs while the next batch is assembled).
+#[derive(Clone, Copy, Debug)]
+struct InFlight {
+    /// 0-based epoch of the step.
+    epoch: usize,
+    /// 1-based global step.
+    step: u64,
+    /// Rows in the step's global batch.
+    rows: u64,
+}
+
+/// Counts a finished step's loss and rows in `position` and reports it.
+fn account(
+    position: &mut TrainPosition,
+    done: InFlight,
+    loss_sum: f64,
+    on_event: &mut dyn FnMut(TrainEvent),
+) {
+    position.epoch_loss += loss_sum;
+    position.rows_trained += done.rows;
+    on_event(TrainEvent::Step {
+        epoch: done.epoch,
+        step: done.step,
+        loss: loss_sum / done.rows as f64,
+        rows: done.rows,
+    });
+}
+
+/// Accounts the step that was in flight with the loss sum the replica just handed back.
+fn settle(
+    position: &mut TrainPosition,
+    in_flight: Option<InFlight>,
+    loss_sum: Option<f64>,
+    on_event: &mut dyn FnMut(TrainEvent),
+) -> Result<()> {
+    match (in_flight, loss_sum) {
+        (Some(done), Some(loss_sum)) => {
+            account(position, done, loss_sum, on_event);
+            Ok(())
+        }
+        (None, None) => Ok(()),
+        (Some(done), None) => Err(Error::Internal(format!(
+            "the loss of step {} never came back from the device",
+            done.step
+        ))),
+        (None, Some(_)) => Err(Error::Internal(
+            "the device returned the loss of a step that was not in flight".into(),
+        )),
+    }
+}
+
+/// Reused buffers for one step's rows, gathered in the epoch's order.
+#[derive(Default)]
+struct BatchBuffer {
+    x: Vec<f32>,
+    classes: Vec<i64>,
+    values: Vec<f32>,
+}
+
+impl BatchBuffer {
+    /// The features and targets of the `picked` rows of `x` (`dim` features a row).
+    fn fill<'a>(
+        &'a mut self,
+        x: &[f32],
+        dim: usize,
+        targets: &Targets,
+        picked: &[(u64, u32)],
+    ) -> (&'a [f32], TargetsRef<'a>) {
+        self.x.clear();
+        for &(_, r) in picked {
+            let r = r as usize;
+            self.x.extend_from_slice(&x[r * dim..(r + 1) * dim]);
+        }
+        let y = match targets {
+            Targets::Classes(c) => {
+                self.classes.clear();
+                self.classes
+                    .extend(picked.iter().map(|&(_, r)| c[r as usize]));
+                TargetsRef::Classes(&self.classes)
+            }
+            Targets::Values(v) => {
+                self.values.clear();
+                self.values
+                    .extend(picked.iter().map(|&(_, r)| v[r as usize]));
+                TargetsRef::Values(&self.values)
+            }
+        };
+        (&self.x, y)
+    }
 }
 
 /// Whether a run can continue from `position`: the same training rows, batch size and seed.
@@ -391,7 +436,7 @@ mod tests {
     use millrace_ml::backend::CpuAutodiff;
     use millrace_ml::model::{ModelKind, ModelSpec, Task};
     use millrace_ml::optim::OptimizerSpec;
-    use millrace_ml::trainer::Loss;
+    use millrace_ml::trainer::{Loss, Trainer};
 
     use super::*;
     use crate::spec::TaskKind;
@@ -417,6 +462,9 @@ mod tests {
             seed: 3,
             shuffle: true,
             log_every: 1,
+            device: Default::default(),
+            precision: Default::default(),
+            kernel_cache: None,
         };
         let results = execute(
             &ClusterConfig::local(workers),
@@ -436,7 +484,7 @@ mod tests {
                     rejected: Vec::new(),
                 };
                 let task = Task::Regression;
-                let mut trainer = Trainer::<CpuAutodiff>::new(
+                let mut trainer = Replica::from(Trainer::<CpuAutodiff>::new(
                     &spec.model,
                     &spec.optimizer,
                     spec.loss_for(&task)?,
@@ -444,7 +492,7 @@ mod tests {
                     2,
                     spec.seed,
                     &Default::default(),
-                )?;
+                )?);
                 trainer.set_parameters(&[0.0; 3])?;
                 let mut evaluator = Evaluator::new(worker, None, None);
                 let report = train_data_parallel(
@@ -483,36 +531,45 @@ mod tests {
     }
 
     #[test]
-    fn every_row_is_in_exactly_one_step_and_steps_do_not_depend_on_sharding() {
-        let x: Vec<f32> = (0..3000).map(|i| (i as f32 * 0.37).sin()).collect();
-        let y = Targets::Classes((0..1000).map(|i| i % 2).collect());
-        let hashes = row_hashes(&x, 3, &y);
-        let steps = 7;
-        let step_of = |hashes: &[u64]| -> Vec<u64> {
-            let order = epoch_order(hashes, 5);
-            let mut out = vec![0; hashes.len()];
-            let mut next = 0;
-            for s in 0..steps {
-                let end = slice_start(s + 1, steps);
-                while next < order.len() && u128::from(order[next].0) < end {
-                    out[order[next].1 as usize] = s;
-                    next += 1;
-                }
-            }
-            assert_eq!(next, order.len(), "every row is taken");
-            out
+    fn a_lagging_step_is_accounted_once_when_its_loss_arrives() {
+        let mut position = TrainPosition {
+            epoch: 0,
+            step_in_epoch: 2,
+            steps_per_epoch: 4,
+            global_step: 2,
+            epoch_loss: 0.0,
+            last_epoch_loss: f64::NAN,
+            rows_trained: 0,
+            train_s: 0.0,
+            seed: 1,
+            data: DataFingerprint { rows: 40, hash: 0 },
+            evals: Vec::new(),
         };
-        let whole = step_of(&hashes);
-        // Split the rows over two "workers": each row lands in the same step.
-        let (a, b) = hashes.split_at(400);
-        let mut sharded = step_of(a);
-        sharded.extend(step_of(b));
-        assert_eq!(whole, sharded);
-        // Steps are roughly equal in size, and another seed shuffles.
-        for s in 0..steps {
-            let n = whole.iter().filter(|&&x| x == s).count();
-            assert!((100..190).contains(&n), "step {s} has {n} rows");
-        }
-        assert_ne!(epoch_order(&hashes, 5), epoch_order(&hashes, 6));
+        let mut events = Vec::new();
+        let mut on_event = |e: TrainEvent| {
+            if let TrainEvent::Step {
+                step, loss, rows, ..
+            } = e
+            {
+                events.push((step, loss, rows));
+            }
+        };
+        let first = InFlight {
+            epoch: 0,
+            step: 1,
+            rows: 10,
+        };
+        // The first step answers nothing; the second hands back the first's loss.
+        settle(&mut position, None, None, &mut on_event).unwrap();
+        settle(&mut position, Some(first), Some(5.0), &mut on_event).unwrap();
+        let second = InFlight { step: 2, ..first };
+        settle(&mut position, Some(second), Some(2.5), &mut on_event).unwrap();
+        assert_eq!(events, vec![(1, 0.5, 10), (2, 0.25, 10)]);
+        assert_eq!((position.epoch_loss, position.rows_trained), (7.5, 20));
+        // A loss without a step, or a step whose loss never comes, is a bug, not a silent skip.
+        let err = settle(&mut position, Some(second), None, &mut |_| {}).unwrap_err();
+        assert!(err.to_string().contains("step 2"), "{err}");
+        assert!(settle(&mut position, None, Some(1.0), &mut |_| {}).is_err());
+        assert_eq!((position.epoch_loss, position.rows_trained), (7.5, 20));
     }
 }

@@ -1,6 +1,7 @@
 //! Train-step: synchronous data-parallel training over the dataflow.
 
 mod data_parallel;
+mod order;
 mod position;
 
 pub use data_parallel::{TrainEvent, TrainReport, train_data_parallel};

@@ -6,7 +6,7 @@
 //! `(epoch, steps done in it)`, and a run resumed from it on any number of workers or processes
 //! trains every remaining row exactly once, in the same batches.
 
-use millrace_ml::trainer::Trainer;
+use millrace_ml::Replica;
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
@@ -64,10 +64,10 @@ pub struct TrainPosition {
 }
 
 /// Called at a checkpoint with the position and the trainer (parameters, optimiser state).
-pub type CheckpointHook<'a, B> = &'a mut dyn FnMut(&TrainPosition, &Trainer<B>) -> Result<()>;
+pub type CheckpointHook<'a> = &'a mut dyn FnMut(&TrainPosition, &Replica) -> Result<()>;
 
 /// Checkpointing and resuming for [`train_data_parallel`](super::train_data_parallel).
-pub struct TrainControl<'a, B: millrace_ml::burn::tensor::backend::AutodiffBackend> {
+pub struct TrainControl<'a> {
     /// Continue from this position (the trainer's parameters and optimiser state must already
     /// be restored from the same checkpoint).
     pub resume: Option<TrainPosition>,
@@ -78,10 +78,10 @@ pub struct TrainControl<'a, B: millrace_ml::burn::tensor::backend::AutodiffBacke
     pub every_s: f64,
     /// Called on every worker at each checkpoint, after the step's update (every replica is
     /// identical; usually only worker 0 writes).
-    pub on_checkpoint: Option<CheckpointHook<'a, B>>,
+    pub on_checkpoint: Option<CheckpointHook<'a>>,
 }
 
-impl<B: millrace_ml::burn::tensor::backend::AutodiffBackend> Default for TrainControl<'_, B> {
+impl Default for TrainControl<'_> {
     fn default() -> Self {
         TrainControl {
             resume: None,

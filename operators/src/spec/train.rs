@@ -1,0 +1,158 @@
+//! The `[train]` section: the model, its optimiser and schedule, and where it trains.
+
+use std::path::PathBuf;
+
+use millrace_ml::model::{ModelSpec, Task};
+use millrace_ml::optim::OptimizerSpec;
+use millrace_ml::trainer::{Loss, Reduction};
+use millrace_ml::{Device, GpuOptions, Precision, Replica};
+use serde::{Deserialize, Serialize};
+
+use super::default_true;
+use crate::{Error, Result};
+
+/// Task of the model.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskKind {
+    /// Predict a class (default loss: cross-entropy).
+    #[default]
+    Classification,
+    /// Predict a number (default loss: squared error).
+    Regression,
+}
+
+/// The model and its training.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSpec {
+    /// Classification or regression.
+    #[serde(default)]
+    pub task: TaskKind,
+    /// The model: `{ kind = "mlp", hidden = [64, 64], activation = "relu" }`.
+    pub model: ModelSpec,
+    /// The optimiser: `{ kind = "adam" }` or `{ kind = "sgd", momentum = 0.9 }`.
+    #[serde(default)]
+    pub optimizer: OptimizerSpec,
+    /// The loss: `cross_entropy` (classification), `mse` or `mae` (regression). Absent: the
+    /// task's default (`cross_entropy` for classification, `mse` for regression).
+    #[serde(default)]
+    pub loss: Option<Loss>,
+    /// How each step combines the losses of its rows: `mean` (default) or `sum` (the gradient
+    /// is not divided by the number of rows in the global batch).
+    #[serde(default)]
+    pub reduction: Reduction,
+    /// Learning rate.
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    /// Global batch size (rows per step summed over all workers).
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Passes over the training rows.
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+    /// Seed of the parameter initialisation and the shuffling.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Shuffle the rows between epochs.
+    #[serde(default = "default_true")]
+    pub shuffle: bool,
+    /// Write a training line to metrics.jsonl every this many steps.
+    #[serde(default = "default_log_every")]
+    pub log_every: usize,
+    /// Where the replicas train: `cpu` (default), `cuda` (= `cuda:0`) or `cuda:N`; the workers
+    /// of a process are spread over the GPUs from `N` on. A GPU needs a build with
+    /// `--features cuda`.
+    #[serde(default)]
+    pub device: Device,
+    /// Precision of a GPU's matrix products: `f32` (default) or `bf16` (mixed precision, f32
+    /// master weights); `bf16` needs a `cuda` device.
+    #[serde(default)]
+    pub precision: Precision,
+    /// Where compiled GPU kernels are cached (default: `$MILLRACE_KERNEL_CACHE`, else
+    /// `~/.cache/millrace/kernels`).
+    #[serde(default)]
+    pub kernel_cache: Option<PathBuf>,
+}
+
+impl TrainSpec {
+    /// The model replica of the `local_worker`-th worker of this process, for the features
+    /// `fitted` produces: this spec's model, optimiser, loss and seed (the same parameters on
+    /// every worker), on [`TrainSpec::device`] (spread over the GPUs by worker).
+    pub fn trainer(
+        &self,
+        fitted: &millrace_ml::preprocess::FittedPreprocessor,
+        local_worker: usize,
+    ) -> Result<Replica> {
+        let task = fitted.task();
+        let device = self.device.for_worker(local_worker);
+        let gpu = GpuOptions {
+            ordinal: match device {
+                Device::Cuda(n) => n,
+                Device::Cpu => 0,
+            },
+            precision: self.precision,
+            kernel_cache: self.kernel_cache.clone(),
+            graphs: true,
+        };
+        Ok(Replica::new(
+            &self.model,
+            &self.optimizer,
+            self.loss_for(&task)?,
+            &task,
+            fitted.input_dim(),
+            self.seed,
+            device,
+            &gpu,
+        )?)
+    }
+
+    /// Checks, before any work starts, that the replicas can run where [`TrainSpec::device`]
+    /// says: a GPU needs the `cuda` feature, the driver and the GPU; `bf16` needs a GPU.
+    pub fn validate_device(&self) -> Result<()> {
+        check_device(&self.device, self.precision, "train")
+    }
+
+    /// The loss to train `task` with: [`TrainSpec::loss`], or the task's default
+    /// ([`Loss::for_task`]). Errors, naming `train.loss`, when the loss does not fit the task.
+    pub fn loss_for(&self, task: &Task) -> Result<Loss> {
+        let loss = self.loss.unwrap_or_else(|| Loss::for_task(task));
+        loss.validate(task)?;
+        Ok(loss)
+    }
+}
+
+fn default_lr() -> f64 {
+    1e-3
+}
+fn default_batch_size() -> usize {
+    512
+}
+fn default_epochs() -> usize {
+    1
+}
+fn default_seed() -> u64 {
+    42
+}
+fn default_log_every() -> usize {
+    10
+}
+
+/// Checks `device` and `precision`, the settings `{section}.device` and `{section}.precision`.
+pub(crate) fn check_device(device: &Device, precision: Precision, section: &str) -> Result<()> {
+    if precision == Precision::Bf16 && *device == Device::Cpu {
+        return Err(Error::config(
+            format!("{section}.precision"),
+            format!(
+                "{section}.precision = \"bf16\" needs device = \"cuda\" (the CPU computes in f32): set {section}.device = \"cuda\" or remove {section}.precision"
+            ),
+        ));
+    }
+    // As the operators' own config error, so the CLI can point at the key in the file.
+    device
+        .check(&format!("{section}.device"))
+        .map_err(|e| match e {
+            millrace_ml::Error::Config { key, message } => Error::Config { key, message },
+            other => other.into(),
+        })
+}
