@@ -33,6 +33,7 @@ timeout 60 "$bin"/gpu_train --no-graphs --only small512 --seconds 1 2>&1 | sed '
 
 MILLRACE_GPU_EPILOGUES=0 timeout 60 "$bin"/gpu_train --only large_bf16 --seconds 1 2>&1 | sed 's/"config":"large_bf16"/"config":"large_bf16_no_epilogues"/' | tee -a "$out/bench.jsonl"
 
-echo "== end to end (etl_to_train on the GPU, then on the CPU of this machine)"
-timeout 300 "$bin"/gpu_train --e2e cuda 2>&1 | tee -a "$out/bench.jsonl"
-timeout 300 "$bin"/gpu_train --e2e cpu --workers ${CPU_WORKERS:-8} 2>&1 | tee -a "$out/bench.jsonl"
+echo "== end to end (etl_to_train, then its model served in-process), on the GPU and on this machine's CPU"
+timeout 300 "$bin"/gpu_train --e2e cuda --serve-clients 64 2>&1 | tee -a "$out/bench.jsonl"
+timeout 300 "$bin"/gpu_train --e2e cuda --workers 2 2>&1 | tee -a "$out/bench.jsonl"
+timeout 300 "$bin"/gpu_train --e2e cpu --workers ${CPU_WORKERS:-8} --serve-clients 64 2>&1 | tee -a "$out/bench.jsonl"

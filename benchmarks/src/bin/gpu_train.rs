@@ -4,12 +4,16 @@
 //! per measurement.
 //!
 //!     cargo run --release -p millrace-benchmarks --features cuda --bin gpu_train -- \
-//!         [--only NAME]… [--start] [--e2e cuda|cpu] [--workers N] [--seconds S] [--assert]
+//!         [--only NAME]… [--start] [--e2e cuda|cpu [--workers N] [--serve-clients C]]
+//!         [--seconds S] [--assert]
 //!
 //! Configurations (Adam, as PyTorch's reference numbers on an H100 of this workplace):
 //! `small512` (24→64→64→2, batch 512, f32), `small8192` (same, batch 8,192), `large_bf16`
 //! (1024→4096→4096→10, batch 8,192, bf16 products), `host512` (small512 fed from host memory
 //! through the pinned double buffer), `serve` (GPU forward passes of 64-row batches).
+//! `--e2e DEVICE` runs the etl_to_train pipeline on that device; with `--serve-clients C` its
+//! model is then served in-process on the same device (dynamic batching, bundled SQL and
+//! encoding) to C concurrent callers of one-row requests.
 //! `--assert` fails unless small512 reaches 1M samples/s and large_bf16 540 TFLOP/s.
 
 use std::path::PathBuf;
@@ -27,6 +31,10 @@ use millrace::ml::{GpuOptions, Precision};
 use millrace::operators::job::NoProgress;
 use millrace::run::{RunConfig, plan, run_planned};
 use serde_json::json;
+
+#[allow(dead_code)]
+#[path = "serve_load/bodies.rs"]
+mod bodies;
 
 struct Config {
     name: &'static str,
@@ -267,8 +275,9 @@ fn identity_preprocess(dim: usize) -> anyhow::Result<millrace::ml::FittedPreproc
     Ok(state.finish()?)
 }
 
-/// The etl_to_train pipeline with `train.device = device`.
-fn e2e(device: &str, workers: usize) -> anyhow::Result<serde_json::Value> {
+/// The etl_to_train pipeline with `train.device = device`; the run directory (with `model/`)
+/// is left for the caller.
+fn e2e(device: &str, workers: usize) -> anyhow::Result<(serde_json::Value, PathBuf)> {
     let pipeline = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/etl_to_train.toml"));
     let pipeline = if pipeline.exists() {
         pipeline
@@ -279,8 +288,10 @@ fn e2e(device: &str, workers: usize) -> anyhow::Result<serde_json::Value> {
     let (spec, text) = millrace::pipeline_file::load(&pipeline, &overrides)?;
     millrace::data::prepare(&spec)?;
     let planned = plan(spec, Some((&pipeline, &text)))?;
-    let run_dir =
-        std::env::temp_dir().join(format!("millrace-bench-gpu-e2e-{}", std::process::id()));
+    let run_dir = std::env::temp_dir().join(format!(
+        "millrace-bench-gpu-e2e-{device}-{}",
+        std::process::id()
+    ));
     let config = RunConfig {
         cluster: ClusterConfig::local(workers),
         run_dir: Some(run_dir.clone()),
@@ -293,19 +304,92 @@ fn e2e(device: &str, workers: usize) -> anyhow::Result<serde_json::Value> {
         .as_ref()
         .and_then(|e| serde_json::to_value(e).ok())
         .and_then(|v| v["accuracy"].as_f64());
-    std::fs::remove_dir_all(&run_dir).ok();
+    Ok((
+        json!({
+            "benchmark": "gpu_train",
+            "config": "e2e_etl_to_train",
+            "device": device,
+            "workers": workers,
+            "rows_trained": s.rows_trained,
+            "e2e_rows_per_s": s.e2e_rows_per_s.round(),
+            "train_rows_per_s": s.train_rows_per_s.round(),
+            "ingest_s": s.ingest_s,
+            "train_s": s.train_s,
+            "wall_s": s.wall_s,
+            "holdout_accuracy": accuracy,
+        }),
+        run_dir,
+    ))
+}
+
+/// The model of `run_dir` served in-process on `device` through the dynamic batcher and the
+/// bundled preprocessing: `clients` concurrent callers, each sending one-row requests of real
+/// holdout rows for `seconds`.
+fn served(
+    run_dir: &std::path::Path,
+    device: &str,
+    clients: usize,
+    seconds: f64,
+) -> anyhow::Result<serde_json::Value> {
+    use millrace::operators::serve::{BatcherOptions, ForwardDevice, ServedModel};
+    let bundle = millrace::ml::ModelBundle::load(&run_dir.join("model"))?;
+    let forward = ForwardDevice {
+        device: device.parse().map_err(anyhow::Error::msg)?,
+        ..ForwardDevice::default()
+    };
+    let batching = BatcherOptions {
+        max_batch_rows: 256,
+        ..BatcherOptions::default()
+    };
+    let model = Arc::new(ServedModel::on_device(
+        bundle,
+        "bench".into(),
+        1,
+        batching,
+        &forward,
+    )?);
+    let rows = bodies::sample_rows(model.input_schema(), 256, run_dir)?;
+    let requests: Vec<_> = (0..rows.num_rows()).map(|i| rows.slice(i, 1)).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()?;
+    let before = model.batcher_stats();
+    let started = Instant::now();
+    let answered: usize = runtime.block_on(async {
+        let mut tasks = Vec::new();
+        for c in 0..clients {
+            let model = model.clone();
+            let requests = requests.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0usize;
+                while started.elapsed().as_secs_f64() < seconds {
+                    let p = model
+                        .predict_batch(requests[(c + n) % requests.len()].clone())
+                        .await;
+                    if p.is_ok_and(|p| p.rows == 1) {
+                        n += 1;
+                    }
+                }
+                n
+            }));
+        }
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.unwrap_or(0);
+        }
+        total
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let after = model.batcher_stats();
+    let batches = (after.batches - before.batches).max(1);
     Ok(json!({
         "benchmark": "gpu_train",
-        "config": "e2e_etl_to_train",
+        "config": "served_single_row",
         "device": device,
-        "workers": workers,
-        "rows_trained": s.rows_trained,
-        "e2e_rows_per_s": s.e2e_rows_per_s.round(),
-        "train_rows_per_s": s.train_rows_per_s.round(),
-        "ingest_s": s.ingest_s,
-        "train_s": s.train_s,
-        "wall_s": s.wall_s,
-        "holdout_accuracy": accuracy,
+        "clients": clients,
+        "requests_per_s": (answered as f64 / elapsed).round(),
+        "mean_batch_rows": (after.batched_rows - before.batched_rows) as f64 / batches as f64,
     }))
 }
 
@@ -315,6 +399,7 @@ fn main() -> anyhow::Result<()> {
     let (mut start_only, mut e2e_device, mut workers, mut seconds, mut assert) =
         (false, None, 1, 2.0, false);
     let mut options = GpuOptions::default();
+    let mut serve_clients = 0usize;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -322,6 +407,12 @@ fn main() -> anyhow::Result<()> {
             "--start" => start_only = true,
             "--e2e" => e2e_device = Some(args.next().context("--e2e needs cuda or cpu")?),
             "--workers" => workers = args.next().context("--workers needs a number")?.parse()?,
+            "--serve-clients" => {
+                serve_clients = args
+                    .next()
+                    .context("--serve-clients needs a number")?
+                    .parse()?
+            }
             "--seconds" => seconds = args.next().context("--seconds needs a number")?.parse()?,
             "--kernel-cache" => {
                 options.kernel_cache = Some(
@@ -342,7 +433,12 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     if let Some(device) = e2e_device {
-        println!("{}", e2e(&device, workers)?);
+        let (line, run_dir) = e2e(&device, workers)?;
+        println!("{line}");
+        if serve_clients > 0 {
+            println!("{}", served(&run_dir, &device, serve_clients, seconds)?);
+        }
+        std::fs::remove_dir_all(&run_dir).ok();
         return Ok(());
     }
     let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);

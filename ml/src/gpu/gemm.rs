@@ -16,8 +16,11 @@ use cudarc::cublaslt::sys::{
 };
 use cudarc::driver::sys::{CUdeviceptr, CUstream};
 
-use super::runtime::DevBuf;
+use super::runtime::{DevBuf, Gpu, TimingEvent};
 use crate::error::{Error, Result};
+
+/// Algorithms asked of the heuristic per product, for [`Gemm::tune`] to time.
+const CANDIDATES: usize = 8;
 
 /// Bytes of workspace cuBLASLt may use per product.
 pub(crate) const WORKSPACE_BYTES: usize = 32 << 20;
@@ -110,6 +113,10 @@ pub(crate) struct Gemm {
     layouts: [sys::cublasLtMatrixLayout_t; 3],
     algo: sys::cublasLtMatmulAlgo_t,
     workspace: usize,
+    /// The heuristic's candidates (algorithm, workspace), best first; see [`Gemm::tune`].
+    candidates: Vec<(sys::cublasLtMatmulAlgo_t, usize)>,
+    shape: Shape,
+    epilogue: Epilogue,
 }
 
 // SAFETY: descriptors are plain host-side objects owned by this value.
@@ -142,6 +149,9 @@ impl Gemm {
             layouts: [std::ptr::null_mut(); 3],
             algo: unsafe { std::mem::zeroed() },
             workspace: 0,
+            candidates: Vec::new(),
+            shape,
+            epilogue,
         };
         gemm.layouts[0] =
             lt::create_matrix_layout(shape.a.cuda(), rows_a as u64, cols_a as u64, rows_a as i64)
@@ -182,6 +192,11 @@ impl Gemm {
         // SAFETY: a fresh preference object, destroyed below.
         let pref = lt::create_matmul_pref().map_err(err)?;
         let ws = WORKSPACE_BYTES;
+        let mut results: Vec<sys::cublasLtMatmulHeuristicResult_t> =
+            vec![unsafe { std::mem::zeroed() }; CANDIDATES];
+        let mut count = 0i32;
+        // SAFETY: `results` holds CANDIDATES entries for the library to fill; `count` says how
+        // many it did.
         let found = unsafe {
             lt::set_matmul_pref_attribute(
                 pref,
@@ -190,7 +205,7 @@ impl Gemm {
                 size_of::<usize>(),
             )
             .and_then(|()| {
-                lt::get_matmul_algo_heuristic(
+                sys::cublasLtMatmulAlgoGetHeuristic(
                     lt_.handle,
                     gemm.desc,
                     gemm.layouts[0],
@@ -198,15 +213,33 @@ impl Gemm {
                     gemm.layouts[2],
                     gemm.layouts[2],
                     pref,
+                    CANDIDATES as i32,
+                    results.as_mut_ptr(),
+                    &mut count,
                 )
+                .result()
             })
         };
         // SAFETY: created above, destroyed once.
         let _ = unsafe { lt::destroy_matmul_pref(pref) };
+        let found = found.and_then(|()| {
+            results.truncate(count.max(0) as usize);
+            results.retain(|r| r.state == sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS);
+            if results.is_empty() {
+                Err(lt::CublasError(
+                    sys::cublasStatus_t::CUBLAS_STATUS_NOT_SUPPORTED,
+                ))
+            } else {
+                Ok(())
+            }
+        });
         match found {
-            Ok(h) => {
-                gemm.algo = h.algo;
-                gemm.workspace = h.workspaceSize;
+            Ok(()) => {
+                gemm.algo = results[0].algo;
+                gemm.workspace = results[0].workspaceSize;
+                gemm.candidates = results.iter().map(|r| (r.algo, r.workspaceSize)).collect();
+                gemm.shape = shape;
+                gemm.epilogue = epilogue;
                 Ok(Some(gemm))
             }
             // Any refusal of a fused epilogue falls back to our kernels; only a plain product
@@ -220,6 +253,68 @@ impl Gemm {
             }
             Err(e) => Err(err(e)),
         }
+    }
+
+    /// Times the heuristic's candidates on scratch operands of this product's shape and keeps
+    /// the fastest (products under a gigaflop keep the heuristic's first choice: they are
+    /// bound by launches, not by the algorithm). `MILLRACE_GPU_TUNE=0` turns this off.
+    pub(crate) fn tune(&mut self, lt_: &Lt, gpu: &Gpu) -> Result<()> {
+        let s = self.shape;
+        let flops = 2.0 * s.m as f64 * s.n as f64 * s.k as f64;
+        if self.candidates.len() < 2
+            || flops < 1e9
+            || std::env::var("MILLRACE_GPU_TUNE").is_ok_and(|v| v == "0")
+        {
+            return Ok(());
+        }
+        let a = DevBuf::zeroed(gpu, s.m * s.k * s.a.bytes())?;
+        let b = DevBuf::zeroed(gpu, s.k * s.n * s.b.bytes())?;
+        let d = DevBuf::zeroed(gpu, s.m * s.n * s.d.bytes())?;
+        let bias = DevBuf::zeroed(gpu, s.m.max(s.n) * 4)?;
+        let stream = gpu.cu_stream();
+        let run = |g: &Self| match g.epilogue {
+            Epilogue::BgradB(_) => g.run_with_bias(lt_, stream, a.ptr, b.ptr, d.ptr, bias.ptr),
+            _ => g.run(lt_, stream, a.ptr, b.ptr, d.ptr),
+        };
+        let (start, end) = (TimingEvent::new()?, TimingEvent::new()?);
+        let mut best: Option<(f32, usize)> = None;
+        for (i, &(algo, ws)) in self.candidates.clone().iter().enumerate() {
+            if ws > lt_.workspace.bytes {
+                continue;
+            }
+            self.algo = algo;
+            self.workspace = ws;
+            // A candidate that fails to run is skipped; the rest are timed over 5 runs.
+            if run(self).is_err() {
+                continue;
+            }
+            start.record(stream)?;
+            for _ in 0..5 {
+                run(self)?;
+            }
+            end.record(stream)?;
+            gpu.sync()?;
+            let ms = end.since(&start)?;
+            if best.is_none_or(|(b, _)| ms < b) {
+                best = Some((ms, i));
+            }
+        }
+        let (ms, i) = best.unwrap_or((f32::NAN, 0));
+        (self.algo, self.workspace) = self.candidates[i];
+        tracing::debug!(
+            m = s.m,
+            n = s.n,
+            k = s.k,
+            candidate = i,
+            of = self.candidates.len(),
+            tflops = flops * 5.0 / f64::from(ms) / 1e9,
+            "tuned a matrix product"
+        );
+        if let Epilogue::BgradB(p) = self.epilogue {
+            // Put back the planned bias pointer (run_with_bias set the scratch one).
+            self.set(Desc::CUBLASLT_MATMUL_DESC_BIAS_POINTER, &p)?;
+        }
+        Ok(())
     }
 
     /// Plans `shape`, failing when cuBLASLt cannot run it at all.

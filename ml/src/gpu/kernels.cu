@@ -99,7 +99,12 @@ __device__ void bias_act(T* z, const float* bias, T* h, long long rows, int cols
 // dz = dh * act'(z, h), in place over dh.
 template <typename T>
 __device__ void act_back(T* dh, const T* z, const T* h, long long n, int act) {
-    GRID_STRIDE(i, n) { stv(dh, i, ldv(dh, i) * act_d(act, ldv(z, i), ldv(h, i))); }
+    // Only gelu's derivative needs the pre-activation; the others read `h` alone.
+    if (act == 2) {
+        GRID_STRIDE(i, n) { stv(dh, i, ldv(dh, i) * act_d(act, ldv(z, i), ldv(h, i))); }
+    } else {
+        GRID_STRIDE(i, n) { stv(dh, i, ldv(dh, i) * act_d(act, 0.f, ldv(h, i))); }
+    }
 }
 
 // db[c] = sum over rows of dz[r, c] (one thread per column; neighbours read neighbours).

@@ -249,10 +249,11 @@ impl Net {
             } else {
                 Gemm::plan(lt, shape, Epilogue::Bias(bias_dt))?.map(|g| (g, Post::Act))
             };
-            let (gemm, post) = match fused {
+            let (mut gemm, post) = match fused {
                 Some(f) => f,
                 None => (Gemm::plan_plain(lt, shape)?, Post::BiasAct),
             };
+            gemm.tune(lt, gpu)?;
             self.fwd.push(Forward { gemm, post });
         }
         self.train = None;
@@ -281,11 +282,12 @@ impl Net {
                 };
                 // The bias gradient lands in the gradient buffer, whose address the trainer
                 // passes at run time: plan with a placeholder and patch below.
-                let dw = match Gemm::plan(lt, dw_shape, Epilogue::BgradB(0))? {
+                let mut dw = match Gemm::plan(lt, dw_shape, Epilogue::BgradB(0))? {
                     Some(g) => (g, true),
                     None => (Gemm::plan_plain(lt, dw_shape)?, false),
                 };
-                let dx = if i == 0 {
+                dw.0.tune(lt, gpu)?;
+                let mut dx = if i == 0 {
                     None
                 } else {
                     Some(Gemm::plan_plain(
@@ -302,6 +304,9 @@ impl Net {
                         },
                     )?)
                 };
+                if let Some(g) = dx.as_mut() {
+                    g.tune(lt, gpu)?;
+                }
                 bwd.push(Backward { dw, dx });
             }
             self.train = Some(TrainBufs { dout, dh, bwd });
@@ -468,6 +473,19 @@ impl Net {
         x: CUdeviceptr,
         grads: &DevBuf,
     ) -> Result<()> {
+        self.backward_marked(gpu, lt, stream, x, grads, &mut |_| Ok(()))
+    }
+
+    /// [`Net::backward`], calling `mark` after each product and kernel (to time them).
+    pub(crate) fn backward_marked(
+        &self,
+        gpu: &Gpu,
+        lt: &Lt,
+        stream: CUstream,
+        x: CUdeviceptr,
+        grads: &DevBuf,
+        mark: &mut dyn FnMut(String) -> Result<()>,
+    ) -> Result<()> {
         let t = self.train_bufs()?;
         let k = &gpu.kernels;
         let cap = self.capacity;
@@ -494,9 +512,16 @@ impl Net {
                     ],
                 )?;
             }
+            let how = if *fused_bias {
+                "bgrad_fused"
+            } else {
+                "bias_kernel"
+            };
+            mark(format!("layer{i}_dw_{how}"))?;
             if let Some(dx) = &b.dx {
                 let dh = t.dh[i - 1].ptr;
                 dx.run(lt, stream, self.weight(&l), dz, dh)?;
+                mark(format!("layer{i}_dx"))?;
                 // With ReLU fused into the product, `z` was never written: the derivative only
                 // needs `h` then.
                 let z = match self.fwd[i - 1].post {
@@ -516,6 +541,7 @@ impl Net {
                         Arg::I32(self.act),
                     ],
                 )?;
+                mark(format!("layer{}_act_back", i - 1))?;
                 dz = dh;
             }
         }

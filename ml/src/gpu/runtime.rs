@@ -458,3 +458,40 @@ impl Drop for Event {
         let _ = unsafe { result::event::destroy(self.raw) };
     }
 }
+
+/// An event that records time, for measuring work on a stream.
+pub(crate) struct TimingEvent {
+    raw: cudarc::driver::sys::CUevent,
+}
+
+impl TimingEvent {
+    pub(crate) fn new() -> Result<Self> {
+        let raw = cuda(
+            "creating a CUDA event",
+            result::event::create(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT),
+        )?;
+        Ok(Self { raw })
+    }
+
+    pub(crate) fn record(&self, stream: CUstream) -> Result<()> {
+        // SAFETY: a live event and stream.
+        cuda("recording a CUDA event", unsafe {
+            result::event::record(self.raw, stream)
+        })
+    }
+
+    /// Milliseconds from `start` to this event; both must have completed.
+    pub(crate) fn since(&self, start: &TimingEvent) -> Result<f32> {
+        // SAFETY: live events, recorded and completed (the caller synchronised).
+        cuda("reading a CUDA event", unsafe {
+            result::event::elapsed(start.raw, self.raw)
+        })
+    }
+}
+
+impl Drop for TimingEvent {
+    fn drop(&mut self) {
+        // SAFETY: created by event::create, destroyed once.
+        let _ = unsafe { result::event::destroy(self.raw) };
+    }
+}

@@ -12,7 +12,7 @@ use cudarc::driver::sys::{self as dsys, CUstream};
 use super::gemm::{Dt, Lt, WORKSPACE_BYTES};
 use super::graph::Graph;
 use super::net::{LossKind, Net};
-use super::runtime::{Arg, DevBuf, Event, Gpu, Pinned, cuda, grid_for, launch};
+use super::runtime::{Arg, DevBuf, Event, Gpu, Pinned, TimingEvent, cuda, grid_for, launch};
 use super::{GpuOptions, Precision};
 use crate::error::{Error, Result};
 use crate::model::{MlpConfig, ModelSpec, Task};
@@ -497,32 +497,25 @@ impl GpuTrainer {
         Ok(self.flush_loss()?.unwrap_or(f64::NAN))
     }
 
-    /// Times the phases of one step on the batch already on the device (launched one by one,
-    /// between events): milliseconds of forward, loss, backward and optimiser.
-    pub fn profile_step(&mut self) -> Result<Vec<(&'static str, f64)>> {
-        use cudarc::driver::result::event;
+    /// Times the parts of one step on the batch already on the device (launched one by one,
+    /// between events): milliseconds of the forward pass, the loss, each product and kernel of
+    /// the backward pass, and the optimiser.
+    pub fn profile_step(&mut self) -> Result<Vec<(String, f64)>> {
         self.gpu.bind()?;
         self.flush_loss()?;
         let s = 1 - self.next_slot;
         let stream = self.gpu.cu_stream();
         let slot = &self.slots[s];
-        let events = (0..5)
-            .map(|_| {
-                cuda(
-                    "creating a timing event",
-                    event::create(dsys::CUevent_flags::CU_EVENT_DEFAULT),
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
-        // SAFETY: live events and stream; every event is destroyed below.
-        let record = |i: usize| {
-            cuda("recording an event", unsafe {
-                event::record(events[i], stream)
-            })
+        let mut marks: Vec<(String, TimingEvent)> = Vec::new();
+        let mut mark = |name: String| -> Result<()> {
+            let e = TimingEvent::new()?;
+            e.record(stream)?;
+            marks.push((name, e));
+            Ok(())
         };
-        record(0)?;
+        mark("start".into())?;
         self.net.forward(&self.gpu, &self.lt, stream, slot.x.ptr)?;
-        record(1)?;
+        mark("forward".into())?;
         self.net.loss(
             &self.gpu,
             stream,
@@ -531,28 +524,22 @@ impl GpuTrainer {
             self.loss_acc.at(s * 8),
             self.loss_kind,
         )?;
-        record(2)?;
-        self.net
-            .backward(&self.gpu, &self.lt, stream, slot.x.ptr, &self.grads)?;
-        record(3)?;
+        mark("loss".into())?;
+        self.net.backward_marked(
+            &self.gpu,
+            &self.lt,
+            stream,
+            slot.x.ptr,
+            &self.grads,
+            &mut mark,
+        )?;
         self.enqueue_optimizer(stream, slot.ctl.ptr)?;
-        record(4)?;
+        mark("optimizer".into())?;
         self.steps += 1;
         self.gpu.sync()?;
         let mut out = Vec::new();
-        for (i, name) in ["forward", "loss", "backward", "optimizer"]
-            .into_iter()
-            .enumerate()
-        {
-            // SAFETY: both events were recorded and have completed (synchronised above).
-            let ms = cuda("reading an event", unsafe {
-                event::elapsed(events[i], events[i + 1])
-            })?;
-            out.push((name, f64::from(ms)));
-        }
-        for e in events {
-            // SAFETY: created above, destroyed once.
-            let _ = unsafe { event::destroy(e) };
+        for pair in marks.windows(2) {
+            out.push((pair[1].0.clone(), f64::from(pair[1].1.since(&pair[0].1)?)));
         }
         Ok(out)
     }
