@@ -210,13 +210,24 @@ fn start(options: &GpuOptions, process_start: Instant) -> anyhow::Result<serde_j
     }))
 }
 
-/// GPU forward passes of 64-row batches through a served model's predictor.
-fn serve(options: &GpuOptions, seconds: f64) -> anyhow::Result<serde_json::Value> {
-    let c = &configs()[0];
-    let t = trainer(c, options)?;
+/// GPU forward passes of `rows`-row batches through a predictor of `c`'s model (the serving
+/// path below the batcher: staging, copies, forward pass, softmax, copy back).
+fn serve(
+    c: &Config,
+    rows: usize,
+    options: &GpuOptions,
+    seconds: f64,
+) -> anyhow::Result<serde_json::Value> {
+    let options = GpuOptions {
+        precision: c.precision,
+        ..options.clone()
+    };
+    let t = trainer(c, &options)?;
     let bundle = millrace::ml::ModelBundle {
         spec: ModelSpec::mlp(c.dims.1.clone(), Activation::Relu),
-        task: Task::Classification { num_classes: 2 },
+        task: Task::Classification {
+            num_classes: c.dims.2,
+        },
         preprocess: identity_preprocess(c.dims.0)?,
         weights: t.try_parameters()?,
         meta: millrace::ml::BundleMeta {
@@ -227,21 +238,23 @@ fn serve(options: &GpuOptions, seconds: f64) -> anyhow::Result<serde_json::Value
             extra: json!({}),
         },
     };
-    let p = GpuPredictor::new(&bundle, options)?;
-    let rows = 64;
-    let (x, _) = batch(c, 3);
-    let x = &x[..rows * c.dims.0];
-    p.predict(x, rows)?;
+    drop(t);
+    let p = GpuPredictor::new(&bundle, &options)?;
+    let mut rng = Rng::new(3);
+    let x: Vec<f32> = (0..rows * c.dims.0)
+        .map(|_| rng.uniform_f32(-1.0, 1.0))
+        .collect();
+    p.predict(&x, rows)?;
     let started = Instant::now();
     let mut calls = 0usize;
     while started.elapsed().as_secs_f64() < seconds {
-        p.predict(x, rows)?;
+        p.predict(&x, rows)?;
         calls += 1;
     }
     let per_call = started.elapsed().as_secs_f64() / calls as f64;
     Ok(json!({
         "benchmark": "gpu_train",
-        "config": "serve64",
+        "config": format!("serve_{}_rows{rows}", c.name),
         "gpu": p.device_name(),
         "batches": calls,
         "us_per_batch": per_call * 1e6,
@@ -395,6 +408,13 @@ fn served(
 
 fn main() -> anyhow::Result<()> {
     let process_start = Instant::now();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let mut only: Vec<String> = Vec::new();
     let (mut start_only, mut e2e_device, mut workers, mut seconds, mut assert) =
         (false, None, 1, 2.0, false);
@@ -468,7 +488,9 @@ fn main() -> anyhow::Result<()> {
         println!("{}", host_fed(&options, seconds)?);
     }
     if wanted("serve") {
-        println!("{}", serve(&options, seconds)?);
+        let all = configs();
+        println!("{}", serve(&all[0], 64, &options, seconds)?);
+        println!("{}", serve(&all[3], 1024, &options, seconds)?);
     }
     if !failures.is_empty() {
         bail!("below the goals: {}", failures.join("; "));

@@ -102,6 +102,27 @@ __device__ void act_back(T* dh, const T* z, const T* h, long long n, int act) {
     // Only gelu's derivative needs the pre-activation; the others read `h` alone.
     if (act == 2) {
         GRID_STRIDE(i, n) { stv(dh, i, ldv(dh, i) * act_d(act, ldv(z, i), ldv(h, i))); }
+    } else if (sizeof(T) == 2 && (n & 7) == 0) {
+        // bf16, eight at a time: one 16-byte load of each operand (buffers are 256-byte
+        // aligned allocations).
+        uint4* d8 = (uint4*)dh;
+        const uint4* h8 = (const uint4*)h;
+        GRID_STRIDE(v, n / 8) {
+            uint4 dv = d8[v];
+            uint4 hv = h8[v];
+            unsigned int* dw = (unsigned int*)&dv;
+            const unsigned int* hw = (const unsigned int*)&hv;
+            for (int w = 0; w < 4; ++w) {
+                bf16 out[2];
+                for (int half = 0; half < 2; ++half) {
+                    float g = __uint_as_float(((dw[w] >> (16 * half)) & 0xffffu) << 16);
+                    float hh = __uint_as_float(((hw[w] >> (16 * half)) & 0xffffu) << 16);
+                    stv(out, half, g * act_d(act, 0.f, hh));
+                }
+                dw[w] = (unsigned int)out[0] | ((unsigned int)out[1] << 16);
+            }
+            d8[v] = dv;
+        }
     } else {
         GRID_STRIDE(i, n) { stv(dh, i, ldv(dh, i) * act_d(act, 0.f, ldv(h, i))); }
     }
@@ -115,6 +136,44 @@ __device__ void bias_grad(const T* dz, float* db, int rows, int cols) {
     float s = 0.f;
     for (int r = 0; r < rows; ++r) s += ldv(dz, (long long)r * cols + c);
     db[c] = s;
+}
+
+// Weight and bias gradient of a layer with few outputs (n <= 16), where a matrix product of
+// shape d_in x n x cap leaves the GPU idle: pass 1 sums chunks of 256 rows into partials
+// [chunk][n][d_in + 1] (the last slot is the bias), pass 2 adds the chunks in order. No atomics:
+// the result is the same on every run.
+#define SMALL_N 16
+#define CHUNK_ROWS 256
+template <typename T>
+__device__ void dw_small_partial(const T* a, const T* dz, float* part, int cap, int d_in, int n) {
+    int xblocks = (d_in + 1 + blockDim.x - 1) / blockDim.x;
+    int i = (blockIdx.x % xblocks) * blockDim.x + threadIdx.x;
+    int chunk = blockIdx.x / xblocks;
+    if (i > d_in) return;
+    int r0 = chunk * CHUNK_ROWS;
+    int r1 = min(cap, r0 + CHUNK_ROWS);
+    float acc[SMALL_N];
+    for (int j = 0; j < SMALL_N; ++j) acc[j] = 0.f;
+    for (int r = r0; r < r1; ++r) {
+        // Slot d_in sums the output gradient itself: the bias gradient.
+        float av = i < d_in ? ldv(a, (long long)r * d_in + i) : 1.f;
+        for (int j = 0; j < n; ++j) acc[j] += av * ldv(dz, (long long)r * n + j);
+    }
+    float* out = part + (long long)chunk * n * (d_in + 1);
+    for (int j = 0; j < n; ++j) out[(long long)j * (d_in + 1) + i] = acc[j];
+}
+
+// dw[j * d_in + i] (the device's transposed weight) and db[j] from the partials.
+extern "C" __global__ void dw_small_reduce(const float* part, float* dw, float* db, int chunks,
+                                           int d_in, int n) {
+    long long total = (long long)n * (d_in + 1);
+    GRID_STRIDE(e, total) {
+        float s = 0.f;
+        for (int c = 0; c < chunks; ++c) s += part[(long long)c * total + e];
+        int j = (int)(e / (d_in + 1));
+        int i = (int)(e % (d_in + 1));
+        if (i < d_in) dw[(long long)j * d_in + i] = s; else db[j] = s;
+    }
 }
 
 // Softmax cross-entropy: one thread per row of [cap, k] f32 logits.
@@ -179,6 +238,10 @@ __device__ void loss_reg(const float* out, const float* y, const Ctl* ctl, T* do
     extern "C" __global__ void act_back_##S(T* dh, const T* z, const T* h, long long n,          \
                                             int act) {                                          \
         act_back(dh, z, h, n, act);                                                             \
+    }                                                                                           \
+    extern "C" __global__ void dw_small_##S(const T* a, const T* dz, float* part, int cap,      \
+                                            int d_in, int n) {                                  \
+        dw_small_partial(a, dz, part, cap, d_in, n);                                            \
     }                                                                                           \
     extern "C" __global__ void bias_grad_##S(const T* dz, float* db, int rows, int cols) {      \
         bias_grad(dz, db, rows, cols);                                                          \

@@ -124,8 +124,9 @@ struct Forward {
 }
 
 struct Backward {
-    /// Weight gradient; `true` when it also wrote the bias gradient.
-    dw: (Gemm, bool),
+    /// Weight gradient; `true` when it also wrote the bias gradient. `None`: the layer has at
+    /// most [`SMALL_N`] outputs and our two-pass kernel computes both gradients.
+    dw: Option<(Gemm, bool)>,
     /// Input gradient (every layer but the first).
     dx: Option<Gemm>,
 }
@@ -156,7 +157,15 @@ struct TrainBufs {
     dout: DevBuf,
     dh: Vec<DevBuf>,
     bwd: Vec<Backward>,
+    /// Partial sums of the few-output layers' gradients (see `dw_small` in kernels.cu).
+    partials: DevBuf,
 }
+
+/// Layers with at most this many outputs get their weight gradient from our kernel
+/// (`SMALL_N` in kernels.cu).
+const SMALL_N: usize = 16;
+/// Rows per partial sum of that kernel (`CHUNK_ROWS` in kernels.cu).
+const CHUNK_ROWS: usize = 256;
 
 impl Net {
     /// A net for batches of up to `capacity` rows with parameters `device_params` (device order).
@@ -264,6 +273,7 @@ impl Net {
                 .map(|l| DevBuf::zeroed(gpu, cap * l.d_out * e))
                 .collect::<Result<_>>()?;
             let mut bwd = Vec::with_capacity(n_layers);
+            let mut partials = 0usize;
             for (i, l) in self.layout.layers.iter().enumerate() {
                 let input_dt = if i == 0 {
                     Dt::F32.max_with(self.dt)
@@ -282,11 +292,17 @@ impl Net {
                 };
                 // The bias gradient lands in the gradient buffer, whose address the trainer
                 // passes at run time: plan with a placeholder and patch below.
-                let mut dw = match Gemm::plan(lt, dw_shape, Epilogue::BgradB(0))? {
-                    Some(g) => (g, true),
-                    None => (Gemm::plan_plain(lt, dw_shape)?, false),
+                let dw = if l.d_out <= SMALL_N {
+                    partials = partials.max(cap.div_ceil(CHUNK_ROWS) * l.d_out * (l.d_in + 1));
+                    None
+                } else {
+                    let mut dw = match Gemm::plan(lt, dw_shape, Epilogue::BgradB(0))? {
+                        Some(g) => (g, true),
+                        None => (Gemm::plan_plain(lt, dw_shape)?, false),
+                    };
+                    dw.0.tune(lt, gpu)?;
+                    Some(dw)
                 };
-                dw.0.tune(lt, gpu)?;
                 let mut dx = if i == 0 {
                     None
                 } else {
@@ -309,7 +325,13 @@ impl Net {
                 }
                 bwd.push(Backward { dw, dx });
             }
-            self.train = Some(TrainBufs { dout, dh, bwd });
+            let partials = DevBuf::zeroed(gpu, partials * 4)?;
+            self.train = Some(TrainBufs {
+                dout,
+                dh,
+                bwd,
+                partials,
+            });
         }
         Ok(())
     }
@@ -495,29 +517,58 @@ impl Net {
             let l = self.layout.layers[i];
             let b = &t.bwd[i];
             let a = if i == 0 { input } else { self.h[i - 1].ptr };
-            let (dw, fused_bias) = &b.dw;
-            if *fused_bias {
-                dw.run_with_bias(lt, stream, a, dz, grads.at(l.w * 4), grads.at(l.b * 4))?;
-            } else {
-                dw.run(lt, stream, a, dz, grads.at(l.w * 4))?;
-                launch(
-                    stream,
-                    k.get(&self.kernel("bias_grad"))?,
-                    grid_exact(l.d_out),
-                    &[
-                        Arg::Ptr(dz),
-                        Arg::Ptr(grads.at(l.b * 4)),
-                        Arg::I32(cap as i32),
-                        Arg::I32(l.d_out as i32),
-                    ],
-                )?;
+            match &b.dw {
+                Some((dw, true)) => {
+                    dw.run_with_bias(lt, stream, a, dz, grads.at(l.w * 4), grads.at(l.b * 4))?;
+                    mark(format!("layer{i}_dw_bgrad_fused"))?;
+                }
+                Some((dw, false)) => {
+                    dw.run(lt, stream, a, dz, grads.at(l.w * 4))?;
+                    launch(
+                        stream,
+                        k.get(&self.kernel("bias_grad"))?,
+                        grid_exact(l.d_out),
+                        &[
+                            Arg::Ptr(dz),
+                            Arg::Ptr(grads.at(l.b * 4)),
+                            Arg::I32(cap as i32),
+                            Arg::I32(l.d_out as i32),
+                        ],
+                    )?;
+                    mark(format!("layer{i}_dw_then_bias_kernel"))?;
+                }
+                None => {
+                    let chunks = cap.div_ceil(CHUNK_ROWS);
+                    let xblocks = (l.d_in + 1).div_ceil(256);
+                    launch(
+                        stream,
+                        k.get(&self.kernel("dw_small"))?,
+                        (xblocks * chunks) as u32,
+                        &[
+                            Arg::Ptr(a),
+                            Arg::Ptr(dz),
+                            Arg::Ptr(t.partials.ptr),
+                            Arg::I32(cap as i32),
+                            Arg::I32(l.d_in as i32),
+                            Arg::I32(l.d_out as i32),
+                        ],
+                    )?;
+                    launch(
+                        stream,
+                        k.get("dw_small_reduce")?,
+                        grid_for(l.d_out * (l.d_in + 1)),
+                        &[
+                            Arg::Ptr(t.partials.ptr),
+                            Arg::Ptr(grads.at(l.w * 4)),
+                            Arg::Ptr(grads.at(l.b * 4)),
+                            Arg::I32(chunks as i32),
+                            Arg::I32(l.d_in as i32),
+                            Arg::I32(l.d_out as i32),
+                        ],
+                    )?;
+                    mark(format!("layer{i}_dw_small_kernel"))?;
+                }
             }
-            let how = if *fused_bias {
-                "bgrad_fused"
-            } else {
-                "bias_kernel"
-            };
-            mark(format!("layer{i}_dw_{how}"))?;
             if let Some(dx) = &b.dx {
                 let dh = t.dh[i - 1].ptr;
                 dx.run(lt, stream, self.weight(&l), dz, dh)?;

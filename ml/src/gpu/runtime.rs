@@ -150,6 +150,9 @@ pub(crate) struct Kernels {
 }
 
 const KERNEL_NAMES: &[&str] = &[
+    "dw_small_f32",
+    "dw_small_bf16",
+    "dw_small_reduce",
     "to_f32",
     "to_bf16",
     "bias_act_f32",
