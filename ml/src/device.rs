@@ -139,6 +139,9 @@ pub struct GpuOptions {
     /// Replay each step as one captured CUDA graph (on by default; off launches kernels one by
     /// one, for debugging).
     pub graphs: bool,
+    /// Forward passes a served model keeps in flight at once (each on its own stream, with its
+    /// own copy of the weights); one per batcher thread is enough.
+    pub streams: usize,
 }
 
 impl Default for GpuOptions {
@@ -148,6 +151,7 @@ impl Default for GpuOptions {
             precision: Precision::F32,
             kernel_cache: None,
             graphs: true,
+            streams: 2,
         }
     }
 }

@@ -16,6 +16,8 @@
 //! encoding) to C concurrent callers of one-row requests.
 //! `--assert` fails unless small512 reaches 1M samples/s and large_bf16 540 TFLOP/s.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -350,8 +352,11 @@ fn served(
         device: device.parse().map_err(anyhow::Error::msg)?,
         ..ForwardDevice::default()
     };
+    // Two inference threads: on the GPU each has its own stream (GpuOptions::streams = 2), so
+    // one batch is staged while the other runs.
     let batching = BatcherOptions {
         max_batch_rows: 256,
+        threads: 2,
         ..BatcherOptions::default()
     };
     let model = Arc::new(ServedModel::on_device(

@@ -58,6 +58,18 @@ pub(crate) enum Epilogue {
     ReluBias(CUdeviceptr),
     /// Also writes `bias[j] = Σ_k B[j, k]`: the bias gradient when B is the output gradient.
     BgradB(CUdeviceptr),
+    /// `D = relu(D + bias)`, also writing which elements were positive as a bit mask at `aux`
+    /// (leading dimension `ld` bits, a multiple of 128).
+    ReluAuxBias {
+        bias: CUdeviceptr,
+        aux: CUdeviceptr,
+        ld: i64,
+    },
+    /// `D = D ⊙ relu'(aux)`: the product times the ReLU derivative a forward pass recorded.
+    DRelu {
+        aux: CUdeviceptr,
+        ld: i64,
+    },
 }
 
 /// One product's shape: `D (m x n) = op(A) · op(B)`, leading dimensions of the stored matrices.
@@ -77,6 +89,12 @@ pub(crate) struct Shape {
 /// them against our own kernels).
 fn epilogues_enabled() -> bool {
     std::env::var("MILLRACE_GPU_EPILOGUES").map_or(true, |v| v != "0")
+}
+
+/// Whether the ReLU derivative is fused into the input-gradient product (bit mask from the
+/// forward pass); `MILLRACE_GPU_DRELU=0` uses our kernel instead.
+pub(crate) fn drelu_enabled() -> bool {
+    epilogues_enabled() && std::env::var("MILLRACE_GPU_DRELU").map_or(true, |v| v != "0")
 }
 
 /// The cuBLASLt library handle of one replica.
@@ -175,7 +193,16 @@ impl Gemm {
             Epilogue::Bias(p) => (cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS, Some(p)),
             Epilogue::ReluBias(p) => (cublasLtEpilogue_t::CUBLASLT_EPILOGUE_RELU_BIAS, Some(p)),
             Epilogue::BgradB(p) => (cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BGRADB, Some(p)),
+            Epilogue::ReluAuxBias { bias, .. } => (
+                cublasLtEpilogue_t::CUBLASLT_EPILOGUE_RELU_AUX_BIAS,
+                Some(bias),
+            ),
+            Epilogue::DRelu { .. } => (cublasLtEpilogue_t::CUBLASLT_EPILOGUE_DRELU, None),
         };
+        if let Epilogue::ReluAuxBias { aux, ld, .. } | Epilogue::DRelu { aux, ld } = epilogue {
+            gemm.set(Desc::CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux)?;
+            gemm.set(Desc::CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld)?;
+        }
         gemm.set(Desc::CUBLASLT_MATMUL_DESC_EPILOGUE, &(kind as u32))?;
         if let Some(p) = bias {
             gemm.set(Desc::CUBLASLT_MATMUL_DESC_BIAS_POINTER, &p)?;

@@ -143,24 +143,38 @@ __device__ void bias_grad(const T* dz, float* db, int rows, int cols) {
 // [chunk][n][d_in + 1] (the last slot is the bias), pass 2 adds the chunks in order. No atomics:
 // the result is the same on every run.
 #define SMALL_N 16
-#define CHUNK_ROWS 256
+#define CHUNK_ROWS 32
 template <typename T>
 __device__ void dw_small_partial(const T* a, const T* dz, float* part, int cap, int d_in, int n) {
+    __shared__ float dzs[CHUNK_ROWS * SMALL_N];
     int xblocks = (d_in + 1 + blockDim.x - 1) / blockDim.x;
     int i = (blockIdx.x % xblocks) * blockDim.x + threadIdx.x;
     int chunk = blockIdx.x / xblocks;
-    if (i > d_in) return;
     int r0 = chunk * CHUNK_ROWS;
-    int r1 = min(cap, r0 + CHUNK_ROWS);
+    int rows = min(cap - r0, CHUNK_ROWS);
+    // The chunk's output gradients, read once per block into shared memory.
+    for (int e = threadIdx.x; e < rows * n; e += blockDim.x) {
+        dzs[e] = ldv(dz, (long long)r0 * n + e);
+    }
+    __syncthreads();
+    if (i > d_in) return;
     float acc[SMALL_N];
+#pragma unroll
     for (int j = 0; j < SMALL_N; ++j) acc[j] = 0.f;
-    for (int r = r0; r < r1; ++r) {
+#pragma unroll 8
+    for (int r = 0; r < rows; ++r) {
         // Slot d_in sums the output gradient itself: the bias gradient.
-        float av = i < d_in ? ldv(a, (long long)r * d_in + i) : 1.f;
-        for (int j = 0; j < n; ++j) acc[j] += av * ldv(dz, (long long)r * n + j);
+        float av = i < d_in ? ldv(a, (long long)(r0 + r) * d_in + i) : 1.f;
+#pragma unroll
+        for (int j = 0; j < SMALL_N; ++j) {
+            if (j < n) acc[j] += av * dzs[r * n + j];
+        }
     }
     float* out = part + (long long)chunk * n * (d_in + 1);
-    for (int j = 0; j < n; ++j) out[(long long)j * (d_in + 1) + i] = acc[j];
+#pragma unroll
+    for (int j = 0; j < SMALL_N; ++j) {
+        if (j < n) out[(long long)j * (d_in + 1) + i] = acc[j];
+    }
 }
 
 // dw[j * d_in + i] (the device's transposed weight) and db[j] from the partials.

@@ -112,6 +112,8 @@ pub(crate) fn act_code(a: Activation) -> i32 {
 enum Post {
     /// cuBLASLt applied bias and ReLU, writing `h` directly.
     Fused,
+    /// Like `Fused`, also recording the ReLU mask for the backward product.
+    FusedAux,
     /// cuBLASLt added the bias into `z`; a kernel writes `h = act(z)`.
     Act,
     /// A kernel adds the bias into `z` and writes `h = act(z)`.
@@ -124,6 +126,8 @@ struct Forward {
 }
 
 struct Backward {
+    /// The input-gradient product also applies the previous layer's ReLU derivative.
+    dx_drelu: bool,
     /// Weight gradient; `true` when it also wrote the bias gradient. `None`: the layer has at
     /// most [`SMALL_N`] outputs and our two-pass kernel computes both gradients.
     dw: Option<(Gemm, bool)>,
@@ -145,6 +149,10 @@ pub(crate) struct Net {
     x16: Option<DevBuf>,
     z: Vec<DevBuf>,
     h: Vec<DevBuf>,
+    /// ReLU masks of the hidden layers (training with fused ReLU derivatives only), and their
+    /// leading dimension in bits.
+    aux: Vec<DevBuf>,
+    aux_ld: Vec<i64>,
     /// f32 outputs `[capacity, d_out]`.
     pub(crate) out: DevBuf,
     fwd: Vec<Forward>,
@@ -165,7 +173,7 @@ struct TrainBufs {
 /// (`SMALL_N` in kernels.cu).
 const SMALL_N: usize = 16;
 /// Rows per partial sum of that kernel (`CHUNK_ROWS` in kernels.cu).
-const CHUNK_ROWS: usize = 256;
+const CHUNK_ROWS: usize = 32;
 
 impl Net {
     /// A net for batches of up to `capacity` rows with parameters `device_params` (device order).
@@ -192,6 +200,8 @@ impl Net {
             x16: None,
             z: Vec::new(),
             h: Vec::new(),
+            aux: Vec::new(),
+            aux_ld: Vec::new(),
             out: DevBuf::zeroed(gpu, 4)?,
             fwd: Vec::new(),
             train: None,
@@ -230,6 +240,19 @@ impl Net {
         self.out = DevBuf::zeroed(gpu, cap * last.d_out * 4)?;
         self.capacity = cap;
         self.fwd.clear();
+        let use_aux = train && self.act == 0 && super::gemm::drelu_enabled();
+        self.aux_ld = hidden
+            .iter()
+            .map(|l| l.d_out.next_multiple_of(128) as i64)
+            .collect();
+        self.aux = if use_aux {
+            self.aux_ld
+                .iter()
+                .map(|&ld| DevBuf::zeroed(gpu, ld as usize / 8 * cap))
+                .collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        };
         for (i, l) in self.layout.layers.iter().enumerate() {
             let is_last = i + 1 == n_layers;
             let shape = Shape {
@@ -254,7 +277,24 @@ impl Net {
             let fused = if is_last {
                 Gemm::plan(lt, shape, Epilogue::Bias(bias_master))?.map(|g| (g, Post::Fused))
             } else if self.act == 0 {
-                Gemm::plan(lt, shape, Epilogue::ReluBias(bias_dt))?.map(|g| (g, Post::Fused))
+                let with_aux = match self.aux.get(i) {
+                    Some(aux) => Gemm::plan(
+                        lt,
+                        shape,
+                        Epilogue::ReluAuxBias {
+                            bias: bias_dt,
+                            aux: aux.ptr,
+                            ld: self.aux_ld[i],
+                        },
+                    )?
+                    .map(|g| (g, Post::FusedAux)),
+                    None => None,
+                };
+                match with_aux {
+                    Some(f) => Some(f),
+                    None => Gemm::plan(lt, shape, Epilogue::ReluBias(bias_dt))?
+                        .map(|g| (g, Post::Fused)),
+                }
             } else {
                 Gemm::plan(lt, shape, Epilogue::Bias(bias_dt))?.map(|g| (g, Post::Act))
             };
@@ -303,27 +343,43 @@ impl Net {
                     dw.0.tune(lt, gpu)?;
                     Some(dw)
                 };
-                let mut dx = if i == 0 {
-                    None
-                } else {
-                    Some(Gemm::plan_plain(
+                let dx_shape = Shape {
+                    trans_a: false,
+                    trans_b: false,
+                    m: l.d_in,
+                    n: cap,
+                    k: l.d_out,
+                    a: self.dt,
+                    b: self.dt,
+                    d: self.dt,
+                };
+                let drelu = match (i, self.fwd.get(i.wrapping_sub(1))) {
+                    (
+                        1..,
+                        Some(Forward {
+                            post: Post::FusedAux,
+                            ..
+                        }),
+                    ) => Gemm::plan(
                         lt,
-                        Shape {
-                            trans_a: false,
-                            trans_b: false,
-                            m: l.d_in,
-                            n: cap,
-                            k: l.d_out,
-                            a: self.dt,
-                            b: self.dt,
-                            d: self.dt,
+                        dx_shape,
+                        Epilogue::DRelu {
+                            aux: self.aux[i - 1].ptr,
+                            ld: self.aux_ld[i - 1],
                         },
-                    )?)
+                    )?,
+                    _ => None,
+                };
+                let dx_drelu = drelu.is_some();
+                let mut dx = match (i, drelu) {
+                    (0, _) => None,
+                    (_, Some(g)) => Some(g),
+                    (_, None) => Some(Gemm::plan_plain(lt, dx_shape)?),
                 };
                 if let Some(g) = dx.as_mut() {
                     g.tune(lt, gpu)?;
                 }
-                bwd.push(Backward { dw, dx });
+                bwd.push(Backward { dx_drelu, dw, dx });
             }
             let partials = DevBuf::zeroed(gpu, partials * 4)?;
             self.train = Some(TrainBufs {
@@ -352,6 +408,18 @@ impl Net {
         stream: CUstream,
         x: CUdeviceptr,
     ) -> Result<()> {
+        self.forward_marked(gpu, lt, stream, x, &mut |_| Ok(()))
+    }
+
+    /// [`Net::forward`], calling `mark` after the input conversion and each layer.
+    pub(crate) fn forward_marked(
+        &self,
+        gpu: &Gpu,
+        lt: &Lt,
+        stream: CUstream,
+        x: CUdeviceptr,
+        mark: &mut dyn FnMut(String) -> Result<()>,
+    ) -> Result<()> {
         let k = &gpu.kernels;
         let cap = self.capacity;
         let first = self.layout.layers[0];
@@ -364,6 +432,7 @@ impl Net {
                     grid_for(n),
                     &[Arg::Ptr(x), Arg::Ptr(x16.ptr), Arg::I64(n as i64)],
                 )?;
+                mark("forward_input_to_bf16".into())?;
                 x16.ptr
             }
             None => x,
@@ -395,7 +464,7 @@ impl Net {
             } else {
                 let (z, h) = (self.z[i].ptr, self.h[i].ptr);
                 match f.post {
-                    Post::Fused => f.gemm.run(lt, stream, w, a, h)?,
+                    Post::Fused | Post::FusedAux => f.gemm.run(lt, stream, w, a, h)?,
                     Post::Act | Post::BiasAct => {
                         f.gemm.run(lt, stream, w, a, z)?;
                         let add_bias = matches!(f.post, Post::BiasAct);
@@ -418,6 +487,7 @@ impl Net {
                 }
                 a = h;
             }
+            mark(format!("forward_layer{i}"))?;
         }
         Ok(())
     }
@@ -572,11 +642,17 @@ impl Net {
             if let Some(dx) = &b.dx {
                 let dh = t.dh[i - 1].ptr;
                 dx.run(lt, stream, self.weight(&l), dz, dh)?;
+                if b.dx_drelu {
+                    // The product applied the ReLU derivative itself.
+                    mark(format!("layer{i}_dx_drelu_fused"))?;
+                    dz = dh;
+                    continue;
+                }
                 mark(format!("layer{i}_dx"))?;
                 // With ReLU fused into the product, `z` was never written: the derivative only
                 // needs `h` then.
                 let z = match self.fwd[i - 1].post {
-                    Post::Fused => self.h[i - 1].ptr,
+                    Post::Fused | Post::FusedAux => self.h[i - 1].ptr,
                     _ => self.z[i - 1].ptr,
                 };
                 let n = cap * l.d_in;

@@ -1,6 +1,7 @@
 //! Forward passes on the GPU: the trainer's evaluation, and [`GpuPredictor`] for serving.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::gemm::{Dt, Lt, WORKSPACE_BYTES};
 use super::graph::Graph;
@@ -73,7 +74,10 @@ struct Serving {
 /// of any size up to the capacity share one graph (the padding rows cost little); a bigger batch
 /// grows the buffers once.
 pub struct GpuPredictor {
-    inner: Mutex<Serving>,
+    /// Independent forward passes (own stream, buffers and weights), so that several batcher
+    /// threads keep several batches in flight.
+    pool: Vec<Mutex<Serving>>,
+    next: AtomicUsize,
     input_dim: usize,
     output_dim: usize,
     device_name: String,
@@ -90,49 +94,24 @@ impl std::fmt::Debug for GpuPredictor {
 }
 
 impl GpuPredictor {
-    /// Loads `bundle`'s weights onto the GPU `options` names.
+    /// Loads `bundle`'s weights onto the GPU `options` names, `options.streams` times.
     pub fn new(bundle: &ModelBundle, options: &GpuOptions) -> Result<Self> {
         bundle.validate()?;
         let input_dim = bundle.input_dim();
-        let config = MlpConfig::from_spec(&bundle.spec, &bundle.task, input_dim);
-        let gpu = Gpu::open(
-            options.ordinal,
-            &super::runtime::kernel_cache_dir(options.kernel_cache.as_deref()),
-        )?;
-        gpu.bind()?;
-        let lt = Lt::new(DevBuf::zeroed(&gpu, WORKSPACE_BYTES)?)?;
-        let dt = match options.precision {
-            Precision::F32 => Dt::F32,
-            Precision::Bf16 => Dt::Bf16,
-        };
-        let cap = 256;
-        let net = Net::new(&gpu, &lt, &config, dt, cap, false)?;
-        net.w.write(&net.layout.to_device(&bundle.weights))?;
-        if let Some(w16) = &net.w16 {
-            let n = net.layout.device_len;
-            launch(
-                gpu.cu_stream(),
-                gpu.kernels.get("to_bf16")?,
-                super::runtime::grid_for(n),
-                &[Arg::Ptr(net.w.ptr), Arg::Ptr(w16.ptr), Arg::I64(n as i64)],
-            )?;
-            gpu.sync()?;
-        }
         let output_dim = bundle.task.output_dim();
-        let device_name = gpu.name.clone();
-        tracing::info!(gpu = %device_name, precision = ?options.precision, "serving on the GPU");
-        let serving = Serving {
-            x: DevBuf::zeroed(&gpu, cap * input_dim * 4)?,
-            x_host: Pinned::new(&gpu, cap * input_dim)?,
-            out_host: Pinned::new(&gpu, cap * output_dim)?,
-            graph: None,
-            use_graphs: options.graphs,
-            net,
-            lt,
-            gpu,
-        };
+        let pool = (0..options.streams.max(1))
+            .map(|_| Serving::open(bundle, options).map(Mutex::new))
+            .collect::<Result<Vec<_>>>()?;
+        let device_name = pool[0]
+            .lock()
+            .map_err(|_| Error::Internal("GPU predictor lock poisoned".into()))?
+            .gpu
+            .name
+            .clone();
+        tracing::info!(gpu = %device_name, precision = ?options.precision, streams = pool.len(), "serving on the GPU");
         Ok(Self {
-            inner: Mutex::new(serving),
+            pool,
+            next: AtomicUsize::new(0),
             input_dim,
             output_dim,
             device_name,
@@ -167,10 +146,17 @@ impl GpuPredictor {
         if rows == 0 {
             return Ok(Vec::new());
         }
-        let mut s = self
-            .inner
-            .lock()
-            .map_err(|_| Error::Internal("GPU predictor lock poisoned".into()))?;
+        // A free forward pass if there is one, else wait for the next in turn.
+        let first = self.next.fetch_add(1, Ordering::Relaxed) % self.pool.len();
+        let free = (0..self.pool.len())
+            .map(|k| (first + k) % self.pool.len())
+            .find_map(|k| self.pool[k].try_lock().ok());
+        let mut s = match free {
+            Some(s) => s,
+            None => self.pool[first]
+                .lock()
+                .map_err(|_| Error::Internal("GPU predictor lock poisoned".into()))?,
+        };
         s.gpu.bind()?;
         if rows > s.net.capacity {
             let cap = rows.next_power_of_two();
@@ -221,6 +207,46 @@ impl GpuPredictor {
 }
 
 impl Serving {
+    /// One forward pass's worth of GPU state for `bundle`.
+    fn open(bundle: &ModelBundle, options: &GpuOptions) -> Result<Self> {
+        let input_dim = bundle.input_dim();
+        let config = MlpConfig::from_spec(&bundle.spec, &bundle.task, input_dim);
+        let gpu = Gpu::open(
+            options.ordinal,
+            &super::runtime::kernel_cache_dir(options.kernel_cache.as_deref()),
+        )?;
+        gpu.bind()?;
+        let lt = Lt::new(DevBuf::zeroed(&gpu, WORKSPACE_BYTES)?)?;
+        let dt = match options.precision {
+            Precision::F32 => Dt::F32,
+            Precision::Bf16 => Dt::Bf16,
+        };
+        let cap = 256;
+        let net = Net::new(&gpu, &lt, &config, dt, cap, false)?;
+        net.w.write(&net.layout.to_device(&bundle.weights))?;
+        if let Some(w16) = &net.w16 {
+            let n = net.layout.device_len;
+            launch(
+                gpu.cu_stream(),
+                gpu.kernels.get("to_bf16")?,
+                super::runtime::grid_for(n),
+                &[Arg::Ptr(net.w.ptr), Arg::Ptr(w16.ptr), Arg::I64(n as i64)],
+            )?;
+            gpu.sync()?;
+        }
+        let output_dim = bundle.task.output_dim();
+        Ok(Self {
+            x: DevBuf::zeroed(&gpu, cap * input_dim * 4)?,
+            x_host: Pinned::new(&gpu, cap * input_dim)?,
+            out_host: Pinned::new(&gpu, cap * output_dim)?,
+            graph: None,
+            use_graphs: options.graphs,
+            net,
+            lt,
+            gpu,
+        })
+    }
+
     /// The forward pass of the staged batch at full capacity, plus softmax for classification.
     fn enqueue(&self) -> Result<()> {
         let stream = self.gpu.cu_stream();

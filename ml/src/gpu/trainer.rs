@@ -514,8 +514,8 @@ impl GpuTrainer {
             Ok(())
         };
         mark("start".into())?;
-        self.net.forward(&self.gpu, &self.lt, stream, slot.x.ptr)?;
-        mark("forward".into())?;
+        self.net
+            .forward_marked(&self.gpu, &self.lt, stream, slot.x.ptr, &mut mark)?;
         self.net.loss(
             &self.gpu,
             stream,

@@ -47,7 +47,7 @@ impl Forward {
                     ordinal,
                     precision: on.precision,
                     kernel_cache: on.kernel_cache.clone(),
-                    graphs: true,
+                    ..millrace_ml::GpuOptions::default()
                 };
                 Ok(Forward::Gpu(Box::new(millrace_ml::gpu::GpuPredictor::new(
                     bundle, &options,

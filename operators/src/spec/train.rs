@@ -93,7 +93,7 @@ impl TrainSpec {
             },
             precision: self.precision,
             kernel_cache: self.kernel_cache.clone(),
-            graphs: true,
+            ..GpuOptions::default()
         };
         Ok(Replica::new(
             &self.model,
