@@ -31,7 +31,7 @@ echo "== step throughput"
 timeout 200 "$bin"/gpu_train --seconds ${SECONDS_PER_CONFIG:-2} 2>&1 | tee -a "$out/bench.jsonl"
 timeout 60 "$bin"/gpu_train --no-graphs --only small512 --seconds 1 2>&1 | sed 's/"config":"small512"/"config":"small512_no_graphs"/' | tee -a "$out/bench.jsonl"
 
-MILLRACE_GPU_DRELU=0 timeout 60 "$bin"/gpu_train --only large_bf16 --seconds 1 2>&1 | sed 's/"config":"large_bf16"/"config":"large_bf16_relu_kernel"/' | tee -a "$out/bench.jsonl"
+MILLRACE_GPU_DRELU=1 timeout 60 "$bin"/gpu_train --only large_bf16 --seconds 1 2>&1 | sed 's/"config":"large_bf16"/"config":"large_bf16_drelu_fused"/' | tee -a "$out/bench.jsonl"
 MILLRACE_GPU_EPILOGUES=0 timeout 60 "$bin"/gpu_train --only large_bf16 --seconds 1 2>&1 | sed 's/"config":"large_bf16"/"config":"large_bf16_no_epilogues"/' | tee -a "$out/bench.jsonl"
 
 echo "== end to end (etl_to_train, then its model served in-process), on the GPU and on this machine's CPU"

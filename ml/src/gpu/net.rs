@@ -172,8 +172,11 @@ struct TrainBufs {
 /// Layers with at most this many outputs get their weight gradient from our kernel
 /// (`SMALL_N` in kernels.cu).
 const SMALL_N: usize = 16;
-/// Rows per partial sum of that kernel (`CHUNK_ROWS` in kernels.cu).
-const CHUNK_ROWS: usize = 32;
+/// Rows per partial sum of that kernel: enough chunks to fill the GPU, few enough that adding
+/// them up stays cheap (at most `MAX_CHUNK_ROWS` in kernels.cu).
+fn chunk_rows(cap: usize) -> usize {
+    (cap / 64).clamp(32, 512)
+}
 
 impl Net {
     /// A net for batches of up to `capacity` rows with parameters `device_params` (device order).
@@ -333,7 +336,7 @@ impl Net {
                 // The bias gradient lands in the gradient buffer, whose address the trainer
                 // passes at run time: plan with a placeholder and patch below.
                 let dw = if l.d_out <= SMALL_N {
-                    partials = partials.max(cap.div_ceil(CHUNK_ROWS) * l.d_out * (l.d_in + 1));
+                    partials = partials.max(cap.div_ceil(chunk_rows(cap)) * l.d_out * (l.d_in + 1));
                     None
                 } else {
                     let mut dw = match Gemm::plan(lt, dw_shape, Epilogue::BgradB(0))? {
@@ -608,7 +611,8 @@ impl Net {
                     mark(format!("layer{i}_dw_then_bias_kernel"))?;
                 }
                 None => {
-                    let chunks = cap.div_ceil(CHUNK_ROWS);
+                    let rows = chunk_rows(cap);
+                    let chunks = cap.div_ceil(rows);
                     let xblocks = (l.d_in + 1).div_ceil(256);
                     launch(
                         stream,
@@ -621,6 +625,7 @@ impl Net {
                             Arg::I32(cap as i32),
                             Arg::I32(l.d_in as i32),
                             Arg::I32(l.d_out as i32),
+                            Arg::I32(rows as i32),
                         ],
                     )?;
                     launch(
