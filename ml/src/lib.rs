@@ -13,6 +13,9 @@
 //!                                              bundle::ModelBundle (save/load) ─► Predictor
 //! ```
 //!
+//! On NVIDIA GPUs (the `cuda` feature), `gpu::GpuTrainer` and `gpu::GpuPredictor` run the same
+//! models on cudarc and cuBLASLt; [`Replica`] is either kind of replica behind one interface.
+//!
 //! Replicas are deterministic: parameters come from this crate's own seeded RNG ([`rng`]), never
 //! from burn's process-global one, so two [`Trainer`]s built with the same arguments hold
 //! bit-identical parameters on any thread, and stay identical when they apply the same
