@@ -29,6 +29,22 @@ pub(crate) use runtime::check_device;
 pub use runtime::kernel_cache_dir;
 pub use trainer::GpuTrainer;
 
+/// The GPU `options` names, opened with its cuBLASLt handle and the element type of its
+/// products: what every replica and predictor starts from.
+pub(crate) fn open(options: &GpuOptions) -> crate::Result<(runtime::Gpu, gemm::Lt, gemm::Dt)> {
+    let gpu = runtime::Gpu::open(
+        options.ordinal,
+        &runtime::kernel_cache_dir(options.kernel_cache.as_deref()),
+    )?;
+    gpu.bind()?;
+    let lt = gemm::Lt::new(runtime::DevBuf::zeroed(&gpu, gemm::WORKSPACE_BYTES)?)?;
+    let dt = match options.precision {
+        Precision::F32 => gemm::Dt::F32,
+        Precision::Bf16 => gemm::Dt::Bf16,
+    };
+    Ok((gpu, lt, dt))
+}
+
 /// Number of GPUs the driver sees (0 without a driver).
 pub fn device_count() -> usize {
     // SAFETY: only tries to load the driver library.

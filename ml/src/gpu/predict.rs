@@ -3,11 +3,11 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::gemm::{Dt, Lt, WORKSPACE_BYTES};
+use super::GpuOptions;
+use super::gemm::Lt;
 use super::graph::Graph;
 use super::net::Net;
 use super::runtime::{Arg, DevBuf, Gpu, Pinned, cuda, grid_exact, launch};
-use super::{GpuOptions, Precision};
 use crate::bundle::ModelBundle;
 use crate::error::{Error, Result};
 use crate::model::{MlpConfig, Task};
@@ -211,16 +211,7 @@ impl Serving {
     fn open(bundle: &ModelBundle, options: &GpuOptions) -> Result<Self> {
         let input_dim = bundle.input_dim();
         let config = MlpConfig::from_spec(&bundle.spec, &bundle.task, input_dim);
-        let gpu = Gpu::open(
-            options.ordinal,
-            &super::runtime::kernel_cache_dir(options.kernel_cache.as_deref()),
-        )?;
-        gpu.bind()?;
-        let lt = Lt::new(DevBuf::zeroed(&gpu, WORKSPACE_BYTES)?)?;
-        let dt = match options.precision {
-            Precision::F32 => Dt::F32,
-            Precision::Bf16 => Dt::Bf16,
-        };
+        let (gpu, lt, dt) = super::open(options)?;
         let cap = 256;
         let net = Net::new(&gpu, &lt, &config, dt, cap, false)?;
         net.w.write(&net.layout.to_device(&bundle.weights))?;

@@ -9,7 +9,7 @@
 
 use cudarc::driver::sys::{self as dsys, CUstream};
 
-use super::gemm::{Dt, Lt, WORKSPACE_BYTES};
+use super::gemm::Lt;
 use super::graph::Graph;
 use super::net::{LossKind, Net};
 use super::runtime::{Arg, DevBuf, Event, Gpu, Pinned, cuda, grid_for, launch};
@@ -102,16 +102,7 @@ impl GpuTrainer {
         // Validates the hyper-parameters exactly as the CPU optimiser does.
         FlatOptimizer::new(optimizer, 1)?;
         let config = MlpConfig::from_spec(model, task, input_dim).with_seed(seed);
-        let gpu = Gpu::open(
-            options.ordinal,
-            &super::runtime::kernel_cache_dir(options.kernel_cache.as_deref()),
-        )?;
-        gpu.bind()?;
-        let lt = Lt::new(DevBuf::zeroed(&gpu, WORKSPACE_BYTES)?)?;
-        let dt = match options.precision {
-            Precision::F32 => Dt::F32,
-            Precision::Bf16 => Dt::Bf16,
-        };
+        let (gpu, lt, dt) = super::open(options)?;
         let net = Net::new(&gpu, &lt, &config, dt, 64, true)?;
         let n = net.layout.device_len;
         let (m, v) = match optimizer {
