@@ -80,7 +80,7 @@ impl Replica {
         match self {
             Replica::Cpu(_) => Device::Cpu,
             #[cfg(feature = "cuda")]
-            Replica::Gpu(_) => Device::Cuda(0),
+            Replica::Gpu(t) => Device::Cuda(t.ordinal()),
         }
     }
 

@@ -61,6 +61,7 @@ pub struct GpuTrainer {
     pending: Option<usize>,
     use_graphs: bool,
     precision: Precision,
+    ordinal: usize,
 }
 
 impl std::fmt::Debug for GpuTrainer {
@@ -144,6 +145,7 @@ impl GpuTrainer {
             pending: None,
             use_graphs: options.graphs,
             precision: options.precision,
+            ordinal: options.ordinal,
             gpu,
         };
         trainer.slots = trainer.make_slots(64)?;
@@ -196,6 +198,11 @@ impl GpuTrainer {
     /// Optimiser steps applied so far.
     pub fn steps(&self) -> u64 {
         self.steps
+    }
+
+    /// The GPU's ordinal (`cuda:N`).
+    pub fn ordinal(&self) -> usize {
+        self.ordinal
     }
 
     /// The GPU's name, as the driver reports it.
