@@ -6,7 +6,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::targets::TargetsRef;
+use super::targets::{TargetsRef, check_targets};
 use crate::error::{Error, Result};
 use crate::model::Task;
 
@@ -129,24 +129,9 @@ pub(crate) fn per_row_loss<B: Backend>(
 ) -> Result<Tensor<B, 1>> {
     loss.validate(task)?;
     let [rows, width] = output.dims();
-    if targets.len() != rows {
-        return Err(Error::Input(format!(
-            "{} targets for {rows} rows",
-            targets.len()
-        )));
-    }
+    check_targets(task, targets, rows)?;
     match (task, targets) {
         (Task::Classification { num_classes }, TargetsRef::Classes(classes)) => {
-            let k = *num_classes as i64;
-            if let Some((row, bad)) = classes
-                .iter()
-                .enumerate()
-                .find(|(_, c)| !(0..k).contains(*c))
-            {
-                return Err(Error::Input(format!(
-                    "class {bad} at row {row} is outside 0..{num_classes}"
-                )));
-            }
             debug_assert_eq!(width, *num_classes);
             let index = Tensor::<B, 2, Int>::from_data(
                 TensorData::new(classes.to_vec(), [rows, 1]),
@@ -166,11 +151,10 @@ pub(crate) fn per_row_loss<B: Backend>(
                 Loss::Mse | Loss::CrossEntropy => error.square(),
             })
         }
-        (Task::Classification { .. }, TargetsRef::Values(_)) => Err(Error::Input(
-            "classification needs class targets (TargetsRef::Classes), got values".into(),
-        )),
-        (Task::Regression, TargetsRef::Classes(_)) => Err(Error::Input(
-            "regression needs value targets (TargetsRef::Values), got classes".into(),
+        // `check_targets` refused these.
+        (Task::Classification { .. }, TargetsRef::Values(_))
+        | (Task::Regression, TargetsRef::Classes(_)) => Err(Error::Internal(
+            "targets of the wrong kind passed the check".into(),
         )),
     }
 }

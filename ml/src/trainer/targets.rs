@@ -1,4 +1,7 @@
-//! Borrowed training targets.
+//! Borrowed training targets, and the checks every replica makes of a batch before it runs.
+
+use crate::error::{Error, Result};
+use crate::model::Task;
 
 /// The targets of a batch of rows, borrowed.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -36,5 +39,46 @@ impl TargetsRef<'_> {
                 TargetsRef::Values(&v[s..e])
             }
         }
+    }
+}
+
+/// Checks that `x` holds `rows` rows of `input_dim` features.
+pub(crate) fn check_features(x: &[f32], rows: usize, input_dim: usize) -> Result<()> {
+    if rows.checked_mul(input_dim) != Some(x.len()) {
+        return Err(Error::Input(format!(
+            "feature buffer has {} values, expected {rows} rows x {input_dim} features",
+            x.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that `y` has one target per row of the kind `task` needs, classes in range; errors
+/// name the first bad row.
+pub(crate) fn check_targets(task: &Task, y: TargetsRef<'_>, rows: usize) -> Result<()> {
+    if y.len() != rows {
+        return Err(Error::Input(format!("{} targets for {rows} rows", y.len())));
+    }
+    match (task, y) {
+        (Task::Classification { num_classes }, TargetsRef::Classes(classes)) => {
+            let k = *num_classes as i64;
+            match classes
+                .iter()
+                .enumerate()
+                .find(|(_, c)| !(0..k).contains(*c))
+            {
+                Some((row, bad)) => Err(Error::Input(format!(
+                    "class {bad} at row {row} is outside 0..{num_classes}"
+                ))),
+                None => Ok(()),
+            }
+        }
+        (Task::Regression, TargetsRef::Values(_)) => Ok(()),
+        (Task::Classification { .. }, TargetsRef::Values(_)) => Err(Error::Input(
+            "classification needs class targets (TargetsRef::Classes), got values".into(),
+        )),
+        (Task::Regression, TargetsRef::Classes(_)) => Err(Error::Input(
+            "regression needs value targets (TargetsRef::Values), got classes".into(),
+        )),
     }
 }

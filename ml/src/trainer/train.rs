@@ -138,15 +138,7 @@ impl<B: AutodiffBackend> Trainer<B> {
     }
 
     fn check_rows(&self, x: &[f32], rows: usize) -> Result<()> {
-        let expected = rows.checked_mul(self.config.input_dim);
-        if expected != Some(x.len()) {
-            return Err(Error::Input(format!(
-                "feature buffer has {} values, expected {rows} rows x {} features",
-                x.len(),
-                self.config.input_dim
-            )));
-        }
-        Ok(())
+        super::targets::check_features(x, rows, self.config.input_dim)
     }
 
     fn input<BB: Backend<Device = B::Device>>(&self, x: &[f32], rows: usize) -> Tensor<BB, 2> {

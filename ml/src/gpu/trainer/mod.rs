@@ -17,7 +17,7 @@ use super::{GpuOptions, Precision};
 use crate::error::{Error, Result};
 use crate::model::{MlpConfig, ModelSpec, Task};
 use crate::optim::{FlatOptimizer, OptimizerSpec};
-use crate::trainer::{Loss, TargetsRef};
+use crate::trainer::{Loss, TargetsRef, check_features, check_targets};
 
 mod state;
 
@@ -216,34 +216,8 @@ impl GpuTrainer {
     }
 
     fn check(&self, x: &[f32], y: TargetsRef<'_>, rows: usize) -> Result<()> {
-        let d_in = self.config.input_dim;
-        if rows.checked_mul(d_in) != Some(x.len()) {
-            return Err(Error::Input(format!(
-                "feature buffer has {} values, expected {rows} rows x {d_in} features",
-                x.len()
-            )));
-        }
-        if y.len() != rows {
-            return Err(Error::Input(format!("{} targets for {rows} rows", y.len())));
-        }
-        match (&self.task, y) {
-            (Task::Classification { num_classes }, TargetsRef::Classes(c)) => {
-                let k = *num_classes as i64;
-                if let Some((row, bad)) = c.iter().enumerate().find(|(_, c)| !(0..k).contains(*c)) {
-                    return Err(Error::Input(format!(
-                        "class {bad} at row {row} is outside 0..{num_classes}"
-                    )));
-                }
-                Ok(())
-            }
-            (Task::Regression, TargetsRef::Values(_)) => Ok(()),
-            (Task::Classification { .. }, TargetsRef::Values(_)) => Err(Error::Input(
-                "classification needs class targets (TargetsRef::Classes), got values".into(),
-            )),
-            (Task::Regression, TargetsRef::Classes(_)) => Err(Error::Input(
-                "regression needs value targets (TargetsRef::Values), got classes".into(),
-            )),
-        }
+        check_features(x, rows, self.config.input_dim)?;
+        check_targets(&self.task, y, rows)
     }
 
     /// Grows the batch buffers to hold `rows` (with a quarter to spare, as batch sizes vary).
