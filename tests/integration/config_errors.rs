@@ -126,3 +126,24 @@ fn a_truncated_parquet_file_is_named() {
     );
     let _ = Path::new(&victim);
 }
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn a_gpu_in_a_build_without_gpu_support_fails_before_work_starts() {
+    let err = plan_error(
+        &good().replace("batch_size = 256", "batch_size = 256\ndevice = \"cuda\""),
+        "gpu-without-feature",
+    );
+    assert!(err.contains("train.device"), "{err}");
+    assert!(err.contains("--features cuda"), "{err}");
+}
+
+#[test]
+fn bf16_on_the_cpu_is_refused() {
+    let err = plan_error(
+        &good().replace("batch_size = 256", "batch_size = 256\nprecision = \"bf16\""),
+        "bf16-on-cpu",
+    );
+    assert!(err.contains("train.precision"), "{err}");
+    assert!(err.contains("needs device = \"cuda\""), "{err}");
+}
