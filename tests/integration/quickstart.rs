@@ -136,7 +136,10 @@ fn one_and_two_workers_train_the_same_quality_model() {
     ] {
         assert!(!summary[key].is_null(), "summary.json lacks {key}");
     }
-    assert_eq!(summary["device"], "cpu", "the summary says where the model trained");
+    assert_eq!(
+        summary["device"], "cpu",
+        "the summary says where the model trained"
+    );
     assert!(
         std::fs::read_to_string(run.join("pipeline.toml"))
             .unwrap()
