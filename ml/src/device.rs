@@ -60,11 +60,6 @@ impl<'de> Deserialize<'de> for Device {
 }
 
 impl Device {
-    /// Whether this build can use GPUs at all (the `cuda` feature).
-    pub fn cuda_compiled() -> bool {
-        cfg!(feature = "cuda")
-    }
-
     /// Number of NVIDIA GPUs usable here: 0 without the `cuda` feature, without the driver or
     /// without a GPU.
     pub fn cuda_device_count() -> usize {

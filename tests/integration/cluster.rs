@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::common::{pipeline_toml, scratch, tabular};
+use super::common::{kill_when, pipeline_toml, scratch, tabular};
 use super::streaming::assert_counted;
 
 fn millrace() -> Command {
@@ -133,21 +133,12 @@ fn step_of(checkpoint: &Path) -> u64 {
 
 /// Waits until `checkpoints` holds two complete checkpoints, then kills `victim` with SIGKILL.
 fn kill_after_two_checkpoints(checkpoints: &Path, victim: &mut Child) {
-    let started = Instant::now();
-    while complete(checkpoints).len() < 2 {
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "no checkpoints in {}",
-            checkpoints.display()
-        );
-        assert!(
-            victim.try_wait().unwrap().is_none(),
-            "the run ended before two checkpoints"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    victim.kill().unwrap();
-    victim.wait().unwrap();
+    kill_when(
+        victim,
+        Duration::from_secs(300),
+        &format!("two checkpoints in {}", checkpoints.display()),
+        || complete(checkpoints).len() >= 2,
+    );
 }
 
 /// Waits for `child` at most `limit`; its output.
@@ -372,20 +363,12 @@ fn checkpoints_in_s3_resume_a_killed_run() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    while store.list().unwrap().len() < 2 {
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "no checkpoints in {url}"
-        );
-        assert!(
-            single.try_wait().unwrap().is_none(),
-            "the run ended before two checkpoints"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    single.kill().unwrap();
-    single.wait().unwrap();
+    kill_when(
+        &mut single,
+        Duration::from_secs(300),
+        &format!("two checkpoints in {url}"),
+        || store.list().unwrap().len() >= 2,
+    );
     let newest = store.list().unwrap().last().unwrap().step;
 
     ok(run(

@@ -1,7 +1,9 @@
 //! Shared fixtures: small generated datasets, cached per test process.
 
 use std::path::{Path, PathBuf};
+use std::process::Child;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 /// A scratch directory unique to this test process.
 pub fn scratch(name: &str) -> PathBuf {
@@ -52,4 +54,28 @@ path = "{}"
         train.display(),
         holdout.display()
     )
+}
+
+/// Polls `ready` until it holds, then kills `victim` with SIGKILL (no chance to clean up). Fails
+/// when `limit` passes first (`waiting_for` says for what) or when the victim ends first.
+pub fn kill_when(
+    victim: &mut Child,
+    limit: Duration,
+    waiting_for: &str,
+    mut ready: impl FnMut() -> bool,
+) {
+    let started = Instant::now();
+    while !ready() {
+        assert!(
+            started.elapsed() < limit,
+            "{waiting_for}: not within {limit:?}"
+        );
+        assert!(
+            victim.try_wait().unwrap().is_none(),
+            "the run ended before {waiting_for}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    victim.kill().unwrap();
+    victim.wait().unwrap();
 }

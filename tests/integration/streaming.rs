@@ -19,6 +19,7 @@ use millrace::engine::ClusterConfig;
 use millrace::ml::bundle::ModelBundle;
 use millrace::run::{StreamRunConfig, run_stream};
 
+use super::common::kill_when;
 use super::serve_harness::{get, post_json};
 use super::services::{free_port, kafka};
 
@@ -234,30 +235,21 @@ fn a_killed_job_resumes_from_its_checkpoint_without_losing_or_repeating_a_record
     };
     // First run: killed (SIGKILL, no chance to clean up) once two checkpoints exist.
     let mut first = run(&dir.join("run1")).spawn().unwrap();
-    let started = Instant::now();
-    loop {
-        let complete = std::fs::read_dir(&checkpoints)
-            .map(|d| {
-                d.flatten()
-                    .filter(|e| e.file_name().to_string_lossy().starts_with("ckpt-"))
-                    .count()
-            })
-            .unwrap_or(0);
-        if complete >= 2 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no checkpoint written in time"
-        );
-        assert!(
-            first.try_wait().unwrap().is_none(),
-            "the job ended too early"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    first.kill().unwrap();
-    first.wait().unwrap();
+    kill_when(
+        &mut first,
+        Duration::from_secs(120),
+        "two checkpoints written",
+        || {
+            std::fs::read_dir(&checkpoints)
+                .map(|d| {
+                    d.flatten()
+                        .filter(|e| e.file_name().to_string_lossy().starts_with("ckpt-"))
+                        .count()
+                })
+                .unwrap_or(0)
+                >= 2
+        },
+    );
     // Second run: resumes from the last complete checkpoint and reads to the end.
     let status = run(&dir.join("run2")).status().unwrap();
     assert!(status.success());

@@ -6,20 +6,15 @@
 //! `--assert` fails (exit 1) unless the run beats plain PyTorch on the same machine end to end
 //! (≥ 200,000 rows/s) at ≥ 0.90 holdout accuracy with less than 1.6 GB peak RSS.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
 use anyhow::{Context, bail};
-use millrace::engine::ClusterConfig;
-use millrace::operators::job::NoProgress;
-use millrace::run::{RunConfig, plan, run_planned};
+use millrace_benchmarks::{etl_to_train_toml, holdout_accuracy, run_pipeline};
 use serde_json::json;
 
 fn main() -> anyhow::Result<()> {
     let mut workers = 2;
     let mut overrides = Vec::new();
     let mut assert = false;
-    let mut pipeline = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/etl_to_train.toml"));
+    let mut pipeline = etl_to_train_toml();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -32,23 +27,9 @@ fn main() -> anyhow::Result<()> {
             ),
         }
     }
-    let (spec, text) = millrace::pipeline_file::load(&pipeline, &overrides)?;
-    millrace::data::prepare(&spec)?;
-    let planned = plan(spec, Some((&pipeline, &text)))?;
     let run_dir = std::env::temp_dir().join(format!("millrace-bench-etl-{}", std::process::id()));
-    let config = RunConfig {
-        cluster: ClusterConfig::local(workers),
-        run_dir: Some(run_dir.clone()),
-        progress: Arc::new(NoProgress),
-        resume: false,
-    };
-    let (s, _) = run_planned(planned, Some(&text), config)?;
-    let accuracy = s
-        .eval
-        .as_ref()
-        .and_then(|e| serde_json::to_value(e).ok())
-        .and_then(|v| v["accuracy"].as_f64())
-        .unwrap_or(f64::NAN);
+    let s = run_pipeline(&pipeline, &overrides, workers, &run_dir)?;
+    let accuracy = holdout_accuracy(&s).unwrap_or(f64::NAN);
     let line = json!({
         "benchmark": "etl_to_train",
         "workers": workers,

@@ -23,20 +23,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use millrace::engine::ClusterConfig;
 use millrace::ml::gpu::{GpuPredictor, GpuTrainer};
 use millrace::ml::model::{Activation, ModelSpec, Task};
 use millrace::ml::optim::OptimizerSpec;
 use millrace::ml::rng::Rng;
 use millrace::ml::trainer::{Loss, TargetsRef};
 use millrace::ml::{GpuOptions, Precision};
-use millrace::operators::job::NoProgress;
-use millrace::run::{RunConfig, plan, run_planned};
+use millrace_benchmarks::bodies::sample_rows;
+use millrace_benchmarks::{etl_to_train_toml, holdout_accuracy, run_pipeline};
 use serde_json::json;
-
-#[allow(dead_code)]
-#[path = "serve_load/bodies.rs"]
-mod bodies;
 
 struct Config {
     name: &'static str,
@@ -293,32 +288,13 @@ fn identity_preprocess(dim: usize) -> anyhow::Result<millrace::ml::FittedPreproc
 /// The etl_to_train pipeline with `train.device = device`; the run directory (with `model/`)
 /// is left for the caller.
 fn e2e(device: &str, workers: usize) -> anyhow::Result<(serde_json::Value, PathBuf)> {
-    let pipeline = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/etl_to_train.toml"));
-    let pipeline = if pipeline.exists() {
-        pipeline
-    } else {
-        PathBuf::from("benchmarks/etl_to_train.toml")
-    };
-    let overrides = vec![format!("train.device={device}")];
-    let (spec, text) = millrace::pipeline_file::load(&pipeline, &overrides)?;
-    millrace::data::prepare(&spec)?;
-    let planned = plan(spec, Some((&pipeline, &text)))?;
     let run_dir = std::env::temp_dir().join(format!(
         "millrace-bench-gpu-e2e-{device}-{}",
         std::process::id()
     ));
-    let config = RunConfig {
-        cluster: ClusterConfig::local(workers),
-        run_dir: Some(run_dir.clone()),
-        progress: Arc::new(NoProgress),
-        resume: false,
-    };
-    let (s, _) = run_planned(planned, Some(&text), config)?;
-    let accuracy = s
-        .eval
-        .as_ref()
-        .and_then(|e| serde_json::to_value(e).ok())
-        .and_then(|v| v["accuracy"].as_f64());
+    let overrides = vec![format!("train.device={device}")];
+    let s = run_pipeline(&etl_to_train_toml(), &overrides, workers, &run_dir)?;
+    let accuracy = holdout_accuracy(&s);
     Ok((
         json!({
             "benchmark": "gpu_train",
@@ -366,7 +342,7 @@ fn served(
         batching,
         &forward,
     )?);
-    let rows = bodies::sample_rows(model.input_schema(), 256, run_dir)?;
+    let rows = sample_rows(model.input_schema(), 256, run_dir)?;
     let requests: Vec<_> = (0..rows.num_rows()).map(|i| rows.slice(i, 1)).collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)

@@ -267,8 +267,6 @@ impl Gemm {
                 gemm.algo = results[0].algo;
                 gemm.workspace = results[0].workspaceSize;
                 gemm.candidates = results.iter().map(|r| (r.algo, r.workspaceSize)).collect();
-                gemm.shape = shape;
-                gemm.epilogue = epilogue;
                 Ok(Some(gemm))
             }
             // Any refusal of a fused epilogue falls back to our kernels; only a plain product
@@ -339,10 +337,6 @@ impl Gemm {
             tflops = flops * 5.0 / f64::from(ms) / 1e9,
             "tuned a matrix product"
         );
-        if let Epilogue::BgradB(p) = self.epilogue {
-            // Put back the planned bias pointer (run_with_bias set the scratch one).
-            self.set(Desc::CUBLASLT_MATMUL_DESC_BIAS_POINTER, &p)?;
-        }
         Ok(())
     }
 
@@ -356,7 +350,7 @@ impl Gemm {
         })
     }
 
-    fn set<T>(&mut self, attr: Desc, value: &T) -> Result<()> {
+    fn set<T>(&self, attr: Desc, value: &T) -> Result<()> {
         // SAFETY: `value` is the attribute's C type, read during the call only.
         unsafe {
             lt::set_matmul_desc_attribute(
@@ -380,16 +374,7 @@ impl Gemm {
         d: CUdeviceptr,
         bias: CUdeviceptr,
     ) -> Result<()> {
-        // SAFETY: the attribute is a device pointer, read during the call only.
-        unsafe {
-            lt::set_matmul_desc_attribute(
-                self.desc,
-                Desc::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                (&bias) as *const CUdeviceptr as *const c_void,
-                size_of::<CUdeviceptr>(),
-            )
-        }
-        .map_err(|e| lt_err("setting up a matrix product", e))?;
+        self.set(Desc::CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias)?;
         self.run(lt_, stream, a, b, d)
     }
 

@@ -57,6 +57,30 @@ impl Graph {
     }
 }
 
+/// Runs what `enqueue` puts on `stream` as the graph in `cache`, capturing it on first use.
+/// When capturing fails, `enabled` turns off (with a warning) and `enqueue` runs directly, now
+/// and from then on; `enqueue` must be repeatable.
+pub(crate) fn run_cached(
+    cache: &mut Option<Graph>,
+    enabled: &mut bool,
+    stream: CUstream,
+    enqueue: impl Fn() -> Result<()>,
+) -> Result<()> {
+    if *enabled && cache.is_none() {
+        match Graph::capture(stream, &enqueue) {
+            Ok(g) => *cache = Some(g),
+            Err(e) => {
+                tracing::warn!(error = %e, "CUDA graph capture failed; launching kernels one by one");
+                *enabled = false;
+            }
+        }
+    }
+    match cache {
+        Some(g) if *enabled => g.launch(stream),
+        _ => enqueue(),
+    }
+}
+
 impl Drop for Graph {
     fn drop(&mut self) {
         // SAFETY: created in `capture`, destroyed once.

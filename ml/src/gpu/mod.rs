@@ -54,10 +54,5 @@ pub fn device_count() -> usize {
     cudarc::driver::CudaContext::device_count().map_or(0, |n| n.max(0) as usize)
 }
 
-/// Checks that GPU `ordinal` can be used (driver, NVRTC, cuBLASLt, the device itself).
-pub fn check(ordinal: usize) -> crate::Result<()> {
-    check_device(ordinal)
-}
-
 #[cfg(test)]
 mod tests;

@@ -5,16 +5,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::GpuOptions;
 use super::gemm::Lt;
-use super::graph::Graph;
+use super::graph::{Graph, run_cached};
 use super::net::Net;
-use super::runtime::{Arg, DevBuf, Gpu, Pinned, cuda, grid_exact, launch};
+use super::runtime::{DevBuf, Gpu, Pinned, cuda};
 use crate::bundle::ModelBundle;
 use crate::error::{Error, Result};
-use crate::model::{MlpConfig, Task};
+use crate::model::MlpConfig;
+use crate::trainer::check_features;
 
-/// Forward passes of `rows` rows in chunks of `cap` through `net`, staging each chunk in `xbuf`;
-/// softmax for classification. The streams must be idle.
-#[allow(clippy::too_many_arguments)]
+/// Predictions for `rows` rows through `net`, in chunks of its capacity staged in `xbuf`
+/// (softmax for classification). The streams must be idle.
 pub(crate) fn forward_chunks(
     gpu: &Gpu,
     lt: &Lt,
@@ -22,34 +22,19 @@ pub(crate) fn forward_chunks(
     xbuf: &DevBuf,
     x: &[f32],
     rows: usize,
-    cap: usize,
-    k: usize,
-    task: &Task,
 ) -> Result<Vec<f32>> {
     let d_in = net.layout.layers[0].d_in;
+    let (cap, k) = (net.capacity, net.output_dim());
     let stream = gpu.cu_stream();
-    let mut out = Vec::with_capacity(rows * k);
-    let mut host = vec![0f32; cap * k];
+    let mut out = vec![0f32; rows * k];
     let mut start = 0;
     while start < rows {
         let n = (rows - start).min(cap);
         xbuf.write(&x[start * d_in..(start + n) * d_in])?;
         net.forward(gpu, lt, stream, xbuf.ptr)?;
-        if matches!(task, Task::Classification { .. }) {
-            launch(
-                stream,
-                gpu.kernels.get("softmax_rows")?,
-                grid_exact(n),
-                &[
-                    Arg::Ptr(net.out.ptr),
-                    Arg::I32(n as i32),
-                    Arg::I32(k as i32),
-                ],
-            )?;
-        }
+        net.softmax(gpu, stream, n)?;
         gpu.sync()?;
-        net.out.read_into(0, &mut host[..n * k])?;
-        out.extend_from_slice(&host[..n * k]);
+        net.out.read_into(0, &mut out[start * k..(start + n) * k])?;
         start += n;
     }
     Ok(out)
@@ -136,13 +121,7 @@ impl GpuPredictor {
     /// Predictions for `rows` rows (`x` row-major): `rows * output_dim` values, as
     /// [`DensePredictor::predict`](crate::bundle::DensePredictor::predict).
     pub fn predict(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
-        if rows.checked_mul(self.input_dim) != Some(x.len()) {
-            return Err(Error::Input(format!(
-                "feature buffer has {} values, expected {rows} rows x {} features",
-                x.len(),
-                self.input_dim
-            )));
-        }
+        check_features(x, rows, self.input_dim)?;
         if rows == 0 {
             return Ok(Vec::new());
         }
@@ -180,19 +159,12 @@ impl GpuPredictor {
                 stream,
             )
         })?;
-        if s.use_graphs && s.graph.is_none() {
-            match Graph::capture(stream, || s.enqueue()) {
-                Ok(g) => s.graph = Some(g),
-                Err(e) => {
-                    tracing::warn!(error = %e, "CUDA graph capture failed; launching kernels one by one");
-                    s.use_graphs = false;
-                }
-            }
-        }
-        match &s.graph {
-            Some(g) => g.launch(stream)?,
-            None => s.enqueue()?,
-        }
+        let mut cache = s.graph.take();
+        let mut enabled = s.use_graphs;
+        let ran = run_cached(&mut cache, &mut enabled, stream, || s.enqueue());
+        s.graph = cache;
+        s.use_graphs = enabled;
+        ran?;
         let n = rows * self.output_dim;
         let out_ptr = s.out_host.as_slice().as_ptr() as *mut std::ffi::c_void;
         // SAFETY: `out_host` is pinned and holds capacity * output_dim values; the host reads it
@@ -214,17 +186,7 @@ impl Serving {
         let (gpu, lt, dt) = super::open(options)?;
         let cap = 256;
         let net = Net::new(&gpu, &lt, &config, dt, cap, false)?;
-        net.w.write(&net.layout.to_device(&bundle.weights))?;
-        if let Some(w16) = &net.w16 {
-            let n = net.layout.device_len;
-            launch(
-                gpu.cu_stream(),
-                gpu.kernels.get("to_bf16")?,
-                super::runtime::grid_for(n),
-                &[Arg::Ptr(net.w.ptr), Arg::Ptr(w16.ptr), Arg::I64(n as i64)],
-            )?;
-            gpu.sync()?;
-        }
+        net.load_params(&gpu, &bundle.weights)?;
         let output_dim = bundle.task.output_dim();
         Ok(Self {
             x: DevBuf::zeroed(&gpu, cap * input_dim * 4)?,
@@ -242,20 +204,7 @@ impl Serving {
     fn enqueue(&self) -> Result<()> {
         let stream = self.gpu.cu_stream();
         self.net.forward(&self.gpu, &self.lt, stream, self.x.ptr)?;
-        let last = self.net.layout.layers.last().map_or(1, |l| l.d_out);
-        if last > 1 {
-            launch(
-                stream,
-                self.gpu.kernels.get("softmax_rows")?,
-                grid_exact(self.net.capacity),
-                &[
-                    Arg::Ptr(self.net.out.ptr),
-                    Arg::I32(self.net.capacity as i32),
-                    Arg::I32(last as i32),
-                ],
-            )?;
-        }
-        Ok(())
+        self.net.softmax(&self.gpu, stream, self.net.capacity)
     }
 }
 

@@ -11,6 +11,8 @@ pub use targets::TargetsRef;
 pub(crate) use targets::{check_features, check_targets};
 pub use train::Trainer;
 pub(crate) use train::predict_with;
+#[cfg(feature = "cuda")]
+pub(crate) use train::replica_config;
 
 #[cfg(test)]
 mod tests;

@@ -74,15 +74,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         seed: u64,
         device: &B::Device,
     ) -> Result<Self> {
-        model.validate(task)?;
-        loss.validate(task)?;
-        if input_dim == 0 {
-            return Err(Error::config(
-                "train.features",
-                "the model has no input features; list at least one feature column",
-            ));
-        }
-        let config = MlpConfig::from_spec(model, task, input_dim).with_seed(seed);
+        let config = replica_config(model, optimizer, loss, task, input_dim, seed)?;
         let num_params = config.num_params();
         let optim = FlatOptimizer::new(optimizer, num_params)?;
         let module = config.init::<B>(device);
@@ -295,6 +287,29 @@ impl<B: AutodiffBackend> Trainer<B> {
     pub fn model(&self) -> Option<&Mlp<B>> {
         self.model.as_ref()
     }
+}
+
+/// The model configuration of a replica after checking every argument a replica is built
+/// from (on any device): the model against the task, the loss, the feature count and the
+/// optimiser's hyper-parameters.
+pub(crate) fn replica_config(
+    model: &ModelSpec,
+    optimizer: &OptimizerSpec,
+    loss: Loss,
+    task: &Task,
+    input_dim: usize,
+    seed: u64,
+) -> Result<MlpConfig> {
+    model.validate(task)?;
+    loss.validate(task)?;
+    if input_dim == 0 {
+        return Err(Error::config(
+            "train.features",
+            "the model has no input features; list at least one feature column",
+        ));
+    }
+    optimizer.validate()?;
+    Ok(MlpConfig::from_spec(model, task, input_dim).with_seed(seed))
 }
 
 /// Forward pass plus the task's output transform (softmax for classification).

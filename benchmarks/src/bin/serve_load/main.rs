@@ -29,7 +29,6 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-mod bodies;
 mod server;
 mod wrk;
 
@@ -45,7 +44,7 @@ use millrace::operators::job::NoProgress;
 use millrace::run::{RunConfig, plan, run_planned};
 use serde_json::{Map, Value, json};
 
-use bodies::{arrow_stream, sample_rows, v1_body, v2_body};
+use millrace_benchmarks::bodies::{arrow_stream, sample_rows, v1_body, v2_body};
 use server::{Server, batch_mean, http, server_exe};
 use wrk::{run_wrk, write_script, wrk_missing};
 

@@ -8,6 +8,8 @@ use super::{Net, Post, TrainBufs, chunk_rows};
 use crate::error::Result;
 use crate::gpu::gemm::Lt;
 use crate::gpu::runtime::{Arg, DevBuf, Gpu, cuda, grid_exact, grid_for, launch};
+use crate::model::Task;
+use crate::trainer::Loss;
 
 impl Net {
     /// Enqueues the loss of the outputs against targets `y` (i64 classes or f32 values) under
@@ -28,36 +30,27 @@ impl Net {
         cuda("clearing the loss", unsafe {
             result::memset_d8_async(loss_acc, 0, 8, stream)
         })?;
-        match loss {
-            LossKind::CrossEntropy { classes } => launch(
-                stream,
-                k.get(&self.kernel("loss_ce"))?,
-                grid_exact(cap),
-                &[
-                    Arg::Ptr(self.out.ptr),
-                    Arg::Ptr(y),
-                    Arg::Ptr(ctl),
-                    Arg::Ptr(t.dout.ptr),
-                    Arg::Ptr(loss_acc),
-                    Arg::I32(cap as i32),
-                    Arg::I32(classes as i32),
-                ],
-            ),
-            LossKind::Squared | LossKind::Absolute => launch(
-                stream,
-                k.get(&self.kernel("loss_reg"))?,
-                grid_exact(cap),
-                &[
-                    Arg::Ptr(self.out.ptr),
-                    Arg::Ptr(y),
-                    Arg::Ptr(ctl),
-                    Arg::Ptr(t.dout.ptr),
-                    Arg::Ptr(loss_acc),
-                    Arg::I32(cap as i32),
-                    Arg::I32(i32::from(matches!(loss, LossKind::Absolute))),
-                ],
-            ),
-        }
+        // Both loss kernels take the same arguments; the last is the class count, or whether
+        // the error is absolute.
+        let (kernel, last) = match loss {
+            LossKind::CrossEntropy { classes } => ("loss_ce", classes as i32),
+            LossKind::Squared => ("loss_reg", 0),
+            LossKind::Absolute => ("loss_reg", 1),
+        };
+        launch(
+            stream,
+            k.get(&self.kernel(kernel))?,
+            grid_exact(cap),
+            &[
+                Arg::Ptr(self.out.ptr),
+                Arg::Ptr(y),
+                Arg::Ptr(ctl),
+                Arg::Ptr(t.dout.ptr),
+                Arg::Ptr(loss_acc),
+                Arg::I32(cap as i32),
+                Arg::I32(last),
+            ],
+        )
     }
 
     fn train_bufs(&self) -> Result<&TrainBufs> {
@@ -87,7 +80,7 @@ impl Net {
         stream: CUstream,
         x: CUdeviceptr,
         grads: &DevBuf,
-        mark: &mut dyn FnMut(String) -> Result<()>,
+        mark: &mut dyn FnMut(std::fmt::Arguments<'_>) -> Result<()>,
     ) -> Result<()> {
         let t = self.train_bufs()?;
         let k = &gpu.kernels;
@@ -101,7 +94,7 @@ impl Net {
             match &b.dw {
                 Some((dw, true)) => {
                     dw.run_with_bias(lt, stream, a, dz, grads.at(l.w * 4), grads.at(l.b * 4))?;
-                    mark(format!("layer{i}_dw_bgrad_fused"))?;
+                    mark(format_args!("layer{i}_dw_bgrad_fused"))?;
                 }
                 Some((dw, false)) => {
                     dw.run(lt, stream, a, dz, grads.at(l.w * 4))?;
@@ -116,7 +109,7 @@ impl Net {
                             Arg::I32(l.d_out as i32),
                         ],
                     )?;
-                    mark(format!("layer{i}_dw_then_bias_kernel"))?;
+                    mark(format_args!("layer{i}_dw_then_bias_kernel"))?;
                 }
                 None => {
                     let rows = chunk_rows(cap);
@@ -149,7 +142,7 @@ impl Net {
                             Arg::I32(l.d_out as i32),
                         ],
                     )?;
-                    mark(format!("layer{i}_dw_small_kernel"))?;
+                    mark(format_args!("layer{i}_dw_small_kernel"))?;
                 }
             }
             if let Some(dx) = &b.dx {
@@ -157,11 +150,11 @@ impl Net {
                 dx.run(lt, stream, self.weight(&l), dz, dh)?;
                 if b.dx_drelu {
                     // The product applied the ReLU derivative itself.
-                    mark(format!("layer{i}_dx_drelu_fused"))?;
+                    mark(format_args!("layer{i}_dx_drelu_fused"))?;
                     dz = dh;
                     continue;
                 }
-                mark(format!("layer{i}_dx"))?;
+                mark(format_args!("layer{i}_dx"))?;
                 // With ReLU fused into the product, `z` was never written: the derivative only
                 // needs `h` then.
                 let z = match self.fwd[i - 1].post {
@@ -181,7 +174,7 @@ impl Net {
                         Arg::I32(self.act),
                     ],
                 )?;
-                mark(format!("layer{}_act_back", i - 1))?;
+                mark(format_args!("layer{}_act_back", i - 1))?;
                 dz = dh;
             }
         }
@@ -195,4 +188,17 @@ pub(crate) enum LossKind {
     CrossEntropy { classes: usize },
     Squared,
     Absolute,
+}
+
+impl LossKind {
+    /// The kernel's view of `loss` on `task` (classification is always cross-entropy).
+    pub(crate) fn new(task: &Task, loss: Loss) -> Self {
+        match (task, loss) {
+            (Task::Classification { num_classes }, _) => LossKind::CrossEntropy {
+                classes: *num_classes,
+            },
+            (Task::Regression, Loss::Mae) => LossKind::Absolute,
+            (Task::Regression, _) => LossKind::Squared,
+        }
+    }
 }

@@ -10,7 +10,7 @@
 use cudarc::driver::sys::{CUdeviceptr, CUstream};
 
 use super::gemm::{Dt, Epilogue, Gemm, Lt, Shape};
-use super::runtime::{Arg, DevBuf, Gpu, grid_for, launch};
+use super::runtime::{Arg, DevBuf, Gpu, grid_exact, grid_for, launch};
 use crate::error::Result;
 use crate::model::MlpConfig;
 
@@ -307,6 +307,46 @@ impl Net {
         Ok(())
     }
 
+    /// Replaces the parameters with `flat` (model order), refreshing the bf16 copy; waits for
+    /// the GPU. The streams must be idle.
+    pub(crate) fn load_params(&self, gpu: &Gpu, flat: &[f32]) -> Result<()> {
+        self.w.write(&self.layout.to_device(flat))?;
+        if let Some(w16) = &self.w16 {
+            let n = self.layout.device_len;
+            launch(
+                gpu.cu_stream(),
+                gpu.kernels.get("to_bf16")?,
+                grid_for(n),
+                &[Arg::Ptr(self.w.ptr), Arg::Ptr(w16.ptr), Arg::I64(n as i64)],
+            )?;
+        }
+        gpu.sync()
+    }
+
+    /// Values per row of output (classes, or 1 for regression).
+    pub(crate) fn output_dim(&self) -> usize {
+        self.layout.layers.last().map_or(1, |l| l.d_out)
+    }
+
+    /// Enqueues softmax over the first `rows` rows of the outputs when they are class scores
+    /// (more than one output per row).
+    pub(crate) fn softmax(&self, gpu: &Gpu, stream: CUstream, rows: usize) -> Result<()> {
+        let k = self.output_dim();
+        if k < 2 {
+            return Ok(());
+        }
+        launch(
+            stream,
+            gpu.kernels.get("softmax_rows")?,
+            grid_exact(rows),
+            &[
+                Arg::Ptr(self.out.ptr),
+                Arg::I32(rows as i32),
+                Arg::I32(k as i32),
+            ],
+        )
+    }
+
     /// Pointer to layer `l`'s weight as the products read it.
     fn weight(&self, l: &LayerGeom) -> CUdeviceptr {
         match &self.w16 {
@@ -333,7 +373,7 @@ impl Net {
         lt: &Lt,
         stream: CUstream,
         x: CUdeviceptr,
-        mark: &mut dyn FnMut(String) -> Result<()>,
+        mark: &mut dyn FnMut(std::fmt::Arguments<'_>) -> Result<()>,
     ) -> Result<()> {
         let k = &gpu.kernels;
         let cap = self.capacity;
@@ -347,7 +387,7 @@ impl Net {
                     grid_for(n),
                     &[Arg::Ptr(x), Arg::Ptr(x16.ptr), Arg::I64(n as i64)],
                 )?;
-                mark("forward_input_to_bf16".into())?;
+                mark(format_args!("forward_input_to_bf16"))?;
                 x16.ptr
             }
             None => x,
@@ -402,7 +442,7 @@ impl Net {
                 }
                 a = h;
             }
-            mark(format!("forward_layer{i}"))?;
+            mark(format_args!("forward_layer{i}"))?;
         }
         Ok(())
     }

@@ -10,14 +10,14 @@
 use cudarc::driver::sys::{self as dsys, CUstream};
 
 use super::gemm::Lt;
-use super::graph::Graph;
+use super::graph::{Graph, run_cached};
 use super::net::{LossKind, Net};
 use super::runtime::{Arg, DevBuf, Event, Gpu, Pinned, cuda, grid_for, launch};
 use super::{GpuOptions, Precision};
 use crate::error::{Error, Result};
 use crate::model::{MlpConfig, ModelSpec, Task};
-use crate::optim::{FlatOptimizer, OptimizerSpec};
-use crate::trainer::{Loss, TargetsRef, check_features, check_targets};
+use crate::optim::OptimizerSpec;
+use crate::trainer::{Loss, TargetsRef, check_features, check_targets, replica_config};
 
 mod state;
 
@@ -31,9 +31,9 @@ struct Slot {
     ctl_host: Pinned<u32>,
     copied: Event,
     done: Event,
-    /// The fused step (with the optimiser) and the gradient-only pass, captured on first use.
-    step_graph: Option<Graph>,
-    grad_graph: Option<Graph>,
+    /// The gradient-only pass and the fused step (with the optimiser), captured on first use;
+    /// indexed by `opt as usize`.
+    graphs: [Option<Graph>; 2],
 }
 
 /// A model replica with its optimiser on one NVIDIA GPU.
@@ -45,7 +45,6 @@ pub struct GpuTrainer {
     config: MlpConfig,
     task: Task,
     loss: Loss,
-    loss_kind: LossKind,
     optimizer: OptimizerSpec,
     grads: DevBuf,
     /// Adam's moments, or SGD's velocity in `m` (momentum only).
@@ -92,17 +91,7 @@ impl GpuTrainer {
         seed: u64,
         options: &GpuOptions,
     ) -> Result<Self> {
-        model.validate(task)?;
-        loss.validate(task)?;
-        if input_dim == 0 {
-            return Err(Error::config(
-                "train.features",
-                "the model has no input features; list at least one feature column",
-            ));
-        }
-        // Validates the hyper-parameters exactly as the CPU optimiser does.
-        FlatOptimizer::new(optimizer, 1)?;
-        let config = MlpConfig::from_spec(model, task, input_dim).with_seed(seed);
+        let config = replica_config(model, optimizer, loss, task, input_dim, seed)?;
         let (gpu, lt, dt) = super::open(options)?;
         let net = Net::new(&gpu, &lt, &config, dt, 64, true)?;
         let n = net.layout.device_len;
@@ -115,13 +104,6 @@ impl GpuTrainer {
                 (Some(DevBuf::zeroed(&gpu, n * 4)?), None)
             }
             OptimizerSpec::Sgd { .. } => (None, None),
-        };
-        let loss_kind = match (task, loss) {
-            (Task::Classification { num_classes }, _) => LossKind::CrossEntropy {
-                classes: *num_classes,
-            },
-            (Task::Regression, Loss::Mae) => LossKind::Absolute,
-            (Task::Regression, _) => LossKind::Squared,
         };
         let mut trainer = Self {
             slots: Vec::new(),
@@ -138,7 +120,6 @@ impl GpuTrainer {
             config,
             task: *task,
             loss,
-            loss_kind,
             optimizer: optimizer.clone(),
             steps: 0,
             next_slot: 0,
@@ -168,8 +149,7 @@ impl GpuTrainer {
                     ctl_host: Pinned::new(&self.gpu, 4)?,
                     copied: Event::new()?,
                     done: Event::new()?,
-                    step_graph: None,
-                    grad_graph: None,
+                    graphs: [None, None],
                 })
             })
             .collect()
@@ -208,11 +188,6 @@ impl GpuTrainer {
     /// The GPU's name, as the driver reports it.
     pub fn device_name(&self) -> &str {
         &self.gpu.name
-    }
-
-    /// Rows a batch may have before the buffers grow.
-    pub fn capacity(&self) -> usize {
-        self.net.capacity
     }
 
     fn check(&self, x: &[f32], y: TargetsRef<'_>, rows: usize) -> Result<()> {
@@ -281,7 +256,7 @@ impl GpuTrainer {
             slot.y.ptr,
             slot.ctl.ptr,
             acc,
-            self.loss_kind,
+            LossKind::new(&self.task, self.loss),
         )?;
         self.net
             .backward(&self.gpu, &self.lt, stream, slot.x.ptr, &self.grads)?;
@@ -377,39 +352,14 @@ impl GpuTrainer {
 
     /// Runs slot `s`'s work (fused step when `opt`), as a graph when graphs work here.
     fn run_slot(&mut self, s: usize, opt: bool) -> Result<()> {
-        let stream = self.gpu.cu_stream();
-        if self.use_graphs {
-            let cached = if opt {
-                &self.slots[s].step_graph
-            } else {
-                &self.slots[s].grad_graph
-            };
-            if cached.is_none() {
-                match Graph::capture(stream, || self.enqueue(s, opt)) {
-                    Ok(g) => {
-                        let slot = &mut self.slots[s];
-                        if opt {
-                            slot.step_graph = Some(g)
-                        } else {
-                            slot.grad_graph = Some(g)
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "CUDA graph capture failed; launching kernels one by one");
-                        self.use_graphs = false;
-                    }
-                }
-            }
-            let slot = &self.slots[s];
-            if let Some(g) = if opt {
-                &slot.step_graph
-            } else {
-                &slot.grad_graph
-            } {
-                return g.launch(stream);
-            }
-        }
-        self.enqueue(s, opt)
+        let mut cache = self.slots[s].graphs[usize::from(opt)].take();
+        let mut enabled = self.use_graphs;
+        let ran = run_cached(&mut cache, &mut enabled, self.gpu.cu_stream(), || {
+            self.enqueue(s, opt)
+        });
+        self.slots[s].graphs[usize::from(opt)] = cache;
+        self.use_graphs = enabled;
+        ran
     }
 
     /// One training step on `rows` rows: the gradient of `loss_scale * Σ loss`, then the
@@ -425,21 +375,35 @@ impl GpuTrainer {
         lr: f64,
     ) -> Result<Option<f64>> {
         self.check(x, y, rows)?;
-        self.gpu.bind()?;
-        self.ensure_capacity(rows)?;
-        let s = self.next_slot;
-        self.next_slot = 1 - s;
         // Slot `s` was last used two steps ago, which `flush_loss` below waited for.
-        self.stage(s, x, y, rows, loss_scale, lr as f32);
-        self.upload(s, rows)?;
-        let stream = self.gpu.cu_stream();
-        self.slots[s].copied.wait_on(stream)?;
-        self.run_slot(s, true)?;
-        self.slots[s].done.record(stream)?;
+        let s = self.submit(x, y, rows, loss_scale, lr as f32, true)?;
+        self.slots[s].done.record(self.gpu.cu_stream())?;
         self.steps += 1;
         let previous = self.flush_loss()?;
         self.pending = Some(s);
         Ok(previous)
+    }
+
+    /// Stages and copies a checked batch into the next slot and enqueues its work after the
+    /// copy (the fused step when `opt`, else forward and backward only); returns the slot.
+    fn submit(
+        &mut self,
+        x: &[f32],
+        y: TargetsRef<'_>,
+        rows: usize,
+        loss_scale: f32,
+        lr: f32,
+        opt: bool,
+    ) -> Result<usize> {
+        self.gpu.bind()?;
+        self.ensure_capacity(rows)?;
+        let s = self.next_slot;
+        self.next_slot = 1 - s;
+        self.stage(s, x, y, rows, loss_scale, lr);
+        self.upload(s, rows)?;
+        self.slots[s].copied.wait_on(self.gpu.cu_stream())?;
+        self.run_slot(s, opt)?;
+        Ok(s)
     }
 
     /// Waits for the step in flight and returns its loss sum (`None` when there is none).
@@ -491,7 +455,7 @@ impl Drop for GpuTrainer {
         // Nothing may still read the buffers when they are freed.
         if self.gpu.bind().is_ok() {
             let _ = self.gpu.sync();
-            let _ = cuda("", self.gpu.copy.synchronize());
+            let _ = self.gpu.copy.synchronize();
         }
     }
 }

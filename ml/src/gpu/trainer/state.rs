@@ -3,9 +3,9 @@
 
 use super::{GpuTrainer, ctl_words};
 use crate::error::{Error, Result};
-use crate::gpu::runtime::{Arg, DevBuf, TimingEvent, grid_for, launch};
+use crate::gpu::runtime::{DevBuf, TimingEvent};
 use crate::optim::{FlatOptimizer, OptimizerKind, OptimizerSpec, OptimizerState};
-use crate::trainer::TargetsRef;
+use crate::trainer::{TargetsRef, check_features};
 
 impl GpuTrainer {
     /// Times the parts of one step on the batch already on the device (launched one by one,
@@ -18,13 +18,13 @@ impl GpuTrainer {
         let stream = self.gpu.cu_stream();
         let slot = &self.slots[s];
         let mut marks: Vec<(String, TimingEvent)> = Vec::new();
-        let mut mark = |name: String| -> Result<()> {
+        let mut mark = |name: std::fmt::Arguments<'_>| -> Result<()> {
             let e = TimingEvent::new()?;
             e.record(stream)?;
-            marks.push((name, e));
+            marks.push((name.to_string(), e));
             Ok(())
         };
-        mark("start".into())?;
+        mark(format_args!("start"))?;
         self.net
             .forward_marked(&self.gpu, &self.lt, stream, slot.x.ptr, &mut mark)?;
         self.net.loss(
@@ -33,9 +33,9 @@ impl GpuTrainer {
             slot.y.ptr,
             slot.ctl.ptr,
             self.loss_acc.at(s * 8),
-            self.loss_kind,
+            super::LossKind::new(&self.task, self.loss),
         )?;
-        mark("loss".into())?;
+        mark(format_args!("loss"))?;
         self.net.backward_marked(
             &self.gpu,
             &self.lt,
@@ -45,7 +45,7 @@ impl GpuTrainer {
             &mut mark,
         )?;
         self.enqueue_optimizer(stream, slot.ctl.ptr)?;
-        mark("optimizer".into())?;
+        mark(format_args!("optimizer"))?;
         self.steps += 1;
         self.gpu.sync()?;
         let mut out = Vec::new();
@@ -68,20 +68,9 @@ impl GpuTrainer {
         if rows == 0 {
             return Ok((0.0, vec![0.0; self.num_params()]));
         }
-        self.gpu.bind()?;
-        self.ensure_capacity(rows)?;
-        let s = self.next_slot;
-        self.next_slot = 1 - s;
-        self.stage(s, x, y, rows, loss_scale, 0.0);
-        self.upload(s, rows)?;
-        let stream = self.gpu.cu_stream();
-        self.slots[s].copied.wait_on(stream)?;
-        self.run_slot(s, false)?;
+        let s = self.submit(x, y, rows, loss_scale, 0.0, false)?;
         self.gpu.sync()?;
-        let loss = self.loss_host.as_slice()[s];
-        let mut device = vec![0f32; self.net.layout.device_len];
-        self.grads.read_into(0, &mut device)?;
-        Ok((loss, self.net.layout.to_flat(&device)))
+        Ok((self.loss_host.as_slice()[s], self.read_device(&self.grads)?))
     }
 
     /// Applies a flat (already summed) gradient with the optimiser at `lr`.
@@ -126,22 +115,7 @@ impl GpuTrainer {
         }
         self.gpu.bind()?;
         self.gpu.sync()?;
-        self.net.w.write(&self.net.layout.to_device(params))?;
-        if let Some(w16) = &self.net.w16 {
-            let n = self.net.layout.device_len;
-            let stream = self.gpu.cu_stream();
-            launch(
-                stream,
-                self.gpu.kernels.get("to_bf16")?,
-                grid_for(n),
-                &[
-                    Arg::Ptr(self.net.w.ptr),
-                    Arg::Ptr(w16.ptr),
-                    Arg::I64(n as i64),
-                ],
-            )?;
-        }
-        self.gpu.sync()
+        self.net.load_params(&self.gpu, params)
     }
 
     /// The optimiser's state, in model order (as [`Trainer::optimizer_state`](crate::trainer::Trainer::optimizer_state)).
@@ -197,20 +171,16 @@ impl GpuTrainer {
     ///
     /// A step still in flight finishes first; its loss stays for [`GpuTrainer::flush`].
     pub fn predict(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
-        let d_in = self.config.input_dim;
-        if rows.checked_mul(d_in) != Some(x.len()) {
-            return Err(Error::Input(format!(
-                "feature buffer has {} values, expected {rows} rows x {d_in} features",
-                x.len()
-            )));
-        }
+        check_features(x, rows, self.config.input_dim)?;
         self.gpu.bind()?;
         self.gpu.sync()?;
-        let cap = self.net.capacity;
-        let slot = &self.slots[0];
-        let k = self.net.layout.layers.last().map_or(1, |l| l.d_out);
         crate::gpu::predict::forward_chunks(
-            &self.gpu, &self.lt, &self.net, &slot.x, x, rows, cap, k, &self.task,
+            &self.gpu,
+            &self.lt,
+            &self.net,
+            &self.slots[0].x,
+            x,
+            rows,
         )
     }
 }

@@ -1,0 +1,52 @@
+//! What the benchmark binaries share: running the etl_to_train pipeline on this machine, and
+//! request bodies made of real rows of the benchmark data.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use millrace::engine::ClusterConfig;
+use millrace::operators::job::{NoProgress, Summary};
+use millrace::run::{RunConfig, plan, run_planned};
+
+pub mod bodies;
+
+/// `benchmarks/etl_to_train.toml`: next to the sources when built here, else relative to the
+/// working directory (a binary copied to another machine, run from a copy of the repository).
+pub fn etl_to_train_toml() -> PathBuf {
+    let here = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/etl_to_train.toml"));
+    if here.exists() {
+        here
+    } else {
+        PathBuf::from("benchmarks/etl_to_train.toml")
+    }
+}
+
+/// Runs the pipeline file `pipeline` with `overrides` (`key=value`) on `workers` local workers,
+/// generating its data first when the file says so, writing the run to `run_dir`.
+pub fn run_pipeline(
+    pipeline: &Path,
+    overrides: &[String],
+    workers: usize,
+    run_dir: &Path,
+) -> anyhow::Result<Summary> {
+    let (spec, text) = millrace::pipeline_file::load(pipeline, overrides)?;
+    millrace::data::prepare(&spec)?;
+    let planned = plan(spec, Some((pipeline, &text)))?;
+    let config = RunConfig {
+        cluster: ClusterConfig::local(workers),
+        run_dir: Some(run_dir.to_path_buf()),
+        progress: Arc::new(NoProgress),
+        resume: false,
+    };
+    Ok(run_planned(planned, Some(&text), config)?.0)
+}
+
+/// The holdout accuracy a run's evaluation reported, if it has one.
+pub fn holdout_accuracy(summary: &Summary) -> Option<f64> {
+    summary
+        .eval
+        .as_ref()
+        .and_then(|e| serde_json::to_value(e).ok())
+        .and_then(|v| v["accuracy"].as_f64())
+}
