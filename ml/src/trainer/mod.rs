@@ -8,7 +8,7 @@ mod train;
 pub use loss::{Loss, Reduction};
 pub use targets::TargetsRef;
 #[cfg(feature = "cuda")]
-pub(crate) use targets::{check_features, check_targets};
+pub(crate) use targets::{check_features, check_flat_len, check_targets};
 pub use train::Trainer;
 pub(crate) use train::predict_with;
 #[cfg(feature = "cuda")]

@@ -53,6 +53,18 @@ pub(crate) fn check_features(x: &[f32], rows: usize, input_dim: usize) -> Result
     Ok(())
 }
 
+/// Checks that a flat vector (`what`: "gradient", "parameter vector") has the model's
+/// `num_params` values.
+pub(crate) fn check_flat_len(what: &str, values: &[f32], num_params: usize) -> Result<()> {
+    if values.len() != num_params {
+        return Err(Error::Input(format!(
+            "{what} has {} values, model has {num_params} parameters",
+            values.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Checks that `y` has one target per row of the kind `task` needs, classes in range; errors
 /// name the first bad row.
 pub(crate) fn check_targets(task: &Task, y: TargetsRef<'_>, rows: usize) -> Result<()> {

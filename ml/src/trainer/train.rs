@@ -197,13 +197,7 @@ impl<B: AutodiffBackend> Trainer<B> {
     ///
     /// A gradient of the wrong length is an [`Error::Input`] and changes nothing.
     pub fn apply(&mut self, grads: &[f32], lr: f64) -> Result<()> {
-        if grads.len() != self.num_params {
-            return Err(Error::Input(format!(
-                "gradient has {} values, model has {} parameters",
-                grads.len(),
-                self.num_params
-            )));
-        }
+        super::targets::check_flat_len("gradient", grads, self.num_params)?;
         self.module()?;
         self.optim.step(&mut self.params, grads, lr)?;
         let model = self.take_module()?;

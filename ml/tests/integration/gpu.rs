@@ -182,15 +182,15 @@ fn cpu(case: &Case) -> Trainer<CpuAutodiff> {
     .unwrap()
 }
 
-fn gpu(case: &Case, precision: Precision, cache: &std::path::Path) -> GpuTrainer {
+fn gpu(case: &Case, seed: u64, opts: &GpuOptions) -> GpuTrainer {
     GpuTrainer::new(
         &case.model,
         &case.optimizer,
         case.loss,
         &case.task,
         case.dim,
-        11,
-        &options(precision, cache),
+        seed,
+        opts,
     )
     .unwrap()
 }
@@ -203,7 +203,7 @@ fn f32_gradients_steps_and_predictions_match_the_cpu() {
     let cache = cache_dir("f32");
     for case in cases() {
         let mut c = cpu(&case);
-        let mut g = gpu(&case, Precision::F32, &cache);
+        let mut g = gpu(&case, 11, &options(Precision::F32, &cache));
         assert_eq!(
             g.try_parameters().unwrap(),
             c.parameters(),
@@ -278,20 +278,12 @@ fn fused_steps_with_and_without_graphs_follow_the_cpu() {
     let cache = cache_dir("fused");
     for case in cases() {
         let mut c = cpu(&case);
-        let mut with_graphs = gpu(&case, Precision::F32, &cache);
-        let mut plain = GpuTrainer::new(
-            &case.model,
-            &case.optimizer,
-            case.loss,
-            &case.task,
-            case.dim,
-            11,
-            &GpuOptions {
-                graphs: false,
-                ..options(Precision::F32, &cache)
-            },
-        )
-        .unwrap();
+        let mut with_graphs = gpu(&case, 11, &options(Precision::F32, &cache));
+        let plain_options = GpuOptions {
+            graphs: false,
+            ..options(Precision::F32, &cache)
+        };
+        let mut plain = gpu(&case, 11, &plain_options);
         let mut cpu_losses = Vec::new();
         let mut gpu_losses = Vec::new();
         let mut plain_losses = Vec::new();
@@ -348,7 +340,7 @@ fn a_checkpointed_gpu_replica_continues_exactly() {
     }
     let cache = cache_dir("ckpt");
     let case = &cases()[0];
-    let mut a = gpu(case, Precision::F32, &cache);
+    let mut a = gpu(case, 11, &options(Precision::F32, &cache));
     let batches: Vec<_> = (0..12u64).map(|s| data(case, 256, 500 + s)).collect();
     let run = |t: &mut GpuTrainer, range: std::ops::Range<usize>| {
         for (x, cl, v) in &batches[range] {
@@ -362,16 +354,7 @@ fn a_checkpointed_gpu_replica_continues_exactly() {
     let state = a.optimizer_state().unwrap();
     run(&mut a, 6..12);
     // A fresh replica (another seed) restored from the checkpoint.
-    let mut b = GpuTrainer::new(
-        &case.model,
-        &case.optimizer,
-        case.loss,
-        &case.task,
-        case.dim,
-        999,
-        &options(Precision::F32, &cache),
-    )
-    .unwrap();
+    let mut b = gpu(case, 999, &options(Precision::F32, &cache));
     b.set_parameters(&params).unwrap();
     b.restore_optimizer(state).unwrap();
     run(&mut b, 6..12);
@@ -474,7 +457,7 @@ fn bad_targets_are_refused_before_the_gpu_sees_them() {
         return;
     }
     let case = &cases()[0];
-    let mut g = gpu(case, Precision::F32, &cache_dir("bad"));
+    let mut g = gpu(case, 11, &options(Precision::F32, &cache_dir("bad")));
     let x = uniform(2, case.dim, 1);
     let err = g
         .step(&x, TargetsRef::Classes(&[0, 7]), 2, 1.0, 0.1)

@@ -86,11 +86,8 @@ impl TrainSpec {
     ) -> Result<Replica> {
         let task = fitted.task();
         let device = self.device.for_worker(local_worker);
+        // Replica::new takes the ordinal from `device`.
         let gpu = GpuOptions {
-            ordinal: match device {
-                Device::Cuda(n) => n,
-                Device::Cpu => 0,
-            },
             precision: self.precision,
             kernel_cache: self.kernel_cache.clone(),
             ..GpuOptions::default()

@@ -2,10 +2,10 @@
 //! parameters, optimiser state, predictions, and a timed step.
 
 use super::{GpuTrainer, ctl_words};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::gpu::runtime::{DevBuf, TimingEvent};
 use crate::optim::{FlatOptimizer, OptimizerKind, OptimizerSpec, OptimizerState};
-use crate::trainer::{TargetsRef, check_features};
+use crate::trainer::{TargetsRef, check_features, check_flat_len};
 
 impl GpuTrainer {
     /// Times the parts of one step on the batch already on the device (launched one by one,
@@ -75,13 +75,7 @@ impl GpuTrainer {
 
     /// Applies a flat (already summed) gradient with the optimiser at `lr`.
     pub fn apply(&mut self, grads: &[f32], lr: f64) -> Result<()> {
-        if grads.len() != self.num_params() {
-            return Err(Error::Input(format!(
-                "gradient has {} values, model has {} parameters",
-                grads.len(),
-                self.num_params()
-            )));
-        }
+        check_flat_len("gradient", grads, self.num_params())?;
         self.gpu.bind()?;
         self.gpu.sync()?;
         self.grads.write(&self.net.layout.to_device(grads))?;
@@ -106,13 +100,7 @@ impl GpuTrainer {
 
     /// Replaces the parameters; the optimiser state is kept.
     pub fn set_parameters(&mut self, params: &[f32]) -> Result<()> {
-        if params.len() != self.num_params() {
-            return Err(Error::Input(format!(
-                "parameter vector has {} values, model has {} parameters",
-                params.len(),
-                self.num_params()
-            )));
-        }
+        check_flat_len("parameter vector", params, self.num_params())?;
         self.gpu.bind()?;
         self.gpu.sync()?;
         self.net.load_params(&self.gpu, params)
