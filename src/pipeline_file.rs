@@ -88,6 +88,17 @@ pub fn locate_key(text: &str, key: &str) -> Option<(usize, usize)> {
     table_line
 }
 
+/// The message of a check that failed on a parsed pipeline ([`PipelineSpec::validate`]),
+/// prefixed with `path:line:column` of the key it names when the text sets that key.
+pub fn locate_error(path: &Path, text: &str, e: &millrace_operators::Error) -> String {
+    if let millrace_operators::Error::Config { key, .. } = e
+        && let Some((line, col)) = locate_key(text, key)
+    {
+        return format!("{}:{line}:{col}: {e}", path.display());
+    }
+    e.to_string()
+}
+
 /// Reads and checks a pipeline file, applying `--set section.key=value` overrides (values are TOML:
 /// `train.lr=0.01`, `ingest.path="data/x"`; a bare word is taken as a string).
 pub fn load(

@@ -21,6 +21,8 @@ mod decoder;
 mod encoder;
 mod schema;
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;
 
 pub use decoder::AvroRowDecoder;

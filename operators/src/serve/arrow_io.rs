@@ -1,7 +1,6 @@
 //! Arrow IPC stream bodies: a request batch in, predictions out, for clients that already hold
 //! Arrow data (`Content-Type: application/vnd.apache.arrow.stream`).
 
-use std::io::Cursor;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -10,7 +9,8 @@ use arrow::array::{
 };
 use arrow::compute::{CastOptions, can_cast_types, cast_with_options, concat_batches};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow::ipc::reader::StreamReader;
+use arrow::buffer::Buffer;
+use arrow::ipc::reader::StreamDecoder;
 use arrow::ipc::writer::StreamWriter;
 
 use super::v2::{argmax, class_name, prediction_width};
@@ -26,14 +26,12 @@ pub fn decode_stream(body: &[u8], schema: &SchemaRef) -> Result<RecordBatch, Str
     if body.is_empty() {
         return Err("empty body: expected an Arrow IPC stream".to_owned());
     }
-    let reader = StreamReader::try_new(Cursor::new(body), None)
-        .map_err(|e| format!("body is not an Arrow IPC stream: {e}"))?;
-    let given = reader.schema();
-    let batches = reader
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("bad Arrow IPC stream: {e}"))?;
-    let batch =
-        concat_batches(&given, &batches).map_err(|e| format!("bad Arrow IPC stream: {e}"))?;
+    // arrow's IPC reader panics on some malformed metadata (a bad bit width, a list without its
+    // child: `arrow_ipc::convert` asserts rather than fails), so the reading is fenced: a panic
+    // there is a bad body (400), not a dropped connection.
+    let read = std::panic::catch_unwind(|| read_stream(body))
+        .unwrap_or_else(|panic| Err(format!("bad Arrow IPC stream: {}", panic_text(panic.as_ref()))))?;
+    let (given, batch) = read;
     let rows = batch.num_rows();
     let strict = CastOptions {
         safe: false,
@@ -87,6 +85,46 @@ pub fn decode_stream(body: &[u8], schema: &SchemaRef) -> Result<RecordBatch, Str
         &RecordBatchOptions::new().with_row_count(Some(rows)),
     )
     .map_err(|e| e.to_string())
+}
+
+/// The schema and the rows (concatenated) of an Arrow IPC stream. Messages are read out of the
+/// body itself with the push decoder: a length that claims more bytes than the body holds is an
+/// error, where `StreamReader` would first allocate (and zero) a buffer of the claimed length,
+/// up to 2 GiB of metadata or any size of body for a request of a few bytes.
+fn read_stream(body: &[u8]) -> Result<(SchemaRef, RecordBatch), String> {
+    let mut decoder = StreamDecoder::new();
+    let mut buffer = Buffer::from(body);
+    let mut batches = Vec::new();
+    let fail = |decoder: &StreamDecoder, e: arrow::error::ArrowError| match decoder.schema() {
+        None => format!("body is not an Arrow IPC stream: {e}"),
+        Some(_) => format!("bad Arrow IPC stream: {e}"),
+    };
+    loop {
+        match decoder.decode(&mut buffer) {
+            Ok(Some(batch)) => batches.push(batch),
+            // The whole body was read.
+            Ok(None) => break,
+            Err(e) => return Err(fail(&decoder, e)),
+        }
+    }
+    if let Err(e) = decoder.finish() {
+        return Err(fail(&decoder, e));
+    }
+    let given = decoder
+        .schema()
+        .ok_or("body is not an Arrow IPC stream: it holds no schema message")?;
+    let batch =
+        concat_batches(&given, &batches).map_err(|e| format!("bad Arrow IPC stream: {e}"))?;
+    Ok((given, batch))
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    format!("malformed metadata ({text})")
 }
 
 /// Encodes predictions as one Arrow IPC stream batch: classification gives columns `class`
@@ -150,6 +188,8 @@ pub fn encode_predictions(
 mod tests {
     use super::*;
     use arrow::array::{AsArray, Int32Array};
+    use arrow::ipc::reader::StreamReader;
+    use std::io::Cursor;
     use arrow::datatypes::{Float32Type, Int64Type};
 
     fn schema() -> SchemaRef {

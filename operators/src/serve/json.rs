@@ -223,6 +223,31 @@ pub fn instances_to_batch(instances: &[Value], schema: &SchemaRef) -> Result<Rec
     .map_err(|e| e.to_string())
 }
 
+/// The general path of a `/v1/predict` body (parsed as JSON): its `"instances"` as a batch of
+/// `schema`, or the 400 (no instances list, a bad instance) or 413 (more than `max_rows`
+/// instances) that names the problem.
+pub(crate) fn v1_request_to_batch(
+    request: &Value,
+    schema: &SchemaRef,
+    max_rows: usize,
+) -> Result<RecordBatch, super::RequestError> {
+    let Some(instances) = request.get("instances").and_then(Value::as_array) else {
+        return Err(super::RequestError::bad(
+            "request must be a JSON object with an \"instances\" list of records",
+        ));
+    };
+    if instances.len() > max_rows {
+        return Err(super::RequestError::with_status(
+            413,
+            format!(
+                "{} rows in one request; the limit is {max_rows} (split the request)",
+                instances.len()
+            ),
+        ));
+    }
+    instances_to_batch(instances, schema).map_err(super::RequestError::bad)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
