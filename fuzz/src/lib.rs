@@ -92,7 +92,7 @@ pub fn pick<S: Strategy>(runner: &mut TestRunner, strategy: S) -> S::Value {
 
 /// A random number below `n` (0 when `n` is 0).
 pub fn below(runner: &mut TestRunner, n: usize) -> usize {
-    use proptest::prelude::RngCore as _;
+    use proptest::prelude::Rng as _;
     if n == 0 {
         0
     } else {

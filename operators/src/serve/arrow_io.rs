@@ -13,25 +13,55 @@ use arrow::buffer::Buffer;
 use arrow::ipc::reader::StreamDecoder;
 use arrow::ipc::writer::StreamWriter;
 
+use super::RequestError;
 use super::v2::{argmax, class_name, prediction_width};
 
 /// Media type of an Arrow IPC stream.
 pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 
-/// Decodes an Arrow IPC stream body (one or more batches, concatenated) and conforms it to
-/// `schema`: columns are matched by name, other types are cast where Arrow can
-/// (`arrow::compute::cast`, failing on values that do not fit), a missing column or nulls in a
-/// required one are errors naming it; extra columns are ignored.
-pub fn decode_stream(body: &[u8], schema: &SchemaRef) -> Result<RecordBatch, String> {
+/// Decodes an Arrow IPC stream body (one or more batches, concatenated) of at most `max_rows`
+/// rows and conforms it to `schema`: columns are matched by name, other types are cast where
+/// Arrow can (`arrow::compute::cast`, failing on values that do not fit), a missing column or
+/// nulls in a required one are errors naming it; extra columns are ignored. A bad body is a 400,
+/// too many rows a 413 (checked before any column is cast: a few bytes of a Null-typed column
+/// can claim billions of rows, which a cast would allocate).
+pub fn decode_stream(
+    body: &[u8],
+    schema: &SchemaRef,
+    max_rows: usize,
+) -> Result<RecordBatch, RequestError> {
     if body.is_empty() {
-        return Err("empty body: expected an Arrow IPC stream".to_owned());
+        return Err(RequestError::bad(
+            "empty body: expected an Arrow IPC stream",
+        ));
     }
     // arrow's IPC reader panics on some malformed metadata (a bad bit width, a list without its
     // child: `arrow_ipc::convert` asserts rather than fails), so the reading is fenced: a panic
     // there is a bad body (400), not a dropped connection.
-    let read = std::panic::catch_unwind(|| read_stream(body))
-        .unwrap_or_else(|panic| Err(format!("bad Arrow IPC stream: {}", panic_text(panic.as_ref()))))?;
-    let (given, batch) = read;
+    let (given, batch) = std::panic::catch_unwind(|| read_stream(body))
+        .unwrap_or_else(|panic| {
+            Err(format!(
+                "bad Arrow IPC stream: {}",
+                panic_text(panic.as_ref())
+            ))
+        })
+        .map_err(RequestError::bad)?;
+    let rows = batch.num_rows();
+    if rows > max_rows {
+        return Err(RequestError::with_status(
+            413,
+            format!("{rows} rows in one request; the limit is {max_rows} (split the request)"),
+        ));
+    }
+    conform(&given, &batch, schema).map_err(RequestError::bad)
+}
+
+/// The stream's rows as a batch of `schema`.
+fn conform(
+    given: &SchemaRef,
+    batch: &RecordBatch,
+    schema: &SchemaRef,
+) -> Result<RecordBatch, String> {
     let rows = batch.num_rows();
     let strict = CastOptions {
         safe: false,
@@ -238,7 +268,7 @@ mod tests {
             batch(vec![1, -2], vec![Some("a"), None]),
             batch(vec![7], vec![Some("c")]),
         ]);
-        let out = decode_stream(&body, &schema()).unwrap();
+        let out = decode_stream(&body, &schema(), 10).unwrap();
         assert_eq!(out.schema(), schema());
         assert_eq!(out.num_rows(), 3);
         assert_eq!(
@@ -260,7 +290,9 @@ mod tests {
         let b =
             RecordBatch::try_new(only_cat, vec![Arc::new(StringArray::from(vec!["a"]))]).unwrap();
         assert_eq!(
-            decode_stream(&stream(&[b]), &schema()).unwrap_err(),
+            decode_stream(&stream(&[b]), &schema(), 10)
+                .unwrap_err()
+                .message,
             "missing column 'f0' (Float32); the stream has: 'cat'"
         );
         let nulls = Arc::new(Schema::new(vec![
@@ -276,7 +308,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            decode_stream(&stream(&[b]), &schema()).unwrap_err(),
+            decode_stream(&stream(&[b]), &schema(), 10)
+                .unwrap_err()
+                .message,
             "column 'f0' has 1 nulls, but the model requires it (Float32)"
         );
         let text = Arc::new(Schema::new(vec![Field::new("f0", DataType::Utf8, false)]));
@@ -289,21 +323,75 @@ mod tests {
                 DataType::Float32,
                 false,
             )])),
+            10,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .message;
         assert!(
             err.starts_with("column 'f0': cannot cast Utf8 to Float32: "),
             "{err}"
         );
         assert_eq!(
-            decode_stream(b"", &schema()).unwrap_err(),
+            decode_stream(b"", &schema(), 10).unwrap_err().message,
             "empty body: expected an Arrow IPC stream"
         );
         assert!(
-            decode_stream(b"{\"instances\": []}", &schema())
+            decode_stream(b"{\"instances\": []}", &schema(), 10)
                 .unwrap_err()
+                .message
                 .starts_with("body is not an Arrow IPC stream: ")
         );
+    }
+
+    #[test]
+    fn refuses_too_many_rows_before_casting_them() {
+        // A Null-typed column has no buffers: a stream of a few hundred bytes claims 2^40 rows,
+        // which a cast to the model's Float32 would allocate (4 TiB) before the row limit.
+        let huge = 1usize << 40;
+        let nulls = Arc::new(Schema::new(vec![Field::new("f0", DataType::Null, true)]));
+        let b = RecordBatch::try_new(nulls, vec![Arc::new(arrow::array::NullArray::new(huge))])
+            .unwrap();
+        let body = stream(&[b]);
+        assert!(body.len() < 1_000, "{} bytes", body.len());
+        let err = decode_stream(&body, &schema(), 10).unwrap_err();
+        assert_eq!(
+            (err.status, err.message),
+            (
+                413,
+                format!("{huge} rows in one request; the limit is 10 (split the request)")
+            )
+        );
+    }
+
+    #[test]
+    fn lengths_past_the_body_are_errors_not_allocations() {
+        // A continuation marker, then a metadata length of 2 GiB - 16 in an 8-byte body:
+        // StreamReader zero-filled a 2 GiB buffer before finding the body too short.
+        let body = [0xff, 0xff, 0xff, 0xff, 0xf0, 0xff, 0xff, 0x7f];
+        let err = decode_stream(&body, &schema(), 10).unwrap_err();
+        assert_eq!(err.status, 400);
+        assert!(
+            err.message.starts_with("body is not an Arrow IPC stream: "),
+            "{}",
+            err.message
+        );
+        // Data after the end-of-stream marker is refused too.
+        let b = RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(Float32Array::from(vec![1.0])),
+                Arc::new(StringArray::from(vec!["a"])),
+            ],
+        )
+        .unwrap();
+        let mut w = StreamWriter::try_new(Vec::new(), &schema()).unwrap();
+        w.write(&b).unwrap();
+        w.finish().unwrap();
+        let mut body = w.into_inner().unwrap();
+        assert_eq!(decode_stream(&body, &schema(), 10).unwrap().num_rows(), 1);
+        body.extend_from_slice(b"junk");
+        let err = decode_stream(&body, &schema(), 10).unwrap_err();
+        assert!(err.message.starts_with("bad Arrow IPC stream: "), "{}", err.message);
     }
 
     #[test]
@@ -350,7 +438,7 @@ mod tests {
             DataType::Float64,
             false,
         )]));
-        let back = decode_stream(&body, &value).unwrap();
+        let back = decode_stream(&body, &value, 10).unwrap();
         assert_eq!(
             back.column(0)
                 .as_primitive::<arrow::datatypes::Float64Type>()

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arrow::array::{
     ArrayRef, BooleanArray, Date32Array, DictionaryArray, Float32Array, Float64Array, Int32Array,
-    Int64Array, LargeStringArray, RecordBatch, StringArray,
+    Int64Array, LargeStringArray, NullArray, RecordBatch, StringArray,
 };
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 use arrow::ipc::writer::StreamWriter;
@@ -14,7 +14,7 @@ use millrace_fuzz::proptest::collection::vec;
 use millrace_fuzz::proptest::prelude::*;
 use millrace_fuzz::{Bytes, Fuzz, TestRunner, Verdict, below, mutate, pick};
 
-use super::well_formed;
+use super::{MAX_ROWS, well_formed};
 use crate::serve::arrow_io::decode_stream;
 
 fn schema() -> SchemaRef {
@@ -37,6 +37,7 @@ enum Type {
     Dictionary,
     Bool,
     Date32,
+    Null,
 }
 
 const TYPES: &[Type] = &[
@@ -49,6 +50,7 @@ const TYPES: &[Type] = &[
     Type::Dictionary,
     Type::Bool,
     Type::Date32,
+    Type::Null,
 ];
 
 /// One cell, drawn for any type and converted to the column's.
@@ -107,6 +109,7 @@ fn array(ty: Type, values: &[Value]) -> ArrayRef {
         }
         Type::Bool => Arc::new(BooleanArray::from_iter(values.iter().map(|v| int(v).map(|n| n % 2 == 0)))),
         Type::Date32 => Arc::new(Date32Array::from_iter(values.iter().map(|v| int(v).map(|n| n as i32)))),
+        Type::Null => Arc::new(NullArray::new(values.len())),
     }
 }
 
@@ -193,16 +196,24 @@ const REASONS: &[&str] = &[
 ];
 
 fn check(schema: &SchemaRef, body: &Body) -> Result<Verdict, String> {
-    match decode_stream(&body.bytes.0, schema) {
+    match decode_stream(&body.bytes.0, schema, MAX_ROWS) {
         Ok(batch) => {
             well_formed(&batch, schema)?;
+            if batch.num_rows() > MAX_ROWS {
+                return Err(format!("{} rows, over the limit", batch.num_rows()));
+            }
             if let Some(rows) = body.rows.filter(|&r| r != batch.num_rows()) {
                 return Err(format!("{} rows decoded of the {rows} sent", batch.num_rows()));
             }
             Ok(Verdict::Accepted)
         }
-        Err(e) if REASONS.iter().any(|r| e.starts_with(r)) => Ok(Verdict::Rejected(e)),
-        Err(e) => Err(format!("the message does not say what is wrong: {e}")),
+        Err(e) if e.status == 413 && e.message.contains("rows in one request") => {
+            Ok(Verdict::Rejected(e.message))
+        }
+        Err(e) if e.status == 400 && REASONS.iter().any(|r| e.message.starts_with(r)) => {
+            Ok(Verdict::Rejected(e.message))
+        }
+        Err(e) => Err(format!("status {}: the message does not say what is wrong: {}", e.status, e.message)),
     }
 }
 
