@@ -100,6 +100,28 @@ pub fn below(runner: &mut TestRunner, n: usize) -> usize {
     }
 }
 
+/// A generator of byte inputs from a grammar: each document drawn from `strategy` (rendered by
+/// `render`) is fed once as it is, then `mutations` times [`mutate`]d, which keeps the costly
+/// drawing to a fraction of the inputs.
+pub fn drawn_and_mutated<S: Strategy>(
+    strategy: S,
+    mutations: usize,
+    render: impl Fn(S::Value) -> Vec<u8>,
+) -> impl FnMut(&mut TestRunner) -> Bytes {
+    let mut last = Vec::new();
+    let mut turn = 0;
+    move |runner: &mut TestRunner| {
+        let fresh = turn % (mutations + 1) == 0 || last.is_empty();
+        turn += 1;
+        if fresh {
+            last = render(pick(runner, &strategy));
+            Bytes(last.clone())
+        } else {
+            Bytes(mutate(runner, &last))
+        }
+    }
+}
+
 /// One decoder's fuzz run: its name, seed, number of inputs and time bound per input.
 #[derive(Clone, Debug)]
 pub struct Fuzz {

@@ -113,11 +113,11 @@ fn mutate_once(runner: &mut TestRunner, bytes: &mut Vec<u8>) {
             // A span repeated many times: long strings, big arrays.
             let start = below(runner, len);
             let end = (start + 1 + below(runner, 8)).min(len);
-            let span = bytes[start..end].repeat(64 + below(runner, 1024));
+            let span = bytes[start..end].repeat(16 + below(runner, 256));
             insert(bytes, end, &span);
         }
         10 => {
-            let depth = 1 + below(runner, 3_000);
+            let depth = 1 + below(runner, 400);
             let open: &[u8] = match below(runner, 3) {
                 0 => b"[",
                 1 => b"{\"a\":",

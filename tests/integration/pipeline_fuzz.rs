@@ -10,8 +10,9 @@ use std::path::Path;
 
 use millrace::pipeline_file::{PipelineFileError, apply_overrides, locate_error, parse};
 use millrace_fuzz::proptest::collection::vec;
+use millrace_fuzz::json::regex;
 use millrace_fuzz::proptest::prelude::*;
-use millrace_fuzz::{Bytes, Fuzz, TestRunner, Verdict, below, mutate, pick};
+use millrace_fuzz::{Fuzz, TestRunner, Verdict, drawn_and_mutated, pick};
 
 const GOOD: &str = r#"name = "t"
 [ingest]
@@ -48,11 +49,11 @@ const KEYS: &[(&str, &[&str])] = &[
 /// A TOML value: of the type the key wants or not, ordinary or hostile.
 fn value() -> BoxedStrategy<String> {
     let word = prop_oneof![
-        4 => "[a-z0-9_]{0,8}",
+        4 => regex("[a-z0-9_]{0,8}"),
         1 => Just("mlp".to_owned()), 1 => Just("linear".to_owned()), 1 => Just("cuda".to_owned()),
         1 => Just("classification".to_owned()), 1 => Just("overwrite".to_owned()),
         1 => Just("earliest".to_owned()), 1 => Just("json".to_owned()), 1 => Just("tabular".to_owned()),
-        1 => "[0-9]{1,4}(ms|s|m|h|d|us|ns|)",
+        1 => regex("[0-9]{1,4}(ms|s|m|h|d|us|ns|)"),
         1 => Just("1e999h".to_owned()), 1 => Just("-5s".to_owned()), 1 => Just("99999999999999999999s".to_owned()),
         1 => Just("127.0.0.1:8080".to_owned()), 1 => Just("[::1]:0".to_owned()),
         1 => any::<String>(),
@@ -71,7 +72,7 @@ fn value() -> BoxedStrategy<String> {
         .prop_recursive(2, 8, 4, |inner| {
             prop_oneof![
                 vec(inner.clone(), 0..4).prop_map(|items| format!("[{}]", items.join(", "))),
-                vec(("[a-z_]{1,8}", inner), 0..3).prop_map(|entries| {
+                vec((regex("[a-z_]{1,8}"), inner), 0..3).prop_map(|entries| {
                     let entries: Vec<String> = entries.into_iter().map(|(k, v)| format!("{k} = {v}")).collect();
                     format!("{{ {} }}", entries.join(", "))
                 }),
@@ -112,12 +113,12 @@ fn overrides() -> BoxedStrategy<Vec<String>> {
         .collect();
     let key = prop_oneof![
         8 => prop::sample::select(known),
-        1 => "[a-z.]{0,12}",
+        1 => regex("[a-z.]{0,12}"),
         1 => prop::sample::select(vec!["", ".", "train..lr", "name.x", "train", " train.lr ", "ingest.path.x"]).prop_map(str::to_owned),
     ];
     let raw = prop_oneof![
         6 => value(),
-        1 => "[a-z/._ -]{0,12}",
+        1 => regex("[a-z/._ -]{0,12}"),
         1 => prop::sample::select(vec![
             "", "=", "a=b", "1\nname = \"x\"", "0.5\n[ingest]\npath = \"evil\"", "[", "{", "\"unterminated",
             "# comment", "1 # comment", "[8] # hidden", "é💥", "\u{0}", "true false",
@@ -164,13 +165,7 @@ fn verdict(text: &str) -> Result<Verdict, String> {
 #[test]
 fn pipeline_files_fuzzed() {
     let counts = Fuzz::new("pipeline files").run(
-        || {
-            let strategy = pipeline();
-            move |runner: &mut TestRunner| {
-                let text = pick(runner, &strategy);
-                Bytes(if below(runner, 2) == 0 { text.into_bytes() } else { mutate(runner, text.as_bytes()) })
-            }
-        },
+        || drawn_and_mutated(pipeline(), 1, String::into_bytes),
         |bytes| verdict(&String::from_utf8_lossy(&bytes.0)),
     );
     let cases = counts.generated;

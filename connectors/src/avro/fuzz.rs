@@ -4,7 +4,7 @@
 //! decode exactly when it reads one whole datum, into the same values, and a rejected one must
 //! be a dead letter with a reason that names the field or the framing.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use apache_avro::types::Value;
 use apache_avro::{Schema as AvroSchema, from_avro_datum, to_avro_datum};
@@ -14,6 +14,7 @@ use arrow::datatypes::{
     TimestampMicrosecondType, TimestampMillisecondType,
 };
 use arrow::record_batch::RecordBatch;
+use millrace_fuzz::json::regex;
 use millrace_fuzz::proptest::prelude::*;
 use millrace_fuzz::{Bytes, Fuzz, TestRunner, Verdict, below, mutate, pick};
 
@@ -41,7 +42,7 @@ const NAMES: [&str; 14] = ["b", "i", "l", "f", "d", "s", "y", "e", "date", "ms",
 const COLORS: [&str; 3] = ["RED", "GREEN", "BLUE"];
 
 fn text() -> impl Strategy<Value = String> {
-    prop_oneof![4 => "[a-z ]{0,8}", 1 => any::<String>()]
+    prop_oneof![4 => regex("[a-z ]{0,8}"), 1 => any::<String>()]
 }
 
 fn union<T: Strategy<Value = Value>>(null_first: bool, inner: T) -> impl Strategy<Value = Value> {
@@ -85,15 +86,25 @@ struct Message {
     bytes: Bytes,
 }
 
-fn message(runner: &mut TestRunner, schema: &AvroSchema, records: &BoxedStrategy<Value>) -> Message {
-    let datum = to_avro_datum(schema, pick(runner, records)).unwrap_or_default();
-    let confluent = below(runner, 4) == 0;
-    let mut bytes = if confluent { vec![0, 0, 0, 0, 7] } else { Vec::new() };
-    bytes.extend(datum);
-    if below(runner, 3) > 0 {
-        bytes = mutate(runner, &bytes);
+/// Messages from records drawn from the grammar: each datum fed once as written, then twice
+/// mutated (which keeps the drawing to a third of the inputs).
+fn messages(schema: AvroSchema) -> impl FnMut(&mut TestRunner) -> Message {
+    let records = record().boxed();
+    let (mut datum, mut turn) = (Vec::new(), 0usize);
+    move |runner: &mut TestRunner| {
+        let fresh = turn % 3 == 0;
+        turn += 1;
+        if fresh {
+            datum = to_avro_datum(&schema, pick(runner, &records)).unwrap_or_default();
+        }
+        let confluent = below(runner, 4) == 0;
+        let mut bytes = if confluent { vec![0, 0, 0, 0, 7] } else { Vec::new() };
+        bytes.extend_from_slice(&datum);
+        if !fresh {
+            bytes = mutate(runner, &bytes);
+        }
+        Message { confluent, bytes: Bytes(bytes) }
     }
-    Message { confluent, bytes: Bytes(bytes) }
 }
 
 /// One cell, comparable across apache-avro values and Arrow arrays.
@@ -156,9 +167,15 @@ fn reference(schema: &AvroSchema, message: &Message) -> Option<Vec<(String, Valu
     } else {
         &message.bytes.0
     };
-    let mut rest = datum;
+    // apache-avro reads a union index past the end of its input as branch 0 rather than fail;
+    // with padding after the datum, a datum that needed bytes past its end reads into the
+    // padding instead, and is refused below.
+    const PADDING: usize = 64;
+    let mut padded = datum.to_vec();
+    padded.extend([0; PADDING]);
+    let mut rest = padded.as_slice();
     match from_avro_datum(schema, &mut rest, None) {
-        Ok(Value::Record(fields)) if rest.is_empty() => Some(fields),
+        Ok(Value::Record(fields)) if rest.len() == PADDING => Some(fields),
         _ => None,
     }
 }
@@ -201,7 +218,10 @@ fn check(decoders: &Mutex<Decoders>, schema: &AvroSchema, message: &Message) -> 
         }
         (1, None, None) => Err("decoded a message apache-avro does not read as one datum".into()),
         (0, Some(letter), expected) => {
-            if let Some(fields) = expected {
+            // apache-avro drops the bits of a 10-byte varint past 64; the decoder refuses such a
+            // varint, rightly (the value does not fit a long).
+            let overflow = letter.error.contains("does not fit 64 bits");
+            if let Some(fields) = expected.filter(|_| !overflow) {
                 return Err(format!("rejected ({}) a datum apache-avro reads: {fields:?}", letter.error));
             }
             let named = ["field \"", "Confluent", "magic byte", "bytes left"]
@@ -229,10 +249,7 @@ fn avro_records_fuzzed() {
     });
     let writer = schema.clone();
     let counts = Fuzz::new("Kafka Avro records").run(
-        move || {
-            let records = record().boxed();
-            move |runner: &mut TestRunner| message(runner, &writer, &records)
-        },
+        move || messages(writer),
         move |message| check(&decoders, &schema, message),
     );
     let cases = counts.generated;

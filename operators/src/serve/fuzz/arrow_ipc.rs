@@ -11,6 +11,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 use arrow::ipc::writer::StreamWriter;
 use millrace_fuzz::proptest::collection::vec;
+use millrace_fuzz::json::regex;
 use millrace_fuzz::proptest::prelude::*;
 use millrace_fuzz::{Bytes, Fuzz, TestRunner, Verdict, below, mutate, pick};
 
@@ -69,7 +70,7 @@ fn value() -> impl Strategy<Value = Value> {
         1 => any::<f64>().prop_map(Value::Float),
         2 => (-300i64..300).prop_map(Value::Int),
         1 => any::<i64>().prop_map(Value::Int),
-        2 => "[-+0-9.eE]{0,8}".prop_map(Value::Text),
+        2 => regex("[-+0-9.eE]{0,8}").prop_map(Value::Text),
         1 => any::<String>().prop_map(Value::Text),
     ]
 }

@@ -7,7 +7,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use millrace_fuzz::json::{self, Cell, Json};
 use millrace_fuzz::proptest::collection::vec;
 use millrace_fuzz::proptest::prelude::*;
-use millrace_fuzz::{Bytes, Fuzz, TestRunner, Verdict, below, mutate, pick};
+use millrace_fuzz::{Bytes, Fuzz, Verdict, drawn_and_mutated};
 
 use super::{MAX_ROWS, same, well_formed};
 use crate::serve::json::v1_request_to_batch;
@@ -105,17 +105,7 @@ fn v1_predict_bodies() {
     let schema = schema();
     let pool = DecoderPool::new(&schema).expect("every column has a fast decoder");
     let counts = Fuzz::new("v1 predict (fast and general path)").run(
-        || {
-            let strategy = body();
-            move |runner: &mut TestRunner| {
-                let doc = pick(runner, &strategy).text().into_bytes();
-                Bytes(if below(runner, 2) == 0 {
-                    doc
-                } else {
-                    mutate(runner, &doc)
-                })
-            }
-        },
+        || drawn_and_mutated(body(), 1, |doc| doc.text().into_bytes()),
         move |body| check(&pool, &schema, body),
     );
     let cases = counts.generated;

@@ -9,7 +9,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use millrace_fuzz::json::{self, Cell, Json};
 use millrace_fuzz::proptest::collection::vec;
 use millrace_fuzz::proptest::prelude::*;
-use millrace_fuzz::{Bytes, Fuzz, TestRunner, Verdict, below, mutate, pick};
+use millrace_fuzz::{Bytes, Fuzz, Verdict, drawn_and_mutated};
 
 use super::{MAX_ROWS, same, well_formed};
 use crate::serve::v2::{InferenceRequest, request_to_batch};
@@ -37,7 +37,7 @@ fn schema() -> SchemaRef {
 /// A body of two good rows, decoded before each fuzzed one into the same buffers.
 const GOOD: &[u8] = br#"{"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1.5, -2]},
     {"name": "y", "shape": [2, 1], "datatype": "FP64", "data": [null, 0.25]},
-    {"name": "c", "shape": [2], "datatype": "BYTES", "data": ["a", "é"]}]}"#;
+    {"name": "c", "shape": [2], "datatype": "BYTES", "data": ["a", "\u00e9"]}]}"#;
 
 /// One tensor of `rows` rows, mostly right (name, datatype, shape, data), sometimes not.
 fn tensor(input: usize, rows: usize) -> BoxedStrategy<Json> {
@@ -189,17 +189,7 @@ fn v2_json_bodies() {
     let schema = schema();
     let good = general(GOOD, &schema).expect("the good body decodes").0;
     let counts = Fuzz::new("v2 JSON infer (fast paths and general path)").run(
-        || {
-            let strategy = body();
-            move |runner: &mut TestRunner| {
-                let doc = pick(runner, &strategy).text().into_bytes();
-                Bytes(if below(runner, 2) == 0 {
-                    doc
-                } else {
-                    mutate(runner, &doc)
-                })
-            }
-        },
+        || drawn_and_mutated(body(), 1, |doc| doc.text().into_bytes()),
         move |body| check(&schema, &good, body),
     );
     let cases = counts.generated;
