@@ -288,7 +288,11 @@ pub fn record(fields: &[(&str, Cell)]) -> BoxedStrategy<Json> {
                 .boxed()
         })
         .collect();
-    (per_field, prop_oneof![6 => Just(vec![]), 1 => vec((key(), value()), 1..3)], any::<bool>())
+    (
+        per_field,
+        prop_oneof![6 => Just(vec![]), 1 => vec((key(), value()), 1..3)],
+        any::<bool>(),
+    )
         .prop_flat_map(|(fields, extra, shuffle)| {
             let entries: Vec<(String, Json)> = fields.into_iter().flatten().chain(extra).collect();
             if shuffle {
@@ -310,7 +314,10 @@ mod tests {
     #[test]
     fn renders_json_text() {
         let doc = Json::Obj(vec![
-            ("a\"b".into(), Json::Arr(vec![Json::Num("1".into()), Json::Null])),
+            (
+                "a\"b".into(),
+                Json::Arr(vec![Json::Num("1".into()), Json::Null]),
+            ),
             ("c".into(), Json::string("x\ny")),
         ]);
         assert_eq!(doc.text(), r#"{"a\"b": [1,null], "c": "x\u000ay"}"#);
@@ -320,8 +327,13 @@ mod tests {
     fn records_are_mostly_valid_json_with_the_fields() {
         let mut runner = TestRunner::deterministic();
         let strategy = record(&[("x", Cell::Number), ("s", Cell::Text)]);
-        let texts: Vec<String> = (0..500).map(|_| pick(&mut runner, &strategy).text()).collect();
-        let parsed = texts.iter().filter(|t| t.starts_with('{') && t.contains("\"x\"")).count();
+        let texts: Vec<String> = (0..500)
+            .map(|_| pick(&mut runner, &strategy).text())
+            .collect();
+        let parsed = texts
+            .iter()
+            .filter(|t| t.starts_with('{') && t.contains("\"x\""))
+            .count();
         assert!(parsed > 400, "{parsed} of 500 name x");
         let midpoint = pick(&mut runner, f32_midpoint());
         assert!(midpoint.contains("000000000001e"), "{midpoint}");

@@ -77,7 +77,12 @@ pub struct Bytes(pub Vec<u8>);
 
 impl Debug for Bytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} bytes: {:?}", self.0.len(), String::from_utf8_lossy(&self.0))
+        write!(
+            f,
+            "{} bytes: {:?}",
+            self.0.len(),
+            String::from_utf8_lossy(&self.0)
+        )
     }
 }
 
@@ -156,7 +161,9 @@ impl Fuzz {
             name: name.to_owned(),
             seed: env_number("MILLRACE_FUZZ_SEED").unwrap_or(derived),
             cases: env_number("MILLRACE_FUZZ_CASES").map_or(100_000, |n| n as usize),
-            timeout: Duration::from_millis(env_number("MILLRACE_FUZZ_TIMEOUT_MS").unwrap_or(10_000)),
+            timeout: Duration::from_millis(
+                env_number("MILLRACE_FUZZ_TIMEOUT_MS").unwrap_or(10_000),
+            ),
         }
     }
 
@@ -366,7 +373,10 @@ mod tests {
             )
         });
         let message = panic_message(caught.expect_err("an empty message fails").as_ref());
-        assert!(message.contains("rejected with an empty message"), "{message}");
+        assert!(
+            message.contains("rejected with an empty message"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -392,9 +402,13 @@ mod tests {
         let draw = || {
             let mut seed = [0u8; 32];
             seed[0] = 9;
-            let mut runner =
-                TestRunner::new_with_rng(Config::default(), TestRng::from_seed(RngAlgorithm::ChaCha, &seed));
-            (0..20).map(|_| mutate(&mut runner, b"{\"a\": 1}")).collect::<Vec<_>>()
+            let mut runner = TestRunner::new_with_rng(
+                Config::default(),
+                TestRng::from_seed(RngAlgorithm::ChaCha, &seed),
+            );
+            (0..20)
+                .map(|_| mutate(&mut runner, b"{\"a\": 1}"))
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(), draw());
     }

@@ -153,7 +153,10 @@ mod tests {
         assert!(changed > 1_800, "{changed} of 2000 changed");
         assert!(outs.iter().any(|o| o.len() < valid.len()), "truncated");
         assert!(outs.iter().any(|o| o.len() > valid.len() + 1_000), "grown");
-        assert!(outs.iter().any(|o| std::str::from_utf8(o).is_err()), "not UTF-8");
+        assert!(
+            outs.iter().any(|o| std::str::from_utf8(o).is_err()),
+            "not UTF-8"
+        );
         assert!(outs.iter().any(|o| o.is_empty()), "empty");
     }
 }

@@ -9,8 +9,8 @@
 use std::path::Path;
 
 use millrace::pipeline_file::{PipelineFileError, apply_overrides, locate_error, parse};
-use millrace_fuzz::proptest::collection::vec;
 use millrace_fuzz::json::regex;
+use millrace_fuzz::proptest::collection::vec;
 use millrace_fuzz::proptest::prelude::*;
 use millrace_fuzz::{Fuzz, TestRunner, Verdict, drawn_and_mutated, pick};
 
@@ -32,17 +32,89 @@ split = 0.2
 /// Known keys, by section ("" for the top level).
 const KEYS: &[(&str, &[&str])] = &[
     ("", &["name"]),
-    ("ingest", &["path", "format", "batch_rows", "partition_filter", "wait_for_success", "success_timeout_s", "delta_version"]),
-    ("ingest.generate", &["dataset", "rows", "files", "seed", "holdout"]),
-    ("preprocess", &["sql", "standardize", "numeric", "one_hot", "index", "max_categories", "label", "nulls"]),
-    ("train", &["task", "model", "optimizer", "loss", "reduction", "lr", "batch_size", "epochs", "seed", "shuffle", "log_every", "device", "precision"]),
+    (
+        "ingest",
+        &[
+            "path",
+            "format",
+            "batch_rows",
+            "partition_filter",
+            "wait_for_success",
+            "success_timeout_s",
+            "delta_version",
+        ],
+    ),
+    (
+        "ingest.generate",
+        &["dataset", "rows", "files", "seed", "holdout"],
+    ),
+    (
+        "preprocess",
+        &[
+            "sql",
+            "standardize",
+            "numeric",
+            "one_hot",
+            "index",
+            "max_categories",
+            "label",
+            "nulls",
+        ],
+    ),
+    (
+        "train",
+        &[
+            "task",
+            "model",
+            "optimizer",
+            "loss",
+            "reduction",
+            "lr",
+            "batch_size",
+            "epochs",
+            "seed",
+            "shuffle",
+            "log_every",
+            "device",
+            "precision",
+        ],
+    ),
     ("train.model", &["kind", "hidden", "dropout"]),
-    ("evaluate", &["path", "split", "split_seed", "split_key", "every_epoch"]),
-    ("output", &["predictions", "columns", "partition_by", "evaluation", "mode", "compression"]),
+    (
+        "evaluate",
+        &["path", "split", "split_seed", "split_key", "every_epoch"],
+    ),
+    (
+        "output",
+        &[
+            "predictions",
+            "columns",
+            "partition_by",
+            "evaluation",
+            "mode",
+            "compression",
+        ],
+    ),
     ("serve", &["addr", "max_rows", "device", "precision"]),
     ("storage", &["endpoint", "region", "allow_http"]),
     ("checkpoint", &["dir", "every_steps", "every_s", "keep"]),
-    ("stream", &["bootstrap_servers", "topic", "start", "format", "schema", "columns", "metadata_columns", "max_out_of_orderness", "late", "publish_every_s", "event_time", "poll_timeout_ms"]),
+    (
+        "stream",
+        &[
+            "bootstrap_servers",
+            "topic",
+            "start",
+            "format",
+            "schema",
+            "columns",
+            "metadata_columns",
+            "max_out_of_orderness",
+            "late",
+            "publish_every_s",
+            "event_time",
+            "poll_timeout_ms",
+        ],
+    ),
     ("stream.window", &["size"]),
 ];
 
@@ -73,7 +145,10 @@ fn value() -> BoxedStrategy<String> {
             prop_oneof![
                 vec(inner.clone(), 0..4).prop_map(|items| format!("[{}]", items.join(", "))),
                 vec((regex("[a-z_]{1,8}"), inner), 0..3).prop_map(|entries| {
-                    let entries: Vec<String> = entries.into_iter().map(|(k, v)| format!("{k} = {v}")).collect();
+                    let entries: Vec<String> = entries
+                        .into_iter()
+                        .map(|(k, v)| format!("{k} = {v}"))
+                        .collect();
                     format!("{{ {} }}", entries.join(", "))
                 }),
             ]
@@ -108,7 +183,13 @@ fn overrides() -> BoxedStrategy<Vec<String>> {
     let known: Vec<String> = KEYS
         .iter()
         .flat_map(|(section, keys)| {
-            keys.iter().map(move |k| if section.is_empty() { (*k).to_owned() } else { format!("{section}.{k}") })
+            keys.iter().map(move |k| {
+                if section.is_empty() {
+                    (*k).to_owned()
+                } else {
+                    format!("{section}.{k}")
+                }
+            })
         })
         .collect();
     let key = prop_oneof![
@@ -152,11 +233,20 @@ fn verdict(text: &str) -> Result<Verdict, String> {
                 Ok(Verdict::Rejected(message))
             }
         },
-        Err(PipelineFileError::Invalid { line, column, message, .. }) => {
+        Err(PipelineFileError::Invalid {
+            line,
+            column,
+            message,
+            ..
+        }) => {
             if line == 0 || line > lines || column == 0 || message.trim().is_empty() {
-                return Err(format!("error at {line}:{column} of a {lines}-line text: {message:?}"));
+                return Err(format!(
+                    "error at {line}:{column} of a {lines}-line text: {message:?}"
+                ));
             }
-            Ok(Verdict::Rejected(format!("p.toml:{line}:{column}: {message}")))
+            Ok(Verdict::Rejected(format!(
+                "p.toml:{line}:{column}: {message}"
+            )))
         }
         Err(other) => Err(format!("parse gave {other}")),
     }
@@ -169,14 +259,18 @@ fn pipeline_files_fuzzed() {
         |bytes| verdict(&String::from_utf8_lossy(&bytes.0)),
     );
     let cases = counts.generated;
-    assert!(counts.accepted > cases / 50 && counts.rejected > cases / 4, "{counts:?}");
+    assert!(
+        counts.accepted > cases / 50 && counts.rejected > cases / 4,
+        "{counts:?}"
+    );
 }
 
 /// The value an override `key=raw` must leave: `raw` read as one TOML value, or else as text.
-fn expected_value(raw: &str) -> toml::Value {
+fn expected_value(raw: &str) -> Result<toml::Value, String> {
     match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
-        Ok(mut table) if table.len() == 1 => table.remove("v").unwrap_or(toml::Value::String(raw.to_owned())),
-        _ => toml::Value::String(raw.to_owned()),
+        Ok(mut table) if table.len() == 1 => table.remove("v").ok_or_else(|| "no v".to_owned()),
+        Ok(table) => Err(format!("applied a value of {} TOML keys", table.len())),
+        Err(_) => Ok(toml::Value::String(raw.to_owned())),
     }
 }
 
@@ -188,7 +282,8 @@ fn check_overrides(sets: &[String]) -> Result<Verdict, String> {
         }
         Err(other) => return Err(format!("apply_overrides gave {other:?}")),
     };
-    let doc: toml::Table = toml::from_str(&text).map_err(|e| format!("the rewritten text does not parse: {e}"))?;
+    let doc: toml::Table =
+        toml::from_str(&text).map_err(|e| format!("the rewritten text does not parse: {e}"))?;
     // The last override of each key wins; a later one on a key's table or parent replaces it.
     for (i, set) in sets.iter().enumerate() {
         let Some((key, raw)) = set.split_once('=') else {
@@ -206,12 +301,17 @@ fn check_overrides(sets: &[String]) -> Result<Verdict, String> {
         }
         let mut at = Some(&doc);
         for part in &parts[..parts.len() - 1] {
-            at = at.and_then(|t| t.get(*part)).and_then(toml::Value::as_table);
+            at = at
+                .and_then(|t| t.get(*part))
+                .and_then(toml::Value::as_table);
         }
         let got = at.and_then(|t| t.get(parts[parts.len() - 1]));
-        let expected = expected_value(raw);
-        if got != Some(&expected) {
-            return Err(format!("--set {set:?} left {got:?} under {key:?}, not {expected:?}"));
+        let expected = expected_value(raw)?;
+        // Compared as printed: NaN is not equal to itself.
+        if format!("{got:?}") != format!("{:?}", Some(&expected)) {
+            return Err(format!(
+                "--set {set:?} left {got:?} under {key:?}, not {expected:?}"
+            ));
         }
     }
     verdict(&text)
@@ -227,5 +327,8 @@ fn set_values_fuzzed() {
         |sets| check_overrides(sets),
     );
     let cases = counts.generated;
-    assert!(counts.accepted > cases / 50 && counts.rejected > cases / 4, "{counts:?}");
+    assert!(
+        counts.accepted > cases / 50 && counts.rejected > cases / 4,
+        "{counts:?}"
+    );
 }

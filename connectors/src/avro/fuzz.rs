@@ -38,7 +38,9 @@ const SCHEMA: &str = r#"{"type": "record", "name": "r", "fields": [
     {"name": "ns", "type": ["null", "string"]}
 ]}"#;
 
-const NAMES: [&str; 14] = ["b", "i", "l", "f", "d", "s", "y", "e", "date", "ms", "us", "ni", "nl", "ns"];
+const NAMES: [&str; 14] = [
+    "b", "i", "l", "f", "d", "s", "y", "e", "date", "ms", "us", "ni", "nl", "ns",
+];
 const COLORS: [&str; 3] = ["RED", "GREEN", "BLUE"];
 
 fn text() -> impl Strategy<Value = String> {
@@ -98,12 +100,19 @@ fn messages(schema: AvroSchema) -> impl FnMut(&mut TestRunner) -> Message {
             datum = to_avro_datum(&schema, pick(runner, &records)).unwrap_or_default();
         }
         let confluent = below(runner, 4) == 0;
-        let mut bytes = if confluent { vec![0, 0, 0, 0, 7] } else { Vec::new() };
+        let mut bytes = if confluent {
+            vec![0, 0, 0, 0, 7]
+        } else {
+            Vec::new()
+        };
         bytes.extend_from_slice(&datum);
         if !fresh {
             bytes = mutate(runner, &bytes);
         }
-        Message { confluent, bytes: Bytes(bytes) }
+        Message {
+            confluent,
+            bytes: Bytes(bytes),
+        }
     }
 }
 
@@ -182,10 +191,14 @@ fn reference(schema: &AvroSchema, message: &Message) -> Option<Vec<(String, Valu
 
 fn row_agrees(batch: &RecordBatch, fields: &[(String, Value)]) -> Result<(), String> {
     for (name, value) in fields {
-        let column = batch.column_by_name(name).ok_or(format!("no column {name}"))?;
+        let column = batch
+            .column_by_name(name)
+            .ok_or(format!("no column {name}"))?;
         let (got, expected) = (arrow_cell(column, 0), avro_cell(value));
         if got != expected {
-            return Err(format!("field {name}: decoded {got:?}, apache-avro reads {expected:?}"));
+            return Err(format!(
+                "field {name}: decoded {got:?}, apache-avro reads {expected:?}"
+            ));
         }
     }
     Ok(())
@@ -196,9 +209,19 @@ struct Decoders {
     confluent: RecordDecoder,
 }
 
-fn check(decoders: &Mutex<Decoders>, schema: &AvroSchema, message: &Message) -> Result<Verdict, String> {
-    let mut decoders = decoders.lock().map_err(|_| "decoders poisoned by an earlier panic")?;
-    let decoder = if message.confluent { &mut decoders.confluent } else { &mut decoders.raw };
+fn check(
+    decoders: &Mutex<Decoders>,
+    schema: &AvroSchema,
+    message: &Message,
+) -> Result<Verdict, String> {
+    let mut decoders = decoders
+        .lock()
+        .map_err(|_| "decoders poisoned by an earlier panic")?;
+    let decoder = if message.confluent {
+        &mut decoders.confluent
+    } else {
+        &mut decoders.raw
+    };
     let raw = RawMessage {
         partition: 0,
         offset: 5,
@@ -211,7 +234,10 @@ fn check(decoders: &Mutex<Decoders>, schema: &AvroSchema, message: &Message) -> 
     match (decoded.batch.num_rows(), decoded.dead.first(), expected) {
         (1, None, Some(fields)) => {
             for column in decoded.batch.columns() {
-                column.to_data().validate_full().map_err(|e| format!("invalid column: {e}"))?;
+                column
+                    .to_data()
+                    .validate_full()
+                    .map_err(|e| format!("invalid column: {e}"))?;
             }
             row_agrees(&decoded.batch, &fields)?;
             Ok(Verdict::Accepted)
@@ -222,7 +248,10 @@ fn check(decoders: &Mutex<Decoders>, schema: &AvroSchema, message: &Message) -> 
             // varint, rightly (the value does not fit a long).
             let overflow = letter.error.contains("does not fit 64 bits");
             if let Some(fields) = expected.filter(|_| !overflow) {
-                return Err(format!("rejected ({}) a datum apache-avro reads: {fields:?}", letter.error));
+                return Err(format!(
+                    "rejected ({}) a datum apache-avro reads: {fields:?}",
+                    letter.error
+                ));
             }
             let named = ["field \"", "Confluent", "magic byte", "bytes left"]
                 .iter()
@@ -232,7 +261,10 @@ fn check(decoders: &Mutex<Decoders>, schema: &AvroSchema, message: &Message) -> 
             }
             Ok(Verdict::Rejected(letter.error.clone()))
         }
-        (rows, _, _) => Err(format!("{rows} rows and {} dead letters for one message", decoded.dead.len())),
+        (rows, _, _) => Err(format!(
+            "{rows} rows and {} dead letters for one message",
+            decoded.dead.len()
+        )),
     }
 }
 
@@ -240,7 +272,10 @@ fn check(decoders: &Mutex<Decoders>, schema: &AvroSchema, message: &Message) -> 
 fn avro_records_fuzzed() {
     let schema = parse_schema(SCHEMA).expect("the schema parses");
     let decoder = |framing| {
-        let format = MessageFormat::Avro { schema: schema.clone(), framing };
+        let format = MessageFormat::Avro {
+            schema: schema.clone(),
+            framing,
+        };
         RecordDecoder::new(format, MetadataColumns::NONE).expect("a flat schema")
     };
     let decoders = Mutex::new(Decoders {
@@ -253,7 +288,10 @@ fn avro_records_fuzzed() {
         move |message| check(&decoders, &schema, message),
     );
     let cases = counts.generated;
-    assert!(counts.accepted > cases / 5 && counts.rejected > cases / 4, "{counts:?}");
+    assert!(
+        counts.accepted > cases / 5 && counts.rejected > cases / 4,
+        "{counts:?}"
+    );
 }
 
 #[test]
@@ -263,14 +301,26 @@ fn apache_avro_writes_what_the_decoder_reads() {
     let schema = parse_schema(SCHEMA).expect("the schema parses");
     let mut runner = TestRunner::deterministic();
     let records = record().boxed();
-    let message = Message { confluent: false, bytes: Bytes(to_avro_datum(&schema, pick(&mut runner, &records)).expect("valid")) };
+    let message = Message {
+        confluent: false,
+        bytes: Bytes(to_avro_datum(&schema, pick(&mut runner, &records)).expect("valid")),
+    };
     let fields = reference(&schema, &message).expect("apache-avro reads its own datum");
     let mut decoder = RecordDecoder::new(
-        MessageFormat::Avro { schema: schema.clone(), framing: AvroFraming::Raw },
+        MessageFormat::Avro {
+            schema: schema.clone(),
+            framing: AvroFraming::Raw,
+        },
         MetadataColumns::NONE,
     )
     .expect("a flat schema");
-    let raw = RawMessage { partition: 0, offset: 0, timestamp_ms: None, key: None, payload: Some(message.bytes.0) };
+    let raw = RawMessage {
+        partition: 0,
+        offset: 0,
+        timestamp_ms: None,
+        key: None,
+        payload: Some(message.bytes.0),
+    };
     let decoded = decoder.decode("t", &[raw]);
     assert_eq!(decoded.batch.num_rows(), 1, "{:?}", decoded.dead);
     row_agrees(&decoded.batch, &fields).expect("same values");

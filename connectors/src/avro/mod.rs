@@ -19,9 +19,9 @@
 mod binary;
 mod decoder;
 mod encoder;
-mod schema;
 #[cfg(test)]
 mod fuzz;
+mod schema;
 #[cfg(test)]
 mod tests;
 

@@ -7,9 +7,9 @@ use arrow::array::{
     ArrayRef, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, RecordBatchOptions,
     StringArray,
 };
+use arrow::buffer::Buffer;
 use arrow::compute::{CastOptions, can_cast_types, cast_with_options, concat_batches};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow::buffer::Buffer;
 use arrow::ipc::reader::StreamDecoder;
 use arrow::ipc::writer::StreamWriter;
 
@@ -218,9 +218,9 @@ pub fn encode_predictions(
 mod tests {
     use super::*;
     use arrow::array::{AsArray, Int32Array};
+    use arrow::datatypes::{Float32Type, Int64Type};
     use arrow::ipc::reader::StreamReader;
     use std::io::Cursor;
-    use arrow::datatypes::{Float32Type, Int64Type};
 
     fn schema() -> SchemaRef {
         Arc::new(Schema::new(vec![
@@ -391,7 +391,11 @@ mod tests {
         assert_eq!(decode_stream(&body, &schema(), 10).unwrap().num_rows(), 1);
         body.extend_from_slice(b"junk");
         let err = decode_stream(&body, &schema(), 10).unwrap_err();
-        assert!(err.message.starts_with("bad Arrow IPC stream: "), "{}", err.message);
+        assert!(
+            err.message.starts_with("bad Arrow IPC stream: "),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

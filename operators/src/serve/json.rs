@@ -206,9 +206,17 @@ pub fn instances_to_batch(instances: &[Value], schema: &SchemaRef) -> Result<Rec
             }
             // In range, checked above: the conversions and the cast are exact.
             let array: ArrayRef = if min == 0 {
-                Arc::new(out.iter().map(|v| v.map(|x| x as u64)).collect::<UInt64Array>())
+                Arc::new(
+                    out.iter()
+                        .map(|v| v.map(|x| x as u64))
+                        .collect::<UInt64Array>(),
+                )
             } else {
-                Arc::new(out.iter().map(|v| v.map(|x| x as i64)).collect::<Int64Array>())
+                Arc::new(
+                    out.iter()
+                        .map(|v| v.map(|x| x as i64))
+                        .collect::<Int64Array>(),
+                )
             };
             cast(&array, dt).map_err(|e| format!("field '{name}': {e}"))?
         } else if dt.is_floating() || dt.is_numeric() {
@@ -269,7 +277,11 @@ pub fn instances_to_batch(instances: &[Value], schema: &SchemaRef) -> Result<Rec
                 out.push(match v {
                     Value::Null => None,
                     other => Some(date_value(other).ok_or_else(|| {
-                        wrong(i, other, "a date (\"YYYY-MM-DD\" or integer days since 1970-01-01)")
+                        wrong(
+                            i,
+                            other,
+                            "a date (\"YYYY-MM-DD\" or integer days since 1970-01-01)",
+                        )
                     })?),
                 });
             }
@@ -380,9 +392,17 @@ mod tests {
             &schema,
         )
         .unwrap();
-        let i = batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        let i = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
         assert_eq!(i.value(0), 9_007_199_254_740_993);
-        let d = batch.column(2).as_any().downcast_ref::<Date32Array>().unwrap();
+        let d = batch
+            .column(2)
+            .as_any()
+            .downcast_ref::<Date32Array>()
+            .unwrap();
         assert_eq!(d.value(0), 19_844);
         let one = |v: Value| instances_to_batch(&[v], &schema).unwrap_err();
         // Out of range was a silent null (the cast's "safe" mode), as was a bad date string;

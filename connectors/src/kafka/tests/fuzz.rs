@@ -74,22 +74,37 @@ fn messages(runner: &mut TestRunner, records: &BoxedStrategy<json::Json>) -> Vec
 
 /// The value of field `name` in row `row`, as the reference (a `Value` reading of the payload)
 /// would have it: compared for the columns whose reading is unambiguous.
-fn agrees(batch: &arrow::record_batch::RecordBatch, row: usize, record: &Value) -> Result<(), String> {
+fn agrees(
+    batch: &arrow::record_batch::RecordBatch,
+    row: usize,
+    record: &Value,
+) -> Result<(), String> {
     let get = |name: &str| record.get(name).unwrap_or(&Value::Null);
     let column = |name: &str| batch.column_by_name(name).map(Arc::clone);
-    for field in batch.schema().fields().iter().filter(|f| !f.name().starts_with('_')) {
+    for field in batch
+        .schema()
+        .fields()
+        .iter()
+        .filter(|f| !f.name().starts_with('_'))
+    {
         let name = field.name();
         let (Some(array), value) = (column(name), get(name)) else {
             return Err(format!("no column {name}"));
         };
         if array.is_null(row) != value.is_null() {
-            return Err(format!("field {name}: null is {}, the payload has {value}", array.is_null(row)));
+            return Err(format!(
+                "field {name}: null is {}, the payload has {value}",
+                array.is_null(row)
+            ));
         }
         if value.is_null() {
             continue;
         }
         let same = match name.as_str() {
-            "x" => value.as_f64().map(|v| v as f32) == Some(array.as_primitive::<Float32Type>().value(row)),
+            "x" => {
+                value.as_f64().map(|v| v as f32)
+                    == Some(array.as_primitive::<Float32Type>().value(row))
+            }
             "n" => value.as_f64() == Some(f64::from(array.as_primitive::<Int32Type>().value(row))),
             "u" => value.as_f64() == Some(f64::from(array.as_primitive::<UInt8Type>().value(row))),
             "s" => value.as_str() == Some(array.as_string::<i32>().value(row)),
@@ -98,7 +113,10 @@ fn agrees(batch: &arrow::record_batch::RecordBatch, row: usize, record: &Value) 
             _ => true,
         };
         if !same {
-            return Err(format!("field {name}: row holds {:?} at {row}, the payload {value}", array.slice(row, 1)));
+            return Err(format!(
+                "field {name}: row holds {:?} at {row}, the payload {value}",
+                array.slice(row, 1)
+            ));
         }
     }
     Ok(())
@@ -117,7 +135,10 @@ impl<'de> serde::Deserialize<'de> for Known {
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("an object")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Known, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Known, A::Error> {
                 let mut out = serde_json::Map::new();
                 while let Some(key) = map.next_key::<String>()? {
                     if FIELDS.iter().any(|(name, _)| *name == key) {
@@ -134,36 +155,72 @@ impl<'de> serde::Deserialize<'de> for Known {
     }
 }
 
-fn check(decoder: &std::sync::Mutex<RecordDecoder>, messages: &[RawMessage]) -> Result<Verdict, String> {
-    let mut decoder = decoder.lock().map_err(|_| "decoder poisoned by an earlier panic")?;
+fn check(
+    decoder: &std::sync::Mutex<RecordDecoder>,
+    messages: &[RawMessage],
+) -> Result<Verdict, String> {
+    let mut decoder = decoder
+        .lock()
+        .map_err(|_| "decoder poisoned by an earlier panic")?;
     let decoded = decoder.decode("fuzz", messages);
     let (batch, dead) = (&decoded.batch, &decoded.dead);
     if batch.num_rows() + dead.len() != messages.len() {
-        return Err(format!("{} rows + {} dead letters for {} messages", batch.num_rows(), dead.len(), messages.len()));
+        return Err(format!(
+            "{} rows + {} dead letters for {} messages",
+            batch.num_rows(),
+            dead.len(),
+            messages.len()
+        ));
     }
     for column in batch.columns() {
-        column.to_data().validate_full().map_err(|e| format!("invalid column: {e}"))?;
+        column
+            .to_data()
+            .validate_full()
+            .map_err(|e| format!("invalid column: {e}"))?;
     }
-    let offsets = batch.column_by_name(OFFSET_COLUMN).ok_or("no _offset column")?;
+    let offsets = batch
+        .column_by_name(OFFSET_COLUMN)
+        .ok_or("no _offset column")?;
     let offsets = offsets.as_primitive::<Int64Type>();
     let (mut row, mut next_dead) = (0, 0);
     for message in messages {
-        if dead.get(next_dead).is_some_and(|d| d.offset == message.offset) {
+        if dead
+            .get(next_dead)
+            .is_some_and(|d| d.offset == message.offset)
+        {
             let letter = &dead[next_dead];
-            if letter.payload != message.payload || letter.key != message.key || letter.topic != "fuzz" {
-                return Err(format!("dead letter {} does not carry its message", letter.offset));
+            if letter.payload != message.payload
+                || letter.key != message.key
+                || letter.topic != "fuzz"
+            {
+                return Err(format!(
+                    "dead letter {} does not carry its message",
+                    letter.offset
+                ));
             }
-            let named = ["field", "JSON", "object", "tombstone"].iter().any(|w| letter.error.contains(w));
+            let named = ["field", "JSON", "object", "tombstone"]
+                .iter()
+                .any(|w| letter.error.contains(w));
             if !named {
-                return Err(format!("dead letter reason names nothing: {}", letter.error));
+                return Err(format!(
+                    "dead letter reason names nothing: {}",
+                    letter.error
+                ));
             }
             next_dead += 1;
             continue;
         }
         if offsets.value(row) != message.offset {
-            return Err(format!("row {row} has offset {}, not {}", offsets.value(row), message.offset));
+            return Err(format!(
+                "row {row} has offset {}, not {}",
+                offsets.value(row),
+                message.offset
+            ));
         }
-        let payload = message.payload.as_deref().ok_or("a tombstone became a row")?;
+        let payload = message
+            .payload
+            .as_deref()
+            .ok_or("a tombstone became a row")?;
         let record = serde_json::from_slice::<Known>(payload)
             .map_err(|e| format!("accepted a payload serde_json rejects: {e}"))?;
         agrees(batch, row, &Value::Object(record.0))?;
@@ -189,5 +246,8 @@ fn json_records_fuzzed() {
         move |list| check(&decoder, list),
     );
     let cases = counts.generated;
-    assert!(counts.accepted > cases / 20 && counts.rejected > cases / 4, "{counts:?}");
+    assert!(
+        counts.accepted > cases / 20 && counts.rejected > cases / 4,
+        "{counts:?}"
+    );
 }

@@ -10,8 +10,8 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 use arrow::ipc::writer::StreamWriter;
-use millrace_fuzz::proptest::collection::vec;
 use millrace_fuzz::json::regex;
+use millrace_fuzz::proptest::collection::vec;
 use millrace_fuzz::proptest::prelude::*;
 use millrace_fuzz::{Bytes, Fuzz, TestRunner, Verdict, below, mutate, pick};
 
@@ -93,9 +93,13 @@ fn array(ty: Type, values: &[Value]) -> ArrayRef {
         Value::Text(s) => Some(s.clone()),
     };
     match ty {
-        Type::F32 => Arc::new(Float32Array::from_iter(values.iter().map(|v| float(v).map(|x| x as f32)))),
+        Type::F32 => Arc::new(Float32Array::from_iter(
+            values.iter().map(|v| float(v).map(|x| x as f32)),
+        )),
         Type::F64 => Arc::new(Float64Array::from_iter(values.iter().map(float))),
-        Type::I32 => Arc::new(Int32Array::from_iter(values.iter().map(|v| int(v).map(|n| n as i32)))),
+        Type::I32 => Arc::new(Int32Array::from_iter(
+            values.iter().map(|v| int(v).map(|n| n as i32)),
+        )),
         Type::I64 => Arc::new(Int64Array::from_iter(values.iter().map(int))),
         Type::Utf8 => Arc::new(StringArray::from_iter(values.iter().map(text))),
         Type::LargeUtf8 => Arc::new(LargeStringArray::from_iter(values.iter().map(text))),
@@ -108,8 +112,12 @@ fn array(ty: Type, values: &[Value]) -> ArrayRef {
                     .collect::<DictionaryArray<Int32Type>>(),
             )
         }
-        Type::Bool => Arc::new(BooleanArray::from_iter(values.iter().map(|v| int(v).map(|n| n % 2 == 0)))),
-        Type::Date32 => Arc::new(Date32Array::from_iter(values.iter().map(|v| int(v).map(|n| n as i32)))),
+        Type::Bool => Arc::new(BooleanArray::from_iter(
+            values.iter().map(|v| int(v).map(|n| n % 2 == 0)),
+        )),
+        Type::Date32 => Arc::new(Date32Array::from_iter(
+            values.iter().map(|v| int(v).map(|n| n as i32)),
+        )),
         Type::Null => Arc::new(NullArray::new(values.len())),
     }
 }
@@ -145,7 +153,8 @@ impl Stream {
                 .map(|((_, ty), values)| array(*ty, values))
                 .collect();
             let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
-            if let Ok(b) = RecordBatch::try_new_with_options(Arc::clone(&schema), arrays, &options) {
+            if let Ok(b) = RecordBatch::try_new_with_options(Arc::clone(&schema), arrays, &options)
+            {
                 let _ = writer.write(&b);
             }
         }
@@ -155,7 +164,10 @@ impl Stream {
     }
 
     fn rows(&self) -> usize {
-        self.batches.iter().map(|b| b.first().map_or(0, Vec::len)).sum()
+        self.batches
+            .iter()
+            .map(|b| b.first().map_or(0, Vec::len))
+            .sum()
     }
 }
 
@@ -204,7 +216,10 @@ fn check(schema: &SchemaRef, body: &Body) -> Result<Verdict, String> {
                 return Err(format!("{} rows, over the limit", batch.num_rows()));
             }
             if let Some(rows) = body.rows.filter(|&r| r != batch.num_rows()) {
-                return Err(format!("{} rows decoded of the {rows} sent", batch.num_rows()));
+                return Err(format!(
+                    "{} rows decoded of the {rows} sent",
+                    batch.num_rows()
+                ));
             }
             Ok(Verdict::Accepted)
         }
@@ -214,7 +229,10 @@ fn check(schema: &SchemaRef, body: &Body) -> Result<Verdict, String> {
         Err(e) if e.status == 400 && REASONS.iter().any(|r| e.message.starts_with(r)) => {
             Ok(Verdict::Rejected(e.message))
         }
-        Err(e) => Err(format!("status {}: the message does not say what is wrong: {}", e.status, e.message)),
+        Err(e) => Err(format!(
+            "status {}: the message does not say what is wrong: {}",
+            e.status, e.message
+        )),
     }
 }
 
@@ -228,14 +246,23 @@ fn arrow_ipc_bodies() {
                 let stream = pick(runner, &strategy);
                 let bytes = stream.bytes();
                 if below(runner, 3) == 0 {
-                    Body { bytes: Bytes(bytes), rows: Some(stream.rows()) }
+                    Body {
+                        bytes: Bytes(bytes),
+                        rows: Some(stream.rows()),
+                    }
                 } else {
-                    Body { bytes: Bytes(mutate(runner, &bytes)), rows: None }
+                    Body {
+                        bytes: Bytes(mutate(runner, &bytes)),
+                        rows: None,
+                    }
                 }
             }
         },
         move |body| check(&schema, body),
     );
     let cases = counts.generated;
-    assert!(counts.accepted > cases / 50 && counts.rejected > cases / 4, "{counts:?}");
+    assert!(
+        counts.accepted > cases / 50 && counts.rejected > cases / 4,
+        "{counts:?}"
+    );
 }

@@ -10,8 +10,8 @@ use millrace_fuzz::proptest::prelude::*;
 use millrace_fuzz::{Bytes, Fuzz, Verdict, drawn_and_mutated};
 
 use super::{MAX_ROWS, same, well_formed};
-use crate::serve::json::v1_request_to_batch;
 use crate::serve::RequestError;
+use crate::serve::json::v1_request_to_batch;
 use crate::serve::v1_fast::DecoderPool;
 
 const FIELDS: &[(&str, Cell)] = &[
@@ -73,7 +73,9 @@ fn check(pool: &DecoderPool, schema: &SchemaRef, body: &Bytes) -> Result<Verdict
     let fast = pool.decode(&body.0, MAX_ROWS);
     let general = match serde_json::from_slice(&body.0) {
         Ok(request) => v1_request_to_batch(&request, schema, MAX_ROWS),
-        Err(e) => Err(RequestError::bad(format!("request body is not valid JSON: {e}"))),
+        Err(e) => Err(RequestError::bad(format!(
+            "request body is not valid JSON: {e}"
+        ))),
     };
     match (fast, general) {
         (Some((batch, _)), Ok(expected)) => {
@@ -91,9 +93,14 @@ fn check(pool: &DecoderPool, schema: &SchemaRef, body: &Bytes) -> Result<Verdict
             Ok(Verdict::Accepted)
         }
         (None, Err(e)) => {
-            let named = ["instances", "JSON", "rows"].iter().any(|w| e.message.contains(w));
+            let named = ["instances", "JSON", "rows"]
+                .iter()
+                .any(|w| e.message.contains(w));
             if !named || !(400..500).contains(&e.status) {
-                return Err(format!("status {} names neither instance nor body: {}", e.status, e.message));
+                return Err(format!(
+                    "status {} names neither instance nor body: {}",
+                    e.status, e.message
+                ));
             }
             Ok(Verdict::Rejected(e.message))
         }
@@ -109,5 +116,8 @@ fn v1_predict_bodies() {
         move |body| check(&pool, &schema, body),
     );
     let cases = counts.generated;
-    assert!(counts.accepted > cases / 20 && counts.rejected > cases / 4, "{counts:?}");
+    assert!(
+        counts.accepted > cases / 20 && counts.rejected > cases / 4,
+        "{counts:?}"
+    );
 }

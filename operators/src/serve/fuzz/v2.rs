@@ -35,7 +35,8 @@ fn schema() -> SchemaRef {
 }
 
 /// A body of two good rows, decoded before each fuzzed one into the same buffers.
-const GOOD: &[u8] = br#"{"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1.5, -2]},
+const GOOD: &[u8] =
+    br#"{"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1.5, -2]},
     {"name": "y", "shape": [2, 1], "datatype": "FP64", "data": [null, 0.25]},
     {"name": "c", "shape": [2], "datatype": "BYTES", "data": ["a", "\u00e9"]}]}"#;
 
@@ -146,12 +147,17 @@ fn check(schema: &SchemaRef, good: &RecordBatch, body: &Bytes) -> Result<Verdict
     let general = general(&body.0, schema);
     if let Some((batch, id)) = v2_fast::decode(&body.0, schema, MAX_ROWS) {
         let (expected, expected_id) = general.as_ref().map_err(|e| {
-            format!("the fast path accepts {} rows, the general path rejects: {e}", batch.num_rows())
+            format!(
+                "the fast path accepts {} rows, the general path rejects: {e}",
+                batch.num_rows()
+            )
         })?;
         well_formed(&batch, schema)?;
         same("the fast path", &batch, expected)?;
         if id != *expected_id {
-            return Err(format!("the fast path reads id {id:?}, the general path {expected_id:?}"));
+            return Err(format!(
+                "the fast path reads id {id:?}, the general path {expected_id:?}"
+            ));
         }
     }
     if let Some((batch, appended)) = batched(&body.0, schema) {
@@ -161,12 +167,18 @@ fn check(schema: &SchemaRef, good: &RecordBatch, body: &Bytes) -> Result<Verdict
         same("the rows before the body", &batch.slice(0, 2), good)?;
         let rest = batch.slice(2, batch.num_rows() - 2);
         if appended {
-            let expected = &general.as_ref().map_err(|e| {
-                format!("the batched fast path accepts the body, the general path rejects: {e}")
-            })?.0;
+            let expected = &general
+                .as_ref()
+                .map_err(|e| {
+                    format!("the batched fast path accepts the body, the general path rejects: {e}")
+                })?
+                .0;
             same("the batched fast path", &rest, expected)?;
         } else if rest.num_rows() > 0 {
-            return Err(format!("a body that failed to append left {} rows", rest.num_rows()));
+            return Err(format!(
+                "a body that failed to append left {} rows",
+                rest.num_rows()
+            ));
         }
     }
     match general {
@@ -175,7 +187,9 @@ fn check(schema: &SchemaRef, good: &RecordBatch, body: &Bytes) -> Result<Verdict
             Ok(Verdict::Accepted)
         }
         Err(e) => {
-            let named = ["input", "request", "rows", "binary"].iter().any(|w| e.contains(w));
+            let named = ["input", "request", "rows", "binary"]
+                .iter()
+                .any(|w| e.contains(w));
             if !named {
                 return Err(format!("the message names neither input nor request: {e}"));
             }
@@ -193,5 +207,8 @@ fn v2_json_bodies() {
         move |body| check(&schema, &good, body),
     );
     let cases = counts.generated;
-    assert!(counts.accepted > cases / 50 && counts.rejected > cases / 4, "{counts:?}");
+    assert!(
+        counts.accepted > cases / 50 && counts.rejected > cases / 4,
+        "{counts:?}"
+    );
 }
