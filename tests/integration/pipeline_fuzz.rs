@@ -327,8 +327,9 @@ fn set_values_fuzzed() {
         |sets| check_overrides(sets),
     );
     let cases = counts.generated;
+    // Most random overrides break the pipeline's checks; some must get through.
     assert!(
-        counts.accepted > cases / 50 && counts.rejected > cases / 4,
+        counts.accepted > cases / 200 && counts.rejected > cases / 4,
         "{counts:?}"
     );
 }
