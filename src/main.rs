@@ -448,10 +448,5 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn located(path: &std::path::Path, text: &str, e: millrace::operators::Error) -> String {
-    if let millrace::operators::Error::Config { key, .. } = &e
-        && let Some((line, col)) = millrace::pipeline_file::locate_key(text, key)
-    {
-        return format!("{}:{line}:{col}: {e}", path.display());
-    }
-    e.to_string()
+    millrace::pipeline_file::locate_error(path, text, &e)
 }

@@ -88,6 +88,17 @@ pub fn locate_key(text: &str, key: &str) -> Option<(usize, usize)> {
     table_line
 }
 
+/// The message of a check that failed on a parsed pipeline ([`PipelineSpec::validate`]),
+/// prefixed with `path:line:column` of the key it names when the text sets that key.
+pub fn locate_error(path: &Path, text: &str, e: &millrace_operators::Error) -> String {
+    if let millrace_operators::Error::Config { key, .. } = e
+        && let Some((line, col)) = locate_key(text, key)
+    {
+        return format!("{}:{line}:{col}: {e}", path.display());
+    }
+    e.to_string()
+}
+
 /// Reads and checks a pipeline file, applying `--set section.key=value` overrides (values are TOML:
 /// `train.lr=0.01`, `ingest.path="data/x"`; a bare word is taken as a string).
 pub fn load(
@@ -133,9 +144,16 @@ pub fn apply_overrides(text: &str, overrides: &[String]) -> Result<String, Pipel
             PipelineFileError::Override(format!("'{o}': expected section.key=value"))
         })?;
         let value: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {value}")) {
-            Ok(mut t) => t
+            Ok(mut t) if t.len() == 1 => t
                 .remove("v")
                 .unwrap_or(toml::Value::String(value.to_string())),
+            // `1\nname = "x"`: more than the one value (the rest was dropped without a word).
+            Ok(_) => {
+                return Err(PipelineFileError::Override(format!(
+                    "'{o}': the value holds more than one TOML value (a newline?); quote it to \
+                     set a string"
+                )));
+            }
             Err(_) => toml::Value::String(value.to_string()),
         };
         let parts: Vec<&str> = key.trim().split('.').collect();
@@ -205,6 +223,21 @@ lr = 0.01
             err.starts_with("p.toml:10:6: invalid type: string \"fast\", expected f64"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_override_sets_one_value() {
+        // Found by the --set fuzz test: the value was read as a TOML document and only its
+        // first key kept, so the rest of a value with a newline vanished without a word.
+        let err = apply_overrides(GOOD, &["train.lr=0.5\n[ingest]\npath = \"evil\"".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("--set 'train.lr=0.5\n[ingest]\npath = \"evil\"': the value holds more than one TOML value"),
+            "{err}"
+        );
+        let text = apply_overrides(GOOD, &["train.lr=0.5 # a comment".into()]).unwrap();
+        assert_eq!(parse(&text, Path::new("p.toml")).unwrap().train.lr, 0.5);
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod common;
 mod config_errors;
 mod deploy;
 mod faulty_proxy;
+mod pipeline_fuzz;
 mod quickstart;
 mod s3;
 mod serve;

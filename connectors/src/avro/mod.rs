@@ -19,6 +19,8 @@
 mod binary;
 mod decoder;
 mod encoder;
+#[cfg(test)]
+mod fuzz;
 mod schema;
 #[cfg(test)]
 mod tests;

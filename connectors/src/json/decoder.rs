@@ -5,7 +5,7 @@ use std::fmt;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
 use super::RecordError;
 use super::columns::{Column, Kind, Reject, SUPPORTED};
@@ -18,13 +18,15 @@ use crate::{Error, Result};
 ///   skipped; a key given twice is an error.
 /// - A missing or `null` value is a null when the field is nullable, an error otherwise.
 /// - Integer columns take integers, and floats that are integral (`2.0` → 2), range-checked; float
-///   columns take any number (Float32 values are parsed as `f32` directly, so they round-trip
-///   exactly); Boolean takes only `true`/`false`; Utf8, LargeUtf8, Utf8View and Binary take strings
+///   columns take any number (Float32 values are read as the nearest f64, then narrowed, like
+///   every other JSON path here; out of Float32's range is an error); Boolean takes only `true`/`false`; Utf8, LargeUtf8, Utf8View and Binary take strings
 ///   (Binary stores the string's UTF-8 bytes); Timestamp takes an integer in the field's unit, or an
 ///   RFC 3339 string, or `YYYY-MM-DD HH:MM:SS[.f]` / `YYYY-MM-DDTHH:MM:SS[.f]` read as UTC; Date32
 ///   takes integer days since 1970-01-01 or `"YYYY-MM-DD"`.
 /// - A record that fails, for any reason, leaves the decoder as it was, and the [`RecordError`]
 ///   names the field and what was wrong, ready for a dead-letter output.
+/// - Unknown keys' values are read in full and dropped ([`super::Skipped`]): a record is valid
+///   JSON or not as `serde_json::Value` would have it.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -243,7 +245,8 @@ impl JsonRowDecoder {
         let mut hint = 0;
         while let Some(key) = map.next_key_seed(KeySeed { lookup, hint })? {
             let Some(i) = key else {
-                map.next_value::<IgnoredAny>()?;
+                // Read in full: a value `serde_json::Value` refuses is refused here too.
+                map.next_value::<super::Skipped>()?;
                 continue;
             };
             let name = &lookup.names[i];
@@ -410,26 +413,17 @@ impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
     type Value = ();
 
     fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        if self.column.kind() == Kind::Float32 {
-            // `deserialize_f32` parses straight to f32 (no double rounding through f64), but
-            // rejects null, hence the option first.
-            deserializer.deserialize_option(ValueVisitor {
-                seed: self,
-                single: true,
-            })
-        } else {
-            deserializer.deserialize_any(ValueVisitor {
-                seed: self,
-                single: false,
-            })
-        }
+        // Float32 columns too: the number is read as the nearest f64, then narrowed, as every
+        // other JSON path does (a `serde_json::Value`, the v2 tensors), so that one body gives
+        // one value whichever path decodes it. (Parsing straight to f32 differs from that only
+        // for decimals of more than 17 digits on an f32 rounding midpoint; the shortest decimal
+        // of every f32 reads back exactly either way.)
+        deserializer.deserialize_any(ValueVisitor { seed: self })
     }
 }
 
 struct ValueVisitor<'a> {
     seed: ValueSeed<'a>,
-    /// In `deserialize_option` of a Float32 column: `visit_some` parses an f32.
-    single: bool,
 }
 
 impl ValueVisitor<'_> {
@@ -510,14 +504,7 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
     }
 
     fn visit_some<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        if self.single {
-            deserializer.deserialize_f32(ValueVisitor {
-                seed: self.seed,
-                single: false,
-            })
-        } else {
-            deserializer.deserialize_any(self)
-        }
+        deserializer.deserialize_any(self)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, _map: A) -> Result<(), A::Error> {

@@ -20,6 +20,7 @@ pub(crate) mod cells;
 pub(crate) mod columns;
 mod decoder;
 mod encoder;
+mod skip;
 #[cfg(test)]
 mod tests;
 
@@ -27,6 +28,7 @@ use std::fmt;
 
 pub use decoder::{JsonRowDecoder, RowSeed};
 pub use encoder::JsonRowEncoder;
+pub use skip::Skipped;
 
 /// Why one record could not be decoded (a bad record, not a failure of the stream): a message
 /// naming the field and what was wrong, e.g. `field "f3": expected a number, found a string "abc"`.

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanArray, Float32Array, Float64Array, Int64Array, RecordBatch, StringArray,
+    ArrayRef, BooleanArray, Date32Array, Float32Array, Float64Array, Int64Array, RecordBatch,
+    StringArray, UInt64Array,
 };
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -67,16 +68,51 @@ pub(crate) fn f32_array(
     for (i, v) in values.iter().enumerate() {
         out.push(match v {
             Value::Null => None,
-            Value::Number(n) => Some(n.as_f64().ok_or_else(|| wrong(i, v, "a number"))? as f32),
+            Value::Number(n) => {
+                let x = n.as_f64().ok_or_else(|| wrong(i, v, "a number"))?;
+                // Past f32's range the cast gives an infinity: refused, as the fast path does.
+                if (x as f32).is_infinite() {
+                    return Err(wrong(i, v, "a number within Float32's range"));
+                }
+                Some(x as f32)
+            }
             other => return Err(wrong(i, other, "a number")),
         });
     }
     Ok(Arc::new(Float32Array::from(out)))
 }
 
+/// A JSON number as an exact integer: integers as they are, floats when integral (`2.0`), as
+/// the fast path reads them; `None` for a fraction.
+fn exact_int(n: &serde_json::Number) -> Option<i128> {
+    n.as_i64()
+        .map(i128::from)
+        .or_else(|| n.as_u64().map(i128::from))
+        .or_else(|| {
+            // 2^127: every integral f64 below it in magnitude converts to i128 exactly.
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 1.7e38)
+                .map(|f| f as i128)
+        })
+}
+
+/// The inclusive range of an integer type.
+fn int_range(dt: &DataType) -> (i128, i128) {
+    match dt {
+        DataType::Int8 => (i8::MIN.into(), i8::MAX.into()),
+        DataType::Int16 => (i16::MIN.into(), i16::MAX.into()),
+        DataType::Int32 => (i32::MIN.into(), i32::MAX.into()),
+        DataType::UInt8 => (0, u8::MAX.into()),
+        DataType::UInt16 => (0, u16::MAX.into()),
+        DataType::UInt32 => (0, u32::MAX.into()),
+        DataType::UInt64 => (0, u64::MAX.into()),
+        _ => (i64::MIN.into(), i64::MAX.into()),
+    }
+}
+
 fn timestamp_value(v: &Value, unit: &TimeUnit) -> Option<i64> {
     match v {
-        Value::Number(n) => n.as_i64(),
+        Value::Number(n) => exact_int(n).and_then(|x| i64::try_from(x).ok()),
         Value::String(s) => {
             let parsed = chrono::DateTime::parse_from_rfc3339(s)
                 .map(|d| d.naive_utc())
@@ -90,6 +126,19 @@ fn timestamp_value(v: &Value, unit: &TimeUnit) -> Option<i64> {
                 TimeUnit::Microsecond => Some(parsed.timestamp_micros()),
                 TimeUnit::Nanosecond => parsed.timestamp_nanos_opt(),
             }
+        }
+        _ => None,
+    }
+}
+
+/// Days since 1970-01-01 of a `"YYYY-MM-DD"` string or an integer.
+fn date_value(v: &Value) -> Option<i32> {
+    match v {
+        Value::Number(n) => exact_int(n).and_then(|x| i32::try_from(x).ok()),
+        Value::String(s) => {
+            let date = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
+            let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?;
+            i32::try_from(date.signed_duration_since(epoch).num_days()).ok()
         }
         _ => None,
     }
@@ -133,7 +182,44 @@ pub fn instances_to_batch(instances: &[Value], schema: &SchemaRef) -> Result<Rec
         // FP32 (the usual feature type) and strings are built as they are, without a cast.
         let array: ArrayRef = if *dt == DataType::Float32 {
             f32_array(&values, wrong)?
-        } else if dt.is_floating() || dt.is_integer() || dt.is_numeric() {
+        } else if dt.is_integer() {
+            // Exact (no trip through f64) and range-checked: a value the column cannot hold is
+            // an error naming it, never a wrapped or nulled value.
+            let (min, max) = int_range(dt);
+            let mut out: Vec<Option<i128>> = Vec::with_capacity(values.len());
+            for (i, v) in values.iter().enumerate() {
+                out.push(match v {
+                    Value::Null => None,
+                    Value::Number(n) => {
+                        let x = exact_int(n).ok_or_else(|| {
+                            format!("instances[{i}].{name}: expected an integer ({dt}), got {n}")
+                        })?;
+                        if x < min || x > max {
+                            return Err(format!(
+                                "instances[{i}].{name}: {x} is out of range for {dt} ({min} to {max})"
+                            ));
+                        }
+                        Some(x)
+                    }
+                    other => return Err(wrong(i, other, "an integer")),
+                });
+            }
+            // In range, checked above: the conversions and the cast are exact.
+            let array: ArrayRef = if min == 0 {
+                Arc::new(
+                    out.iter()
+                        .map(|v| v.map(|x| x as u64))
+                        .collect::<UInt64Array>(),
+                )
+            } else {
+                Arc::new(
+                    out.iter()
+                        .map(|v| v.map(|x| x as i64))
+                        .collect::<Int64Array>(),
+                )
+            };
+            cast(&array, dt).map_err(|e| format!("field '{name}': {e}"))?
+        } else if dt.is_floating() || dt.is_numeric() {
             let mut out = Vec::with_capacity(values.len());
             for (i, v) in values.iter().enumerate() {
                 out.push(match v {
@@ -142,21 +228,7 @@ pub fn instances_to_batch(instances: &[Value], schema: &SchemaRef) -> Result<Rec
                     other => return Err(wrong(i, other, "a number")),
                 });
             }
-            if dt.is_integer() {
-                for (i, v) in out.iter().enumerate() {
-                    if let Some(x) = v
-                        && x.fract() != 0.0
-                    {
-                        return Err(format!(
-                            "instances[{i}].{name}: expected an integer ({dt}), got {x}"
-                        ));
-                    }
-                }
-                let ints: Int64Array = out.iter().map(|v| v.map(|x| x as i64)).collect();
-                cast(&ints, dt).map_err(|e| format!("field '{name}': {e}"))?
-            } else {
-                cast(&Float64Array::from(out), dt).map_err(|e| format!("field '{name}': {e}"))?
-            }
+            cast(&Float64Array::from(out), dt).map_err(|e| format!("field '{name}': {e}"))?
         } else if matches!(
             dt,
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Dictionary(_, _)
@@ -198,15 +270,22 @@ pub fn instances_to_batch(instances: &[Value], schema: &SchemaRef) -> Result<Rec
             }
             cast(&Int64Array::from(out), dt).map_err(|e| format!("field '{name}': {e}"))?
         } else if matches!(dt, DataType::Date32 | DataType::Date64) {
-            let mut out: Vec<Option<&str>> = Vec::with_capacity(values.len());
+            // "YYYY-MM-DD" or integer days since 1970-01-01, as the fast path reads them; a
+            // string that is not a date is an error, not a null.
+            let mut out: Vec<Option<i32>> = Vec::with_capacity(values.len());
             for (i, v) in values.iter().enumerate() {
                 out.push(match v {
                     Value::Null => None,
-                    Value::String(s) => Some(s.as_str()),
-                    other => return Err(wrong(i, other, "a date string (YYYY-MM-DD)")),
+                    other => Some(date_value(other).ok_or_else(|| {
+                        wrong(
+                            i,
+                            other,
+                            "a date (\"YYYY-MM-DD\" or integer days since 1970-01-01)",
+                        )
+                    })?),
                 });
             }
-            cast(&StringArray::from(out), dt).map_err(|e| format!("field '{name}': {e}"))?
+            cast(&Date32Array::from(out), dt).map_err(|e| format!("field '{name}': {e}"))?
         } else {
             return Err(format!(
                 "field '{name}' has type {dt}, which requests cannot provide yet"
@@ -223,10 +302,35 @@ pub fn instances_to_batch(instances: &[Value], schema: &SchemaRef) -> Result<Rec
     .map_err(|e| e.to_string())
 }
 
+/// The general path of a `/v1/predict` body (parsed as JSON): its `"instances"` as a batch of
+/// `schema`, or the 400 (no instances list, a bad instance) or 413 (more than `max_rows`
+/// instances) that names the problem.
+pub(crate) fn v1_request_to_batch(
+    request: &Value,
+    schema: &SchemaRef,
+    max_rows: usize,
+) -> Result<RecordBatch, super::RequestError> {
+    let Some(instances) = request.get("instances").and_then(Value::as_array) else {
+        return Err(super::RequestError::bad(
+            "request must be a JSON object with an \"instances\" list of records",
+        ));
+    };
+    if instances.len() > max_rows {
+        return Err(super::RequestError::with_status(
+            413,
+            format!(
+                "{} rows in one request; the limit is {max_rows} (split the request)",
+                instances.len()
+            ),
+        ));
+    }
+    instances_to_batch(instances, schema).map_err(super::RequestError::bad)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{Array, Float32Array};
+    use arrow::array::{Array, Date32Array, Float32Array, Int64Array};
     use serde_json::json;
 
     fn schema() -> SchemaRef {
@@ -269,5 +373,55 @@ mod tests {
         );
         let s = schema_from_json(&schema_to_json(&schema())).unwrap();
         assert_eq!(s.as_ref(), schema().as_ref());
+    }
+
+    #[test]
+    fn values_read_as_the_fast_path_reads_them() {
+        // Found by the /v1 fuzz test, where the fast path and this one disagreed.
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("i", DataType::Int64, true),
+            Field::new("k", DataType::Int8, true),
+            Field::new("d", DataType::Date32, true),
+            Field::new("t", DataType::Timestamp(TimeUnit::Second, None), true),
+            Field::new("x", DataType::Float32, true),
+        ]));
+        // Integers exactly (not through f64, which made 2^53 + 1 into 2^53), integral floats
+        // too; dates as integer days; timestamps as integral floats.
+        let batch = instances_to_batch(
+            &[json!({"i": 9_007_199_254_740_993_i64, "k": -128, "d": 19_844, "t": 5.0})],
+            &schema,
+        )
+        .unwrap();
+        let i = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        assert_eq!(i.value(0), 9_007_199_254_740_993);
+        let d = batch
+            .column(2)
+            .as_any()
+            .downcast_ref::<Date32Array>()
+            .unwrap();
+        assert_eq!(d.value(0), 19_844);
+        let one = |v: Value| instances_to_batch(&[v], &schema).unwrap_err();
+        // Out of range was a silent null (the cast's "safe" mode), as was a bad date string;
+        // past Float32's range was an infinity.
+        assert_eq!(
+            one(json!({"k": 300})),
+            "instances[0].k: 300 is out of range for Int8 (-128 to 127)"
+        );
+        assert_eq!(
+            one(json!({"d": "2024-02-30"})),
+            "instances[0].d: expected a date (\"YYYY-MM-DD\" or integer days since 1970-01-01) (Date32), got a string"
+        );
+        assert_eq!(
+            one(json!({"x": 1e39})),
+            "instances[0].x: expected a number within Float32's range (Float32), got a number"
+        );
+        assert_eq!(
+            one(json!({"i": 1.5})),
+            "instances[0].i: expected an integer (Int64), got 1.5"
+        );
     }
 }

@@ -18,6 +18,9 @@ mod v1_fast;
 pub mod v2;
 mod v2_fast;
 
+#[cfg(test)]
+mod fuzz;
+
 pub use batcher::{
     BatchError, BatchModel, BatchRunner, BatcherOptions, BatcherStats, DynamicBatcher,
     configure_runtime,

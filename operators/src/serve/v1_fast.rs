@@ -9,7 +9,8 @@ use std::sync::Mutex;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use millrace_connectors::json::JsonRowDecoder;
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use millrace_connectors::json::Skipped;
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// Reusable decoders for one input schema.
 pub(crate) struct DecoderPool {
@@ -87,7 +88,11 @@ impl<'de> Visitor<'de> for Body<'_> {
         let mut seen = false;
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             match key.as_ref() {
-                "instances" if !seen => {
+                // Given twice: the general path decides (serde_json keeps the last).
+                "instances" if seen => {
+                    return Err(serde::de::Error::custom("instances given twice"));
+                }
+                "instances" => {
                     map.next_value_seed(Instances {
                         decoder: &mut *self.decoder,
                         max_rows: self.max_rows,
@@ -96,7 +101,8 @@ impl<'de> Visitor<'de> for Body<'_> {
                 }
                 "model" => model = Some(map.next_value::<String>()?),
                 _ => {
-                    map.next_value::<IgnoredAny>()?;
+                    // Read in full, so that a body is valid JSON or not as on the general path.
+                    map.next_value::<Skipped>()?;
                 }
             }
         }
@@ -188,6 +194,12 @@ mod tests {
             br#"{"rows": []}"#,
             br#"{"instances": [{"x": 1}]} trailing"#,
             br#"{"instances": [{"x": 1}, {"x": 2}, {"x": 3}]}"#,
+            // Found by the fuzz tests: serde_json keeps the last of two "instances", the fast
+            // path read the first; and values the general path's parse refuses (a number past
+            // f64, a lone surrogate) went through where they were skipped.
+            br#"{"instances": [{"x": 1}], "instances": [{"x": 2}, {"x": 3}]}"#,
+            br#"{"other": -1e400, "instances": [{"x": 1}]}"#,
+            br#"{"instances": [{"x": 1, "extra": "\ud800"}]}"#,
         ] {
             assert!(
                 pool.decode(body, 2).is_none(),

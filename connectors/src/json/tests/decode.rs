@@ -109,7 +109,8 @@ fn bad_records_name_the_field_and_change_nothing() {
         ),
         (
             br#"{"label": 1, "g": 1e39}"#,
-            r#"field "g": number out of range at line 1"#,
+            // Read through f64 (as every JSON path is), then found past Float32's range.
+            r#"field "g": 1000000000000000000000000000000000000000 is out of range for Float32"#,
         ),
         (
             br#"{"label": 1, "t": "yesterday"}"#,
@@ -331,4 +332,69 @@ fn keys_in_any_order_and_escaped() {
         batch.column(2).as_string_view(),
         &StringViewArray::from(vec![Some("été"), None])
     );
+}
+
+#[test]
+fn float32_values_read_as_every_json_path_reads_them() {
+    // Found by the Kafka JSON fuzz test: parsed straight to f32, a decimal just above an f32
+    // rounding midpoint rounded up, while `serde_json::Value` (the general /v1 path) and the v2
+    // tensors read it as the nearest f64, a tie, which rounds to even: one body, two values.
+    let midpoint = "1.000000059604644775390625000000001";
+    let mut decoder = JsonRowDecoder::new(f_schema()).unwrap();
+    decoder
+        .push(format!(r#"{{"g": {midpoint}, "label": 1}}"#).as_bytes())
+        .unwrap();
+    let batch = decoder.finish();
+    let via_f64 = midpoint.parse::<f64>().unwrap() as f32;
+    assert_eq!(via_f64, 1.0);
+    assert_eq!(
+        batch.column(1).as_primitive::<Float32Type>().value(0),
+        via_f64
+    );
+    // The shortest decimal of any f32 still reads back exactly.
+    let mut decoder = JsonRowDecoder::new(f_schema()).unwrap();
+    for x in [
+        0.1f32,
+        16_777_215.0,
+        f32::MIN_POSITIVE,
+        3.4028235e38,
+        -1.3114558e-22,
+    ] {
+        decoder
+            .push(format!(r#"{{"g": {x:e}, "label": 1}}"#).as_bytes())
+            .unwrap();
+    }
+    let batch = decoder.finish();
+    assert_eq!(
+        batch
+            .column(1)
+            .as_primitive::<Float32Type>()
+            .values()
+            .as_ref(),
+        &[
+            0.1f32,
+            16_777_215.0,
+            f32::MIN_POSITIVE,
+            3.4028235e38,
+            -1.3114558e-22
+        ]
+    );
+}
+
+#[test]
+fn unknown_keys_are_read_in_full() {
+    // Found by the /v1 fuzz test: skipped unread, a value `serde_json::Value` refuses went
+    // through here and failed the same body on the general path.
+    let mut decoder = JsonRowDecoder::new(f_schema()).unwrap();
+    for record in [
+        &br#"{"label": 1, "other": 1e999}"#[..],
+        br#"{"label": 1, "other": ["\ud800"]}"#,
+    ] {
+        let err = decoder.push(record).unwrap_err();
+        assert!(err.message().starts_with("invalid JSON: "), "{err}");
+    }
+    decoder
+        .push(br#"{"label": 1, "other": {"a": [1e300, "\u00e9"]}}"#)
+        .unwrap();
+    assert_eq!(decoder.finish().num_rows(), 1);
 }

@@ -4,6 +4,7 @@
 
 mod admin;
 mod decoding;
+mod fuzz;
 mod producer;
 mod records;
 mod sink;

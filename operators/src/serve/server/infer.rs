@@ -27,9 +27,14 @@ fn is_arrow(headers: &HeaderMap) -> bool {
 
 async fn infer(state: &AppState, model: Arc<ServedModel>, arrow: bool, body: &Bytes) -> Response {
     if arrow {
-        let raw = match decode_stream(body, model.input_schema()) {
+        let raw = match decode_stream(body, model.input_schema(), state.options.max_rows) {
             Ok(b) => b,
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("Arrow body: {e}")),
+            Err(e) => {
+                return request_error(RequestError::with_status(
+                    e.status,
+                    format!("Arrow body: {}", e.message),
+                ));
+            }
         };
         if let Err(r) = check_rows(state, raw.num_rows()) {
             return r;

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use super::arrow_io::{ARROW_STREAM, decode_stream, encode_predictions};
 use super::batcher::BatcherOptions;
-use super::json::instances_to_batch;
+use super::json::v1_request_to_batch;
 use super::metrics::ServeMetrics;
 use super::model::{Predictions, RequestError, ServedModel};
 use super::registry::ModelRegistry;
@@ -234,18 +234,9 @@ async fn model_ready(State(state): State<Arc<AppState>>, Path(name): Path<String
 // ---- inference ----
 
 async fn v1_predict_model(state: &AppState, model: Arc<ServedModel>, request: &Value) -> Response {
-    let Some(instances) = request.get("instances").and_then(Value::as_array) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "request must be a JSON object with an \"instances\" list of records",
-        );
-    };
-    if let Err(r) = check_rows(state, instances.len()) {
-        return r;
-    }
-    match instances_to_batch(instances, model.input_schema()) {
+    match v1_request_to_batch(request, model.input_schema(), state.options.max_rows) {
         Ok(raw) => v1_answer(model, raw).await,
-        Err(e) => error(StatusCode::BAD_REQUEST, e),
+        Err(e) => request_error(e),
     }
 }
 

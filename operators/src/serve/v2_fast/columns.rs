@@ -188,6 +188,17 @@ impl Columns {
         }
         let numeric = matches!(datatype, "FP32" | "FP64" | "FP16");
         match (&mut column.values, scratch.is_text) {
+            // Past f32's range the cast gives an infinity: the general path names the value.
+            (Values::F32(_), false)
+                if numeric
+                    && scratch
+                        .nums
+                        .iter()
+                        .flatten()
+                        .any(|x| (*x as f32).is_infinite()) =>
+            {
+                return Err("past Float32's range");
+            }
             (Values::F32(v), false) if numeric => {
                 v.extend(scratch.nums.iter().map(|x| x.unwrap_or(0.0) as f32))
             }

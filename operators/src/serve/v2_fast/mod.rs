@@ -88,12 +88,18 @@ impl<'de> Visitor<'de> for Request<'_> {
         f.write_str("an inference request")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut id = None;
+        let (mut id, mut inputs) = (None, false);
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             match key.as_ref() {
-                "inputs" => map.next_value_seed(Inputs {
-                    columns: &mut *self.columns,
-                })?,
+                // A key given twice: the general path names it.
+                "inputs" if inputs => return Err(A::Error::custom("inputs given twice")),
+                "id" if id.is_some() => return Err(A::Error::custom("id given twice")),
+                "inputs" => {
+                    map.next_value_seed(Inputs {
+                        columns: &mut *self.columns,
+                    })?;
+                    inputs = true;
+                }
                 "id" => id = Some(map.next_value::<String>()?),
                 // `outputs`, `parameters`, anything else: the general path.
                 _ => return Err(A::Error::custom("not the common form")),
@@ -196,6 +202,18 @@ impl<'de> Visitor<'de> for Tensor<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let (mut name, mut datatype, mut shape, mut data) = (None, None, None, None);
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            let repeated = match key.as_ref() {
+                "name" => name.is_some(),
+                "datatype" => datatype.is_some(),
+                "shape" => shape.is_some(),
+                "data" => data.is_some(),
+                _ => false,
+            };
+            if repeated {
+                // The general path names it (and the cells of a second "data" must not be
+                // appended to the first's).
+                return Err(A::Error::custom("a tensor key given twice"));
+            }
             match key.as_ref() {
                 "name" => name = Some(map.next_value::<Cow<'de, str>>()?),
                 "datatype" => datatype = Some(map.next_value::<Cow<'de, str>>()?),

@@ -45,6 +45,13 @@ fn everything_else_takes_the_general_path() {
         br#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}, {"name": "c", "shape": [1], "datatype": "BYTES", "data": ["a"]}], "outputs": []}"#,
         br#"{"inputs": [{"name": "y", "shape": [1], "datatype": "FP32", "data": [1]}]}"#,
         b"not json",
+        // Found by the fuzz tests: a key given twice in a tensor was taken (the cells of two
+        // "data" lists appended into one column), where the general path refuses the body.
+        br#"{"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1], "data": [2]}, {"name": "c", "shape": [2], "datatype": "BYTES", "data": ["a", "b"]}]}"#,
+        br#"{"inputs": [{"name": "x", "name": "x", "shape": [1], "datatype": "FP32", "data": [1]}, {"name": "c", "shape": [1], "datatype": "BYTES", "data": ["a"]}]}"#,
+        // And an FP32 value past f32's range became an infinity.
+        br#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [-2.4e263]}, {"name": "c", "shape": [1], "datatype": "BYTES", "data": ["a"]}]}"#,
+        br#"{"id": "a", "id": "b", "inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}, {"name": "c", "shape": [1], "datatype": "BYTES", "data": ["a"]}]}"#,
     ] {
         assert!(decode(body, &s, 10).is_none(), "{}", String::from_utf8_lossy(body));
     }
