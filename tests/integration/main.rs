@@ -16,3 +16,4 @@ mod serving;
 mod spark;
 mod streaming;
 mod streaming_features;
+mod watermarks;

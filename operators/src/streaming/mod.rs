@@ -22,6 +22,7 @@ pub mod prequential;
 mod publish;
 mod run;
 pub mod spec;
+mod watermark;
 mod windows;
 mod worker;
 
