@@ -313,3 +313,28 @@ fn every_prediction_joins_back_to_its_record() {
         assert_joined(broker, &records, &predictions, expected);
     }
 }
+
+/// `idle_timeout` is a duration parsed with the file: a bad one names its line and column.
+#[test]
+fn a_bad_idle_timeout_names_its_line() {
+    let text = counting_pipeline(
+        "127.0.0.1:9",
+        "t",
+        Path::new("ck"),
+        "event_time = \"ts\"\nidle_timeout = \"soon\"",
+    );
+    let line = 1 + text
+        .lines()
+        .position(|l| l.starts_with("idle_timeout"))
+        .unwrap();
+    let err = millrace::pipeline_file::parse(&text, Path::new("p.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&format!("p.toml:{line}:")), "{err}");
+    assert!(err.contains("'soon' is not a duration"), "{err}");
+    let ok = parse(&text.replace("\"soon\"", "\"250ms\""));
+    assert_eq!(
+        ok.stream.unwrap().idle_timeout,
+        Duration::from_millis(250)
+    );
+}

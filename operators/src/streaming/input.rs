@@ -27,19 +27,15 @@ pub(crate) struct Origins {
 }
 
 impl Origins {
-    /// The origins of the rows where `keep` is true.
-    fn filter(&self, keep: &BooleanArray) -> Origins {
-        let pick = |i: usize| keep.is_valid(i) && keep.value(i);
-        let take = |n: usize| (0..n).filter(|&i| pick(i));
+    /// The origins of rows `rows`.
+    fn take(&self, rows: &[usize]) -> Origins {
         Origins {
-            partition: take(self.partition.len())
-                .map(|i| self.partition[i])
-                .collect(),
-            offset: take(self.offset.len()).map(|i| self.offset[i]).collect(),
+            partition: rows.iter().filter_map(|&i| self.partition.get(i).copied()).collect(),
+            offset: rows.iter().filter_map(|&i| self.offset.get(i).copied()).collect(),
             key: self
                 .key
                 .as_ref()
-                .map(|k| take(k.len()).map(|i| k[i].clone()).collect()),
+                .map(|k| rows.iter().filter_map(|&i| k.get(i).cloned()).collect()),
         }
     }
 
@@ -64,14 +60,16 @@ pub(crate) struct Prepared {
 impl Prepared {
     /// The rows where `keep` is true.
     pub(crate) fn filter(&self, keep: &BooleanArray) -> Result<Prepared> {
-        let produced_ms = (0..self.produced_ms.len())
+        let rows: Vec<usize> = (0..keep.len())
             .filter(|&i| keep.is_valid(i) && keep.value(i))
-            .map(|i| self.produced_ms[i])
             .collect();
         Ok(Prepared {
             batch: filter_record_batch(&self.batch, keep)?,
-            produced_ms,
-            origins: self.origins.filter(keep),
+            produced_ms: rows
+                .iter()
+                .filter_map(|&i| self.produced_ms.get(i).copied())
+                .collect(),
+            origins: self.origins.take(&rows),
         })
     }
 }
@@ -119,7 +117,7 @@ impl Input {
                 // Each output row's message: the decoded row it came from, then its message.
                 let now = now_ms();
                 let message = |j: usize| {
-                    let row = if rows.is_valid(j) { rows.value(j) } else { 0 } as usize;
+                    let row = if rows.is_valid(j) { rows.value(j) as usize } else { 0 };
                     decoded
                         .messages
                         .get(row)
