@@ -99,6 +99,7 @@ impl PartitionWatermarks {
     }
 
     /// Whether `partition` is idle at `now_ms` (`false` for one this worker does not read).
+    #[cfg(test)]
     pub(crate) fn is_idle(&self, partition: i32, now_ms: i64) -> bool {
         self.clocks
             .get(&partition)
