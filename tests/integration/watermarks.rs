@@ -354,3 +354,41 @@ fn a_bad_idle_timeout_names_its_line() {
         Duration::from_millis(250)
     );
 }
+
+/// The watermark is part of every checkpoint: a job resumed on another number of workers (2,
+/// then 3) carries on from it, so a record behind it is late after the restart too.
+#[test]
+fn the_watermark_survives_a_restart_on_another_worker_count() {
+    let Some(broker) = kafka() else { return };
+    let dir = scratch("wm-resume");
+    let topic = unique("wm-resume");
+    let rows = 2_000;
+    let producer = send_rows(broker, &topic, 4, rows, |i| format!("r{i}"));
+    let text = event_time_pipeline(
+        broker,
+        &topic,
+        &dir.join("checkpoints"),
+        "event_time = \"ts\"\nmax_out_of_orderness = \"10s\"",
+    );
+    let (first, _) = run_stream(parse(&text), None, config(2, &dir.join("run1"))).unwrap();
+    assert_eq!((first.rows_trained, first.rows_late), (rows, 0));
+    let watermark = first.watermark_ms.expect("a watermark");
+    assert!(watermark > event_ms(0) + 10_000, "{watermark}");
+
+    // One record older than the watermark, then resume on 3 workers.
+    producer
+        .send(&topic, Some(b"old"), payload(0, event_ms(0)).as_bytes(), &[])
+        .unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let (second, run_dir) = run_stream(parse(&text), None, config(3, &dir.join("run2"))).unwrap();
+    assert!(second.resumed_from_step.is_some(), "{second:?}");
+    assert_eq!(second.workers, 3);
+    assert_eq!(second.rows_read, rows + 1);
+    assert_eq!(second.rows_trained, rows);
+    assert_eq!(second.rows_late, 1, "{second:?}");
+    assert_eq!(second.watermark_ms, Some(watermark));
+    assert_counted(&run_dir.join("model"), rows);
+    let dead = std::fs::read_to_string(run_dir.join("dead_letters.jsonl")).unwrap();
+    assert!(dead.contains("stream/late"), "{dead}");
+    assert!(dead.contains(&format!("behind the watermark {watermark} ms")), "{dead}");
+}
