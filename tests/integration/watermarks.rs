@@ -52,7 +52,12 @@ fn send_rows(
     for i in 0..rows {
         let k = key(i);
         producer
-            .send(topic, Some(k.as_bytes()), payload(i, event_ms(i)).as_bytes(), &[])
+            .send(
+                topic,
+                Some(k.as_bytes()),
+                payload(i, event_ms(i)).as_bytes(),
+                &[],
+            )
             .unwrap();
     }
     producer.flush(Duration::from_secs(60)).unwrap();
@@ -116,7 +121,10 @@ fn assert_backlog_all_trained(broker: &str, topic: &str, rows: u64, dir: &Path) 
     assert_eq!(summary.rows_dead_lettered, 0, "{summary:?}");
     assert_counted(&run_dir.join("model"), rows);
     assert_eq!(metric(&run_dir, "millrace_stream_rows_late_total"), 0.0);
-    assert_eq!(metric(&run_dir, "millrace_stream_rows_trained_total"), rows as f64);
+    assert_eq!(
+        metric(&run_dir, "millrace_stream_rows_trained_total"),
+        rows as f64
+    );
     let dead = std::fs::read_to_string(run_dir.join("dead_letters.jsonl")).unwrap_or_default();
     assert_eq!(dead.lines().count(), 0, "{dead}");
     summary.watermark_ms.expect("a watermark")
@@ -157,7 +165,12 @@ fn a_genuinely_late_record_is_dead_lettered_as_late() {
     let rows = 2_000;
     let producer = send_rows(broker, &topic, 1, rows, |i| format!("r{i}"));
     producer
-        .send(&topic, Some(b"late"), payload(0, event_ms(0)).as_bytes(), &[])
+        .send(
+            &topic,
+            Some(b"late"),
+            payload(0, event_ms(0)).as_bytes(),
+            &[],
+        )
         .unwrap();
     producer.flush(Duration::from_secs(30)).unwrap();
     let text = event_time_pipeline(
@@ -182,7 +195,10 @@ fn a_genuinely_late_record_is_dead_lettered_as_late() {
     assert_eq!(letter["operator"], "stream/late", "{letter}");
     let reason = letter["reason"].as_str().unwrap();
     assert!(
-        reason.contains(&format!("event time {} ms is behind the watermark", event_ms(0))),
+        reason.contains(&format!(
+            "event time {} ms is behind the watermark",
+            event_ms(0)
+        )),
         "{reason}"
     );
     assert!(reason.contains("max_out_of_orderness = 1m"), "{reason}");
@@ -234,7 +250,11 @@ fn an_idle_partition_stops_holding_the_watermark_back() {
     let lines = std::fs::read_to_string(&windows).unwrap();
     let counts: Vec<u64> = lines
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["count"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["count"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
     assert_eq!(counts, vec![100; 5], "{lines}");
 
@@ -254,8 +274,10 @@ fn assert_joined(
     predictions_topic: &str,
     expected: impl Fn(&RawMessage) -> bool,
 ) {
-    let by_position: BTreeMap<(i32, i64), &RawMessage> =
-        records.iter().map(|m| ((m.partition, m.offset), m)).collect();
+    let by_position: BTreeMap<(i32, i64), &RawMessage> = records
+        .iter()
+        .map(|m| ((m.partition, m.offset), m))
+        .collect();
     let wanted: BTreeSet<(i32, i64)> = records
         .iter()
         .filter(|m| expected(m))
@@ -264,7 +286,8 @@ fn assert_joined(
     let predictions = read_all(broker, predictions_topic, wanted.len());
     let mut joined = BTreeSet::new();
     for p in &predictions {
-        let body: serde_json::Value = serde_json::from_slice(p.payload.as_deref().unwrap()).unwrap();
+        let body: serde_json::Value =
+            serde_json::from_slice(p.payload.as_deref().unwrap()).unwrap();
         let position = (
             body["partition"].as_i64().unwrap() as i32,
             body["offset"].as_i64().unwrap(),
@@ -278,8 +301,14 @@ fn assert_joined(
     }
     let missing: Vec<_> = wanted.difference(&joined).take(5).collect();
     let extra: Vec<_> = joined.difference(&wanted).take(5).collect();
-    assert!(missing.is_empty(), "records without a prediction: {missing:?}…");
-    assert!(extra.is_empty(), "predictions of records filtered out: {extra:?}…");
+    assert!(
+        missing.is_empty(),
+        "records without a prediction: {missing:?}…"
+    );
+    assert!(
+        extra.is_empty(),
+        "predictions of records filtered out: {extra:?}…"
+    );
     assert_eq!(joined.len(), wanted.len());
 }
 
@@ -296,7 +325,11 @@ fn every_prediction_joins_back_to_its_record() {
     assert_eq!(records.len(), rows as usize);
     let options = KafkaOptions::new(broker);
     for (name, sql, filtered) in [
-        ("star", "SELECT *, 0.0 AS zero, 1000000.0 AS y FROM input", false),
+        (
+            "star",
+            "SELECT *, 0.0 AS zero, 1000000.0 AS y FROM input",
+            false,
+        ),
         (
             "filtered",
             "SELECT 0.0 AS zero, 1000000.0 AS y FROM input WHERE f0 >= 0.45",
@@ -316,8 +349,12 @@ fn every_prediction_joins_back_to_its_record() {
         )
         .replace("SELECT 0.0 AS zero, 1000000.0 AS y FROM input", sql)
         .replace(&format!("{topic}-group"), &format!("{topic}-{name}"));
-        let (summary, _) =
-            run_stream(parse(&text), None, config(2, &dir.join(format!("run-{name}")))).unwrap();
+        let (summary, _) = run_stream(
+            parse(&text),
+            None,
+            config(2, &dir.join(format!("run-{name}"))),
+        )
+        .unwrap();
         let f0 = |m: &RawMessage| {
             let body: serde_json::Value =
                 serde_json::from_slice(m.payload.as_deref().unwrap()).unwrap();
@@ -349,10 +386,7 @@ fn a_bad_idle_timeout_names_its_line() {
     assert!(err.contains(&format!("p.toml:{line}:")), "{err}");
     assert!(err.contains("'soon' is not a duration"), "{err}");
     let ok = parse(&text.replace("\"soon\"", "\"250ms\""));
-    assert_eq!(
-        ok.stream.unwrap().idle_timeout,
-        Duration::from_millis(250)
-    );
+    assert_eq!(ok.stream.unwrap().idle_timeout, Duration::from_millis(250));
 }
 
 /// The watermark is part of every checkpoint: a job resumed on another number of workers (2,
@@ -377,7 +411,12 @@ fn the_watermark_survives_a_restart_on_another_worker_count() {
 
     // One record older than the watermark, then resume on 3 workers.
     producer
-        .send(&topic, Some(b"old"), payload(0, event_ms(0)).as_bytes(), &[])
+        .send(
+            &topic,
+            Some(b"old"),
+            payload(0, event_ms(0)).as_bytes(),
+            &[],
+        )
         .unwrap();
     producer.flush(Duration::from_secs(30)).unwrap();
     let (second, run_dir) = run_stream(parse(&text), None, config(3, &dir.join("run2"))).unwrap();
@@ -390,5 +429,8 @@ fn the_watermark_survives_a_restart_on_another_worker_count() {
     assert_counted(&run_dir.join("model"), rows);
     let dead = std::fs::read_to_string(run_dir.join("dead_letters.jsonl")).unwrap();
     assert!(dead.contains("stream/late"), "{dead}");
-    assert!(dead.contains(&format!("behind the watermark {watermark} ms")), "{dead}");
+    assert!(
+        dead.contains(&format!("behind the watermark {watermark} ms")),
+        "{dead}"
+    );
 }

@@ -9,8 +9,8 @@ use millrace_connectors::kafka::{KafkaProducer, KafkaSource, RecordDecoder, send
 use millrace_engine::{DeadLetter, row_to_json};
 
 use super::worker::now_ms;
-use crate::{Error, Result};
 use crate::preprocess::CompiledSql;
+use crate::{Error, Result};
 
 /// Records taken from the source but not trained yet (the warm-up window).
 pub(super) struct Pending {
@@ -30,8 +30,14 @@ impl Origins {
     /// The origins of rows `rows`.
     fn take(&self, rows: &[usize]) -> Origins {
         Origins {
-            partition: rows.iter().filter_map(|&i| self.partition.get(i).copied()).collect(),
-            offset: rows.iter().filter_map(|&i| self.offset.get(i).copied()).collect(),
+            partition: rows
+                .iter()
+                .filter_map(|&i| self.partition.get(i).copied())
+                .collect(),
+            offset: rows
+                .iter()
+                .filter_map(|&i| self.offset.get(i).copied())
+                .collect(),
             key: self
                 .key
                 .as_ref()
@@ -117,7 +123,11 @@ impl Input {
                 // Each output row's message: the decoded row it came from, then its message.
                 let now = now_ms();
                 let message = |j: usize| {
-                    let row = if rows.is_valid(j) { rows.value(j) as usize } else { 0 };
+                    let row = if rows.is_valid(j) {
+                        rows.value(j) as usize
+                    } else {
+                        0
+                    };
                     decoded
                         .messages
                         .get(row)

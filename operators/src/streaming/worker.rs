@@ -25,8 +25,8 @@ use super::metrics::Totals;
 use super::outputs::Outputs;
 use super::prequential::{PrequentialState, StepScore, score};
 use super::publish::Publisher;
-use super::watermark::{PartitionWatermarks, WorkerMark, job_watermark};
 use super::run::{Shared, WorkerOutcome};
+use super::watermark::{PartitionWatermarks, WorkerMark, job_watermark};
 use super::windows::WindowOutput;
 use crate::preprocess::CompiledSql;
 use crate::stream::window::{WindowResult, WindowState, Windower};
@@ -201,7 +201,9 @@ pub(crate) fn run_worker(
         column: column.clone(),
         watermarks: PartitionWatermarks::new(
             &input.source.assignment(),
-            &resume.map(|c| c.partition_events.clone()).unwrap_or_default(),
+            &resume
+                .map(|c| c.partition_events.clone())
+                .unwrap_or_default(),
             plan.lateness_ms,
             i64::try_from(stream.idle_timeout.as_millis()).ok(),
             now_ms(),

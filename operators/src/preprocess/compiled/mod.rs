@@ -291,7 +291,9 @@ impl CompiledSql {
                     let mask = mask
                         .as_any()
                         .downcast_ref::<BooleanArray>()
-                        .ok_or_else(|| "SQL failed on this batch: a filter is not boolean".to_string())?;
+                        .ok_or_else(|| {
+                            "SQL failed on this batch: a filter is not boolean".to_string()
+                        })?;
                     let kept = filter(&*rows, mask).map_err(|e| e.to_string())?;
                     *rows = kept
                         .as_any()

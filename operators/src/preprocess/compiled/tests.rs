@@ -77,8 +77,14 @@ fn same_as_runner(sql: &str, needed: &[&str]) -> SqlPlan {
         assert_eq!(rows_of.len(), expected.num_rows());
         // A row-wise query keeps the input order: the row numbers only grow.
         let numbers: Vec<u32> = rows_of.iter().flatten().collect();
-        assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{sql}: {numbers:?}");
-        assert!(numbers.iter().all(|&r| (r as usize) < rows), "{sql}: {numbers:?}");
+        assert!(
+            numbers.windows(2).all(|w| w[0] < w[1]),
+            "{sql}: {numbers:?}"
+        );
+        assert!(
+            numbers.iter().all(|&r| (r as usize) < rows),
+            "{sql}: {numbers:?}"
+        );
         let only_read = narrow(&plan, &full);
         assert_eq!(
             compiled.apply(&only_read).unwrap(),
@@ -110,9 +116,21 @@ fn tracked_rows_are_the_input_rows_each_output_row_came_from() {
     let full = batch(1000);
     let (out, rows_of) = compiled.apply_tracked(&full).unwrap();
     // The plain recompute: the rows where the WHERE holds (null is not true).
-    let b = full.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
-    let c = full.column(2).as_any().downcast_ref::<StringArray>().unwrap();
-    let f3 = full.column(3).as_any().downcast_ref::<Float32Array>().unwrap();
+    let b = full
+        .column(1)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap();
+    let c = full
+        .column(2)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
+    let f3 = full
+        .column(3)
+        .as_any()
+        .downcast_ref::<Float32Array>()
+        .unwrap();
     let expected: Vec<u32> = (0..1000)
         .filter(|&i| {
             !f3.is_null(i)

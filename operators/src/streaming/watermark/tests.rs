@@ -60,7 +60,12 @@ fn recompute_mark(
     }
     let mut marks = Vec::new();
     for p in active {
-        match history.iter().filter(|s| s.0 == p).filter_map(|s| s.1).max() {
+        match history
+            .iter()
+            .filter(|s| s.0 == p)
+            .filter_map(|s| s.1)
+            .max()
+        {
             None => return WorkerMark::Waiting,
             Some(max) => marks.push(max - lateness),
         }
@@ -81,7 +86,11 @@ fn matches_a_plain_recompute_on_random_inputs() {
         };
         let start = 1_000;
         let owned: Vec<Vec<i32>> = (0..workers)
-            .map(|w| (0..partitions).filter(|p| *p as usize % workers == w).collect())
+            .map(|w| {
+                (0..partitions)
+                    .filter(|p| *p as usize % workers == w)
+                    .collect()
+            })
             .collect();
         let mut live: Vec<PartitionWatermarks> = owned
             .iter()
@@ -115,7 +124,11 @@ fn matches_a_plain_recompute_on_random_inputs() {
             assert_eq!(marks, expected, "seed {seed} step {step}");
             for (w, l) in live.iter().enumerate() {
                 for &p in &owned[w] {
-                    let expected_max = history[w].iter().filter(|s| s.0 == p).filter_map(|s| s.1).max();
+                    let expected_max = history[w]
+                        .iter()
+                        .filter(|s| s.0 == p)
+                        .filter_map(|s| s.1)
+                        .max();
                     let got = l.max_events().into_iter().find(|e| e.0 == p).map(|e| e.1);
                     assert_eq!(got, expected_max, "seed {seed} partition {p}");
                 }
@@ -153,7 +166,11 @@ fn backlog(seed: u64, workers: usize, partitions: i32, rows: i64, rule_per_parti
     let mut rng = Rng(seed);
     let lateness = 1_000; // far below how far a partition may run ahead
     let owned: Vec<Vec<i32>> = (0..workers)
-        .map(|w| (0..partitions).filter(|p| *p as usize % workers == w).collect())
+        .map(|w| {
+            (0..partitions)
+                .filter(|p| *p as usize % workers == w)
+                .collect()
+        })
         .collect();
     let mut next: BTreeMap<i32, i64> = (0..partitions).map(|p| (p, i64::from(p))).collect();
     let mut live: Vec<PartitionWatermarks> = owned
