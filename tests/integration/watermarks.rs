@@ -125,6 +125,10 @@ fn assert_backlog_all_trained(broker: &str, topic: &str, rows: u64, dir: &Path) 
         metric(&run_dir, "millrace_stream_rows_trained_total"),
         rows as f64
     );
+    assert_eq!(
+        summary.watermark_ms.map(|w| w as f64),
+        Some(metric(&run_dir, "millrace_stream_watermark_ms"))
+    );
     let dead = std::fs::read_to_string(run_dir.join("dead_letters.jsonl")).unwrap_or_default();
     assert_eq!(dead.lines().count(), 0, "{dead}");
     summary.watermark_ms.expect("a watermark")

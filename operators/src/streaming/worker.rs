@@ -406,6 +406,7 @@ pub(crate) fn run_worker(
                     late: counters.late,
                     step: counters.step,
                     version: counters.version,
+                    watermark_ms: watermark,
                 },
                 prequential.metrics(classification).as_ref(),
             );
