@@ -164,7 +164,7 @@ mod tests {
     fn renders_counters_and_prequential_gauges() {
         let m = StreamMetrics::new("j\"1");
         assert!(!m.render().contains("prequential"));
-        assert!(!m.render().contains("watermark"));
+        assert!(!m.render().contains("millrace_stream_watermark_ms"));
         m.update(
             &Totals {
                 read: 10,
