@@ -134,7 +134,10 @@ impl StreamMetrics {
                 out,
                 "# HELP millrace_stream_watermark_ms The job's event-time watermark (epoch ms): the minimum over partitions that are not idle.\n# TYPE millrace_stream_watermark_ms gauge"
             );
-            let _ = writeln!(out, "millrace_stream_watermark_ms{{job=\"{job}\"}} {watermark}");
+            let _ = writeln!(
+                out,
+                "millrace_stream_watermark_ms{{job=\"{job}\"}} {watermark}"
+            );
         }
         for (metric, slot) in [
             ("accuracy", &self.accuracy),
