@@ -17,3 +17,4 @@ mod serving;
 mod spark;
 mod streaming;
 mod streaming_features;
+mod watermarks;

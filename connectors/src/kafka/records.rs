@@ -113,6 +113,9 @@ impl MetadataColumns {
 pub struct Decoded {
     /// The good rows, in message order, of [`RecordDecoder::schema`].
     pub batch: RecordBatch,
+    /// For each row of `batch`, the index of the message it was decoded from (so a caller can
+    /// find its partition, offset and key after later steps drop or reorder columns).
+    pub messages: Vec<u32>,
     /// The bad messages, in message order, each with its topic, partition, offset, key, payload
     /// and why it was rejected.
     pub dead: Vec<DeadLetter>,
@@ -152,6 +155,7 @@ enum Payload {
 /// };
 /// let decoded = decoder.decode("t", &[message(7, br#"{"x": 1.5}"#), message(8, b"{")]);
 /// assert_eq!(decoded.batch.num_rows(), 1);
+/// assert_eq!(decoded.messages, vec![0]); // row 0 came from message 0
 /// assert_eq!(decoded.batch.schema().field(1).name(), "_offset");
 /// assert_eq!(decoded.dead[0].offset, 8);
 /// # Ok(())
@@ -231,12 +235,16 @@ impl RecordDecoder {
     pub fn decode(&mut self, topic: &str, messages: &[RawMessage]) -> Decoded {
         let mut meta = MetaBuilder::new(self.metadata, messages);
         let mut dead = Vec::new();
+        let mut rows = Vec::with_capacity(messages.len());
         let payload_columns = match &mut self.payload {
             Payload::Json(decoder) => {
                 decoder.clear();
-                for message in messages {
+                for (i, message) in messages.iter().enumerate() {
                     match push(message, |bytes| decoder.push(bytes)) {
-                        Ok(()) => meta.push(message),
+                        Ok(()) => {
+                            meta.push(message);
+                            rows.push(i as u32);
+                        }
                         Err(error) => dead.push(dead_letter(topic, message, error)),
                     }
                 }
@@ -244,9 +252,12 @@ impl RecordDecoder {
             }
             Payload::Avro(decoder) => {
                 decoder.clear();
-                for message in messages {
+                for (i, message) in messages.iter().enumerate() {
                     match push(message, |bytes| decoder.push(bytes)) {
-                        Ok(()) => meta.push(message),
+                        Ok(()) => {
+                            meta.push(message);
+                            rows.push(i as u32);
+                        }
                         Err(error) => dead.push(dead_letter(topic, message, error)),
                     }
                 }
@@ -258,21 +269,26 @@ impl RecordDecoder {
                     .map(|m| m.payload.as_ref().map_or(0, Vec::len))
                     .sum();
                 let mut values = BinaryBuilder::with_capacity(messages.len(), bytes);
-                for message in messages {
+                for (i, message) in messages.iter().enumerate() {
                     values.append_option(message.payload.as_deref());
                     meta.push(message);
+                    rows.push(i as u32);
                 }
                 vec![Arc::new(values.finish()) as ArrayRef]
             }
         };
-        let rows = meta.rows;
         let mut columns = payload_columns;
+        let count = meta.rows;
         columns.extend(meta.finish());
-        let options = RecordBatchOptions::new().with_row_count(Some(rows));
+        let options = RecordBatchOptions::new().with_row_count(Some(count));
         let batch = RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)
             // Each column is built for its field's type and nullability, with `rows` rows.
             .expect("RecordDecoder columns match its schema by construction");
-        Decoded { batch, dead }
+        Decoded {
+            batch,
+            messages: rows,
+            dead,
+        }
     }
 }
 

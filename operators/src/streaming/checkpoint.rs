@@ -19,7 +19,8 @@ use crate::Result;
 use crate::checkpoint::{CheckpointStore, decode, encode};
 use crate::stream::window::WindowState;
 
-pub(crate) const FORMAT: u32 = 2;
+/// 3: per-partition watermarks (`watermark_ms`, `partition_events`).
+pub(crate) const FORMAT: u32 = 3;
 
 /// Everything a streaming job needs to continue exactly where it was.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -54,8 +55,11 @@ pub struct Checkpoint {
     pub preprocess: FittedPreprocessor,
     /// The prequential metrics window.
     pub prequential: PrequentialState,
-    /// Newest event time seen over all workers (the watermark before lateness).
-    pub max_event_ms: Option<i64>,
+    /// The job's watermark (epoch ms): the minimum over partitions that were not idle.
+    pub watermark_ms: Option<i64>,
+    /// The newest event time of each partition (whichever worker read it), so that a job
+    /// resumed on any number of workers starts each partition's watermark where it was.
+    pub partition_events: BTreeMap<i32, i64>,
     /// Every worker's open event-time windows.
     pub windows: Vec<WindowState>,
 }

@@ -98,7 +98,7 @@ pub(super) fn warm_up(
         if let Some(p) = prepared {
             fit.update(&p.batch)?;
             msg.rows = p.batch.num_rows() as u64;
-            batches.push((p.batch, p.produced_ms));
+            batches.push(p);
         }
         if ctx.index == 0 {
             let idle_out = match (shared.idle_timeout, idle_since) {

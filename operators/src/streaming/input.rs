@@ -3,24 +3,81 @@
 
 use std::time::Duration;
 
-use arrow::array::{Array, RecordBatch, TimestampMillisecondArray};
+use arrow::array::{Array, BooleanArray, RecordBatch};
+use arrow::compute::filter_record_batch;
 use millrace_connectors::kafka::{KafkaProducer, KafkaSource, RecordDecoder, send_dead_letter};
 use millrace_engine::{DeadLetter, row_to_json};
 
 use super::worker::now_ms;
-use crate::Result;
 use crate::preprocess::CompiledSql;
+use crate::{Error, Result};
 
 /// Records taken from the source but not trained yet (the warm-up window).
 pub(super) struct Pending {
-    pub(super) batches: Vec<(RecordBatch, Vec<i64>)>,
+    pub(super) batches: Vec<Prepared>,
 }
 
-/// The decoded records of one poll, after SQL, with their produce timestamps.
+/// Where each row of a [`Prepared`] batch came from, row by row: its Kafka partition and offset,
+/// and its key (kept only when the job sends predictions, which are keyed like their records).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Origins {
+    pub(crate) partition: Vec<i32>,
+    pub(crate) offset: Vec<i64>,
+    pub(crate) key: Option<Vec<Option<Vec<u8>>>>,
+}
+
+impl Origins {
+    /// The origins of rows `rows`.
+    fn take(&self, rows: &[usize]) -> Origins {
+        Origins {
+            partition: rows
+                .iter()
+                .filter_map(|&i| self.partition.get(i).copied())
+                .collect(),
+            offset: rows
+                .iter()
+                .filter_map(|&i| self.offset.get(i).copied())
+                .collect(),
+            key: self
+                .key
+                .as_ref()
+                .map(|k| rows.iter().filter_map(|&i| k.get(i).cloned()).collect()),
+        }
+    }
+
+    /// `topic T partition P offset O` of row `row`.
+    pub(crate) fn describe(&self, topic: &str, row: usize) -> String {
+        match (self.partition.get(row), self.offset.get(row)) {
+            (Some(p), Some(o)) => format!("topic {topic} partition {p} offset {o}"),
+            _ => format!("topic {topic}"),
+        }
+    }
+}
+
+/// The decoded records of one poll, after SQL, with their produce timestamps and origins (all
+/// row by row).
 #[derive(Clone)]
 pub(crate) struct Prepared {
     pub(crate) batch: RecordBatch,
     pub(crate) produced_ms: Vec<i64>,
+    pub(crate) origins: Origins,
+}
+
+impl Prepared {
+    /// The rows where `keep` is true.
+    pub(crate) fn filter(&self, keep: &BooleanArray) -> Result<Prepared> {
+        let rows: Vec<usize> = (0..keep.len())
+            .filter(|&i| keep.is_valid(i) && keep.value(i))
+            .collect();
+        Ok(Prepared {
+            batch: filter_record_batch(&self.batch, keep)?,
+            produced_ms: rows
+                .iter()
+                .filter_map(|&i| self.produced_ms.get(i).copied())
+                .collect(),
+            origins: self.origins.take(&rows),
+        })
+    }
 }
 
 /// The worker's connection to its partitions and everything that turns messages into rows.
@@ -31,6 +88,8 @@ pub(super) struct Input {
     pub(super) dlq: Option<(KafkaProducer, String)>,
     pub(super) topic: String,
     pub(super) dead: Vec<DeadLetter>,
+    /// Keep each record's key (for keyed predictions).
+    pub(super) keep_keys: bool,
 }
 
 impl Input {
@@ -59,16 +118,43 @@ impl Input {
         if batch.num_rows() == 0 {
             return Ok((None, read, dead));
         }
-        let produced_ms = produce_times(&batch);
-        match self.sql.apply(&batch) {
-            Ok(out) => Ok((
-                Some(Prepared {
+        match self.sql.apply_tracked(&batch) {
+            Ok((out, rows)) => {
+                // Each output row's message: the decoded row it came from, then its message.
+                let now = now_ms();
+                let message = |j: usize| {
+                    let row = if rows.is_valid(j) {
+                        rows.value(j) as usize
+                    } else {
+                        0
+                    };
+                    decoded
+                        .messages
+                        .get(row)
+                        .and_then(|&m| messages.get(m as usize))
+                };
+                let mut prepared = Prepared {
                     batch: out,
-                    produced_ms,
-                }),
-                read,
-                dead,
-            )),
+                    produced_ms: Vec::with_capacity(rows.len()),
+                    origins: Origins {
+                        partition: Vec::with_capacity(rows.len()),
+                        offset: Vec::with_capacity(rows.len()),
+                        key: self.keep_keys.then(|| Vec::with_capacity(rows.len())),
+                    },
+                };
+                for j in 0..rows.len() {
+                    let m = message(j).ok_or_else(|| {
+                        Error::Internal(format!("SQL output row {j} has no source message"))
+                    })?;
+                    prepared.produced_ms.push(m.timestamp_ms.unwrap_or(now));
+                    prepared.origins.partition.push(m.partition);
+                    prepared.origins.offset.push(m.offset);
+                    if let Some(keys) = &mut prepared.origins.key {
+                        keys.push(m.key.clone());
+                    }
+                }
+                Ok((Some(prepared), read, dead))
+            }
             Err(reason) => {
                 // The SQL failed on the batch as a whole: every record of it is dead-lettered.
                 dead += batch.num_rows() as u64;
@@ -106,19 +192,5 @@ impl Input {
             rows: 1,
         });
         Ok(())
-    }
-}
-
-/// The produce timestamps of the decoded rows (the `_timestamp` column; now when missing).
-fn produce_times(batch: &RecordBatch) -> Vec<i64> {
-    let now = now_ms();
-    match batch
-        .column_by_name("_timestamp")
-        .and_then(|c| c.as_any().downcast_ref::<TimestampMillisecondArray>())
-    {
-        Some(ts) => (0..ts.len())
-            .map(|i| if ts.is_null(i) { now } else { ts.value(i) })
-            .collect(),
-        None => vec![now; batch.num_rows()],
     }
 }

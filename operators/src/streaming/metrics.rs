@@ -2,7 +2,7 @@
 //! (`GET /metrics`, after the serving metrics) and written to `metrics.prom` at the end.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use super::prequential::PrequentialMetrics;
 use millrace_engine::escape_label;
@@ -18,6 +18,8 @@ pub struct StreamMetrics {
     steps: AtomicU64,
     model_version: AtomicU64,
     checkpoints: AtomicU64,
+    /// The job's event-time watermark (epoch ms, i64 bits); `i64::MIN` while there is none.
+    watermark_ms: AtomicI64,
     /// f64 bits; NaN before any record was scored.
     accuracy: AtomicU64,
     log_loss: AtomicU64,
@@ -32,6 +34,7 @@ pub(crate) struct Totals {
     pub(crate) late: u64,
     pub(crate) step: u64,
     pub(crate) version: u64,
+    pub(crate) watermark_ms: Option<i64>,
 }
 
 impl StreamMetrics {
@@ -43,6 +46,7 @@ impl StreamMetrics {
             accuracy: AtomicU64::new(nan),
             log_loss: AtomicU64::new(nan),
             rmse: AtomicU64::new(nan),
+            watermark_ms: AtomicI64::new(i64::MIN),
             ..StreamMetrics::default()
         }
     }
@@ -55,6 +59,8 @@ impl StreamMetrics {
         self.rows_late.store(totals.late, Ordering::Relaxed);
         self.steps.store(totals.step, Ordering::Relaxed);
         self.model_version.store(totals.version, Ordering::Relaxed);
+        self.watermark_ms
+            .store(totals.watermark_ms.unwrap_or(i64::MIN), Ordering::Relaxed);
         if let Some(m) = prequential {
             let put = |slot: &AtomicU64, v: Option<f64>| {
                 slot.store(v.unwrap_or(f64::NAN).to_bits(), Ordering::Relaxed);
@@ -122,6 +128,17 @@ impl StreamMetrics {
             "millrace_stream_model_version{{job=\"{job}\"}} {}",
             self.model_version.load(Ordering::Relaxed)
         );
+        let watermark = self.watermark_ms.load(Ordering::Relaxed);
+        if watermark != i64::MIN {
+            let _ = writeln!(
+                out,
+                "# HELP millrace_stream_watermark_ms The job's event-time watermark (epoch ms): the minimum over partitions that are not idle.\n# TYPE millrace_stream_watermark_ms gauge"
+            );
+            let _ = writeln!(
+                out,
+                "millrace_stream_watermark_ms{{job=\"{job}\"}} {watermark}"
+            );
+        }
         for (metric, slot) in [
             ("accuracy", &self.accuracy),
             ("log_loss", &self.log_loss),
@@ -150,6 +167,7 @@ mod tests {
     fn renders_counters_and_prequential_gauges() {
         let m = StreamMetrics::new("j\"1");
         assert!(!m.render().contains("prequential"));
+        assert!(!m.render().contains("millrace_stream_watermark_ms"));
         m.update(
             &Totals {
                 read: 10,
@@ -158,6 +176,7 @@ mod tests {
                 late: 1,
                 step: 3,
                 version: 2,
+                watermark_ms: Some(1_700_000_000_000),
             },
             Some(&PrequentialMetrics {
                 rows: 8,
@@ -178,5 +197,6 @@ mod tests {
         assert!(text.contains("millrace_stream_checkpoints_total{job=\"j\\\"1\"} 1"));
         assert!(text.contains("millrace_stream_prequential_accuracy{job=\"j\\\"1\"} 0.75"));
         assert!(!text.contains("rmse"));
+        assert!(text.contains("millrace_stream_watermark_ms{job=\"j\\\"1\"} 1700000000000"));
     }
 }

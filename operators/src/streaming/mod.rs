@@ -10,6 +10,12 @@
 //!                                                  │ every N steps / T s
 //!                                          publish version → model server (hot swap), models/<v>/
 //! ```
+//!
+//! With an event-time column, each worker keeps a watermark per partition it reads (its newest
+//! event time minus `max_out_of_orderness`), takes the minimum over its partitions that are not
+//! idle (no record for `idle_timeout`), and sends it with its step message; the job's watermark
+//! is the minimum over the workers and never goes back. Records behind it are late, and windows
+//! close on it. Each checkpoint holds it and every partition's newest event time.
 
 pub mod checkpoint;
 mod fit;
@@ -22,6 +28,7 @@ pub mod prequential;
 mod publish;
 mod run;
 pub mod spec;
+mod watermark;
 mod windows;
 mod worker;
 

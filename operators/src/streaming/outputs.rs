@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
-use arrow::array::{Array, Int32Array, Int64Array, RecordBatch, StringArray};
-use millrace_connectors::kafka::{KafkaOptions, KafkaProducer};
+use millrace_connectors::kafka::{KafkaOptions, KafkaProducer, MetadataColumns};
 use serde_json::{Value, json};
 
+use super::input::Prepared;
 use super::prequential::PrequentialMetrics;
 use super::spec::StreamSpec;
-use crate::Result;
+use crate::{Error, Result};
 
 /// Producers for the optional output topics (one per worker).
 pub(crate) struct Outputs {
@@ -17,6 +17,8 @@ pub(crate) struct Outputs {
     predictions: Option<String>,
     metrics: Option<String>,
     class_names: Option<Vec<String>>,
+    /// The record metadata a prediction carries (`stream.metadata_columns`).
+    metadata: MetadataColumns,
     sent: Vec<u8>,
 }
 
@@ -40,15 +42,23 @@ impl Outputs {
             predictions,
             metrics,
             class_names,
+            metadata: MetadataColumns {
+                key: false,
+                timestamp: stream.metadata_columns.iter().any(|c| c == "timestamp"),
+                partition: stream.metadata_columns.iter().any(|c| c == "partition"),
+                offset: stream.metadata_columns.iter().any(|c| c == "offset"),
+            },
             sent: Vec::new(),
         })
     }
 
-    /// Sends one prediction per accepted row of `batch` (`predictions` has `width` values per
-    /// row), keyed like the record when it had a key.
+    /// Sends one prediction per accepted row of `prepared` (`predictions` has `width` values
+    /// per row), keyed like its record (the same key bytes; none for a record without a key),
+    /// with the record's `partition`, `offset` and `timestamp` when `metadata_columns` asks for
+    /// them, so that every prediction joins back to its record.
     pub(crate) fn predictions(
         &mut self,
-        batch: &RecordBatch,
+        prepared: &Prepared,
         accepted: &[u32],
         predictions: &[f32],
         width: usize,
@@ -57,18 +67,12 @@ impl Outputs {
         let (Some(producer), Some(topic)) = (&self.producer, &self.predictions) else {
             return Ok(());
         };
-        let keys = batch
-            .column_by_name("_key")
-            .and_then(|c| c.as_any().downcast_ref::<StringArray>());
-        let partitions = batch
-            .column_by_name("_partition")
-            .and_then(|c| c.as_any().downcast_ref::<Int32Array>());
-        let offsets = batch
-            .column_by_name("_offset")
-            .and_then(|c| c.as_any().downcast_ref::<Int64Array>());
+        let origins = &prepared.origins;
         for (i, &row) in accepted.iter().enumerate() {
             let row = row as usize;
-            let values = &predictions[i * width..(i + 1) * width];
+            let values = predictions
+                .get(i * width..(i + 1) * width)
+                .ok_or_else(|| Error::Internal(format!("no prediction for accepted row {i}")))?;
             let mut out = if width == 1 {
                 json!({"value": values[0]})
             } else {
@@ -80,18 +84,29 @@ impl Outputs {
                 json!({"class": class, "probabilities": values})
             };
             out["model_version"] = json!(version);
-            if let Some(p) = partitions.filter(|p| !p.is_null(row)) {
-                out["partition"] = json!(p.value(row));
+            if self.metadata.partition
+                && let Some(p) = origins.partition.get(row)
+            {
+                out["partition"] = json!(p);
             }
-            if let Some(o) = offsets.filter(|o| !o.is_null(row)) {
-                out["offset"] = json!(o.value(row));
+            if self.metadata.offset
+                && let Some(o) = origins.offset.get(row)
+            {
+                out["offset"] = json!(o);
             }
-            let key = keys
-                .filter(|k| !k.is_null(row))
-                .map(|k| k.value(row).as_bytes());
+            if self.metadata.timestamp
+                && let Some(t) = prepared.produced_ms.get(row)
+            {
+                out["timestamp"] = json!(t);
+            }
+            let key = origins
+                .key
+                .as_ref()
+                .and_then(|keys| keys.get(row))
+                .and_then(Option::as_deref);
             self.sent.clear();
             serde_json::to_writer(&mut self.sent, &out)
-                .map_err(|e| crate::Error::Internal(e.to_string()))?;
+                .map_err(|e| Error::Internal(e.to_string()))?;
             producer.send(topic, key, &self.sent, &[])?;
         }
         Ok(())
@@ -109,11 +124,11 @@ impl Outputs {
             return Ok(());
         };
         let mut line: Value =
-            serde_json::to_value(m).map_err(|e| crate::Error::Internal(e.to_string()))?;
+            serde_json::to_value(m).map_err(|e| Error::Internal(e.to_string()))?;
         line["step"] = json!(step);
         line["model_version"] = json!(version);
         line["at"] = json!(chrono::Utc::now().to_rfc3339());
-        let bytes = serde_json::to_vec(&line).map_err(|e| crate::Error::Internal(e.to_string()))?;
+        let bytes = serde_json::to_vec(&line).map_err(|e| Error::Internal(e.to_string()))?;
         producer.send(topic, None, &bytes, &[])?;
         Ok(())
     }

@@ -58,6 +58,10 @@ pub struct StreamSummary {
     pub rows_dead_lettered: u64,
     /// Records behind the watermark since the job first started.
     pub rows_late: u64,
+    /// The job's event-time watermark at the end (epoch ms): per partition its newest event
+    /// time minus `max_out_of_orderness`, the minimum over partitions that were not idle;
+    /// `None` without `event_time` or before every partition had one.
+    pub watermark_ms: Option<i64>,
     /// Training steps since the job first started.
     pub steps: u64,
     /// Model versions published since the job first started (the last one's number).
@@ -176,6 +180,7 @@ pub(crate) struct WorkerOutcome {
     pub(crate) rows_trained: u64,
     pub(crate) rows_dead_lettered: u64,
     pub(crate) rows_late: u64,
+    pub(crate) watermark_ms: Option<i64>,
     pub(crate) steps: u64,
     pub(crate) model_versions: u64,
     pub(crate) prequential: Option<PrequentialMetrics>,
@@ -379,6 +384,7 @@ pub fn run_stream(plan: StreamPlan, options: StreamOptions) -> Result<StreamSumm
         rows_trained: first.rows_trained,
         rows_dead_lettered: first.rows_dead_lettered,
         rows_late: first.rows_late,
+        watermark_ms: first.watermark_ms,
         steps: first.steps,
         model_versions: first.model_versions,
         prequential: first.prequential.clone(),

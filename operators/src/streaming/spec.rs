@@ -63,7 +63,9 @@ pub struct StreamSpec {
     #[serde(default = "default_avro_framing")]
     pub avro_framing: String,
     /// Kafka metadata columns to add: any of `key`, `timestamp`, `partition`, `offset` (named
-    /// `_key`, `_timestamp`, `_partition`, `_offset`).
+    /// `_key`, `_timestamp`, `_partition`, `_offset`). `timestamp`, `partition` and `offset`
+    /// also put `"timestamp"`, `"partition"` and `"offset"` fields into each prediction sent to
+    /// `predictions_topic`, so it joins back to its record.
     #[serde(default)]
     pub metadata_columns: Vec<String>,
     /// Undecodable or invalid messages go here, with the error and origin in headers. Without
@@ -108,7 +110,9 @@ pub struct StreamSpec {
     /// Also send each prequential metrics line to this topic (JSON).
     #[serde(default)]
     pub metrics_topic: Option<String>,
-    /// Send each record's prediction (made before training on it) to this topic (JSON).
+    /// Send each record's prediction (made before training on it) to this topic (JSON), keyed
+    /// like the record (its key bytes, whatever the preprocess SQL selects), with the record's
+    /// partition and offset when `metadata_columns` lists them.
     #[serde(default)]
     pub predictions_topic: Option<String>,
     /// Event-time column (a timestamp, or int64 epoch ms) for watermarks and windows.
@@ -118,6 +122,17 @@ pub struct StreamSpec {
     /// (e.g. `"2s"`).
     #[serde(default = "default_lateness")]
     pub max_out_of_orderness: String,
+    /// A partition with no record for this long is idle: it no longer holds the watermark back
+    /// (each partition's watermark is its newest event time minus `max_out_of_orderness`; the
+    /// job's is the minimum over the partitions that are not idle) until it gets a record again.
+    /// Default `"30s"`; `"0s"` never marks a partition idle (a silent partition then holds the
+    /// watermark, and the windows, back for good).
+    #[serde(
+        default = "default_idle_timeout",
+        with = "duration_text",
+        skip_serializing_if = "is_default_idle_timeout"
+    )]
+    pub idle_timeout: Duration,
     /// Records behind the watermark: `dead_letter` (default) or `drop` (counted either way).
     #[serde(default = "default_late")]
     pub late: String,
@@ -294,6 +309,32 @@ fn default_lateness() -> String {
 }
 fn default_late() -> String {
     "dead_letter".into()
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn is_default_idle_timeout(d: &Duration) -> bool {
+    *d == default_idle_timeout()
+}
+
+/// A duration in a pipeline file, written as text (`"500ms"`, `"30s"`, `"5m"`): parsed with the
+/// file, so a bad value is an error naming its key, line and column.
+mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, out: S) -> Result<S::Ok, S::Error> {
+        out.serialize_str(&format!("{}ms", d.as_millis()))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(input)?;
+        super::parse_duration("duration", &text).map_err(|e| match e {
+            crate::Error::Config { message, .. } => serde::de::Error::custom(message),
+            other => serde::de::Error::custom(other),
+        })
+    }
 }
 
 /// Parses `"500ms"`, `"10s"`, `"5m"`, `"1h"`, `"2d"` (a bare number is seconds).

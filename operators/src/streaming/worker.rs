@@ -19,12 +19,14 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint::Checkpoint;
 use super::fit::{fit_on_dataset, share, warm_up};
-use super::input::{Input, Pending, Prepared};
+use super::input::{Input, Pending};
+use super::late::EventTime;
 use super::metrics::Totals;
 use super::outputs::Outputs;
 use super::prequential::{PrequentialState, StepScore, score};
 use super::publish::Publisher;
 use super::run::{Shared, WorkerOutcome};
+use super::watermark::{PartitionWatermarks, WorkerMark, job_watermark};
 use super::windows::WindowOutput;
 use crate::preprocess::CompiledSql;
 use crate::stream::window::{WindowResult, WindowState, Windower};
@@ -43,8 +45,10 @@ pub(crate) struct StepMsg {
     pub(super) late: u64,
     /// Next offset of each partition this worker reads.
     pub(super) positions: Vec<(i32, i64)>,
-    /// Newest event time seen by this worker (ms).
-    pub(super) max_event_ms: Option<i64>,
+    /// This worker's watermark: the minimum over its partitions that are not idle.
+    pub(super) watermark: WorkerMark,
+    /// On checkpoint steps: the newest event time of each partition this worker reads.
+    pub(super) partition_events: Vec<(i32, i64)>,
     /// Worker 0's decisions for this step.
     pub(super) publish: bool,
     pub(super) checkpoint: bool,
@@ -108,6 +112,7 @@ pub(crate) fn run_worker(
         dlq,
         topic: stream.topic.clone(),
         dead: Vec::new(),
+        keep_keys: stream.predictions_topic.is_some(),
     };
     let mut counters = Counters {
         step: resume.map_or(0, |c| c.step),
@@ -190,8 +195,23 @@ pub(crate) fn run_worker(
     let mut steps_since_publish = 0u64;
     let mut steps_since_checkpoint = 0u64;
     let mut idle_since: Option<Instant> = None;
-    let mut global_max_event: Option<i64> = resume.and_then(|c| c.max_event_ms);
-    let mut local_max_event: Option<i64> = None;
+    // The job's watermark (the same on every worker), and this worker's partitions' clocks.
+    let mut watermark: Option<i64> = resume.and_then(|c| c.watermark_ms);
+    let mut event_time = stream.event_time.as_ref().map(|column| EventTime {
+        column: column.clone(),
+        watermarks: PartitionWatermarks::new(
+            &input.source.assignment(),
+            &resume
+                .map(|c| c.partition_events.clone())
+                .unwrap_or_default(),
+            plan.lateness_ms,
+            i64::try_from(stream.idle_timeout.as_millis()).ok(),
+            now_ms(),
+        ),
+        dead_letter: stream.late == "dead_letter",
+        bound: stream.max_out_of_orderness.clone(),
+        topic: stream.topic.clone(),
+    });
     // Produce times of trained records not yet in a published version, and of those in the
     // version published last (waiting for worker 0 to say when it went live).
     let mut unpublished: Vec<i64> = Vec::new();
@@ -209,7 +229,7 @@ pub(crate) fn run_worker(
             .max_records
             .map(|n| share(n.saturating_sub(counters.read), ctx.peers));
         let (prepared, read, mut dead) = match pending.batches.pop() {
-            Some((batch, produced_ms)) => (Some(Prepared { batch, produced_ms }), 0, 0),
+            Some(prepared) => (Some(prepared), 0, 0),
             None => input.poll(
                 remaining.map_or(max_batch, |r| r.min(max_batch)),
                 poll_timeout,
@@ -219,28 +239,10 @@ pub(crate) fn run_worker(
         let mut late = 0u64;
         let mut msg = StepMsg::default();
         if let Some(mut prepared) = prepared {
-            if let Some(column) = &stream.event_time {
-                let (kept, late_rows, max_event) = super::late::split_late(
-                    &prepared,
-                    column,
-                    global_max_event.map(|m| m - plan.lateness_ms),
-                )?;
-                late = late_rows.num_rows() as u64;
-                if late > 0 && stream.late == "dead_letter" {
-                    for row in 0..late_rows.num_rows() {
-                        input.dead.push(DeadLetter {
-                            operator: "stream/late".into(),
-                            reason: format!(
-                                "event time behind the watermark (max_out_of_orderness = {})",
-                                stream.max_out_of_orderness
-                            ),
-                            origin: Some(format!("topic {}", stream.topic)),
-                            record: row_to_json(&late_rows, row),
-                            rows: 1,
-                        });
-                    }
-                }
-                local_max_event = local_max_event.max(max_event);
+            if let Some(event_time) = event_time.as_mut() {
+                let (kept, behind) =
+                    event_time.split(prepared, watermark, now_ms(), &mut input.dead)?;
+                late = behind;
                 prepared = kept;
                 if let Some(w) = windower.as_mut() {
                     let pushed = w.push(&prepared.batch)?;
@@ -253,7 +255,7 @@ pub(crate) fn run_worker(
                 input.dead.push(DeadLetter {
                     operator: "stream/encode".into(),
                     reason: format!("{}: {}", bad.column, bad.reason),
-                    origin: Some(format!("topic {}", stream.topic)),
+                    origin: Some(prepared.origins.describe(&stream.topic, bad.row as usize)),
                     record: row_to_json(&prepared.batch, bad.row as usize),
                     rows: 1,
                 });
@@ -265,7 +267,7 @@ pub(crate) fn run_worker(
                     .ok_or_else(|| Error::Internal("streaming features have no labels".into()))?;
                 let predictions = trainer.predict(&features.x, features.rows)?;
                 outputs.predictions(
-                    &prepared.batch,
+                    &prepared,
                     &features.accepted,
                     &predictions,
                     predictions.len() / features.rows,
@@ -295,7 +297,12 @@ pub(crate) fn run_worker(
         msg.read = read;
         msg.dead = dead;
         msg.late = late;
-        msg.max_event_ms = local_max_event;
+        if let Some(e) = &event_time {
+            msg.watermark = e.watermarks.mark(now_ms());
+            if checkpoint_now {
+                msg.partition_events = e.watermarks.max_events();
+            }
+        }
         msg.positions = input.source.positions().into_iter().collect();
         if let (true, true, Some(w)) = (stop_now, end_of_input, windower.as_mut()) {
             closed_windows.extend(w.flush_all()?);
@@ -345,7 +352,7 @@ pub(crate) fn run_worker(
         let (mut rows, mut loss_sum, mut step_read) = (0u64, 0f64, 0u64);
         let mut step_score = StepScore::default();
         let mut positions = BTreeMap::new();
-        let mut max_events = Vec::with_capacity(all.len());
+        let mut partition_events = BTreeMap::new();
         for part in &all {
             if part.rows > 0 {
                 if part.grads.len() != num_params {
@@ -365,18 +372,13 @@ pub(crate) fn run_worker(
             counters.late += part.late;
             step_score.add(&part.score);
             positions.extend(part.positions.iter().copied());
-            max_events.push(part.max_event_ms);
+            partition_events.extend(part.partition_events.iter().copied());
         }
         if let (Some(out), Some(w)) = (window_output.as_mut(), windower.as_ref()) {
             out.write(w, all.iter().map(|m| m.windows.clone()).collect())?;
         }
-        // The watermark waits for the slowest worker that has seen events.
-        global_max_event = max_events
-            .iter()
-            .flatten()
-            .min()
-            .copied()
-            .or(global_max_event);
+        // The job's watermark: the minimum over the workers that are not idle.
+        watermark = job_watermark(watermark, all.iter().map(|m| m.watermark));
         counters.read += step_read;
         counters.step += 1;
         steps_since_publish += 1;
@@ -404,6 +406,7 @@ pub(crate) fn run_worker(
                     late: counters.late,
                     step: counters.step,
                     version: counters.version,
+                    watermark_ms: watermark,
                 },
                 prequential.metrics(classification).as_ref(),
             );
@@ -433,8 +436,8 @@ pub(crate) fn run_worker(
             steps_since_publish = 0;
             last_publish = Instant::now();
         }
-        if let (Some(w), Some(max_event), false) = (windower.as_mut(), global_max_event, stop_now) {
-            closed_windows = w.close(max_event.saturating_sub(plan.lateness_ms))?;
+        if let (Some(w), Some(at), false) = (windower.as_mut(), watermark, stop_now) {
+            closed_windows = w.close(at)?;
         }
         if checkpoint_now && ctx.index == 0 {
             let checkpoint = Checkpoint {
@@ -453,7 +456,8 @@ pub(crate) fn run_worker(
                 optimizer: trainer.optimizer_state()?,
                 preprocess: fitted.clone(),
                 prequential: prequential.clone(),
-                max_event_ms: global_max_event,
+                watermark_ms: watermark,
+                partition_events: std::mem::take(&mut partition_events),
                 windows: all.iter().filter_map(|m| m.window_state.clone()).collect(),
             };
             shared.checkpoint(&checkpoint)?;
@@ -494,6 +498,7 @@ pub(crate) fn run_worker(
         rows_trained: counters.trained,
         rows_dead_lettered: counters.dead,
         rows_late: counters.late,
+        watermark_ms: watermark,
         steps: counters.step,
         model_versions: counters.version,
         prequential: prequential.metrics(classification),

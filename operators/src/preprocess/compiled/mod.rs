@@ -15,7 +15,10 @@
 use std::fmt::Display;
 use std::sync::Arc;
 
-use arrow::array::{RecordBatch, RecordBatchOptions, new_null_array};
+use arrow::array::{
+    Array, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array, new_null_array,
+};
+use arrow::compute::{filter, filter_record_batch};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use chrono::Utc;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
@@ -232,20 +235,75 @@ impl CompiledSql {
     /// missing unread columns are null. Errors (a missing or mistyped column, a failing
     /// expression) are for the caller to report against the request.
     pub fn apply(&self, batch: &RecordBatch) -> std::result::Result<RecordBatch, String> {
+        self.run(batch, None)
+    }
+
+    /// [`apply`](Self::apply), also giving, for each output row, the index of the input row it
+    /// was made from: the query is row-wise, so each output row comes from one input row (null
+    /// only for a query without a table, whose rows come from none). A caller keeps what the
+    /// query drops (a record's partition, offset, key) aligned with its output this way.
+    pub fn apply_tracked(
+        &self,
+        batch: &RecordBatch,
+    ) -> std::result::Result<(RecordBatch, UInt32Array), String> {
+        let rows = match &self.source {
+            Source::Scan { .. } => {
+                let n = u32::try_from(batch.num_rows())
+                    .map_err(|_| format!("a batch of {} rows is too large", batch.num_rows()))?;
+                UInt32Array::from_iter_values(0..n)
+            }
+            Source::Empty { rows, .. } => UInt32Array::new_null(*rows),
+        };
+        let mut rows = rows;
+        let out = self.run(batch, Some(&mut rows))?;
+        Ok((out, rows))
+    }
+
+    /// Runs the steps on `batch`; filters also filter `rows` when given.
+    fn run(
+        &self,
+        batch: &RecordBatch,
+        mut rows: Option<&mut UInt32Array>,
+    ) -> std::result::Result<RecordBatch, String> {
         let mut current = self.source.read(batch)?;
         let failed =
             |e: datafusion::error::DataFusionError| format!("SQL failed on this batch: {e}");
-        if self.per_apply {
+        let props = self.per_apply.then(|| {
             let mut props = self.props.clone();
             props.query_execution_start_time = Some(Utc::now());
-            for step in &self.steps {
-                let physical = step.plan(&props, true).map_err(failed)?;
-                current = step.run(&current, &physical).map_err(failed)?;
-            }
-        } else {
-            for step in &self.steps {
-                current = step.run(&current, &step.physical).map_err(failed)?;
-            }
+            props
+        });
+        for step in &self.steps {
+            let planned;
+            let physical = match &props {
+                Some(props) => {
+                    planned = step.plan(props, true).map_err(failed)?;
+                    &planned
+                }
+                None => &step.physical,
+            };
+            current = match (step.kind, rows.as_deref_mut(), physical.as_slice()) {
+                (StepKind::Filter, Some(rows), [predicate]) => {
+                    let mask = predicate
+                        .evaluate(&current)
+                        .and_then(|v| v.into_array(current.num_rows()))
+                        .map_err(failed)?;
+                    let mask = mask
+                        .as_any()
+                        .downcast_ref::<BooleanArray>()
+                        .ok_or_else(|| {
+                            "SQL failed on this batch: a filter is not boolean".to_string()
+                        })?;
+                    let kept = filter(&*rows, mask).map_err(|e| e.to_string())?;
+                    *rows = kept
+                        .as_any()
+                        .downcast_ref::<UInt32Array>()
+                        .cloned()
+                        .ok_or_else(|| "filtering row numbers did not give u32".to_string())?;
+                    filter_record_batch(&current, mask).map_err(|e| e.to_string())?
+                }
+                _ => step.run(&current, physical).map_err(failed)?,
+            };
         }
         RecordBatch::try_new_with_options(
             Arc::clone(&self.output_schema),

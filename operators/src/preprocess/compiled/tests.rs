@@ -72,6 +72,19 @@ fn same_as_runner(sql: &str, needed: &[&str]) -> SqlPlan {
             expected,
             "{sql} on {rows} rows"
         );
+        let (tracked, rows_of) = compiled.apply_tracked(&full).unwrap();
+        assert_eq!(tracked, expected, "{sql} tracked, on {rows} rows");
+        assert_eq!(rows_of.len(), expected.num_rows());
+        // A row-wise query keeps the input order: the row numbers only grow.
+        let numbers: Vec<u32> = rows_of.iter().flatten().collect();
+        assert!(
+            numbers.windows(2).all(|w| w[0] < w[1]),
+            "{sql}: {numbers:?}"
+        );
+        assert!(
+            numbers.iter().all(|&r| (r as usize) < rows),
+            "{sql}: {numbers:?}"
+        );
         let only_read = narrow(&plan, &full);
         assert_eq!(
             compiled.apply(&only_read).unwrap(),
@@ -93,6 +106,45 @@ fn filter_star() {
     // Rows 1 and 4 have a null f3.
     assert_eq!(out.num_rows(), 5);
     assert_eq!(out.num_columns(), 5);
+}
+
+#[test]
+fn tracked_rows_are_the_input_rows_each_output_row_came_from() {
+    let sql = "SELECT b * 2 AS b2 FROM input WHERE f3 IS NOT NULL AND (b > 0 OR c = 'x')";
+    let plan = same_as_runner(sql, &["b2"]);
+    let compiled = CompiledSql::compile(&plan).unwrap();
+    let full = batch(1000);
+    let (out, rows_of) = compiled.apply_tracked(&full).unwrap();
+    // The plain recompute: the rows where the WHERE holds (null is not true).
+    let b = full
+        .column(1)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap();
+    let c = full
+        .column(2)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
+    let f3 = full
+        .column(3)
+        .as_any()
+        .downcast_ref::<Float32Array>()
+        .unwrap();
+    let expected: Vec<u32> = (0..1000)
+        .filter(|&i| {
+            !f3.is_null(i)
+                && ((!b.is_null(i) && b.value(i) > 0) || (!c.is_null(i) && c.value(i) == "x"))
+        })
+        .map(|i| i as u32)
+        .collect();
+    assert_eq!(rows_of.iter().flatten().collect::<Vec<_>>(), expected);
+    assert_eq!(rows_of.null_count(), 0);
+    // Each output value is the one computed from its input row.
+    let b2 = out.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+    for (j, &i) in expected.iter().enumerate() {
+        assert_eq!(b2.value(j), b.value(i as usize) * 2);
+    }
 }
 
 #[test]

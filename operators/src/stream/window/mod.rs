@@ -16,7 +16,9 @@
 //! - **Watermarks.** Each worker's [`Windower::local_watermark`] is its largest event time seen
 //!   minus `allowed_lateness`. The job's watermark is the **minimum** over all workers
 //!   ([`combined_watermark`]); a worker that has seen no row yet has no watermark and holds the
-//!   job's watermark back (so no window closes) until it sees one.
+//!   job's watermark back (so no window closes) until it sees one. A streaming job
+//!   ([`crate::streaming`]) keeps finer watermarks, per Kafka partition with idle partitions left
+//!   out, and closes its windows by passing the job's watermark to [`Windower::close`].
 //! - **Closing.** A window `[s, e)` closes when the watermark passed to [`Windower::close`] is
 //!   `>= e`; it is then emitted once and forgotten.
 //! - **Late rows.** A row is late when every window containing it has already been closed on this
