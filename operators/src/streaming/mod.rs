@@ -12,6 +12,7 @@
 //! ```
 
 pub mod checkpoint;
+mod clock;
 mod fit;
 mod input;
 mod late;
@@ -26,6 +27,7 @@ mod windows;
 mod worker;
 
 pub use checkpoint::{Checkpoint, StreamCheckpoints};
+pub use clock::{FinishedStream, StreamPhases};
 pub use plan::StreamPlan;
-pub use run::{StreamOptions, StreamSummary, run_stream};
+pub use run::{StreamOptions, StreamSummary, run_stream, run_stream_without_summary};
 pub use spec::StreamSpec;
