@@ -26,7 +26,15 @@ mod tests {
 
     #[test]
     fn only_unset_empty_zero_and_false_are_off() {
-        for off in [None, Some(""), Some("  "), Some("0"), Some("false"), Some("FALSE"), Some(" False ")] {
+        for off in [
+            None,
+            Some(""),
+            Some("  "),
+            Some("0"),
+            Some("false"),
+            Some("FALSE"),
+            Some(" False "),
+        ] {
             assert!(!flag_value(off), "{off:?} should be off");
         }
         for on in ["true", "TRUE", "1", "yes", "on", "woodpecker", "00"] {
