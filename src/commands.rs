@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use millrace::cluster::{Launch, launch, resolve_hosts, resolve_process_id};
 use millrace::engine::ClusterConfig;
@@ -115,7 +115,8 @@ pub struct ClusterRunArgs {
     restarts: u32,
 }
 
-pub fn run(args: RunArgs) -> anyhow::Result<()> {
+/// `millrace run`; `started` (the process start) starts the run's clock.
+pub fn run(args: RunArgs, started: Instant) -> anyhow::Result<()> {
     let (mut spec, text) = millrace::pipeline_file::load(&args.pipeline, &args.overrides)?;
     // Nothing is served with --no-serve, so [serve] (its device included) is not checked.
     if args.no_serve {
@@ -125,7 +126,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{}", located(&args.pipeline, &text, e)))?;
     let cluster = args.cluster.config(args.workers)?;
     if spec.stream.is_some() {
-        return run_streaming(spec, &args, &text, cluster);
+        return run_streaming(spec, &args, &text, cluster, started);
     }
     if cluster.process_id == 0 {
         millrace::data::prepare(&spec)?;
@@ -138,6 +139,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         run_dir: args.run_dir,
         progress: Arc::new(CliProgress::new()),
         resume: args.resume,
+        started: Some(started),
     };
     let (summary, run_dir) = run_planned(planned, Some(&text), config)?;
     println!("run directory: {}", run_dir.display());
@@ -200,6 +202,7 @@ fn run_streaming(
     args: &RunArgs,
     text: &str,
     cluster: ClusterConfig,
+    started: Instant,
 ) -> anyhow::Result<()> {
     if args.resume {
         eprintln!(
@@ -249,6 +252,7 @@ fn run_streaming(
         stop,
         max_records: args.max_records,
         idle_timeout,
+        started: Some(started),
     };
     let (summary, run_dir) = millrace::run::run_stream(spec, Some((&args.pipeline, text)), config)?;
     println!("run directory: {}", run_dir.display());

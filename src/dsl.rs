@@ -379,7 +379,9 @@ impl Pipeline {
     }
 
     /// Plans and runs the pipeline, writing its run directory.
+    /// Its clock (`wall_s`, the plan phase) starts at this call.
     pub fn run(self) -> Result<RunReport> {
+        let started = std::time::Instant::now();
         let spec = self.build()?;
         let planned = plan(spec, None)?;
         let config = RunConfig {
@@ -389,6 +391,7 @@ impl Pipeline {
                 .progress
                 .unwrap_or_else(|| Arc::new(millrace_operators::job::NoProgress)),
             resume: false,
+            started: Some(started),
         };
         let (summary, run_dir) = run_planned(planned, None, config)?;
         Ok(RunReport { summary, run_dir })

@@ -212,6 +212,8 @@ enum GenCommand {
 }
 
 fn main() -> ExitCode {
+    // The clock of `millrace run` (wall_s, the plan phase): the user has been waiting since now.
+    let started = std::time::Instant::now();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -220,7 +222,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match run(Cli::parse()) {
+    match run(Cli::parse(), started) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -336,10 +338,10 @@ fn load_models(args: &ServeArgs, options: &ServeOptions) -> anyhow::Result<Arc<M
     Ok(registry)
 }
 
-/// Runs a streaming pipeline until SIGTERM/Ctrl-C, `--max-records` or `--idle-timeout-s`.
-fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs the command `cli` names; `started` is when the process started.
+fn run(cli: Cli, started: std::time::Instant) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run(args) => commands::run(args),
+        Command::Run(args) => commands::run(args, started),
         Command::Cluster(args) => commands::cluster(args),
         Command::Serve(args) => {
             let options = serve_options(&args)?;

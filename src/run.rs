@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use millrace_engine::ClusterConfig;
 use millrace_operators::job::{self, JobPlan, Progress, RunOptions, Summary};
@@ -25,6 +26,10 @@ pub struct RunConfig {
     pub progress: Arc<dyn Progress>,
     /// Continue from the latest checkpoint of the pipeline's `[checkpoint]` store, if any.
     pub resume: bool,
+    /// When the user started waiting, for `wall_s` and the plan phase: the process start for
+    /// `millrace run`, the call for `Pipeline::run`; `None` starts the clock when
+    /// [`run_planned`] is called (planning then goes uncounted).
+    pub started: Option<Instant>,
 }
 
 impl Default for RunConfig {
@@ -34,6 +39,7 @@ impl Default for RunConfig {
             run_dir: None,
             progress: Arc::new(job::NoProgress),
             resume: false,
+            started: None,
         }
     }
 }
@@ -96,25 +102,29 @@ fn locate(e: millrace_operators::Error, source: Option<(&Path, &str)>) -> Error 
 }
 
 /// Runs a planned pipeline and writes its run directory. `pipeline_text` is kept as `pipeline.toml`.
+/// summary.json is the last file written: its `wall_s` runs from `config.started` to it.
 pub fn run_planned(
     plan: JobPlan,
     pipeline_text: Option<&str>,
     config: RunConfig,
 ) -> Result<(Summary, PathBuf)> {
+    let started = config.started.unwrap_or_else(Instant::now);
     let run_dir = prepare_run_dir(config.run_dir.clone(), &plan.spec, pipeline_text)?;
     let process_id = config.cluster.process_id;
-    let summary = job::run(
+    let finished = job::run_without_summary(
         plan,
         RunOptions {
             cluster: config.cluster,
             run_dir: run_dir.clone(),
             progress: config.progress,
             resume: config.resume,
+            started,
         },
     )?;
     if process_id == 0 {
         write_curves(&run_dir)?;
     }
+    let summary = finished.write_summary()?;
     Ok((summary, run_dir))
 }
 
@@ -131,6 +141,9 @@ pub struct StreamRunConfig {
     pub max_records: Option<u64>,
     /// Stop once no record arrived for this long.
     pub idle_timeout: Option<std::time::Duration>,
+    /// When the user started waiting, for `wall_s` and the plan phase (the process start for
+    /// `millrace run`); `None` starts the clock when [`run_stream`] is called.
+    pub started: Option<Instant>,
 }
 
 /// Plans and runs a streaming pipeline (one with a `[stream]` section) until it stops, writing
@@ -140,13 +153,14 @@ pub fn run_stream(
     source: Option<(&Path, &str)>,
     config: StreamRunConfig,
 ) -> Result<(StreamSummary, PathBuf)> {
+    let started = config.started.unwrap_or_else(Instant::now);
     let plan = StreamPlan::new(spec).map_err(|e| locate(e, source))?;
     let run_dir = prepare_run_dir(
         config.run_dir.clone(),
         &plan.spec,
         source.map(|(_, text)| text),
     )?;
-    let summary = millrace_operators::streaming::run_stream(
+    let finished = millrace_operators::streaming::run_stream_without_summary(
         plan,
         StreamOptions {
             cluster: config.cluster,
@@ -159,11 +173,13 @@ pub fn run_stream(
                     "serving the model while it trains on http://{addr} (POST /v2/models/NAME/infer, /v1/predict)"
                 );
             })),
+            started,
         },
     )?;
     if run_dir.join("metrics.jsonl").exists() {
         write_curves(&run_dir)?;
     }
+    let summary = finished.write_summary()?;
     Ok((summary, run_dir))
 }
 

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use millrace::engine::ClusterConfig;
 use millrace::operators::job::{NoProgress, Summary};
@@ -23,13 +24,16 @@ pub fn etl_to_train_toml() -> PathBuf {
 }
 
 /// Runs the pipeline file `pipeline` with `overrides` (`key=value`) on `workers` local workers,
-/// generating its data first when the file says so, writing the run to `run_dir`.
+/// generating its data first when the file says so, writing the run to `run_dir`. The run's
+/// clock (`wall_s`, `phases`) starts at this call, as `millrace run`'s starts with its process:
+/// reading the pipeline file and planning count (and generating the data, on a first run).
 pub fn run_pipeline(
     pipeline: &Path,
     overrides: &[String],
     workers: usize,
     run_dir: &Path,
 ) -> anyhow::Result<Summary> {
+    let started = Instant::now();
     let (spec, text) = millrace::pipeline_file::load(pipeline, overrides)?;
     millrace::data::prepare(&spec)?;
     let planned = plan(spec, Some((pipeline, &text)))?;
@@ -38,6 +42,7 @@ pub fn run_pipeline(
         run_dir: Some(run_dir.to_path_buf()),
         progress: Arc::new(NoProgress),
         resume: false,
+        started: Some(started),
     };
     Ok(run_planned(planned, Some(&text), config)?.0)
 }

@@ -63,6 +63,7 @@
 
 pub mod avro;
 pub mod delta;
+pub mod env;
 pub mod hive;
 pub mod inspect;
 pub mod json;

@@ -27,6 +27,7 @@ pub fn try_run_toml(text: &str, workers: usize, dir: &Path) -> Result<Summary, S
         run_dir: Some(dir.join("run")),
         progress: Arc::new(NoProgress),
         resume: false,
+        started: None,
     };
     run_planned(planned, Some(&text), config)
         .map(|r| r.0)

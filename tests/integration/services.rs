@@ -2,7 +2,8 @@
 //! test process and stopped when it exits.
 //!
 //! `scripts/s3-server.sh install` (run by `.ci/run`) installs it. Without it, S3 tests skip with a
-//! loud message, except under `CI=true`, where a missing server fails them.
+//! loud message, except under CI (`CI` set to anything but empty, `0` or `false`), where a
+//! missing server fails them.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -130,8 +131,8 @@ pub fn s3() -> Option<&'static S3> {
                 .or_else(|| start_moto(&[]));
             match endpoint {
                 Some(endpoint) => Some(S3 { endpoint }),
-                None if std::env::var("CI").is_ok_and(|v| v == "true") => panic!(
-                    "CI=true but no S3 server: run scripts/s3-server.sh install (or set MILLRACE_S3_ENDPOINT)"
+                None if millrace::connectors::env::in_ci() => panic!(
+                    "CI is set but there is no S3 server: run scripts/s3-server.sh install (or set MILLRACE_S3_ENDPOINT)"
                 ),
                 None => {
                     eprintln!(
@@ -216,8 +217,8 @@ pub fn kafka() -> Option<&'static str> {
                 .or_else(start_tansu);
             match address {
                 Some(address) => Some(address),
-                None if std::env::var("CI").is_ok_and(|v| v == "true") => panic!(
-                    "CI=true but no Kafka broker: run scripts/kafka-broker.sh install (or set MILLRACE_KAFKA)"
+                None if millrace::connectors::env::in_ci() => panic!(
+                    "CI is set but there is no Kafka broker: run scripts/kafka-broker.sh install (or set MILLRACE_KAFKA)"
                 ),
                 None => {
                     eprintln!(

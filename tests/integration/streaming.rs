@@ -134,6 +134,7 @@ pub(super) fn config(workers: usize, run_dir: &Path) -> StreamRunConfig {
         stop: Arc::new(AtomicBool::new(false)),
         max_records: None,
         idle_timeout: Some(Duration::from_secs(2)),
+        started: None,
     }
 }
 

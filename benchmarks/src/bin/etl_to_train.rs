@@ -40,6 +40,7 @@ fn main() -> anyhow::Result<()> {
         "ingest_s": s.ingest_s,
         "train_s": s.train_s,
         "wall_s": s.wall_s,
+        "phases": s.phases,
         "holdout_accuracy": accuracy,
         "peak_rss_mb": (s.peak_rss_bytes as f64 / 1048576.0).round(),
     });

@@ -7,7 +7,10 @@
 //!
 //! Two phases:
 //! - `backlog`: all events are produced first, then the job trains through them (`--max-records`):
-//!   events/s trained is the job's throughput.
+//!   events/s is the job's throughput: every event the job read over the seconds its workers spent
+//!   reading and training, from their first poll (the warm-up window that fits the preprocessing
+//!   included) to their last step. `wall_s` and `phases` add the planning before and the writing
+//!   after (the job's clock starts when the benchmark calls it).
 //! - `live`: the job runs first and the events are produced at a fixed rate (`--rate`, default
 //!   100,000/s) while it trains: freshness is the time from an event's produce timestamp to the
 //!   first served model version that includes it (p50/p99).
@@ -128,6 +131,7 @@ fn run_job(
             stop: Arc::new(AtomicBool::new(false)),
             max_records: Some(max_records),
             idle_timeout: Some(Duration::from_secs(20)),
+            started: None,
         },
     )?;
     Ok(summary)
@@ -190,6 +194,8 @@ fn main() -> anyhow::Result<()> {
             "produce_events_per_s": sent as f64 / produce_s,
             "trained": backlog.rows_trained,
             "events_per_s": backlog.rows_per_s,
+            "wall_s": backlog.wall_s,
+            "phases": backlog.phases,
             "model_versions": backlog.model_versions,
             "prequential": backlog.prequential,
             "checkpoint_ms_mean": backlog.checkpoint_ms_mean,
@@ -201,6 +207,8 @@ fn main() -> anyhow::Result<()> {
             "rate_produced": live_sent as f64 / live_s,
             "trained": live.rows_trained,
             "model_versions": live.model_versions,
+            "wall_s": live.wall_s,
+            "phases": live.phases,
             "freshness_ms_p50": live.freshness_ms_p50,
             "freshness_ms_p99": live.freshness_ms_p99,
             "prequential": live.prequential,

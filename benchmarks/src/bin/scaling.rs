@@ -96,6 +96,7 @@ fn main() -> anyhow::Result<()> {
             "e2e_rows_per_s": s["e2e_rows_per_s"].as_f64().unwrap_or(0.0).round(),
             "train_rows_per_s": s["train_rows_per_s"].as_f64().unwrap_or(0.0).round(),
             "wall_s": s["wall_s"],
+            "phases": s["phases"],
             "train_s": s["train_s"],
             "steps": s["steps"],
             "ms_per_step": train_s * 1e3 / steps,

@@ -1,6 +1,7 @@
 //! The batch job: ingest → preprocess → train → evaluate, on timely workers, writing a run directory.
 
 pub mod checkpoint;
+mod clock;
 mod ingest;
 mod output;
 pub(crate) mod plan;
@@ -8,8 +9,9 @@ mod progress;
 mod run;
 mod summary;
 
+pub use clock::FinishedRun;
 pub use plan::JobPlan;
 pub use progress::{NoProgress, Progress};
 pub(crate) use run::write_dead_letters;
-pub use run::{RunOptions, run};
-pub use summary::{CheckpointStats, OperatorSummary, Summary, peak_rss_bytes};
+pub use run::{RunOptions, run, run_without_summary};
+pub use summary::{CheckpointStats, OperatorSummary, Phases, Summary, peak_rss_bytes};

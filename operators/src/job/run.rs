@@ -20,11 +20,12 @@ use millrace_ml::preprocess::FitState;
 use serde_json::json;
 
 use super::checkpoint::{self as ckpt, BatchCheckpoint, SourceRecord};
+use super::clock::{FinishedRun, Marks};
 use super::ingest::{encode, ingest};
 use super::output;
 use super::plan::JobPlan;
 use super::progress::Progress;
-use super::summary::{CheckpointStats, OperatorSummary, Summary, peak_rss_bytes};
+use super::summary::{CheckpointStats, OperatorSummary, Phases, Summary, peak_rss_bytes};
 use crate::checkpoint::CheckpointStore;
 use crate::evaluate::Evaluator;
 use crate::preprocess::merge_fits;
@@ -43,6 +44,9 @@ pub struct RunOptions {
     /// Continue from the latest complete checkpoint of the pipeline's `[checkpoint]` store, if
     /// there is one (else start from the beginning).
     pub resume: bool,
+    /// When the user started waiting (the process start for `millrace run`): `wall_s` and the
+    /// plan phase count from here, so planning before [`run`] is included.
+    pub started: Instant,
 }
 
 /// What every worker of the job shares besides the plan.
@@ -55,7 +59,7 @@ struct Shared {
 struct WorkerOutcome {
     dead: Vec<DeadLetter>,
     eval_lines: Vec<serde_json::Value>,
-    ingest_s: f64,
+    marks: Marks,
     train: Option<TrainReport>,
     /// Over all processes: (dead-lettered rows, predictions written, evaluation rows).
     cluster_counts: (u64, u64, u64),
@@ -64,7 +68,12 @@ struct WorkerOutcome {
 
 /// Runs `plan`, writing the run directory, and returns the summary (also written as summary.json).
 pub fn run(plan: JobPlan, options: RunOptions) -> Result<Summary> {
-    let started = Instant::now();
+    run_without_summary(plan, options)?.write_summary()
+}
+
+/// Runs `plan` and writes every file of the run directory but summary.json, which the returned
+/// run writes (stopping the clock) once the caller has added its own files.
+pub fn run_without_summary(plan: JobPlan, options: RunOptions) -> Result<FinishedRun> {
     std::fs::create_dir_all(&options.run_dir).map_err(|e| Error::io(&options.run_dir, e))?;
     output::prepare_outputs(&plan.spec, options.cluster.process_id)?;
     let shared = Arc::new(shared_state(&plan, &options)?);
@@ -119,7 +128,7 @@ pub fn run(plan: JobPlan, options: RunOptions) -> Result<Summary> {
     let rows_filtered = (sql.rows_in - sql.rows_out - sql.dead_letters)
         + (sql_holdout.rows_in - sql_holdout.rows_out - sql_holdout.dead_letters);
     let (rows_dead_lettered, predictions_written, eval_rows) = first.cluster_counts;
-    let wall_s = started.elapsed().as_secs_f64();
+    // The times are completed when summary.json is written.
     let summary = Summary {
         name: plan.spec.name.clone(),
         workers: options.cluster.total_workers(),
@@ -135,11 +144,12 @@ pub fn run(plan: JobPlan, options: RunOptions) -> Result<Summary> {
         rows_filtered,
         steps: train.steps,
         final_loss: train.last_epoch_loss,
-        wall_s,
-        ingest_s: first.ingest_s,
+        wall_s: 0.0,
+        phases: Phases::default(),
+        ingest_s: 0.0,
         train_s: train.train_s,
         train_rows_per_s: train.rows_trained as f64 / train.train_s.max(1e-9),
-        e2e_rows_per_s: rows_read as f64 / wall_s.max(1e-9),
+        e2e_rows_per_s: 0.0,
         eval: train.eval.clone(),
         model_path: options.run_dir.join("model").display().to_string(),
         parameter_checksum: format!("{:016x}", train.parameter_checksum),
@@ -158,11 +168,12 @@ pub fn run(plan: JobPlan, options: RunOptions) -> Result<Summary> {
             })
             .collect(),
     };
-    let path = own_dir.join("summary.json");
-    let text =
-        serde_json::to_string_pretty(&summary).map_err(|e| Error::Internal(e.to_string()))?;
-    std::fs::write(&path, text + "\n").map_err(|e| Error::io(&path, e))?;
-    Ok(summary)
+    Ok(FinishedRun {
+        summary,
+        clock: options.started,
+        marks: first.marks,
+        path: own_dir.join("summary.json"),
+    })
 }
 
 pub(crate) fn write_dead_letters(path: &Path, dead: &[&DeadLetter]) -> Result<()> {
@@ -222,7 +233,7 @@ fn run_worker(
     options: &RunOptions,
     shared: &Shared,
 ) -> Result<WorkerOutcome> {
-    let started = Instant::now();
+    let mut marks = Marks::new(Instant::now());
     let spec = &plan.spec;
     let progress = &options.progress;
     if ctx.index == 0 {
@@ -233,6 +244,7 @@ fn run_worker(
     if let Some(e) = ingested.fit_error.take() {
         return Err(e);
     }
+    marks.ingested = Instant::now();
 
     // Fit: merge every worker's statistics, in worker order, so every worker gets the same fit;
     // a resumed run encodes with the checkpoint's fit (every worker resumes alike).
@@ -247,6 +259,7 @@ fn run_worker(
             merge_fits(worker, ctx, &mut channel, local)?.finish()?
         }
     };
+    marks.fitted = Instant::now();
 
     let mut dead = std::mem::take(&mut ingested.dead);
     let eval_batches = if spec.output.predictions.is_some() {
@@ -269,7 +282,7 @@ fn run_worker(
         &mut dead,
     )?;
     let eval_rows = eval.rows as u64;
-    let ingest_s = started.elapsed().as_secs_f64();
+    marks.encoded = Instant::now();
     if ctx.index == 0 {
         progress.ingest_done();
     }
@@ -419,6 +432,8 @@ fn run_worker(
         &mut on_event,
         &mut control,
     )?;
+    marks.trained = Instant::now();
+    marks.eval_s = report.eval_s;
     drop(control);
     if let Some((mut out, path)) = log {
         out.flush().map_err(|e| Error::io(&path, e))?;
@@ -461,7 +476,7 @@ fn run_worker(
     Ok(WorkerOutcome {
         dead,
         eval_lines,
-        ingest_s,
+        marks,
         train: Some(report),
         cluster_counts,
         checkpoints,

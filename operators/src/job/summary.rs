@@ -54,15 +54,21 @@ pub struct Summary {
     pub steps: u64,
     /// Mean training loss of the last epoch.
     pub final_loss: f64,
-    /// Wall-clock seconds of the whole run.
+    /// Wall-clock seconds from the start of the run's clock (`RunOptions::started`: the process
+    /// start for `millrace run`) until summary.json is written, the last file of the run; the
+    /// sum of `phases`.
     pub wall_s: f64,
-    /// Seconds reading and preprocessing (until training starts).
+    /// Where `wall_s` went, phase by phase (worker 0's view of the workers' part).
+    #[serde(default)]
+    pub phases: Phases,
+    /// Seconds reading, preprocessing, fitting and encoding (`phases.ingest_s + phases.fit_s +
+    /// phases.encode_s`).
     pub ingest_s: f64,
     /// Seconds in the training loop.
     pub train_s: f64,
     /// rows_trained / train_s.
     pub train_rows_per_s: f64,
-    /// rows_read / wall_s.
+    /// rows_read / wall_s: rows per second of the whole wait, planning and writing included.
     pub e2e_rows_per_s: f64,
     /// Final evaluation.
     pub eval: Option<EvalMetrics>,
@@ -84,6 +90,48 @@ pub struct Summary {
     pub checkpoints: CheckpointStats,
     /// Per-operator totals.
     pub operators: Vec<OperatorSummary>,
+}
+
+/// The consecutive phases of a batch run, in seconds; they add up to `wall_s`. Each ends where
+/// the next begins, measured on the process's first worker:
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Phases {
+    /// From the clock's start until the workers start: reading and checking the pipeline (the
+    /// CLI also generates a `generate` dataset that does not exist yet), listing the datasets and
+    /// reading their Parquet footers, planning the SQL, creating the run directory, checking the
+    /// outputs and loading the checkpoint to resume from.
+    pub plan_s: f64,
+    /// Reading this worker's row groups through the preprocess SQL and the split, updating the
+    /// preprocessing statistics on the way; ends when every source of the worker is exhausted.
+    pub ingest_s: f64,
+    /// Merging the preprocessing statistics of all workers into one fit (includes waiting for
+    /// the slowest worker's ingest).
+    pub fit_s: f64,
+    /// Encoding the training and evaluation rows with the fitted preprocessing.
+    pub encode_s: f64,
+    /// Building the model replica, the training loop with its gradient exchange and the
+    /// checkpoints it writes; evaluation excluded.
+    pub train_s: f64,
+    /// Evaluations during and after training (every epoch with `evaluate.every_epoch`, else the
+    /// last).
+    pub evaluate_s: f64,
+    /// From the end of training until summary.json is written: predictions, the model bundle,
+    /// the cluster totals, dead letters, metrics.prom, the evaluation output, `_SUCCESS`, the
+    /// curves.
+    pub write_s: f64,
+}
+
+impl Phases {
+    /// The sum of the phases (equal to `wall_s` up to rounding).
+    pub fn total_s(&self) -> f64 {
+        self.plan_s
+            + self.ingest_s
+            + self.fit_s
+            + self.encode_s
+            + self.train_s
+            + self.evaluate_s
+            + self.write_s
+    }
 }
 
 fn one() -> usize {

@@ -18,6 +18,7 @@
 //! close on it. Each checkpoint holds it and every partition's newest event time.
 
 pub mod checkpoint;
+mod clock;
 mod fit;
 mod input;
 mod late;
@@ -33,6 +34,7 @@ mod windows;
 mod worker;
 
 pub use checkpoint::{Checkpoint, StreamCheckpoints};
+pub use clock::{FinishedStream, StreamPhases};
 pub use plan::StreamPlan;
-pub use run::{StreamOptions, StreamSummary, run_stream};
+pub use run::{StreamOptions, StreamSummary, run_stream, run_stream_without_summary};
 pub use spec::StreamSpec;

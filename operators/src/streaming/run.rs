@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::checkpoint::{Checkpoint, StreamCheckpoints};
+use super::clock::{FinishedStream, StreamPhases};
 use super::metrics::StreamMetrics;
 use super::plan::StreamPlan;
 use super::prequential::{PrequentialMetrics, PrequentialState};
@@ -37,6 +38,9 @@ pub struct StreamOptions {
     pub idle_timeout: Option<Duration>,
     /// Called with the model server's address once it listens (when `[serve]` is set).
     pub on_serving: Option<Arc<dyn Fn(std::net::SocketAddr) + Send + Sync>>,
+    /// When the user started waiting (the process start for `millrace run`): `wall_s` and the
+    /// plan phase count from here.
+    pub started: Instant,
 }
 
 /// What a streaming run did (also written as summary.json).
@@ -68,9 +72,14 @@ pub struct StreamSummary {
     pub model_versions: u64,
     /// Prequential metrics over the last window.
     pub prequential: Option<PrequentialMetrics>,
-    /// Seconds this run took.
+    /// Seconds from the start of the run's clock (`StreamOptions::started`) until summary.json
+    /// is written; the sum of `phases`.
     pub wall_s: f64,
-    /// Records read per second in this run.
+    /// Where `wall_s` went.
+    #[serde(default)]
+    pub phases: StreamPhases,
+    /// Records read in this run per second of the workers' reading and training: from their
+    /// first poll (the warm-up included) to their last step.
     pub rows_per_s: f64,
     /// Time from a record's produce timestamp to the first served version that includes it.
     pub freshness_ms_p50: Option<f64>,
@@ -279,7 +288,16 @@ impl Drop for ServerHandle {
 
 /// Runs `plan` until it stops (signal, `max_records`, idle timeout), writing the run directory.
 pub fn run_stream(plan: StreamPlan, options: StreamOptions) -> Result<StreamSummary> {
-    let started = Instant::now();
+    run_stream_without_summary(plan, options)?.write_summary()
+}
+
+/// Runs `plan` like [`run_stream`] and writes every file of the run directory but
+/// summary.json, which the returned run writes (stopping the clock) once the caller has added
+/// its own files.
+pub fn run_stream_without_summary(
+    plan: StreamPlan,
+    options: StreamOptions,
+) -> Result<FinishedStream> {
     std::fs::create_dir_all(&options.run_dir).map_err(|e| Error::io(&options.run_dir, e))?;
     let store = StreamCheckpoints::open(
         &plan.checkpoint_dir.to_string_lossy(),
@@ -334,12 +352,14 @@ pub fn run_stream(plan: StreamPlan, options: StreamOptions) -> Result<StreamSumm
         checkpoint_stats: Mutex::new((0, 0.0, None)),
     });
     let metrics = MetricsRegistry::new();
+    let workers_started = Instant::now();
     let outcomes = {
         let shared = Arc::clone(&shared);
         execute(&options.cluster, metrics, move |worker, ctx| {
             run_worker(worker, &ctx, &shared)
         })?
     };
+    let workers_done = Instant::now();
     drop(server);
     let plan = &shared.plan;
     let first = outcomes
@@ -374,7 +394,7 @@ pub fn run_stream(plan: StreamPlan, options: StreamOptions) -> Result<StreamSumm
         .checkpoint_stats
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    let wall_s = started.elapsed().as_secs_f64();
+    // The times are completed when summary.json is written.
     let summary = StreamSummary {
         name: plan.spec.name.clone(),
         topic: plan.stream.topic.clone(),
@@ -388,7 +408,8 @@ pub fn run_stream(plan: StreamPlan, options: StreamOptions) -> Result<StreamSumm
         steps: first.steps,
         model_versions: first.model_versions,
         prequential: first.prequential.clone(),
-        wall_s,
+        wall_s: 0.0,
+        phases: StreamPhases::default(),
         rows_per_s: first
             .rows_read
             .saturating_sub(shared.resume.as_ref().map_or(0, |c| c.rows_read))
@@ -402,11 +423,13 @@ pub fn run_stream(plan: StreamPlan, options: StreamOptions) -> Result<StreamSumm
         parameter_checksum: format!("{:016x}", first.parameter_checksum),
         model_path: model_dir.display().to_string(),
     };
-    let path = options.run_dir.join("summary.json");
-    let text =
-        serde_json::to_string_pretty(&summary).map_err(|e| Error::Internal(e.to_string()))?;
-    std::fs::write(&path, text + "\n").map_err(|e| Error::io(&path, e))?;
-    Ok(summary)
+    Ok(FinishedStream {
+        summary,
+        clock: options.started,
+        workers_started,
+        workers_done,
+        path: options.run_dir.join("summary.json"),
+    })
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {

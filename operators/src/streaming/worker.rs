@@ -124,6 +124,8 @@ pub(crate) fn run_worker(
     };
     let poll_timeout = Duration::from_millis(stream.poll_timeout_ms);
 
+    // The clock of `rows_per_s` covers every record this run reads: the warm-up too.
+    let started = Instant::now();
     // The preprocessing: from the checkpoint, or fitted on the warm-up window.
     let (fitted, mut pending) = match resume {
         Some(c) => (
@@ -189,7 +191,6 @@ pub(crate) fn run_worker(
     let mut end_of_input = false;
 
     let max_batch = stream.max_batch_records;
-    let started = Instant::now();
     let mut last_publish = Instant::now();
     let mut last_checkpoint = Instant::now();
     let mut steps_since_publish = 0u64;

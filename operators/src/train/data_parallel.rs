@@ -79,6 +79,8 @@ pub struct TrainReport {
     pub parameter_checksum: u64,
     /// Seconds this worker waited for the gradient sums of other workers (0 alone).
     pub sync_s: f64,
+    /// Seconds this run spent in evaluations (all of them, this run only).
+    pub eval_s: f64,
 }
 
 /// Trains `trainer` on this worker's `train` rows in lock-step with every other worker.
@@ -157,6 +159,7 @@ pub fn train_data_parallel(
         .last()
         .and_then(|e| serde_json::from_str(&e.metrics_json).ok());
     let mut sync_s = 0.0;
+    let mut eval_s = 0.0;
     let mut last_checkpoint = Instant::now();
 
     for epoch in position.epoch..spec.epochs {
@@ -270,7 +273,9 @@ pub fn train_data_parallel(
         position.last_epoch_loss = position.epoch_loss / total as f64;
         position.train_s += started.elapsed().as_secs_f64();
         if evaluate_every_epoch || epoch + 1 == spec.epochs {
+            let evaluating = Instant::now();
             eval = evaluator.evaluate(worker, ctx, trainer)?;
+            eval_s += evaluating.elapsed().as_secs_f64();
             if let Some(metrics) = &eval {
                 position.evals.push(EvalRecord {
                     epoch,
@@ -305,6 +310,7 @@ pub fn train_data_parallel(
         last_epoch_loss: position.last_epoch_loss,
         train_s: position.train_s,
         sync_s,
+        eval_s,
         eval,
         parameter_checksum,
     })

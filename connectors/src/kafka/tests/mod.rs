@@ -1,6 +1,6 @@
 //! Tests against a real Kafka-protocol broker: set `MILLRACE_KAFKA=127.0.0.1:PORT` (start one with
 //! `scripts/kafka-broker.sh start PORT`). Without it the broker tests print SKIPPED and pass, except
-//! under `CI=true`, where they fail.
+//! under CI (`CI` set to anything but empty, `0` or `false`), where they fail.
 
 mod admin;
 mod decoding;
@@ -27,8 +27,8 @@ pub(super) fn broker() -> Option<KafkaOptions> {
         _ => {
             let message = "SKIPPED: no Kafka broker (set MILLRACE_KAFKA=127.0.0.1:PORT, start one \
                            with scripts/kafka-broker.sh start PORT)";
-            if std::env::var("CI").is_ok_and(|ci| ci == "true") {
-                panic!("{message}; CI=true requires a broker");
+            if crate::env::in_ci() {
+                panic!("{message}; CI requires a broker");
             }
             eprintln!("\n*** {message} ***\n");
             None
