@@ -245,7 +245,7 @@ fn millrace_serve_refuses_a_public_address_without_a_token() {
     // Explicitly open: it serves.
     let (served, err) = millrace_serve(&["--addr", "0.0.0.0:0", "--allow-unauthenticated"]);
     assert!(served, "{err}");
-    assert!(err.contains("serving tabular on http://0.0.0.0:"), "{err}");
+    assert!(err.contains(" on http://0.0.0.0:"), "{err}");
     // With a token and TLS: it serves HTTPS.
     let (cert, key) = self_signed(&dir, "cli");
     let token = dir.join("token");

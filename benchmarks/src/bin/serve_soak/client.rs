@@ -372,7 +372,7 @@ pub fn run_connection(
     while Instant::now() < deadline {
         let r = pick(&mut rng, bodies);
         let k = KINDS.iter().position(|k| *k == r.kind).unwrap_or(0);
-        let c = match conn.take() {
+        let mut c = match conn.take() {
             Some(c) => c,
             None => match connect(addr) {
                 Ok(c) => c,
@@ -384,7 +384,6 @@ pub fn run_connection(
                 }
             },
         };
-        let mut c = c;
         stats.requests[k] += 1;
         let started = Instant::now();
         match exchange(&mut c, addr, &r) {

@@ -77,17 +77,12 @@ fn parse_args() -> anyhow::Result<Args> {
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let mut number = |name: &str| -> anyhow::Result<u64> {
-            let text = args.next().with_context(|| format!("{name} needs a number"))?;
-            text.parse()
-                .with_context(|| format!("{name}: '{text}' is not a whole number"))
-        };
         match arg.as_str() {
-            "--duration-s" => out.duration_s = number("--duration-s")?,
-            "--warmup-s" => out.warmup_s = Some(number("--warmup-s")?),
-            "--connections" => out.connections = number("--connections")? as usize,
-            "--io-threads" => out.io_threads = number("--io-threads")? as usize,
-            "--infer-threads" => out.infer_threads = number("--infer-threads")? as usize,
+            "--duration-s" => out.duration_s = number(&mut args, "--duration-s")?,
+            "--warmup-s" => out.warmup_s = Some(number(&mut args, "--warmup-s")?),
+            "--connections" => out.connections = number(&mut args, "--connections")? as usize,
+            "--io-threads" => out.io_threads = number(&mut args, "--io-threads")? as usize,
+            "--infer-threads" => out.infer_threads = number(&mut args, "--infer-threads")? as usize,
             "--scratch" => out.scratch = args.next().context("--scratch needs a directory")?.into(),
             "--assert" => out.assert = true,
             other => bail!(
@@ -101,6 +96,15 @@ fn parse_args() -> anyhow::Result<Args> {
         bail!("--duration-s must be at least 3, and the connection and thread counts at least 1");
     }
     Ok(out)
+}
+
+/// The next argument, a whole number, for the flag `name`.
+fn number(args: &mut impl Iterator<Item = String>, name: &str) -> anyhow::Result<u64> {
+    let text = args
+        .next()
+        .with_context(|| format!("{name} needs a number"))?;
+    text.parse()
+        .with_context(|| format!("{name}: '{text}' is not a whole number"))
 }
 
 /// The process's resident set size in bytes (Linux `/proc/self/status`).
