@@ -29,6 +29,8 @@ pub(crate) fn self_signed(dir: &Path, stem: &str) -> (PathBuf, PathBuf) {
         .arg("ec_paramgen_curve:prime256v1")
         .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
         .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        // A leaf, not a CA (rustls refuses a CA certificate as a server's own).
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")

@@ -2,7 +2,6 @@
 //! Rust DSL both produce a [`PipelineSpec`].
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -11,7 +10,6 @@ use millrace_connectors::storage::StorageOptions;
 
 use millrace_ml::model::Task;
 use millrace_ml::preprocess::NullPolicy;
-use millrace_ml::{Device, Precision};
 
 mod checkpoint;
 mod serve;

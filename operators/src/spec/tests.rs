@@ -1,5 +1,6 @@
 //! Tests of the parent module.
 use millrace_ml::trainer::{Loss, Reduction};
+use millrace_ml::{Device, Precision};
 use serde_json::{Value, json};
 
 use super::*;

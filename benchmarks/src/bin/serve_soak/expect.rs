@@ -35,7 +35,9 @@ pub fn predict_in_process(bundle: &ModelBundle, rows: &RecordBatch) -> anyhow::R
         &rows.schema(),
         &bundle.preprocess.required_columns(false),
     )?;
-    let prepared = SqlRunner::new(sql)?.apply(rows.clone())?;
+    let prepared = SqlRunner::new(sql)?
+        .apply(rows.clone())
+        .map_err(anyhow::Error::msg)?;
     anyhow::ensure!(
         prepared.num_rows() == rows.num_rows(),
         "the model's SQL drops some sample rows ({} of {} kept)",

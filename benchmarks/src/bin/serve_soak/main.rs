@@ -42,7 +42,7 @@ use millrace::operators::serve::{
 };
 use serde_json::{Value, json};
 
-use client::{Bodies, KINDS, Stats, run_connection};
+use client::{KINDS, Stats, run_connection};
 use expect::Expected;
 
 #[global_allocator]
