@@ -253,7 +253,11 @@ fn serve_blocking(
     io_threads: usize,
 ) -> anyhow::Result<()> {
     let authenticated = options.auth_token.is_some();
-    let scheme = if options.tls.is_some() { "https" } else { "http" };
+    let scheme = if options.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.worker_threads(io_threads.max(1)).enable_all();
     let runtime = millrace::operators::serve::configure_runtime(&mut builder)
@@ -284,11 +288,9 @@ fn serve_options(args: &ServeArgs) -> anyhow::Result<ServeOptions> {
         Some(path) => Some(read_token_file(path).context("--auth-token-file")?),
         None => None,
     };
-    if let Some(why) = exposure_refused(
-        &args.addr,
-        auth_token.is_some(),
-        args.allow_unauthenticated,
-    ) {
+    if let Some(why) =
+        exposure_refused(&args.addr, auth_token.is_some(), args.allow_unauthenticated)
+    {
         anyhow::bail!(
             "refusing to serve: {why}.\n\
              Do one of:\n  \

@@ -241,7 +241,11 @@ fn millrace_serve_refuses_a_public_address_without_a_token() {
         err.contains("refusing to serve: 0.0.0.0:0 is reachable from other machines"),
         "{err}"
     );
-    for fix in ["--auth-token-file FILE", "--addr 127.0.0.1:0", "--allow-unauthenticated"] {
+    for fix in [
+        "--auth-token-file FILE",
+        "--addr 127.0.0.1:0",
+        "--allow-unauthenticated",
+    ] {
         assert!(err.contains(fix), "{fix} not in: {err}");
     }
     // Explicitly open: it serves.
@@ -281,7 +285,9 @@ fn millrace_serve_refuses_a_public_address_without_a_token() {
     ]);
     assert!(!served, "{err}");
     assert!(
-        err.contains("--tls-cert/--tls-key") && err.contains("token") && err.contains("no PEM private key"),
+        err.contains("--tls-cert/--tls-key")
+            && err.contains("token")
+            && err.contains("no PEM private key"),
         "{err}"
     );
     // --tls-cert without --tls-key is a usage error.

@@ -80,9 +80,15 @@ fn bad_files_are_named() {
     );
     // The certificate file given as the key, and the key file as the certificate.
     let e = message(acceptor(&cert, &cert));
-    assert!(e.contains("a.crt") && e.contains("no PEM private key"), "{e}");
+    assert!(
+        e.contains("a.crt") && e.contains("no PEM private key"),
+        "{e}"
+    );
     let e = message(acceptor(&key, &key));
-    assert!(e.contains("a.key") && e.contains("no PEM certificate"), "{e}");
+    assert!(
+        e.contains("a.key") && e.contains("no PEM certificate"),
+        "{e}"
+    );
     // A well-formed key of another certificate.
     let e = message(acceptor(&cert, &other_key));
     assert!(

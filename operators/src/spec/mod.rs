@@ -15,8 +15,8 @@ mod checkpoint;
 mod serve;
 mod train;
 pub use checkpoint::CheckpointSpec;
-pub use serve::ServeSpec;
 use serde::{Deserialize, Serialize};
+pub use serve::ServeSpec;
 pub(crate) use train::check_device;
 pub use train::{TaskKind, TrainSpec};
 

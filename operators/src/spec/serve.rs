@@ -98,11 +98,9 @@ impl ServeSpec {
             ),
             None => None,
         };
-        if let Some(why) = exposure_refused(
-            &self.addr,
-            auth_token.is_some(),
-            self.allow_unauthenticated,
-        ) {
+        if let Some(why) =
+            exposure_refused(&self.addr, auth_token.is_some(), self.allow_unauthenticated)
+        {
             return Err(Error::config(
                 "serve.addr",
                 format!(

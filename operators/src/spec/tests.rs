@@ -246,15 +246,24 @@ fn serve_exposure_token_and_tls_are_checked_before_work_starts() {
 
     // A public address without a token: refused, naming the key and the ways out.
     let e = err(json!({"addr": "0.0.0.0:8080"}));
-    assert!(e.starts_with("[serve.addr] 0.0.0.0:8080 is reachable"), "{e}");
-    for fix in ["serve.auth_token_file", "127.0.0.1", "serve.allow_unauthenticated = true"] {
+    assert!(
+        e.starts_with("[serve.addr] 0.0.0.0:8080 is reachable"),
+        "{e}"
+    );
+    for fix in [
+        "serve.auth_token_file",
+        "127.0.0.1",
+        "serve.allow_unauthenticated = true",
+    ] {
         assert!(e.contains(fix), "{fix} not in {e}");
     }
     let open = with_serve(json!({"addr": "0.0.0.0:8080", "allow_unauthenticated": true}));
     open.validate().unwrap();
     let options = open.serve.as_ref().unwrap().options().unwrap();
     assert!(options.allow_unauthenticated && options.auth_token.is_none());
-    with_serve(json!({"addr": "[::1]:8080"})).validate().unwrap();
+    with_serve(json!({"addr": "[::1]:8080"}))
+        .validate()
+        .unwrap();
 
     let dir = scratch("spec");
     let token = dir.join("token");
@@ -283,7 +292,10 @@ fn serve_exposure_token_and_tls_are_checked_before_work_starts() {
     let e = err(json!({"tls_key": key}));
     assert!(e.starts_with("[serve.tls_cert] missing"), "{e}");
     let e = err(json!({"tls_cert": dir.join("gone.crt"), "tls_key": key}));
-    assert!(e.starts_with("[serve.tls_cert]") && e.contains("gone.crt"), "{e}");
+    assert!(
+        e.starts_with("[serve.tls_cert]") && e.contains("gone.crt"),
+        "{e}"
+    );
     let e = err(json!({"tls_cert": cert, "tls_key": token}));
     assert!(
         e.starts_with("[serve.tls_key]") && e.contains("no PEM private key"),

@@ -352,7 +352,11 @@ fn judge(stats: &mut Stats, r: &Request, answer: &Answer, expected: &Expected, t
         Verdict::Right(model) => stats.by_model[model] += 1,
         Verdict::Wrong(why) => {
             stats.wrong += 1;
-            stats.note(format!("wrong {} answer for row {}: {why}", r.kind.name(), r.row));
+            stats.note(format!(
+                "wrong {} answer for row {}: {why}",
+                r.kind.name(),
+                r.row
+            ));
         }
     }
 }
@@ -409,13 +413,18 @@ mod tests {
     #[test]
     fn histogram_buckets_are_monotonic_and_tight() {
         let mut last = 0;
-        for micros in [0, 1, 31, 32, 33, 63, 64, 100, 1_000, 10_000, 123_456, 9_999_999] {
+        for micros in [
+            0, 1, 31, 32, 33, 63, 64, 100, 1_000, 10_000, 123_456, 9_999_999,
+        ] {
             let b = Histogram::bucket(micros);
             assert!(b >= last, "{micros}");
             last = b;
             let upper = Histogram::upper(b);
             assert!(upper >= micros, "{micros} > {upper}");
-            assert!(upper as f64 <= micros as f64 * 1.04 + 1.0, "{micros}: {upper}");
+            assert!(
+                upper as f64 <= micros as f64 * 1.04 + 1.0,
+                "{micros}: {upper}"
+            );
         }
         let mut h = Histogram::new();
         for ms in 1..=100 {

@@ -29,7 +29,10 @@ pub enum Verdict {
 }
 
 /// Each row's class probabilities under `bundle`, computed in process.
-pub fn predict_in_process(bundle: &ModelBundle, rows: &RecordBatch) -> anyhow::Result<Vec<Vec<f32>>> {
+pub fn predict_in_process(
+    bundle: &ModelBundle,
+    rows: &RecordBatch,
+) -> anyhow::Result<Vec<Vec<f32>>> {
     let sql = SqlPlan::plan(
         bundle.meta.transform_sql.as_deref(),
         &rows.schema(),
@@ -47,7 +50,10 @@ pub fn predict_in_process(bundle: &ModelBundle, rows: &RecordBatch) -> anyhow::R
     let features = bundle.preprocess.transform(&prepared, false)?;
     let flat = Predictor::new(bundle)?.predict(&features.x, features.rows)?;
     let width = flat.len() / rows.num_rows().max(1);
-    anyhow::ensure!(width >= 2, "the soak needs a classifier (got {width} outputs per row)");
+    anyhow::ensure!(
+        width >= 2,
+        "the soak needs a classifier (got {width} outputs per row)"
+    );
     Ok(flat.chunks(width).map(<[f32]>::to_vec).collect())
 }
 
@@ -128,7 +134,11 @@ impl Expected {
         if predictions.is_none_or(|p| p.len() != 1) {
             return Verdict::Wrong(format!("not one prediction: {body}"));
         }
-        self.check(version, floats(&body["predictions"][0]["probabilities"]), row)
+        self.check(
+            version,
+            floats(&body["predictions"][0]["probabilities"]),
+            row,
+        )
     }
 
     /// Checks a v2 `infer` answer for one row.

@@ -91,8 +91,7 @@ fn parse_args() -> anyhow::Result<Args> {
             ),
         }
     }
-    if out.duration_s < 3 || out.connections == 0 || out.io_threads == 0 || out.infer_threads == 0
-    {
+    if out.duration_s < 3 || out.connections == 0 || out.io_threads == 0 || out.infer_threads == 0 {
         bail!("--duration-s must be at least 3, and the connection and thread counts at least 1");
     }
     Ok(out)
@@ -221,7 +220,10 @@ fn watch_rss(warmup_end: Instant, deadline: Instant) -> anyhow::Result<Rss> {
         if left <= Duration::from_millis(300) {
             break;
         }
-        std::thread::sleep(left.saturating_sub(Duration::from_millis(250)).min(Duration::from_secs(1)));
+        std::thread::sleep(
+            left.saturating_sub(Duration::from_millis(250))
+                .min(Duration::from_secs(1)),
+        );
         end = rss_bytes()?;
         peak = peak.max(end);
     }
@@ -272,7 +274,10 @@ fn main() -> anyhow::Result<()> {
         let rss = watch_rss(warmup_end, deadline);
         let parts: Vec<Stats> = clients
             .into_iter()
-            .map(|c| c.join().unwrap_or_else(|_| panic!("a load thread panicked")))
+            .map(|c| {
+                c.join()
+                    .unwrap_or_else(|_| panic!("a load thread panicked"))
+            })
             .collect();
         let swapped = swapper
             .join()

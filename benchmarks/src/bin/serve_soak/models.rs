@@ -50,7 +50,10 @@ pub fn two_models(scratch: &Path) -> anyhow::Result<[ModelBundle; 2]> {
         if !model.join("model.json").exists() {
             let file = scratch.join(format!("{name}.toml"));
             std::fs::write(&file, pipeline(scratch, seed, lr))?;
-            eprintln!("serve_soak: training model {name} into {}", run_dir.display());
+            eprintln!(
+                "serve_soak: training model {name} into {}",
+                run_dir.display()
+            );
             let _ = std::fs::remove_dir_all(&run_dir);
             millrace_benchmarks::run_pipeline(&file, &[], 1, &run_dir)?;
         }
@@ -65,7 +68,10 @@ pub fn two_models(scratch: &Path) -> anyhow::Result<[ModelBundle; 2]> {
 }
 
 /// One row of `rows` as a body, for each row.
-fn per_row(rows: &RecordBatch, body: fn(&RecordBatch) -> anyhow::Result<Value>) -> anyhow::Result<Vec<Vec<u8>>> {
+fn per_row(
+    rows: &RecordBatch,
+    body: fn(&RecordBatch) -> anyhow::Result<Value>,
+) -> anyhow::Result<Vec<Vec<u8>>> {
     (0..rows.num_rows())
         .map(|r| Ok(serde_json::to_vec(&body(&rows.slice(r, 1))?)?))
         .collect()
