@@ -184,7 +184,7 @@ mod tests {
         let empty = dir.join("empty");
         std::fs::write(&empty, "\n \n").unwrap();
         let e = read_token_file(&empty).unwrap_err().to_string();
-        assert!(e.contains("empty") && e.contains("empty"), "{e}");
+        assert!(e.contains("is empty"), "{e}");
         let two = dir.join("two");
         std::fs::write(&two, "a\nb\n").unwrap();
         let e = read_token_file(&two).unwrap_err().to_string();
