@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use millrace::cluster::{Launch, launch, resolve_hosts, resolve_process_id};
 use millrace::engine::ClusterConfig;
-use millrace::operators::serve::{ModelRegistry, ServeOptions};
+use millrace::operators::serve::ModelRegistry;
 use millrace::progress::CliProgress;
 use millrace::run::{RunConfig, plan, run_planned};
 
@@ -159,14 +159,11 @@ pub fn run(args: RunArgs, started: Instant) -> anyhow::Result<()> {
         println!("eval: {}", serde_json::to_string(eval)?);
     }
     if let (Some(serve_spec), false, 0) = (serve_spec, args.no_serve, process_id) {
-        let options = ServeOptions {
-            max_rows: serve_spec.max_rows,
-            ..ServeOptions::default()
-        };
+        let options = serve_spec.options()?;
         let registry = ModelRegistry::on_device(options.batching.clone(), serve_spec.forward());
         registry.load_dir(None, &run_dir.join("model"))?;
         let io = cores().saturating_sub(options.batching.threads).max(1);
-        serve_blocking(registry, Some(serve_spec.addr), options, io)?;
+        serve_blocking(registry, serve_spec.addr, options, io)?;
     }
     Ok(())
 }

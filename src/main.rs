@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use millrace::operators::serve::access::{exposure_refused, is_loopback, read_token_file};
+use millrace::operators::serve::tls::TlsFiles;
 use millrace::operators::serve::{BatcherOptions, ModelRegistry, ServeOptions, serve};
 
 /// The allocator of the CLI: the server allocates small buffers per request from several
@@ -102,12 +104,23 @@ struct ServeArgs {
     /// A model repository: every subdirectory is a model named after it.
     #[arg(long)]
     model_repository: Option<PathBuf>,
-    /// Address to listen on (default 127.0.0.1:8080; 0.0.0.0:8080 when a token is set).
-    #[arg(long)]
-    addr: Option<SocketAddr>,
+    /// Address to listen on. Only this machine can reach the default; a non-loopback address
+    /// (e.g. 0.0.0.0:8080) needs --auth-token-file, or --allow-unauthenticated to serve it open.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
     /// Require `Authorization: Bearer <token>`, the token read from this file.
     #[arg(long)]
     auth_token_file: Option<PathBuf>,
+    /// Serve a non-loopback --addr without --auth-token-file (refused otherwise): anyone who can
+    /// reach the address can use the models.
+    #[arg(long)]
+    allow_unauthenticated: bool,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Most rows per request (413 beyond).
     #[arg(long, default_value_t = 10_000)]
     max_rows: usize,
@@ -237,18 +250,16 @@ fn cores() -> usize {
 
 fn serve_blocking(
     registry: Arc<ModelRegistry>,
-    addr: Option<SocketAddr>,
+    addr: SocketAddr,
     options: ServeOptions,
     io_threads: usize,
 ) -> anyhow::Result<()> {
     let authenticated = options.auth_token.is_some();
-    let addr = addr.unwrap_or_else(|| {
-        if authenticated {
-            SocketAddr::from(([0, 0, 0, 0], 8080))
-        } else {
-            SocketAddr::from(([127, 0, 0, 1], 8080))
-        }
-    });
+    let scheme = if options.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.worker_threads(io_threads.max(1)).enable_all();
     let runtime = millrace::operators::serve::configure_runtime(&mut builder)
@@ -257,34 +268,47 @@ fn serve_blocking(
     let names = registry.names();
     runtime.block_on(serve(registry, addr, options, |local| {
         eprintln!(
-            "serving {} on http://{local} (POST /v2/models/NAME/infer, /v1/predict; GET /v2/models/NAME, /metrics); Ctrl-C or SIGTERM drains and stops",
+            "serving {} on {scheme}://{local} (POST /v2/models/NAME/infer, /v1/predict; GET /v2/models/NAME, /metrics); Ctrl-C or SIGTERM drains and stops",
             names.join(", ")
         );
         if !authenticated {
             eprintln!("no --auth-token-file: requests are not authenticated");
         }
-        if local.ip().is_loopback() {
+        if authenticated && scheme == "http" && !is_loopback(&local) {
+            eprintln!("warning: the bearer token travels in clear text over plain HTTP; serve HTTPS with --tls-cert and --tls-key");
+        }
+        if is_loopback(&local) {
             eprintln!("bound to a loopback address: only this machine can connect (use --addr 0.0.0.0:PORT to listen on all interfaces)");
         }
     }))?;
     Ok(())
 }
 
+/// Checks the flags that decide who can reach the server, before any model is loaded.
 fn serve_options(args: &ServeArgs) -> anyhow::Result<ServeOptions> {
     let auth_token = match &args.auth_token_file {
-        Some(path) => {
-            let token = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read --auth-token-file {}", path.display()))?
-                .trim()
-                .to_string();
-            anyhow::ensure!(
-                !token.is_empty(),
-                "--auth-token-file {} is empty",
-                path.display()
-            );
-            Some(token)
-        }
+        Some(path) => Some(read_token_file(path).context("--auth-token-file")?),
         None => None,
+    };
+    if let Some(why) =
+        exposure_refused(&args.addr, auth_token.is_some(), args.allow_unauthenticated)
+    {
+        anyhow::bail!(
+            "refusing to serve: {why}.\n\
+             Do one of:\n  \
+             --auth-token-file FILE     require `Authorization: Bearer <token>` (the token in FILE)\n  \
+             --addr 127.0.0.1:{port}    listen on this machine only\n  \
+             --allow-unauthenticated    serve it open on purpose",
+            port = args.addr.port()
+        );
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let files = TlsFiles::new(cert, key);
+            files.acceptor().context("--tls-cert/--tls-key")?;
+            Some(files)
+        }
+        _ => None,
     };
     anyhow::ensure!(args.timeout_s > 0.0, "--timeout-s must be positive");
     anyhow::ensure!(
@@ -297,6 +321,8 @@ fn serve_options(args: &ServeArgs) -> anyhow::Result<ServeOptions> {
         max_concurrent: args.max_concurrent,
         request_timeout: std::time::Duration::from_secs_f64(args.timeout_s),
         auth_token,
+        allow_unauthenticated: args.allow_unauthenticated,
+        tls,
         access_log: args.access_log,
         batching: BatcherOptions {
             max_batch_rows: args.max_batch_rows,

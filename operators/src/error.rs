@@ -43,6 +43,15 @@ pub enum Error {
     /// The model server could not start or stopped with an error.
     #[error("serve: {0}")]
     Serve(String),
+    /// A TLS certificate or key file is missing, not PEM, or the key does not match the
+    /// certificate.
+    #[error("TLS: {file}: {message}")]
+    Tls {
+        /// The certificate or key file at fault.
+        file: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
     /// A checkpoint could not be written, or a stored one is damaged or does not fit the job.
     #[error("checkpoint: {0}")]
     Checkpoint(String),

@@ -13,6 +13,7 @@ mod quickstart;
 mod s3;
 mod serve;
 mod serve_harness;
+mod serve_safety;
 mod services;
 mod serving;
 mod spark;

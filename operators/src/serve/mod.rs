@@ -5,6 +5,7 @@
 //! applying the model's bundled SQL and fitted encoding, so requests carry raw records.
 //! `GET /healthz` says the model is loaded. Bad requests get a 400 naming the instance and field.
 
+pub mod access;
 pub mod arrow_io;
 mod batcher;
 mod forward;
@@ -14,6 +15,7 @@ mod model;
 mod pipeline;
 mod registry;
 mod server;
+pub mod tls;
 mod v1_fast;
 pub mod v2;
 mod v2_fast;

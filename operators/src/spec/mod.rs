@@ -2,7 +2,6 @@
 //! Rust DSL both produce a [`PipelineSpec`].
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -11,12 +10,13 @@ use millrace_connectors::storage::StorageOptions;
 
 use millrace_ml::model::Task;
 use millrace_ml::preprocess::NullPolicy;
-use millrace_ml::{Device, Precision};
 
 mod checkpoint;
+mod serve;
 mod train;
 pub use checkpoint::CheckpointSpec;
 use serde::{Deserialize, Serialize};
+pub use serve::ServeSpec;
 pub(crate) use train::check_device;
 pub use train::{TaskKind, TrainSpec};
 
@@ -324,66 +324,6 @@ impl Default for EvaluateSpec {
     }
 }
 
-/// Serve the trained model over HTTP when the run ends.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ServeSpec {
-    /// Address to listen on.
-    #[serde(default = "default_addr")]
-    pub addr: SocketAddr,
-    /// Most instances accepted in one request.
-    #[serde(default = "default_max_rows")]
-    pub max_rows: usize,
-    /// Where the forward pass runs: `cpu` (default), `cuda` (= `cuda:0`) or `cuda:N` (needs a
-    /// build with `--features cuda`). Requests are batched the same way on either.
-    #[serde(default)]
-    pub device: Device,
-    /// Precision of a GPU's matrix products: `f32` (default) or `bf16` (needs a `cuda` device).
-    #[serde(default)]
-    pub precision: Precision,
-    /// Where compiled GPU kernels are cached (default: `$MILLRACE_KERNEL_CACHE`, else
-    /// `~/.cache/millrace/kernels`).
-    #[serde(default)]
-    pub kernel_cache: Option<PathBuf>,
-}
-
-impl ServeSpec {
-    /// Where the served models' forward passes run.
-    pub fn forward(&self) -> crate::serve::ForwardDevice {
-        crate::serve::ForwardDevice {
-            device: self.device,
-            precision: self.precision,
-            kernel_cache: self.kernel_cache.clone(),
-        }
-    }
-
-    /// Checks, before the server starts, that the forward pass can run on
-    /// [`ServeSpec::device`] in [`ServeSpec::precision`]; errors name `serve.device` or
-    /// `serve.precision`.
-    pub fn validate_device(&self) -> Result<()> {
-        self.forward().check("serve")
-    }
-}
-
-fn default_addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 8080))
-}
-fn default_max_rows() -> usize {
-    10_000
-}
-
-impl Default for ServeSpec {
-    fn default() -> Self {
-        ServeSpec {
-            addr: default_addr(),
-            max_rows: default_max_rows(),
-            device: Device::Cpu,
-            precision: Precision::F32,
-            kernel_cache: None,
-        }
-    }
-}
-
 impl PipelineSpec {
     /// Checks everything that can be checked without reading data; errors name the key to change.
     pub fn validate(&self) -> Result<()> {
@@ -499,6 +439,7 @@ impl PipelineSpec {
         // Last: these may load the GPU driver, after every cheaper check passed.
         t.validate_device()?;
         if let Some(serve) = &self.serve {
+            serve.validate()?;
             serve.validate_device()?;
         }
         Ok(())

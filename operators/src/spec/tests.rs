@@ -1,5 +1,6 @@
 //! Tests of the parent module.
 use millrace_ml::trainer::{Loss, Reduction};
+use millrace_ml::{Device, Precision};
 use serde_json::{Value, json};
 
 use super::*;
@@ -230,4 +231,75 @@ fn serve_device_parses_and_is_validated() {
             "{err}"
         );
     }
+}
+
+#[test]
+fn serve_exposure_token_and_tls_are_checked_before_work_starts() {
+    use crate::serve::tls::tests::{scratch, self_signed};
+    let with_serve = |serve: Value| -> PipelineSpec {
+        let spec = json!({"ingest": {"path": "data/x"},
+                          "preprocess": {"numeric": ["a"], "label": "y"},
+                          "train": {"model": {"kind": "logistic"}}, "serve": serve});
+        serde_json::from_value(spec).unwrap()
+    };
+    let err = |serve: Value| with_serve(serve).validate().unwrap_err().to_string();
+
+    // A public address without a token: refused, naming the key and the ways out.
+    let e = err(json!({"addr": "0.0.0.0:8080"}));
+    assert!(
+        e.starts_with("[serve.addr] 0.0.0.0:8080 is reachable"),
+        "{e}"
+    );
+    for fix in [
+        "serve.auth_token_file",
+        "127.0.0.1",
+        "serve.allow_unauthenticated = true",
+    ] {
+        assert!(e.contains(fix), "{fix} not in {e}");
+    }
+    let open = with_serve(json!({"addr": "0.0.0.0:8080", "allow_unauthenticated": true}));
+    open.validate().unwrap();
+    let options = open.serve.as_ref().unwrap().options().unwrap();
+    assert!(options.allow_unauthenticated && options.auth_token.is_none());
+    with_serve(json!({"addr": "[::1]:8080"}))
+        .validate()
+        .unwrap();
+
+    let dir = scratch("spec");
+    let token = dir.join("token");
+    std::fs::write(&token, "abc\n").unwrap();
+    let spec = with_serve(json!({"addr": "0.0.0.0:8080", "auth_token_file": token}));
+    spec.validate().unwrap();
+    let options = spec.serve.as_ref().unwrap().options().unwrap();
+    assert_eq!(options.auth_token.as_deref(), Some("abc"));
+    let e = err(json!({"addr": "0.0.0.0:8080", "auth_token_file": dir.join("none")}));
+    assert!(
+        e.starts_with("[serve.auth_token_file]") && e.contains("none"),
+        "{e}"
+    );
+
+    // TLS: both keys, files that load, errors naming the key and the file.
+    let (cert, key) = self_signed(&dir, "spec");
+    let spec = with_serve(json!({"tls_cert": cert, "tls_key": key}));
+    spec.validate().unwrap();
+    let options = spec.serve.as_ref().unwrap().options().unwrap();
+    assert_eq!(
+        options.tls,
+        Some(crate::serve::tls::TlsFiles::new(&cert, &key))
+    );
+    let e = err(json!({"tls_cert": cert}));
+    assert!(e.starts_with("[serve.tls_key] missing"), "{e}");
+    let e = err(json!({"tls_key": key}));
+    assert!(e.starts_with("[serve.tls_cert] missing"), "{e}");
+    let e = err(json!({"tls_cert": dir.join("gone.crt"), "tls_key": key}));
+    assert!(
+        e.starts_with("[serve.tls_cert]") && e.contains("gone.crt"),
+        "{e}"
+    );
+    let e = err(json!({"tls_cert": cert, "tls_key": token}));
+    assert!(
+        e.starts_with("[serve.tls_key]") && e.contains("no PEM private key"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -214,10 +214,9 @@ fn start_server(
         return Ok(None);
     };
     let options = ServeOptions {
-        max_rows: serve.max_rows,
         watch_interval: None,
         batching: BatcherOptions::default(),
-        ..ServeOptions::default()
+        ..serve.options()?
     };
     let registry = ModelRegistry::on_device(options.batching.clone(), serve.forward());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -23,13 +23,12 @@ pub(super) async fn guard(
         .unwrap_or("")
         .to_string();
     let is_health = path.starts_with("/v2/health") || path == "/healthz";
-    let response = if let (Some(token), false) = (&state.options.auth_token, is_health) {
+    let response = if let (Some(token), false) = (&state.token, is_health) {
         let given = request
             .headers()
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given.is_none_or(|g| !constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            .map(HeaderValue::as_bytes);
+        if !token.authorizes(given) {
             let mut r = error(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong bearer token: send Authorization: Bearer <token>",
@@ -83,8 +82,4 @@ async fn limited(state: &AppState, request: Request, next: Next) -> Response {
     state.in_flight.fetch_sub(1, Ordering::AcqRel);
     state.metrics.dec_in_flight();
     response
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -18,12 +18,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
+use super::access::{BearerToken, exposure_refused};
 use super::arrow_io::{ARROW_STREAM, decode_stream, encode_predictions};
 use super::batcher::BatcherOptions;
 use super::json::v1_request_to_batch;
 use super::metrics::ServeMetrics;
 use super::model::{Predictions, RequestError, ServedModel};
 use super::registry::ModelRegistry;
+use super::tls::{HANDSHAKE_TIMEOUT, TlsFiles, incoming};
 use super::v2::{
     InferenceRequest, InferenceResponse, model_metadata, request_to_batch, response_outputs,
 };
@@ -48,6 +50,11 @@ pub struct ServeOptions {
     pub request_timeout: Duration,
     /// When set, every route but the health checks needs `Authorization: Bearer <token>`.
     pub auth_token: Option<String>,
+    /// Serve without a token on a non-loopback address. Off by default: such a server refuses to
+    /// start (anyone who can reach the address could use the models).
+    pub allow_unauthenticated: bool,
+    /// Serve HTTPS with this certificate and key (PEM); checked before the listener binds.
+    pub tls: Option<TlsFiles>,
     /// Log every request with `tracing` (target `millrace::access`).
     pub access_log: bool,
     /// Dynamic batching of each model version.
@@ -64,6 +71,8 @@ impl Default for ServeOptions {
             max_concurrent: 4096,
             request_timeout: Duration::from_secs(30),
             auth_token: None,
+            allow_unauthenticated: false,
+            tls: None,
             access_log: false,
             batching: BatcherOptions::default(),
             watch_interval: Some(Duration::from_millis(500)),
@@ -76,6 +85,7 @@ struct AppState {
     options: ServeOptions,
     metrics: ServeMetrics,
     in_flight: AtomicUsize,
+    token: Option<BearerToken>,
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -351,11 +361,13 @@ async fn not_found(request: Request) -> Response {
 /// The server's routes over `registry`.
 pub fn router(registry: Arc<ModelRegistry>, options: ServeOptions) -> Router {
     let limit = options.max_body_bytes;
+    let token = options.auth_token.as_deref().map(BearerToken::new);
     let state = Arc::new(AppState {
         registry,
         options,
         metrics: ServeMetrics::new(),
         in_flight: AtomicUsize::new(0),
+        token,
     });
     Router::new()
         .route("/v2", get(server_metadata))
@@ -394,6 +406,10 @@ pub async fn serve(
 }
 
 /// Like [`serve`], stopping when `shutdown` completes (then draining in-flight requests).
+///
+/// Before binding: a server on a non-loopback address without [`ServeOptions::auth_token`]
+/// refuses to start unless [`ServeOptions::allow_unauthenticated`] is set, and the TLS files of
+/// [`ServeOptions::tls`] must load (errors name the file).
 pub async fn serve_until(
     registry: Arc<ModelRegistry>,
     addr: SocketAddr,
@@ -401,6 +417,16 @@ pub async fn serve_until(
     on_ready: impl FnOnce(SocketAddr),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    if let Some(why) = exposure_refused(
+        &addr,
+        options.auth_token.is_some(),
+        options.allow_unauthenticated,
+    ) {
+        return Err(Error::Serve(format!(
+            "{why}; set an auth token (millrace serve --auth-token-file FILE, or serve.auth_token_file in a pipeline), listen on 127.0.0.1, or allow it explicitly (--allow-unauthenticated, or serve.allow_unauthenticated = true)"
+        )));
+    }
+    let acceptor = options.tls.as_ref().map(TlsFiles::acceptor).transpose()?;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         Error::Serve(format!(
             "cannot listen on {addr}: {e} (is another server using it? pick another --addr)"
@@ -415,10 +441,19 @@ pub async fn serve_until(
     tracing::info!(models = ?registry.names(), addr = %local, "serving");
     on_ready(local);
     let app = router(Arc::clone(&registry), options);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| Error::Serve(e.to_string()));
+    let result = match acceptor {
+        Some(acceptor) => {
+            axum::serve(incoming(listener, acceptor, HANDSHAKE_TIMEOUT), app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
+    .map_err(|e| Error::Serve(e.to_string()));
     registry.close();
     result
 }
