@@ -159,6 +159,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     if let (Some(serve_spec), false, 0) = (serve_spec, args.no_serve, process_id) {
         let options = ServeOptions {
             max_rows: serve_spec.max_rows,
+            grpc_addr: serve_spec.grpc_addr,
             ..ServeOptions::default()
         };
         let registry = ModelRegistry::on_device(options.batching.clone(), serve_spec.forward());

@@ -331,6 +331,9 @@ pub struct ServeSpec {
     /// Address to listen on.
     #[serde(default = "default_addr")]
     pub addr: SocketAddr,
+    /// Also serve the KServe v2 gRPC protocol on this address (none by default).
+    #[serde(default)]
+    pub grpc_addr: Option<SocketAddr>,
     /// Most instances accepted in one request.
     #[serde(default = "default_max_rows")]
     pub max_rows: usize,
@@ -376,6 +379,7 @@ impl Default for ServeSpec {
     fn default() -> Self {
         ServeSpec {
             addr: default_addr(),
+            grpc_addr: None,
             max_rows: default_max_rows(),
             device: Device::Cpu,
             precision: Precision::F32,

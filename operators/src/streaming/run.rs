@@ -201,6 +201,7 @@ fn start_server(
     };
     let options = ServeOptions {
         max_rows: serve.max_rows,
+        grpc_addr: serve.grpc_addr,
         watch_interval: None,
         batching: BatcherOptions::default(),
         ..ServeOptions::default()

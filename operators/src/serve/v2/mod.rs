@@ -17,9 +17,14 @@ use arrow::datatypes::{DataType, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+mod binary;
 mod request;
 
-pub use self::request::request_to_batch;
+pub use self::binary::{
+    HEADER_LENGTH, ResponseBody, binary_inputs, output_bytes, response_body, split_body,
+};
+pub(crate) use self::binary::bytes_elements;
+pub use self::request::{request_to_batch, request_to_batch_with};
 use self::request::*;
 
 /// The `platform` reported in [`ModelMetadata`].
@@ -53,7 +58,9 @@ pub struct RequestInput {
     /// Input parameters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameters: Option<Map<String, Value>>,
-    /// The values, flat in row-major order (or nested one level).
+    /// The values, flat in row-major order (or nested one level); null when the tensor is sent
+    /// in binary (the `binary_data_size` parameter).
+    #[serde(default)]
     pub data: Value,
 }
 
@@ -94,7 +101,11 @@ pub struct ResponseOutput {
     pub shape: Vec<i64>,
     /// v2 datatype.
     pub datatype: String,
-    /// The values, flat in row-major order.
+    /// Output parameters (`binary_data_size` when the values follow the JSON in binary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Map<String, Value>>,
+    /// The values, flat in row-major order; null (and left out) when sent in binary.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
     pub data: Value,
 }
 
@@ -340,6 +351,7 @@ pub fn response_outputs(
             name: name.to_owned(),
             shape,
             datatype: datatype.to_owned(),
+            parameters: None,
             data: Value::Array(data),
         });
     }
@@ -348,3 +360,5 @@ pub fn response_outputs(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub(crate) mod testgen;
