@@ -10,6 +10,7 @@ mod faulty_proxy;
 mod quickstart;
 mod s3;
 mod serve;
+mod serve_clients;
 mod serve_harness;
 mod services;
 mod serving;
