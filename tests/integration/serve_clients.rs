@@ -91,19 +91,36 @@ fn tritonclient_binary_json_and_grpc_match_in_process_predictions() {
     let dir = scratch("serve-clients");
     let path = dir.join("cases.json");
     std::fs::write(&path, cases.to_string()).unwrap();
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/integration/py/kserve_clients.py");
-    let out = Command::new(&python).arg(&script).arg(&path).output().unwrap();
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/integration/py/kserve_clients.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(&path)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "tritonclient checks failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "tritonclient checks failed:\n{stdout}\n{stderr}"
+    );
     let report: Value = serde_json::from_str(stdout.trim()).unwrap();
     // Two binary HTTP answers ([N] and [N, 1]), one JSON, two gRPC: every value compared.
     assert_eq!(report["answers"], 5);
     assert_eq!(report["values_compared"], json!(5 * rows * classes));
     assert_eq!(report["failures"], json!([]));
-    assert_eq!(report["errors"]["grpc unknown model"], "StatusCode.NOT_FOUND");
-    assert_eq!(report["errors"]["grpc bad tensor"], "StatusCode.INVALID_ARGUMENT");
-    assert_eq!(report["errors"]["grpc no token"], "StatusCode.UNAUTHENTICATED");
+    assert_eq!(
+        report["errors"]["grpc unknown model"],
+        "StatusCode.NOT_FOUND"
+    );
+    assert_eq!(
+        report["errors"]["grpc bad tensor"],
+        "StatusCode.INVALID_ARGUMENT"
+    );
+    assert_eq!(
+        report["errors"]["grpc no token"],
+        "StatusCode.UNAUTHENTICATED"
+    );
     assert_eq!(report["errors"]["http unknown model"], "404");
     assert_eq!(report["errors"]["http bad tensor"], "400");
 

@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use millrace::operators::serve::grpc::proto::ModelInferRequest;
 use millrace::operators::serve::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
 use millrace::operators::serve::grpc::proto::model_infer_request::InferInputTensor;
-use millrace::operators::serve::grpc::proto::ModelInferRequest;
 use serde_json::{Value, json};
 
 use super::round;
@@ -26,7 +26,9 @@ pub fn infer_request(model: &str, v2_body: &Value) -> anyhow::Result<ModelInferR
         .context("the v2 body has no inputs")?;
     for input in inputs {
         let name = input["name"].as_str().context("an input without a name")?;
-        let datatype = input["datatype"].as_str().context("an input without a datatype")?;
+        let datatype = input["datatype"]
+            .as_str()
+            .context("an input without a datatype")?;
         let data = input["data"].as_array().context("an input without data")?;
         let mut raw = Vec::new();
         for v in data {
@@ -35,9 +37,7 @@ pub fn infer_request(model: &str, v2_body: &Value) -> anyhow::Result<ModelInferR
                 "FP32" => raw.extend((v.as_f64().with_context(bad)? as f32).to_le_bytes()),
                 "FP64" => raw.extend(v.as_f64().with_context(bad)?.to_le_bytes()),
                 "INT64" => raw.extend(v.as_i64().with_context(bad)?.to_le_bytes()),
-                "INT32" => raw.extend(
-                    i32::try_from(v.as_i64().with_context(bad)?)?.to_le_bytes(),
-                ),
+                "INT32" => raw.extend(i32::try_from(v.as_i64().with_context(bad)?)?.to_le_bytes()),
                 "BOOL" => raw.push(u8::from(v.as_bool().with_context(bad)?)),
                 "BYTES" => {
                     let s = v.as_str().with_context(bad)?;
@@ -162,8 +162,14 @@ mod tests {
         assert_eq!(r.inputs[1].shape, vec![1]);
         assert_eq!(r.raw_input_contents[0], 1.5f32.to_le_bytes().to_vec());
         assert_eq!(r.raw_input_contents[1], vec![2, 0, 0, 0, b'a', b'b']);
-        let null = json!({"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [null]}]});
-        assert!(infer_request("m", &null).unwrap_err().to_string().contains("input 'x'"));
+        let null =
+            json!({"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [null]}]});
+        assert!(
+            infer_request("m", &null)
+                .unwrap_err()
+                .to_string()
+                .contains("input 'x'")
+        );
     }
 
     #[test]

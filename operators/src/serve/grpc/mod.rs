@@ -81,7 +81,9 @@ impl Service {
         let status = result.as_ref().map_or_else(|e| e.status, |_| 200);
         let latency = started.elapsed();
         let route = format!("{PREFIX}{method}");
-        state.metrics.observe_request(&route, model, status, latency);
+        state
+            .metrics
+            .observe_request(&route, model, status, latency);
         if state.options.access_log {
             tracing::info!(target: "millrace::access", path = %route, status, latency_us = latency.as_micros() as u64, model = %model, "request");
         }

@@ -36,7 +36,12 @@ fn is_arrow(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with(ARROW_STREAM))
 }
 
-async fn infer(state: &AppState, model: Arc<ServedModel>, kind: BodyKind, body: &Bytes) -> Response {
+async fn infer(
+    state: &AppState,
+    model: Arc<ServedModel>,
+    kind: BodyKind,
+    body: &Bytes,
+) -> Response {
     if let BodyKind::Binary(header_len) = kind {
         return infer_binary(state, model, &header_len, body).await;
     }

@@ -38,7 +38,11 @@ pub fn split_body<'a>(
 
 /// The `binary_data_size` parameter of an input, when it has one.
 fn binary_size(input: &RequestInput) -> Result<Option<usize>, String> {
-    let Some(v) = input.parameters.as_ref().and_then(|p| p.get("binary_data_size")) else {
+    let Some(v) = input
+        .parameters
+        .as_ref()
+        .and_then(|p| p.get("binary_data_size"))
+    else {
         return Ok(None);
     };
     v.as_u64()

@@ -23,9 +23,8 @@ mod request;
 pub use self::binary::{
     HEADER_LENGTH, ResponseBody, binary_inputs, output_bytes, response_body, split_body,
 };
-pub(crate) use self::binary::bytes_elements;
-pub use self::request::{request_to_batch, request_to_batch_with};
 use self::request::*;
+pub use self::request::{request_to_batch, request_to_batch_with};
 
 /// The `platform` reported in [`ModelMetadata`].
 pub const PLATFORM: &str = "millrace";
@@ -359,6 +358,6 @@ pub fn response_outputs(
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 pub(crate) mod testgen;
+#[cfg(test)]
+mod tests;

@@ -53,7 +53,7 @@ pub(crate) struct Tensor {
 pub(crate) struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -62,7 +62,7 @@ impl Rng {
     }
 
     pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
+        if n == 0 { 0 } else { self.next_u64() % n }
     }
 }
 
@@ -90,11 +90,7 @@ pub(crate) fn tensors(rng: &mut Rng) -> Vec<Tensor> {
             "INT8" | "INT16" | "INT32" | "INT64" => {
                 let (min, max) = int_range(dt);
                 let span = (max - min) as u64 + 1;
-                Values::Int(
-                    (0..rows)
-                        .map(|_| min + rng.below(span) as i64)
-                        .collect(),
-                )
+                Values::Int((0..rows).map(|_| min + rng.below(span) as i64).collect())
             }
             "UINT8" => Values::UInt((0..rows).map(|_| rng.below(256)).collect()),
             "UINT16" => Values::UInt((0..rows).map(|_| rng.below(65_536)).collect()),
@@ -103,14 +99,19 @@ pub(crate) fn tensors(rng: &mut Rng) -> Vec<Tensor> {
                 (0..rows)
                     .map(|_| {
                         let words = ["", "a", "blue", "ünï", "日本", "x y", "\"q\""];
-                        words[rng.below(words.len() as u64) as usize].repeat(1 + rng.below(3) as usize)
+                        words[rng.below(words.len() as u64) as usize]
+                            .repeat(1 + rng.below(3) as usize)
                     })
                     .collect(),
             ),
             _ => Values::Bool((0..rows).map(|_| rng.below(2) == 1).collect()),
         };
         let n = rows as i64;
-        let shape = if rng.below(2) == 0 { vec![n] } else { vec![n, 1] };
+        let shape = if rng.below(2) == 0 {
+            vec![n]
+        } else {
+            vec![n, 1]
+        };
         out.push(Tensor {
             name: name.to_owned(),
             datatype: dt,

@@ -3,14 +3,14 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use prost::Message;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
+use prost::Message;
 
 use super::*;
 use crate::serve::v2::request_to_batch;
-use crate::serve::v2::testgen::{self, Rng, Tensor, Values};
 use crate::serve::v2::request_to_batch_with;
+use crate::serve::v2::testgen::{self, Rng, Tensor, Values};
 
 fn decode(message: &ModelInferRequest, schema: &SchemaRef) -> Result<RecordBatch, String> {
     let (request, bytes) = to_request(message)?;
@@ -27,7 +27,9 @@ fn typed(t: &Tensor) -> InferTensorContents {
         (Values::UInt(v), _) => c.uint_contents = v.iter().map(|x| *x as u32).collect(),
         (Values::Float(v), "FP32") => c.fp32_contents = v.iter().map(|x| *x as f32).collect(),
         (Values::Float(v), _) => c.fp64_contents = v.clone(),
-        (Values::Text(v), _) => c.bytes_contents = v.iter().map(|s| s.as_bytes().to_vec()).collect(),
+        (Values::Text(v), _) => {
+            c.bytes_contents = v.iter().map(|s| s.as_bytes().to_vec()).collect()
+        }
         (Values::Bool(v), _) => c.bool_contents = v.clone(),
     }
     c
@@ -78,7 +80,10 @@ fn bad_messages_are_named() {
     let mut m = message(&tensors, true);
     m.raw_input_contents.pop();
     let e = decode(&m, &schema).unwrap_err();
-    assert!(e.contains("raw_input_contents has 5 entries for 6 inputs"), "{e}");
+    assert!(
+        e.contains("raw_input_contents has 5 entries for 6 inputs"),
+        "{e}"
+    );
 
     let mut m = message(&tensors, false);
     m.inputs[0].datatype = "FP32".to_owned();
@@ -87,7 +92,10 @@ fn bad_messages_are_named() {
         ..Default::default()
     });
     let e = decode(&m, &schema).unwrap_err();
-    assert!(e.contains("input 'f': datatype FP32 takes fp32_contents, but int64_contents is given"), "{e}");
+    assert!(
+        e.contains("input 'f': datatype FP32 takes fp32_contents, but int64_contents is given"),
+        "{e}"
+    );
 
     let mut m = message(&tensors, false);
     m.inputs[2].datatype = "INT8".to_owned();
@@ -97,12 +105,18 @@ fn bad_messages_are_named() {
         ..Default::default()
     });
     let e = decode(&m, &schema).unwrap_err();
-    assert!(e.contains("input 'i': value 0 (300) is out of range for INT8"), "{e}");
+    assert!(
+        e.contains("input 'i': value 0 (300) is out of range for INT8"),
+        "{e}"
+    );
 
     let mut m = message(&tensors, false);
     m.inputs[0].datatype = "FP16".to_owned();
     let e = decode(&m, &schema).unwrap_err();
-    assert!(e.contains("input 'f': FP16 has no typed contents field"), "{e}");
+    assert!(
+        e.contains("input 'f': FP16 has no typed contents field"),
+        "{e}"
+    );
 
     let mut m = message(&tensors, false);
     m.inputs[0].datatype = "COMPLEX".to_owned();
@@ -115,7 +129,10 @@ fn bad_messages_are_named() {
         ..Default::default()
     });
     let e = decode(&m, &schema).unwrap_err();
-    assert!(e.contains("input 'g' has contents, but the request also has raw_input_contents"), "{e}");
+    assert!(
+        e.contains("input 'g' has contents, but the request also has raw_input_contents"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -127,9 +144,19 @@ fn responses_carry_raw_outputs() {
         outputs: None,
     };
     let r = to_response(&request, ("m", 2), &[0.2, 0.8, 0.6, 0.4], 2, Some(2), None).unwrap();
-    assert_eq!((r.model_name.as_str(), r.model_version.as_str(), r.id.as_str()), ("m", "2", "r1"));
+    assert_eq!(
+        (
+            r.model_name.as_str(),
+            r.model_version.as_str(),
+            r.id.as_str()
+        ),
+        ("m", "2", "r1")
+    );
     assert_eq!(r.outputs.len(), 2);
-    assert_eq!((r.outputs[0].name.as_str(), r.outputs[0].datatype.as_str()), ("class", "INT64"));
+    assert_eq!(
+        (r.outputs[0].name.as_str(), r.outputs[0].datatype.as_str()),
+        ("class", "INT64")
+    );
     assert_eq!(r.outputs[0].shape, vec![2]);
     assert_eq!(r.outputs[1].shape, vec![2, 2]);
     let classes: Vec<i64> = r.raw_output_contents[0]
@@ -176,8 +203,11 @@ fn fuzz_model_infer_messages() {
             Ok(())
         })
         .unwrap();
-    let (not_proto, accepted, rejected) =
-        (AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0));
+    let (not_proto, accepted, rejected) = (
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+    );
     let mut runner = TestRunner::new(config);
     let strategy = (
         any::<u64>(),

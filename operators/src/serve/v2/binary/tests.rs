@@ -3,6 +3,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
+use serde_json::json;
 
 use super::*;
 use crate::serve::v2::testgen::{self, Rng, Tensor, Values};
@@ -24,7 +25,9 @@ fn tensor(name: &str, datatype: &'static str, shape: Vec<i64>, values: Values) -
 }
 
 fn one_column(name: &str, t: DataType) -> SchemaRef {
-    Arc::new(Schema::new(vec![arrow::datatypes::Field::new(name, t, false)]))
+    Arc::new(Schema::new(vec![arrow::datatypes::Field::new(
+        name, t, false,
+    )]))
 }
 
 #[test]
@@ -35,10 +38,20 @@ fn binary_and_json_give_the_same_batch_for_n_and_n_by_1() {
         let shape = |n: i64| if shape2 { vec![n, 1] } else { vec![n] };
         let tensors = vec![
             tensor("f", "FP32", shape(n), Values::Float(vec![0.5, -1.25, 3.0])),
-            tensor("g", "FP64", shape(n), Values::Float(vec![1e10, 2.5, -0.125])),
+            tensor(
+                "g",
+                "FP64",
+                shape(n),
+                Values::Float(vec![1e10, 2.5, -0.125]),
+            ),
             tensor("i", "INT16", shape(n), Values::Int(vec![-300, 0, 7])),
             tensor("u", "UINT8", shape(n), Values::UInt(vec![0, 255, 9])),
-            tensor("s", "BYTES", shape(n), Values::Text(vec!["a".into(), "".into(), "日本".into()])),
+            tensor(
+                "s",
+                "BYTES",
+                shape(n),
+                Values::Text(vec!["a".into(), "".into(), "日本".into()]),
+            ),
             tensor("b", "BOOL", shape(n), Values::Bool(vec![true, false, true])),
         ];
         let json = request_to_batch(&testgen::json_request(&tensors), &schema).unwrap();
@@ -46,7 +59,11 @@ fn binary_and_json_give_the_same_batch_for_n_and_n_by_1() {
         let binary = decode(&len.to_string(), &body, &schema).unwrap();
         assert_eq!(binary, json);
         assert_eq!(binary.num_rows(), 3);
-        let s = binary.column(4).as_any().downcast_ref::<StringArray>().unwrap();
+        let s = binary
+            .column(4)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
         assert_eq!(s.value(2), "日本");
         // Half in binary, half in JSON.
         let (len, body) = testgen::binary_body(&tensors, &[true, false, true, false, true, false]);
@@ -63,7 +80,11 @@ fn fp16_values_are_read_exactly() {
     let mut body = header.to_vec();
     body.extend_from_slice(&bytes);
     let batch = decode(&header.len().to_string(), &body, &schema).unwrap();
-    let x = batch.column(0).as_any().downcast_ref::<arrow::array::Float32Array>().unwrap();
+    let x = batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow::array::Float32Array>()
+        .unwrap();
     assert_eq!(x.values(), &[1.0, -2.5, 0.5, 2f32.powi(-24)]);
 }
 
@@ -79,23 +100,45 @@ fn error_of(header: &str, tail: &[u8], header_len: Option<&str>) -> String {
 #[test]
 fn malformed_bodies_are_named() {
     let h = |size: usize, shape: &str, dt: &str| {
-        format!(r#"{{"inputs":[{{"name":"x","shape":{shape},"datatype":"{dt}","parameters":{{"binary_data_size":{size}}}}}]}}"#)
+        format!(
+            r#"{{"inputs":[{{"name":"x","shape":{shape},"datatype":"{dt}","parameters":{{"binary_data_size":{size}}}}}]}}"#
+        )
     };
     let e = error_of(&h(8, "[2]", "FP32"), &[0; 8], Some("9999"));
     assert!(e.contains("9999") && e.contains("past the end"), "{e}");
     let e = error_of(&h(8, "[2]", "FP32"), &[0; 8], Some("abc"));
     assert!(e.contains("'abc' is not a byte count"), "{e}");
     let e = error_of(&h(12, "[2]", "FP32"), &[0; 8], None);
-    assert!(e.contains("input 'x'") && e.contains("runs past the end"), "{e}");
+    assert!(
+        e.contains("input 'x'") && e.contains("runs past the end"),
+        "{e}"
+    );
     let e = error_of(&h(4, "[2]", "FP32"), &[0; 8], None);
-    assert!(e.contains("binary data is 8 bytes") && e.contains("add up to 4"), "{e}");
+    assert!(
+        e.contains("binary data is 8 bytes") && e.contains("add up to 4"),
+        "{e}"
+    );
     let e = error_of(&h(8, "[3]", "FP32"), &[0; 8], None);
-    assert!(e.contains("input 'x'") && e.contains("needs 12 bytes") && e.contains("got 8"), "{e}");
-    let e = error_of(&h(8, "[2]", "FP32"), &f32::NAN.to_le_bytes().repeat(2), None);
+    assert!(
+        e.contains("input 'x'") && e.contains("needs 12 bytes") && e.contains("got 8"),
+        "{e}"
+    );
+    let e = error_of(
+        &h(8, "[2]", "FP32"),
+        &f32::NAN.to_le_bytes().repeat(2),
+        None,
+    );
     assert!(e.contains("input 'x': value 0 is NaN"), "{e}");
     let e = error_of(&h(2, "[2]", "BOOL"), &[1, 7], None);
-    assert!(e.contains("input 'x'") && e.contains("datatype BOOL does not fit"), "{e}");
-    let e = error_of(&h(8, "[2]", "FP32").replace(r#""parameters""#, r#""data":[1,2],"parameters""#), &[0; 8], None);
+    assert!(
+        e.contains("input 'x'") && e.contains("datatype BOOL does not fit"),
+        "{e}"
+    );
+    let e = error_of(
+        &h(8, "[2]", "FP32").replace(r#""parameters""#, r#""data":[1,2],"parameters""#),
+        &[0; 8],
+        None,
+    );
     assert!(e.contains("both binary_data_size and 'data'"), "{e}");
     let e = error_of(&h(8, "[2]", "FP32").replace("8}", "-8}"), &[0; 8], None);
     assert!(e.contains("binary_data_size must be a byte count"), "{e}");
@@ -110,7 +153,9 @@ fn malformed_bodies_are_named() {
 fn bytes_elements_are_checked() {
     let schema = one_column("s", DataType::Utf8);
     let h = |size: usize, n: usize| {
-        format!(r#"{{"inputs":[{{"name":"s","shape":[{n}],"datatype":"BYTES","parameters":{{"binary_data_size":{size}}}}}]}}"#)
+        format!(
+            r#"{{"inputs":[{{"name":"s","shape":[{n}],"datatype":"BYTES","parameters":{{"binary_data_size":{size}}}}}]}}"#
+        )
     };
     let run = |header: String, tail: &[u8]| {
         let mut body = header.as_bytes().to_vec();
@@ -120,13 +165,27 @@ fn bytes_elements_are_checked() {
     let mut good = 2u32.to_le_bytes().to_vec();
     good.extend_from_slice(b"hi");
     let batch = run(h(6, 1), &good).unwrap();
-    assert_eq!(batch.column(0).as_any().downcast_ref::<StringArray>().unwrap().value(0), "hi");
+    assert_eq!(
+        batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap()
+            .value(0),
+        "hi"
+    );
     let e = run(h(6, 2), &good).unwrap_err();
-    assert!(e.contains("input 's'") && e.contains("holds 2 BYTES elements, the data has 1"), "{e}");
+    assert!(
+        e.contains("input 's'") && e.contains("holds 2 BYTES elements, the data has 1"),
+        "{e}"
+    );
     let e = run(h(3, 1), &good[..3]).unwrap_err();
     assert!(e.contains("element 0: its 4-byte length is cut off"), "{e}");
     let e = run(h(5, 1), &good[..5]).unwrap_err();
-    assert!(e.contains("element 0 says 2 bytes, but only 1 remain"), "{e}");
+    assert!(
+        e.contains("element 0 says 2 bytes, but only 1 remain"),
+        "{e}"
+    );
     let mut extra = good.clone();
     extra.push(9);
     let e = run(h(7, 1), &extra).unwrap_err();
@@ -141,7 +200,11 @@ fn bytes_elements_are_checked() {
     let mut body = header.as_bytes().to_vec();
     body.extend_from_slice(&bad);
     let batch = decode(&header.len().to_string(), &body, &schema).unwrap();
-    let col = batch.column(0).as_any().downcast_ref::<arrow::array::BinaryArray>().unwrap();
+    let col = batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow::array::BinaryArray>()
+        .unwrap();
     assert_eq!(col.value(0), &[0xff, 0xfe]);
 }
 
@@ -161,8 +224,12 @@ fn outputs_go_in_binary_when_asked() {
     assert_eq!(header["outputs"][0]["name"], "class");
     assert_eq!(header["outputs"][0]["datatype"], "BYTES");
     assert!(header["outputs"][0].get("data").is_none());
-    let class_size = header["outputs"][0]["parameters"]["binary_data_size"].as_u64().unwrap() as usize;
-    let prob_size = header["outputs"][1]["parameters"]["binary_data_size"].as_u64().unwrap() as usize;
+    let class_size = header["outputs"][0]["parameters"]["binary_data_size"]
+        .as_u64()
+        .unwrap() as usize;
+    let prob_size = header["outputs"][1]["parameters"]["binary_data_size"]
+        .as_u64()
+        .unwrap() as usize;
     assert_eq!(class_size, 4 + 3 + 4 + 2);
     assert_eq!(prob_size, 16);
     let tail = &body.bytes[len..];
@@ -306,6 +373,10 @@ fn fuzz_binary_bodies() {
         count(&accepted),
         count(&rejected)
     );
-    assert!(count(&same) > 50_000, "too few valid cases: {}", count(&same));
+    assert!(
+        count(&same) > 50_000,
+        "too few valid cases: {}",
+        count(&same)
+    );
     assert_eq!(count(&accepted) + count(&rejected), 100_000);
 }
