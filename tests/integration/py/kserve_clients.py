@@ -93,6 +93,8 @@ def expect_error(failures, how, call, want):
 def main():
     cases = json.load(open(sys.argv[1]))
     model, specs, token = cases["model"], cases["inputs"], cases["token"]
+    # (tritonclient.http writes its Inference-Header-Content-Length into the headers dict it is
+    # given, so each call gets a copy.)
     auth = {"Authorization": f"Bearer {token}"}
     # gRPC metadata keys are lower case.
     grpc_auth = {"authorization": f"Bearer {token}"}
@@ -103,14 +105,14 @@ def main():
 
     # HTTP, binary tensors in and out (the client's default), shapes [N] and [N, 1].
     for two_d in (False, True):
-        result = http.infer(model, http_inputs(specs, True, two_d), headers=auth)
+        result = http.infer(model, http_inputs(specs, True, two_d), headers=dict(auth))
         checker.check(f"http binary two_d={two_d}", result.as_numpy("probabilities"),
                       result.as_numpy("class"))
         answers += 1
     # HTTP, JSON tensors in, and JSON outputs asked for by name.
     outputs = [httpclient.InferRequestedOutput(n, binary_data=False)
                for n in ("class", "probabilities")]
-    result = http.infer(model, http_inputs(specs, False, False), outputs=outputs, headers=auth)
+    result = http.infer(model, http_inputs(specs, False, False), outputs=outputs, headers=dict(auth))
     response = result.get_response()
     if any("parameters" in o for o in response["outputs"]):
         checker.failures.append("http json: outputs came back in binary")
@@ -131,7 +133,7 @@ def main():
     meta = grpc.get_model_metadata(model, headers=grpc_auth, as_json=True)
     if sorted(i["name"] for i in meta["inputs"]) != sorted(s["name"] for s in specs):
         failures.append(f"grpc metadata inputs: {meta['inputs']}")
-    http_meta = http.get_model_metadata(model, headers=auth)
+    http_meta = http.get_model_metadata(model, headers=dict(auth))
     if http_meta["name"] != model:
         failures.append(f"http metadata: {http_meta}")
 
@@ -139,7 +141,7 @@ def main():
     statuses = {}
     statuses["http unknown model"] = expect_error(
         failures, "http unknown model",
-        lambda: http.infer("no-such-model", http_inputs(specs, True, False), headers=auth), "404")
+        lambda: http.infer("no-such-model", http_inputs(specs, True, False), headers=dict(auth)), "404")
     statuses["grpc unknown model"] = expect_error(
         failures, "grpc unknown model",
         lambda: grpc.infer("no-such-model", grpc_inputs(specs, False), headers=grpc_auth), "NOT_FOUND")
@@ -147,7 +149,7 @@ def main():
     bad[0] = {"name": bad[0]["name"], "datatype": "BOOL", "values": [True] * len(bad[0]["values"])}
     statuses["http bad tensor"] = expect_error(
         failures, "http bad tensor",
-        lambda: http.infer(model, http_inputs(bad, True, False), headers=auth), "400")
+        lambda: http.infer(model, http_inputs(bad, True, False), headers=dict(auth)), "400")
     statuses["grpc bad tensor"] = expect_error(
         failures, "grpc bad tensor",
         lambda: grpc.infer(model, grpc_inputs(bad, False), headers=grpc_auth), "INVALID_ARGUMENT")
