@@ -108,6 +108,10 @@ struct ServeArgs {
     /// (e.g. 0.0.0.0:8080) needs --auth-token-file, or --allow-unauthenticated to serve it open.
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
+    /// Also serve the KServe v2 gRPC protocol (`inference.GRPCInferenceService`) here, e.g.
+    /// 127.0.0.1:8081; same models, limits, token and metrics as HTTP.
+    #[arg(long)]
+    grpc_addr: Option<SocketAddr>,
     /// Require `Authorization: Bearer <token>`, the token read from this file.
     #[arg(long)]
     auth_token_file: Option<PathBuf>,
@@ -266,11 +270,15 @@ fn serve_blocking(
         .build()
         .context("cannot start the tokio runtime")?;
     let names = registry.names();
-    runtime.block_on(serve(registry, addr, options, |local| {
+    runtime.block_on(serve(registry, addr, options, |bound| {
+        let local = bound.http;
         eprintln!(
             "serving {} on {scheme}://{local} (POST /v2/models/NAME/infer, /v1/predict; GET /v2/models/NAME, /metrics); Ctrl-C or SIGTERM drains and stops",
             names.join(", ")
         );
+        if let Some(grpc) = bound.grpc {
+            eprintln!("serving gRPC (inference.GRPCInferenceService) on {grpc}");
+        }
         if !authenticated {
             eprintln!("no --auth-token-file: requests are not authenticated");
         }
@@ -331,6 +339,7 @@ fn serve_options(args: &ServeArgs) -> anyhow::Result<ServeOptions> {
             threads: args.infer_threads.unwrap_or((cores() / 2).max(1)),
         },
         watch_interval: (!args.no_watch).then(|| std::time::Duration::from_millis(500)),
+        grpc_addr: args.grpc_addr,
     })
 }
 

@@ -12,6 +12,7 @@ mod pipeline_fuzz;
 mod quickstart;
 mod s3;
 mod serve;
+mod serve_clients;
 mod serve_harness;
 mod serve_safety;
 mod services;

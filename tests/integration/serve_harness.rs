@@ -11,7 +11,7 @@ use arrow::array::RecordBatch;
 use millrace::connectors::parquet::{ParquetDataset, ScanOptions};
 use millrace::ml::bundle::{ModelBundle, Predictor};
 use millrace::operators::preprocess::{SqlPlan, SqlRunner};
-use millrace::operators::serve::{ModelRegistry, ServeOptions, serve_until};
+use millrace::operators::serve::{Bound, ModelRegistry, ServeOptions, serve_with};
 use serde_json::{Value, json};
 
 use crate::common::{pipeline_toml, scratch, tabular};
@@ -165,6 +165,8 @@ pub fn predict_in_process(model_dir: &Path, holdout: &Path) -> (RecordBatch, Vec
 /// A running server; stops (gracefully) when dropped.
 pub struct Server {
     pub addr: SocketAddr,
+    /// The gRPC address, when the options asked for one.
+    pub grpc: Option<SocketAddr>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     done: Option<mpsc::Receiver<millrace::operators::Result<()>>>,
 }
@@ -180,19 +182,21 @@ impl Server {
                 .enable_all()
                 .build()
                 .unwrap();
-            let result = rt.block_on(serve_until(
+            let result = rt.block_on(serve_with(
                 registry,
                 "127.0.0.1:0".parse().unwrap(),
                 options,
-                move |addr| addr_tx.send(addr).unwrap(),
+                move |bound: Bound| addr_tx.send(bound).unwrap(),
                 async move {
                     let _ = stop_rx.await;
                 },
             ));
             let _ = done_tx.send(result);
         });
+        let bound = addr_rx.recv_timeout(Duration::from_secs(30)).unwrap();
         Server {
-            addr: addr_rx.recv_timeout(Duration::from_secs(30)).unwrap(),
+            addr: bound.http,
+            grpc: bound.grpc,
             stop: Some(stop_tx),
             done: Some(done_rx),
         }

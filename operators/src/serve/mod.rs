@@ -4,11 +4,14 @@
 //! `{"predictions": [{"class": 1, "probabilities": [0.2, 0.8]}, …]}` (regression: `{"value": x}`),
 //! applying the model's bundled SQL and fitted encoding, so requests carry raw records.
 //! `GET /healthz` says the model is loaded. Bad requests get a 400 naming the instance and field.
+//! The Open Inference Protocol (KServe v2) is served over REST (JSON, binary tensors, Arrow IPC) and,
+//! with [`ServeOptions::grpc_addr`], over gRPC ([`grpc`]).
 
 pub mod access;
 pub mod arrow_io;
 mod batcher;
 mod forward;
+pub mod grpc;
 mod json;
 pub mod metrics;
 mod model;
@@ -32,4 +35,4 @@ pub use json::{instances_to_batch, schema_from_json, schema_to_json};
 pub(crate) use model::argmax;
 pub use model::{Predictions, RequestError, ServedModel};
 pub use registry::{KEEP_VERSIONS, MetricsSource, ModelRegistry};
-pub use server::{ServeOptions, router, serve, serve_until};
+pub use server::{Bound, ServeOptions, router, serve, serve_until, serve_with};

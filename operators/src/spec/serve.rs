@@ -19,6 +19,10 @@ pub struct ServeSpec {
     /// [`ServeSpec::auth_token_file`] or [`ServeSpec::allow_unauthenticated`].
     #[serde(default = "default_addr")]
     pub addr: SocketAddr,
+    /// Also serve the KServe v2 gRPC protocol on this address (none by default); the same
+    /// rules for tokens and TLS hold as for [`ServeSpec::addr`].
+    #[serde(default)]
+    pub grpc_addr: Option<SocketAddr>,
     /// Most instances accepted in one request.
     #[serde(default = "default_max_rows")]
     pub max_rows: usize,
@@ -98,11 +102,16 @@ impl ServeSpec {
             ),
             None => None,
         };
-        if let Some(why) =
-            exposure_refused(&self.addr, auth_token.is_some(), self.allow_unauthenticated)
-        {
+        let addrs = std::iter::once(("serve.addr", self.addr))
+            .chain(self.grpc_addr.map(|a| ("serve.grpc_addr", a)));
+        for (key, addr) in addrs {
+            let Some(why) =
+                exposure_refused(&addr, auth_token.is_some(), self.allow_unauthenticated)
+            else {
+                continue;
+            };
             return Err(Error::config(
-                "serve.addr",
+                key,
                 format!(
                     "{why}. Set serve.auth_token_file = \"FILE\" (a file holding the token), listen on 127.0.0.1, or set serve.allow_unauthenticated = true to serve it open on purpose"
                 ),
@@ -120,6 +129,7 @@ impl ServeSpec {
         }
         Ok(ServeOptions {
             max_rows: self.max_rows,
+            grpc_addr: self.grpc_addr,
             auth_token,
             allow_unauthenticated: self.allow_unauthenticated,
             tls,
@@ -139,6 +149,7 @@ impl Default for ServeSpec {
     fn default() -> Self {
         ServeSpec {
             addr: default_addr(),
+            grpc_addr: None,
             max_rows: default_max_rows(),
             device: Device::Cpu,
             precision: Precision::F32,

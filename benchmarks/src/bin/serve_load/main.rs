@@ -13,7 +13,10 @@
 //! - `v1_single`: `POST /v1/predict` with `{"instances": [{…one row…}]}`;
 //! - `v2_batch64`: the v2 body with 64 rows, shape [64];
 //! - `arrow_batch64`: `POST /v2/models/{name}/infer`, a 64-row Arrow IPC stream
-//!   (`Content-Type: application/vnd.apache.arrow.stream`).
+//!   (`Content-Type: application/vnd.apache.arrow.stream`);
+//! - `grpc_single`: KServe v2 gRPC `ModelInfer` (the server's `--grpc-addr`), one row as raw
+//!   little-endian tensors, from an in-process tonic load generator (`grpc.rs`; `ghz` is not in
+//!   the package registries) with the same number of connections, one thread.
 //!
 //! Run it from the repository root (data paths are relative, as in etl_to_train). The server is the
 //! `millrace` binary next to this one: rebuild both after changing the server.
@@ -30,6 +33,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod grpc;
 mod server;
 mod wrk;
 
@@ -58,13 +62,15 @@ enum Scenario {
     V1Single,
     V2Batch64,
     ArrowBatch64,
+    GrpcSingle,
 }
 
-const SCENARIOS: [Scenario; 4] = [
+const SCENARIOS: [Scenario; 5] = [
     Scenario::V2Single,
     Scenario::V1Single,
     Scenario::V2Batch64,
     Scenario::ArrowBatch64,
+    Scenario::GrpcSingle,
 ];
 
 impl Scenario {
@@ -74,12 +80,13 @@ impl Scenario {
             Scenario::V1Single => "v1_single",
             Scenario::V2Batch64 => "v2_batch64",
             Scenario::ArrowBatch64 => "arrow_batch64",
+            Scenario::GrpcSingle => "grpc_single",
         }
     }
 
     fn rows(self) -> usize {
         match self {
-            Scenario::V2Single | Scenario::V1Single => 1,
+            Scenario::V2Single | Scenario::V1Single | Scenario::GrpcSingle => 1,
             Scenario::V2Batch64 | Scenario::ArrowBatch64 => BATCH_ROWS,
         }
     }
@@ -102,7 +109,9 @@ impl Scenario {
     fn body(self, rows: &RecordBatch) -> anyhow::Result<Vec<u8>> {
         Ok(match self {
             Scenario::V1Single => serde_json::to_vec(&v1_body(rows)?)?,
-            Scenario::V2Single | Scenario::V2Batch64 => serde_json::to_vec(&v2_body(rows)?)?,
+            Scenario::V2Single | Scenario::V2Batch64 | Scenario::GrpcSingle => {
+                serde_json::to_vec(&v2_body(rows)?)?
+            }
             Scenario::ArrowBatch64 => arrow_stream(rows)?,
         })
     }
@@ -263,6 +272,19 @@ fn run_scenario(
     model: &str,
     body_file: &Path,
 ) -> anyhow::Result<Value> {
+    if scenario == Scenario::GrpcSingle {
+        let body: Value = serde_json::from_slice(&std::fs::read(body_file)?)?;
+        let request = grpc::infer_request(model, &body)?;
+        let before = server.batch_rows();
+        let mut out = grpc::run(
+            server.grpc,
+            request,
+            args.connections,
+            std::time::Duration::from_secs(args.duration_s),
+        )?;
+        out["server_batch_rows_mean"] = json!(batch_mean(&before, &server.batch_rows()));
+        return Ok(out);
+    }
     let path = scenario.path(model);
     let body = std::fs::read(body_file)?;
     let (status, answer) = http(server.addr, "POST", &path, scenario.content_type(), &body)
@@ -385,10 +407,12 @@ fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     // Fail fast, before training or starting anything.
     server_exe()?;
-    Command::new("wrk")
-        .arg("--version")
-        .output()
-        .map_err(wrk_missing)?;
+    if args.scenarios.iter().any(|s| *s != Scenario::GrpcSingle) {
+        Command::new("wrk")
+            .arg("--version")
+            .output()
+            .map_err(wrk_missing)?;
+    }
     let scratch = std::env::temp_dir().join(format!("millrace-serve-load-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
     let report = run(&args, &scratch);

@@ -45,6 +45,8 @@ pub fn http(
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
+    /// The server's gRPC address (`--grpc-addr`).
+    pub grpc: SocketAddr,
     log: PathBuf,
 }
 
@@ -71,6 +73,8 @@ impl Server {
         let exe = server_exe()?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let grpc_port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let grpc = SocketAddr::from(([127, 0, 0, 1], grpc_port));
         let log = scratch.join("server.log");
         let out = File::create(&log)?;
         let child = Command::new(&exe)
@@ -79,13 +83,20 @@ impl Server {
             .arg(model)
             .arg("--addr")
             .arg(addr.to_string())
+            .arg("--grpc-addr")
+            .arg(grpc.to_string())
             .args(extra)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
             .spawn()
             .with_context(|| format!("cannot start {}", exe.display()))?;
-        let mut server = Server { child, addr, log };
+        let mut server = Server {
+            child,
+            addr,
+            grpc,
+            log,
+        };
         server.wait_ready()?;
         Ok(server)
     }

@@ -3,18 +3,29 @@
 
 use super::*;
 
-/// Whether the request body is an Arrow IPC stream, read from the Content-Type header in place
-/// (extracting the whole `HeaderMap` would copy it for every request).
-pub(super) struct ArrowBody(bool);
+/// What the request body is, read from the headers in place (extracting the whole `HeaderMap`
+/// would copy it for every request): an Arrow IPC stream (Content-Type), a JSON header with
+/// binary tensors after it (`Inference-Header-Content-Length`), or JSON.
+pub(super) enum BodyKind {
+    Arrow,
+    Binary(String),
+    Json,
+}
 
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ArrowBody {
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for BodyKind {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
         _state: &S,
     ) -> std::result::Result<Self, Self::Rejection> {
-        Ok(ArrowBody(is_arrow(&parts.headers)))
+        if is_arrow(&parts.headers) {
+            return Ok(BodyKind::Arrow);
+        }
+        Ok(match parts.headers.get(HEADER_LENGTH) {
+            Some(v) => BodyKind::Binary(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+            None => BodyKind::Json,
+        })
     }
 }
 
@@ -25,8 +36,16 @@ fn is_arrow(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with(ARROW_STREAM))
 }
 
-async fn infer(state: &AppState, model: Arc<ServedModel>, arrow: bool, body: &Bytes) -> Response {
-    if arrow {
+async fn infer(
+    state: &AppState,
+    model: Arc<ServedModel>,
+    kind: BodyKind,
+    body: &Bytes,
+) -> Response {
+    if let BodyKind::Binary(header_len) = kind {
+        return infer_binary(state, model, &header_len, body).await;
+    }
+    if let BodyKind::Arrow = kind {
         let raw = match decode_stream(body, model.input_schema(), state.options.max_rows) {
             Ok(b) => b,
             Err(e) => {
@@ -87,34 +106,78 @@ async fn infer(state: &AppState, model: Arc<ServedModel>, arrow: bool, body: &By
             );
         }
     };
-    let raw = match request_to_batch(&request, model.input_schema()) {
+    infer_request(state, model, &request, &[]).await
+}
+
+/// A body with binary tensors: the JSON header of `header_len` bytes, then the tensors' bytes.
+async fn infer_binary(
+    state: &AppState,
+    model: Arc<ServedModel>,
+    header_len: &str,
+    body: &Bytes,
+) -> Response {
+    let decoded = split_body(body, header_len)
+        .and_then(|(request, tail)| binary_inputs(&request, tail).map(|raw| (request, raw)));
+    match decoded {
+        Ok((request, raw)) => infer_request(state, model, &request, &raw).await,
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+/// The general path: a parsed request (with the bytes of its binary inputs) → its answer, with
+/// outputs in binary where it asks for them.
+async fn infer_request(
+    state: &AppState,
+    model: Arc<ServedModel>,
+    request: &InferenceRequest,
+    raw: &[Option<&[u8]>],
+) -> Response {
+    let raw_batch = match request_to_batch_with(request, raw, model.input_schema()) {
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    if let Err(r) = check_rows(state, raw.num_rows()) {
+    if let Err(r) = check_rows(state, raw_batch.num_rows()) {
         return r;
     }
-    let predictions: Predictions = match model.predict_batch(raw).await {
+    let predictions: Predictions = match model.predict_batch(raw_batch).await {
         Ok(p) => p,
         Err(e) => return request_error(e),
     };
-    let outputs = match response_outputs(
+    let body = match response_body(
+        request,
+        (&model.name, model.version),
         &predictions.values,
         predictions.rows,
         model.num_classes(),
         model.class_names(),
-        request.outputs.as_deref(),
     ) {
-        Ok(o) => o,
+        Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    json_response(&InferenceResponse {
-        model_name: model.name.clone(),
-        model_version: Some(model.version.to_string()),
-        id: request.id,
-        parameters: None,
-        outputs,
-    })
+    match body.header_len {
+        Some(len) => (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                ),
+                (
+                    header::HeaderName::from_static(HEADER_LENGTH),
+                    HeaderValue::from(len),
+                ),
+            ],
+            body.bytes,
+        )
+            .into_response(),
+        None => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body.bytes,
+        )
+            .into_response(),
+    }
 }
 
 /// The v2 JSON answer with every output, written directly (the general rendering when the
@@ -159,11 +222,11 @@ fn v2_answer(model: &ServedModel, predictions: &Predictions, id: Option<String>)
 pub(super) async fn infer_latest(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
-    ArrowBody(arrow): ArrowBody,
+    kind: BodyKind,
     body: Bytes,
 ) -> Response {
     match state.registry.get(&name, None) {
-        Some(model) => infer(&state, model, arrow, &body).await,
+        Some(model) => infer(&state, model, kind, &body).await,
         None => unknown_model(&state, &name, None),
     }
 }
@@ -171,7 +234,7 @@ pub(super) async fn infer_latest(
 pub(super) async fn infer_version(
     State(state): State<Arc<AppState>>,
     Path((name, version)): Path<(String, String)>,
-    ArrowBody(arrow): ArrowBody,
+    kind: BodyKind,
     body: Bytes,
 ) -> Response {
     let version = match parse_version(&version) {
@@ -179,7 +242,7 @@ pub(super) async fn infer_version(
         Err(r) => return r,
     };
     match state.registry.get(&name, Some(version)) {
-        Some(model) => infer(&state, model, arrow, &body).await,
+        Some(model) => infer(&state, model, kind, &body).await,
         None => unknown_model(&state, &name, Some(version)),
     }
 }

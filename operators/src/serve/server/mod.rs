@@ -27,7 +27,8 @@ use super::model::{Predictions, RequestError, ServedModel};
 use super::registry::ModelRegistry;
 use super::tls::{HANDSHAKE_TIMEOUT, TlsFiles, incoming};
 use super::v2::{
-    InferenceRequest, InferenceResponse, model_metadata, request_to_batch, response_outputs,
+    HEADER_LENGTH, InferenceRequest, InferenceResponse, binary_inputs, model_metadata,
+    request_to_batch_with, response_body, response_outputs, split_body,
 };
 use crate::{Error, Result};
 
@@ -61,6 +62,9 @@ pub struct ServeOptions {
     pub batching: BatcherOptions,
     /// Poll the model directories for new versions this often (None: no hot swap from disk).
     pub watch_interval: Option<Duration>,
+    /// Also serve the v2 gRPC protocol (`inference.GRPCInferenceService`) on this address, with
+    /// the same models, limits, auth and metrics.
+    pub grpc_addr: Option<SocketAddr>,
 }
 
 impl Default for ServeOptions {
@@ -76,16 +80,32 @@ impl Default for ServeOptions {
             access_log: false,
             batching: BatcherOptions::default(),
             watch_interval: Some(Duration::from_millis(500)),
+            grpc_addr: None,
         }
     }
 }
 
-struct AppState {
-    registry: Arc<ModelRegistry>,
-    options: ServeOptions,
-    metrics: ServeMetrics,
-    in_flight: AtomicUsize,
-    token: Option<BearerToken>,
+/// What every route of both protocols shares: the models, the limits, the metrics, the count of
+/// requests in flight and the bearer token.
+pub(crate) struct AppState {
+    pub(crate) registry: Arc<ModelRegistry>,
+    pub(crate) options: ServeOptions,
+    pub(crate) metrics: ServeMetrics,
+    pub(crate) in_flight: AtomicUsize,
+    pub(crate) token: Option<BearerToken>,
+}
+
+impl AppState {
+    pub(crate) fn new(registry: Arc<ModelRegistry>, options: ServeOptions) -> Arc<Self> {
+        let token = options.auth_token.as_deref().map(BearerToken::new);
+        Arc::new(AppState {
+            registry,
+            options,
+            metrics: ServeMetrics::new(),
+            in_flight: AtomicUsize::new(0),
+            token,
+        })
+    }
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -180,7 +200,7 @@ async fn server_metadata() -> Response {
     json_response(&json!({
         "name": "millrace",
         "version": env!("CARGO_PKG_VERSION"),
-        "extensions": ["binary_arrow_stream"],
+        "extensions": ["binary_tensor_data", "binary_arrow_stream"],
     }))
 }
 
@@ -360,15 +380,11 @@ async fn not_found(request: Request) -> Response {
 
 /// The server's routes over `registry`.
 pub fn router(registry: Arc<ModelRegistry>, options: ServeOptions) -> Router {
-    let limit = options.max_body_bytes;
-    let token = options.auth_token.as_deref().map(BearerToken::new);
-    let state = Arc::new(AppState {
-        registry,
-        options,
-        metrics: ServeMetrics::new(),
-        in_flight: AtomicUsize::new(0),
-        token,
-    });
+    router_with(AppState::new(registry, options))
+}
+
+fn router_with(state: Arc<AppState>) -> Router {
+    let limit = state.options.max_body_bytes;
     Router::new()
         .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(live))
@@ -394,15 +410,25 @@ pub fn router(registry: Arc<ModelRegistry>, options: ServeOptions) -> Router {
         .with_state(state)
 }
 
-/// Serves `registry` on `addr` until Ctrl-C or SIGTERM, then drains in-flight requests.
-/// `on_ready` gets the bound address (useful with port 0).
+/// Serves `registry` on `addr` (and gRPC on [`ServeOptions::grpc_addr`]) until Ctrl-C or
+/// SIGTERM, then drains in-flight requests. `on_ready` gets the bound addresses (useful with
+/// port 0).
 pub async fn serve(
     registry: Arc<ModelRegistry>,
     addr: SocketAddr,
     options: ServeOptions,
-    on_ready: impl FnOnce(SocketAddr),
+    on_ready: impl FnOnce(Bound),
 ) -> Result<()> {
-    serve_until(registry, addr, options, on_ready, shutdown_signal()).await
+    serve_with(registry, addr, options, on_ready, shutdown_signal()).await
+}
+
+/// The addresses a server listens on (with their real ports when port 0 was asked for).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bound {
+    /// The HTTP (REST) address.
+    pub http: SocketAddr,
+    /// The gRPC address, when [`ServeOptions::grpc_addr`] is set.
+    pub grpc: Option<SocketAddr>,
 }
 
 /// Like [`serve`], stopping when `shutdown` completes (then draining in-flight requests).
@@ -417,31 +443,77 @@ pub async fn serve_until(
     on_ready: impl FnOnce(SocketAddr),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    if let Some(why) = exposure_refused(
-        &addr,
-        options.auth_token.is_some(),
-        options.allow_unauthenticated,
-    ) {
-        return Err(Error::Serve(format!(
-            "{why}; set an auth token (millrace serve --auth-token-file FILE, or serve.auth_token_file in a pipeline), listen on 127.0.0.1, or allow it explicitly (--allow-unauthenticated, or serve.allow_unauthenticated = true)"
-        )));
+    serve_with(registry, addr, options, |b| on_ready(b.http), shutdown).await
+}
+
+async fn bind(addr: SocketAddr, flag: &str) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        Error::Serve(format!(
+            "cannot listen on {addr}: {e} (is another server using it? pick another {flag})"
+        ))
+    })
+}
+
+/// Like [`serve_until`], also serving gRPC when [`ServeOptions::grpc_addr`] is set; `on_ready`
+/// gets both bound addresses.
+pub async fn serve_with(
+    registry: Arc<ModelRegistry>,
+    addr: SocketAddr,
+    options: ServeOptions,
+    on_ready: impl FnOnce(Bound),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    use futures::FutureExt;
+    let addrs = std::iter::once(addr).chain(options.grpc_addr);
+    for addr in addrs {
+        if let Some(why) = exposure_refused(
+            &addr,
+            options.auth_token.is_some(),
+            options.allow_unauthenticated,
+        ) {
+            return Err(Error::Serve(format!(
+                "{why}; set an auth token (millrace serve --auth-token-file FILE, or serve.auth_token_file in a pipeline), listen on 127.0.0.1, or allow it explicitly (--allow-unauthenticated, or serve.allow_unauthenticated = true)"
+            )));
+        }
+    }
+    if options.tls.is_some() && options.grpc_addr.is_some() {
+        // Never serve gRPC in clear text when the user asked for TLS.
+        return Err(Error::Serve(
+            "TLS (--tls-cert/--tls-key) covers HTTP only so far: gRPC over TLS is not built yet; drop --grpc-addr (serve.grpc_addr), or serve gRPC on 127.0.0.1 without TLS behind a TLS-terminating proxy".into(),
+        ));
     }
     let acceptor = options.tls.as_ref().map(TlsFiles::acceptor).transpose()?;
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        Error::Serve(format!(
-            "cannot listen on {addr}: {e} (is another server using it? pick another --addr)"
-        ))
-    })?;
+    let listener = bind(addr, "--addr").await?;
     let local = listener
         .local_addr()
         .map_err(|e| Error::Serve(e.to_string()))?;
+    let grpc_listener = match options.grpc_addr {
+        Some(a) => Some(bind(a, "--grpc-addr").await?),
+        None => None,
+    };
+    let grpc_local = match &grpc_listener {
+        Some(l) => Some(l.local_addr().map_err(|e| Error::Serve(e.to_string()))?),
+        None => None,
+    };
     if let Some(interval) = options.watch_interval {
         registry.watch(interval);
     }
-    tracing::info!(models = ?registry.names(), addr = %local, "serving");
-    on_ready(local);
-    let app = router(Arc::clone(&registry), options);
-    let result = match acceptor {
+    tracing::info!(models = ?registry.names(), addr = %local, grpc = ?grpc_local, "serving");
+    on_ready(Bound {
+        http: local,
+        grpc: grpc_local,
+    });
+    let shutdown = shutdown.shared();
+    let state = AppState::new(Arc::clone(&registry), options);
+    let grpc = grpc_listener.map(|l| {
+        tokio::spawn(super::grpc::serve_listener(
+            Arc::clone(&state),
+            l,
+            shutdown.clone(),
+        ))
+    });
+    let app = router_with(state);
+    let mut result = match acceptor {
         Some(acceptor) => {
             axum::serve(incoming(listener, acceptor, HANDSHAKE_TIMEOUT), app)
                 .with_graceful_shutdown(shutdown)
@@ -454,6 +526,13 @@ pub async fn serve_until(
         }
     }
     .map_err(|e| Error::Serve(e.to_string()));
+    if let Some(task) = grpc {
+        let grpc_result = task
+            .await
+            .map_err(|e| Error::Serve(format!("the gRPC server stopped: {e}")))
+            .and_then(|r| r);
+        result = result.and(grpc_result);
+    }
     registry.close();
     result
 }

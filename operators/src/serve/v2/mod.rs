@@ -17,10 +17,14 @@ use arrow::datatypes::{DataType, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+mod binary;
 mod request;
 
-pub use self::request::request_to_batch;
+pub use self::binary::{
+    HEADER_LENGTH, ResponseBody, binary_inputs, output_bytes, response_body, split_body,
+};
 use self::request::*;
+pub use self::request::{request_to_batch, request_to_batch_with};
 
 /// The `platform` reported in [`ModelMetadata`].
 pub const PLATFORM: &str = "millrace";
@@ -53,7 +57,9 @@ pub struct RequestInput {
     /// Input parameters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameters: Option<Map<String, Value>>,
-    /// The values, flat in row-major order (or nested one level).
+    /// The values, flat in row-major order (or nested one level); null when the tensor is sent
+    /// in binary (the `binary_data_size` parameter).
+    #[serde(default)]
     pub data: Value,
 }
 
@@ -94,7 +100,11 @@ pub struct ResponseOutput {
     pub shape: Vec<i64>,
     /// v2 datatype.
     pub datatype: String,
-    /// The values, flat in row-major order.
+    /// Output parameters (`binary_data_size` when the values follow the JSON in binary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Map<String, Value>>,
+    /// The values, flat in row-major order; null (and left out) when sent in binary.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
     pub data: Value,
 }
 
@@ -340,11 +350,14 @@ pub fn response_outputs(
             name: name.to_owned(),
             shape,
             datatype: datatype.to_owned(),
+            parameters: None,
             data: Value::Array(data),
         });
     }
     Ok(out)
 }
 
+#[cfg(test)]
+pub(crate) mod testgen;
 #[cfg(test)]
 mod tests;

@@ -153,16 +153,16 @@ pub(super) fn rows_of(input: &RequestInput) -> Result<usize, String> {
 /// columns, FP* → float columns, BYTES → string, date and timestamp columns); JSON `null` is a
 /// null where the column is nullable.
 pub fn request_to_batch(req: &InferenceRequest, schema: &SchemaRef) -> Result<RecordBatch, String> {
-    if req
-        .parameters
-        .as_ref()
-        .is_some_and(|p| p.contains_key("binary_data_size"))
-    {
-        return Err(
-            "binary tensor data (binary_data_size) is not supported; send values in 'data'"
-                .to_owned(),
-        );
-    }
+    request_to_batch_with(req, &[], schema)
+}
+
+/// Like [`request_to_batch`], with the binary bytes of the inputs sent in binary: `raw[i]` for
+/// `req.inputs[i]` (see [`super::binary_inputs`]; empty when the body had no binary part).
+pub fn request_to_batch_with(
+    req: &InferenceRequest,
+    raw: &[Option<&[u8]>],
+    schema: &SchemaRef,
+) -> Result<RecordBatch, String> {
     let mut seen = HashSet::with_capacity(req.inputs.len());
     let mut unknown = Vec::new();
     for input in &req.inputs {
@@ -200,10 +200,10 @@ pub fn request_to_batch(req: &InferenceRequest, schema: &SchemaRef) -> Result<Re
     let rows = rows.map_or(0, |(n, _)| n);
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
     for field in schema.fields() {
-        let input = req
+        let at = req
             .inputs
             .iter()
-            .find(|i| i.name == *field.name())
+            .position(|i| i.name == *field.name())
             .ok_or_else(|| {
                 format!(
                     "missing input '{}' ({}); given: {}",
@@ -213,7 +213,8 @@ pub fn request_to_batch(req: &InferenceRequest, schema: &SchemaRef) -> Result<Re
                 )
             })?;
         columns.push(input_column(
-            input,
+            &req.inputs[at],
+            raw.get(at).copied().flatten(),
             field.data_type(),
             field.is_nullable(),
             rows,
@@ -230,18 +231,20 @@ pub fn request_to_batch(req: &InferenceRequest, schema: &SchemaRef) -> Result<Re
 /// One input tensor → an array of the column's type.
 pub(super) fn input_column(
     input: &RequestInput,
+    raw: Option<&[u8]>,
     column: &DataType,
     nullable: bool,
     rows: usize,
 ) -> Result<ArrayRef, String> {
     let name = &input.name;
-    if input
-        .parameters
-        .as_ref()
-        .is_some_and(|p| p.contains_key("binary_data_size"))
+    if raw.is_none()
+        && input
+            .parameters
+            .as_ref()
+            .is_some_and(|p| p.contains_key("binary_data_size"))
     {
         return Err(format!(
-            "input '{name}': binary tensor data (binary_data_size) is not supported; send values in 'data'"
+            "input '{name}' has binary_data_size, but the body has no binary part (send the Inference-Header-Content-Length header)"
         ));
     }
     let Some(expected) = input_datatype(column) else {
@@ -257,6 +260,10 @@ pub(super) fn input_column(
         return Err(format!(
             "input '{name}': datatype {dt} does not fit column type {column}; send {expected}"
         ));
+    }
+    if let Some(bytes) = raw {
+        let array = super::binary::binary_column(input, bytes, column, rows)?;
+        return cast_to(name, dt, array, column);
     }
     let values = flatten(name, &input.data)?;
     if values.len() != rows {
@@ -361,6 +368,11 @@ pub(super) fn input_column(
             Arc::new(StringArray::from(out))
         }
     };
+    cast_to(name, dt, array, column)
+}
+
+/// `array` (values sent as `dt`) cast to the column's type, strictly.
+fn cast_to(name: &str, dt: &str, array: ArrayRef, column: &DataType) -> Result<ArrayRef, String> {
     if array.data_type() == column {
         return Ok(array);
     }
