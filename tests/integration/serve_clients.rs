@@ -6,16 +6,12 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use millrace::connectors::env::in_ci;
 use millrace::operators::serve::ServeOptions;
 use serde_json::{Value, json};
 
 use crate::common::scratch;
 use crate::serve_harness::{Server, fixture, model_inputs, one_model, request};
-
-/// Whether `CI` is set to anything but empty, `0` or `false`.
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
-}
 
 /// The python of the clients' venv, or None (after a loud message) outside CI.
 fn py_clients() -> Option<PathBuf> {
