@@ -31,10 +31,13 @@ use crate::{Error, Result};
 
 pub(crate) mod decode;
 
-/// The generated prost messages and tonic client and server of `inference.GRPCInferenceService`.
+/// The generated prost messages and tonic client and server of `inference.GRPCInferenceService`
+/// (`scripts/gen-grpc.sh` writes the three files: messages, client, server).
 #[allow(missing_docs, clippy::all, clippy::pedantic, clippy::unwrap_used)]
 pub mod proto {
     include!("proto.rs");
+    include!("proto_client.rs");
+    include!("proto_server.rs");
 }
 
 /// The gRPC status for a failure the REST server answers with HTTP `status`.
