@@ -16,12 +16,26 @@ pub fn generate_tabular(
     seed: u64,
     holdout: bool,
 ) -> Result<TabularReport> {
+    generate_tabular_with_entities(out, rows, files, seed, holdout, 0)
+}
+
+/// [`generate_tabular`], with an `entity` column of `entities` entities whose own effects enter
+/// the label (0: none; see `TabularSpec::entities`).
+pub fn generate_tabular_with_entities(
+    out: &Path,
+    rows: u64,
+    files: usize,
+    seed: u64,
+    holdout: bool,
+    entities: u64,
+) -> Result<TabularReport> {
     let spec = TabularSpec {
         rows,
         files,
         seed,
         holdout,
         row_group_rows: 65_536,
+        entities,
     };
     Ok(generate(&spec, out)?)
 }

@@ -23,9 +23,10 @@ use std::sync::Arc;
 
 use millrace_connectors::storage::StorageOptions;
 use millrace_engine::ClusterConfig;
-use millrace_ml::model::{Activation, ModelKind, ModelSpec};
+use millrace_ml::model::{Activation, ModelChoice, ModelKind, ModelSpec};
 use millrace_ml::optim::OptimizerSpec;
 use millrace_ml::preprocess::NullPolicy;
+use millrace_ml::trainer::{Loss, LossChoice};
 use millrace_ml::{Device, Precision};
 use millrace_operators::job::{Progress, Summary};
 use millrace_operators::spec::{
@@ -44,14 +45,21 @@ pub struct Train {
 
 impl Train {
     fn with_model(task: TaskKind, kind: ModelKind, hidden: Vec<usize>) -> Self {
+        Self::with_choice(
+            task,
+            ModelChoice::from(&ModelSpec {
+                kind,
+                hidden,
+                activation: Activation::default(),
+            }),
+        )
+    }
+
+    fn with_choice(task: TaskKind, model: ModelChoice) -> Self {
         Train {
             spec: TrainSpec {
                 task,
-                model: ModelSpec {
-                    kind,
-                    hidden,
-                    activation: Activation::default(),
-                },
+                model,
                 optimizer: OptimizerSpec::default(),
                 loss: None,
                 reduction: Default::default(),
@@ -96,9 +104,40 @@ impl Train {
         Self::with_model(TaskKind::Regression, ModelKind::Linear, Vec::new())
     }
 
+    /// Any registered model by its `kind` (built in, like `embedding_mlp`, or registered in
+    /// this binary with [`App::model`](crate::App::model)), classifying; set its keys with
+    /// [`Train::key`].
+    pub fn model(kind: &str) -> Self {
+        Self::with_choice(TaskKind::Classification, ModelChoice::new(kind))
+    }
+
+    /// Any registered model by its `kind`, regressing.
+    pub fn model_regressor(kind: &str) -> Self {
+        Self::with_choice(TaskKind::Regression, ModelChoice::new(kind))
+    }
+
+    /// Sets one of the model's own keys (`hidden`, `embedding_dim`, a user model's `dim`, …),
+    /// checked against the model's config type before any data is read.
+    pub fn key(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.spec.model.keys.insert(key.to_owned(), value.into());
+        self
+    }
+
     /// Hidden-layer activation.
-    pub fn activation(mut self, activation: Activation) -> Self {
-        self.spec.model.activation = activation;
+    pub fn activation(self, activation: Activation) -> Self {
+        let name = serde_json::to_value(activation).unwrap_or_default();
+        self.key("activation", name)
+    }
+
+    /// The loss: a built-in one.
+    pub fn loss(mut self, loss: Loss) -> Self {
+        self.spec.loss = Some(LossChoice::Builtin(loss));
+        self
+    }
+
+    /// The loss: one registered in this binary ([`App::loss`](crate::App::loss)).
+    pub fn user_loss(mut self, name: &str) -> Self {
+        self.spec.loss = Some(LossChoice::User(name.to_owned()));
         self
     }
 

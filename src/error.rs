@@ -47,6 +47,10 @@ pub enum Error {
     /// The training curves could not be drawn.
     #[error("training curves: {0}")]
     Curves(String),
+    /// The program itself is misassembled: e.g. two models registered under one name (the
+    /// binary's author must fix it).
+    #[error("{0}")]
+    Usage(String),
     /// A tool command failed in a way that names its own cause (copying, inspecting).
     #[error("{0}")]
     Internal(String),

@@ -32,6 +32,8 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod app;
+mod cli;
 pub mod cluster;
 pub mod curves;
 pub mod data;
@@ -43,6 +45,7 @@ pub mod produce;
 pub mod progress;
 pub mod run;
 
+pub use app::App;
 pub use error::{Error, Result};
 pub use millrace_connectors as connectors;
 pub use millrace_engine as engine;

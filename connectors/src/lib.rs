@@ -30,7 +30,7 @@
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let dir = std::env::temp_dir().join(format!("millrace-doc-{}", std::process::id()));
-//! let spec = TabularSpec { rows: 10_000, files: 2, seed: 7, holdout: false, row_group_rows: 1_000 };
+//! let spec = TabularSpec { rows: 10_000, files: 2, seed: 7, holdout: false, row_group_rows: 1_000, entities: 0 };
 //! let report = generate(&spec, &dir)?;
 //! assert_eq!(report.files.len(), 2);
 //!

@@ -81,6 +81,7 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod preprocess;
+pub mod registry;
 mod replica;
 pub mod rng;
 pub mod trainer;
@@ -91,10 +92,16 @@ pub use burn;
 pub use device::{Device, GpuOptions, Precision};
 pub use error::{Error, Result};
 pub use metrics::EvalMetrics;
-pub use model::{Activation, Mlp, MlpConfig, ModelKind, ModelSpec, Task};
+pub use model::{
+    Activation, FeatureLayout, Input, Inputs, Mlp, MlpConfig, Model, ModelKind, ModelShape,
+    ModelSpec, Task,
+};
 pub use optim::{FlatOptimizer, OptimizerKind, OptimizerSpec, OptimizerState};
 pub use preprocess::{
     FeatureSpec, Features, FitState, FittedPreprocessor, LabelKind, NullPolicy, RowError, Targets,
 };
 pub use replica::Replica;
-pub use trainer::{Loss, Reduction, TargetsRef, Trainer};
+pub use trainer::{
+    DynTrainer, Loss, LossChoice, ModuleTrainer, Objective, Reduction, TargetTensor, TargetsRef,
+    Trainer, UserLoss,
+};

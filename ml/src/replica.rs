@@ -6,7 +6,7 @@ use crate::device::{Device, GpuOptions};
 use crate::error::Result;
 use crate::model::{MlpConfig, ModelSpec, Task};
 use crate::optim::{OptimizerSpec, OptimizerState};
-use crate::trainer::{Loss, TargetsRef, Trainer};
+use crate::trainer::{DynTrainer, Loss, TargetsRef, Trainer};
 
 /// A model replica with its optimiser, on the CPU ([`Trainer`]) or an NVIDIA GPU
 /// (`GpuTrainer`, with the `cuda` feature). Both speak the same flat vectors: replicas on
@@ -18,6 +18,9 @@ pub enum Replica {
     /// cuBLASLt and our kernels on a GPU.
     #[cfg(feature = "cuda")]
     Gpu(Box<crate::gpu::GpuTrainer>),
+    /// Any registered [`Model`](crate::model::Model) through the generic
+    /// [`ModuleTrainer`](crate::trainer::ModuleTrainer).
+    Module(Box<dyn DynTrainer>),
 }
 
 macro_rules! each {
@@ -26,6 +29,7 @@ macro_rules! each {
             Replica::Cpu($t) => $e,
             #[cfg(feature = "cuda")]
             Replica::Gpu($t) => $e,
+            Replica::Module($t) => $e,
         }
     };
 }
@@ -78,7 +82,7 @@ impl Replica {
     /// Where the replica runs.
     pub fn device(&self) -> Device {
         match self {
-            Replica::Cpu(_) => Device::Cpu,
+            Replica::Cpu(_) | Replica::Module(_) => Device::Cpu,
             #[cfg(feature = "cuda")]
             Replica::Gpu(t) => Device::Cuda(t.ordinal()),
         }
@@ -89,24 +93,44 @@ impl Replica {
         each!(self, t => t.num_params())
     }
 
-    /// Number of input features.
+    /// Number of input values per row.
     pub fn input_dim(&self) -> usize {
-        each!(self, t => t.config().input_dim)
+        match self {
+            Replica::Module(t) => t.shape().layout.width(),
+            Replica::Cpu(t) => t.config().input_dim,
+            #[cfg(feature = "cuda")]
+            Replica::Gpu(t) => t.config().input_dim,
+        }
     }
 
     /// The task the model was built for.
     pub fn task(&self) -> &Task {
-        each!(self, t => t.task())
+        match self {
+            Replica::Module(t) => &t.shape().task,
+            Replica::Cpu(t) => t.task(),
+            #[cfg(feature = "cuda")]
+            Replica::Gpu(t) => t.task(),
+        }
     }
 
-    /// The model's configuration.
-    pub fn config(&self) -> &MlpConfig {
-        each!(self, t => t.config())
+    /// The built-in MLP's configuration (`None` for another model).
+    pub fn config(&self) -> Option<&MlpConfig> {
+        match self {
+            Replica::Module(_) => None,
+            Replica::Cpu(t) => Some(t.config()),
+            #[cfg(feature = "cuda")]
+            Replica::Gpu(t) => Some(t.config()),
+        }
     }
 
-    /// The loss the gradients are taken of.
-    pub fn loss(&self) -> Loss {
-        each!(self, t => t.loss())
+    /// The config name of the loss the gradients are taken of.
+    pub fn loss_name(&self) -> String {
+        match self {
+            Replica::Module(t) => t.loss_name(),
+            Replica::Cpu(t) => t.loss().name().to_owned(),
+            #[cfg(feature = "cuda")]
+            Replica::Gpu(t) => t.loss().name().to_owned(),
+        }
     }
 
     /// Optimiser steps applied so far.
@@ -149,6 +173,11 @@ impl Replica {
                 t.apply(&grads, lr)?;
                 Ok(Some(loss))
             }
+            Replica::Module(t) => {
+                let (loss, grads) = t.gradients(x, y, rows, loss_scale)?;
+                t.apply(&grads, lr)?;
+                Ok(Some(loss))
+            }
             #[cfg(feature = "cuda")]
             Replica::Gpu(t) => t.step(x, y, rows, loss_scale, lr),
         }
@@ -156,13 +185,13 @@ impl Replica {
 
     /// Whether [`Replica::step`] answers one step late (the GPU's overlap).
     pub fn steps_lag(&self) -> bool {
-        !matches!(self, Replica::Cpu(_))
+        !matches!(self, Replica::Cpu(_) | Replica::Module(_))
     }
 
     /// Waits for the step in flight and returns its loss sum (`None` when there is none).
     pub fn flush(&mut self) -> Result<Option<f64>> {
         match self {
-            Replica::Cpu(_) => Ok(None),
+            Replica::Cpu(_) | Replica::Module(_) => Ok(None),
             #[cfg(feature = "cuda")]
             Replica::Gpu(t) => t.flush(),
         }
@@ -187,6 +216,7 @@ impl Replica {
     pub fn optimizer_state(&self) -> Result<OptimizerState> {
         match self {
             Replica::Cpu(t) => Ok(t.optimizer_state()),
+            Replica::Module(t) => Ok(t.optimizer_state()),
             #[cfg(feature = "cuda")]
             Replica::Gpu(t) => t.optimizer_state(),
         }

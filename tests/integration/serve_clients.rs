@@ -3,7 +3,7 @@
 //! gRPC, each answer checked value by value against in-process predictions; plus its errors.
 //! Without the clients the test skips loudly, except under CI, where it fails.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use millrace::connectors::env::in_ci;
@@ -60,36 +60,35 @@ fn input_tensors(rows: usize) -> Vec<Value> {
     out
 }
 
-#[test]
-fn tritonclient_binary_json_and_grpc_match_in_process_predictions() {
-    let Some(python) = py_clients() else {
-        return;
-    };
+/// Runs tests/integration/py/kserve_clients.py against `server` (over TLS trusting `tls_ca`
+/// when given) and returns its report after checking the answers and error statuses.
+fn run_clients(python: &Path, server: &Server, tls_ca: Option<&Path>, dir: &Path) -> Value {
     let f = fixture();
-    let options = ServeOptions {
-        grpc_addr: Some("127.0.0.1:0".parse().unwrap()),
-        auth_token: Some("s3cret-token".to_owned()),
-        ..ServeOptions::default()
-    };
-    let server = Server::start(one_model("tabular", &f.model_dir, &options), options);
     let grpc = server.grpc.expect("a gRPC address");
     let rows = 40;
     let classes = f.expected.len() / f.raw.num_rows();
-    let cases = json!({
-        "http": server.addr.to_string(),
-        "grpc": grpc.to_string(),
+    // Over TLS the client checks the certificate's name: the test certificate's is localhost.
+    let host = |addr: std::net::SocketAddr| match tls_ca {
+        Some(_) => format!("localhost:{}", addr.port()),
+        None => addr.to_string(),
+    };
+    let mut cases = json!({
+        "http": host(server.addr),
+        "grpc": host(grpc),
         "model": "tabular",
         "token": "s3cret-token",
         "inputs": input_tensors(rows),
         "expected": &f.expected[..rows * classes],
         "classes": classes,
     });
-    let dir = scratch("serve-clients");
+    if let Some(ca) = tls_ca {
+        cases["tls_ca"] = json!(ca);
+    }
     let path = dir.join("cases.json");
     std::fs::write(&path, cases.to_string()).unwrap();
     let script =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/integration/py/kserve_clients.py");
-    let out = Command::new(&python)
+    let out = Command::new(python)
         .arg(&script)
         .arg(&path)
         .output()
@@ -119,6 +118,22 @@ fn tritonclient_binary_json_and_grpc_match_in_process_predictions() {
     );
     assert_eq!(report["errors"]["http unknown model"], "404");
     assert_eq!(report["errors"]["http bad tensor"], "400");
+    report
+}
+
+#[test]
+fn tritonclient_binary_json_and_grpc_match_in_process_predictions() {
+    let Some(python) = py_clients() else {
+        return;
+    };
+    let f = fixture();
+    let options = ServeOptions {
+        grpc_addr: Some("127.0.0.1:0".parse().unwrap()),
+        auth_token: Some("s3cret-token".to_owned()),
+        ..ServeOptions::default()
+    };
+    let server = Server::start(one_model("tabular", &f.model_dir, &options), options);
+    run_clients(&python, &server, None, &scratch("serve-clients"));
 
     // gRPC shares the metrics with HTTP: one route per method.
     let metrics = request(
@@ -144,4 +159,32 @@ fn tritonclient_binary_json_and_grpc_match_in_process_predictions() {
     assert_eq!(count(&line(grpc_infer, 200)), 2, "{text}");
     assert_eq!(count(&line(grpc_infer, 400)), 1, "{text}");
     assert_eq!(count(&line(grpc_infer, 401)), 2, "{text}");
+}
+
+/// HTTPS and gRPC over TLS (HTTP/2 by ALPN) with one certificate: tritonclient verifies it
+/// against the test CA and gets the same answers and error statuses as in clear text.
+#[test]
+fn tritonclient_over_tls_http_and_grpc() {
+    let Some(python) = py_clients() else {
+        return;
+    };
+    let f = fixture();
+    let dir = scratch("serve-clients-tls");
+    let (cert, key) = crate::serve_safety::self_signed(&dir, "server");
+    let options = ServeOptions {
+        grpc_addr: Some("127.0.0.1:0".parse().unwrap()),
+        auth_token: Some("s3cret-token".to_owned()),
+        tls: Some(millrace::operators::serve::tls::TlsFiles::new(&cert, &key)),
+        ..ServeOptions::default()
+    };
+    let server = Server::start(one_model("tabular", &f.model_dir, &options), options);
+    run_clients(&python, &server, Some(&cert), &dir);
+    // No clear-text gRPC on the TLS port: a plain client gets no answer.
+    let grpc = server.grpc.expect("a gRPC address");
+    let out = Command::new(&python)
+        .args(["-c", "import sys, tritonclient.grpc as g; c = g.InferenceServerClient(sys.argv[1]);\ntry:\n  c.is_server_live(client_timeout=5); print('live')\nexcept Exception as e: print('refused')"])
+        .arg(grpc.to_string())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "refused");
 }

@@ -200,15 +200,6 @@ fn the_library_refuses_an_open_public_server_and_bad_tls_files_before_binding() 
         e.contains("0.0.0.0:0") && e.contains("--allow-unauthenticated"),
         "{e}"
     );
-    // TLS asked for, gRPC too: refused rather than gRPC in clear text.
-    let (cert, key) = self_signed(&dir, "grpc");
-    let options = ServeOptions {
-        tls: Some(TlsFiles::new(&cert, &key)),
-        grpc_addr: Some("127.0.0.1:0".parse().unwrap()),
-        ..ServeOptions::default()
-    };
-    let e = start("127.0.0.1:0", options).unwrap_err().to_string();
-    assert!(e.contains("gRPC over TLS is not built yet"), "{e}");
 }
 
 /// Starts `millrace serve` with `args`; waits for its first line on stderr that says it serves

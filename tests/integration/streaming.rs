@@ -106,7 +106,7 @@ pub(super) fn assert_counted(model_dir: &Path, records: u64) {
     use millrace::ml::trainer::{Loss, Trainer};
     let bundle = ModelBundle::load(model_dir).unwrap();
     let fresh = Trainer::<millrace::ml::backend::CpuAutodiff>::new(
-        &bundle.spec,
+        &bundle.builtin_spec().unwrap(),
         &millrace::ml::optim::OptimizerSpec::Sgd {
             momentum: 0.0,
             weight_decay: 0.0,

@@ -249,7 +249,7 @@ fn serve(
     };
     let t = trainer(c, &options)?;
     let bundle = millrace::ml::ModelBundle {
-        spec: ModelSpec::mlp(c.dims.1.clone(), Activation::Relu),
+        model: (&ModelSpec::mlp(c.dims.1.clone(), Activation::Relu)).into(),
         task: Task::Classification {
             num_classes: c.dims.2,
         },

@@ -88,6 +88,7 @@ fn distribution_follows_the_generative_rule() -> TestResult {
         seed: 1,
         holdout: false,
         row_group_rows: 16_384,
+        entities: 0,
     };
     let report = generate(&spec, dir.path())?;
     let names: Vec<String> = report
@@ -168,6 +169,7 @@ fn same_spec_same_bytes_and_holdout_differs() -> TestResult {
         seed: 9,
         holdout: false,
         row_group_rows: 1_000,
+        entities: 0,
     };
     let a = generate(&spec, &dir.join("a"))?;
     let b = generate(&spec, &dir.join("b"))?;
@@ -211,6 +213,7 @@ fn bad_specs_and_stale_outputs_are_rejected() -> TestResult {
         seed: 1,
         holdout: false,
         row_group_rows: 50,
+        entities: 0,
     };
     generate(&spec, dir.path())?;
     let fewer = TabularSpec {

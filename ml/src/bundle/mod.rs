@@ -3,8 +3,11 @@
 mod dense;
 mod model_bundle;
 mod predictor;
+pub mod tensors;
 pub mod weights;
 
 pub use dense::{DensePredictor, DenseScratch};
-pub use model_bundle::{BundleMeta, MODEL_FILE, ModelBundle, PREPROCESS_FILE, WEIGHTS_FILE};
+pub use model_bundle::{
+    BundleMeta, LEGACY_WEIGHTS_FILE, MODEL_FILE, ModelBundle, PREPROCESS_FILE, WEIGHTS_FILE,
+};
 pub use predictor::Predictor;

@@ -1,10 +1,13 @@
 //! [`ModelBundle`]: everything needed to serve a model, saved as a directory.
 //!
 //! ```text
-//! dir/model.json       format_version (1), spec, task, input_dim, num_params, meta
-//! dir/preprocess.json  the FittedPreprocessor
-//! dir/weights.bin      flat f32 weights (see the `weights` module for the layout)
+//! dir/model.json           format_version (2), model (kind + its keys), task, input_dim,
+//!                          num_params, meta
+//! dir/preprocess.json      the FittedPreprocessor
+//! dir/weights.safetensors  the parameters as named tensors (see the `tensors` module)
 //! ```
+//!
+//! Bundles of format 1 (`spec` in model.json, flat weights in `weights.bin`) are still read.
 
 use std::fs;
 use std::io::Write;
@@ -14,20 +17,23 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::weights;
+use super::{tensors, weights};
 use crate::error::{Error, Result};
-use crate::model::{ModelSpec, Task};
+use crate::model::params::ParamShape;
+use crate::model::{FeatureLayout, ModelChoice, ModelShape, ModelSpec, Task};
 use crate::preprocess::FittedPreprocessor;
 
 /// Current `model.json` format version.
-pub const BUNDLE_FORMAT_VERSION: u32 = 1;
+pub const BUNDLE_FORMAT_VERSION: u32 = 2;
 
 /// File names inside a bundle directory.
 pub const MODEL_FILE: &str = "model.json";
 /// Preprocessor file name.
 pub const PREPROCESS_FILE: &str = "preprocess.json";
 /// Weights file name.
-pub const WEIGHTS_FILE: &str = "weights.bin";
+pub const WEIGHTS_FILE: &str = "weights.safetensors";
+/// Weights file name of format 1 bundles.
+pub const LEGACY_WEIGHTS_FILE: &str = "weights.bin";
 
 /// Descriptive metadata stored with a model.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -45,16 +51,18 @@ pub struct BundleMeta {
     pub extra: serde_json::Value,
 }
 
-/// A trained model: spec, task, fitted preprocessing, weights and metadata.
+/// A trained model: which model with which keys, task, fitted preprocessing, weights and
+/// metadata.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelBundle {
-    /// The model architecture.
-    pub spec: ModelSpec,
+    /// The model: its registered kind and its keys.
+    pub model: ModelChoice,
     /// What it predicts.
     pub task: Task,
     /// How raw batches become features.
     pub preprocess: FittedPreprocessor,
-    /// Flat weights in the order documented on [`Mlp`](crate::model::Mlp).
+    /// Flat weights: the model's parameters in its visiting order (for the built-in MLP, the
+    /// order documented on [`Mlp`](crate::model::Mlp)).
     pub weights: Vec<f32>,
     /// Metadata.
     pub meta: BundleMeta,
@@ -65,7 +73,12 @@ pub struct ModelBundle {
 #[serde(deny_unknown_fields)]
 struct ModelFile {
     format_version: u32,
-    spec: ModelSpec,
+    /// Format 1: the built-in model's spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    spec: Option<ModelSpec>,
+    /// Format 2: the model's kind and keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    model: Option<ModelChoice>,
     task: Task,
     input_dim: usize,
     num_params: usize,
@@ -73,20 +86,78 @@ struct ModelFile {
 }
 
 impl ModelBundle {
+    /// A bundle of a built-in model.
+    pub fn builtin(
+        spec: &ModelSpec,
+        task: Task,
+        preprocess: FittedPreprocessor,
+        weights: Vec<f32>,
+        meta: BundleMeta,
+    ) -> Self {
+        ModelBundle {
+            model: ModelChoice::from(spec),
+            task,
+            preprocess,
+            weights,
+            meta,
+        }
+    }
+
     /// Number of features the model takes.
     pub fn input_dim(&self) -> usize {
         self.preprocess.input_dim()
     }
 
-    /// Checks that spec, task, preprocessor and weights agree with each other.
+    /// The spec of a built-in model (`mlp`, `logistic`, `linear`), `None` for another kind.
+    pub fn spec(&self) -> Result<Option<ModelSpec>> {
+        self.model.builtin()
+    }
+
+    /// The built-in model's spec; an error naming the kind for another model (which the
+    /// built-in fast paths cannot run).
+    pub fn builtin_spec(&self) -> Result<ModelSpec> {
+        self.spec()?.ok_or_else(|| {
+            Error::Input(format!(
+                "model kind `{}` is not a built-in MLP; it runs through its registered model",
+                self.model.kind
+            ))
+        })
+    }
+
+    /// What the model was built for.
+    pub fn shape(&self) -> Result<ModelShape> {
+        Ok(ModelShape {
+            layout: FeatureLayout::of(&self.preprocess)?,
+            task: self.task,
+            seed: 0,
+        })
+    }
+
+    /// The parameters' dotted paths and shapes, in flat order. Needs the model registered
+    /// (the built-in ones always are).
+    pub fn param_shapes(&self) -> Result<Vec<ParamShape>> {
+        let entry = crate::registry::model(&self.model.kind)?;
+        entry.param_shapes(&self.model.kind, &self.model.keys_value(), &self.shape()?)
+    }
+
+    /// Checks that model, task, preprocessor and weights agree with each other.
     pub fn validate(&self) -> Result<()> {
-        self.spec.validate(&self.task)?;
-        let expected = self.spec.num_params(self.input_dim(), &self.task);
+        let expected = match self.spec()? {
+            Some(spec) => {
+                spec.validate(&self.task)?;
+                spec.num_params(self.input_dim(), &self.task)
+            }
+            None => {
+                let entry = crate::registry::model(&self.model.kind)?;
+                entry.check(&self.model.kind, &self.model.keys_value(), &self.shape()?)?;
+                self.param_shapes()?.iter().map(ParamShape::numel).sum()
+            }
+        };
         if self.weights.len() != expected {
             return Err(Error::Input(format!(
-                "bundle has {} weights but a {:?} model with {} inputs and task {:?} has {expected}",
+                "bundle has {} weights but a `{}` model with {} inputs and task {:?} has {expected}",
                 self.weights.len(),
-                self.spec.kind,
+                self.model.kind,
                 self.input_dim(),
                 self.task
             )));
@@ -101,7 +172,8 @@ impl ModelBundle {
         self.validate()?;
         let model = ModelFile {
             format_version: BUNDLE_FORMAT_VERSION,
-            spec: self.spec.clone(),
+            spec: None,
+            model: Some(self.model.clone()),
             task: self.task,
             input_dim: self.input_dim(),
             num_params: self.weights.len(),
@@ -109,7 +181,7 @@ impl ModelBundle {
         };
         let model_json = to_json(&model, &dir.join(MODEL_FILE))?;
         let preprocess_json = to_json(&self.preprocess, &dir.join(PREPROCESS_FILE))?;
-        let weights_bin = weights::encode(&self.weights);
+        let weights_bin = tensors::encode(&self.model.kind, &self.param_shapes()?, &self.weights)?;
 
         let parent = match dir.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -131,62 +203,74 @@ impl ModelBundle {
         written
     }
 
-    /// Reads a bundle directory written by [`ModelBundle::save`], checking it thoroughly.
+    /// Reads a bundle directory written by [`ModelBundle::save`], checking it thoroughly. A
+    /// bundle of a model kind this binary has not registered is an error naming the kind.
     pub fn load(dir: &Path) -> Result<Self> {
         let model_path = dir.join(MODEL_FILE);
-        let model: ModelFile = read_json(&model_path)?;
-        if model.format_version != BUNDLE_FORMAT_VERSION {
-            return Err(Error::Bundle {
-                path: model_path,
-                message: format!(
-                    "format_version {} is not supported (this build reads {BUNDLE_FORMAT_VERSION})",
-                    model.format_version
-                ),
-            });
-        }
-        let preprocess: FittedPreprocessor = read_json(&dir.join(PREPROCESS_FILE))?;
-        let weights_path = dir.join(WEIGHTS_FILE);
-        let weights = weights::decode(&read_file(&weights_path)?, &weights_path)?;
-
+        let file: ModelFile = read_json(&model_path)?;
         let inconsistent = |message: String| Error::Bundle {
             path: model_path.clone(),
             message,
         };
-        if preprocess.input_dim() != model.input_dim {
+        let (choice, weights_path) = match (file.format_version, &file.spec, &file.model) {
+            (1, Some(spec), None) => (ModelChoice::from(spec), dir.join(LEGACY_WEIGHTS_FILE)),
+            (2, None, Some(model)) => (model.clone(), dir.join(WEIGHTS_FILE)),
+            (1 | 2, _, _) => {
+                return Err(inconsistent(format!(
+                    "format_version {} needs `{}`",
+                    file.format_version,
+                    if file.format_version == 1 {
+                        "spec"
+                    } else {
+                        "model"
+                    }
+                )));
+            }
+            (other, _, _) => {
+                return Err(inconsistent(format!(
+                    "format_version {other} is not supported (this build reads 1 and {BUNDLE_FORMAT_VERSION})"
+                )));
+            }
+        };
+        let preprocess: FittedPreprocessor = read_json(&dir.join(PREPROCESS_FILE))?;
+        let bytes = read_file(&weights_path)?;
+        let weights = if file.format_version == 1 {
+            weights::decode(&bytes, &weights_path)?
+        } else {
+            tensors::decode(&bytes, &weights_path)?.0
+        };
+        if preprocess.input_dim() != file.input_dim {
             return Err(inconsistent(format!(
                 "input_dim is {} but {PREPROCESS_FILE} produces {} features",
-                model.input_dim,
+                file.input_dim,
                 preprocess.input_dim()
             )));
         }
-        let expected = model.spec.num_params(model.input_dim, &model.task);
-        if model.num_params != expected {
-            return Err(inconsistent(format!(
-                "num_params is {} but the spec describes {expected} parameters",
-                model.num_params
-            )));
-        }
-        if weights.len() != model.num_params {
+        if weights.len() != file.num_params {
             return Err(Error::Bundle {
                 path: weights_path,
                 message: format!(
                     "holds {} values but {MODEL_FILE} says num_params = {}",
                     weights.len(),
-                    model.num_params
+                    file.num_params
                 ),
             });
         }
-        model
-            .spec
-            .validate(&model.task)
-            .map_err(|e| inconsistent(format!("invalid model spec: {e}")))?;
-        Ok(Self {
-            spec: model.spec,
-            task: model.task,
+        let bundle = ModelBundle {
+            model: choice,
+            task: file.task,
             preprocess,
             weights,
-            meta: model.meta,
-        })
+            meta: file.meta,
+        };
+        bundle.validate().map_err(|e| match e {
+            // Not registered: the registry's message says how to register it.
+            e @ Error::Config { .. } if crate::registry::model(&bundle.model.kind).is_err() => {
+                inconsistent(format!("{e}"))
+            }
+            e => inconsistent(format!("invalid model: {e}")),
+        })?;
+        Ok(bundle)
     }
 }
 

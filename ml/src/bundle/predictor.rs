@@ -7,6 +7,7 @@ use crate::backend::{Cpu, cpu_device};
 use crate::error::{Error, Result};
 use crate::model::{Mlp, MlpConfig, Task};
 use crate::preprocess::{Features, FittedPreprocessor};
+use crate::registry::DynPredictor;
 use crate::trainer::predict_with;
 
 /// Serves predictions for one model on the CPU ([`Cpu`], burn's `NdArray`).
@@ -16,10 +17,17 @@ use crate::trainer::predict_with;
 /// many threads without a lock. This is checked at compile time.
 #[derive(Debug)]
 pub struct Predictor {
-    model: Mlp<Cpu>,
+    model: Net,
     task: Task,
     preprocess: FittedPreprocessor,
     input_dim: usize,
+}
+
+/// The built-in MLP, or a registered model behind its erased predictor.
+#[derive(Debug)]
+enum Net {
+    Mlp(Mlp<Cpu>),
+    Module(Box<dyn DynPredictor>),
 }
 
 const _: () = {
@@ -28,12 +36,26 @@ const _: () = {
 };
 
 impl Predictor {
-    /// Builds the model from the bundle's spec and weights.
+    /// Builds the model from the bundle's model and weights (a kind other than the built-in
+    /// ones must be registered).
     pub fn new(bundle: &ModelBundle) -> Result<Self> {
         bundle.validate()?;
         let input_dim = bundle.input_dim();
-        let config = MlpConfig::from_spec(&bundle.spec, &bundle.task, input_dim);
-        let model = config.init_from_flat::<Cpu>(&bundle.weights, &cpu_device())?;
+        let model = match bundle.spec()? {
+            Some(spec) => {
+                let config = MlpConfig::from_spec(&spec, &bundle.task, input_dim);
+                Net::Mlp(config.init_from_flat::<Cpu>(&bundle.weights, &cpu_device())?)
+            }
+            None => {
+                let entry = crate::registry::model(&bundle.model.kind)?;
+                Net::Module(entry.predictor(
+                    &bundle.model.kind,
+                    &bundle.model.keys_value(),
+                    bundle.shape()?,
+                    &bundle.weights,
+                )?)
+            }
+        };
         Ok(Self {
             model,
             task: bundle.task,
@@ -57,11 +79,16 @@ impl Predictor {
         if rows == 0 {
             return Ok(Vec::new());
         }
-        let input = burn::tensor::Tensor::from_data(
-            burn::tensor::TensorData::new(x.to_vec(), [rows, self.input_dim]),
-            &cpu_device(),
-        );
-        predict_with(&self.model, &self.task, input)
+        match &self.model {
+            Net::Mlp(mlp) => {
+                let input = burn::tensor::Tensor::from_data(
+                    burn::tensor::TensorData::new(x.to_vec(), [rows, self.input_dim]),
+                    &cpu_device(),
+                );
+                predict_with(mlp, &self.task, input)
+            }
+            Net::Module(module) => module.predict(x, rows),
+        }
     }
 
     /// Preprocesses a raw batch (no label needed) and predicts its accepted rows.

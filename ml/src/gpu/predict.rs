@@ -182,7 +182,7 @@ impl Serving {
     /// One forward pass's worth of GPU state for `bundle`.
     fn open(bundle: &ModelBundle, options: &GpuOptions) -> Result<Self> {
         let input_dim = bundle.input_dim();
-        let config = MlpConfig::from_spec(&bundle.spec, &bundle.task, input_dim);
+        let config = MlpConfig::from_spec(&bundle.builtin_spec()?, &bundle.task, input_dim);
         let (gpu, lt, dt) = super::open(options)?;
         let cap = 256;
         let net = Net::new(&gpu, &lt, &config, dt, cap, false)?;

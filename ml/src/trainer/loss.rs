@@ -158,3 +158,66 @@ pub(crate) fn per_row_loss<B: Backend>(
         )),
     }
 }
+
+/// The `train.loss` value: a built-in [`Loss`] or the name of a registered
+/// [`UserLoss`](super::UserLoss). Written as one string either way (`"mse"`, `"focal"`).
+///
+/// ```
+/// use millrace_ml::trainer::{Loss, LossChoice};
+/// let loss: LossChoice = serde_json::from_str(r#""mae""#).unwrap();
+/// assert_eq!(loss, LossChoice::Builtin(Loss::Mae));
+/// let loss: LossChoice = serde_json::from_str(r#""focal""#).unwrap();
+/// assert_eq!(loss, LossChoice::User("focal".into()));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum LossChoice {
+    /// Cross-entropy, MSE or MAE.
+    Builtin(Loss),
+    /// A loss registered under this name.
+    User(String),
+}
+
+impl LossChoice {
+    /// The config name.
+    pub fn name(&self) -> &str {
+        match self {
+            LossChoice::Builtin(loss) => loss.name(),
+            LossChoice::User(name) => name,
+        }
+    }
+}
+
+impl From<Loss> for LossChoice {
+    fn from(loss: Loss) -> Self {
+        LossChoice::Builtin(loss)
+    }
+}
+
+impl std::fmt::Display for LossChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Serialize for LossChoice {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for LossChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        Ok(
+            match serde_json::from_value::<Loss>(serde_json::Value::String(name.clone())) {
+                Ok(loss) => LossChoice::Builtin(loss),
+                Err(_) => LossChoice::User(name),
+            },
+        )
+    }
+}

@@ -78,7 +78,7 @@ pub(crate) fn trained() -> (ModelBundle, Trainer<CpuAutodiff>) {
         t.apply(&g, 0.05).unwrap();
     }
     let bundle = ModelBundle {
-        spec: model,
+        model: (&model).into(),
         task,
         preprocess: pre,
         weights: t.to_bundle_weights(),
@@ -98,7 +98,7 @@ fn save_load_round_trips_exactly() {
     let (bundle, _) = trained();
     let dir = scratch("roundtrip").join("model");
     bundle.save(&dir).unwrap();
-    for file in ["model.json", "preprocess.json", "weights.bin"] {
+    for file in ["model.json", "preprocess.json", "weights.safetensors"] {
         assert!(dir.join(file).is_file(), "{file} missing");
     }
     let loaded = ModelBundle::load(&dir).unwrap();
@@ -174,12 +174,13 @@ fn damaged_bundles_give_clear_errors() {
 
     let dir = root.join("bad-weights");
     bundle.save(&dir).unwrap();
-    let mut bytes = std::fs::read(dir.join("weights.bin")).unwrap();
-    bytes[20] ^= 0x40;
-    std::fs::write(dir.join("weights.bin"), &bytes).unwrap();
+    let mut bytes = std::fs::read(dir.join("weights.safetensors")).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x40;
+    std::fs::write(dir.join("weights.safetensors"), &bytes).unwrap();
     let err = ModelBundle::load(&dir).unwrap_err().to_string();
     assert!(
-        err.contains("checksum mismatch") && err.contains("weights.bin"),
+        err.contains("checksum mismatch") && err.contains("weights.safetensors"),
         "{err}"
     );
 
@@ -191,9 +192,11 @@ fn damaged_bundles_give_clear_errors() {
         "inconsistent bundles are not written"
     );
     bundle.save(&dir).unwrap();
+    let mut shapes = bundle.param_shapes().unwrap();
+    shapes.last_mut().unwrap().shape = vec![1];
     std::fs::write(
-        dir.join("weights.bin"),
-        millrace_ml::bundle::weights::encode(&short.weights),
+        dir.join("weights.safetensors"),
+        millrace_ml::bundle::tensors::encode("logistic", &shapes, &short.weights).unwrap(),
     )
     .unwrap();
     let err = ModelBundle::load(&dir).unwrap_err().to_string();
@@ -201,10 +204,140 @@ fn damaged_bundles_give_clear_errors() {
 
     let dir = root.join("no-weights");
     bundle.save(&dir).unwrap();
-    std::fs::remove_file(dir.join("weights.bin")).unwrap();
+    std::fs::remove_file(dir.join("weights.safetensors")).unwrap();
     let err = ModelBundle::load(&dir).unwrap_err().to_string();
     assert!(
-        err.contains("weights.bin") && err.contains("missing"),
+        err.contains("weights.safetensors") && err.contains("missing"),
         "{err}"
     );
+
+    // A bundle of a kind this program has not registered names the kind and how to register it.
+    let dir = root.join("unregistered");
+    bundle.save(&dir).unwrap();
+    let path = dir.join("model.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let kind = format!("\"kind\": \"{}\"", bundle.model.kind);
+    assert!(text.contains(&kind), "{text}");
+    std::fs::write(&path, text.replace(&kind, "\"kind\": \"two_tower\"")).unwrap();
+    let err = ModelBundle::load(&dir).unwrap_err().to_string();
+    assert!(
+        err.contains("`two_tower`") && err.contains("App::new().model::<"),
+        "{err}"
+    );
+}
+
+/// Bundles of format 1 (`spec` in model.json, `weights.bin`) still load, with the same model.
+#[test]
+fn format_1_bundles_still_load() {
+    let (bundle, _) = trained();
+    let dir = scratch("format-1").join("model");
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = serde_json::json!({
+        "format_version": 1,
+        "spec": bundle.builtin_spec().unwrap(),
+        "task": bundle.task,
+        "input_dim": bundle.input_dim(),
+        "num_params": bundle.weights.len(),
+        "meta": bundle.meta,
+    });
+    std::fs::write(dir.join("model.json"), model.to_string()).unwrap();
+    std::fs::write(
+        dir.join("preprocess.json"),
+        serde_json::to_vec(&bundle.preprocess).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("weights.bin"),
+        millrace_ml::bundle::weights::encode(&bundle.weights),
+    )
+    .unwrap();
+    assert_eq!(ModelBundle::load(&dir).unwrap(), bundle);
+}
+
+/// `embedding_mlp` (a model on the open interface) trains through the generic replica, saves as
+/// named tensors, loads, and predicts exactly what the replica predicted.
+#[test]
+fn an_embedding_model_bundles_and_predicts_like_its_trainer() {
+    use millrace_ml::model::{FeatureLayout, ModelChoice, ModelShape};
+    use millrace_ml::registry;
+    let spec = FeatureSpec {
+        standardize: vec!["a".into()],
+        index: vec!["c".into()],
+        label: "y".into(),
+        ..FeatureSpec::default()
+    };
+    let data = batch(300);
+    let mut st = FitState::new(&spec, LabelKind::Classification);
+    st.update(&data).unwrap();
+    let pre = st.finish().unwrap();
+    let task = Task::Classification {
+        num_classes: pre.num_classes().unwrap(),
+    };
+    let choice = ModelChoice::new("embedding_mlp")
+        .with("hidden", serde_json::json!([8]))
+        .with("embedding_dim", 3);
+    let shape = ModelShape {
+        layout: FeatureLayout::of(&pre).unwrap(),
+        task,
+        seed: 5,
+    };
+    let mut t = registry::model("embedding_mlp")
+        .unwrap()
+        .trainer(
+            &choice.kind,
+            &choice.keys_value(),
+            shape,
+            registry::loss("cross_entropy").unwrap(),
+            &OptimizerSpec::default(),
+            5,
+        )
+        .unwrap();
+    let f = pre.transform(&data, true).unwrap();
+    for _ in 0..30 {
+        let y = f.y.as_ref().unwrap().as_ref();
+        let (_, g) = t.gradients(&f.x, y, f.rows, 1.0 / f.rows as f32).unwrap();
+        t.apply(&g, 0.05).unwrap();
+    }
+    let bundle = ModelBundle {
+        model: choice,
+        task,
+        preprocess: pre,
+        weights: t.try_parameters().unwrap(),
+        meta: BundleMeta::default(),
+    };
+    let dir = scratch("embedding-bundle").join("m");
+    bundle.save(&dir).unwrap();
+    let loaded = ModelBundle::load(&dir).unwrap();
+    assert_eq!(loaded, bundle);
+    // Named tensors: the embedding table (4 codes: unseen + x, y, z) and the MLP's layers.
+    let shapes = loaded.param_shapes().unwrap();
+    let names: Vec<(&str, &[usize])> = shapes
+        .iter()
+        .map(|s| (s.path.as_str(), s.shape.as_slice()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("embeddings.0.weight", &[4, 3][..]),
+            ("mlp.layers.0.weight", &[4, 8][..]),
+            ("mlp.layers.0.bias", &[8][..]),
+            ("mlp.layers.1.weight", &[8, 2][..]),
+            ("mlp.layers.1.bias", &[2][..]),
+        ]
+    );
+    let predictor = Predictor::new(&loaded).unwrap();
+    let (features, got) = predictor.predict_batch(&data).unwrap();
+    let want = t.predict(&features.x, features.rows).unwrap();
+    assert_eq!(got, want);
+    let accuracy = millrace_ml::metrics::evaluate_classification(
+        &got,
+        2,
+        match f.y.as_ref().unwrap() {
+            millrace_ml::Targets::Classes(c) => c,
+            millrace_ml::Targets::Values(_) => unreachable!(),
+        },
+    )
+    .headline()
+    .1;
+    assert!(accuracy > 0.8, "{accuracy}");
 }

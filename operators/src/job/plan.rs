@@ -229,7 +229,7 @@ pub(crate) fn check_preprocess(spec: &PipelineSpec, out: &Schema) -> Result<Labe
         LabelKind::Classification => Task::Classification { num_classes: 2 },
         LabelKind::Regression => Task::Regression,
     };
-    spec.train.model.validate(&probe_task)?;
+    spec.train.check_model(&feature_spec(spec), &probe_task)?;
     Ok(label_kind)
 }
 

@@ -455,7 +455,7 @@ fn run_worker(
     if ctx.index == 0 {
         progress.train_done();
         let bundle = ModelBundle {
-            spec: spec.train.model.clone(),
+            model: spec.train.model.clone(),
             task: fitted.task(),
             preprocess: fitted,
             weights: trainer.try_parameters()?,

@@ -34,11 +34,33 @@ pub(crate) enum Forward {
     /// A GPU.
     #[cfg(feature = "cuda")]
     Gpu(Box<millrace_ml::gpu::GpuPredictor>),
+    /// A registered model (not one of the built-in MLPs) on burn's CPU backend.
+    Module(Box<dyn millrace_ml::registry::DynPredictor>),
 }
 
 impl Forward {
     /// Loads `bundle`'s weights onto `on`.
     pub(crate) fn new(bundle: &ModelBundle, on: &ForwardDevice) -> Result<Self> {
+        if bundle.spec()?.is_none() {
+            if on.device != Device::Cpu {
+                return Err(crate::Error::config(
+                    "serve.device",
+                    format!(
+                        "model kind `{}` serves on the CPU only in this build (the GPU path is \
+                         the built-in MLP's); set device = \"cpu\"",
+                        bundle.model.kind
+                    ),
+                ));
+            }
+            bundle.validate()?;
+            let entry = millrace_ml::registry::model(&bundle.model.kind)?;
+            return Ok(Forward::Module(entry.predictor(
+                &bundle.model.kind,
+                &bundle.model.keys_value(),
+                bundle.shape()?,
+                &bundle.weights,
+            )?));
+        }
         match on.device {
             Device::Cpu => Ok(Forward::Cpu(DensePredictor::new(bundle)?)),
             #[cfg(feature = "cuda")]
@@ -69,6 +91,7 @@ impl Forward {
             Forward::Cpu(p) => p.input_dim(),
             #[cfg(feature = "cuda")]
             Forward::Gpu(p) => p.input_dim(),
+            Forward::Module(p) => p.input_dim(),
         }
     }
 
@@ -78,6 +101,7 @@ impl Forward {
             Forward::Cpu(p) => p.output_dim(),
             #[cfg(feature = "cuda")]
             Forward::Gpu(p) => p.output_dim(),
+            Forward::Module(p) => p.output_dim(),
         }
     }
 
@@ -87,6 +111,7 @@ impl Forward {
             Forward::Cpu(p) => p.predict(x, rows),
             #[cfg(feature = "cuda")]
             Forward::Gpu(p) => p.predict(x, rows),
+            Forward::Module(p) => p.predict(x, rows),
         }
     }
 }

@@ -70,6 +70,11 @@ impl TlsFiles {
     pub fn acceptor(&self) -> Result<TlsAcceptor> {
         acceptor(&self.cert, &self.key)
     }
+
+    /// An acceptor for gRPC: HTTP/2 (see [`grpc_acceptor`]).
+    pub fn grpc_acceptor(&self) -> Result<TlsAcceptor> {
+        grpc_acceptor(&self.cert, &self.key)
+    }
 }
 
 fn tls_error(file: &Path, message: impl Into<String>) -> Error {

@@ -10,6 +10,7 @@ use millrace_connectors::storage::StorageOptions;
 
 use millrace_ml::model::Task;
 use millrace_ml::preprocess::NullPolicy;
+use millrace_ml::trainer::LossChoice;
 
 mod checkpoint;
 mod serve;
@@ -418,13 +419,15 @@ impl PipelineSpec {
         if t.log_every == 0 {
             return Err(Error::config("train.log_every", "must be at least 1"));
         }
-        if let Some(loss) = t.loss {
+        if t.loss.is_some() {
             // Only the kind of task matters here; the class count is known after preprocessing.
             let task = match t.task {
                 TaskKind::Classification => Task::Classification { num_classes: 2 },
                 TaskKind::Regression => Task::Regression,
             };
-            loss.validate(&task)?;
+            if let LossChoice::User(name) = t.loss_choice(&task)? {
+                millrace_ml::registry::loss(&name)?.validate(&task)?;
+            }
         }
         let e = &self.evaluate;
         if e.path.is_none() && !(e.split > 0.0 && e.split < 1.0) {

@@ -15,7 +15,7 @@ fn pipeline(train: Value) -> PipelineSpec {
 fn train_loss_and_reduction_parse_with_defaults() {
     let spec = pipeline(json!({"model": {"kind": "logistic"}}));
     assert_eq!(
-        (spec.train.loss, spec.train.reduction),
+        (spec.train.loss.clone(), spec.train.reduction),
         (None, Reduction::Mean)
     );
     let binary = Task::Classification { num_classes: 2 };
@@ -33,11 +33,18 @@ fn train_loss_and_reduction_parse_with_defaults() {
     ] {
         let spec = pipeline(json!({"task": task, "model": {"kind": kind}, "loss": loss,
                                    "reduction": "sum"}));
-        assert_eq!(spec.train.loss, Some(expected));
+        assert_eq!(spec.train.loss, Some(expected.into()));
         assert_eq!(spec.train.reduction, Reduction::Sum);
         spec.validate().unwrap();
     }
-    for bad in [json!({"loss": "l1"}), json!({"reduction": "max"})] {
+    // A loss name nobody registered parses, and fails the check naming what is known.
+    let spec = pipeline(json!({"model": {"kind": "logistic"}, "loss": "l1"}));
+    let err = spec.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("train.loss") && err.contains("`l1`") && err.contains("mae"),
+        "{err}"
+    );
+    for bad in [json!({"reduction": "max"}), json!({"loss": 3})] {
         let mut train = json!({"model": {"kind": "logistic"}});
         train
             .as_object_mut()

@@ -2,9 +2,10 @@
 
 use std::path::PathBuf;
 
-use millrace_ml::model::{ModelSpec, Task};
+use millrace_ml::model::{FeatureLayout, ModelChoice, ModelShape, Task};
 use millrace_ml::optim::OptimizerSpec;
-use millrace_ml::trainer::{Loss, Reduction};
+use millrace_ml::registry;
+use millrace_ml::trainer::{Loss, LossChoice, Objective, Reduction};
 use millrace_ml::{Device, GpuOptions, Precision, Replica};
 use serde::{Deserialize, Serialize};
 
@@ -29,15 +30,17 @@ pub struct TrainSpec {
     /// Classification or regression.
     #[serde(default)]
     pub task: TaskKind,
-    /// The model: `{ kind = "mlp", hidden = [64, 64], activation = "relu" }`.
-    pub model: ModelSpec,
+    /// The model: `{ kind = "mlp", hidden = [64, 64], activation = "relu" }`, or any model
+    /// registered in the running binary with its own keys (`{ kind = "two_tower", dim = 32 }`).
+    pub model: ModelChoice,
     /// The optimiser: `{ kind = "adam" }` or `{ kind = "sgd", momentum = 0.9 }`.
     #[serde(default)]
     pub optimizer: OptimizerSpec,
-    /// The loss: `cross_entropy` (classification), `mse` or `mae` (regression). Absent: the
-    /// task's default (`cross_entropy` for classification, `mse` for regression).
+    /// The loss: `cross_entropy` (classification), `mse` or `mae` (regression), or a loss
+    /// registered in the running binary. Absent: the task's default (`cross_entropy` for
+    /// classification, `mse` for regression).
     #[serde(default)]
-    pub loss: Option<Loss>,
+    pub loss: Option<LossChoice>,
     /// How each step combines the losses of its rows: `mean` (default) or `sum` (the gradient
     /// is not divided by the number of rows in the global batch).
     #[serde(default)]
@@ -92,16 +95,90 @@ impl TrainSpec {
             kernel_cache: self.kernel_cache.clone(),
             ..GpuOptions::default()
         };
-        Ok(Replica::new(
-            &self.model,
+        let loss = self.loss_choice(&task)?;
+        if let (Some(spec), LossChoice::Builtin(loss)) = (self.model.builtin()?, &loss) {
+            // The hand-written fast paths (burn on the CPU, cudarc on a GPU).
+            return Ok(Replica::new(
+                &spec,
+                &self.optimizer,
+                *loss,
+                &task,
+                fitted.input_dim(),
+                self.seed,
+                device,
+                &gpu,
+            )?);
+        }
+        if device != Device::Cpu {
+            return Err(Error::config(
+                "train.device",
+                format!(
+                    "model `{}` with loss `{loss}` trains on the CPU only in this build (the GPU \
+                     path is the built-in MLP's with a built-in loss); set device = \"cpu\"",
+                    self.model.kind
+                ),
+            ));
+        }
+        let entry = registry::model(&self.model.kind)?;
+        let objective = match loss {
+            LossChoice::Builtin(loss) => Objective::Builtin(loss),
+            LossChoice::User(name) => registry::loss(&name)?,
+        };
+        let shape = ModelShape {
+            layout: FeatureLayout::of(fitted)?,
+            task,
+            seed: self.seed,
+        };
+        let trainer = entry.trainer(
+            &self.model.kind,
+            &self.model.keys_value(),
+            shape,
+            objective,
             &self.optimizer,
-            self.loss_for(&task)?,
-            &task,
-            fitted.input_dim(),
             self.seed,
-            device,
-            &gpu,
-        )?)
+        )?;
+        Ok(Replica::Module(trainer))
+    }
+
+    /// Checks the model and loss before any data is read: the kind is registered, its keys
+    /// parse and fit the task, the tensors it reads are ones `features` makes, and the loss is
+    /// known and fits the task. The class count and vocabularies are not known yet; two classes
+    /// and one category per `index` column stand in for them.
+    pub fn check_model(
+        &self,
+        features: &millrace_ml::preprocess::FeatureSpec,
+        task: &Task,
+    ) -> Result<()> {
+        let loss = self.loss_choice(task)?;
+        if let LossChoice::User(name) = &loss {
+            registry::loss(name)?.validate(task)?;
+        }
+        if let Some(spec) = self.model.builtin()? {
+            spec.validate(task)?;
+            return Ok(());
+        }
+        let entry = registry::model(&self.model.kind)?;
+        let dense = features.standardize.len() + features.numeric.len() + features.one_hot.len();
+        let layout = FeatureLayout {
+            dense,
+            index: features
+                .index
+                .iter()
+                .enumerate()
+                .map(|(i, name)| millrace_ml::model::IndexInput {
+                    name: name.clone(),
+                    offset: dense + i,
+                    cardinality: 2,
+                })
+                .collect(),
+        };
+        let shape = ModelShape {
+            layout,
+            task: *task,
+            seed: self.seed,
+        };
+        entry.check(&self.model.kind, &self.model.keys_value(), &shape)?;
+        Ok(())
     }
 
     /// Checks, before any work starts, that the replicas can run where [`TrainSpec::device`]
@@ -110,12 +187,31 @@ impl TrainSpec {
         check_device(&self.device, self.precision, "train")
     }
 
-    /// The loss to train `task` with: [`TrainSpec::loss`], or the task's default
-    /// ([`Loss::for_task`]). Errors, naming `train.loss`, when the loss does not fit the task.
+    /// The built-in loss to train `task` with: [`TrainSpec::loss`], or the task's default
+    /// ([`Loss::for_task`]). Errors, naming `train.loss`, when the loss does not fit the task or
+    /// is a registered user loss (see [`TrainSpec::loss_choice`]).
     pub fn loss_for(&self, task: &Task) -> Result<Loss> {
-        let loss = self.loss.unwrap_or_else(|| Loss::for_task(task));
-        loss.validate(task)?;
-        Ok(loss)
+        match self.loss_choice(task)? {
+            LossChoice::Builtin(loss) => Ok(loss),
+            LossChoice::User(name) => Err(Error::config(
+                "train.loss",
+                format!("`{name}` is a registered loss, not a built-in one"),
+            )),
+        }
+    }
+
+    /// The loss to train `task` with, built in or registered: [`TrainSpec::loss`], or the
+    /// task's default. A built-in loss is checked against the task here; a registered one when
+    /// it is looked up.
+    pub fn loss_choice(&self, task: &Task) -> Result<LossChoice> {
+        match &self.loss {
+            None => Ok(LossChoice::Builtin(Loss::for_task(task))),
+            Some(LossChoice::Builtin(loss)) => {
+                loss.validate(task)?;
+                Ok(LossChoice::Builtin(*loss))
+            }
+            Some(LossChoice::User(name)) => Ok(LossChoice::User(name.clone())),
+        }
     }
 }
 

@@ -33,7 +33,7 @@ impl Publisher {
         let spec = &plan.spec;
         let task = fitted.task();
         let template = ModelBundle {
-            spec: spec.train.model.clone(),
+            model: spec.train.model.clone(),
             task,
             preprocess: fitted.clone(),
             weights: Vec::new(),

@@ -454,13 +454,13 @@ mod tests {
         const ROWS: usize = 200;
         let spec = TrainSpec {
             task: TaskKind::Regression,
-            model: ModelSpec::new(ModelKind::Linear),
+            model: ModelSpec::new(ModelKind::Linear).into(),
             optimizer: OptimizerSpec::Sgd {
                 momentum: 0.0,
                 weight_decay: 0.0,
                 nesterov: false,
             },
-            loss: Some(Loss::Mae),
+            loss: Some(Loss::Mae.into()),
             reduction,
             lr: 1.0,
             batch_size: 64,
@@ -491,7 +491,7 @@ mod tests {
                 };
                 let task = Task::Regression;
                 let mut trainer = Replica::from(Trainer::<CpuAutodiff>::new(
-                    &spec.model,
+                    &spec.model.builtin()?.expect("a built-in model"),
                     &spec.optimizer,
                     spec.loss_for(&task)?,
                     &task,

@@ -3,7 +3,7 @@
 Run by the Rust integration test `serve_clients` with a cases file (JSON):
   {"http": "127.0.0.1:PORT", "grpc": "127.0.0.1:PORT", "model": NAME, "token": TOKEN,
    "inputs": [{"name", "datatype", "values"}], "expected": [rows x classes probabilities],
-   "classes": K}
+   "classes": K, "tls_ca": PEM FILE (optional: connect over TLS, trusting this certificate)}
 It infers every row three ways -- HTTP with binary tensors (the client's default), HTTP with JSON
 tensors, and gRPC -- and checks each answer value by value against the in-process predictions,
 then checks the error cases. Prints one JSON line of counts; exits 1 on any mismatch.
@@ -99,8 +99,15 @@ def main():
     # gRPC metadata keys are lower case.
     grpc_auth = {"authorization": f"Bearer {token}"}
     checker = Checker(cases["expected"], cases["classes"])
-    http = httpclient.InferenceServerClient(cases["http"])
-    grpc = grpcclient.InferenceServerClient(cases["grpc"])
+    ca = cases.get("tls_ca")
+    if ca:
+        # Verified TLS: the server's certificate must chain to `ca` and name the host.
+        http = httpclient.InferenceServerClient(cases["http"], ssl=True,
+                                                ssl_options={"ca_certs": ca})
+        grpc = grpcclient.InferenceServerClient(cases["grpc"], ssl=True, root_certificates=ca)
+    else:
+        http = httpclient.InferenceServerClient(cases["http"])
+        grpc = grpcclient.InferenceServerClient(cases["grpc"])
     answers = 0
 
     # HTTP, binary tensors in and out (the client's default), shapes [N] and [N, 1].

@@ -12,6 +12,29 @@ use arrow::buffer::NullBuffer;
 use arrow::record_batch::RecordBatch;
 
 use super::rule::{CATEGORY_NAMES, FEATURES, Row, schema};
+
+/// The schema of `spec`'s files: [`schema`], with `entity` (Utf8) after `cat` in the
+/// `entities` variant.
+pub fn schema_of(spec: &TabularSpec) -> arrow::datatypes::SchemaRef {
+    let base = schema();
+    if spec.entities == 0 {
+        return base;
+    }
+    let mut fields: Vec<arrow::datatypes::FieldRef> = base.fields().iter().cloned().collect();
+    let at = fields
+        .iter()
+        .position(|f| f.name() == "cat")
+        .map_or(fields.len(), |i| i + 1);
+    fields.insert(
+        at,
+        Arc::new(arrow::datatypes::Field::new(
+            "entity",
+            arrow::datatypes::DataType::Utf8,
+            false,
+        )),
+    );
+    Arc::new(arrow::datatypes::Schema::new(fields))
+}
 use super::spec::{TS_STEP_MICROS, TabularReport, TabularSpec};
 use crate::parquet::{Compression, ParquetFileWriter, WriterOptions};
 use crate::synthetic::Rng;
@@ -190,7 +213,7 @@ fn write_file(spec: &TabularSpec, job: &FileJob) -> Result<FileCounts> {
     };
     let mut rng = Rng::for_stream(seed, job.stream);
     let mut writer =
-        ParquetFileWriter::with_properties(&job.path, schema(), writer_properties(spec))?;
+        ParquetFileWriter::with_properties(&job.path, schema_of(spec), writer_properties(spec))?;
     let mut counts = FileCounts {
         positives: 0,
         nulls_f3: 0,
@@ -199,7 +222,7 @@ fn write_file(spec: &TabularSpec, job: &FileJob) -> Result<FileCounts> {
     while done < job.rows {
         let n = (job.rows - done).min(spec.row_group_rows as u64);
         let first_ts = spec.t0_micros() + (job.first_row + done) as i64 * TS_STEP_MICROS;
-        let batch = make_batch(&mut rng, n as usize, first_ts, &mut counts).map_err(|e| {
+        let batch = make_batch(&mut rng, spec, n as usize, first_ts, &mut counts).map_err(|e| {
             Error::Internal(format!(
                 "building a batch for `{}`: {e}",
                 job.path.display()
@@ -215,6 +238,7 @@ fn write_file(spec: &TabularSpec, job: &FileJob) -> Result<FileCounts> {
 /// Draws `n` rows into one batch whose first `ts` is `first_ts`.
 fn make_batch(
     rng: &mut Rng,
+    spec: &TabularSpec,
     n: usize,
     first_ts: i64,
     counts: &mut FileCounts,
@@ -223,8 +247,12 @@ fn make_batch(
     let mut f3_valid = Vec::with_capacity(n);
     let mut cats = Vec::with_capacity(n);
     let mut labels = Vec::with_capacity(n);
+    let mut entities = Vec::with_capacity(if spec.entities > 0 { n } else { 0 });
     for _ in 0..n {
-        let row = Row::draw(rng);
+        let row = Row::draw_with_entities(rng, spec.entities);
+        if let Some(id) = row.entity {
+            entities.push(format!("e{id}"));
+        }
         for (j, column) in features.iter_mut().enumerate() {
             // A null slot's value is never read; 0 keeps the file deterministic and compressible.
             column.push(if j == 3 && row.f3_null {
@@ -249,7 +277,10 @@ fn make_batch(
         columns.push(Arc::new(Float32Array::try_new(values.into(), nulls)?));
     }
     columns.push(Arc::new(StringArray::from_iter_values(cats)));
+    if spec.entities > 0 {
+        columns.push(Arc::new(StringArray::from_iter_values(entities)));
+    }
     columns.push(Arc::new(TimestampMicrosecondArray::from(ts)));
     columns.push(Arc::new(Int8Array::from(labels)));
-    RecordBatch::try_new(schema(), columns)
+    RecordBatch::try_new(schema_of(spec), columns)
 }

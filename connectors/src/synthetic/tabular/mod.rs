@@ -9,6 +9,9 @@ mod generate;
 mod rule;
 mod spec;
 
-pub use generate::generate;
-pub use rule::{CATEGORY_P, CATEGORY_SHIFT, NOISE, Row, latent_score, mu, schema, sigma};
+pub use generate::{generate, schema_of};
+pub use rule::{
+    CATEGORY_P, CATEGORY_SHIFT, ENTITY_EFFECT_SD, NOISE, Row, entity_effect, latent_score, mu,
+    schema, sigma,
+};
 pub use spec::{HOLDOUT_T0_MICROS, TRAIN_T0_MICROS, TS_STEP_MICROS, TabularReport, TabularSpec};

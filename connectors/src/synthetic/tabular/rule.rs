@@ -66,6 +66,17 @@ pub fn latent_score(z: &[f64; FEATURES], k: usize) -> f64 {
         + b
 }
 
+/// Standard deviation of the per-entity effects of the `entities` variant.
+pub const ENTITY_EFFECT_SD: f64 = 1.5;
+
+/// The effect of entity `id` on the latent score: `Normal(0, ENTITY_EFFECT_SD)`, a fixed function
+/// of the id (not of the dataset's seed), so a training set and its holdout share their entities.
+pub fn entity_effect(id: u64) -> f64 {
+    // One draw from a stream of its own per entity.
+    let mut rng = Rng::for_stream(0x456E_7469_7479_2121, id); // "Entity!!"
+    ENTITY_EFFECT_SD * rng.normal()
+}
+
 /// One row before it is cast to float32 and nulled.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {
@@ -79,11 +90,20 @@ pub struct Row {
     pub label: bool,
     /// Whether `f3` is null.
     pub f3_null: bool,
+    /// The entity (the `entities` variant only).
+    pub entity: Option<u64>,
 }
 
 impl Row {
     /// Draws one row: `z_0..z_15`, then `k`, then the label noise `e`, then the `f3` null coin.
     pub fn draw(rng: &mut Rng) -> Self {
+        Self::draw_with_entities(rng, 0)
+    }
+
+    /// Draws one row of the `entities` variant (0: the plain rule, the same draws as
+    /// [`Row::draw`]): after `k`, the entity `id` uniform in `0..entities`, whose
+    /// [`entity_effect`] adds to the score the label is drawn from.
+    pub fn draw_with_entities(rng: &mut Rng, entities: u64) -> Self {
         let mut z = [0.0; FEATURES];
         for pair in z.chunks_exact_mut(2) {
             let (a, b) = rng.normal_pair();
@@ -91,7 +111,12 @@ impl Row {
             pair[1] = b;
         }
         let k = rng.categorical(&CATEGORY_CUMULATIVE);
-        let score = latent_score(&z, k);
+        let mut score = latent_score(&z, k);
+        let entity = (entities > 0).then(|| {
+            let id = ((rng.uniform() * entities as f64) as u64).min(entities - 1);
+            score += entity_effect(id);
+            id
+        });
         let label = score + NOISE * rng.normal() > 0.0;
         let f3_null = rng.uniform() < F3_NULL_P;
         Self {
@@ -100,6 +125,7 @@ impl Row {
             score,
             label,
             f3_null,
+            entity,
         }
     }
 

@@ -25,6 +25,10 @@ pub struct TabularSpec {
     pub holdout: bool,
     /// Rows per row group (default 65,536).
     pub row_group_rows: usize,
+    /// High-cardinality variant: when above 0, an `entity` column (`"e0"`..) names one of this
+    /// many entities (uniformly), and each entity's own effect enters the label (see
+    /// [`entity_effect`](super::entity_effect)). 0 (default): the plain dataset, unchanged.
+    pub entities: u64,
 }
 
 impl Default for TabularSpec {
@@ -35,6 +39,7 @@ impl Default for TabularSpec {
             seed: 42,
             holdout: false,
             row_group_rows: 65_536,
+            entities: 0,
         }
     }
 }
@@ -48,6 +53,7 @@ impl TabularSpec {
             seed: 4242,
             holdout: true,
             row_group_rows: 65_536,
+            entities: 0,
         }
     }
 

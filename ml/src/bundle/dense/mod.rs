@@ -88,7 +88,8 @@ impl DensePredictor {
     pub fn new(bundle: &ModelBundle) -> Result<Self> {
         bundle.validate()?;
         let input_dim = bundle.input_dim();
-        let dims = bundle.spec.layer_dims(input_dim, &bundle.task);
+        let spec = bundle.builtin_spec()?;
+        let dims = spec.layer_dims(input_dim, &bundle.task);
         let mut rest = bundle.weights.as_slice();
         let mut layers = Vec::with_capacity(dims.len().saturating_sub(1));
         for pair in dims.windows(2) {
@@ -101,7 +102,7 @@ impl DensePredictor {
         }
         Ok(Self {
             layers,
-            activation: bundle.spec.activation,
+            activation: spec.activation,
             task: bundle.task,
             input_dim,
             output_dim: bundle.task.output_dim(),

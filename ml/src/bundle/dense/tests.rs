@@ -53,7 +53,7 @@ fn bundle(spec: ModelSpec, task: Task, dim: usize, seed: u64) -> ModelBundle {
         .map(|w| w * 3.0)
         .collect();
     let bundle = ModelBundle {
-        spec,
+        model: (&spec).into(),
         task,
         preprocess,
         weights,

@@ -283,8 +283,8 @@ fn service(state: Arc<AppState>) -> GrpcInferenceServiceServer<Service> {
     GrpcInferenceServiceServer::new(Service { state }).max_decoding_message_size(limit)
 }
 
-/// Serves gRPC on the connections of `incoming` (plain TCP here; a TLS acceptor's stream of
-/// streams works the same) until `shutdown`, then drains.
+/// Serves gRPC on the connections of `incoming` (plain TCP, or [`TlsConnection`]s) until
+/// `shutdown`, then drains.
 pub(crate) async fn serve_incoming<I, IO, IE>(
     state: Arc<AppState>,
     incoming: I,
@@ -305,6 +305,81 @@ where
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| Error::Serve(format!("gRPC server: {e}")))
+}
+
+/// A TLS connection to the gRPC server: tonic's [`Connected`](tonic::transport::server::Connected)
+/// over a rustls stream (tonic implements it for rustls streams only with its own TLS feature,
+/// which would bring a second TLS stack; the handshakes here are ours, see [`crate::serve::tls`]).
+pub(crate) struct TlsConnection(crate::serve::tls::TlsStream<tokio::net::TcpStream>);
+
+impl tonic::transport::server::Connected for TlsConnection {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.0.get_ref().0.connect_info()
+    }
+}
+
+impl tokio::io::AsyncRead for TlsConnection {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for TlsConnection {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// Serves gRPC over TLS on `listener` until `shutdown`: each connection's handshake runs in its
+/// own task with [`HANDSHAKE_TIMEOUT`](crate::serve::tls::HANDSHAKE_TIMEOUT), offering HTTP/2 by
+/// ALPN as gRPC clients require.
+pub(crate) async fn serve_tls_listener(
+    state: Arc<AppState>,
+    listener: tokio::net::TcpListener,
+    acceptor: crate::serve::tls::TlsAcceptor,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    use futures::StreamExt;
+    let connections =
+        crate::serve::tls::incoming(listener, acceptor, crate::serve::tls::HANDSHAKE_TIMEOUT)
+            .map(|connection| connection.map(TlsConnection));
+    serve_incoming(state, connections, shutdown).await
 }
 
 /// Serves gRPC on `listener` until `shutdown`.

@@ -54,7 +54,8 @@ pub struct ServeOptions {
     /// Serve without a token on a non-loopback address. Off by default: such a server refuses to
     /// start (anyone who can reach the address could use the models).
     pub allow_unauthenticated: bool,
-    /// Serve HTTPS with this certificate and key (PEM); checked before the listener binds.
+    /// Serve HTTPS, and gRPC over TLS on [`ServeOptions::grpc_addr`], with this certificate and
+    /// key (PEM); checked before the listeners bind.
     pub tls: Option<TlsFiles>,
     /// Log every request with `tracing` (target `millrace::access`).
     pub access_log: bool,
@@ -476,13 +477,12 @@ pub async fn serve_with(
             )));
         }
     }
-    if options.tls.is_some() && options.grpc_addr.is_some() {
-        // Never serve gRPC in clear text when the user asked for TLS.
-        return Err(Error::Serve(
-            "TLS (--tls-cert/--tls-key) covers HTTP only so far: gRPC over TLS is not built yet; drop --grpc-addr (serve.grpc_addr), or serve gRPC on 127.0.0.1 without TLS behind a TLS-terminating proxy".into(),
-        ));
-    }
     let acceptor = options.tls.as_ref().map(TlsFiles::acceptor).transpose()?;
+    // gRPC clients require HTTP/2 by ALPN over TLS; the HTTP listener offers HTTP/1.1.
+    let grpc_acceptor = match (&options.tls, options.grpc_addr) {
+        (Some(files), Some(_)) => Some(files.grpc_acceptor()?),
+        _ => None,
+    };
     let listener = bind(addr, "--addr").await?;
     let local = listener
         .local_addr()
@@ -506,11 +506,14 @@ pub async fn serve_with(
     let shutdown = shutdown.shared();
     let state = AppState::new(Arc::clone(&registry), options);
     let grpc = grpc_listener.map(|l| {
-        tokio::spawn(super::grpc::serve_listener(
-            Arc::clone(&state),
-            l,
-            shutdown.clone(),
-        ))
+        let state = Arc::clone(&state);
+        let shutdown = shutdown.clone();
+        match grpc_acceptor {
+            Some(acceptor) => tokio::spawn(super::grpc::serve_tls_listener(
+                state, l, acceptor, shutdown,
+            )),
+            None => tokio::spawn(super::grpc::serve_listener(state, l, shutdown)),
+        }
     });
     let app = router_with(state);
     let mut result = match acceptor {

@@ -5,13 +5,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use millrace::cluster::{Launch, launch, resolve_hosts, resolve_process_id};
-use millrace::engine::ClusterConfig;
-use millrace::operators::serve::ModelRegistry;
-use millrace::progress::CliProgress;
-use millrace::run::{RunConfig, plan, run_planned};
+use crate::cluster::{Launch, launch, resolve_hosts, resolve_process_id};
+use crate::engine::ClusterConfig;
+use crate::operators::serve::ModelRegistry;
+use crate::progress::CliProgress;
+use crate::run::{RunConfig, plan, run_planned};
 
-use crate::{cores, located, serve_blocking};
+use super::{cores, located, serve_blocking};
 
 /// Where this process is in a cluster.
 #[derive(clap::Args, Clone, Debug)]
@@ -117,7 +117,7 @@ pub struct ClusterRunArgs {
 
 /// `millrace run`; `started` (the process start) starts the run's clock.
 pub fn run(args: RunArgs, started: Instant) -> anyhow::Result<()> {
-    let (mut spec, text) = millrace::pipeline_file::load(&args.pipeline, &args.overrides)?;
+    let (mut spec, text) = crate::pipeline_file::load(&args.pipeline, &args.overrides)?;
     // Nothing is served with --no-serve, so [serve] (its device included) is not checked.
     if args.no_serve {
         spec.serve = None;
@@ -129,7 +129,7 @@ pub fn run(args: RunArgs, started: Instant) -> anyhow::Result<()> {
         return run_streaming(spec, &args, &text, cluster, started);
     }
     if cluster.process_id == 0 {
-        millrace::data::prepare(&spec)?;
+        crate::data::prepare(&spec)?;
     }
     let serve_spec = spec.serve.clone();
     let planned = plan(spec, Some((&args.pipeline, &text)))?;
@@ -169,10 +169,10 @@ pub fn run(args: RunArgs, started: Instant) -> anyhow::Result<()> {
 }
 
 pub fn cluster(args: ClusterRunArgs) -> anyhow::Result<()> {
-    let (spec, _) = millrace::pipeline_file::load(&args.pipeline, &args.overrides)?;
+    let (spec, _) = crate::pipeline_file::load(&args.pipeline, &args.overrides)?;
     let run_dir = args
         .run_dir
-        .unwrap_or_else(|| millrace::run::default_run_dir(&spec.name));
+        .unwrap_or_else(|| crate::run::default_run_dir(&spec.name));
     let exe = std::env::current_exe()?;
     let outcome = launch(&Launch {
         exe,
@@ -195,7 +195,7 @@ pub fn cluster(args: ClusterRunArgs) -> anyhow::Result<()> {
 }
 
 fn run_streaming(
-    spec: millrace::operators::spec::PipelineSpec,
+    spec: crate::operators::spec::PipelineSpec,
     args: &RunArgs,
     text: &str,
     cluster: ClusterConfig,
@@ -243,7 +243,7 @@ fn run_streaming(
             eprintln!("stopping: finishing the current step and writing a last checkpoint");
             flag.store(true, std::sync::atomic::Ordering::Relaxed);
         })?;
-    let config = millrace::run::StreamRunConfig {
+    let config = crate::run::StreamRunConfig {
         cluster,
         run_dir: args.run_dir.clone(),
         stop,
@@ -251,7 +251,7 @@ fn run_streaming(
         idle_timeout,
         started: Some(started),
     };
-    let (summary, run_dir) = millrace::run::run_stream(spec, Some((&args.pipeline, text)), config)?;
+    let (summary, run_dir) = crate::run::run_stream(spec, Some((&args.pipeline, text)), config)?;
     println!("run directory: {}", run_dir.display());
     println!(
         "records read {} | trained {} | dead-lettered {} | late {} | model versions {} | {:.1}s | {:.0} records/s",

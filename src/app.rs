@@ -1,0 +1,93 @@
+//! [`App`]: the `millrace` command line in a user's own binary, with the user's models and losses
+//! registered by name.
+//!
+//! ```no_run
+//! # use millrace::ml::burn;
+//! # use burn::module::Module;
+//! # use burn::nn::{Linear, LinearConfig};
+//! # use burn::tensor::{Tensor, backend::Backend};
+//! # use millrace::ml::model::{FeatureLayout, Input, Inputs, Model, ModelShape};
+//! # #[derive(Module, Debug)] struct Net<B: Backend> { linear: Linear<B> }
+//! # #[derive(serde::Serialize, serde::Deserialize, Clone, Debug)] struct Config {}
+//! struct TwoTower;
+//! impl Model for TwoTower {
+//!     // …
+//! #   type Config = Config;
+//! #   type Module<B: Backend> = Net<B>;
+//! #   fn inputs(_: &Config, _: &FeatureLayout) -> Vec<Input> { vec![Input::Dense] }
+//! #   fn init<B: Backend>(_: &Config, s: &ModelShape, d: &B::Device) -> Net<B> {
+//! #       Net { linear: LinearConfig::new(s.layout.dense, s.output_dim()).init(d) } }
+//! #   fn forward<B: Backend>(n: &Net<B>, i: &Inputs<B>) -> millrace::ml::Result<Tensor<B, 2>> {
+//! #       Ok(n.linear.forward(i.dense()?)) }
+//! }
+//!
+//! fn main() -> std::process::ExitCode {
+//!     // `run`, `serve`, `cluster`, `inspect`, … with `kind = "two_tower"` known.
+//!     millrace::App::new().model::<TwoTower>("two_tower").main()
+//! }
+//! ```
+//! The `burn` crate a model is written against is [`millrace::ml::burn`](crate::ml::burn).
+
+use std::process::ExitCode;
+
+use millrace_ml::Model;
+use millrace_ml::backend::{Cpu, CpuAutodiff};
+use millrace_ml::trainer::UserLoss;
+
+use crate::{Error, Result};
+
+/// The millrace CLI with a user's models and losses.
+#[derive(Debug, Default)]
+#[must_use = "an App does nothing until .main() or .register()"]
+pub struct App {
+    errors: Vec<String>,
+}
+
+impl App {
+    /// The CLI with the built-in models (`mlp`, `logistic`, `linear`, `embedding_mlp`) and
+    /// losses.
+    pub fn new() -> Self {
+        App::default()
+    }
+
+    /// Registers model `M` under `kind`, for pipelines' `model = { kind = "…" }` and for
+    /// loading bundles of that kind.
+    pub fn model<M: Model>(mut self, kind: &str) -> Self
+    where
+        M::Module<CpuAutodiff>: Send,
+        M::Module<Cpu>: Send + Sync,
+    {
+        if let Err(e) = millrace_ml::registry::register_model::<M>(kind) {
+            self.errors.push(e.to_string());
+        }
+        self
+    }
+
+    /// Registers loss `L` under `name`, for pipelines' `train.loss = "…"`.
+    pub fn loss<L: UserLoss>(mut self, name: &str) -> Self {
+        if let Err(e) = millrace_ml::registry::register_loss::<L>(name) {
+            self.errors.push(e.to_string());
+        }
+        self
+    }
+
+    /// Makes the registrations, without running the CLI (for a program that drives the DSL
+    /// itself). Errors when a name was taken or malformed.
+    pub fn register(self) -> Result<()> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Usage(self.errors.join("; ")))
+        }
+    }
+
+    /// Runs the command line (`run`, `serve`, `cluster`, `inspect`, `gen`, …) and returns the
+    /// process's exit code.
+    pub fn main(self) -> ExitCode {
+        if let Err(e) = self.register() {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+        crate::cli::main()
+    }
+}
