@@ -56,7 +56,7 @@ fn ensure(path: &Path, generate: &Option<GenerateSpec>, key: &str) -> Result<()>
         return Ok(());
     }
     tracing::info!(path = %path.display(), rows = g.rows, "generating the synthetic {} dataset", g.dataset);
-    generate_tabular(path, g.rows, g.files, g.seed, g.holdout)?;
+    generate_tabular_with_entities(path, g.rows, g.files, g.seed, g.holdout, g.entities)?;
     Ok(())
 }
 

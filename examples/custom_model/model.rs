@@ -53,7 +53,9 @@ pub struct EntityNet;
 fn embed<B: Backend>(table: &Embedding<B>, codes: Tensor<B, 1, Int>) -> Tensor<B, 2> {
     let rows = codes.dims()[0];
     let [_, width] = table.weight.shape().dims();
-    table.forward(codes.reshape([rows, 1])).reshape([rows, width])
+    table
+        .forward(codes.reshape([rows, 1]))
+        .reshape([rows, width])
 }
 
 impl Model for EntityNet {
@@ -89,7 +91,12 @@ impl Model for EntityNet {
         shape: &ModelShape,
         device: &B::Device,
     ) -> EntityNetModule<B> {
-        let cardinality = |column: &str| shape.layout.index_input(column).map_or(1, |i| i.cardinality);
+        let cardinality = |column: &str| {
+            shape
+                .layout
+                .index_input(column)
+                .map_or(1, |i| i.cardinality)
+        };
         let small = Initializer::Normal {
             mean: 0.0,
             std: 0.1,
@@ -115,7 +122,10 @@ impl Model for EntityNet {
         net: &EntityNetModule<B>,
         inputs: &Inputs<B>,
     ) -> millrace::ml::Result<Tensor<B, 2>> {
-        let tower = relu(net.tower_out.forward(relu(net.tower_in.forward(inputs.dense()?))));
+        let tower = relu(
+            net.tower_out
+                .forward(relu(net.tower_in.forward(inputs.dense()?))),
+        );
         let entity = embed(&net.entity, inputs.index("entity")?);
         let cat = embed(&net.cat, inputs.index("cat")?);
         Ok(net.head.forward(Tensor::cat(vec![tower, entity, cat], 1)))

@@ -93,8 +93,9 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// A [`Error::Config`] for `key`.
-    pub(crate) fn config(key: impl Into<String>, message: impl Into<String>) -> Self {
+    /// A configuration error naming `key` (e.g. `train.model.hidden`), which a pipeline file
+    /// error places at that key's line and column.
+    pub fn config(key: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Config {
             key: key.into(),
             message: message.into(),

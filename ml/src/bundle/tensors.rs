@@ -3,10 +3,11 @@
 //! `safetensors` packages read.
 //!
 //! Each float parameter of the model is one `F32` tensor named by its dotted module path
-//! (`layers.0.weight`, `embeddings.1.weight`, …). The header's metadata holds what turns them back
-//! into millrace's flat vector without the model's code: `millrace_order` (the names in flat
-//! order, as JSON) and `millrace_fnv1a64` (an FNV-1a 64 checksum of the values in that order, in
-//! hex), plus `millrace_kind`.
+//! (`layers.0.weight`, `embeddings.1.weight`, …). The header's metadata has one key, `millrace`,
+//! whose value (a JSON object, as the format wants strings) holds what turns the tensors back
+//! into millrace's flat vector without the model's code: `order` (the names in flat order),
+//! `fnv1a64` (an FNV-1a 64 checksum of the values in that order, in hex) and `kind`. One key keeps
+//! the file byte-for-byte reproducible: the same weights always give the same file.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -17,9 +18,15 @@ use super::weights::fnv1a64;
 use crate::error::{Error, Result};
 use crate::model::params::ParamShape;
 
-const ORDER: &str = "millrace_order";
-const CHECKSUM: &str = "millrace_fnv1a64";
-const KIND: &str = "millrace_kind";
+const META: &str = "millrace";
+
+/// The `millrace` metadata entry.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Meta {
+    kind: String,
+    order: Vec<String>,
+    fnv1a64: String,
+}
 
 fn le_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
@@ -50,18 +57,15 @@ pub fn encode(kind: &str, shapes: &[ParamShape], weights: &[f32]) -> Result<Vec<
                 .map_err(|e| Error::Internal(format!("safetensors view of {}: {e}", shape.path)))
         })
         .collect::<Result<Vec<_>>>()?;
-    let order: Vec<&str> = shapes.iter().map(|s| s.path.as_str()).collect();
-    let metadata = HashMap::from([
-        (
-            ORDER.to_owned(),
-            serde_json::to_string(&order).map_err(|e| Error::Internal(e.to_string()))?,
-        ),
-        (
-            CHECKSUM.to_owned(),
-            format!("{:016x}", fnv1a64(&le_bytes(weights))),
-        ),
-        (KIND.to_owned(), kind.to_owned()),
-    ]);
+    let meta = Meta {
+        kind: kind.to_owned(),
+        order: shapes.iter().map(|s| s.path.clone()).collect(),
+        fnv1a64: format!("{:016x}", fnv1a64(&le_bytes(weights))),
+    };
+    let metadata = HashMap::from([(
+        META.to_owned(),
+        serde_json::to_string(&meta).map_err(|e| Error::Internal(e.to_string()))?,
+    )]);
     safetensors::tensor::serialize(views, Some(metadata))
         .map_err(|e| Error::Internal(format!("writing safetensors: {e}")))
 }
@@ -77,20 +81,21 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<(Vec<f32>, Vec<ParamShape>)> 
         .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
     let tensors =
         SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
-    let meta = metadata.metadata().clone().unwrap_or_default();
-    let order: Vec<String> = meta
-        .get(ORDER)
+    let entries = metadata.metadata().clone().unwrap_or_default();
+    let meta: Meta = entries
+        .get(META)
         .ok_or_else(|| {
             bad(format!(
-                "the header has no `{ORDER}`: not written by millrace"
+                "the header has no `{META}` entry: not written by millrace"
             ))
         })
-        .and_then(|o| {
-            serde_json::from_str(o).map_err(|e| bad(format!("`{ORDER}` is not a JSON list: {e}")))
+        .and_then(|m| {
+            serde_json::from_str(m).map_err(|e| bad(format!("the `{META}` entry: {e}")))
         })?;
+    let order = meta.order;
     if order.len() != tensors.len() {
         return Err(bad(format!(
-            "`{ORDER}` names {} tensors but the file holds {}",
+            "`{META}.order` names {} tensors but the file holds {}",
             order.len(),
             tensors.len()
         )));
@@ -117,11 +122,9 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<(Vec<f32>, Vec<ParamShape>)> 
             shape: view.shape().to_vec(),
         });
     }
-    let want = meta
-        .get(CHECKSUM)
-        .ok_or_else(|| bad(format!("the header has no `{CHECKSUM}`")))?;
+    let want = meta.fnv1a64;
     let got = format!("{:016x}", fnv1a64(&le_bytes(&weights)));
-    if *want != got {
+    if want != got {
         return Err(bad(format!(
             "checksum mismatch: the header says {want}, the values hash to {got} (the file is corrupt)"
         )));
@@ -147,6 +150,8 @@ mod tests {
         ];
         let weights: Vec<f32> = (0..9).map(|i| i as f32 * 0.5 - 1.0).collect();
         let bytes = encode("mlp", &shapes, &weights).unwrap();
+        // Reproducible: the same weights, the same bytes.
+        assert_eq!(encode("mlp", &shapes, &weights).unwrap(), bytes);
         let (back, back_shapes) = decode(&bytes, Path::new("w")).unwrap();
         assert_eq!(back, weights);
         assert_eq!(back_shapes, shapes);

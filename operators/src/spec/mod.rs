@@ -232,6 +232,9 @@ pub struct GenerateSpec {
     /// The holdout variant (timestamps from 2025).
     #[serde(default)]
     pub holdout: bool,
+    /// An `entity` column of this many entities with their own effects on the label (0: none).
+    #[serde(default)]
+    pub entities: u64,
 }
 
 fn default_dataset() -> String {
