@@ -72,7 +72,7 @@ pub fn locate_key(text: &str, key: &str) -> Option<(usize, usize)> {
             }
             continue;
         }
-        let Some((k, _)) = line.split_once('=') else {
+        let Some((k, value)) = line.split_once('=') else {
             continue;
         };
         let mut full = table.clone();
@@ -84,8 +84,33 @@ pub fn locate_key(text: &str, key: &str) -> Option<(usize, usize)> {
         if full == parts {
             return Some((i + 1, indent + 1));
         }
+        // A key inside an inline table on this line: `model = { kind = "x", hiden = [8] }`.
+        if parts.len() == full.len() + 1
+            && parts[..full.len()] == full[..]
+            && let Some(at) = inline_key(value, parts[full.len()])
+        {
+            return Some((i + 1, raw.len() - value.len() + at + 1));
+        }
     }
     table_line
+}
+
+/// The byte offset in `inline` (the text after `=`) of `key` as a key of an inline table.
+fn inline_key(inline: &str, key: &str) -> Option<usize> {
+    if !inline.trim_start().starts_with('{') {
+        return None;
+    }
+    let mut from = 0;
+    while let Some(found) = inline[from..].find(key) {
+        let at = from + found;
+        let before = inline[..at].trim_end();
+        let after = inline[at + key.len()..].trim_start();
+        if (before.ends_with('{') || before.ends_with(',')) && after.starts_with('=') {
+            return Some(at);
+        }
+        from = at + key.len();
+    }
+    None
 }
 
 /// The message of a check that failed on a parsed pipeline ([`PipelineSpec::validate`]),

@@ -8,6 +8,7 @@ mod common;
 mod config_errors;
 mod deploy;
 mod faulty_proxy;
+mod models;
 mod pipeline_fuzz;
 mod quickstart;
 mod s3;

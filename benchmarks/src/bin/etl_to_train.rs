@@ -3,6 +3,10 @@
 //!
 //!     cargo run --release -p millrace-benchmarks --bin etl_to_train -- [--workers N] [--set k=v]… [--assert]
 //!
+//! `--generic` trains the same MLP module through the generic [`Model`] path (registered as
+//! `mlp_generic`: `ModuleTrainer`, parameters and gradients gathered by burn's module visitor)
+//! instead of the built-in fast path, to measure the cost of generality.
+//!
 //! `--assert` fails (exit 1) unless the run beats plain PyTorch on the same machine end to end
 //! (≥ 200,000 rows/s) at ≥ 0.90 holdout accuracy with less than 1.6 GB peak RSS.
 
@@ -14,6 +18,7 @@ fn main() -> anyhow::Result<()> {
     let mut workers = 2;
     let mut overrides = Vec::new();
     let mut assert = false;
+    let mut generic = false;
     let mut pipeline = etl_to_train_toml();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -22,10 +27,17 @@ fn main() -> anyhow::Result<()> {
             "--set" => overrides.push(args.next().context("--set needs key=value")?),
             "--pipeline" => pipeline = args.next().context("--pipeline needs a path")?.into(),
             "--assert" => assert = true,
+            "--generic" => generic = true,
             other => bail!(
-                "unknown argument '{other}' (use --workers N, --set key=value, --pipeline FILE, --assert)"
+                "unknown argument '{other}' (use --workers N, --set key=value, --pipeline FILE, --generic, --assert)"
             ),
         }
+    }
+    if generic {
+        millrace::App::new()
+            .model::<millrace::ml::model::MlpModel>("mlp_generic")
+            .register()?;
+        overrides.push("train.model.kind=\"mlp_generic\"".into());
     }
     let run_dir = std::env::temp_dir().join(format!("millrace-bench-etl-{}", std::process::id()));
     let s = run_pipeline(&pipeline, &overrides, workers, &run_dir)?;
@@ -33,6 +45,7 @@ fn main() -> anyhow::Result<()> {
     let line = json!({
         "benchmark": "etl_to_train",
         "workers": workers,
+        "path": if generic { "generic" } else { "builtin" },
         "rows_read": s.rows_read,
         "rows_trained": s.rows_trained,
         "e2e_rows_per_s": s.e2e_rows_per_s.round(),
