@@ -104,18 +104,19 @@ pub struct ModelEntry {
 }
 
 fn parse_config<M: Model>(kind: &str, keys: &serde_json::Value) -> Result<M::Config> {
-    serde_json::from_value(keys.clone()).map_err(|e| {
-        let message = e.to_string();
-        // serde names an unknown or mistyped key in backticks; point the error at it.
-        let key = message
-            .split('`')
-            .nth(1)
-            .filter(|_| {
-                message.starts_with("unknown field") || message.starts_with("missing field")
-            })
-            .map_or_else(|| "train.model".to_owned(), |k| format!("train.model.{k}"));
-        Error::config(key, format!("model `{kind}`: {message}"))
-    })
+    serde_json::from_value(keys.clone()).map_err(|e| key_error(kind, &e))
+}
+
+/// A model config that does not parse, as a config error naming `train.model.<key>` when serde
+/// names an unknown or missing key (in backticks), else `train.model`.
+pub(crate) fn key_error(kind: &str, e: &serde_json::Error) -> Error {
+    let message = e.to_string();
+    let key = message
+        .split('`')
+        .nth(1)
+        .filter(|_| message.starts_with("unknown field") || message.starts_with("missing field"))
+        .map_or_else(|| "train.model".to_owned(), |k| format!("train.model.{k}"));
+    Error::config(key, format!("model `{kind}`: {message}"))
 }
 
 fn check<M: Model>(kind: &str, keys: &serde_json::Value, shape: &ModelShape) -> Result<Vec<Input>> {

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::spec::ModelSpec;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::registry::FAST_PATH_KINDS;
 
 /// Which model to train, and its own keys: `{ kind = "mlp", hidden = [64, 64] }` or
@@ -62,15 +62,7 @@ impl ModelChoice {
         object.insert("kind".into(), self.kind.clone().into());
         serde_json::from_value(serde_json::Value::Object(object))
             .map(Some)
-            .map_err(|e| {
-                let message = e.to_string();
-                let key = message
-                    .split('`')
-                    .nth(1)
-                    .filter(|_| message.starts_with("unknown field"))
-                    .map_or_else(|| "train.model".to_owned(), |k| format!("train.model.{k}"));
-                Error::config(key, format!("model `{}`: {message}", self.kind))
-            })
+            .map_err(|e| crate::registry::key_error(&self.kind, &e))
     }
 }
 

@@ -37,6 +37,12 @@ pub(crate) fn seeded_init<B: Backend, M: Model>(
     M::init::<B>(config, shape, device)
 }
 
+/// A module for predictions on `B`'s inner backend, and the parameter generation it holds.
+type Cached<B, M> = (
+    u64,
+    <M as Model>::Module<<B as AutodiffBackend>::InnerBackend>,
+);
+
 /// A replica of model `M` on autodiff backend `B`, with its optimiser.
 pub struct ModuleTrainer<B: AutodiffBackend, M: Model> {
     kind: String,
@@ -55,7 +61,7 @@ pub struct ModuleTrainer<B: AutodiffBackend, M: Model> {
     /// Bumped whenever the parameters change.
     generation: u64,
     /// A module on the inner backend for predictions, and the generation it holds.
-    inference: Mutex<Option<(u64, M::Module<B::InnerBackend>)>>,
+    inference: Mutex<Option<Cached<B, M>>>,
 }
 
 impl<B: AutodiffBackend, M: Model> std::fmt::Debug for ModuleTrainer<B, M> {
