@@ -34,7 +34,11 @@ pub(crate) fn seeded_init<B: Backend, M: Model>(
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     B::seed(device, seed);
-    M::init::<B>(config, shape, device)
+    let module = M::init::<B>(config, shape, device);
+    // burn initialises parameters lazily, on first use: draw them now, under the lock, or
+    // replicas built at the same time would interleave their draws.
+    let _ = crate::model::params::to_flat(&module);
+    module
 }
 
 /// A module for predictions on `B`'s inner backend, and the parameter generation it holds.
