@@ -12,10 +12,11 @@ use std::sync::{Arc, OnceLock, RwLock};
 use crate::backend::{Cpu, CpuAutodiff, cpu_device};
 use crate::error::{Error, Result};
 use crate::model::params::{ParamShape, load_flat, param_shapes};
-use crate::model::{EmbeddingMlp, FeatureLayout, Input, Inputs, Model, ModelShape, Task};
+use crate::model::{EmbeddingMlp, FeatureLayout, Input, Model, ModelShape, Task};
 use crate::optim::OptimizerSpec;
 use crate::trainer::{
-    DynTrainer, Loss, ModuleTrainer, Objective, UserLoss, UserLossFn, output_values, seeded_init,
+    DynTrainer, Loss, ModuleTrainer, Objective, UserLoss, UserLossFn, checked_forward,
+    output_values, seeded_init,
 };
 
 /// Names the built-in fast path answers to.
@@ -67,16 +68,15 @@ where
         if rows == 0 {
             return Ok(Vec::new());
         }
-        let inputs = Inputs::<Cpu>::new(x, rows, Arc::clone(&self.layout), &cpu_device())?;
-        let output = M::forward(&self.module, &inputs)?;
-        let want = [rows, self.task.output_dim()];
-        if output.dims() != want {
-            return Err(Error::Input(format!(
-                "model `{}` returned a {:?} output for {rows} rows; it must be {want:?}",
-                self.kind,
-                output.dims()
-            )));
-        }
+        let output = checked_forward::<Cpu, M>(
+            &self.kind,
+            &self.module,
+            x,
+            rows,
+            &self.layout,
+            &self.task,
+            &cpu_device(),
+        )?;
         output_values(&self.task, output)
     }
 }

@@ -140,6 +140,18 @@ impl ModelBundle {
         entry.param_shapes(&self.model.kind, &self.model.keys_value(), &self.shape()?)
     }
 
+    /// A CPU predictor of this bundle's registered model (for a kind that is not a built-in
+    /// MLP) holding its weights.
+    pub fn module_predictor(&self) -> Result<Box<dyn crate::registry::DynPredictor>> {
+        let entry = crate::registry::model(&self.model.kind)?;
+        entry.predictor(
+            &self.model.kind,
+            &self.model.keys_value(),
+            self.shape()?,
+            &self.weights,
+        )
+    }
+
     /// Checks that model, task, preprocessor and weights agree with each other.
     pub fn validate(&self) -> Result<()> {
         let expected = match self.spec()? {

@@ -46,15 +46,7 @@ impl Predictor {
                 let config = MlpConfig::from_spec(&spec, &bundle.task, input_dim);
                 Net::Mlp(config.init_from_flat::<Cpu>(&bundle.weights, &cpu_device())?)
             }
-            None => {
-                let entry = crate::registry::model(&bundle.model.kind)?;
-                Net::Module(entry.predictor(
-                    &bundle.model.kind,
-                    &bundle.model.keys_value(),
-                    bundle.shape()?,
-                    &bundle.weights,
-                )?)
-            }
+            None => Net::Module(bundle.module_predictor()?),
         };
         Ok(Self {
             model,

@@ -10,7 +10,7 @@ mod train;
 
 pub use loss::{Loss, LossChoice, Reduction};
 pub use module_trainer::{DynTrainer, ModuleTrainer};
-pub(crate) use module_trainer::{output_values, seeded_init};
+pub(crate) use module_trainer::{checked_forward, output_values, seeded_init};
 pub use objective::{Objective, TargetTensor, UserLoss, UserLossFn};
 pub use targets::TargetsRef;
 #[cfg(feature = "cuda")]

@@ -180,20 +180,15 @@ impl<B: AutodiffBackend, M: Model> ModuleTrainer<B, M> {
         x: &[f32],
         rows: usize,
     ) -> Result<burn::tensor::Tensor<BB, 2>> {
-        let inputs = Inputs::<BB>::new(x, rows, Arc::clone(&self.layout), &self.device)?;
-        let output = M::forward(module, &inputs)?;
-        let want = [rows, self.shape.output_dim()];
-        if output.dims() != want {
-            return Err(Error::Input(format!(
-                "model `{}` returned a {:?} output for {rows} rows; it must be {want:?} \
-                 (rows x {} for {:?})",
-                self.kind,
-                output.dims(),
-                self.shape.output_dim(),
-                self.shape.task
-            )));
-        }
-        Ok(output)
+        checked_forward::<BB, M>(
+            &self.kind,
+            module,
+            x,
+            rows,
+            &self.layout,
+            &self.shape.task,
+            &self.device,
+        )
     }
 
     /// Forward and backward pass on `rows` rows; see [`Trainer::gradients`](super::Trainer::gradients).
@@ -303,6 +298,31 @@ impl<B: AutodiffBackend, M: Model> ModuleTrainer<B, M> {
         let module = seeded_init::<B::InnerBackend, M>(&self.config, &self.shape, 0, &self.device);
         load_flat(module, &self.params)
     }
+}
+
+/// `M`'s forward pass over `rows` rows of `x` laid out as `layout`, its output checked to be
+/// `[rows, task.output_dim()]` (an error naming model `kind` otherwise).
+pub(crate) fn checked_forward<B: Backend, M: Model>(
+    kind: &str,
+    module: &M::Module<B>,
+    x: &[f32],
+    rows: usize,
+    layout: &Arc<FeatureLayout>,
+    task: &Task,
+    device: &B::Device,
+) -> Result<burn::tensor::Tensor<B, 2>> {
+    let inputs = Inputs::<B>::new(x, rows, Arc::clone(layout), device)?;
+    let output = M::forward(module, &inputs)?;
+    let want = [rows, task.output_dim()];
+    if output.dims() != want {
+        return Err(Error::Input(format!(
+            "model `{kind}` returned a {:?} output for {rows} rows; it must be {want:?} \
+             (rows x {} for {task:?})",
+            output.dims(),
+            task.output_dim(),
+        )));
+    }
+    Ok(output)
 }
 
 /// The task's output transform: softmax over classes, values as they are.

@@ -53,13 +53,7 @@ impl Forward {
                 ));
             }
             bundle.validate()?;
-            let entry = millrace_ml::registry::model(&bundle.model.kind)?;
-            return Ok(Forward::Module(entry.predictor(
-                &bundle.model.kind,
-                &bundle.model.keys_value(),
-                bundle.shape()?,
-                &bundle.weights,
-            )?));
+            return Ok(Forward::Module(bundle.module_predictor()?));
         }
         match on.device {
             Device::Cpu => Ok(Forward::Cpu(DensePredictor::new(bundle)?)),
