@@ -25,7 +25,7 @@ use millrace_connectors::storage::StorageOptions;
 use millrace_engine::ClusterConfig;
 use millrace_ml::model::{Activation, ModelChoice, ModelKind, ModelSpec};
 use millrace_ml::optim::OptimizerSpec;
-use millrace_ml::preprocess::NullPolicy;
+use millrace_ml::preprocess::{NullPolicy, SequenceSpec};
 use millrace_ml::trainer::{Loss, LossChoice};
 use millrace_ml::{Device, Precision};
 use millrace_operators::job::{Progress, Summary};
@@ -321,6 +321,17 @@ impl Pipeline {
         self.preprocess
             .index
             .extend(columns.into_iter().map(Into::into));
+        self
+    }
+
+    /// Read the list column `column` (of numbers or strings) as a sequence of its last
+    /// `max_len` elements, padded, with its length (a model reads it with
+    /// `Inputs::sequence`).
+    pub fn sequence(mut self, column: impl Into<String>, max_len: usize) -> Self {
+        self.preprocess.sequence.push(SequenceSpec {
+            column: column.into(),
+            max_len,
+        });
         self
     }
 

@@ -12,6 +12,7 @@ mod models;
 mod pipeline_fuzz;
 mod quickstart;
 mod s3;
+mod sequence;
 mod serve;
 mod serve_clients;
 mod serve_harness;

@@ -8,8 +8,44 @@ use burn::tensor::{Int, Tensor, TensorData};
 use super::layout::{FeatureLayout, Input};
 use crate::error::{Error, Result};
 
-/// A batch of rows as named tensors: the dense block, each `index` column's codes, or the whole
-/// feature vector. Slices of one `[rows, width]` tensor, taken when asked for.
+/// One `sequence` column of a batch (see [`Inputs::sequence`]).
+#[derive(Clone, Debug)]
+pub struct Sequence<B: Backend> {
+    /// `[rows, max_len]`: each row's last `max_len` elements, then zeros. Standardised numbers,
+    /// or vocabulary codes (0 unseen, `1..=V`) for lists of strings.
+    pub values: Tensor<B, 2>,
+    /// `[rows]`: elements per row, `0..=max_len`.
+    pub lengths: Tensor<B, 1, Int>,
+    /// `[rows, max_len]`: 1 where a position holds an element, 0 where it is padding.
+    pub mask: Tensor<B, 2>,
+    /// Distinct codes for lists of strings (vocabulary plus one); `None` for lists of numbers.
+    pub cardinality: Option<usize>,
+}
+
+impl<B: Backend> Sequence<B> {
+    /// The elements as integer codes, `[rows, max_len]` (for an embedding over a list of
+    /// strings).
+    pub fn codes(&self) -> Tensor<B, 2, Int> {
+        self.values.clone().int()
+    }
+
+    /// The mean of each row's elements, `[rows, features]`, from per-position vectors
+    /// `[rows, max_len, features]` (e.g. embeddings or convolution outputs); padding is left
+    /// out and an empty row gives zeros.
+    pub fn masked_mean(&self, per_position: Tensor<B, 3>) -> Tensor<B, 2> {
+        let [rows, len, features] = per_position.dims();
+        let mask = self.mask.clone().reshape([rows, len, 1]);
+        let sum = (per_position * mask.clone())
+            .sum_dim(1)
+            .reshape([rows, features]);
+        let count = mask.sum_dim(1).reshape([rows, 1]).clamp_min(1.0);
+        sum / count
+    }
+}
+
+/// A batch of rows as named tensors: the dense block, each `index` column's codes, each
+/// `sequence` column, or the whole feature vector. Slices of one `[rows, width]` tensor, taken
+/// when asked for.
 #[derive(Clone, Debug)]
 pub struct Inputs<B: Backend> {
     rows: usize,
@@ -80,6 +116,28 @@ impl<B: Backend> Inputs<B> {
             .ok_or_else(|| self.missing(&Input::Index(column.to_owned())))
     }
 
+    /// The sequence column `column`: padded elements, lengths and mask.
+    pub fn sequence(&self, column: &str) -> Result<Sequence<B>> {
+        let Some(input) = self.layout.sequence_input(column) else {
+            return Err(self.missing(&Input::Sequence(column.to_owned())));
+        };
+        let (rows, len, at) = (self.rows, input.max_len, input.offset);
+        let lengths = self.x.clone().slice([0..rows, at..at + 1]);
+        let values = self.x.clone().slice([0..rows, at + 1..at + 1 + len]);
+        let device = self.x.device();
+        let positions = Tensor::<B, 1, Int>::arange(0..len as i64, &device)
+            .float()
+            .reshape([1, len])
+            .expand([rows, len]);
+        let mask = positions.lower(lengths.clone().expand([rows, len])).float();
+        Ok(Sequence {
+            values,
+            lengths: lengths.reshape([rows]).int(),
+            mask,
+            cardinality: input.cardinality,
+        })
+    }
+
     fn missing(&self, input: &Input) -> Error {
         Error::Input(format!(
             "the model asked for tensor `{input}`, which these features do not hold; declare it in \
@@ -92,7 +150,7 @@ impl<B: Backend> Inputs<B> {
 mod tests {
     use super::*;
     use crate::backend::{Cpu, cpu_device};
-    use crate::model::layout::IndexInput;
+    use crate::model::layout::{IndexInput, SequenceInput};
     use crate::model::read_f32;
 
     #[test]
@@ -104,6 +162,7 @@ mod tests {
                 offset: 2,
                 cardinality: 4,
             }],
+            ..FeatureLayout::default()
         });
         let x = [0.5, -1.0, 3.0, 1.5, 2.0, 0.0];
         let inputs = Inputs::<Cpu>::new(&x, 2, layout, &cpu_device()).unwrap();
@@ -117,5 +176,36 @@ mod tests {
         assert_eq!(read_f32(inputs.all()).unwrap(), x.to_vec());
         assert!(inputs.index("dog").is_err());
         assert!(Inputs::<Cpu>::new(&x[1..], 2, inputs.layout.clone(), &cpu_device()).is_err());
+    }
+
+    #[test]
+    fn sequences_with_lengths_and_masks() {
+        let layout = Arc::new(FeatureLayout {
+            dense: 1,
+            sequence: vec![SequenceInput {
+                name: "s".into(),
+                offset: 1,
+                max_len: 3,
+                cardinality: None,
+            }],
+            ..FeatureLayout::default()
+        });
+        // Rows: dense, then length and three padded elements.
+        let x = [9.0, 2.0, 1.0, 3.0, 0.0, 9.0, 0.0, 0.0, 0.0, 0.0];
+        let inputs = Inputs::<Cpu>::new(&x, 2, layout, &cpu_device()).unwrap();
+        let s = inputs.sequence("s").unwrap();
+        assert_eq!(
+            read_f32(s.values.clone()).unwrap(),
+            vec![1.0, 3.0, 0.0, 0.0, 0.0, 0.0]
+        );
+        let lengths = s.lengths.clone().into_data().convert::<i64>();
+        assert_eq!(lengths.to_vec::<i64>().unwrap(), vec![2, 0]);
+        assert_eq!(
+            read_f32(s.mask.clone()).unwrap(),
+            vec![1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+        );
+        let mean = s.masked_mean(s.values.clone().reshape([2, 3, 1]));
+        assert_eq!(read_f32(mean).unwrap(), vec![2.0, 0.0]);
+        assert!(inputs.sequence("t").is_err());
     }
 }

@@ -10,7 +10,8 @@ use super::columns::{
     CLASS_LABEL, NUMERIC, STRING, column, is_numeric, is_string, type_error, visit_f64, visit_i64,
     visit_str,
 };
-use super::fitted::{FittedPreprocessor, LabelInfo, RawColumn};
+use super::fitted::{FittedPreprocessor, LabelInfo, RawColumn, SequenceEncoding};
+use super::lists::{Element, LIST, list_element, list_rows};
 use super::spec::{FeatureSpec, LabelKind};
 use super::stats::{Counts, Moments};
 use crate::error::{Error, Result};
@@ -27,6 +28,18 @@ pub(crate) enum LabelStats {
     Strings(Counts),
     /// Regression targets.
     Values(Moments),
+}
+
+/// Element statistics of a `sequence` column, by its element type.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub(crate) enum SequenceStats {
+    /// No batch seen yet.
+    #[default]
+    Empty,
+    /// Numeric elements.
+    Values(Moments),
+    /// String elements.
+    Strings(Counts),
 }
 
 /// Preprocessing statistics fitted so far.
@@ -47,6 +60,9 @@ pub struct FitState {
     one_hot: Vec<Counts>,
     /// One per `spec.index` column.
     index: Vec<Counts>,
+    /// One per `spec.sequence` column.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    sequence: Vec<SequenceStats>,
     label: LabelStats,
     /// Arrow type of each feature column then the label, as first seen.
     types: Vec<Option<DataType>>,
@@ -66,6 +82,7 @@ impl FitState {
             numeric: vec![Moments::default(); spec.numeric.len()],
             one_hot: vec![Counts::default(); spec.one_hot.len()],
             index: vec![Counts::default(); spec.index.len()],
+            sequence: vec![SequenceStats::Empty; spec.sequence.len()],
             label: LabelStats::Empty,
             types: vec![None; columns],
             rows: 0,
@@ -98,19 +115,39 @@ impl FitState {
         let n_std = self.spec.standardize.len();
         let n_num = self.spec.numeric.len();
         let n_hot = self.spec.one_hot.len();
+        let n_plain = names.len() - self.spec.sequence.len();
         let mut arrays = Vec::with_capacity(names.len() + 1);
         for (i, name) in names.iter().enumerate() {
             let array = column(batch, name)?;
-            let ok = if i < n_std + n_num {
-                is_numeric(array.data_type())
+            let dt = array.data_type();
+            let (ok, expected) = if i < n_std + n_num {
+                (is_numeric(dt), NUMERIC)
+            } else if i < n_plain {
+                (is_string(dt), STRING)
             } else {
-                is_string(array.data_type())
+                (list_element(dt).is_some(), LIST)
             };
             if !ok {
-                let expected = if i < n_std + n_num { NUMERIC } else { STRING };
-                return Err(type_error(name, expected, array.data_type()));
+                return Err(type_error(name, expected, dt));
             }
             arrays.push(array);
+        }
+        // Element kinds must not change between batches (checked before anything is added).
+        let mut sequences = Vec::with_capacity(self.spec.sequence.len());
+        for (j, array) in arrays[n_plain..names.len()].iter().enumerate() {
+            let name = &names[n_plain + j];
+            let element = list_element(array.data_type());
+            match (&self.sequence[j], element) {
+                (SequenceStats::Values(_), Some(Element::String))
+                | (SequenceStats::Strings(_), Some(Element::Number)) => {
+                    return Err(type_error(
+                        name,
+                        "a list of the element type seen in earlier batches",
+                        array.data_type(),
+                    ));
+                }
+                _ => sequences.push(list_rows(array.as_ref(), name)?),
+            }
         }
         let label = column(batch, &self.spec.label)?;
         self.check_label_type(label.data_type())?;
@@ -133,13 +170,33 @@ impl FitState {
                 self.numeric[j - n_std].merge(&m);
             }
         }
-        for (j, array) in arrays[n_std + n_num..names.len()].iter().enumerate() {
+        for (j, array) in arrays[n_std + n_num..n_plain].iter().enumerate() {
             let counts = if j < n_hot {
                 &mut self.one_hot[j]
             } else {
                 &mut self.index[j - n_hot]
             };
             count_strings(array.as_ref(), &names[n_std + n_num + j], counts)?;
+        }
+        for (j, rows) in sequences.into_iter().enumerate() {
+            let name = &names[n_plain + j];
+            let stats = &mut self.sequence[j];
+            if is_string(rows.values.data_type()) {
+                let mut counts = Counts::default();
+                count_strings(rows.values.as_ref(), name, &mut counts)?;
+                match stats {
+                    SequenceStats::Strings(c) => c.merge(&counts),
+                    _ => *stats = SequenceStats::Strings(counts),
+                }
+            } else {
+                values.clear();
+                visit_f64(rows.values.as_ref(), name, |_, v| values.extend(v))?;
+                let m = Moments::of(&values);
+                match stats {
+                    SequenceStats::Values(mine) => mine.merge(&m),
+                    _ => *stats = SequenceStats::Values(m),
+                }
+            }
         }
         self.update_label(label.as_ref())?;
         self.rows += batch.num_rows() as u64;
@@ -218,6 +275,27 @@ impl FitState {
         }
         for (a, b) in self.index.iter_mut().zip(&other.index) {
             a.merge(b);
+        }
+        let mut mixed = None;
+        for (j, (a, b)) in self.sequence.iter_mut().zip(&other.sequence).enumerate() {
+            if *a == SequenceStats::Empty {
+                a.clone_from(b);
+                continue;
+            }
+            match (a, b) {
+                (_, SequenceStats::Empty) => {}
+                (SequenceStats::Values(a), SequenceStats::Values(b)) => a.merge(b),
+                (SequenceStats::Strings(a), SequenceStats::Strings(b)) => a.merge(b),
+                _ => mixed = mixed.or(Some(j)),
+            }
+        }
+        if let Some(j) = mixed {
+            self.problem.get_or_insert_with(|| {
+                format!(
+                    "sequence column `{}`: workers saw lists of numbers and lists of strings",
+                    self.spec.sequence[j].column
+                )
+            });
         }
         for (a, b) in self.types.iter_mut().zip(&other.types) {
             if a.is_none() {
@@ -311,6 +389,24 @@ impl FitState {
             }
         };
         let max = self.spec.max_categories;
+        let sequence = self
+            .sequence
+            .iter()
+            .map(|s| match s {
+                // No batch had a value: the column was all nulls or empty lists.
+                SequenceStats::Empty => SequenceEncoding::Values {
+                    mean: 0.0,
+                    std: 1.0,
+                },
+                SequenceStats::Values(m) => SequenceEncoding::Values {
+                    mean: m.mean_or_zero(),
+                    std: m.std_or_one(),
+                },
+                SequenceStats::Strings(c) => SequenceEncoding::Codes {
+                    vocabulary: c.vocabulary(max),
+                },
+            })
+            .collect();
         Ok(FittedPreprocessor::new(
             self.spec,
             self.label_kind,
@@ -318,6 +414,7 @@ impl FitState {
             self.numeric,
             self.one_hot.iter().map(|c| c.vocabulary(max)).collect(),
             self.index.iter().map(|c| c.vocabulary(max)).collect(),
+            sequence,
             label,
             raw,
             self.rows,

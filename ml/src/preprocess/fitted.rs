@@ -40,6 +40,24 @@ pub enum LabelInfo {
     },
 }
 
+/// How a fitted `sequence` column's elements become numbers.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum SequenceEncoding {
+    /// Numeric elements, standardised as `(x - mean) / std`.
+    Values {
+        /// Mean of every element fitted.
+        mean: f64,
+        /// Standard deviation of every element fitted (1 if 0).
+        std: f64,
+    },
+    /// String elements, coded 0 for unseen and `1..=V` over the vocabulary.
+    Codes {
+        /// By descending count, ties by name.
+        vocabulary: Vec<String>,
+    },
+}
+
 /// Fitted preprocessing: turns Arrow batches into model features with
 /// [`FittedPreprocessor::transform`]. Serialisable; stored in model bundles.
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -54,12 +72,15 @@ pub struct FittedPreprocessor {
     pub(crate) one_hot: Vec<Vec<String>>,
     /// Vocabulary per `spec.index` column.
     pub(crate) index: Vec<Vec<String>>,
+    /// Encoding per `spec.sequence` column.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) sequence: Vec<SequenceEncoding>,
     pub(crate) label: LabelInfo,
     /// Feature columns then the label.
     pub(crate) raw: Vec<RawColumn>,
     pub(crate) rows_fitted: u64,
-    /// Value → code (vocabulary position + 1) per one-hot column then index column, then label
-    /// classes; built on first use.
+    /// Value → code (vocabulary position + 1) per one-hot column, index column and string
+    /// sequence column, then label classes; built on first use.
     #[serde(skip)]
     pub(crate) lookups: OnceLock<Vec<HashMap<String, u32>>>,
 }
@@ -72,6 +93,7 @@ impl PartialEq for FittedPreprocessor {
             && self.numeric == other.numeric
             && self.one_hot == other.one_hot
             && self.index == other.index
+            && self.sequence == other.sequence
             && self.label == other.label
             && self.raw == other.raw
             && self.rows_fitted == other.rows_fitted
@@ -87,6 +109,7 @@ impl FittedPreprocessor {
         numeric: Vec<Moments>,
         one_hot: Vec<Vec<String>>,
         index: Vec<Vec<String>>,
+        sequence: Vec<SequenceEncoding>,
         label: LabelInfo,
         raw: Vec<RawColumn>,
         rows_fitted: u64,
@@ -98,6 +121,7 @@ impl FittedPreprocessor {
             numeric,
             one_hot,
             index,
+            sequence,
             label,
             raw,
             rows_fitted,
@@ -116,9 +140,16 @@ impl FittedPreprocessor {
             + self.spec.numeric.len()
             + self.one_hot.iter().map(Vec::len).sum::<usize>()
             + self.spec.index.len()
+            + self
+                .spec
+                .sequence
+                .iter()
+                .map(|s| 1 + s.max_len)
+                .sum::<usize>()
     }
 
-    /// Name of each feature, in order: the column name, or `column=value` for one-hot features.
+    /// Name of each feature, in order: the column name, `column=value` for one-hot features, and
+    /// `column.len`, `column[0]`, … for sequence columns.
     pub fn feature_names(&self) -> Vec<String> {
         let mut names = Vec::with_capacity(self.input_dim());
         names.extend(self.spec.standardize.iter().cloned());
@@ -127,7 +158,16 @@ impl FittedPreprocessor {
             names.extend(vocab.iter().map(|v| format!("{column}={v}")));
         }
         names.extend(self.spec.index.iter().cloned());
+        for s in &self.spec.sequence {
+            names.push(format!("{}.len", s.column));
+            names.extend((0..s.max_len).map(|i| format!("{}[{i}]", s.column)));
+        }
         names
+    }
+
+    /// How each `sequence` column's elements are encoded, in spec order.
+    pub fn sequence_encodings(&self) -> &[SequenceEncoding] {
+        &self.sequence
     }
 
     /// Classification or regression.
@@ -218,12 +258,21 @@ impl FittedPreprocessor {
             .map(|m| (m.mean_or_zero(), m.std_or_one()))
     }
 
-    /// Vocabulary of a `one_hot` or `index` column: by descending count, ties by name.
+    /// Vocabulary of a `one_hot`, `index` or string `sequence` column: by descending count,
+    /// ties by name.
     pub fn vocabulary(&self, column: &str) -> Option<&[String]> {
         let pos = |list: &[String]| list.iter().position(|c| c == column);
+        let sequence = || {
+            let i = self.spec.sequence.iter().position(|s| s.column == column)?;
+            match &self.sequence[i] {
+                SequenceEncoding::Codes { vocabulary } => Some(vocabulary.as_slice()),
+                SequenceEncoding::Values { .. } => None,
+            }
+        };
         pos(&self.spec.one_hot)
             .map(|i| self.one_hot[i].as_slice())
             .or_else(|| pos(&self.spec.index).map(|i| self.index[i].as_slice()))
+            .or_else(sequence)
     }
 
     /// Number of rows the statistics were fitted on.
@@ -241,7 +290,17 @@ impl FittedPreprocessor {
                     .map(|(i, v)| (v.clone(), i as u32 + 1))
                     .collect::<HashMap<_, _>>()
             };
-            let mut maps: Vec<_> = self.one_hot.iter().chain(&self.index).map(to_map).collect();
+            let codes = self.sequence.iter().filter_map(|s| match s {
+                SequenceEncoding::Codes { vocabulary } => Some(vocabulary),
+                SequenceEncoding::Values { .. } => None,
+            });
+            let mut maps: Vec<_> = self
+                .one_hot
+                .iter()
+                .chain(&self.index)
+                .chain(codes)
+                .map(to_map)
+                .collect();
             if let LabelInfo::Strings { names } = &self.label {
                 maps.push(to_map(names));
             }

@@ -14,12 +14,13 @@ mod columns;
 mod features;
 mod fit;
 mod fitted;
+mod lists;
 mod spec;
 mod stats;
 mod transform;
 
 pub use features::{Features, RowError, Targets};
 pub use fit::FitState;
-pub use fitted::{FittedPreprocessor, LabelInfo, RawColumn};
-pub use spec::{FeatureSpec, LabelKind, NullPolicy};
+pub use fitted::{FittedPreprocessor, LabelInfo, RawColumn, SequenceEncoding};
+pub use spec::{FeatureSpec, LabelKind, MAX_SEQUENCE_LEN, NullPolicy, SequenceSpec};
 pub use stats::{Counts, Moments};

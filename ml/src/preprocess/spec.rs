@@ -29,10 +29,22 @@ pub enum LabelKind {
     Regression,
 }
 
+/// A list column read as a padded sequence (see [`FeatureSpec::sequence`]).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct SequenceSpec {
+    /// The column: a List, LargeList or FixedSizeList of numbers or of strings.
+    pub column: String,
+    /// Elements kept per row: longer lists keep their last `max_len` elements (the most recent,
+    /// as Keras' `pad_sequences` does), shorter ones are padded with zeros after the end.
+    pub max_len: usize,
+}
+
 /// Which columns become features, and how.
 ///
 /// Features are laid out in this order: `standardize` columns, `numeric` columns, then each
-/// `one_hot` column's vocabulary, then `index` columns.
+/// `one_hot` column's vocabulary, then `index` columns, then per `sequence` column its length
+/// and `max_len` padded elements.
 ///
 /// ```
 /// use millrace_ml::preprocess::FeatureSpec;
@@ -57,6 +69,11 @@ pub struct FeatureSpec {
     /// String columns mapped to one number: 0 for unseen, `1..=V` for vocabulary entries.
     #[serde(default)]
     pub index: Vec<String>,
+    /// List columns as padded sequences with their lengths. Numeric elements are standardised
+    /// with the mean and standard deviation of all elements seen while fitting; string elements
+    /// are coded over a fitted vocabulary (0 for unseen, `1..=V`), as `index` columns are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sequence: Vec<SequenceSpec>,
     /// Keep only the most frequent categories per column (ties broken by name).
     #[serde(default)]
     pub max_categories: Option<usize>,
@@ -76,6 +93,7 @@ impl FeatureSpec {
             .chain(&self.one_hot)
             .chain(&self.index)
             .map(String::as_str)
+            .chain(self.sequence.iter().map(|s| s.column.as_str()))
             .collect()
     }
 
@@ -99,11 +117,13 @@ impl FeatureSpec {
                 "must be at least 1 (or left out for no limit)",
             ));
         }
+        let sequence: Vec<String> = self.sequence.iter().map(|s| s.column.clone()).collect();
         let lists = [
             ("standardize", &self.standardize),
             ("numeric", &self.numeric),
             ("one_hot", &self.one_hot),
             ("index", &self.index),
+            ("sequence", &sequence),
         ];
         let mut seen = HashSet::new();
         for (list, columns) in lists {
@@ -128,9 +148,23 @@ impl FeatureSpec {
                 }
             }
         }
+        for s in &self.sequence {
+            if s.max_len == 0 || s.max_len > MAX_SEQUENCE_LEN {
+                return Err(Error::config(
+                    "train.features.sequence",
+                    format!(
+                        "column `{}`: max_len must be 1..={MAX_SEQUENCE_LEN}, got {}",
+                        s.column, s.max_len
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 }
+
+/// The longest `max_len` a sequence column may have (elements per row).
+pub const MAX_SEQUENCE_LEN: usize = 1 << 16;
 
 #[cfg(test)]
 mod tests {
@@ -168,6 +202,22 @@ mod tests {
             ..FeatureSpec::default()
         };
         assert!(s.validate().is_err());
+        let mut s = spec();
+        s.sequence.push(SequenceSpec {
+            column: "a".into(),
+            max_len: 4,
+        });
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("train.features.sequence"), "{err}");
+        s.sequence[0].column = "readings".into();
+        s.validate().unwrap();
+        assert_eq!(s.feature_columns(), vec!["a", "c", "readings"]);
+        s.sequence[0].max_len = 0;
+        let err = s.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("max_len") && err.contains("`readings`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -12,7 +12,8 @@ use super::columns::{
     NUMERIC, STRING, column, is_numeric, is_string, map_str, type_error, visit_f64, visit_i64,
 };
 use super::features::{Features, RowError, Targets};
-use super::fitted::{FittedPreprocessor, LabelInfo};
+use super::fitted::{FittedPreprocessor, LabelInfo, SequenceEncoding};
+use super::lists::{Element, LIST, last, list_element, list_rows};
 use super::spec::NullPolicy;
 use crate::error::{Error, Result};
 
@@ -108,6 +109,7 @@ impl FittedPreprocessor {
             categorical.push((name, codes, off, is_one_hot));
             off += width;
         }
+        let sequences = self.sequence_columns(batch, off)?;
 
         // Write in blocks of rows, so the block of `x` stays in cache while every column
         // visits it. Columns are visited in feature order, so a row's first bad column wins.
@@ -143,12 +145,80 @@ impl FittedPreprocessor {
             }
         }
 
+        for seq in &sequences {
+            seq.write(&mut x, dim, policy, &mut rej);
+        }
+
         let y = if with_label {
             Some(self.targets(batch, &mut rej)?)
         } else {
             None
         };
         Ok(compact(x, y, dim, rej))
+    }
+
+    /// Resolves and encodes the elements of every `sequence` column; the first starts at
+    /// feature `off`.
+    fn sequence_columns<'a>(
+        &'a self,
+        batch: &RecordBatch,
+        mut off: usize,
+    ) -> Result<Vec<Sequence<'a>>> {
+        let lookups = self.lookups();
+        let mut lookup = self.one_hot.len() + self.index.len();
+        let mut out = Vec::with_capacity(self.sequence.len());
+        for (spec, encoding) in self.spec.sequence.iter().zip(&self.sequence) {
+            let name = &spec.column;
+            let array = column(batch, name)?;
+            let element = list_element(array.data_type())
+                .ok_or_else(|| type_error(name, LIST, array.data_type()))?;
+            let rows = list_rows(array.as_ref(), name)?;
+            let elements = match (encoding, element) {
+                (SequenceEncoding::Values { mean, std }, Element::Number) => {
+                    let (mean, scale) = (*mean, 1.0 / *std);
+                    let mut values = vec![None; rows.values.len()];
+                    visit_f64(rows.values.as_ref(), name, |i, v| {
+                        values[i] = v.map(|v| ((v - mean) * scale) as f32);
+                    })?;
+                    let fill = match self.spec.nulls {
+                        NullPolicy::DeadLetter => None,
+                        NullPolicy::Mean => Some(0.0),
+                        NullPolicy::Zero => Some((-mean * scale) as f32),
+                    };
+                    Elements::Values { values, fill }
+                }
+                (SequenceEncoding::Codes { .. }, Element::String) => {
+                    let map = &lookups[lookup];
+                    lookup += 1;
+                    Elements::Codes(map_str(rows.values.as_ref(), name, NULL, |s| {
+                        map.get(s).copied().unwrap_or(0)
+                    })?)
+                }
+                (SequenceEncoding::Values { .. }, Element::String) => {
+                    return Err(type_error(
+                        name,
+                        "a list of numbers (as when fitted)",
+                        array.data_type(),
+                    ));
+                }
+                (SequenceEncoding::Codes { .. }, Element::Number) => {
+                    return Err(type_error(
+                        name,
+                        "a list of strings (as when fitted)",
+                        array.data_type(),
+                    ));
+                }
+            };
+            out.push(Sequence {
+                name,
+                max_len: spec.max_len,
+                off,
+                ranges: rows.ranges,
+                elements,
+            });
+            off += 1 + spec.max_len;
+        }
+        Ok(out)
     }
 
     fn targets(&self, batch: &RecordBatch, rej: &mut Rejects) -> Result<Targets> {
@@ -202,6 +272,66 @@ impl FittedPreprocessor {
                     }
                 }
                 Ok(Targets::Classes(classes))
+            }
+        }
+    }
+}
+
+/// A `sequence` column's elements, encoded.
+enum Elements {
+    /// Standardised numbers (`None`: null or non-finite), and what a null becomes (`None`: the
+    /// row is rejected).
+    Values {
+        values: Vec<Option<f32>>,
+        fill: Option<f32>,
+    },
+    /// Vocabulary codes: 0 unseen, `NULL` null.
+    Codes(Vec<u32>),
+}
+
+/// A `sequence` column ready to write: per row its length, then its last `max_len` elements,
+/// padded with zeros.
+struct Sequence<'a> {
+    name: &'a str,
+    max_len: usize,
+    /// Position of the length in the row's features.
+    off: usize,
+    ranges: Vec<Option<std::ops::Range<usize>>>,
+    elements: Elements,
+}
+
+impl Sequence<'_> {
+    fn write(&self, x: &mut [f32], dim: usize, policy: NullPolicy, rej: &mut Rejects) {
+        let name = self.name;
+        for (row, range) in self.ranges.iter().enumerate() {
+            let Some(range) = range else {
+                // A null list is empty (length 0) unless nulls are dead-lettered.
+                if policy == NullPolicy::DeadLetter {
+                    rej.reject(row, name, || "null list".into());
+                }
+                continue;
+            };
+            let kept = last(range, self.max_len);
+            let out = &mut x[row * dim + self.off..row * dim + self.off + 1 + self.max_len];
+            out[0] = kept.len() as f32;
+            for (slot, e) in out[1..].iter_mut().zip(kept) {
+                let position = || e - range.start;
+                match &self.elements {
+                    Elements::Values { values, fill } => match (values[e], fill) {
+                        (Some(v), _) => *slot = v,
+                        (None, Some(f)) => *slot = *f,
+                        (None, None) => rej.reject(row, name, || {
+                            format!("element {} is null or non-finite", position())
+                        }),
+                    },
+                    Elements::Codes(codes) => match codes[e] {
+                        NULL if policy == NullPolicy::DeadLetter => {
+                            rej.reject(row, name, || format!("element {} is null", position()));
+                        }
+                        NULL => {}
+                        code => *slot = code as f32,
+                    },
+                }
             }
         }
     }

@@ -126,6 +126,7 @@ fn entity_layout(entities: usize) -> FeatureLayout {
             offset: 2,
             cardinality: entities + 1,
         }],
+        ..FeatureLayout::default()
     }
 }
 
@@ -376,6 +377,7 @@ fn errors_name_the_model_and_the_tensor() {
             offset: 1,
             cardinality: 3,
         }],
+        ..FeatureLayout::default()
     })
     .unwrap();
     let err = t

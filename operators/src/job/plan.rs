@@ -47,6 +47,16 @@ fn is_categorical(t: &DataType) -> bool {
     }
 }
 
+/// A list of numbers or of strings: what a `sequence` column may be.
+fn is_sequence(t: &DataType) -> bool {
+    match t {
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+            is_numeric(f.data_type()) || is_categorical(f.data_type())
+        }
+        _ => false,
+    }
+}
+
 fn check_types(
     schema: &Schema,
     key: &str,
@@ -203,6 +213,14 @@ pub(crate) fn check_preprocess(spec: &PipelineSpec, out: &Schema) -> Result<Labe
         is_categorical,
         "a string",
     )?;
+    let sequence: Vec<String> = p.sequence.iter().map(|s| s.column.clone()).collect();
+    check_types(
+        out,
+        "preprocess.sequence",
+        &sequence,
+        is_sequence,
+        "a list of numbers or of strings",
+    )?;
     let label_kind = match spec.train.task {
         TaskKind::Classification => {
             check_types(
@@ -241,6 +259,7 @@ pub(crate) fn feature_spec(spec: &PipelineSpec) -> FeatureSpec {
         numeric: p.numeric.clone(),
         one_hot: p.one_hot.clone(),
         index: p.index.clone(),
+        sequence: p.sequence.clone(),
         max_categories: p.max_categories,
         label: p.label.clone(),
         nulls: p.nulls,
@@ -253,7 +272,8 @@ pub(crate) fn dedupe_check(features: &[String]) -> Result<()> {
             return Err(Error::config(
                 "preprocess",
                 format!(
-                    "column '{f}' is listed twice among standardize, numeric, one_hot and index"
+                    "column '{f}' is listed twice among standardize, numeric, one_hot, index and \
+                     sequence"
                 ),
             ));
         }

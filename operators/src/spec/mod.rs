@@ -9,7 +9,7 @@ use millrace_connectors::parquet::{Compression, DatasetFormat, DatasetOptions, P
 use millrace_connectors::storage::StorageOptions;
 
 use millrace_ml::model::Task;
-use millrace_ml::preprocess::NullPolicy;
+use millrace_ml::preprocess::{NullPolicy, SequenceSpec};
 use millrace_ml::trainer::LossChoice;
 
 mod checkpoint;
@@ -271,6 +271,10 @@ pub struct PreprocessSpec {
     /// String columns encoded as the index of their value in the vocabulary (0 for unseen).
     #[serde(default)]
     pub index: Vec<String>,
+    /// List columns (of numbers or strings) as sequences padded to `max_len`, with lengths:
+    /// `sequence = [{ column = "readings", max_len = 32 }]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sequence: Vec<SequenceSpec>,
     /// Keep only the most frequent categories.
     #[serde(default)]
     pub max_categories: Option<usize>,
@@ -400,10 +404,12 @@ impl PipelineSpec {
             && p.numeric.is_empty()
             && p.one_hot.is_empty()
             && p.index.is_empty()
+            && p.sequence.is_empty()
         {
             return Err(Error::config(
                 "preprocess",
-                "no feature columns: list columns under standardize, numeric, one_hot or index",
+                "no feature columns: list columns under standardize, numeric, one_hot, index or \
+                 sequence",
             ));
         }
         let t = &self.train;
@@ -459,6 +465,7 @@ impl PipelineSpec {
             .chain(&p.numeric)
             .chain(&p.one_hot)
             .chain(&p.index)
+            .chain(p.sequence.iter().map(|s| &s.column))
             .cloned()
             .collect()
     }

@@ -158,20 +158,7 @@ impl TrainSpec {
             return Ok(());
         }
         let entry = registry::model(&self.model.kind)?;
-        let dense = features.standardize.len() + features.numeric.len() + features.one_hot.len();
-        let layout = FeatureLayout {
-            dense,
-            index: features
-                .index
-                .iter()
-                .enumerate()
-                .map(|(i, name)| millrace_ml::model::IndexInput {
-                    name: name.clone(),
-                    offset: dense + i,
-                    cardinality: 2,
-                })
-                .collect(),
-        };
+        let layout = FeatureLayout::planned(features);
         let shape = ModelShape {
             layout,
             task: *task,

@@ -9,11 +9,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, RecordBatchOptions, StringArray,
-    UInt64Array,
+    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, ListArray, RecordBatch,
+    RecordBatchOptions, StringArray, UInt64Array,
 };
+use arrow::buffer::OffsetBuffer;
 use arrow::compute::{CastOptions, cast_with_options};
-use arrow::datatypes::{DataType, Schema, SchemaRef};
+use arrow::datatypes::{DataType, FieldRef, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -172,6 +173,9 @@ pub fn datatype_of(t: &DataType) -> Option<&'static str> {
 /// The datatype a client sends for a column: [`datatype_of`], else BYTES for dates and timestamps
 /// (sent as strings) and FP64 for decimals.
 fn input_datatype(t: &DataType) -> Option<&'static str> {
+    if let Some(item) = list_item(t) {
+        return input_datatype(item.data_type());
+    }
     datatype_of(t).or(match t {
         DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 => Some("BYTES"),
         t if t.is_numeric() => Some("FP64"),
@@ -179,7 +183,8 @@ fn input_datatype(t: &DataType) -> Option<&'static str> {
     })
 }
 
-/// Model metadata for a raw input schema (each column one input of shape `[-1]`) and the outputs:
+/// Model metadata for a raw input schema (each column one input of shape `[-1]`, list columns
+/// `[-1, -1]`) and the outputs:
 /// classification has `class` (INT64, or BYTES when `class_names`) of shape `[-1]` and
 /// `probabilities` (FP32) of shape `[-1, num_classes]`; regression has `value` (FP32) of `[-1]`.
 pub fn model_metadata(
@@ -201,7 +206,11 @@ pub fn model_metadata(
             let dt = input_datatype(f.data_type())
                 .map(str::to_owned)
                 .unwrap_or_else(|| f.data_type().to_string());
-            tensor(f.name(), &dt, vec![-1])
+            let shape = match list_item(f.data_type()) {
+                Some(_) => vec![-1, -1],
+                None => vec![-1],
+            };
+            tensor(f.name(), &dt, shape)
         })
         .collect();
     let outputs = match num_classes {

@@ -184,7 +184,13 @@ pub fn request_to_batch_with(
     }
     let mut rows: Option<(usize, &str)> = None;
     for input in &req.inputs {
-        let n = rows_of(input)?;
+        let n = match schema
+            .field_with_name(&input.name)
+            .map(|f| list_item(f.data_type()))
+        {
+            Ok(Some(_)) => list_shape(input)?.0,
+            _ => rows_of(input)?,
+        };
         match rows {
             Some((first, first_name)) if first != n => {
                 return Err(format!(
@@ -212,13 +218,17 @@ pub fn request_to_batch_with(
                     quoted(req.inputs.iter().map(|i| i.name.as_str()))
                 )
             })?;
-        columns.push(input_column(
-            &req.inputs[at],
-            raw.get(at).copied().flatten(),
-            field.data_type(),
-            field.is_nullable(),
-            rows,
-        )?);
+        let raw = raw.get(at).copied().flatten();
+        columns.push(match list_item(field.data_type()) {
+            Some(item) => list_column(&req.inputs[at], raw, field.data_type(), item, rows)?,
+            None => input_column(
+                &req.inputs[at],
+                raw,
+                field.data_type(),
+                field.is_nullable(),
+                rows,
+            )?,
+        });
     }
     RecordBatch::try_new_with_options(
         Arc::clone(schema),
@@ -226,6 +236,85 @@ pub fn request_to_batch_with(
         &RecordBatchOptions::new().with_row_count(Some(rows)),
     )
     .map_err(|e| e.to_string())
+}
+
+/// The element field of a list column (List, LargeList or FixedSizeList).
+pub(super) fn list_item(t: &DataType) -> Option<&FieldRef> {
+    match t {
+        DataType::List(item) | DataType::LargeList(item) | DataType::FixedSizeList(item, _) => {
+            Some(item)
+        }
+        _ => None,
+    }
+}
+
+/// `[N, L]`: the rows and the elements per row a list column's input carries.
+fn list_shape(input: &RequestInput) -> Result<(usize, usize), String> {
+    let name = &input.name;
+    let [n, len] = input.shape.as_slice() else {
+        return Err(format!(
+            "input '{name}': shape {} is not supported; a list column is a tensor of shape [N, L] \
+             (L elements per row; end a shorter row with nulls)",
+            shape_str(&input.shape)
+        ));
+    };
+    match (usize::try_from(*n), usize::try_from(*len)) {
+        (Ok(n), Ok(len)) => Ok((n, len)),
+        _ => Err(format!(
+            "input '{name}': shape {} has a negative dimension",
+            shape_str(&input.shape)
+        )),
+    }
+}
+
+/// A `[N, L]` input tensor → a list column of `column`'s type: row `i` is its `L` elements
+/// without the nulls that end it (so rows of different lengths fit one tensor).
+fn list_column(
+    input: &RequestInput,
+    raw: Option<&[u8]>,
+    column: &DataType,
+    item: &FieldRef,
+    rows: usize,
+) -> Result<ArrayRef, String> {
+    let (_, len) = list_shape(input)?;
+    let total = rows
+        .checked_mul(len)
+        .ok_or_else(|| format!("input '{}': shape is too large", input.name))?;
+    let flat_input = RequestInput {
+        shape: vec![i64::try_from(total).unwrap_or(i64::MAX)],
+        ..input.clone()
+    };
+    let flat = input_column(&flat_input, raw, item.data_type(), true, total)?;
+    // Row lengths: up to the last element that is not null.
+    let mut keep = Vec::with_capacity(total);
+    let mut lengths = Vec::with_capacity(rows);
+    for row in 0..rows {
+        let at = row * len;
+        let used = (0..len)
+            .rev()
+            .find(|&k| flat.is_valid(at + k))
+            .map_or(0, |k| k + 1);
+        if !item.is_nullable()
+            && let Some(k) = (0..used).find(|&k| flat.is_null(at + k))
+        {
+            return Err(format!(
+                "input '{}': row {row} has a null at element {k} before its end; only trailing \
+                 nulls (the end of a shorter row) are allowed",
+                input.name
+            ));
+        }
+        keep.extend((0..len).map(|k| k < used));
+        lengths.push(used);
+    }
+    let values = arrow::compute::filter(&flat, &BooleanArray::from(keep))
+        .map_err(|e| format!("input '{}': {e}", input.name))?;
+    let offsets = OffsetBuffer::<i32>::from_lengths(lengths.iter().copied());
+    let list = ListArray::try_new(Arc::clone(item), offsets, values, None)
+        .map_err(|e| format!("input '{}': {e}", input.name))?;
+    if matches!(column, DataType::List(_)) {
+        return Ok(Arc::new(list));
+    }
+    cast_to(&input.name, &input.datatype, Arc::new(list), column)
 }
 
 /// One input tensor → an array of the column's type.

@@ -322,3 +322,76 @@ fn bodies_round_trip_through_serde() {
         json!({"error": "bad"})
     );
 }
+
+#[test]
+fn list_columns_take_n_by_l_tensors_with_rows_ended_by_nulls() {
+    let item = |dt: DataType| Arc::new(Field::new("item", dt, true));
+    let schema: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("readings", DataType::List(item(DataType::Float32)), true),
+        Field::new("tags", DataType::LargeList(item(DataType::Utf8)), true),
+        Field::new(
+            "pair",
+            DataType::FixedSizeList(item(DataType::Float64), 2),
+            true,
+        ),
+    ]));
+    let inputs = json!([
+        {"name": "readings", "shape": [3, 3], "datatype": "FP32",
+         "data": [[1, 2, 3], [4, null, null], [null, null, null]]},
+        {"name": "tags", "shape": [3, 2], "datatype": "BYTES",
+         "data": ["a", "b", "c", null, "d", null]},
+        {"name": "pair", "shape": [3, 2], "datatype": "FP32", "data": [[1, 2], [3, 4], [5, 6]]},
+    ]);
+    let batch = request_to_batch(&request(inputs.clone()), &schema).unwrap();
+    assert_eq!(batch.num_rows(), 3);
+    let readings = batch.column(0).as_list::<i32>();
+    let lengths: Vec<usize> = (0..3).map(|r| readings.value(r).len()).collect();
+    assert_eq!(lengths, vec![3, 1, 0]);
+    let values = readings.values().as_primitive::<Float32Type>();
+    assert_eq!(values.values().to_vec(), vec![1.0, 2.0, 3.0, 4.0]);
+    let tags = batch.column(1).as_list::<i64>();
+    assert_eq!(tags.value(1).as_string::<i32>().value(0), "c");
+    assert_eq!(tags.value(2).len(), 1);
+    let pair = batch.column(2).as_fixed_size_list();
+    assert_eq!(pair.value_length(), 2);
+    assert_eq!(pair.len(), 3);
+
+    let meta = model_metadata("m", &[1], &schema, None, false);
+    assert_eq!(meta.inputs[0].shape, vec![-1, -1]);
+    assert_eq!(meta.inputs[0].datatype, "FP32");
+    assert_eq!(meta.inputs[1].datatype, "BYTES");
+
+    let with_input = |i: usize, f: &dyn Fn(&mut Value)| {
+        let mut v = inputs.clone();
+        f(&mut v[i]);
+        request_to_batch(&request(v), &schema).unwrap_err()
+    };
+    let err = with_input(0, &|v| v["shape"] = json!([9]));
+    assert!(
+        err.contains("'readings'") && err.contains("[N, L]"),
+        "{err}"
+    );
+    // A null inside a row is a null element (the preprocessing's null policy decides), where
+    // the list's items may be null.
+    let mut v = inputs.clone();
+    v[0]["data"][0] = json!([1, null, 3]);
+    let batch = request_to_batch(&request(v.clone()), &schema).unwrap();
+    let row = batch.column(0).as_list::<i32>().value(0);
+    assert_eq!((row.len(), row.null_count()), (3, 1));
+    let strict: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new(
+            "readings",
+            DataType::List(Arc::new(Field::new("item", DataType::Float32, false))),
+            true,
+        ),
+        schema.field(1).clone(),
+        schema.field(2).clone(),
+    ]));
+    let err = request_to_batch(&request(v), &strict).unwrap_err();
+    assert!(err.contains("row 0") && err.contains("element 1"), "{err}");
+    let err = with_input(0, &|v| v["shape"] = json!([3, 4]));
+    assert!(err.contains("expected 12 values"), "{err}");
+    // A fixed-size list needs full rows.
+    let err = with_input(2, &|v| v["data"][2] = json!([5, null]));
+    assert!(err.contains("'pair'"), "{err}");
+}
