@@ -171,126 +171,9 @@ pub fn instances_to_batch(instances: &[Value], schema: &SchemaRef) -> Result<Rec
                 field.data_type()
             ));
         }
-        let wrong = |i: usize, v: &Value, expected: &str| {
-            format!(
-                "instances[{i}].{name}: expected {expected} ({}), got {}",
-                field.data_type(),
-                kind(v)
-            )
-        };
         let dt = field.data_type();
-        // FP32 (the usual feature type) and strings are built as they are, without a cast.
-        let array: ArrayRef = if *dt == DataType::Float32 {
-            f32_array(&values, wrong)?
-        } else if dt.is_integer() {
-            // Exact (no trip through f64) and range-checked: a value the column cannot hold is
-            // an error naming it, never a wrapped or nulled value.
-            let (min, max) = int_range(dt);
-            let mut out: Vec<Option<i128>> = Vec::with_capacity(values.len());
-            for (i, v) in values.iter().enumerate() {
-                out.push(match v {
-                    Value::Null => None,
-                    Value::Number(n) => {
-                        let x = exact_int(n).ok_or_else(|| {
-                            format!("instances[{i}].{name}: expected an integer ({dt}), got {n}")
-                        })?;
-                        if x < min || x > max {
-                            return Err(format!(
-                                "instances[{i}].{name}: {x} is out of range for {dt} ({min} to {max})"
-                            ));
-                        }
-                        Some(x)
-                    }
-                    other => return Err(wrong(i, other, "an integer")),
-                });
-            }
-            // In range, checked above: the conversions and the cast are exact.
-            let array: ArrayRef = if min == 0 {
-                Arc::new(
-                    out.iter()
-                        .map(|v| v.map(|x| x as u64))
-                        .collect::<UInt64Array>(),
-                )
-            } else {
-                Arc::new(
-                    out.iter()
-                        .map(|v| v.map(|x| x as i64))
-                        .collect::<Int64Array>(),
-                )
-            };
-            cast(&array, dt).map_err(|e| format!("field '{name}': {e}"))?
-        } else if dt.is_floating() || dt.is_numeric() {
-            let mut out = Vec::with_capacity(values.len());
-            for (i, v) in values.iter().enumerate() {
-                out.push(match v {
-                    Value::Null => None,
-                    Value::Number(n) => Some(n.as_f64().ok_or_else(|| wrong(i, v, "a number"))?),
-                    other => return Err(wrong(i, other, "a number")),
-                });
-            }
-            cast(&Float64Array::from(out), dt).map_err(|e| format!("field '{name}': {e}"))?
-        } else if matches!(
-            dt,
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Dictionary(_, _)
-        ) {
-            let mut out: Vec<Option<&str>> = Vec::with_capacity(values.len());
-            for (i, v) in values.iter().enumerate() {
-                out.push(match v {
-                    Value::Null => None,
-                    Value::String(s) => Some(s.as_str()),
-                    other => return Err(wrong(i, other, "a string")),
-                });
-            }
-            let strings = StringArray::from(out);
-            if *dt == DataType::Utf8 {
-                Arc::new(strings)
-            } else {
-                cast(&strings, dt).map_err(|e| format!("field '{name}': {e}"))?
-            }
-        } else if matches!(dt, DataType::Boolean) {
-            let mut out = Vec::with_capacity(values.len());
-            for (i, v) in values.iter().enumerate() {
-                out.push(match v {
-                    Value::Null => None,
-                    Value::Bool(b) => Some(*b),
-                    other => return Err(wrong(i, other, "a boolean")),
-                });
-            }
-            Arc::new(BooleanArray::from(out))
-        } else if let DataType::Timestamp(unit, _) = dt {
-            let mut out = Vec::with_capacity(values.len());
-            for (i, v) in values.iter().enumerate() {
-                out.push(match v {
-                    Value::Null => None,
-                    other => Some(
-                        timestamp_value(other, unit)
-                            .ok_or_else(|| wrong(i, other, "an RFC 3339 time or an integer"))?,
-                    ),
-                });
-            }
-            cast(&Int64Array::from(out), dt).map_err(|e| format!("field '{name}': {e}"))?
-        } else if matches!(dt, DataType::Date32 | DataType::Date64) {
-            // "YYYY-MM-DD" or integer days since 1970-01-01, as the fast path reads them; a
-            // string that is not a date is an error, not a null.
-            let mut out: Vec<Option<i32>> = Vec::with_capacity(values.len());
-            for (i, v) in values.iter().enumerate() {
-                out.push(match v {
-                    Value::Null => None,
-                    other => Some(date_value(other).ok_or_else(|| {
-                        wrong(
-                            i,
-                            other,
-                            "a date (\"YYYY-MM-DD\" or integer days since 1970-01-01)",
-                        )
-                    })?),
-                });
-            }
-            cast(&Date32Array::from(out), dt).map_err(|e| format!("field '{name}': {e}"))?
-        } else {
-            return Err(format!(
-                "field '{name}' has type {dt}, which requests cannot provide yet"
-            ));
-        };
+        let at = |i: usize| format!("instances[{i}].{name}");
+        let array = json_column(&values, dt, name, &at)?;
         columns.push(array);
     }
     // A model whose preprocessing reads no input column still answers one row per instance.
@@ -300,6 +183,190 @@ pub fn instances_to_batch(instances: &[Value], schema: &SchemaRef) -> Result<Rec
         &arrow::array::RecordBatchOptions::new().with_row_count(Some(instances.len())),
     )
     .map_err(|e| e.to_string())
+}
+
+/// The values of one field (`at(i)` names value `i` in errors) as an array of type `dt`.
+fn json_column(
+    values: &[&Value],
+    dt: &DataType,
+    name: &str,
+    at: &dyn Fn(usize) -> String,
+) -> Result<ArrayRef, String> {
+let wrong = |i: usize, v: &Value, expected: &str| {
+    format!("{}: expected {expected} ({dt}), got {}", at(i), kind(v))
+};
+    // FP32 (the usual feature type) and strings are built as they are, without a cast.
+    Ok(if *dt == DataType::Float32 {
+        f32_array(&values, wrong)?
+    } else if dt.is_integer() {
+        // Exact (no trip through f64) and range-checked: a value the column cannot hold is
+        // an error naming it, never a wrapped or nulled value.
+        let (min, max) = int_range(dt);
+        let mut out: Vec<Option<i128>> = Vec::with_capacity(values.len());
+        for (i, v) in values.iter().enumerate() {
+            out.push(match v {
+                Value::Null => None,
+                Value::Number(n) => {
+                    let x = exact_int(n).ok_or_else(|| {
+                        format!("{}: expected an integer ({dt}), got {n}", at(i))
+                    })?;
+                    if x < min || x > max {
+                        return Err(format!(
+                            "{}: {x} is out of range for {dt} ({min} to {max})",
+                            at(i)
+                        ));
+                    }
+                    Some(x)
+                }
+                other => return Err(wrong(i, other, "an integer")),
+            });
+        }
+        // In range, checked above: the conversions and the cast are exact.
+        let array: ArrayRef = if min == 0 {
+            Arc::new(
+                out.iter()
+                    .map(|v| v.map(|x| x as u64))
+                    .collect::<UInt64Array>(),
+            )
+        } else {
+            Arc::new(
+                out.iter()
+                    .map(|v| v.map(|x| x as i64))
+                    .collect::<Int64Array>(),
+            )
+        };
+        cast(&array, dt).map_err(|e| format!("field '{name}': {e}"))?
+    } else if dt.is_floating() || dt.is_numeric() {
+        let mut out = Vec::with_capacity(values.len());
+        for (i, v) in values.iter().enumerate() {
+            out.push(match v {
+                Value::Null => None,
+                Value::Number(n) => Some(n.as_f64().ok_or_else(|| wrong(i, v, "a number"))?),
+                other => return Err(wrong(i, other, "a number")),
+            });
+        }
+        cast(&Float64Array::from(out), dt).map_err(|e| format!("field '{name}': {e}"))?
+    } else if matches!(
+        dt,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Dictionary(_, _)
+    ) {
+        let mut out: Vec<Option<&str>> = Vec::with_capacity(values.len());
+        for (i, v) in values.iter().enumerate() {
+            out.push(match v {
+                Value::Null => None,
+                Value::String(s) => Some(s.as_str()),
+                other => return Err(wrong(i, other, "a string")),
+            });
+        }
+        let strings = StringArray::from(out);
+        if *dt == DataType::Utf8 {
+            Arc::new(strings)
+        } else {
+            cast(&strings, dt).map_err(|e| format!("field '{name}': {e}"))?
+        }
+    } else if matches!(dt, DataType::Boolean) {
+        let mut out = Vec::with_capacity(values.len());
+        for (i, v) in values.iter().enumerate() {
+            out.push(match v {
+                Value::Null => None,
+                Value::Bool(b) => Some(*b),
+                other => return Err(wrong(i, other, "a boolean")),
+            });
+        }
+        Arc::new(BooleanArray::from(out))
+    } else if let DataType::Timestamp(unit, _) = dt {
+        let mut out = Vec::with_capacity(values.len());
+        for (i, v) in values.iter().enumerate() {
+            out.push(match v {
+                Value::Null => None,
+                other => Some(
+                    timestamp_value(other, unit)
+                        .ok_or_else(|| wrong(i, other, "an RFC 3339 time or an integer"))?,
+                ),
+            });
+        }
+        cast(&Int64Array::from(out), dt).map_err(|e| format!("field '{name}': {e}"))?
+    } else if matches!(dt, DataType::Date32 | DataType::Date64) {
+        // "YYYY-MM-DD" or integer days since 1970-01-01, as the fast path reads them; a
+        // string that is not a date is an error, not a null.
+        let mut out: Vec<Option<i32>> = Vec::with_capacity(values.len());
+        for (i, v) in values.iter().enumerate() {
+            out.push(match v {
+                Value::Null => None,
+                other => Some(date_value(other).ok_or_else(|| {
+                    wrong(
+                        i,
+                        other,
+                        "a date (\"YYYY-MM-DD\" or integer days since 1970-01-01)",
+                    )
+                })?),
+            });
+        }
+        cast(&Date32Array::from(out), dt).map_err(|e| format!("field '{name}': {e}"))?
+    } else if let Some(item) = crate::serve::v2::list_item(dt) {
+        list_array(values, item, dt, name, at)?
+    } else {
+        return Err(format!(
+            "field '{name}' has type {dt}, which requests cannot provide yet"
+        ));
+    })
+}
+
+/// JSON lists (or nulls) as a list column of type `dt`; element `k` of value `i` is named
+/// `at(i)[k]` in errors.
+fn list_array(
+    values: &[&Value],
+    item: &arrow::datatypes::FieldRef,
+    dt: &DataType,
+    name: &str,
+    at: &dyn Fn(usize) -> String,
+) -> Result<ArrayRef, String> {
+    let mut elements: Vec<&Value> = Vec::new();
+    let mut owners: Vec<(usize, usize)> = Vec::new();
+    let mut lengths = Vec::with_capacity(values.len());
+    let mut valid = Vec::with_capacity(values.len());
+    for (i, v) in values.iter().enumerate() {
+        match v {
+            Value::Null => {
+                lengths.push(0);
+                valid.push(false);
+            }
+            Value::Array(items) => {
+                owners.extend((0..items.len()).map(|k| (i, k)));
+                elements.extend(items.iter());
+                lengths.push(items.len());
+                valid.push(true);
+            }
+            other => {
+                return Err(format!(
+                    "{}: expected a list ({dt}), got {}",
+                    at(i),
+                    kind(other)
+                ));
+            }
+        }
+    }
+    let element_at = |e: usize| {
+        let (i, k) = owners[e];
+        format!("{}[{k}]", at(i))
+    };
+    if !item.is_nullable()
+        && let Some(e) = elements.iter().position(|v| v.is_null())
+    {
+        return Err(format!("{}: is null, but the list's elements are required", element_at(e)));
+    }
+    let flat = json_column(&elements, item.data_type(), name, &element_at)?;
+    let list = arrow::array::ListArray::try_new(
+        Arc::clone(item),
+        arrow::buffer::OffsetBuffer::<i32>::from_lengths(lengths),
+        flat,
+        Some(arrow::buffer::NullBuffer::from(valid)),
+    )
+    .map_err(|e| format!("field '{name}': {e}"))?;
+    if matches!(dt, DataType::List(_)) {
+        return Ok(Arc::new(list));
+    }
+    cast(&list, dt).map_err(|e| format!("field '{name}': {e}"))
 }
 
 /// The general path of a `/v1/predict` body (parsed as JSON): its `"instances"` as a batch of
@@ -373,6 +440,39 @@ mod tests {
         );
         let s = schema_from_json(&schema_to_json(&schema())).unwrap();
         assert_eq!(s.as_ref(), schema().as_ref());
+    }
+
+    #[test]
+    fn lists_of_values_for_list_columns() {
+        use arrow::array::AsArray;
+        let item = |dt| Arc::new(Field::new("item", dt, true));
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("r", DataType::List(item(DataType::Float32)), true),
+            Field::new("t", DataType::LargeList(item(DataType::Utf8)), true),
+        ]));
+        let batch = instances_to_batch(
+            &[
+                json!({"r": [1.5, 2, null], "t": ["a"]}),
+                json!({"r": [], "t": null}),
+                json!({"t": ["b", "c"]}),
+            ],
+            &schema,
+        )
+        .unwrap();
+        let r = batch.column(0).as_list::<i32>();
+        assert_eq!((r.value(0).len(), r.value(0).null_count()), (3, 1));
+        assert_eq!(r.value(1).len(), 0);
+        assert!(r.is_null(2) && !r.is_null(1));
+        let t = batch.column(1).as_list::<i64>();
+        assert!(t.is_null(1));
+        assert_eq!(t.value(2).as_string::<i32>().value(1), "c");
+        let err = instances_to_batch(&[json!({"r": [1.0, "x"]})], &schema).unwrap_err();
+        assert_eq!(
+            err,
+            "instances[0].r[1]: expected a number (Float32), got a string"
+        );
+        let err = instances_to_batch(&[json!({"r": 1.0})], &schema).unwrap_err();
+        assert!(err.contains("instances[0].r: expected a list"), "{err}");
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub use self::binary::{
     HEADER_LENGTH, ResponseBody, binary_inputs, output_bytes, response_body, split_body,
 };
 use self::request::*;
+pub(crate) use self::request::list_item;
 pub use self::request::{request_to_batch, request_to_batch_with};
 
 /// The `platform` reported in [`ModelMetadata`].

@@ -239,7 +239,7 @@ pub fn request_to_batch_with(
 }
 
 /// The element field of a list column (List, LargeList or FixedSizeList).
-pub(super) fn list_item(t: &DataType) -> Option<&FieldRef> {
+pub(crate) fn list_item(t: &DataType) -> Option<&FieldRef> {
     match t {
         DataType::List(item) | DataType::LargeList(item) | DataType::FixedSizeList(item, _) => {
             Some(item)
