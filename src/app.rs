@@ -33,10 +33,11 @@ use std::process::ExitCode;
 use millrace_ml::Model;
 use millrace_ml::backend::{Cpu, CpuAutodiff};
 use millrace_ml::trainer::UserLoss;
+use millrace_operators::preprocess::Udf;
 
 use crate::{Error, Result};
 
-/// The millrace CLI with a user's models and losses.
+/// The millrace CLI with a user's models, losses and SQL functions.
 #[derive(Debug, Default)]
 #[must_use = "an App does nothing until .main() or .register()"]
 pub struct App {
@@ -66,6 +67,25 @@ impl App {
     /// Registers loss `L` under `name`, for pipelines' `train.loss = "…"`.
     pub fn loss<L: UserLoss>(mut self, name: &str) -> Self {
         if let Err(e) = millrace_ml::registry::register_loss::<L>(name) {
+            self.errors.push(e.to_string());
+        }
+        self
+    }
+
+    /// Registers `udf` as the SQL function `name`, callable from `[preprocess] sql` (and the
+    /// DSL's `.sql(…)`): `SELECT log_amount(amount) AS amount_log, … FROM input`. A bundle whose
+    /// query calls it records the name, and the server (this binary) runs the same function on
+    /// requests.
+    ///
+    /// ```no_run
+    /// use millrace::Udf;
+    /// millrace::App::new()
+    ///     .udf("log1p", Udf::float(|x| x.ln_1p()))
+    ///     .udf("decade", Udf::float_to_string(|age| format!("{}0s", (age / 10.0).floor())))
+    ///     .main();
+    /// ```
+    pub fn udf(mut self, name: &str, udf: Udf) -> Self {
+        if let Err(e) = millrace_operators::preprocess::register_udf(name, udf) {
             self.errors.push(e.to_string());
         }
         self

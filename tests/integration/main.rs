@@ -22,4 +22,5 @@ mod serving;
 mod spark;
 mod streaming;
 mod streaming_features;
+mod udf;
 mod watermarks;

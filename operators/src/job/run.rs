@@ -464,11 +464,11 @@ fn run_worker(
                 version: 1,
                 created_at: now_rfc3339(),
                 transform_sql: Some(plan.serve_sql.wrapped_sql.clone()),
-                extra: json!({
-                    "input_schema": crate::serve::schema_to_json(&plan.serve_sql.input_schema),
-                    "user_sql": plan.sql.user_sql,
-                    "eval": report.eval,
-                }),
+                extra: {
+                    let mut extra = crate::serve::sql_meta(&plan.serve_sql, &plan.sql.user_sql);
+                    extra.insert("eval".into(), json!(report.eval));
+                    serde_json::Value::Object(extra)
+                },
             },
         };
         bundle.save(&options.run_dir.join("model"))?;

@@ -36,6 +36,8 @@ pub struct SqlPlan {
     /// The table the query was planned against (input columns it does not read are filled with
     /// nulls at run time, since the source does not decode them).
     pub table_schema: SchemaRef,
+    /// The user functions the query calls (see [`super::register_udf`]), sorted.
+    pub udfs: Vec<String>,
 }
 
 fn quote(name: &str) -> String {
@@ -48,12 +50,36 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .map_err(|e| Error::Internal(format!("cannot start a tokio runtime for DataFusion: {e}")))
 }
 
-fn context() -> SessionContext {
-    SessionContext::new_with_config(
+/// A DataFusion session as millrace runs queries: one partition, large batches, and the user
+/// functions registered in this binary.
+pub(crate) fn context() -> SessionContext {
+    let ctx = SessionContext::new_with_config(
         SessionConfig::new()
             .with_target_partitions(1)
             .with_batch_size(65_536),
-    )
+    );
+    super::udf::add_udfs(&ctx);
+    ctx
+}
+
+/// A planning error, with how to register a function the query calls that is unknown.
+fn planning_error(e: impl std::fmt::Display, sql: &str) -> Error {
+    let message = e.to_string();
+    let hint = if message.contains("Invalid function") {
+        let known = super::udf::registered_udfs();
+        format!(
+            "\n  if it is your own function, register it in your binary with \
+             millrace::App::new().udf(\"name\", …) (registered here: {})",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        )
+    } else {
+        String::new()
+    };
+    Error::Sql(format!("{message}\n  in: {sql}{hint}"))
 }
 
 impl SqlPlan {
@@ -75,8 +101,9 @@ impl SqlPlan {
         let state = ctx.state();
         let user_plan = rt
             .block_on(state.create_logical_plan(&user_sql))
-            .map_err(|e| Error::Sql(format!("{e}\n  in: {user_sql}")))?;
+            .map_err(|e| planning_error(e, &user_sql))?;
         check_row_wise(&user_plan)?;
+        let udfs = super::udf::udfs_called(&user_plan);
         let produced = user_plan.schema().as_arrow().clone();
         for col in needed {
             if produced.field_with_name(col).is_err() {
@@ -128,6 +155,7 @@ impl SqlPlan {
             input_schema,
             output_schema: Arc::new(optimized.schema().as_arrow().clone()),
             table_schema,
+            udfs,
         })
     }
 }

@@ -192,12 +192,12 @@ fn json_column(
     name: &str,
     at: &dyn Fn(usize) -> String,
 ) -> Result<ArrayRef, String> {
-let wrong = |i: usize, v: &Value, expected: &str| {
-    format!("{}: expected {expected} ({dt}), got {}", at(i), kind(v))
-};
+    let wrong = |i: usize, v: &Value, expected: &str| {
+        format!("{}: expected {expected} ({dt}), got {}", at(i), kind(v))
+    };
     // FP32 (the usual feature type) and strings are built as they are, without a cast.
     Ok(if *dt == DataType::Float32 {
-        f32_array(&values, wrong)?
+        f32_array(values, wrong)?
     } else if dt.is_integer() {
         // Exact (no trip through f64) and range-checked: a value the column cannot hold is
         // an error naming it, never a wrapped or nulled value.
@@ -207,9 +207,8 @@ let wrong = |i: usize, v: &Value, expected: &str| {
             out.push(match v {
                 Value::Null => None,
                 Value::Number(n) => {
-                    let x = exact_int(n).ok_or_else(|| {
-                        format!("{}: expected an integer ({dt}), got {n}", at(i))
-                    })?;
+                    let x = exact_int(n)
+                        .ok_or_else(|| format!("{}: expected an integer ({dt}), got {n}", at(i)))?;
                     if x < min || x > max {
                         return Err(format!(
                             "{}: {x} is out of range for {dt} ({min} to {max})",
@@ -353,7 +352,10 @@ fn list_array(
     if !item.is_nullable()
         && let Some(e) = elements.iter().position(|v| v.is_null())
     {
-        return Err(format!("{}: is null, but the list's elements are required", element_at(e)));
+        return Err(format!(
+            "{}: is null, but the list's elements are required",
+            element_at(e)
+        ));
     }
     let flat = json_column(&elements, item.data_type(), name, &element_at)?;
     let list = arrow::array::ListArray::try_new(

@@ -143,6 +143,13 @@ impl ServedModel {
                 ));
             }
         };
+        let udfs: Vec<String> = bundle
+            .meta
+            .extra
+            .get("udfs")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        crate::preprocess::check_udfs(&udfs, &format!("model bundle `{name}`"))?;
         let (sql, user_sql) = match &bundle.meta.transform_sql {
             Some(wrapped) => {
                 // Re-plan the stored (already wrapped) query against the stored input schema, once.
@@ -317,4 +324,20 @@ pub(crate) fn argmax(values: &[f32]) -> usize {
             if *v > acc.1 { (i, *v) } else { acc }
         })
         .0
+}
+
+/// What a bundle records about its preprocess SQL in `meta.extra` (and [`ServedModel`] reads
+/// back): the raw input schema a request must match, the user's query, and the user functions
+/// it calls (only when it calls some, so bundles without any keep their bytes).
+pub(crate) fn sql_meta(serve_sql: &SqlPlan, user_sql: &str) -> serde_json::Map<String, Value> {
+    let mut meta = serde_json::Map::new();
+    meta.insert(
+        "input_schema".into(),
+        super::schema_to_json(&serve_sql.input_schema),
+    );
+    meta.insert("user_sql".into(), Value::from(user_sql));
+    if !serve_sql.udfs.is_empty() {
+        meta.insert("udfs".into(), Value::from(serve_sql.udfs.clone()));
+    }
+    meta
 }

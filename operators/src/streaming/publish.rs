@@ -42,11 +42,11 @@ impl Publisher {
                 version: 0,
                 created_at: String::new(),
                 transform_sql: Some(plan.serve_sql.wrapped_sql.clone()),
-                extra: json!({
-                    "input_schema": crate::serve::schema_to_json(&plan.serve_sql.input_schema),
-                    "user_sql": plan.sql.user_sql,
-                    "topic": plan.stream.topic,
-                }),
+                extra: {
+                    let mut extra = crate::serve::sql_meta(&plan.serve_sql, &plan.sql.user_sql);
+                    extra.insert("topic".into(), json!(plan.stream.topic));
+                    serde_json::Value::Object(extra)
+                },
             },
         };
         Publisher {

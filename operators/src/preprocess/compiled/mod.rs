@@ -34,7 +34,6 @@ use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
 use datafusion::physical_expr_common::utils::evaluate_expressions_to_arrays;
 use datafusion::physical_plan::filter::batch_filter;
-use datafusion::prelude::{SessionConfig, SessionContext};
 
 use super::{INPUT_TABLE, SqlPlan};
 use crate::{Error, Result};
@@ -95,11 +94,7 @@ impl CompiledSql {
     /// [`Error::Sql`] if the query does not plan or contains a node that is not a filter,
     /// projection, alias or table scan.
     pub fn compile(plan: &SqlPlan) -> Result<Self> {
-        let ctx = SessionContext::new_with_config(
-            SessionConfig::new()
-                .with_target_partitions(1)
-                .with_batch_size(65_536),
-        );
+        let ctx = super::sql::context();
         let empty =
             MemTable::try_new(Arc::clone(&plan.table_schema), vec![vec![]]).map_err(sql_err)?;
         ctx.register_table(INPUT_TABLE, Arc::new(empty))

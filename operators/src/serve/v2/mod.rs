@@ -24,8 +24,8 @@ mod request;
 pub use self::binary::{
     HEADER_LENGTH, ResponseBody, binary_inputs, output_bytes, response_body, split_body,
 };
-use self::request::*;
 pub(crate) use self::request::list_item;
+use self::request::*;
 pub use self::request::{request_to_batch, request_to_batch_with};
 
 /// The `platform` reported in [`ModelMetadata`].
