@@ -3,13 +3,10 @@
 //! same answers as in process; and a bad model choice is an error before any data is read.
 
 use millrace::ml::bundle::ModelBundle;
-use millrace::operators::serve::ServeOptions;
 
 use crate::common::{pipeline_toml, scratch, tabular};
 use crate::quickstart::try_run_toml;
-use crate::serve_harness::{
-    Server, close, one_model, post_json, predict_in_process, probabilities, v2_request,
-};
+use crate::serve_harness::assert_v2_answers_in_process;
 
 const MLP: &str = r#"model = { kind = "mlp", hidden = [64, 64], activation = "relu" }"#;
 
@@ -76,25 +73,7 @@ fn embedding_mlp_trains_on_two_workers_and_serves_what_it_predicts() {
 
     // Served: the v2 answers are the in-process predictions.
     let (_, holdout) = tabular();
-    let (raw, _, expected) = predict_in_process(&model_dir, holdout);
-    let options = ServeOptions::default();
-    let server = Server::start(one_model("emb", &model_dir, &options), options);
-    let reply = post_json(
-        server.addr,
-        "/v2/models/emb/infer",
-        &v2_request(&raw, 0..50),
-    );
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
-    let got = probabilities(&reply.json());
-    assert_eq!(got.len(), 100);
-    for (g, w) in got.iter().zip(&expected) {
-        assert!(close(*g, *w), "served {g}, in process {w}");
-    }
+    assert_v2_answers_in_process("emb", &model_dir, holdout);
 }
 
 #[test]

@@ -273,3 +273,28 @@ pub fn probabilities(body: &Value) -> Vec<f32> {
         .map(|v| v.as_f64().unwrap() as f32)
         .collect()
 }
+
+/// Serves the bundle in `model_dir` as `name` and checks that `/v2/models/NAME/infer` on the
+/// first 50 rows of `holdout` (raw, as a client sends them) answers the in-process
+/// probabilities.
+pub fn assert_v2_answers_in_process(name: &str, model_dir: &Path, holdout: &Path) {
+    let (raw, _, expected) = predict_in_process(model_dir, holdout);
+    let options = ServeOptions::default();
+    let server = Server::start(one_model(name, model_dir, &options), options);
+    let reply = post_json(
+        server.addr,
+        &format!("/v2/models/{name}/infer"),
+        &v2_request(&raw, 0..50),
+    );
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let got = probabilities(&reply.json());
+    assert_eq!(got.len(), 100);
+    for (g, w) in got.iter().zip(&expected) {
+        assert!(close(*g, *w), "served {g}, in process {w}");
+    }
+}

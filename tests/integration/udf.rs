@@ -12,9 +12,7 @@ use serde_json::json;
 
 use crate::common::{pipeline_toml, scratch, tabular};
 use crate::quickstart::try_run_toml;
-use crate::serve_harness::{
-    Server, close, one_model, post_json, predict_in_process, probabilities, v2_request,
-};
+use crate::serve_harness::assert_v2_answers_in_process;
 
 fn register() {
     static ONCE: Once = Once::new();
@@ -74,25 +72,7 @@ fn registered_functions_make_features_and_the_server_runs_them_on_requests() {
 
     // The server runs the functions on raw rows: its answers are the in-process predictions.
     let (_, holdout) = tabular();
-    let (raw, _, expected) = predict_in_process(&model_dir, holdout);
-    let options = ServeOptions::default();
-    let server = Server::start(one_model("udf", &model_dir, &options), options);
-    let reply = post_json(
-        server.addr,
-        "/v2/models/udf/infer",
-        &v2_request(&raw, 0..50),
-    );
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
-    let got = probabilities(&reply.json());
-    assert_eq!(got.len(), 100);
-    for (g, w) in got.iter().zip(&expected) {
-        assert!(close(*g, *w), "served {g}, in process {w}");
-    }
+    assert_v2_answers_in_process("udf", &model_dir, holdout);
 
     // A bundle whose query calls a function this binary lacks does not load, and says which.
     let copy = scratch("udf-missing-bundle");
