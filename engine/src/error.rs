@@ -43,8 +43,8 @@ pub enum Error {
     Ipc(#[from] arrow::error::ArrowError),
 }
 
-/// A panic payload as text.
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+/// A panic payload as text (the message of `panic!("…")`).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = payload.downcast_ref::<String>() {

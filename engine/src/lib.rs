@@ -55,7 +55,7 @@ pub mod peers;
 pub use batch::{Batch, DeadLetter, row_to_json};
 pub use cluster::{AbortedError, ClusterConfig, WorkerContext, execute};
 pub use collective::Collective;
-pub use error::{Error, Result, list};
+pub use error::{Error, Result, list, panic_message};
 pub use flow::exchange::{hash_rows, partition_by_key, stable_hash};
 pub use flow::{BatchStream, DeadLetterStream, Emit, Flow, FlowContext};
 pub use metrics::{Counters, MetricsRegistry, OperatorReport, OperatorStats, escape_label};

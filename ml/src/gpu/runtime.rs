@@ -82,16 +82,15 @@ pub fn kernel_cache_dir(dir: Option<&Path>) -> PathBuf {
     base.join("millrace").join("kernels")
 }
 
-/// FNV-1a, to name cache entries after what they were compiled from.
+/// FNV-1a of the parts, each followed by 0xff: names cache entries after what they were
+/// compiled from.
 fn fnv64(parts: &[&[u8]]) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    let mut bytes = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
     for part in parts {
-        for &b in *part {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        h = (h ^ 0xff).wrapping_mul(0x0000_0100_0000_01b3);
+        bytes.extend_from_slice(part);
+        bytes.push(0xff);
     }
-    h
+    crate::bundle::weights::fnv1a64(&bytes)
 }
 
 /// The PTX of [`SOURCE`] for compute capability `cc`: read from the cache, or compiled by NVRTC

@@ -14,7 +14,8 @@ use arrow::ipc::reader::StreamDecoder;
 use arrow::ipc::writer::StreamWriter;
 
 use super::RequestError;
-use super::v2::{argmax, class_name, prediction_width};
+use super::argmax;
+use super::v2::{class_name, prediction_width};
 
 /// Media type of an Arrow IPC stream.
 pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
@@ -197,12 +198,10 @@ fn check_buffers(body: &[u8]) -> Result<(), String> {
 }
 
 fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    let text = panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_default();
-    format!("malformed metadata ({text})")
+    format!(
+        "malformed metadata ({})",
+        millrace_engine::panic_message(panic)
+    )
 }
 
 /// Encodes predictions as one Arrow IPC stream batch: classification gives columns `class`

@@ -345,7 +345,10 @@ impl<M: BatchRunner + ?Sized> Shared<M> {
             .unwrap_or_else(|panic| {
                 fail_all(
                     requests,
-                    &format!("model panicked: {}", panic_message(&*panic)),
+                    &format!(
+                        "model panicked: {}",
+                        millrace_engine::panic_message(&*panic)
+                    ),
                 )
             });
         self.record(total);
@@ -383,16 +386,6 @@ impl<M: BatchRunner + ?Sized> Shared<M> {
             .position(|&bound| rows <= bound)
             .unwrap_or(BUCKET_BOUNDS.len() - 1);
         self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(message) = panic.downcast_ref::<&str>() {
-        (*message).to_string()
-    } else if let Some(message) = panic.downcast_ref::<String>() {
-        message.clone()
-    } else {
-        "non-string panic payload".to_string()
     }
 }
 

@@ -295,7 +295,7 @@ pub fn output_bytes(
     }
     let mut out = Vec::new();
     for row in predictions.chunks(width.max(1)) {
-        let class = argmax(row);
+        let class = crate::serve::argmax(row);
         match class_names {
             Some(names) => {
                 let n = class_name(names, class)?.as_bytes();

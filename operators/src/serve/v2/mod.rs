@@ -258,17 +258,6 @@ pub(super) fn prediction_width(
     Ok(width)
 }
 
-/// Index of the largest probability (the first on ties), as the v1 endpoint picks it.
-pub(super) fn argmax(probabilities: &[f32]) -> usize {
-    probabilities
-        .iter()
-        .enumerate()
-        .fold((0usize, f32::NEG_INFINITY), |acc, (i, v)| {
-            if *v > acc.1 { (i, *v) } else { acc }
-        })
-        .0
-}
-
 /// The name of class `index`, or an error when the model has fewer names.
 pub(super) fn class_name(names: &[String], index: usize) -> Result<&str, String> {
     names.get(index).map(String::as_str).ok_or_else(|| {
@@ -333,7 +322,7 @@ pub fn response_outputs(
     for name in names {
         let (datatype, shape, data) = match name {
             "class" => {
-                let classes = predictions.chunks(width).map(argmax);
+                let classes = predictions.chunks(width).map(crate::serve::argmax);
                 match class_names {
                     Some(names) => (
                         "BYTES",
