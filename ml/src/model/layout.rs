@@ -54,7 +54,7 @@ pub struct FeatureLayout {
     /// The `index` columns, after the dense block, in `train.features.index` order.
     pub index: Vec<IndexInput>,
     /// The `sequence` columns, after the index columns, in `train.features.sequence` order.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub sequence: Vec<SequenceInput>,
 }
 

@@ -61,7 +61,7 @@ pub struct FitState {
     /// One per `spec.index` column.
     index: Vec<Counts>,
     /// One per `spec.sequence` column.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     sequence: Vec<SequenceStats>,
     label: LabelStats,
     /// Arrow type of each feature column then the label, as first seen.

@@ -73,7 +73,7 @@ pub struct FittedPreprocessor {
     /// Vocabulary per `spec.index` column.
     pub(crate) index: Vec<Vec<String>>,
     /// Encoding per `spec.sequence` column.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub(crate) sequence: Vec<SequenceEncoding>,
     pub(crate) label: LabelInfo,
     /// Feature columns then the label.

@@ -72,7 +72,7 @@ pub struct FeatureSpec {
     /// List columns as padded sequences with their lengths. Numeric elements are standardised
     /// with the mean and standard deviation of all elements seen while fitting; string elements
     /// are coded over a fitted vocabulary (0 for unseen, `1..=V`), as `index` columns are.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub sequence: Vec<SequenceSpec>,
     /// Keep only the most frequent categories per column (ties broken by name).
     #[serde(default)]

@@ -578,9 +578,22 @@ fn sequences_are_padded_truncated_and_coded_with_lengths() {
     let mut second = FitState::new(&sequence_spec(NullPolicy::Zero), LabelKind::Classification);
     second.update(&batch.slice(2, 3)).unwrap();
     halves.merge(&second);
+    // Workers send fit states, and checkpoints hold the fitted preprocessing, in bincode: a
+    // format without field names, so every field must be written.
+    let sent: FitState = bincode::deserialize(&bincode::serialize(&halves).unwrap()).unwrap();
+    assert_eq!(sent, halves);
     let fitted = state.finish().unwrap();
     let merged = halves.finish().unwrap();
     assert_eq!(fitted.sequence_encodings(), merged.sequence_encodings());
+    let stored: millrace_ml::preprocess::FittedPreprocessor =
+        bincode::deserialize(&bincode::serialize(&fitted).unwrap()).unwrap();
+    assert_eq!(stored, fitted);
+    let mut plain = FitState::new(&spec(), LabelKind::Classification);
+    plain.update(&random_batch(50, 3)).unwrap();
+    let plain = plain.finish().unwrap();
+    let stored: millrace_ml::preprocess::FittedPreprocessor =
+        bincode::deserialize(&bincode::serialize(&plain).unwrap()).unwrap();
+    assert_eq!(stored, plain);
 
     // Readings 1, 2, 3, 4, 5, 2: mean 17/6.
     let SequenceEncoding::Values { mean, std } = &fitted.sequence_encodings()[0] else {

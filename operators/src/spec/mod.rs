@@ -273,7 +273,7 @@ pub struct PreprocessSpec {
     pub index: Vec<String>,
     /// List columns (of numbers or strings) as sequences padded to `max_len`, with lengths:
     /// `sequence = [{ column = "readings", max_len = 32 }]`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub sequence: Vec<SequenceSpec>,
     /// Keep only the most frequent categories.
     #[serde(default)]
