@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use millrace_connectors::kafka::{KafkaProducer, KafkaSource, RecordDecoder};
 use millrace_engine::timely::worker::Worker;
 use millrace_engine::{Collective, DeadLetter, WorkerContext, row_to_json};
-use millrace_ml::preprocess::{FitState, Targets};
-use millrace_ml::trainer::{Reduction, TargetsRef};
+use millrace_ml::Replica;
+use millrace_ml::preprocess::{FitState, FittedPreprocessor, Targets};
+use millrace_ml::trainer::TargetsRef;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::Checkpoint;
@@ -25,11 +26,12 @@ use super::metrics::Totals;
 use super::outputs::Outputs;
 use super::prequential::{PrequentialState, StepScore, score};
 use super::publish::Publisher;
-use super::run::{Shared, WorkerOutcome};
+use super::run::{Shared, StepLog, WorkerOutcome};
 use super::watermark::{PartitionWatermarks, WorkerMark, job_watermark};
 use super::windows::WindowOutput;
 use crate::preprocess::CompiledSql;
 use crate::stream::window::{WindowResult, WindowState, Windower};
+use crate::train::apply_summed_gradient;
 use crate::{Error, Result};
 
 /// What each worker contributes to a step; every worker receives all of them.
@@ -79,262 +81,343 @@ pub(super) struct Counters {
     pub(super) version: u64,
 }
 
-/// Runs one worker until worker 0 decides to stop.
+/// Runs one worker until worker 0 decides to stop: each step is a local part (poll, score,
+/// gradient), worker 0's decisions, one exchange, and the same update on every worker.
 pub(crate) fn run_worker(
     worker: &mut Worker,
     ctx: &WorkerContext,
     shared: &Shared,
 ) -> Result<WorkerOutcome> {
-    let plan = &shared.plan;
-    let stream = &plan.stream;
-    let spec = &plan.spec;
     let mut steps = Collective::<StepMsg>::new(worker, "stream/steps");
     let mut fits = Collective::<FitState>::new(worker, "stream/fit");
-    let options = stream.kafka_options();
-    let resume = shared.resume.as_ref();
-    let source = KafkaSource::open(
-        &options,
-        &stream.topic,
-        &plan.group,
-        ctx.index,
-        ctx.peers,
-        stream.start_from()?,
-        resume.map(|c| &c.offsets),
-    )?;
-    let dlq = match &stream.dead_letter_topic {
-        Some(topic) => Some((KafkaProducer::new(&options, true)?, topic.clone())),
-        None => None,
-    };
-    let mut input = Input {
-        source,
-        decoder: RecordDecoder::new(plan.format.clone(), plan.metadata)?,
-        sql: CompiledSql::compile(&plan.sql)?,
-        dlq,
-        topic: stream.topic.clone(),
-        dead: Vec::new(),
-        keep_keys: stream.predictions_topic.is_some(),
-    };
-    let mut counters = Counters {
-        step: resume.map_or(0, |c| c.step),
-        read: resume.map_or(0, |c| c.rows_read),
-        trained: resume.map_or(0, |c| c.rows_trained),
-        dead: resume.map_or(0, |c| c.rows_dead_lettered),
-        late: resume.map_or(0, |c| c.rows_late),
-        version: resume.map_or(0, |c| c.model_version),
-    };
-    let poll_timeout = Duration::from_millis(stream.poll_timeout_ms);
-
-    // The clock of `rows_per_s` covers every record this run reads: the warm-up too.
-    let started = Instant::now();
-    // The preprocessing: from the checkpoint, or fitted on the warm-up window.
-    let (fitted, mut pending) = match resume {
-        Some(c) => (
-            c.preprocess.clone(),
-            Pending {
-                batches: Vec::new(),
-            },
-        ),
-        None if plan.fit_on.is_some() => (
-            fit_on_dataset(worker, ctx, shared, &mut fits)?,
-            Pending {
-                batches: Vec::new(),
-            },
-        ),
-        None => warm_up(
-            worker,
-            ctx,
-            shared,
-            &mut steps,
-            &mut fits,
-            &mut input,
-            &mut counters,
-        )?,
-    };
-    let mut trainer = spec
-        .train
-        .trainer(&fitted, ctx.index % shared.workers_per_process)?;
-    if let Some(c) = resume {
-        trainer.set_parameters(&c.parameters)?;
-        trainer.restore_optimizer(c.optimizer.clone())?;
-    }
-    let mut prequential = resume.map_or_else(PrequentialState::default, |c| c.prequential.clone());
-    let mut publisher = Publisher::new(shared, &fitted, ctx.index == 0);
-    let classification = fitted.num_classes().is_some();
-    let mut outputs = Outputs::new(stream, &options, fitted.class_names(), ctx.index)?;
-    let mut windower = match &plan.window {
-        Some(w) => Some(Windower::new(w.clone(), plan.sql.output_schema.clone())?),
-        None => None,
-    };
-    if let (Some(w), Some(c)) = (windower.as_mut(), resume) {
-        // Worker 0 takes every worker's open windows; the others only the watermark.
-        for state in &c.windows {
-            let mut state = state.clone();
-            if ctx.index != 0 {
-                state.open.clear();
-            }
-            w.restore(state)?;
-        }
-    }
-    let mut window_output = match (&windower, ctx.index) {
-        (Some(_), 0) => Some(WindowOutput::new(
-            shared.run_dir.join("windows.jsonl"),
-            stream.window.as_ref().and_then(|w| w.topic.as_deref()),
-            &options,
-        )?),
-        _ => None,
-    };
-    let mut closed_windows: Vec<WindowResult> = Vec::new();
-    // Checkpoints and stops are decided one step ahead, so every worker knows to send its open
-    // windows with the step whose end the checkpoint captures.
-    let mut checkpoint_now = false;
-    let mut stop_now = false;
-    let mut end_of_input = false;
-
-    let max_batch = stream.max_batch_records;
-    let mut last_publish = Instant::now();
-    let mut last_checkpoint = Instant::now();
-    let mut steps_since_publish = 0u64;
-    let mut steps_since_checkpoint = 0u64;
-    let mut idle_since: Option<Instant> = None;
-    // The job's watermark (the same on every worker), and this worker's partitions' clocks.
-    let mut watermark: Option<i64> = resume.and_then(|c| c.watermark_ms);
-    let mut event_time = stream.event_time.as_ref().map(|column| EventTime {
-        column: column.clone(),
-        watermarks: PartitionWatermarks::new(
-            &input.source.assignment(),
-            &resume
-                .map(|c| c.partition_events.clone())
-                .unwrap_or_default(),
-            plan.lateness_ms,
-            i64::try_from(stream.idle_timeout.as_millis()).ok(),
-            now_ms(),
-        ),
-        dead_letter: stream.late == "dead_letter",
-        bound: stream.max_out_of_orderness.clone(),
-        topic: stream.topic.clone(),
-    });
-    // Produce times of trained records not yet in a published version, and of those in the
-    // version published last (waiting for worker 0 to say when it went live).
-    let mut unpublished: Vec<i64> = Vec::new();
-    let mut awaiting_publish: Vec<i64> = Vec::new();
-    let mut freshness_ms: Vec<u32> = Vec::new();
-    let mut published_at: Option<i64> = None;
-    let mut log = shared.log.clone();
-
+    let mut job = StreamWorker::open(worker, ctx, shared, &mut steps, &mut fits)?;
     loop {
         if ctx.aborted() {
             return Err(Error::Engine(millrace_engine::Error::Aborted));
         }
-        // 1. This step's rows: the warm-up window first, then fresh polls.
+        let mut msg = job.local_step(ctx, shared)?;
+        if ctx.index == 0 {
+            job.decide(shared, &mut msg);
+        }
+        let all = steps.all_gather(worker, ctx, msg)?;
+        if !job.apply_step(ctx, shared, &all)? {
+            break;
+        }
+    }
+    job.finish(worker, ctx, &mut steps)
+}
+
+/// When to publish, checkpoint and stop. Checkpoints and stops are decided one step ahead, so
+/// every worker knows to send its open windows with the step whose end the checkpoint captures.
+struct Schedule {
+    checkpoint_now: bool,
+    stop_now: bool,
+    end_of_input: bool,
+    last_publish: Instant,
+    last_checkpoint: Instant,
+    steps_since_publish: u64,
+    steps_since_checkpoint: u64,
+    idle_since: Option<Instant>,
+}
+
+/// Event-time windows: this worker's open windows, worker 0's output, and the partial
+/// aggregates closed after the previous step (sent with the next one).
+struct Windows {
+    windower: Option<Windower>,
+    output: Option<WindowOutput>,
+    closed: Vec<WindowResult>,
+}
+
+/// Model freshness: produce times of trained records not yet in a published version, of those
+/// in the version published last (waiting for worker 0 to say when it went live), and the
+/// measured delays.
+#[derive(Default)]
+struct Freshness {
+    unpublished: Vec<i64>,
+    awaiting_publish: Vec<i64>,
+    delays_ms: Vec<u32>,
+    /// Worker 0: when the last version went live, not yet told to the others.
+    published_at: Option<i64>,
+}
+
+impl Freshness {
+    /// Records the delays of the records in the version that went live `at`.
+    fn went_live(&mut self, at: i64) {
+        self.delays_ms.extend(
+            self.awaiting_publish
+                .drain(..)
+                .map(|t| (at - t).max(0) as u32),
+        );
+    }
+}
+
+/// One worker's state across the steps of a streaming job.
+struct StreamWorker {
+    input: Input,
+    pending: Pending,
+    counters: Counters,
+    fitted: FittedPreprocessor,
+    trainer: Replica,
+    prequential: PrequentialState,
+    publisher: Publisher,
+    classification: bool,
+    outputs: Outputs,
+    windows: Windows,
+    schedule: Schedule,
+    /// The job's watermark (the same on every worker).
+    watermark: Option<i64>,
+    /// This worker's partitions' clocks, with an event-time column.
+    event_time: Option<EventTime>,
+    freshness: Freshness,
+    log: Option<StepLog>,
+    /// The clock of `rows_per_s`: every record this run reads, the warm-up too.
+    started: Instant,
+}
+
+/// The sums of one step over every worker's message, in worker order.
+struct StepSums {
+    grads: Vec<f32>,
+    rows: u64,
+    loss_sum: f64,
+    read: u64,
+    score: StepScore,
+    positions: BTreeMap<i32, i64>,
+    partition_events: BTreeMap<i32, i64>,
+}
+
+impl StreamWorker {
+    /// Opens the partitions, and gets the preprocessing (from the checkpoint, a dataset, or the
+    /// warm-up window), the model and the windows.
+    fn open(
+        worker: &mut Worker,
+        ctx: &WorkerContext,
+        shared: &Shared,
+        steps: &mut Collective<StepMsg>,
+        fits: &mut Collective<FitState>,
+    ) -> Result<Self> {
+        let plan = &shared.plan;
+        let stream = &plan.stream;
+        let resume = shared.resume.as_ref();
+        let mut input = open_input(ctx, shared)?;
+        let mut counters = Counters {
+            step: resume.map_or(0, |c| c.step),
+            read: resume.map_or(0, |c| c.rows_read),
+            trained: resume.map_or(0, |c| c.rows_trained),
+            dead: resume.map_or(0, |c| c.rows_dead_lettered),
+            late: resume.map_or(0, |c| c.rows_late),
+            version: resume.map_or(0, |c| c.model_version),
+        };
+        let started = Instant::now();
+        let no_pending = || Pending {
+            batches: Vec::new(),
+        };
+        let (fitted, pending) = match resume {
+            Some(c) => (c.preprocess.clone(), no_pending()),
+            None if plan.fit_on.is_some() => {
+                (fit_on_dataset(worker, ctx, shared, fits)?, no_pending())
+            }
+            None => warm_up(worker, ctx, shared, steps, fits, &mut input, &mut counters)?,
+        };
+        let mut trainer = plan
+            .spec
+            .train
+            .trainer(&fitted, ctx.index % shared.workers_per_process)?;
+        if let Some(c) = resume {
+            trainer.set_parameters(&c.parameters)?;
+            trainer.restore_optimizer(c.optimizer.clone())?;
+        }
+        let event_time = stream.event_time.as_ref().map(|column| EventTime {
+            column: column.clone(),
+            watermarks: PartitionWatermarks::new(
+                &input.source.assignment(),
+                &resume
+                    .map(|c| c.partition_events.clone())
+                    .unwrap_or_default(),
+                plan.lateness_ms,
+                i64::try_from(stream.idle_timeout.as_millis()).ok(),
+                now_ms(),
+            ),
+            dead_letter: stream.late == "dead_letter",
+            bound: stream.max_out_of_orderness.clone(),
+            topic: stream.topic.clone(),
+        });
+        Ok(StreamWorker {
+            input,
+            pending,
+            counters,
+            prequential: resume.map_or_else(PrequentialState::default, |c| c.prequential.clone()),
+            publisher: Publisher::new(shared, &fitted, ctx.index == 0),
+            classification: fitted.num_classes().is_some(),
+            outputs: Outputs::new(
+                stream,
+                &stream.kafka_options(),
+                fitted.class_names(),
+                ctx.index,
+            )?,
+            windows: open_windows(ctx, shared)?,
+            schedule: Schedule {
+                checkpoint_now: false,
+                stop_now: false,
+                end_of_input: false,
+                last_publish: Instant::now(),
+                last_checkpoint: Instant::now(),
+                steps_since_publish: 0,
+                steps_since_checkpoint: 0,
+                idle_since: None,
+            },
+            watermark: resume.and_then(|c| c.watermark_ms),
+            event_time,
+            freshness: Freshness::default(),
+            log: shared.log.clone(),
+            started,
+            fitted,
+            trainer,
+        })
+    }
+
+    /// This step's local part: its rows (the warm-up window first, then fresh polls), late
+    /// records, scoring with the current model, and the gradient of its rows.
+    fn local_step(&mut self, ctx: &WorkerContext, shared: &Shared) -> Result<StepMsg> {
+        let stream = &shared.plan.stream;
         let remaining = shared
             .max_records
-            .map(|n| share(n.saturating_sub(counters.read), ctx.peers));
-        let (prepared, read, mut dead) = match pending.batches.pop() {
+            .map(|n| share(n.saturating_sub(self.counters.read), ctx.peers));
+        let max_batch = stream.max_batch_records;
+        let (prepared, read, mut dead) = match self.pending.batches.pop() {
             Some(prepared) => (Some(prepared), 0, 0),
-            None => input.poll(
+            None => self.input.poll(
                 remaining.map_or(max_batch, |r| r.min(max_batch)),
-                poll_timeout,
+                Duration::from_millis(stream.poll_timeout_ms),
             )?,
         };
-        // 2. Late records, scoring, gradients.
         let mut late = 0u64;
         let mut msg = StepMsg::default();
         if let Some(mut prepared) = prepared {
-            if let Some(event_time) = event_time.as_mut() {
+            if let Some(event_time) = self.event_time.as_mut() {
                 let (kept, behind) =
-                    event_time.split(prepared, watermark, now_ms(), &mut input.dead)?;
+                    event_time.split(prepared, self.watermark, now_ms(), &mut self.input.dead)?;
                 late = behind;
                 prepared = kept;
-                if let Some(w) = windower.as_mut() {
+                if let Some(w) = self.windows.windower.as_mut() {
                     let pushed = w.push(&prepared.batch)?;
                     late += pushed.late_rows as u64;
                 }
             }
-            let features = fitted.transform(&prepared.batch, true)?;
-            for bad in &features.rejected {
-                dead += 1;
-                input.dead.push(DeadLetter {
-                    operator: "stream/encode".into(),
-                    reason: format!("{}: {}", bad.column, bad.reason),
-                    origin: Some(prepared.origins.describe(&stream.topic, bad.row as usize)),
-                    record: row_to_json(&prepared.batch, bad.row as usize),
-                    rows: 1,
-                });
-            }
-            if features.rows > 0 {
-                let targets = features
-                    .y
-                    .as_ref()
-                    .ok_or_else(|| Error::Internal("streaming features have no labels".into()))?;
-                let predictions = trainer.predict(&features.x, features.rows)?;
-                outputs.predictions(
-                    &prepared,
-                    &features.accepted,
-                    &predictions,
-                    predictions.len() / features.rows,
-                    counters.version,
-                )?;
-                msg.score = match targets {
-                    Targets::Classes(c) => score(&predictions, Some(c), None),
-                    Targets::Values(v) => score(&predictions, None, Some(v)),
-                };
-                let y = match targets {
-                    Targets::Classes(c) => TargetsRef::Classes(c),
-                    Targets::Values(v) => TargetsRef::Values(v),
-                };
-                let (loss_sum, grads) = trainer.gradients(&features.x, y, features.rows, 1.0)?;
-                msg.grads = grads;
-                msg.loss_sum = loss_sum;
-                msg.rows = features.rows as u64;
-                unpublished.extend(
-                    features
-                        .accepted
-                        .iter()
-                        .map(|&r| prepared.produced_ms[r as usize]),
-                );
-            }
+            dead += self.train_on(&prepared, stream, &mut msg)?;
         }
-        msg.pending = !pending.batches.is_empty();
+        msg.pending = !self.pending.batches.is_empty();
         msg.read = read;
         msg.dead = dead;
         msg.late = late;
-        if let Some(e) = &event_time {
+        if let Some(e) = &self.event_time {
             msg.watermark = e.watermarks.mark(now_ms());
-            if checkpoint_now {
+            if self.schedule.checkpoint_now {
                 msg.partition_events = e.watermarks.max_events();
             }
         }
-        msg.positions = input.source.positions().into_iter().collect();
-        if let (true, true, Some(w)) = (stop_now, end_of_input, windower.as_mut()) {
-            closed_windows.extend(w.flush_all()?);
+        msg.positions = self.input.source.positions().into_iter().collect();
+        if let (true, true, Some(w)) = (
+            self.schedule.stop_now,
+            self.schedule.end_of_input,
+            self.windows.windower.as_mut(),
+        ) {
+            self.windows.closed.extend(w.flush_all()?);
         }
-        msg.windows = std::mem::take(&mut closed_windows);
-        if checkpoint_now {
-            msg.window_state = windower.as_ref().map(Windower::snapshot);
+        msg.windows = std::mem::take(&mut self.windows.closed);
+        if self.schedule.checkpoint_now {
+            msg.window_state = self.windows.windower.as_ref().map(Windower::snapshot);
         }
-        // 3. Worker 0 decides for everyone (checkpoint and stop for the next step).
-        if ctx.index == 0 {
-            let signalled = shared.stop.load(Ordering::Relaxed);
-            let reached = shared.max_records.is_some_and(|n| counters.read >= n);
-            let idle_out = match (shared.idle_timeout, idle_since) {
-                (Some(limit), Some(since)) => since.elapsed() >= limit,
-                _ => false,
-            };
-            msg.stop = !stop_now && (signalled || reached || idle_out);
-            msg.end_of_input = msg.stop && !signalled;
-            msg.publish = stop_now
-                || (stream.publish_every_steps > 0
-                    && steps_since_publish + 1 >= stream.publish_every_steps)
-                || (stream.publish_every_s > 0.0
-                    && last_publish.elapsed().as_secs_f64() >= stream.publish_every_s);
-            msg.checkpoint = !checkpoint_now
-                && ((stream.checkpoint_every_steps > 0
-                    && steps_since_checkpoint + 1 >= stream.checkpoint_every_steps)
-                    || (stream.checkpoint_every_s > 0.0
-                        && last_checkpoint.elapsed().as_secs_f64() >= stream.checkpoint_every_s));
-            msg.published_at_ms = published_at.take();
+        Ok(msg)
+    }
+
+    /// Encodes `prepared`, dead-letters the rows that do not encode, scores the others with the
+    /// current model (predictions out, prequential score into `msg`) and puts the gradient of
+    /// their summed loss into `msg`. Returns the rows dead-lettered.
+    fn train_on(
+        &mut self,
+        prepared: &super::input::Prepared,
+        stream: &super::StreamSpec,
+        msg: &mut StepMsg,
+    ) -> Result<u64> {
+        let features = self.fitted.transform(&prepared.batch, true)?;
+        for bad in &features.rejected {
+            self.input.dead.push(DeadLetter {
+                operator: "stream/encode".into(),
+                reason: format!("{}: {}", bad.column, bad.reason),
+                origin: Some(prepared.origins.describe(&stream.topic, bad.row as usize)),
+                record: row_to_json(&prepared.batch, bad.row as usize),
+                rows: 1,
+            });
         }
-        let all = steps.all_gather(worker, ctx, msg)?;
+        if features.rows == 0 {
+            return Ok(features.rejected.len() as u64);
+        }
+        let targets = features
+            .y
+            .as_ref()
+            .ok_or_else(|| Error::Internal("streaming features have no labels".into()))?;
+        let predictions = self.trainer.predict(&features.x, features.rows)?;
+        self.outputs.predictions(
+            prepared,
+            &features.accepted,
+            &predictions,
+            predictions.len() / features.rows,
+            self.counters.version,
+        )?;
+        let (y, score) = match targets {
+            Targets::Classes(c) => (TargetsRef::Classes(c), score(&predictions, Some(c), None)),
+            Targets::Values(v) => (TargetsRef::Values(v), score(&predictions, None, Some(v))),
+        };
+        msg.score = score;
+        let (loss_sum, grads) = self.trainer.gradients(&features.x, y, features.rows, 1.0)?;
+        msg.grads = grads;
+        msg.loss_sum = loss_sum;
+        msg.rows = features.rows as u64;
+        self.freshness.unpublished.extend(
+            features
+                .accepted
+                .iter()
+                .map(|&r| prepared.produced_ms[r as usize]),
+        );
+        Ok(features.rejected.len() as u64)
+    }
+
+    /// Worker 0 decides for everyone: publish now, checkpoint and stop at the next step.
+    fn decide(&mut self, shared: &Shared, msg: &mut StepMsg) {
+        let stream = &shared.plan.stream;
+        let schedule = &self.schedule;
+        let signalled = shared.stop.load(Ordering::Relaxed);
+        let reached = shared.max_records.is_some_and(|n| self.counters.read >= n);
+        let idle_out = match (shared.idle_timeout, schedule.idle_since) {
+            (Some(limit), Some(since)) => since.elapsed() >= limit,
+            _ => false,
+        };
+        msg.stop = !schedule.stop_now && (signalled || reached || idle_out);
+        msg.end_of_input = msg.stop && !signalled;
+        msg.publish = schedule.stop_now
+            || (stream.publish_every_steps > 0
+                && schedule.steps_since_publish + 1 >= stream.publish_every_steps)
+            || (stream.publish_every_s > 0.0
+                && schedule.last_publish.elapsed().as_secs_f64() >= stream.publish_every_s);
+        msg.checkpoint = !schedule.checkpoint_now
+            && ((stream.checkpoint_every_steps > 0
+                && schedule.steps_since_checkpoint + 1 >= stream.checkpoint_every_steps)
+                || (stream.checkpoint_every_s > 0.0
+                    && schedule.last_checkpoint.elapsed().as_secs_f64()
+                        >= stream.checkpoint_every_s));
+        msg.published_at_ms = self.freshness.published_at.take();
+    }
+
+    /// Every worker's messages in, the same update everywhere: sums, the gradient step,
+    /// metrics, then publish, checkpoint and the next step's decisions. False once the job
+    /// stops.
+    fn apply_step(
+        &mut self,
+        ctx: &WorkerContext,
+        shared: &Shared,
+        all: &[StepMsg],
+    ) -> Result<bool> {
+        let spec = &shared.plan.spec;
         let mut decision = all
             .first()
             .cloned()
@@ -344,17 +427,71 @@ pub(crate) fn run_worker(
             decision.stop = false;
             decision.checkpoint = false;
         }
-        // 4. Combine in worker order: the same sums, bit for bit, on every worker.
         if let Some(at) = decision.published_at_ms {
-            freshness_ms.extend(awaiting_publish.drain(..).map(|t| (at - t).max(0) as u32));
+            self.freshness.went_live(at);
         }
-        let num_params = trainer.num_params();
-        let mut grads = vec![0f32; num_params];
-        let (mut rows, mut loss_sum, mut step_read) = (0u64, 0f64, 0u64);
-        let mut step_score = StepScore::default();
-        let mut positions = BTreeMap::new();
-        let mut partition_events = BTreeMap::new();
-        for part in &all {
+        let sums = self.sum(all)?;
+        if let (Some(out), Some(w)) = (self.windows.output.as_mut(), self.windows.windower.as_ref())
+        {
+            out.write(w, all.iter().map(|m| m.windows.clone()).collect())?;
+        }
+        // The job's watermark: the minimum over the workers that are not idle.
+        self.watermark = job_watermark(self.watermark, all.iter().map(|m| m.watermark));
+        self.counters.read += sums.read;
+        self.counters.step += 1;
+        self.schedule.steps_since_publish += 1;
+        self.schedule.steps_since_checkpoint += 1;
+        let mut grads = sums.grads;
+        if apply_summed_gradient(
+            &mut self.trainer,
+            &mut grads,
+            sums.rows,
+            spec.train.reduction,
+            spec.train.lr,
+        )? {
+            self.counters.trained += sums.rows;
+            self.schedule.idle_since = None;
+        } else if sums.read == 0 {
+            self.schedule.idle_since.get_or_insert_with(Instant::now);
+        }
+        self.prequential
+            .push(sums.score, shared.plan.stream.prequential_window);
+        self.report(ctx, shared, sums.rows, sums.loss_sum)?;
+        self.publish_and_checkpoint(
+            ctx,
+            shared,
+            &decision,
+            all,
+            sums.positions,
+            sums.partition_events,
+        )?;
+        if self.schedule.stop_now {
+            return Ok(false);
+        }
+        let schedule = &mut self.schedule;
+        if decision.checkpoint || decision.stop {
+            schedule.steps_since_checkpoint = 0;
+            schedule.last_checkpoint = Instant::now();
+        }
+        schedule.checkpoint_now = decision.checkpoint || decision.stop;
+        schedule.stop_now = decision.stop;
+        schedule.end_of_input = decision.end_of_input;
+        Ok(true)
+    }
+
+    /// Sums the step's messages in worker order: the same sums, bit for bit, on every worker.
+    fn sum(&mut self, all: &[StepMsg]) -> Result<StepSums> {
+        let num_params = self.trainer.num_params();
+        let mut sums = StepSums {
+            grads: vec![0f32; num_params],
+            rows: 0,
+            loss_sum: 0.0,
+            read: 0,
+            score: StepScore::default(),
+            positions: BTreeMap::new(),
+            partition_events: BTreeMap::new(),
+        };
+        for part in all {
             if part.rows > 0 {
                 if part.grads.len() != num_params {
                     return Err(Error::Internal(format!(
@@ -362,42 +499,33 @@ pub(crate) fn run_worker(
                         part.grads.len()
                     )));
                 }
-                for (g, v) in grads.iter_mut().zip(&part.grads) {
+                for (g, v) in sums.grads.iter_mut().zip(&part.grads) {
                     *g += v;
                 }
             }
-            rows += part.rows;
-            loss_sum += part.loss_sum;
-            step_read += part.read;
-            counters.dead += part.dead;
-            counters.late += part.late;
-            step_score.add(&part.score);
-            positions.extend(part.positions.iter().copied());
-            partition_events.extend(part.partition_events.iter().copied());
+            sums.rows += part.rows;
+            sums.loss_sum += part.loss_sum;
+            sums.read += part.read;
+            self.counters.dead += part.dead;
+            self.counters.late += part.late;
+            sums.score.add(&part.score);
+            sums.positions.extend(part.positions.iter().copied());
+            sums.partition_events
+                .extend(part.partition_events.iter().copied());
         }
-        if let (Some(out), Some(w)) = (window_output.as_mut(), windower.as_ref()) {
-            out.write(w, all.iter().map(|m| m.windows.clone()).collect())?;
-        }
-        // The job's watermark: the minimum over the workers that are not idle.
-        watermark = job_watermark(watermark, all.iter().map(|m| m.watermark));
-        counters.read += step_read;
-        counters.step += 1;
-        steps_since_publish += 1;
-        steps_since_checkpoint += 1;
-        if rows > 0 {
-            if spec.train.reduction != Reduction::Sum {
-                let scale = 1.0 / rows as f32;
-                for g in &mut grads {
-                    *g *= scale;
-                }
-            }
-            trainer.apply(&grads, spec.train.lr)?;
-            counters.trained += rows;
-            idle_since = None;
-        } else if step_read == 0 {
-            idle_since.get_or_insert_with(Instant::now);
-        }
-        prequential.push(step_score, stream.prequential_window);
+        Ok(sums)
+    }
+
+    /// Metrics (worker 0), the step log and the metrics lines.
+    fn report(
+        &mut self,
+        ctx: &WorkerContext,
+        shared: &Shared,
+        rows: u64,
+        loss_sum: f64,
+    ) -> Result<()> {
+        let spec = &shared.plan.spec;
+        let counters = &self.counters;
         if ctx.index == 0 {
             shared.metrics.update(
                 &Totals {
@@ -407,109 +535,202 @@ pub(crate) fn run_worker(
                     late: counters.late,
                     step: counters.step,
                     version: counters.version,
-                    watermark_ms: watermark,
+                    watermark_ms: self.watermark,
                 },
-                prequential.metrics(classification).as_ref(),
+                self.prequential.metrics(self.classification).as_ref(),
             );
         }
-        if let Some(log) = log.as_mut().filter(|_| ctx.index == 0) {
-            log.step(counters.step, rows, loss_sum, &prequential, classification)?;
+        if let Some(log) = self.log.as_mut().filter(|_| ctx.index == 0) {
+            log.step(
+                counters.step,
+                rows,
+                loss_sum,
+                &self.prequential,
+                self.classification,
+            )?;
         }
         if rows > 0
             && counters
                 .step
                 .is_multiple_of(spec.train.log_every.max(1) as u64)
         {
-            outputs.metrics(
+            self.outputs.metrics(
                 counters.step,
                 counters.version,
-                prequential.metrics(classification).as_ref(),
+                self.prequential.metrics(self.classification).as_ref(),
             )?;
         }
-        // 5. Publish, checkpoint, stop.
-        if decision.publish && counters.trained > 0 {
-            counters.version += 1;
+        Ok(())
+    }
+
+    /// Publishes a version when `decision` says so, closes the windows the watermark passed,
+    /// and on a checkpoint step writes the checkpoint (worker 0) and then commits the offsets.
+    fn publish_and_checkpoint(
+        &mut self,
+        ctx: &WorkerContext,
+        shared: &Shared,
+        decision: &StepMsg,
+        all: &[StepMsg],
+        positions: BTreeMap<i32, i64>,
+        partition_events: BTreeMap<i32, i64>,
+    ) -> Result<()> {
+        let spec = &shared.plan.spec;
+        if decision.publish && self.counters.trained > 0 {
+            self.counters.version += 1;
             if ctx.index == 0 {
-                publisher.publish(&trainer, counters.version)?;
-                published_at = Some(now_ms());
+                self.publisher
+                    .publish(&self.trainer, self.counters.version)?;
+                self.freshness.published_at = Some(now_ms());
             }
-            awaiting_publish.append(&mut unpublished);
-            steps_since_publish = 0;
-            last_publish = Instant::now();
+            let freshness = &mut self.freshness;
+            freshness
+                .awaiting_publish
+                .append(&mut freshness.unpublished);
+            self.schedule.steps_since_publish = 0;
+            self.schedule.last_publish = Instant::now();
         }
-        if let (Some(w), Some(at), false) = (windower.as_mut(), watermark, stop_now) {
-            closed_windows = w.close(at)?;
+        if let (Some(w), Some(at), false) = (
+            self.windows.windower.as_mut(),
+            self.watermark,
+            self.schedule.stop_now,
+        ) {
+            self.windows.closed = w.close(at)?;
         }
-        if checkpoint_now && ctx.index == 0 {
+        if self.schedule.checkpoint_now && ctx.index == 0 {
+            let counters = &self.counters;
             let checkpoint = Checkpoint {
                 format: super::checkpoint::FORMAT,
                 pipeline: spec.name.clone(),
-                topic: stream.topic.clone(),
+                topic: shared.plan.stream.topic.clone(),
                 step: counters.step,
-                optimizer_steps: trainer.steps(),
+                optimizer_steps: self.trainer.steps(),
                 model_version: counters.version,
                 offsets: positions.clone(),
                 rows_read: counters.read,
                 rows_trained: counters.trained,
                 rows_dead_lettered: counters.dead,
                 rows_late: counters.late,
-                parameters: trainer.try_parameters()?,
-                optimizer: trainer.optimizer_state()?,
-                preprocess: fitted.clone(),
-                prequential: prequential.clone(),
-                watermark_ms: watermark,
-                partition_events: std::mem::take(&mut partition_events),
+                parameters: self.trainer.try_parameters()?,
+                optimizer: self.trainer.optimizer_state()?,
+                preprocess: self.fitted.clone(),
+                prequential: self.prequential.clone(),
+                watermark_ms: self.watermark,
+                partition_events,
                 windows: all.iter().filter_map(|m| m.window_state.clone()).collect(),
             };
             shared.checkpoint(&checkpoint)?;
             // Only now may Kafka learn these offsets: a checkpoint holds them.
-            input.source.commit(&positions)?;
+            self.input.source.commit(&positions)?;
         }
-        if stop_now {
-            break;
+        Ok(())
+    }
+
+    /// One last exchange tells every worker when the final version went live; then the outputs
+    /// are flushed and the worker reports.
+    fn finish(
+        mut self,
+        worker: &mut Worker,
+        ctx: &WorkerContext,
+        steps: &mut Collective<StepMsg>,
+    ) -> Result<WorkerOutcome> {
+        let mut last = StepMsg::default();
+        if ctx.index == 0 {
+            last.published_at_ms = self.freshness.published_at.take();
         }
-        if decision.checkpoint || decision.stop {
-            steps_since_checkpoint = 0;
-            last_checkpoint = Instant::now();
+        let all = steps.all_gather(worker, ctx, last)?;
+        if let Some(at) = all.first().and_then(|m| m.published_at_ms) {
+            self.freshness.went_live(at);
         }
-        checkpoint_now = decision.checkpoint || decision.stop;
-        stop_now = decision.stop;
-        end_of_input = decision.end_of_input;
+        if let Some((producer, _)) = &self.input.dlq {
+            producer.flush(Duration::from_secs(30))?;
+        }
+        self.outputs.flush()?;
+        if let Some(out) = &self.windows.output {
+            out.flush()?;
+        }
+        let counters = &self.counters;
+        Ok(WorkerOutcome {
+            dead: std::mem::take(&mut self.input.dead),
+            freshness_ms: self.freshness.delays_ms,
+            rows_read: counters.read,
+            rows_trained: counters.trained,
+            rows_dead_lettered: counters.dead,
+            rows_late: counters.late,
+            watermark_ms: self.watermark,
+            steps: counters.step,
+            model_versions: counters.version,
+            prequential: self.prequential.metrics(self.classification),
+            train_s: self.started.elapsed().as_secs_f64(),
+            parameter_checksum: millrace_engine::stable_hash(
+                &self
+                    .trainer
+                    .parameters()
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect::<Vec<u8>>(),
+            ),
+        })
     }
-    // One last exchange tells every worker when the final version went live.
-    let mut last = StepMsg::default();
-    if ctx.index == 0 {
-        last.published_at_ms = published_at.take();
+}
+
+/// This worker's share of the topic's partitions (from the checkpoint's offsets on a resume),
+/// its decoder, SQL and dead-letter producer.
+fn open_input(ctx: &WorkerContext, shared: &Shared) -> Result<Input> {
+    let plan = &shared.plan;
+    let stream = &plan.stream;
+    let options = stream.kafka_options();
+    let source = KafkaSource::open(
+        &options,
+        &stream.topic,
+        &plan.group,
+        ctx.index,
+        ctx.peers,
+        stream.start_from()?,
+        shared.resume.as_ref().map(|c| &c.offsets),
+    )?;
+    let dlq = match &stream.dead_letter_topic {
+        Some(topic) => Some((KafkaProducer::new(&options, true)?, topic.clone())),
+        None => None,
+    };
+    Ok(Input {
+        source,
+        decoder: RecordDecoder::new(plan.format.clone(), plan.metadata)?,
+        sql: CompiledSql::compile(&plan.sql)?,
+        dlq,
+        topic: stream.topic.clone(),
+        dead: Vec::new(),
+        keep_keys: stream.predictions_topic.is_some(),
+    })
+}
+
+/// The windows, restored from the checkpoint (worker 0 takes every worker's open windows; the
+/// others only the watermark), and worker 0's window output.
+fn open_windows(ctx: &WorkerContext, shared: &Shared) -> Result<Windows> {
+    let plan = &shared.plan;
+    let mut windower = match &plan.window {
+        Some(w) => Some(Windower::new(w.clone(), plan.sql.output_schema.clone())?),
+        None => None,
+    };
+    if let (Some(w), Some(c)) = (windower.as_mut(), shared.resume.as_ref()) {
+        for state in &c.windows {
+            let mut state = state.clone();
+            if ctx.index != 0 {
+                state.open.clear();
+            }
+            w.restore(state)?;
+        }
     }
-    let all = steps.all_gather(worker, ctx, last)?;
-    if let Some(at) = all.first().and_then(|m| m.published_at_ms) {
-        freshness_ms.extend(awaiting_publish.drain(..).map(|t| (at - t).max(0) as u32));
-    }
-    if let Some((producer, _)) = &input.dlq {
-        producer.flush(Duration::from_secs(30))?;
-    }
-    outputs.flush()?;
-    if let Some(out) = &window_output {
-        out.flush()?;
-    }
-    Ok(WorkerOutcome {
-        dead: std::mem::take(&mut input.dead),
-        freshness_ms,
-        rows_read: counters.read,
-        rows_trained: counters.trained,
-        rows_dead_lettered: counters.dead,
-        rows_late: counters.late,
-        watermark_ms: watermark,
-        steps: counters.step,
-        model_versions: counters.version,
-        prequential: prequential.metrics(classification),
-        train_s: started.elapsed().as_secs_f64(),
-        parameter_checksum: millrace_engine::stable_hash(
-            &trainer
-                .parameters()
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect::<Vec<u8>>(),
-        ),
+    let output = match (&windower, ctx.index) {
+        (Some(_), 0) => Some(WindowOutput::new(
+            shared.run_dir.join("windows.jsonl"),
+            plan.stream.window.as_ref().and_then(|w| w.topic.as_deref()),
+            &plan.stream.kafka_options(),
+        )?),
+        _ => None,
+    };
+    Ok(Windows {
+        windower,
+        output,
+        closed: Vec::new(),
     })
 }

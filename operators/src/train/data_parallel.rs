@@ -15,10 +15,11 @@ use millrace_engine::{Collective, WorkerContext};
 use millrace_ml::Replica;
 use millrace_ml::metrics::EvalMetrics;
 use millrace_ml::preprocess::{Features, Targets};
-use millrace_ml::trainer::{Reduction, TargetsRef};
+use millrace_ml::trainer::TargetsRef;
 
 use super::order::{checksum, epoch_order, mix, row_hashes, slice_start};
 use super::position::{DataFingerprint, EvalRecord, TrainControl, TrainPosition};
+use super::step::apply_summed_gradient;
 use crate::evaluate::Evaluator;
 use crate::spec::TrainSpec;
 use crate::{Error, Result};
@@ -229,15 +230,8 @@ pub fn train_data_parallel(
                 let loss_sum = f64::from(grads.pop().unwrap_or(f32::NAN));
                 position.global_step += 1;
                 position.step_in_epoch = step + 1;
-                if global_rows > 0 {
-                    // The gradient of the summed loss; `mean` divides it by the global batch's rows.
-                    if spec.reduction == Reduction::Mean {
-                        let scale = 1.0 / global_rows as f32;
-                        for g in grads.iter_mut() {
-                            *g *= scale;
-                        }
-                    }
-                    trainer.apply(&grads, spec.lr)?;
+                if apply_summed_gradient(trainer, &mut grads, global_rows, spec.reduction, spec.lr)?
+                {
                     let done = InFlight {
                         epoch,
                         step: position.global_step,
@@ -442,7 +436,7 @@ mod tests {
     use millrace_ml::backend::CpuAutodiff;
     use millrace_ml::model::{ModelKind, ModelSpec, Task};
     use millrace_ml::optim::OptimizerSpec;
-    use millrace_ml::trainer::{Loss, Trainer};
+    use millrace_ml::trainer::{Loss, Reduction, Trainer};
 
     use super::*;
     use crate::spec::TaskKind;

@@ -3,6 +3,8 @@
 mod data_parallel;
 mod order;
 mod position;
+mod step;
 
 pub use data_parallel::{TrainEvent, TrainReport, train_data_parallel};
 pub use position::{DataFingerprint, EvalRecord, TrainControl, TrainPosition};
+pub(crate) use step::apply_summed_gradient;
