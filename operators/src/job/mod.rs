@@ -3,6 +3,7 @@
 pub mod checkpoint;
 mod clock;
 mod ingest;
+mod metrics_log;
 mod output;
 pub(crate) mod plan;
 mod progress;

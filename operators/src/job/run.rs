@@ -4,24 +4,26 @@
 //! train rows) in one dataflow; the fitted statistics are merged over all workers; each worker encodes
 //! its rows; then synchronous data-parallel training with evaluation; worker 0 writes the model.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use millrace_engine::Batch;
 use millrace_engine::timely::worker::Worker;
 use millrace_engine::{
     ClusterConfig, Collective, Counters, DeadLetter, MetricsRegistry, OperatorReport,
     WorkerContext, execute,
 };
 use millrace_ml::bundle::{BundleMeta, ModelBundle};
-use millrace_ml::preprocess::FitState;
+use millrace_ml::preprocess::{Features, FitState, FittedPreprocessor};
 use serde_json::json;
 
 use super::checkpoint::{self as ckpt, BatchCheckpoint, SourceRecord};
 use super::clock::{FinishedRun, Marks};
-use super::ingest::{encode, ingest};
+use super::ingest::{Ingested, encode, ingest};
+use super::metrics_log::MetricsLog;
 use super::output;
 use super::plan::JobPlan;
 use super::progress::Progress;
@@ -240,49 +242,16 @@ fn run_worker(
         let rows = plan.dataset.num_rows() + plan.holdout.as_ref().map_or(0, |h| h.num_rows());
         progress.ingest_start(rows);
     }
-    let mut ingested = ingest(worker, ctx, plan, progress)?;
-    if let Some(e) = ingested.fit_error.take() {
-        return Err(e);
-    }
+    let ingested = ingest(worker, ctx, plan, progress)?;
     marks.ingested = Instant::now();
-
-    // Fit: merge every worker's statistics, in worker order, so every worker gets the same fit;
-    // a resumed run encodes with the checkpoint's fit (every worker resumes alike).
-    let local = ingested
-        .fit
-        .take()
-        .ok_or_else(|| Error::Internal("fit state missing".into()))?;
-    let fitted = match &shared.resume {
-        Some(c) => c.preprocess.clone(),
-        None => {
-            let mut channel = Collective::<FitState>::new(worker, "preprocess/fit");
-            merge_fits(worker, ctx, &mut channel, local)?.finish()?
-        }
-    };
-    marks.fitted = Instant::now();
-
-    let mut dead = std::mem::take(&mut ingested.dead);
-    let eval_batches = if spec.output.predictions.is_some() {
-        ingested.eval.clone()
-    } else {
-        Vec::new()
-    };
-    let train = encode(
-        &fitted,
-        std::mem::take(&mut ingested.train),
-        "preprocess/encode",
-        ctx,
-        &mut dead,
-    )?;
-    let eval = encode(
-        &fitted,
-        std::mem::take(&mut ingested.eval),
-        "preprocess/encode/eval",
-        ctx,
-        &mut dead,
-    )?;
+    let Encoded {
+        fitted,
+        train,
+        eval,
+        eval_batches,
+        dead,
+    } = fit_and_encode(worker, ctx, plan, shared, ingested, &mut marks)?;
     let eval_rows = eval.rows as u64;
-    marks.encoded = Instant::now();
     if ctx.index == 0 {
         progress.ingest_done();
     }
@@ -296,104 +265,14 @@ fn run_worker(
     }
     let mut evaluator = Evaluator::new(worker, Some(eval), fitted.num_classes());
 
-    // A resumed run appends to the metrics of the run it continues (when in the same directory).
-    let mut log = if ctx.index == 0 {
-        let path = options.run_dir.join("metrics.jsonl");
-        if let Some(c) = &shared.resume {
-            keep_metrics_until(&path, c.position.global_step)?;
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .append(shared.resume.is_some())
-            .truncate(shared.resume.is_none())
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        Some((BufWriter::new(file), path))
-    } else {
-        None
-    };
-    let mut log_error: Option<Error> = None;
-    let mut eval_lines: Vec<serde_json::Value> = shared
-        .resume
-        .iter()
-        .flat_map(|c| &c.position.evals)
-        .map(|e| {
-            let mut line = json!({"kind": "eval", "epoch": e.epoch, "step": e.step});
-            if let (Some(obj), Ok(serde_json::Value::Object(m))) =
-                (line.as_object_mut(), serde_json::from_str(&e.metrics_json))
-            {
-                obj.extend(m);
-            }
-            line
-        })
-        .collect();
-    let log_every = spec.train.log_every as u64;
-    let mut total_steps = 0;
-    // Loss lines in metrics.jsonl are the mean over the rows since the previous line.
-    let (mut window_loss, mut window_rows) = (0.0f64, 0u64);
-    let train_started = Instant::now();
-    let mut on_event = |event: TrainEvent| {
-        let Some((out, path)) = log.as_mut() else {
-            return;
-        };
-        let line = match &event {
-            TrainEvent::Start {
-                total_steps: t,
-                rows,
-            } => {
-                total_steps = *t;
-                progress.train_start(*t, *rows);
-                None
-            }
-            TrainEvent::Step {
-                epoch,
-                step,
-                loss,
-                rows,
-            } => {
-                progress.train_step(*step, *loss);
-                window_loss += loss * *rows as f64;
-                window_rows += rows;
-                (step.is_multiple_of(log_every) || *step == total_steps).then(|| {
-                    let mean = window_loss / window_rows.max(1) as f64;
-                    let line = json!({"kind": "train", "epoch": epoch, "step": step, "loss": mean, "rows": window_rows,
-                           "elapsed_s": train_started.elapsed().as_secs_f64()});
-                    (window_loss, window_rows) = (0.0, 0);
-                    line
-                })
-            }
-            TrainEvent::Checkpoint { .. } => {
-                if let Err(e) = out.flush()
-                    && log_error.is_none()
-                {
-                    log_error = Some(Error::io(path.clone(), e));
-                }
-                None
-            }
-            TrainEvent::Eval {
-                epoch,
-                step,
-                metrics,
-            } => {
-                progress.eval(*epoch, metrics);
-                let mut v = json!({"kind": "eval", "epoch": epoch, "step": step});
-                if let (Some(obj), Ok(serde_json::Value::Object(m))) =
-                    (v.as_object_mut(), serde_json::to_value(metrics))
-                {
-                    obj.extend(m);
-                }
-                eval_lines.push(v.clone());
-                Some(v)
-            }
-        };
-        if let Some(line) = line
-            && let Err(e) = writeln!(out, "{line}")
-            && log_error.is_none()
-        {
-            log_error = Some(Error::io(path.clone(), e));
-        }
-    };
+    let mut log = MetricsLog::open(
+        ctx.index == 0,
+        &options.run_dir,
+        shared.resume.as_ref(),
+        spec.train.log_every as u64,
+        Arc::clone(progress),
+    )?;
+    let mut on_event = |event: TrainEvent| log.on_event(event);
     let mut checkpoints = CheckpointStats {
         location: shared.store.as_ref().map(|s| s.url().to_string()),
         ..CheckpointStats::default()
@@ -435,12 +314,7 @@ fn run_worker(
     marks.trained = Instant::now();
     marks.eval_s = report.eval_s;
     drop(control);
-    if let Some((mut out, path)) = log {
-        out.flush().map_err(|e| Error::io(&path, e))?;
-    }
-    if let Some(e) = log_error {
-        return Err(e);
-    }
+    let eval_lines = log.close()?;
     let predictions_written =
         output::write_predictions(spec, ctx.index, &fitted, &trainer, &eval_batches)?;
     let cluster_counts = cluster_totals(
@@ -454,24 +328,7 @@ fn run_worker(
     )?;
     if ctx.index == 0 {
         progress.train_done();
-        let bundle = ModelBundle {
-            model: spec.train.model.clone(),
-            task: fitted.task(),
-            preprocess: fitted,
-            weights: trainer.try_parameters()?,
-            meta: BundleMeta {
-                name: spec.name.clone(),
-                version: 1,
-                created_at: now_rfc3339(),
-                transform_sql: Some(plan.serve_sql.wrapped_sql.clone()),
-                extra: {
-                    let mut extra = crate::serve::sql_meta(&plan.serve_sql, &plan.sql.user_sql);
-                    extra.insert("eval".into(), json!(report.eval));
-                    serde_json::Value::Object(extra)
-                },
-            },
-        };
-        bundle.save(&options.run_dir.join("model"))?;
+        save_bundle(plan, &options.run_dir, fitted, &trainer, &report)?;
     }
     Ok(WorkerOutcome {
         dead,
@@ -483,25 +340,95 @@ fn run_worker(
     })
 }
 
-/// Drops the lines of `metrics.jsonl` past `step` (written after the checkpoint a run resumes
-/// from, by the run that failed), so the resumed run's lines follow without repeats.
-fn keep_metrics_until(path: &Path, step: u64) -> Result<()> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io(path, e)),
+/// This worker's rows, encoded with the preprocessing every worker shares.
+struct Encoded {
+    fitted: FittedPreprocessor,
+    train: Features,
+    eval: Features,
+    /// The raw evaluation batches, kept when predictions are written.
+    eval_batches: Vec<Batch>,
+    dead: Vec<DeadLetter>,
+}
+
+/// Fits the preprocessing — every worker's statistics merged in worker order, so every worker
+/// gets the same fit; a resumed run takes the checkpoint's fit — and encodes this worker's
+/// train and evaluation rows with it.
+fn fit_and_encode(
+    worker: &mut Worker,
+    ctx: &WorkerContext,
+    plan: &JobPlan,
+    shared: &Shared,
+    mut ingested: Ingested,
+    marks: &mut Marks,
+) -> Result<Encoded> {
+    if let Some(e) = ingested.fit_error.take() {
+        return Err(e);
+    }
+    let local = ingested
+        .fit
+        .take()
+        .ok_or_else(|| Error::Internal("fit state missing".into()))?;
+    let fitted = match &shared.resume {
+        Some(c) => c.preprocess.clone(),
+        None => {
+            let mut channel = Collective::<FitState>::new(worker, "preprocess/fit");
+            merge_fits(worker, ctx, &mut channel, local)?.finish()?
+        }
     };
-    let kept: String = text
-        .lines()
-        .filter(|line| {
-            serde_json::from_str::<serde_json::Value>(line)
-                .ok()
-                .and_then(|v| v["step"].as_u64())
-                .is_some_and(|s| s <= step)
-        })
-        .map(|line| format!("{line}\n"))
-        .collect();
-    std::fs::write(path, kept).map_err(|e| Error::io(path, e))
+    marks.fitted = Instant::now();
+    let mut dead = std::mem::take(&mut ingested.dead);
+    let eval_batches = if plan.spec.output.predictions.is_some() {
+        ingested.eval.clone()
+    } else {
+        Vec::new()
+    };
+    let train = encode(&fitted, ingested.train, "preprocess/encode", ctx, &mut dead)?;
+    let eval = encode(
+        &fitted,
+        ingested.eval,
+        "preprocess/encode/eval",
+        ctx,
+        &mut dead,
+    )?;
+    marks.encoded = Instant::now();
+    Ok(Encoded {
+        fitted,
+        train,
+        eval,
+        eval_batches,
+        dead,
+    })
+}
+
+/// Writes the model bundle to `run_dir/model`: the model, its fitted preprocessing, the SQL a
+/// server applies to raw requests, and the final evaluation.
+fn save_bundle(
+    plan: &JobPlan,
+    run_dir: &Path,
+    fitted: millrace_ml::preprocess::FittedPreprocessor,
+    trainer: &millrace_ml::Replica,
+    report: &TrainReport,
+) -> Result<()> {
+    let spec = &plan.spec;
+    let bundle = ModelBundle {
+        model: spec.train.model.clone(),
+        task: fitted.task(),
+        preprocess: fitted,
+        weights: trainer.try_parameters()?,
+        meta: BundleMeta {
+            name: spec.name.clone(),
+            version: 1,
+            created_at: now_rfc3339(),
+            transform_sql: Some(plan.serve_sql.wrapped_sql.clone()),
+            extra: {
+                let mut extra = crate::serve::sql_meta(&plan.serve_sql, &plan.sql.user_sql);
+                extra.insert("eval".into(), json!(report.eval));
+                serde_json::Value::Object(extra)
+            },
+        },
+    };
+    bundle.save(&run_dir.join("model"))?;
+    Ok(())
 }
 
 /// Sums `counts` over every worker of the cluster and brings the other processes' operator
