@@ -295,6 +295,8 @@ fn run_worker(
             Ok(())
         };
     let mut control = TrainControl {
+        evaluate_every_epoch: spec.evaluate.every_epoch,
+        on_event: Some(&mut on_event),
         resume: shared.resume.as_ref().map(|c| c.position.clone()),
         every_steps: spec.checkpoint.as_ref().map_or(0, |c| c.every_steps),
         every_s: spec.checkpoint.as_ref().map_or(0.0, |c| c.every_s),
@@ -307,8 +309,6 @@ fn run_worker(
         &train,
         &mut evaluator,
         &spec.train,
-        spec.evaluate.every_epoch,
-        &mut on_event,
         &mut control,
     )?;
     marks.trained = Instant::now();

@@ -18,7 +18,7 @@ use millrace_ml::preprocess::{Features, Targets};
 use millrace_ml::trainer::TargetsRef;
 
 use super::order::{checksum, epoch_order, mix, row_hashes, slice_start};
-use super::position::{DataFingerprint, EvalRecord, TrainControl, TrainPosition};
+use super::position::{DataFingerprint, TrainControl, TrainPosition};
 use super::step::apply_summed_gradient;
 use crate::evaluate::Evaluator;
 use crate::spec::TrainSpec;
@@ -88,9 +88,8 @@ pub struct TrainReport {
 ///
 /// Each step applies the gradient of the global batch's summed loss, divided by its number of rows
 /// when `spec.reduction` is `mean`. Every worker must call this with the same `spec` and
-/// `control` settings; `on_event` sees every step and evaluation; `control` resumes from a
-/// position and calls its checkpoint hook on every worker at the same steps.
-#[allow(clippy::too_many_arguments)]
+/// `control` settings; `control` says when to evaluate, hears every step and evaluation, resumes
+/// from a position and calls its checkpoint hook on every worker at the same steps.
 pub fn train_data_parallel(
     worker: &mut Worker,
     ctx: &WorkerContext,
@@ -98,8 +97,6 @@ pub fn train_data_parallel(
     train: &Features,
     evaluator: &mut Evaluator,
     spec: &TrainSpec,
-    evaluate_every_epoch: bool,
-    on_event: &mut dyn FnMut(TrainEvent),
     control: &mut TrainControl<'_>,
 ) -> Result<TrainReport> {
     let dim = train.x.len().checked_div(train.rows).unwrap_or(0);
@@ -108,14 +105,8 @@ pub fn train_data_parallel(
         .as_ref()
         .ok_or_else(|| Error::Internal("training features have no labels".into()))?;
     let hashes = row_hashes(&train.x, dim, targets);
-    let local_hash = hashes.iter().fold(0u64, |sum, h| sum.wrapping_add(mix(*h)));
     let mut checksum_channel = Collective::<u64>::new(worker, "train/checksums");
-    let mut data_channel = Collective::<(u64, u64)>::new(worker, "train/data");
-    let parts = data_channel.all_gather(worker, ctx, (train.rows as u64, local_hash))?;
-    let data = DataFingerprint {
-        rows: parts.iter().map(|p| p.0).sum(),
-        hash: parts.iter().fold(0u64, |sum, p| sum.wrapping_add(p.1)),
-    };
+    let data = fingerprint(worker, ctx, train.rows, &hashes)?;
     let total = data.rows;
     if total == 0 {
         return Err(Error::config(
@@ -123,47 +114,48 @@ pub fn train_data_parallel(
             "no training rows are left after preprocessing (check the SQL WHERE, the split and the dead letters)",
         ));
     }
-    let batch = spec.batch_size as u64;
-    let steps_per_epoch = total.div_ceil(batch).max(1);
-    let mut position = match control.resume.take() {
+    let steps_per_epoch = total.div_ceil(spec.batch_size as u64).max(1);
+    let position = match control.resume.take() {
         Some(p) => {
             check_resumable(&p, data, steps_per_epoch, spec)?;
             p
         }
-        None => TrainPosition {
-            epoch: 0,
-            step_in_epoch: 0,
-            steps_per_epoch,
-            global_step: 0,
-            epoch_loss: 0.0,
-            last_epoch_loss: f64::NAN,
-            rows_trained: 0,
-            train_s: 0.0,
-            seed: spec.seed,
-            data,
-            evals: Vec::new(),
-        },
+        None => TrainPosition::start(steps_per_epoch, spec.seed, data),
+    };
+    let mut listener = control.on_event.take();
+    let on_event: &mut dyn FnMut(TrainEvent) = &mut |event| {
+        if let Some(listen) = listener.as_mut() {
+            listen(event);
+        }
     };
     on_event(TrainEvent::Start {
         total_steps: steps_per_epoch * spec.epochs as u64,
         rows: total,
     });
-
-    let mut grads_channel = Collective::<Vec<f32>>::new(worker, "train/gradients");
-    let num_params = trainer.num_params();
-    let mut batch_buf = BatchBuffer::default();
-    // A GPU training alone steps asynchronously: each step's loss arrives with the next one.
-    let fused = ctx.peers == 1 && trainer.steps_lag();
-    let mut in_flight: Option<InFlight> = None;
-    let mut eval = position
+    let mut run = Stepper {
+        grads_channel: Collective::<Vec<f32>>::new(worker, "train/gradients"),
+        num_params: trainer.num_params(),
+        // A GPU training alone steps asynchronously: each step's loss arrives with the next one.
+        fused: ctx.peers == 1 && trainer.steps_lag(),
+        trainer,
+        x: &train.x,
+        dim,
+        targets,
+        spec,
+        position,
+        buf: BatchBuffer::default(),
+        in_flight: None,
+        sync_s: 0.0,
+        last_checkpoint: Instant::now(),
+    };
+    let mut eval = run
+        .position
         .evals
         .last()
         .and_then(|e| serde_json::from_str(&e.metrics_json).ok());
-    let mut sync_s = 0.0;
     let mut eval_s = 0.0;
-    let mut last_checkpoint = Instant::now();
 
-    for epoch in position.epoch..spec.epochs {
+    for epoch in run.position.epoch..spec.epochs {
         let started = Instant::now();
         let epoch_seed = if spec.shuffle {
             spec.seed.wrapping_add(epoch as u64)
@@ -172,13 +164,13 @@ pub fn train_data_parallel(
         };
         let order = epoch_order(&hashes, epoch_seed);
         // A resumed epoch skips the rows of the steps it already applied.
-        let first_step = if epoch == position.epoch {
-            position.step_in_epoch
+        let first_step = if epoch == run.position.epoch {
+            run.position.step_in_epoch
         } else {
-            position.epoch_loss = 0.0;
+            run.position.epoch_loss = 0.0;
             0
         };
-        position.epoch = epoch;
+        run.position.epoch = epoch;
         let skip_to = slice_start(first_step, steps_per_epoch);
         let mut next = order.partition_point(|(key, _)| u128::from(*key) < skip_to);
         for step in first_step..steps_per_epoch {
@@ -187,109 +179,44 @@ pub fn train_data_parallel(
             while next < order.len() && u128::from(order[next].0) < end {
                 next += 1;
             }
-            let picked = &order[lo..next];
-            let rows = picked.len();
-            let timed = if fused {
-                position.global_step += 1;
-                position.step_in_epoch = step + 1;
-                if rows > 0 {
-                    let (xb, y) = batch_buf.fill(&train.x, dim, targets, picked);
-                    let scale = spec.reduction.scale(rows as u64);
-                    let previous = trainer.step(xb, y, rows, scale, spec.lr)?;
-                    settle(&mut position, in_flight.take(), previous, on_event)?;
-                    in_flight = Some(InFlight {
-                        epoch,
-                        step: position.global_step,
-                        rows: rows as u64,
-                    });
-                }
-                control.every_s > 0.0 && last_checkpoint.elapsed().as_secs_f64() >= control.every_s
-            } else {
-                // [gradient of the summed loss..., loss sum, rows, checkpoint?], summed over workers.
-                let mut grads = if rows == 0 {
-                    vec![0f32; num_params + 2]
-                } else {
-                    let (xb, y) = batch_buf.fill(&train.x, dim, targets, picked);
-                    let (loss_sum, mut g) = trainer.gradients(xb, y, rows, 1.0)?;
-                    g.push(loss_sum as f32);
-                    g.push(rows as f32);
-                    g
-                };
-                // Worker 0's clock decides time-based checkpoints, for everyone.
-                let timed = ctx.index == 0
-                    && control.every_s > 0.0
-                    && last_checkpoint.elapsed().as_secs_f64() >= control.every_s;
-                grads.push(if timed { 1.0 } else { 0.0 });
-                if ctx.peers > 1 {
-                    let waiting = Instant::now();
-                    grads = grads_channel.all_reduce_sum(worker, ctx, grads)?;
-                    sync_s += waiting.elapsed().as_secs_f64();
-                }
-                let timed = grads.pop().unwrap_or(0.0) > 0.0;
-                let global_rows = grads.pop().unwrap_or(0.0) as u64;
-                let loss_sum = f64::from(grads.pop().unwrap_or(f32::NAN));
-                position.global_step += 1;
-                position.step_in_epoch = step + 1;
-                if apply_summed_gradient(trainer, &mut grads, global_rows, spec.reduction, spec.lr)?
-                {
-                    let done = InFlight {
-                        epoch,
-                        step: position.global_step,
-                        rows: global_rows,
-                    };
-                    account(&mut position, done, loss_sum, on_event);
-                }
-                timed
-            };
-            let by_steps =
-                control.every_steps > 0 && position.global_step.is_multiple_of(control.every_steps);
+            let timed = run.step(
+                worker,
+                ctx,
+                epoch,
+                step,
+                &order[lo..next],
+                control,
+                on_event,
+            )?;
+            let by_steps = control.every_steps > 0
+                && run.position.global_step.is_multiple_of(control.every_steps);
             let last = epoch + 1 == spec.epochs && step + 1 == steps_per_epoch;
-            if (by_steps || timed)
-                && !last
-                && let Some(hook) = control.on_checkpoint.as_mut()
-            {
-                // A checkpoint holds only steps whose results are in.
-                let previous = trainer.flush()?;
-                settle(&mut position, in_flight.take(), previous, on_event)?;
-                position.train_s += started.elapsed().as_secs_f64();
-                on_event(TrainEvent::Checkpoint {
-                    step: position.global_step,
-                });
-                hook(&position, trainer)?;
-                // The epoch's clock restarts after the hook: its time is not training time.
-                position.train_s -= started.elapsed().as_secs_f64();
-                last_checkpoint = Instant::now();
+            if (by_steps || timed) && !last {
+                run.checkpoint(started, control, on_event)?;
             }
         }
         // The epoch's last step counts in its loss, its time and its evaluation.
-        let previous = trainer.flush()?;
-        settle(&mut position, in_flight.take(), previous, on_event)?;
-        position.last_epoch_loss = position.epoch_loss / total as f64;
-        position.train_s += started.elapsed().as_secs_f64();
-        if evaluate_every_epoch || epoch + 1 == spec.epochs {
+        run.settle(on_event)?;
+        run.position.last_epoch_loss = run.position.epoch_loss / total as f64;
+        run.position.train_s += started.elapsed().as_secs_f64();
+        if control.evaluate_every_epoch || epoch + 1 == spec.epochs {
             let evaluating = Instant::now();
-            eval = evaluator.evaluate(worker, ctx, trainer)?;
+            eval = evaluator.evaluate(worker, ctx, run.trainer)?;
             eval_s += evaluating.elapsed().as_secs_f64();
             if let Some(metrics) = &eval {
-                position.evals.push(EvalRecord {
-                    epoch,
-                    step: position.global_step,
-                    metrics_json: serde_json::to_string(metrics)
-                        .map_err(|e| Error::Internal(e.to_string()))?,
-                });
+                run.position.record_eval(epoch, metrics)?;
                 on_event(TrainEvent::Eval {
                     epoch,
-                    step: position.global_step,
+                    step: run.position.global_step,
                     metrics: metrics.clone(),
                 });
             }
         }
-        position.step_in_epoch = 0;
+        run.position.step_in_epoch = 0;
     }
 
-    let previous = trainer.flush()?;
-    settle(&mut position, in_flight.take(), previous, on_event)?;
-    let params = trainer.try_parameters()?;
+    run.settle(on_event)?;
+    let params = run.trainer.try_parameters()?;
     let parameter_checksum = checksum(&params);
     let all = checksum_channel.all_gather(worker, ctx, parameter_checksum)?;
     if all.iter().any(|c| *c != parameter_checksum) {
@@ -299,15 +226,199 @@ pub fn train_data_parallel(
     }
     Ok(TrainReport {
         rows: total,
-        rows_trained: position.rows_trained,
-        steps: position.global_step,
-        last_epoch_loss: position.last_epoch_loss,
-        train_s: position.train_s,
-        sync_s,
+        rows_trained: run.position.rows_trained,
+        steps: run.position.global_step,
+        last_epoch_loss: run.position.last_epoch_loss,
+        train_s: run.position.train_s,
+        sync_s: run.sync_s,
         eval_s,
         eval,
         parameter_checksum,
     })
+}
+
+/// The training rows over all workers: their number, and a hash of their content that does
+/// not depend on how they are spread over the workers.
+fn fingerprint(
+    worker: &mut Worker,
+    ctx: &WorkerContext,
+    rows: usize,
+    hashes: &[u64],
+) -> Result<DataFingerprint> {
+    let local_hash = hashes.iter().fold(0u64, |sum, h| sum.wrapping_add(mix(*h)));
+    let mut data_channel = Collective::<(u64, u64)>::new(worker, "train/data");
+    let parts = data_channel.all_gather(worker, ctx, (rows as u64, local_hash))?;
+    Ok(DataFingerprint {
+        rows: parts.iter().map(|p| p.0).sum(),
+        hash: parts.iter().fold(0u64, |sum, p| sum.wrapping_add(p.1)),
+    })
+}
+
+/// A training run's state across its steps.
+struct Stepper<'t> {
+    trainer: &'t mut Replica,
+    x: &'t [f32],
+    dim: usize,
+    targets: &'t Targets,
+    spec: &'t TrainSpec,
+    position: TrainPosition,
+    grads_channel: Collective<Vec<f32>>,
+    num_params: usize,
+    buf: BatchBuffer,
+    /// One worker on a device that steps asynchronously: no exchange, losses a step late.
+    fused: bool,
+    in_flight: Option<InFlight>,
+    /// Seconds this worker waited for the gradient sums of the others.
+    sync_s: f64,
+    last_checkpoint: Instant,
+}
+
+impl Stepper<'_> {
+    /// Global step `step` of `epoch` over this worker's `picked` rows. True when worker 0's
+    /// clock says a checkpoint is due.
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &mut self,
+        worker: &mut Worker,
+        ctx: &WorkerContext,
+        epoch: usize,
+        step: u64,
+        picked: &[(u64, u32)],
+        control: &TrainControl<'_>,
+        on_event: &mut dyn FnMut(TrainEvent),
+    ) -> Result<bool> {
+        if self.fused {
+            self.position.global_step += 1;
+            self.position.step_in_epoch = step + 1;
+            self.fused_step(epoch, picked, on_event)?;
+            return Ok(self.checkpoint_due(control));
+        }
+        self.summed_step(worker, ctx, epoch, step, picked, control, on_event)
+    }
+
+    /// Whether `control.every_s` passed since the last checkpoint, on this worker's clock.
+    fn checkpoint_due(&self, control: &TrainControl<'_>) -> bool {
+        control.every_s > 0.0 && self.last_checkpoint.elapsed().as_secs_f64() >= control.every_s
+    }
+
+    /// A step on one asynchronous device: launched now, accounted when the next one returns
+    /// its loss.
+    fn fused_step(
+        &mut self,
+        epoch: usize,
+        picked: &[(u64, u32)],
+        on_event: &mut dyn FnMut(TrainEvent),
+    ) -> Result<()> {
+        let rows = picked.len();
+        if rows == 0 {
+            return Ok(());
+        }
+        let (xb, y) = self.buf.fill(self.x, self.dim, self.targets, picked);
+        let scale = self.spec.reduction.scale(rows as u64);
+        let previous = self.trainer.step(xb, y, rows, scale, self.spec.lr)?;
+        settle(
+            &mut self.position,
+            self.in_flight.take(),
+            previous,
+            on_event,
+        )?;
+        self.in_flight = Some(InFlight {
+            epoch,
+            step: self.position.global_step,
+            rows: rows as u64,
+        });
+        Ok(())
+    }
+
+    /// A step in lock-step with the other workers: this worker's gradient, summed over all of
+    /// them with the loss, the rows and worker 0's checkpoint decision (its clock decides
+    /// time-based checkpoints, for everyone), then the same update everywhere. Returns that
+    /// decision.
+    #[allow(clippy::too_many_arguments)]
+    fn summed_step(
+        &mut self,
+        worker: &mut Worker,
+        ctx: &WorkerContext,
+        epoch: usize,
+        step: u64,
+        picked: &[(u64, u32)],
+        control: &TrainControl<'_>,
+        on_event: &mut dyn FnMut(TrainEvent),
+    ) -> Result<bool> {
+        let rows = picked.len();
+        // [gradient of the summed loss..., loss sum, rows, checkpoint?], summed over workers.
+        let mut grads = if rows == 0 {
+            vec![0f32; self.num_params + 2]
+        } else {
+            let (xb, y) = self.buf.fill(self.x, self.dim, self.targets, picked);
+            let (loss_sum, mut g) = self.trainer.gradients(xb, y, rows, 1.0)?;
+            g.push(loss_sum as f32);
+            g.push(rows as f32);
+            g
+        };
+        let due = ctx.index == 0 && self.checkpoint_due(control);
+        grads.push(if due { 1.0 } else { 0.0 });
+        if ctx.peers > 1 {
+            let waiting = Instant::now();
+            grads = self.grads_channel.all_reduce_sum(worker, ctx, grads)?;
+            self.sync_s += waiting.elapsed().as_secs_f64();
+        }
+        let timed = grads.pop().unwrap_or(0.0) > 0.0;
+        let global_rows = grads.pop().unwrap_or(0.0) as u64;
+        let loss_sum = f64::from(grads.pop().unwrap_or(f32::NAN));
+        self.position.global_step += 1;
+        self.position.step_in_epoch = step + 1;
+        let spec = self.spec;
+        if apply_summed_gradient(
+            self.trainer,
+            &mut grads,
+            global_rows,
+            spec.reduction,
+            spec.lr,
+        )? {
+            let done = InFlight {
+                epoch,
+                step: self.position.global_step,
+                rows: global_rows,
+            };
+            account(&mut self.position, done, loss_sum, on_event);
+        }
+        Ok(timed)
+    }
+
+    /// Accounts the step still in flight on the device, if any.
+    fn settle(&mut self, on_event: &mut dyn FnMut(TrainEvent)) -> Result<()> {
+        let previous = self.trainer.flush()?;
+        settle(
+            &mut self.position,
+            self.in_flight.take(),
+            previous,
+            on_event,
+        )
+    }
+
+    /// Calls the checkpoint hook with the position after the steps whose results are in. The
+    /// hook's time is not training time: the epoch (which started at `epoch_started`) does not
+    /// count it.
+    fn checkpoint(
+        &mut self,
+        epoch_started: Instant,
+        control: &mut TrainControl<'_>,
+        on_event: &mut dyn FnMut(TrainEvent),
+    ) -> Result<()> {
+        let Some(hook) = control.on_checkpoint.as_mut() else {
+            return Ok(());
+        };
+        self.settle(on_event)?;
+        self.position.train_s += epoch_started.elapsed().as_secs_f64();
+        on_event(TrainEvent::Checkpoint {
+            step: self.position.global_step,
+        });
+        hook(&self.position, self.trainer)?;
+        self.position.train_s -= epoch_started.elapsed().as_secs_f64();
+        self.last_checkpoint = Instant::now();
+        Ok(())
+    }
 }
 
 /// A step whose loss is not in yet (a GPU's step runs while the next batch is assembled).
@@ -502,8 +613,6 @@ mod tests {
                     &train,
                     &mut evaluator,
                     &spec,
-                    false,
-                    &mut |_| {},
                     &mut TrainControl::default(),
                 )?;
                 assert_eq!(trainer.steps(), report.steps);

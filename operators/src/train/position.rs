@@ -63,11 +63,53 @@ pub struct TrainPosition {
     pub evals: Vec<EvalRecord>,
 }
 
+impl TrainPosition {
+    /// The start of a run of `steps_per_epoch` steps an epoch, with `seed`, on `data`.
+    pub fn start(steps_per_epoch: u64, seed: u64, data: DataFingerprint) -> Self {
+        TrainPosition {
+            epoch: 0,
+            step_in_epoch: 0,
+            steps_per_epoch,
+            global_step: 0,
+            epoch_loss: 0.0,
+            last_epoch_loss: f64::NAN,
+            rows_trained: 0,
+            train_s: 0.0,
+            seed,
+            data,
+            evals: Vec::new(),
+        }
+    }
+
+    /// Records an evaluation after `epoch`, at the current global step.
+    pub fn record_eval(
+        &mut self,
+        epoch: usize,
+        metrics: &millrace_ml::metrics::EvalMetrics,
+    ) -> Result<()> {
+        self.evals.push(EvalRecord {
+            epoch,
+            step: self.global_step,
+            metrics_json: serde_json::to_string(metrics)
+                .map_err(|e| crate::Error::Internal(e.to_string()))?,
+        });
+        Ok(())
+    }
+}
+
 /// Called at a checkpoint with the position and the trainer (parameters, optimiser state).
 pub type CheckpointHook<'a> = &'a mut dyn FnMut(&TrainPosition, &Replica) -> Result<()>;
 
-/// Checkpointing and resuming for [`train_data_parallel`](super::train_data_parallel).
+/// Hears every [`TrainEvent`](super::TrainEvent) on this worker.
+pub type EventHook<'a> = &'a mut dyn FnMut(super::TrainEvent);
+
+/// Evaluating, listening, checkpointing and resuming for
+/// [`train_data_parallel`](super::train_data_parallel).
 pub struct TrainControl<'a> {
+    /// Evaluate after every epoch (else only after the last).
+    pub evaluate_every_epoch: bool,
+    /// Hears every step, evaluation and checkpoint (usually only worker 0 logs them).
+    pub on_event: Option<EventHook<'a>>,
     /// Continue from this position (the trainer's parameters and optimiser state must already
     /// be restored from the same checkpoint).
     pub resume: Option<TrainPosition>,
@@ -84,6 +126,8 @@ pub struct TrainControl<'a> {
 impl Default for TrainControl<'_> {
     fn default() -> Self {
         TrainControl {
+            evaluate_every_epoch: false,
+            on_event: None,
             resume: None,
             every_steps: 0,
             every_s: 0.0,
