@@ -147,3 +147,58 @@ fn bf16_on_the_cpu_is_refused() {
     assert!(err.contains("train.precision"), "{err}");
     assert!(err.contains("needs device = \"cuda\""), "{err}");
 }
+
+#[test]
+fn settings_with_a_fixed_set_of_values_name_the_value_line_and_column() {
+    // [ingest] format, [output] mode and [stream] start / format / avro_framing / late are
+    // read as enums with the file: a value outside the set is named where it is.
+    let text = good().replace("batch_rows = 8192", "batch_rows = 8192\nformat = \"orc\"");
+    let err = plan_error(&text, "bad-ingest-format");
+    assert!(
+        err.starts_with(
+            "pipeline.toml:6:10: unknown variant `orc`, expected one of `auto`, `parquet`, `delta`"
+        ),
+        "{err}"
+    );
+    let text = format!("{}\n[output]\nmode = \"append\"\n", good());
+    let line = text.lines().position(|l| l.starts_with("mode =")).unwrap() + 1;
+    let err = plan_error(&text, "bad-output-mode");
+    assert!(
+        err.starts_with(&format!(
+            "pipeline.toml:{line}:8: unknown variant `append`, expected `error` or `overwrite`"
+        )),
+        "{err}"
+    );
+    let stream = |setting: &str| {
+        format!(
+            "{}\n[stream]\nbootstrap_servers = \"127.0.0.1:1\"\ntopic = \"t\"\nschema = {{ f0 = \"float32\" }}\n{setting}\n",
+            good()
+        )
+    };
+    for (setting, expected) in [
+        (
+            "start = \"yesterday\"",
+            "unknown start 'yesterday'; use committed, earliest, latest or timestamp:<epoch ms>",
+        ),
+        (
+            "late = \"keep\"",
+            "unknown variant `keep`, expected `drop` or `dead_letter`",
+        ),
+        (
+            "format = \"protobuf\"",
+            "unknown variant `protobuf`, expected one of `json`, `avro`, `raw`",
+        ),
+        (
+            "avro_framing = \"magic\"",
+            "unknown variant `magic`, expected `raw` or `confluent`",
+        ),
+    ] {
+        let text = stream(setting);
+        let line = text.lines().position(|l| l == setting).unwrap() + 1;
+        let err = plan_error(&text, "bad-stream-setting");
+        assert!(
+            err.starts_with(&format!("pipeline.toml:{line}:")) && err.contains(expected),
+            "{setting}: {err}"
+        );
+    }
+}

@@ -265,7 +265,10 @@ fn configmap_pipeline_parses_and_uses_the_object_store() {
         "s3://millrace-data/checkpoints/tabular"
     );
     assert_eq!(checkpoint.keep, 3);
-    assert_eq!(spec.output.mode, "overwrite");
+    assert_eq!(
+        spec.output.mode,
+        millrace::operators::spec::OutputMode::Overwrite
+    );
 }
 
 #[test]

@@ -29,8 +29,9 @@ pub use decoder::AvroRowDecoder;
 pub use encoder::AvroRowEncoder;
 pub use schema::{arrow_schema, load_schema, parse_schema};
 
-/// How an Avro datum sits in a message.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// How an Avro datum sits in a message (`raw` or `confluent` in a pipeline file).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AvroFraming {
     /// The message is exactly one binary datum of the schema.
     #[default]

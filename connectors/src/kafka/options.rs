@@ -139,8 +139,9 @@ fn shown_value<'a>(key: &str, value: &'a str) -> &'a str {
 }
 
 /// Where a [`KafkaSource`](super::KafkaSource) starts reading a partition for which no resume
-/// offset was given.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// offset was given. Written `committed`, `earliest`, `latest` or `timestamp:<epoch ms>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum StartFrom {
     /// The oldest message still in the partition (its low watermark).
     Earliest,
@@ -157,6 +158,51 @@ pub enum StartFrom {
     /// partition's messages older than the timestamp until the first one that is not, so the
     /// result is exact even on brokers that answer too early offsets (tansu mostly answers 0).
     Timestamp(i64),
+}
+
+impl std::str::FromStr for StartFrom {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        Ok(match text.trim() {
+            "committed" => StartFrom::Committed,
+            "earliest" => StartFrom::Earliest,
+            "latest" => StartFrom::Latest,
+            other => match other.strip_prefix("timestamp:").map(str::parse::<i64>) {
+                Some(Ok(ms)) => StartFrom::Timestamp(ms),
+                _ => {
+                    return Err(format!(
+                        "unknown start '{other}'; use committed, earliest, latest or timestamp:<epoch ms>"
+                    ));
+                }
+            },
+        })
+    }
+}
+
+impl std::fmt::Display for StartFrom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartFrom::Committed => f.write_str("committed"),
+            StartFrom::Earliest => f.write_str("earliest"),
+            StartFrom::Latest => f.write_str("latest"),
+            StartFrom::Timestamp(ms) => write!(f, "timestamp:{ms}"),
+        }
+    }
+}
+
+impl TryFrom<String> for StartFrom {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        text.parse()
+    }
+}
+
+impl From<StartFrom> for String {
+    fn from(start: StartFrom) -> String {
+        start.to_string()
+    }
 }
 
 /// The context of every client this module creates: librdkafka's logs and global errors go to

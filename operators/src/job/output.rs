@@ -30,7 +30,7 @@ pub fn prepare_outputs(spec: &PipelineSpec, process_id: usize) -> Result<()> {
         let Some(url) = url else { continue };
         let location = StorageLocation::parse(url, &spec.storage)
             .map_err(|e| Error::config(key, e.to_string()))?;
-        if output.mode == "overwrite" {
+        if output.mode == crate::spec::OutputMode::Overwrite {
             if process_id == 0 {
                 let deleted =
                     delete_prefix(location.store.as_ref(), &location.root, &location.url)?;

@@ -74,8 +74,8 @@ pub struct IngestSpec {
     #[serde(default)]
     pub path: PathBuf,
     /// `auto` (a Delta table when `_delta_log/` exists, else Parquet), `parquet` or `delta`.
-    #[serde(default = "default_format")]
-    pub format: String,
+    #[serde(default)]
+    pub format: DatasetFormat,
     /// Rows per batch read from a row group.
     #[serde(default = "default_batch_rows")]
     pub batch_rows: usize,
@@ -120,7 +120,7 @@ impl IngestSpec {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         IngestSpec {
             path: path.into(),
-            format: default_format(),
+            format: DatasetFormat::default(),
             batch_rows: default_batch_rows(),
             generate: None,
             partition_filter: Vec::new(),
@@ -133,17 +133,7 @@ impl IngestSpec {
 
     /// Dataset options for `storage`, checked; errors name the key.
     pub fn dataset_options(&self, storage: &StorageOptions) -> Result<DatasetOptions> {
-        let format = match self.format.as_str() {
-            "auto" => DatasetFormat::Auto,
-            "parquet" => DatasetFormat::Parquet,
-            "delta" => DatasetFormat::Delta,
-            other => {
-                return Err(Error::config(
-                    "ingest.format",
-                    format!("unknown format '{other}'; supported: auto, parquet, delta"),
-                ));
-            }
-        };
+        let format = self.format;
         let partition_filters = self
             .partition_filter
             .iter()
@@ -174,7 +164,7 @@ impl IngestSpec {
 }
 
 /// Results written as Parquet datasets, partitioned like Spark and finished with `_SUCCESS`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct OutputSpec {
     /// Where to write the evaluation rows with the model's predictions (a path or URL).
@@ -190,28 +180,22 @@ pub struct OutputSpec {
     #[serde(default)]
     pub evaluation: Option<String>,
     /// `error` (default: refuse to write into a non-empty location) or `overwrite`.
-    #[serde(default = "default_mode")]
-    pub mode: String,
+    #[serde(default)]
+    pub mode: OutputMode,
     /// `snappy` (default), `zstd`, `lz4` or `none`.
     #[serde(default)]
     pub compression: Compression,
 }
 
-fn default_mode() -> String {
-    "error".to_string()
-}
-
-impl Default for OutputSpec {
-    fn default() -> Self {
-        OutputSpec {
-            predictions: None,
-            columns: Vec::new(),
-            partition_by: Vec::new(),
-            evaluation: None,
-            mode: default_mode(),
-            compression: Compression::default(),
-        }
-    }
+/// What writing an output does when something is already there.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputMode {
+    /// Refuse to write into a non-empty location.
+    #[default]
+    Error,
+    /// Delete what is there first.
+    Overwrite,
 }
 
 /// A synthetic dataset to generate when the configured path does not exist yet.
@@ -242,10 +226,6 @@ fn default_dataset() -> String {
 }
 fn default_gen_files() -> usize {
     1
-}
-
-fn default_format() -> String {
-    "auto".to_string()
 }
 
 fn default_batch_rows() -> usize {
@@ -356,12 +336,6 @@ impl PipelineSpec {
             c.validate()?;
         }
         let o = &self.output;
-        if o.mode != "error" && o.mode != "overwrite" {
-            return Err(Error::config(
-                "output.mode",
-                format!("unknown mode '{}'; use error or overwrite", o.mode),
-            ));
-        }
         if let Some(c) = o.partition_by.iter().find(|c| !o.columns.contains(c)) {
             return Err(Error::config(
                 "output.partition_by",

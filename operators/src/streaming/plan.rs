@@ -5,12 +5,12 @@
 use std::path::PathBuf;
 
 use arrow::datatypes::SchemaRef;
-use millrace_connectors::avro::{AvroFraming, load_schema, parse_schema};
+use millrace_connectors::avro::{load_schema, parse_schema};
 use millrace_connectors::kafka::{MessageFormat, MetadataColumns, RecordDecoder};
 use millrace_connectors::parquet::ParquetDataset;
 use millrace_ml::preprocess::{FeatureSpec, LabelKind};
 
-use super::spec::{StreamSpec, parse_duration};
+use super::spec::{MessageEncoding, StreamSpec, parse_duration};
 use crate::job::plan::{check_preprocess, dedupe_check, feature_spec};
 use crate::preprocess::SqlPlan;
 use crate::spec::PipelineSpec;
@@ -59,11 +59,11 @@ impl StreamPlan {
             .stream
             .clone()
             .ok_or_else(|| Error::config("stream", "a streaming job needs a [stream] section"))?;
-        let format = match stream.format.as_str() {
-            "json" => MessageFormat::Json {
+        let format = match stream.format {
+            MessageEncoding::Json => MessageFormat::Json {
                 schema: stream.json_schema()?,
             },
-            "avro" => {
+            MessageEncoding::Avro => {
                 let schema = match (&stream.avro_schema, &stream.avro_schema_file) {
                     (Some(text), _) => parse_schema(text),
                     (None, Some(path)) => load_schema(path),
@@ -72,14 +72,12 @@ impl StreamPlan {
                     }
                 }
                 .map_err(|e| Error::config("stream.avro_schema", e.to_string()))?;
-                let framing = if stream.avro_framing == "raw" {
-                    AvroFraming::Raw
-                } else {
-                    AvroFraming::Confluent
-                };
-                MessageFormat::Avro { schema, framing }
+                MessageFormat::Avro {
+                    schema,
+                    framing: stream.avro_framing,
+                }
             }
-            _ => MessageFormat::Raw,
+            MessageEncoding::Raw => MessageFormat::Raw,
         };
         let wants = |m: &str| stream.metadata_columns.iter().any(|c| c == m);
         let metadata = MetadataColumns {
@@ -145,7 +143,7 @@ impl StreamPlan {
         let lateness = parse_duration("stream.max_out_of_orderness", &stream.max_out_of_orderness)?;
         let window = match (&stream.window, &stream.event_time) {
             (Some(w), Some(time)) => {
-                let window = w.window_spec(time, lateness, &stream.late)?;
+                let window = w.window_spec(time, lateness, stream.late)?;
                 window
                     .validate(&sql.output_schema)
                     .map_err(|e| Error::config("stream.window", e.to_string()))?;

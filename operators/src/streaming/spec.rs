@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use millrace_connectors::avro::AvroFraming;
 use millrace_connectors::kafka::{KafkaOptions, StartFrom};
 use serde::{Deserialize, Serialize};
 
@@ -41,10 +42,10 @@ pub struct StreamSpec {
     /// Where to start without a checkpoint: `committed` (the group's offsets, else the earliest;
     /// default), `earliest`, `latest`, or `timestamp:<epoch ms>`.
     #[serde(default = "default_start")]
-    pub start: String,
+    pub start: StartFrom,
     /// Message encoding: `json` (default), `avro` or `raw`.
-    #[serde(default = "default_format")]
-    pub format: String,
+    #[serde(default)]
+    pub format: MessageEncoding,
     /// Column name → type, for `json` (`float32`, `float64`, `int8`…`int64`, `uint8`…`uint64`,
     /// `bool`, `string`, `binary`, `timestamp` (ms, UTC), `timestamp_us`, `date`). Append `?`
     /// for a nullable column (`"float32?"`); columns are non-nullable otherwise.
@@ -61,7 +62,7 @@ pub struct StreamSpec {
     pub avro_schema_file: Option<PathBuf>,
     /// `avro`: `confluent` (magic byte + schema id before each datum; default) or `raw`.
     #[serde(default = "default_avro_framing")]
-    pub avro_framing: String,
+    pub avro_framing: AvroFraming,
     /// Kafka metadata columns to add: any of `key`, `timestamp`, `partition`, `offset` (named
     /// `_key`, `_timestamp`, `_partition`, `_offset`). `timestamp`, `partition` and `offset`
     /// also put `"timestamp"`, `"partition"` and `"offset"` fields into each prediction sent to
@@ -134,8 +135,8 @@ pub struct StreamSpec {
     )]
     pub idle_timeout: Duration,
     /// Records behind the watermark: `dead_letter` (default) or `drop` (counted either way).
-    #[serde(default = "default_late")]
-    pub late: String,
+    #[serde(default)]
+    pub late: LatePolicy,
     /// Event-time window aggregates over the records (needs `event_time`).
     #[serde(default)]
     pub window: Option<StreamWindowSpec>,
@@ -177,7 +178,7 @@ impl StreamWindowSpec {
         &self,
         time_column: &str,
         lateness: Duration,
-        late: &str,
+        late: LatePolicy,
     ) -> Result<WindowSpec> {
         let size = parse_duration("stream.window.size", &self.size)?;
         let slide = self
@@ -202,11 +203,7 @@ impl StreamWindowSpec {
             allowed_lateness: lateness,
             key: self.key.clone(),
             aggregates,
-            late: if late == "drop" {
-                LatePolicy::Drop
-            } else {
-                LatePolicy::DeadLetter
-            },
+            late,
         })
     }
 
@@ -268,14 +265,24 @@ fn parse_aggregate(text: &str) -> Result<Aggregate> {
     })
 }
 
-fn default_start() -> String {
-    "committed".into()
+fn default_start() -> StartFrom {
+    StartFrom::Committed
 }
-fn default_format() -> String {
-    "json".into()
+fn default_avro_framing() -> AvroFraming {
+    AvroFraming::Confluent
 }
-fn default_avro_framing() -> String {
-    "confluent".into()
+
+/// How the messages of a `[stream]` topic are encoded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageEncoding {
+    /// JSON objects, decoded with the declared `schema`.
+    #[default]
+    Json,
+    /// Avro datums of `avro_schema`, framed as `avro_framing` says.
+    Avro,
+    /// The message bytes as they are (a `value` column).
+    Raw,
 }
 fn default_max_batch_records() -> usize {
     4096
@@ -306,9 +313,6 @@ fn default_prequential_window() -> u64 {
 }
 fn default_lateness() -> String {
     "0s".into()
-}
-fn default_late() -> String {
-    "dead_letter".into()
 }
 fn default_idle_timeout() -> Duration {
     Duration::from_secs(30)
@@ -411,23 +415,8 @@ impl StreamSpec {
     }
 
     /// Where to start without a checkpoint.
-    pub fn start_from(&self) -> Result<StartFrom> {
-        Ok(match self.start.trim() {
-            "committed" => StartFrom::Committed,
-            "earliest" => StartFrom::Earliest,
-            "latest" => StartFrom::Latest,
-            other => match other.strip_prefix("timestamp:").map(str::parse::<i64>) {
-                Some(Ok(ms)) => StartFrom::Timestamp(ms),
-                _ => {
-                    return Err(Error::config(
-                        "stream.start",
-                        format!(
-                            "unknown start '{other}'; use committed, earliest, latest or timestamp:<epoch ms>"
-                        ),
-                    ));
-                }
-            },
-        })
+    pub fn start_from(&self) -> StartFrom {
+        self.start
     }
 
     /// The declared JSON schema, in `columns` order (or sorted by name).
@@ -489,35 +478,19 @@ impl StreamSpec {
                 "must name the topic to train on",
             ));
         }
-        self.start_from()?;
-        match self.format.as_str() {
-            "json" => {
+        match self.format {
+            MessageEncoding::Json => {
                 self.json_schema()?;
             }
-            "avro" => {
+            MessageEncoding::Avro => {
                 if self.avro_schema.is_some() == self.avro_schema_file.is_some() {
                     return Err(Error::config(
                         "stream.avro_schema",
                         "format = \"avro\" needs exactly one of avro_schema (inline JSON) or avro_schema_file",
                     ));
                 }
-                if !matches!(self.avro_framing.as_str(), "confluent" | "raw") {
-                    return Err(Error::config(
-                        "stream.avro_framing",
-                        format!(
-                            "unknown framing '{}'; use confluent or raw",
-                            self.avro_framing
-                        ),
-                    ));
-                }
             }
-            "raw" => {}
-            other => {
-                return Err(Error::config(
-                    "stream.format",
-                    format!("unknown format '{other}'; use json, avro or raw"),
-                ));
-            }
+            MessageEncoding::Raw => {}
         }
         if let Some(m) = self
             .metadata_columns
@@ -562,12 +535,6 @@ impl StreamSpec {
             ));
         }
         parse_duration("stream.max_out_of_orderness", &self.max_out_of_orderness)?;
-        if !matches!(self.late.as_str(), "dead_letter" | "drop") {
-            return Err(Error::config(
-                "stream.late",
-                format!("unknown policy '{}'; use dead_letter or drop", self.late),
-            ));
-        }
         if let Some(w) = &self.window {
             if self.event_time.is_none() {
                 return Err(Error::config(
@@ -575,7 +542,7 @@ impl StreamSpec {
                     "windows need stream.event_time: the column whose time they group by",
                 ));
             }
-            w.window_spec("", Duration::ZERO, &self.late)?;
+            w.window_spec("", Duration::ZERO, self.late)?;
         }
         self.kafka_options()
             .validate()

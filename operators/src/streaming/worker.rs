@@ -30,7 +30,7 @@ use super::run::{Shared, StepLog, WorkerOutcome};
 use super::watermark::{PartitionWatermarks, WorkerMark, job_watermark};
 use super::windows::WindowOutput;
 use crate::preprocess::CompiledSql;
-use crate::stream::window::{WindowResult, WindowState, Windower};
+use crate::stream::window::{LatePolicy, WindowResult, WindowState, Windower};
 use crate::train::apply_summed_gradient;
 use crate::{Error, Result};
 
@@ -237,7 +237,7 @@ impl StreamWorker {
                 i64::try_from(stream.idle_timeout.as_millis()).ok(),
                 now_ms(),
             ),
-            dead_letter: stream.late == "dead_letter",
+            dead_letter: stream.late == LatePolicy::DeadLetter,
             bound: stream.max_out_of_orderness.clone(),
             topic: stream.topic.clone(),
         });
@@ -685,7 +685,7 @@ fn open_input(ctx: &WorkerContext, shared: &Shared) -> Result<Input> {
         &plan.group,
         ctx.index,
         ctx.peers,
-        stream.start_from()?,
+        stream.start_from(),
         shared.resume.as_ref().map(|c| &c.offsets),
     )?;
     let dlq = match &stream.dead_letter_topic {

@@ -124,12 +124,15 @@ pub struct WindowSpec {
     pub late: LatePolicy,
 }
 
-/// What happens to rows that arrive after all their windows were emitted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What happens to rows that arrive after all their windows were emitted (`dead_letter` or
+/// `drop` in a pipeline file).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LatePolicy {
     /// Count them, and drop them.
     Drop,
     /// Count them, and return them from [`Windower::push`] for a dead-letter output.
+    #[default]
     DeadLetter,
 }
 
