@@ -2,7 +2,7 @@
 //! operator needs (its worker, the metrics registry, the dead-letter outputs).
 //!
 //! ```text
-//! Flow::source(..) ─▶ map_batches / filter / exchange_by / rebalance / operator ─▶ sink / collect
+//! Flow::source(..) ─▶ map_batches / filter / exchange_by / rebalance / operator / stateful ─▶ sink / collect
 //!                          └─────────── dead letters ───────────▶ FlowContext::dead_letters
 //! ```
 //!
@@ -14,6 +14,7 @@ pub(crate) mod exchange;
 mod operator;
 mod sink;
 mod source;
+mod stateful;
 
 use std::cell::RefCell;
 use std::rc::Rc;

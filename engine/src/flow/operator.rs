@@ -16,8 +16,8 @@ use crate::batch::{Batch, DeadLetter};
 /// Where an operator's logic puts its results: batches to send on and records to dead-letter.
 #[derive(Default)]
 pub struct Emit {
-    batches: Vec<Batch>,
-    dead: Vec<DeadLetter>,
+    pub(super) batches: Vec<Batch>,
+    pub(super) dead: Vec<DeadLetter>,
 }
 
 impl Emit {
