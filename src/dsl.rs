@@ -26,13 +26,14 @@ use millrace_engine::ClusterConfig;
 use millrace_ml::model::{Activation, ModelChoice, ModelKind, ModelSpec};
 use millrace_ml::optim::OptimizerSpec;
 use millrace_ml::preprocess::{NullPolicy, SequenceSpec};
-use millrace_ml::trainer::{Loss, LossChoice};
+use millrace_ml::trainer::{Loss, LossChoice, Reduction};
 use millrace_ml::{Device, Precision};
 use millrace_operators::job::{Progress, Summary};
 use millrace_operators::spec::{
     CheckpointSpec, EvaluateSpec, IngestSpec, OutputSpec, PipelineSpec, PreprocessSpec, ServeSpec,
     TaskKind, TrainSpec,
 };
+use millrace_operators::streaming::{StreamSpec, StreamSummary};
 
 use crate::run::{RunConfig, plan, run_planned};
 use crate::{Error, Result};
@@ -94,14 +95,14 @@ impl Train {
         )
     }
 
-    /// Logistic regression (classification).
+    /// Logistic regression (classification): `model = { kind = "logistic" }`.
     pub fn logistic() -> Self {
-        Self::with_model(TaskKind::Classification, ModelKind::Logistic, Vec::new())
+        Self::with_choice(TaskKind::Classification, ModelChoice::new("logistic"))
     }
 
-    /// Linear regression.
+    /// Linear regression: `model = { kind = "linear" }`.
     pub fn linear() -> Self {
-        Self::with_model(TaskKind::Regression, ModelKind::Linear, Vec::new())
+        Self::with_choice(TaskKind::Regression, ModelChoice::new("linear"))
     }
 
     /// Any registered model by its `kind` (built in, like `embedding_mlp`, or registered in
@@ -138,6 +139,12 @@ impl Train {
     /// The loss: one registered in this binary ([`App::loss`](crate::App::loss)).
     pub fn user_loss(mut self, name: &str) -> Self {
         self.spec.loss = Some(LossChoice::User(name.to_owned()));
+        self
+    }
+
+    /// Whether a step's loss is the mean (default) or the sum over its rows.
+    pub fn reduction(mut self, reduction: Reduction) -> Self {
+        self.spec.reduction = reduction;
         self
     }
 
@@ -231,6 +238,16 @@ pub struct Pipeline {
     workers: usize,
     run_dir: Option<PathBuf>,
     progress: Option<Arc<dyn Progress>>,
+    stream: Option<StreamSpec>,
+    stop: StreamStop,
+}
+
+/// When a streaming job started by [`Pipeline::run_stream`] stops (besides `stop` being set).
+#[derive(Clone, Default)]
+struct StreamStop {
+    max_records: Option<u64>,
+    idle: Option<std::time::Duration>,
+    flag: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Pipeline {
@@ -250,7 +267,52 @@ impl Pipeline {
             workers: 1,
             run_dir: None,
             progress: None,
+            stream: None,
+            stop: StreamStop::default(),
         }
+    }
+
+    /// Makes this a streaming job: records of Kafka `topic` on `bootstrap_servers` are trained
+    /// on as they arrive (test-then-train), versions are published and checkpointed with the
+    /// offsets — the job a `[stream]` section describes, with its defaults. Change any other
+    /// `[stream]` setting with [`Pipeline::stream_options`]; run it with
+    /// [`Pipeline::run_stream`]. An `.ingest_parquet(…)` then fits the preprocessing on that
+    /// dataset before the stream starts.
+    pub fn kafka(mut self, bootstrap_servers: &str, topic: &str) -> Self {
+        let spec: StreamSpec = serde_json::from_value(serde_json::json!({
+            "bootstrap_servers": bootstrap_servers,
+            "topic": topic,
+        }))
+        .expect("a [stream] section with only the two required keys is valid");
+        self.stream = Some(spec);
+        self
+    }
+
+    /// Changes `[stream]` settings of a [`Pipeline::kafka`] job (schema, group, publishing and
+    /// checkpoint cadence, windows, …): `f` gets the section as the pipeline file would hold it.
+    pub fn stream_options(mut self, f: impl FnOnce(&mut StreamSpec)) -> Self {
+        if let Some(stream) = self.stream.as_mut() {
+            f(stream);
+        }
+        self
+    }
+
+    /// A streaming job stops after reading this many records.
+    pub fn stop_after_records(mut self, records: u64) -> Self {
+        self.stop.max_records = Some(records);
+        self
+    }
+
+    /// A streaming job stops once no record arrived for this long.
+    pub fn stop_when_idle(mut self, idle: std::time::Duration) -> Self {
+        self.stop.idle = Some(idle);
+        self
+    }
+
+    /// A streaming job stops (with a last checkpoint) after the step during which `flag` is set.
+    pub fn stop_on(mut self, flag: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.stop.flag = Some(flag);
+        self
     }
 
     /// Reads a Parquet file or directory (Spark output included), or a Delta table: a local path
@@ -393,12 +455,17 @@ impl Pipeline {
 
     /// The pipeline as a spec (what a pipeline file would say).
     pub fn build(&self) -> Result<PipelineSpec> {
-        let path = self.ingest.clone().ok_or_else(|| {
-            Error::Pipeline(millrace_operators::Error::config(
-                "ingest",
-                "no source: call .ingest_parquet(path)",
-            ))
-        })?;
+        let path = match (&self.ingest, &self.stream) {
+            (Some(path), _) => path.clone(),
+            // A stream without a dataset fits its preprocessing on the stream.
+            (None, Some(_)) => PathBuf::new(),
+            (None, None) => {
+                return Err(Error::Pipeline(millrace_operators::Error::config(
+                    "ingest",
+                    "no source: call .ingest_parquet(path) or .kafka(bootstrap_servers, topic)",
+                )));
+            }
+        };
         let train = self.train.clone().ok_or_else(|| {
             Error::Pipeline(millrace_operators::Error::config(
                 "train",
@@ -423,7 +490,7 @@ impl Pipeline {
             serve: self.serve.clone(),
             storage: self.storage.clone(),
             output: self.output.clone(),
-            stream: None,
+            stream: self.stream.clone(),
             checkpoint: self.checkpoint.clone(),
         })
     }
@@ -432,6 +499,11 @@ impl Pipeline {
     /// Its clock (`wall_s`, the plan phase) starts at this call.
     pub fn run(self) -> Result<RunReport> {
         let started = std::time::Instant::now();
+        if self.stream.is_some() {
+            return Err(Error::Usage(
+                "this pipeline reads a Kafka topic: run it with .run_stream()".into(),
+            ));
+        }
         let spec = self.build()?;
         let planned = plan(spec, None)?;
         let config = RunConfig {
@@ -445,5 +517,28 @@ impl Pipeline {
         };
         let (summary, run_dir) = run_planned(planned, None, config)?;
         Ok(RunReport { summary, run_dir })
+    }
+
+    /// Plans and runs the streaming job of [`Pipeline::kafka`] until it stops
+    /// ([`Pipeline::stop_after_records`], [`Pipeline::stop_when_idle`], [`Pipeline::stop_on`]),
+    /// writing its run directory: the same job as the pipeline file with the same `[stream]`.
+    pub fn run_stream(self) -> Result<(StreamSummary, PathBuf)> {
+        let started = std::time::Instant::now();
+        let spec = self.build()?;
+        if spec.stream.is_none() {
+            return Err(Error::Usage(
+                "this pipeline has no stream: call .kafka(bootstrap_servers, topic), or .run()"
+                    .into(),
+            ));
+        }
+        let config = crate::run::StreamRunConfig {
+            cluster: ClusterConfig::local(self.workers),
+            run_dir: self.run_dir,
+            stop: self.stop.flag.unwrap_or_default(),
+            max_records: self.stop.max_records,
+            idle_timeout: self.stop.idle,
+            started: Some(started),
+        };
+        crate::run::run_stream(spec, None, config)
     }
 }

@@ -369,3 +369,108 @@ fn the_served_version_advances_while_requests_flow() {
     assert_eq!(summary.rows_trained, 20_000);
     assert!(metrics_checked, "GET /metrics was not checked");
 }
+
+/// The counting job as the DSL writes it: the same spec as [`counting_pipeline`] with `sql`.
+fn counting_dsl(
+    broker: &str,
+    topic: &str,
+    checkpoints: &Path,
+    sql: &str,
+) -> millrace::dsl::Pipeline {
+    use millrace::dsl::{Pipeline, Train};
+    use millrace::ml::optim::OptimizerSpec;
+    use millrace::ml::trainer::{Loss, Reduction};
+    let checkpoints = checkpoints.to_path_buf();
+    let group = format!("{topic}-group");
+    Pipeline::new("counting")
+        .kafka(broker, topic)
+        .stream_options(move |s| {
+            s.group_id = Some(group);
+            s.columns = ["f0", "f3", "cat", "ts", "label"]
+                .map(String::from)
+                .to_vec();
+            s.schema = [
+                ("f0", "float32"),
+                ("f3", "float32?"),
+                ("cat", "string"),
+                ("ts", "timestamp_us"),
+                ("label", "int8"),
+            ]
+            .into_iter()
+            .map(|(c, t)| (c.to_string(), t.to_string()))
+            .collect();
+            s.warmup_records = 200;
+            s.max_batch_records = 97;
+            s.poll_timeout_ms = 10;
+            s.publish_every_steps = 5;
+            s.publish_every_s = 0.0;
+            s.checkpoint_every_steps = 4;
+            s.checkpoint_every_s = 0.0;
+            s.checkpoint_dir = Some(checkpoints);
+        })
+        .sql(sql)
+        .numeric(["zero"])
+        .label("y")
+        .train(
+            Train::linear()
+                .optimizer(OptimizerSpec::Sgd {
+                    momentum: 0.0,
+                    weight_decay: 0.0,
+                    nesterov: false,
+                })
+                .loss(Loss::Mae)
+                .reduction(Reduction::Sum)
+                .lr(1.0),
+        )
+}
+
+#[test]
+fn the_dsl_builds_and_runs_the_pipeline_files_streaming_job() {
+    let Some(broker) = kafka() else { return };
+    super::udf::register();
+    let dir = scratch("stream-dsl");
+    let topic = unique("dsl");
+    fill_topic(broker, &topic, 4, 1500, &dir);
+    // A user function in the stream's SQL: it_log1p(f0) * 0 is 0, so the model still counts.
+    let user_sql = "SELECT it_log1p(f0) * 0.0 AS zero, 1000000.0 AS y FROM input";
+    let file_text = counting_pipeline(broker, &topic, &dir.join("file-ckpt"), "")
+        .replace("SELECT 0.0 AS zero, 1000000.0 AS y FROM input", user_sql);
+    // One-to-one: the DSL builds exactly the spec the file says.
+    let dsl = counting_dsl(broker, &topic, &dir.join("file-ckpt"), user_sql);
+    assert_eq!(dsl.build().unwrap(), parse(&file_text));
+
+    // Both run on the same topic (each with its own group and checkpoints) to the same result.
+    let file_text = file_text.replace(&format!("{topic}-group"), &format!("{topic}-file"));
+    let (from_file, _) =
+        run_stream(parse(&file_text), None, config(2, &dir.join("file-run"))).unwrap();
+    let (from_dsl, dsl_run) = counting_dsl(broker, &topic, &dir.join("dsl-ckpt"), user_sql)
+        .stream_options(|s| s.group_id = Some(format!("{}-dsl", s.topic)))
+        .workers(2)
+        .run_dir(dir.join("dsl-run"))
+        .stop_when_idle(Duration::from_secs(2))
+        .run_stream()
+        .unwrap();
+    for (what, file, dsl) in [
+        ("rows_read", from_file.rows_read, from_dsl.rows_read),
+        (
+            "rows_trained",
+            from_file.rows_trained,
+            from_dsl.rows_trained,
+        ),
+        (
+            "rows_dead_lettered",
+            from_file.rows_dead_lettered,
+            from_dsl.rows_dead_lettered,
+        ),
+    ] {
+        assert_eq!(file, dsl, "{what}");
+    }
+    assert_eq!(from_dsl.rows_trained, 1500, "{from_dsl:?}");
+    assert_counted(&dsl_run.join("model"), 1500);
+    // A batch run refuses a streaming pipeline, and says what to call.
+    let err = counting_dsl(broker, &topic, &dir.join("x"), user_sql)
+        .run()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(".run_stream()"), "{err}");
+}

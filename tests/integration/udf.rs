@@ -14,7 +14,7 @@ use crate::common::{pipeline_toml, scratch, tabular};
 use crate::quickstart::try_run_toml;
 use crate::serve_harness::assert_v2_answers_in_process;
 
-fn register() {
+pub(super) fn register() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         millrace::App::new()
