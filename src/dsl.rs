@@ -492,6 +492,7 @@ impl Pipeline {
             output: self.output.clone(),
             stream: self.stream.clone(),
             checkpoint: self.checkpoint.clone(),
+            branch: Vec::new(),
         })
     }
 

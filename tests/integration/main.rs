@@ -2,6 +2,7 @@
 //! End-to-end tests of the millrace facade: pipeline files, the DSL, runs on 1 and 2 workers, the
 //! served model, and the errors a user sees.
 
+mod branches;
 mod clocks;
 mod cluster;
 mod common;

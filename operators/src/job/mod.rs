@@ -15,4 +15,6 @@ pub use plan::JobPlan;
 pub use progress::{NoProgress, Progress};
 pub(crate) use run::write_dead_letters;
 pub use run::{RunOptions, run, run_without_summary};
-pub use summary::{CheckpointStats, OperatorSummary, Phases, Summary, peak_rss_bytes};
+pub use summary::{
+    BranchSummary, CheckpointStats, OperatorSummary, Phases, Summary, peak_rss_bytes,
+};

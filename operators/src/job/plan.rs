@@ -247,7 +247,19 @@ pub(crate) fn check_preprocess(spec: &PipelineSpec, out: &Schema) -> Result<Labe
         LabelKind::Classification => Task::Classification { num_classes: 2 },
         LabelKind::Regression => Task::Regression,
     };
-    spec.train.check_model(&feature_spec(spec), &probe_task)?;
+    let features = feature_spec(spec);
+    spec.train.check_model(&features, &probe_task)?;
+    for branch in &spec.branch {
+        branch
+            .train
+            .check_model(&features, &probe_task)
+            .map_err(|e| {
+                Error::config(
+                    "branch.train.model",
+                    format!("branch '{}': {e}", branch.name),
+                )
+            })?;
+    }
     Ok(label_kind)
 }
 

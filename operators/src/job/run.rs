@@ -27,7 +27,9 @@ use super::metrics_log::MetricsLog;
 use super::output;
 use super::plan::JobPlan;
 use super::progress::Progress;
-use super::summary::{CheckpointStats, OperatorSummary, Phases, Summary, peak_rss_bytes};
+use super::summary::{
+    BranchSummary, CheckpointStats, OperatorSummary, Phases, Summary, peak_rss_bytes,
+};
 use crate::checkpoint::CheckpointStore;
 use crate::evaluate::Evaluator;
 use crate::preprocess::merge_fits;
@@ -63,6 +65,7 @@ struct WorkerOutcome {
     eval_lines: Vec<serde_json::Value>,
     marks: Marks,
     train: Option<TrainReport>,
+    branches: Vec<BranchSummary>,
     /// Over all processes: (dead-lettered rows, predictions written, evaluation rows).
     cluster_counts: (u64, u64, u64),
     checkpoints: CheckpointStats,
@@ -158,6 +161,7 @@ pub fn run_without_summary(plan: JobPlan, options: RunOptions) -> Result<Finishe
         sync_ms_per_step: train.sync_s * 1e3 / train.steps.max(1) as f64,
         resumed_from_step,
         checkpoints: first.checkpoints.clone(),
+        branches: first.branches.clone(),
         peak_rss_bytes: peak_rss_bytes(),
         operators: totals
             .into_iter()
@@ -263,6 +267,7 @@ fn run_worker(
         trainer.set_parameters(&c.parameters)?;
         trainer.restore_optimizer(c.optimizer.clone())?;
     }
+    let branch_eval = (!spec.branch.is_empty()).then(|| eval.clone());
     let mut evaluator = Evaluator::new(worker, Some(eval), fitted.num_classes());
 
     let mut log = MetricsLog::open(
@@ -311,9 +316,13 @@ fn run_worker(
         &spec.train,
         &mut control,
     )?;
-    marks.trained = Instant::now();
-    marks.eval_s = report.eval_s;
     drop(control);
+    let branches = match branch_eval {
+        Some(eval) => train_branches(worker, ctx, plan, options, &fitted, &train, eval)?,
+        None => Vec::new(),
+    };
+    marks.trained = Instant::now();
+    marks.eval_s = report.eval_s + branches.iter().map(|b| b.report.eval_s).sum::<f64>();
     let eval_lines = log.close()?;
     let predictions_written =
         output::write_predictions(spec, ctx.index, &fitted, &trainer, &eval_batches)?;
@@ -328,13 +337,34 @@ fn run_worker(
     )?;
     if ctx.index == 0 {
         progress.train_done();
-        save_bundle(plan, &options.run_dir, fitted, &trainer, &report)?;
+        let model_dir = options.run_dir.join("model");
+        save_bundle(
+            plan,
+            &model_dir,
+            &spec.name,
+            &spec.train,
+            fitted,
+            &trainer,
+            &report,
+        )?;
     }
     Ok(WorkerOutcome {
         dead,
         eval_lines,
         marks,
         train: Some(report),
+        branches: branches
+            .into_iter()
+            .map(|b| BranchSummary {
+                name: b.name,
+                model_path: b.model_dir.display().to_string(),
+                steps: b.report.steps,
+                train_s: b.report.train_s,
+                final_loss: b.report.last_epoch_loss,
+                eval: b.report.eval,
+                parameter_checksum: format!("{:016x}", b.report.parameter_checksum),
+            })
+            .collect(),
         cluster_counts,
         checkpoints,
     })
@@ -400,23 +430,87 @@ fn fit_and_encode(
     })
 }
 
-/// Writes the model bundle to `run_dir/model`: the model, its fitted preprocessing, the SQL a
-/// server applies to raw requests, and the final evaluation.
+/// A branch's trained model, where it was saved, and its report.
+struct BranchOutcome {
+    name: String,
+    model_dir: PathBuf,
+    report: TrainReport,
+}
+
+/// Trains every `[[branch]]` on this worker's already encoded rows, one after the other, each in
+/// lock-step with the other workers, and saves each model (worker 0).
+fn train_branches(
+    worker: &mut Worker,
+    ctx: &WorkerContext,
+    plan: &JobPlan,
+    options: &RunOptions,
+    fitted: &FittedPreprocessor,
+    train: &Features,
+    eval: Features,
+) -> Result<Vec<BranchOutcome>> {
+    let spec = &plan.spec;
+    let mut out = Vec::with_capacity(spec.branch.len());
+    for branch in &spec.branch {
+        let mut trainer = branch
+            .train
+            .trainer(fitted, ctx.index % options.cluster.workers.max(1))?;
+        let mut evaluator = Evaluator::new(worker, Some(eval.clone()), fitted.num_classes());
+        let mut control = TrainControl {
+            evaluate_every_epoch: spec.evaluate.every_epoch,
+            ..TrainControl::default()
+        };
+        let report = train_data_parallel(
+            worker,
+            ctx,
+            &mut trainer,
+            train,
+            &mut evaluator,
+            &branch.train,
+            &mut control,
+        )?;
+        let model_dir = options
+            .run_dir
+            .join("branches")
+            .join(&branch.name)
+            .join("model");
+        if ctx.index == 0 {
+            save_bundle(
+                plan,
+                &model_dir,
+                &branch.name,
+                &branch.train,
+                fitted.clone(),
+                &trainer,
+                &report,
+            )?;
+        }
+        out.push(BranchOutcome {
+            name: branch.name.clone(),
+            model_dir,
+            report,
+        });
+    }
+    Ok(out)
+}
+
+/// Writes a model bundle to `model_dir`: the model `train` describes, its fitted preprocessing,
+/// the SQL a server applies to raw requests, and the final evaluation.
 fn save_bundle(
     plan: &JobPlan,
-    run_dir: &Path,
-    fitted: millrace_ml::preprocess::FittedPreprocessor,
+    model_dir: &Path,
+    name: &str,
+    train: &crate::spec::TrainSpec,
+    fitted: FittedPreprocessor,
     trainer: &millrace_ml::Replica,
     report: &TrainReport,
 ) -> Result<()> {
-    let spec = &plan.spec;
     let bundle = ModelBundle {
-        model: spec.train.model.clone(),
+        model: train.model.clone(),
         task: fitted.task(),
         preprocess: fitted,
         weights: trainer.try_parameters()?,
         meta: BundleMeta {
-            name: spec.name.clone(),
+            name: name.to_owned(),
             version: 1,
             created_at: now_rfc3339(),
             transform_sql: Some(plan.serve_sql.wrapped_sql.clone()),
@@ -427,7 +521,7 @@ fn save_bundle(
             },
         },
     };
-    bundle.save(&run_dir.join("model"))?;
+    bundle.save(model_dir)?;
     Ok(())
 }
 

@@ -88,8 +88,30 @@ pub struct Summary {
     /// Checkpoints written by this run.
     #[serde(default)]
     pub checkpoints: CheckpointStats,
+    /// The `[[branch]]` train-steps, trained on the same encoded rows after the main one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub branches: Vec<BranchSummary>,
     /// Per-operator totals.
     pub operators: Vec<OperatorSummary>,
+}
+
+/// What one `[[branch]]` trained.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct BranchSummary {
+    /// The branch's name.
+    pub name: String,
+    /// Its model directory.
+    pub model_path: String,
+    /// Optimiser steps applied.
+    pub steps: u64,
+    /// Seconds in its training loop.
+    pub train_s: f64,
+    /// Mean loss of its last epoch.
+    pub final_loss: f64,
+    /// Its final evaluation.
+    pub eval: Option<EvalMetrics>,
+    /// FNV-1a of its final parameters (equal on every worker).
+    pub parameter_checksum: String,
 }
 
 /// The consecutive phases of a batch run, in seconds; they add up to `wall_s`. Each ends where

@@ -57,6 +57,21 @@ pub struct PipelineSpec {
     /// Checkpoints of a batch job's training (`millrace run --resume` continues from them).
     #[serde(default)]
     pub checkpoint: Option<CheckpointSpec>,
+    /// More train-steps on the same preprocessed rows (`[[branch]]`, batch jobs): the data is
+    /// read and encoded once, then each branch trains, evaluates and saves its own model in
+    /// `branches/<name>/model` of the run directory.
+    #[serde(default)]
+    pub branch: Vec<BranchSpec>,
+}
+
+/// One `[[branch]]`: a named train-step with its own model and hyperparameters.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BranchSpec {
+    /// The branch's name (its model directory and the model's name when served).
+    pub name: String,
+    /// The model and how to train it; its `task` must be the main `[train]`'s.
+    pub train: TrainSpec,
 }
 
 fn default_name() -> String {
@@ -335,6 +350,7 @@ impl PipelineSpec {
             }
             c.validate()?;
         }
+        self.validate_branches()?;
         let o = &self.output;
         if let Some(c) = o.partition_by.iter().find(|c| !o.columns.contains(c)) {
             return Err(Error::config(
@@ -427,6 +443,61 @@ impl PipelineSpec {
         if let Some(serve) = &self.serve {
             serve.validate()?;
             serve.validate_device()?;
+        }
+        Ok(())
+    }
+
+    /// Checks the `[[branch]]` train-steps: distinct valid names, the main task, a batch job
+    /// without checkpoints (a resumed run would have to retrain them).
+    fn validate_branches(&self) -> Result<()> {
+        for (i, b) in self.branch.iter().enumerate() {
+            let key = |k: &str| format!("branch.{k}");
+            let valid = !b.name.is_empty()
+                && b.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !valid {
+                return Err(Error::config(
+                    key("name"),
+                    format!(
+                        "branch {} has name '{}': use letters, digits, _ and -",
+                        i + 1,
+                        b.name
+                    ),
+                ));
+            }
+            if self.branch[..i].iter().any(|o| o.name == b.name) {
+                return Err(Error::config(
+                    key("name"),
+                    format!("two branches are called '{}'", b.name),
+                ));
+            }
+            if self.stream.is_some() {
+                return Err(Error::config(
+                    "branch",
+                    "branches train on a batch job's rows; a streaming job has one [train]",
+                ));
+            }
+            if self.checkpoint.is_some() {
+                return Err(Error::config(
+                    "branch",
+                    "a run with branches cannot be checkpointed yet (a resumed run would retrain \
+                     them): remove [checkpoint] or run the branches as their own pipelines",
+                ));
+            }
+            if b.train.task != self.train.task {
+                return Err(Error::config(
+                    key("train.task"),
+                    format!(
+                        "branch '{}' is {:?} but [train] is {:?}: branches share the label and its \
+                         preprocessing",
+                        b.name, b.train.task, self.train.task
+                    ),
+                ));
+            }
+            b.train
+                .validate_device()
+                .map_err(|e| Error::config(key("train.device"), e.to_string()))?;
         }
         Ok(())
     }

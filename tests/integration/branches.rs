@@ -1,0 +1,109 @@
+//! `[[branch]]`: several train-steps on one read of the data. The rows are read and encoded once;
+//! each branch trains, evaluates and saves its own model; one server serves them all with the
+//! in-process answers; a branch whose model needs tensors the preprocessing does not make is an
+//! error before any work.
+
+use millrace::connectors::parquet::ParquetDataset;
+use millrace::ml::bundle::ModelBundle;
+use millrace::operators::serve::{ModelRegistry, ServeOptions};
+
+use crate::common::{pipeline_toml, scratch, tabular};
+use crate::quickstart::try_run_toml;
+use crate::serve_harness::{
+    Server, close, post_json, predict_in_process, probabilities, v2_request,
+};
+
+fn with_branch(branch: &str) -> String {
+    let (train, holdout) = tabular();
+    format!("{}\n{branch}", pipeline_toml(train, holdout, 1))
+}
+
+const LOGISTIC: &str = r#"[[branch]]
+name = "logistic"
+[branch.train]
+model = { kind = "logistic" }
+optimizer = { kind = "adam" }
+lr = 0.01
+batch_size = 256
+seed = 42
+"#;
+
+#[test]
+fn two_models_from_one_read_are_trained_evaluated_and_served_together() {
+    let dir = scratch("branches");
+    let summary = try_run_toml(&with_branch(LOGISTIC), 2, &dir).unwrap();
+    let (train, holdout) = tabular();
+    let rows = ParquetDataset::open_path(train).unwrap().num_rows();
+    // Read once, not once per branch.
+    assert_eq!(summary.rows_read, rows, "{summary:?}");
+    let accuracy = |eval: &Option<millrace::ml::metrics::EvalMetrics>| {
+        serde_json::to_value(eval.as_ref().unwrap()).unwrap()["accuracy"]
+            .as_f64()
+            .unwrap()
+    };
+    let mlp = accuracy(&summary.eval);
+    assert_eq!(summary.branches.len(), 1);
+    let branch = &summary.branches[0];
+    assert_eq!(branch.name, "logistic");
+    let logistic = accuracy(&branch.eval);
+    // The Bayes rule of this data needs interactions a logistic model cannot express.
+    assert!(
+        logistic > 0.6 && logistic + 0.05 < mlp,
+        "logistic {logistic}, mlp {mlp}"
+    );
+    let branch_dir = dir.join("run/branches/logistic/model");
+    assert_eq!(branch.model_path, branch_dir.display().to_string());
+    assert_eq!(
+        ModelBundle::load(&branch_dir).unwrap().model.kind,
+        "logistic"
+    );
+    let main_dir = dir.join("run/model");
+    assert_eq!(ModelBundle::load(&main_dir).unwrap().model.kind, "mlp");
+
+    // One server, both models, each with its in-process answers.
+    let options = ServeOptions::default();
+    let registry = ModelRegistry::new(options.batching.clone());
+    registry.load_dir(Some("main"), &main_dir).unwrap();
+    registry.load_dir(Some("logistic"), &branch_dir).unwrap();
+    let server = Server::start(registry, options);
+    for (name, model_dir) in [("main", &main_dir), ("logistic", &branch_dir)] {
+        let (raw, _, expected) = predict_in_process(model_dir, holdout);
+        let reply = post_json(
+            server.addr,
+            &format!("/v2/models/{name}/infer"),
+            &v2_request(&raw, 0..50),
+        );
+        assert_eq!(reply.status, 200, "{name}");
+        let got = probabilities(&reply.json());
+        assert_eq!(got.len(), 100);
+        for (g, w) in got.iter().zip(&expected) {
+            assert!(close(*g, *w), "{name}: served {g}, in process {w}");
+        }
+    }
+}
+
+#[test]
+fn a_branch_error_names_the_branch_before_work() {
+    let text = with_branch(&LOGISTIC.replace(
+        r#"model = { kind = "logistic" }"#,
+        r#"model = { kind = "embedding_mlp", columns = ["region"] }"#,
+    ));
+    let dir = scratch("branch-missing-tensor");
+    let err = try_run_toml(&text, 1, &dir).unwrap_err();
+    assert!(
+        err.contains("branch 'logistic'") && err.contains("index:region"),
+        "{err}"
+    );
+    assert!(!dir.join("run/metrics.jsonl").exists());
+    let text = format!("{}\n{}", with_branch(LOGISTIC), LOGISTIC);
+    let err = try_run_toml(&text, 1, &scratch("branch-twice")).unwrap_err();
+    assert!(err.contains("two branches are called 'logistic'"), "{err}");
+    let text =
+        with_branch(&LOGISTIC.replace("[branch.train]", "[branch.train]\ntask = \"regression\""))
+            .replace(
+                r#"model = { kind = "logistic" }"#,
+                r#"model = { kind = "linear" }"#,
+            );
+    let err = try_run_toml(&text, 1, &scratch("branch-task")).unwrap_err();
+    assert!(err.contains("branches share the label"), "{err}");
+}
