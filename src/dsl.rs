@@ -30,8 +30,8 @@ use millrace_ml::trainer::{Loss, LossChoice, Reduction};
 use millrace_ml::{Device, Precision};
 use millrace_operators::job::{Progress, Summary};
 use millrace_operators::spec::{
-    CheckpointSpec, EvaluateSpec, IngestSpec, OutputSpec, PipelineSpec, PreprocessSpec, ServeSpec,
-    TaskKind, TrainSpec,
+    BranchSpec, CheckpointSpec, EvaluateSpec, IngestSpec, OutputSpec, PipelineSpec, PreprocessSpec,
+    ServeSpec, TaskKind, TrainSpec,
 };
 use millrace_operators::streaming::{StreamSpec, StreamSummary};
 
@@ -240,6 +240,7 @@ pub struct Pipeline {
     progress: Option<Arc<dyn Progress>>,
     stream: Option<StreamSpec>,
     stop: StreamStop,
+    branches: Vec<BranchSpec>,
 }
 
 /// When a streaming job started by [`Pipeline::run_stream`] stops (besides `stop` being set).
@@ -269,7 +270,19 @@ impl Pipeline {
             progress: None,
             stream: None,
             stop: StreamStop::default(),
+            branches: Vec::new(),
         }
+    }
+
+    /// Adds a train-step on the same preprocessed rows (`[[branch]]` in a pipeline file): the
+    /// data is read and encoded once; the branch trains, evaluates and saves its own model in
+    /// `branches/<name>/model`.
+    pub fn branch(mut self, name: &str, train: Train) -> Self {
+        self.branches.push(BranchSpec {
+            name: name.to_owned(),
+            train: train.spec,
+        });
+        self
     }
 
     /// Makes this a streaming job: records of Kafka `topic` on `bootstrap_servers` are trained
@@ -492,7 +505,7 @@ impl Pipeline {
             output: self.output.clone(),
             stream: self.stream.clone(),
             checkpoint: self.checkpoint.clone(),
-            branch: Vec::new(),
+            branch: self.branches.clone(),
         })
     }
 

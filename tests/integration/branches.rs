@@ -107,3 +107,23 @@ fn a_branch_error_names_the_branch_before_work() {
     let err = try_run_toml(&text, 1, &scratch("branch-task")).unwrap_err();
     assert!(err.contains("branches share the label"), "{err}");
 }
+
+#[test]
+fn the_dsl_writes_the_same_branch_as_the_file() {
+    use millrace::dsl::{Pipeline, Train};
+    let file =
+        millrace::pipeline_file::parse(&with_branch(LOGISTIC), std::path::Path::new("t.toml"))
+            .unwrap();
+    let (train, _) = tabular();
+    let dsl = Pipeline::new("it")
+        .ingest_parquet(train)
+        .label("label")
+        .train(Train::mlp([64, 64]))
+        .branch(
+            "logistic",
+            Train::logistic().adam().lr(0.01).batch_size(256).seed(42),
+        )
+        .build()
+        .unwrap();
+    assert_eq!(dsl.branch, file.branch);
+}
