@@ -179,15 +179,12 @@ pub fn train_data_parallel(
             while next < order.len() && u128::from(order[next].0) < end {
                 next += 1;
             }
-            let timed = run.step(
-                worker,
-                ctx,
+            let rows = StepRows {
                 epoch,
                 step,
-                &order[lo..next],
-                control,
-                on_event,
-            )?;
+                picked: &order[lo..next],
+            };
+            let timed = run.step(worker, ctx, rows, control, on_event)?;
             let by_steps = control.every_steps > 0
                 && run.position.global_step.is_multiple_of(control.every_steps);
             let last = epoch + 1 == spec.epochs && step + 1 == steps_per_epoch;
@@ -254,6 +251,14 @@ fn fingerprint(
     })
 }
 
+/// The rows of one global step on this worker: step `step` (0-based, in its epoch) of `epoch`.
+#[derive(Clone, Copy)]
+struct StepRows<'a> {
+    epoch: usize,
+    step: u64,
+    picked: &'a [(u64, u32)],
+}
+
 /// A training run's state across its steps.
 struct Stepper<'t> {
     trainer: &'t mut Replica,
@@ -274,26 +279,23 @@ struct Stepper<'t> {
 }
 
 impl Stepper<'_> {
-    /// Global step `step` of `epoch` over this worker's `picked` rows. True when worker 0's
-    /// clock says a checkpoint is due.
-    #[allow(clippy::too_many_arguments)]
+    /// One global step over this worker's `rows`. True when worker 0's clock says a checkpoint
+    /// is due.
     fn step(
         &mut self,
         worker: &mut Worker,
         ctx: &WorkerContext,
-        epoch: usize,
-        step: u64,
-        picked: &[(u64, u32)],
+        rows: StepRows<'_>,
         control: &TrainControl<'_>,
         on_event: &mut dyn FnMut(TrainEvent),
     ) -> Result<bool> {
         if self.fused {
             self.position.global_step += 1;
-            self.position.step_in_epoch = step + 1;
-            self.fused_step(epoch, picked, on_event)?;
+            self.position.step_in_epoch = rows.step + 1;
+            self.fused_step(rows.epoch, rows.picked, on_event)?;
             return Ok(self.checkpoint_due(control));
         }
-        self.summed_step(worker, ctx, epoch, step, picked, control, on_event)
+        self.summed_step(worker, ctx, rows, control, on_event)
     }
 
     /// Whether `control.every_s` passed since the last checkpoint, on this worker's clock.
@@ -334,14 +336,15 @@ impl Stepper<'_> {
     /// them with the loss, the rows and worker 0's checkpoint decision (its clock decides
     /// time-based checkpoints, for everyone), then the same update everywhere. Returns that
     /// decision.
-    #[allow(clippy::too_many_arguments)]
     fn summed_step(
         &mut self,
         worker: &mut Worker,
         ctx: &WorkerContext,
-        epoch: usize,
-        step: u64,
-        picked: &[(u64, u32)],
+        StepRows {
+            epoch,
+            step,
+            picked,
+        }: StepRows<'_>,
         control: &TrainControl<'_>,
         on_event: &mut dyn FnMut(TrainEvent),
     ) -> Result<bool> {
