@@ -185,14 +185,16 @@ fn summary(run_dir: &Path) -> anyhow::Result<Value> {
     )?)
 }
 
-/// Whether `dir` (or a directory in it) holds a complete checkpoint (a `COMMIT` marker).
+/// Whether `dir` holds a complete checkpoint: a `ckpt-<step>` directory with its `COMMIT` marker.
+/// (A checkpoint is written in a temporary directory, `COMMIT` included, and renamed into place:
+/// a `COMMIT` elsewhere is not a checkpoint yet.)
 fn has_checkpoint(dir: &Path) -> bool {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return false;
     };
-    entries
-        .flatten()
-        .any(|e| e.path().join("COMMIT").exists() || has_checkpoint(&e.path()))
+    entries.flatten().any(|e| {
+        e.file_name().to_string_lossy().starts_with("ckpt-") && e.path().join("COMMIT").exists()
+    })
 }
 
 fn kill_after_a_checkpoint(victim: &mut Child, checkpoints: &Path) -> anyhow::Result<()> {

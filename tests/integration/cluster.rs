@@ -111,12 +111,14 @@ keep = 3
     path
 }
 
-/// Complete checkpoints (with their COMMIT), oldest first.
+/// Complete checkpoints (`ckpt-<step>` with its COMMIT), oldest first. A checkpoint is written
+/// in a `.tmp-…` directory, COMMIT included, then renamed: that one is not complete yet.
 fn complete(checkpoints: &Path) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(checkpoints)
         .map(|entries| {
             entries
                 .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("ckpt-"))
                 .map(|e| e.path())
                 .filter(|p| p.join("COMMIT").exists())
                 .collect()
