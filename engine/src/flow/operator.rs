@@ -4,14 +4,17 @@ use std::time::Instant;
 
 use arrow::array::{BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{ParallelizationContract, Pipeline};
-use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::CapabilityTrait;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::{OutputBuilder, OutputBuilderSession};
 use timely::progress::Timestamp;
 use timely::progress::operate::FrontierInterest;
 
 use super::Flow;
 use crate::batch::{Batch, DeadLetter};
+use crate::metrics::OperatorStats;
 
 /// Where an operator's logic puts its results: batches to send on and records to dead-letter.
 #[derive(Default)]
@@ -31,6 +34,32 @@ impl Emit {
     /// Sends a record to the dead-letter output.
     pub fn dead(&mut self, dead: DeadLetter) {
         self.dead.push(dead);
+    }
+
+    /// Sends what was emitted: the batches on `out` at `cap`, the dead letters on `dead` at
+    /// `dead_cap`, each counted in `stats`.
+    pub(super) fn flush<T: Timestamp>(
+        &mut self,
+        stats: &OperatorStats,
+        out: &mut OutputBuilderSession<'_, T, CapacityContainerBuilder<Vec<Batch>>>,
+        cap: &impl CapabilityTrait<T>,
+        dead: &mut OutputBuilderSession<'_, T, CapacityContainerBuilder<Vec<DeadLetter>>>,
+        dead_cap: &impl CapabilityTrait<T>,
+    ) {
+        if !self.batches.is_empty() {
+            let mut session = out.session(cap);
+            for batch in self.batches.drain(..) {
+                stats.record_out(batch.num_rows());
+                session.give(batch);
+            }
+        }
+        if !self.dead.is_empty() {
+            let mut session = dead.session(dead_cap);
+            for letter in self.dead.drain(..) {
+                stats.record_dead(letter.rows as usize);
+                session.give(letter);
+            }
+        }
     }
 }
 
@@ -65,20 +94,7 @@ impl<'scope, T: Timestamp> Flow<'scope, T> {
                         logic(batch, &mut emit);
                     }
                     stats.record_busy(started.elapsed());
-                    if !emit.batches.is_empty() {
-                        let mut session = out.session(&cap);
-                        for batch in emit.batches.drain(..) {
-                            stats.record_out(batch.num_rows());
-                            session.give(batch);
-                        }
-                    }
-                    if !emit.dead.is_empty() {
-                        let mut session = dead.session(&cap);
-                        for letter in emit.dead.drain(..) {
-                            stats.record_dead(letter.rows as usize);
-                            session.give(letter);
-                        }
-                    }
+                    emit.flush(&stats, &mut out, &cap, &mut dead, &cap);
                 });
             }
         });

@@ -60,23 +60,6 @@ impl<'scope, T: Timestamp + TotalOrder> Flow<'scope, T> {
             move |frontiers| {
                 let mut out = output.activate();
                 let mut dead = dead_output.activate();
-                let mut send =
-                    |emit: &mut Emit, output: &Capability<T>, dead_cap: &Capability<T>| {
-                        if !emit.batches.is_empty() {
-                            let mut session = out.session(output);
-                            for batch in emit.batches.drain(..) {
-                                stats.record_out(batch.num_rows());
-                                session.give(batch);
-                            }
-                        }
-                        if !emit.dead.is_empty() {
-                            let mut session = dead.session(dead_cap);
-                            for letter in emit.dead.drain(..) {
-                                stats.record_dead(letter.rows as usize);
-                                session.give(letter);
-                            }
-                        }
-                    };
                 input.for_each_stamp(|cap, data| {
                     // Messages sent under no capability carry no time and make no progress
                     // claim; there is nothing to hold them at.
@@ -100,7 +83,8 @@ impl<'scope, T: Timestamp + TotalOrder> Flow<'scope, T> {
                         on_batch(&mut state, &time, batch, &mut emit);
                     }
                     stats.record_busy(started.elapsed());
-                    send(&mut emit, &held[at].output, &held[at].dead);
+                    let h = &held[at];
+                    emit.flush(&stats, &mut out, &h.output, &mut dead, &h.dead);
                 });
                 // Times the frontier has passed are complete, oldest first.
                 held.sort_by(|a, b| a.time.cmp(&b.time));
@@ -112,7 +96,7 @@ impl<'scope, T: Timestamp + TotalOrder> Flow<'scope, T> {
                     let started = Instant::now();
                     on_complete(&mut state, &done.time, &mut emit);
                     stats.record_busy(started.elapsed());
-                    send(&mut emit, &done.output, &done.dead);
+                    emit.flush(&stats, &mut out, &done.output, &mut dead, &done.dead);
                 }
             }
         });
