@@ -127,3 +127,29 @@ fn the_dsl_writes_the_same_branch_as_the_file() {
         .unwrap();
     assert_eq!(dsl.branch, file.branch);
 }
+
+#[test]
+fn a_branch_trains_the_model_its_own_run_would_bit_for_bit() {
+    // The main [train] with another learning rate, as a branch and as a run of its own.
+    let (train, holdout) = tabular();
+    let main = pipeline_toml(train, holdout, 1);
+    let train_section = &main[main.find("[train]").unwrap()..main.find("[evaluate]").unwrap()];
+    let branch = format!(
+        "[[branch]]\nname = \"fast\"\n{}",
+        train_section
+            .replace("[train]", "[branch.train]")
+            .replace("lr = 0.002", "lr = 0.006")
+    );
+    let both = try_run_toml(&format!("{main}\n{branch}"), 2, &scratch("branch-bits")).unwrap();
+    let alone = try_run_toml(
+        &main.replace("lr = 0.002", "lr = 0.006"),
+        2,
+        &scratch("branch-bits-alone"),
+    )
+    .unwrap();
+    assert_eq!(
+        both.branches[0].parameter_checksum,
+        alone.parameter_checksum
+    );
+    assert_ne!(both.parameter_checksum, alone.parameter_checksum);
+}
