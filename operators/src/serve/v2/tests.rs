@@ -395,3 +395,28 @@ fn list_columns_take_n_by_l_tensors_with_rows_ended_by_nulls() {
     let err = with_input(2, &|v| v["data"][2] = json!([5, null]));
     assert!(err.contains("'pair'"), "{err}");
 }
+
+#[test]
+fn list_columns_take_binary_tensors_of_full_rows() {
+    let item = Arc::new(Field::new("item", DataType::Float32, true));
+    let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new(
+        "readings",
+        DataType::List(item),
+        true,
+    )]));
+    let values: Vec<f32> = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let req = request(json!([
+        {"name": "readings", "shape": [2, 3], "datatype": "FP32",
+         "parameters": {"binary_data_size": bytes.len()}},
+    ]));
+    let batch = request_to_batch_with(&req, &[Some(&bytes)], &schema).unwrap();
+    let list = batch.column(0).as_list::<i32>();
+    assert_eq!(list.len(), 2);
+    let row = list.value(1);
+    let row = row.as_primitive::<Float32Type>();
+    assert_eq!(row.values().to_vec(), vec![4.0, 5.0, 6.0]);
+    // The byte count must fit the [N, L] shape.
+    let err = request_to_batch_with(&req, &[Some(&bytes[..20])], &schema).unwrap_err();
+    assert!(err.contains("readings"), "{err}");
+}
