@@ -15,7 +15,7 @@
 //!      poll(max, timeout) ──▶ [RawMessage { partition, offset, timestamp_ms, key, payload }]
 //!      positions() ──▶ {p: next offset} ──checkpoint──▶ commit(positions)
 //!  engine ──▶ KafkaProducer::send(topic, key, payload, headers) ──▶ flush(timeout)
-//!  bad record ──▶ send_dead_letter(producer, dlq_topic, DeadLetter { .. })
+//!  bad record ──▶ send_dead_letter(producer, dlq_topic, RejectedMessage { .. })
 //! ```
 //!
 //! Every client gets the same [`KafkaOptions`]: the bootstrap servers and librdkafka properties
@@ -46,8 +46,8 @@ mod tests;
 pub use admin::{create_topic, partitions};
 pub use options::{KafkaOptions, StartFrom};
 pub use producer::{
-    DeadLetter, HEADER_ERROR, HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION, HEADER_SOURCE_TOPIC,
-    KafkaProducer, send_dead_letter,
+    HEADER_ERROR, HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION, HEADER_SOURCE_TOPIC,
+    KafkaProducer, RejectedMessage, send_dead_letter,
 };
 pub use records::{
     Decoded, KEY_COLUMN, MessageFormat, MetadataColumns, OFFSET_COLUMN, PARTITION_COLUMN,

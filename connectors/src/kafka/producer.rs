@@ -216,9 +216,11 @@ impl KafkaProducer {
     }
 }
 
-/// A record that could not be processed, with where it came from and why.
+/// A Kafka message that could not be decoded, as it was on the wire: where it came from, its
+/// bytes and why. (A record rejected later in a pipeline is an engine `DeadLetter`; this is what
+/// goes back to a dead-letter topic byte for byte.)
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeadLetter {
+pub struct RejectedMessage {
     /// The topic it was read from.
     pub topic: String,
     /// The partition it was read from.
@@ -249,7 +251,7 @@ pub const HEADER_SOURCE_OFFSET: &str = "millrace.source.offset";
 pub fn send_dead_letter(
     producer: &KafkaProducer,
     dlq_topic: &str,
-    letter: &DeadLetter,
+    letter: &RejectedMessage,
 ) -> Result<()> {
     let partition = letter.partition.to_string();
     let offset = letter.offset.to_string();

@@ -11,7 +11,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
-use super::producer::DeadLetter;
+use super::producer::RejectedMessage;
 use super::source::RawMessage;
 use crate::avro::{AvroFraming, AvroRowDecoder};
 use crate::json::{JsonRowDecoder, RecordError};
@@ -118,7 +118,7 @@ pub struct Decoded {
     pub messages: Vec<u32>,
     /// The bad messages, in message order, each with its topic, partition, offset, key, payload
     /// and why it was rejected.
-    pub dead: Vec<DeadLetter>,
+    pub dead: Vec<RejectedMessage>,
 }
 
 /// The payload decoder of one format.
@@ -130,7 +130,7 @@ enum Payload {
 }
 
 /// Decodes polled [`RawMessage`]s into `RecordBatch`es of one schema: the payload's columns, then
-/// the requested [`MetadataColumns`]. A message that does not decode is a [`DeadLetter`] (with the
+/// the requested [`MetadataColumns`]. A message that does not decode is a [`RejectedMessage`] (with the
 /// decoder's reason, e.g. `field "f3": expected a number, found a string "abc"`), never an error:
 /// the stream goes on.
 ///
@@ -231,7 +231,7 @@ impl RecordDecoder {
     /// Decodes `messages` (read from `topic`, which only the dead letters name): the good ones
     /// become the rows of [`Decoded::batch`], in order; each bad one (a payload the format
     /// rejects, or, except for [`MessageFormat::Raw`], a tombstone, whose reason is
-    /// [`TOMBSTONE_ERROR`]) becomes a [`DeadLetter`] in [`Decoded::dead`].
+    /// [`TOMBSTONE_ERROR`]) becomes a [`RejectedMessage`] in [`Decoded::dead`].
     pub fn decode(&mut self, topic: &str, messages: &[RawMessage]) -> Decoded {
         let mut meta = MetaBuilder::new(self.metadata, messages);
         let mut dead = Vec::new();
@@ -304,8 +304,8 @@ fn push(
     }
 }
 
-fn dead_letter(topic: &str, message: &RawMessage, error: String) -> DeadLetter {
-    DeadLetter {
+fn dead_letter(topic: &str, message: &RawMessage, error: String) -> RejectedMessage {
+    RejectedMessage {
         topic: topic.to_owned(),
         partition: message.partition,
         offset: message.offset,

@@ -172,7 +172,7 @@ impl Input {
 
     pub(super) fn dead_letter(
         &mut self,
-        letter: &millrace_connectors::kafka::DeadLetter,
+        letter: &millrace_connectors::kafka::RejectedMessage,
         operator: &str,
     ) -> Result<()> {
         if let Some((producer, topic)) = &self.dlq {

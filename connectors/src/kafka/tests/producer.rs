@@ -17,7 +17,7 @@ fn dead_letters_round_trip_with_headers() {
     create_topic(&options, &dlq, 1, TIMEOUT).unwrap();
     let producer = KafkaProducer::new(&options, false).unwrap();
     let letters = [
-        DeadLetter {
+        RejectedMessage {
             topic: "orders".into(),
             partition: 3,
             offset: 12_345_678_901,
@@ -25,7 +25,7 @@ fn dead_letters_round_trip_with_headers() {
             payload: Some(vec![0xff, 0x00, b'{']),
             error: "line 1, column 2: expected value".into(),
         },
-        DeadLetter {
+        RejectedMessage {
             topic: "orders".into(),
             partition: 0,
             offset: 0,

@@ -179,7 +179,7 @@ fn consume_and_check(
     planned: &[Planned],
     format: MessageFormat,
     expected: &RecordBatch,
-) -> Vec<DeadLetter> {
+) -> Vec<RejectedMessage> {
     let mut source = KafkaSource::open(
         options,
         topic,
@@ -257,7 +257,7 @@ fn consume_and_check(
     assert_eq!(keys.value(row3), "\u{fffd}k");
 
     // Dead letters: every bad message, in consumption order, with where it came from.
-    let mut got: BTreeMap<usize, &DeadLetter> = BTreeMap::new();
+    let mut got: BTreeMap<usize, &RejectedMessage> = BTreeMap::new();
     for letter in &dead {
         got.insert(index_of(letter.partition, letter.offset), letter);
     }
@@ -287,7 +287,7 @@ fn consume_and_check(
 }
 
 /// Sends `dead` to a new DLQ topic and checks what a consumer reads back there.
-fn dead_letters_to_dlq(options: &KafkaOptions, dead: &[DeadLetter]) {
+fn dead_letters_to_dlq(options: &KafkaOptions, dead: &[RejectedMessage]) {
     let dlq = unique("dlq-rec");
     create_topic(options, &dlq, 1, TIMEOUT).unwrap();
     let producer = KafkaProducer::new(options, true).unwrap();
