@@ -1,283 +1,12 @@
-//! One worker of a streaming job: poll its partitions, decode, preprocess, score the records with
-//! the current model (prequential), compute the gradient of its share, exchange one message with
-//! every other worker, apply the summed gradient, and — on the steps worker 0 chose — publish a
-//! model version or write a checkpoint and commit its offsets.
-//!
-//! Every decision that must be the same everywhere (publish, checkpoint, stop) is made by worker 0
-//! before a step's exchange and travels in its message, so all workers act on the same step.
+//! One step of a streaming worker: its local part, worker 0's decisions, and the same update
+//! on every worker once all messages are in; then the last exchange and the report.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
-
-use millrace_connectors::kafka::{KafkaProducer, KafkaSource, RecordDecoder};
-use millrace_engine::timely::worker::Worker;
-use millrace_engine::{Collective, DeadLetter, WorkerContext, row_to_json};
-use millrace_ml::Replica;
-use millrace_ml::preprocess::{FitState, FittedPreprocessor, Targets};
-use millrace_ml::trainer::TargetsRef;
-use serde::{Deserialize, Serialize};
-
-use super::checkpoint::Checkpoint;
-use super::fit::{fit_on_dataset, share, warm_up};
-use super::input::{Input, Pending};
-use super::late::EventTime;
-use super::metrics::Totals;
-use super::outputs::Outputs;
-use super::prequential::{PrequentialState, StepScore, score};
-use super::publish::Publisher;
-use super::run::{Shared, StepLog, WorkerOutcome};
-use super::watermark::{PartitionWatermarks, WorkerMark, job_watermark};
-use super::windows::WindowOutput;
-use crate::preprocess::CompiledSql;
-use crate::stream::window::{LatePolicy, WindowResult, WindowState, Windower};
-use crate::train::apply_summed_gradient;
-use crate::{Error, Result};
-
-/// What each worker contributes to a step; every worker receives all of them.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub(crate) struct StepMsg {
-    /// Gradient of the summed loss over this worker's rows (empty without rows).
-    pub(super) grads: Vec<f32>,
-    pub(super) loss_sum: f64,
-    pub(super) rows: u64,
-    pub(super) score: StepScore,
-    pub(super) read: u64,
-    pub(super) dead: u64,
-    pub(super) late: u64,
-    /// Next offset of each partition this worker reads.
-    pub(super) positions: Vec<(i32, i64)>,
-    /// This worker's watermark: the minimum over its partitions that are not idle.
-    pub(super) watermark: WorkerMark,
-    /// On checkpoint steps: the newest event time of each partition this worker reads.
-    pub(super) partition_events: Vec<(i32, i64)>,
-    /// Worker 0's decisions for this step.
-    pub(super) publish: bool,
-    pub(super) checkpoint: bool,
-    pub(super) stop: bool,
-    /// Worker 0: the stop ends the input (idle timeout, max records), so open windows are
-    /// flushed; a stop by signal keeps them in the checkpoint instead.
-    pub(super) end_of_input: bool,
-    /// This worker still holds warm-up records to train on (a stop waits for them).
-    pub(super) pending: bool,
-    /// Worker 0: when the previous step's model version went live (epoch ms).
-    pub(super) published_at_ms: Option<i64>,
-    /// Partial aggregates of the windows this worker closed after the previous step.
-    pub(super) windows: Vec<WindowResult>,
-    /// On checkpoint steps: this worker's open windows.
-    pub(super) window_state: Option<WindowState>,
-}
-
-pub(super) fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
-pub(super) struct Counters {
-    pub(super) step: u64,
-    pub(super) read: u64,
-    pub(super) trained: u64,
-    pub(super) dead: u64,
-    pub(super) late: u64,
-    pub(super) version: u64,
-}
-
-/// Runs one worker until worker 0 decides to stop: each step is a local part (poll, score,
-/// gradient), worker 0's decisions, one exchange, and the same update on every worker.
-pub(crate) fn run_worker(
-    worker: &mut Worker,
-    ctx: &WorkerContext,
-    shared: &Shared,
-) -> Result<WorkerOutcome> {
-    let mut steps = Collective::<StepMsg>::new(worker, "stream/steps");
-    let mut fits = Collective::<FitState>::new(worker, "stream/fit");
-    let mut job = StreamWorker::open(worker, ctx, shared, &mut steps, &mut fits)?;
-    loop {
-        if ctx.aborted() {
-            return Err(Error::Engine(millrace_engine::Error::Aborted));
-        }
-        let mut msg = job.local_step(ctx, shared)?;
-        if ctx.index == 0 {
-            job.decide(shared, &mut msg);
-        }
-        let all = steps.all_gather(worker, ctx, msg)?;
-        if !job.apply_step(ctx, shared, &all)? {
-            break;
-        }
-    }
-    job.finish(worker, ctx, &mut steps)
-}
-
-/// When to publish, checkpoint and stop. Checkpoints and stops are decided one step ahead, so
-/// every worker knows to send its open windows with the step whose end the checkpoint captures.
-struct Schedule {
-    checkpoint_now: bool,
-    stop_now: bool,
-    end_of_input: bool,
-    last_publish: Instant,
-    last_checkpoint: Instant,
-    steps_since_publish: u64,
-    steps_since_checkpoint: u64,
-    idle_since: Option<Instant>,
-}
-
-/// Event-time windows: this worker's open windows, worker 0's output, and the partial
-/// aggregates closed after the previous step (sent with the next one).
-struct Windows {
-    windower: Option<Windower>,
-    output: Option<WindowOutput>,
-    closed: Vec<WindowResult>,
-}
-
-/// Model freshness: produce times of trained records not yet in a published version, of those
-/// in the version published last (waiting for worker 0 to say when it went live), and the
-/// measured delays.
-#[derive(Default)]
-struct Freshness {
-    unpublished: Vec<i64>,
-    awaiting_publish: Vec<i64>,
-    delays_ms: Vec<u32>,
-    /// Worker 0: when the last version went live, not yet told to the others.
-    published_at: Option<i64>,
-}
-
-impl Freshness {
-    /// Records the delays of the records in the version that went live `at`.
-    fn went_live(&mut self, at: i64) {
-        self.delays_ms.extend(
-            self.awaiting_publish
-                .drain(..)
-                .map(|t| (at - t).max(0) as u32),
-        );
-    }
-}
-
-/// One worker's state across the steps of a streaming job.
-struct StreamWorker {
-    input: Input,
-    pending: Pending,
-    counters: Counters,
-    fitted: FittedPreprocessor,
-    trainer: Replica,
-    prequential: PrequentialState,
-    publisher: Publisher,
-    classification: bool,
-    outputs: Outputs,
-    windows: Windows,
-    schedule: Schedule,
-    /// The job's watermark (the same on every worker).
-    watermark: Option<i64>,
-    /// This worker's partitions' clocks, with an event-time column.
-    event_time: Option<EventTime>,
-    freshness: Freshness,
-    log: Option<StepLog>,
-    /// The clock of `rows_per_s`: every record this run reads, the warm-up too.
-    started: Instant,
-}
-
-/// The sums of one step over every worker's message, in worker order.
-struct StepSums {
-    grads: Vec<f32>,
-    rows: u64,
-    loss_sum: f64,
-    read: u64,
-    score: StepScore,
-    positions: BTreeMap<i32, i64>,
-    partition_events: BTreeMap<i32, i64>,
-}
+use super::*;
 
 impl StreamWorker {
-    /// Opens the partitions, and gets the preprocessing (from the checkpoint, a dataset, or the
-    /// warm-up window), the model and the windows.
-    fn open(
-        worker: &mut Worker,
-        ctx: &WorkerContext,
-        shared: &Shared,
-        steps: &mut Collective<StepMsg>,
-        fits: &mut Collective<FitState>,
-    ) -> Result<Self> {
-        let plan = &shared.plan;
-        let stream = &plan.stream;
-        let resume = shared.resume.as_ref();
-        let mut input = open_input(ctx, shared)?;
-        let mut counters = Counters {
-            step: resume.map_or(0, |c| c.step),
-            read: resume.map_or(0, |c| c.rows_read),
-            trained: resume.map_or(0, |c| c.rows_trained),
-            dead: resume.map_or(0, |c| c.rows_dead_lettered),
-            late: resume.map_or(0, |c| c.rows_late),
-            version: resume.map_or(0, |c| c.model_version),
-        };
-        let started = Instant::now();
-        let no_pending = || Pending {
-            batches: Vec::new(),
-        };
-        let (fitted, pending) = match resume {
-            Some(c) => (c.preprocess.clone(), no_pending()),
-            None if plan.fit_on.is_some() => {
-                (fit_on_dataset(worker, ctx, shared, fits)?, no_pending())
-            }
-            None => warm_up(worker, ctx, shared, steps, fits, &mut input, &mut counters)?,
-        };
-        let mut trainer = plan
-            .spec
-            .train
-            .trainer(&fitted, ctx.index % shared.workers_per_process)?;
-        if let Some(c) = resume {
-            trainer.set_parameters(&c.parameters)?;
-            trainer.restore_optimizer(c.optimizer.clone())?;
-        }
-        let event_time = stream.event_time.as_ref().map(|column| EventTime {
-            column: column.clone(),
-            watermarks: PartitionWatermarks::new(
-                &input.source.assignment(),
-                &resume
-                    .map(|c| c.partition_events.clone())
-                    .unwrap_or_default(),
-                plan.lateness_ms,
-                i64::try_from(stream.idle_timeout.as_millis()).ok(),
-                now_ms(),
-            ),
-            dead_letter: stream.late == LatePolicy::DeadLetter,
-            bound: stream.max_out_of_orderness.clone(),
-            topic: stream.topic.clone(),
-        });
-        Ok(StreamWorker {
-            input,
-            pending,
-            counters,
-            prequential: resume.map_or_else(PrequentialState::default, |c| c.prequential.clone()),
-            publisher: Publisher::new(shared, &fitted, ctx.index == 0),
-            classification: fitted.num_classes().is_some(),
-            outputs: Outputs::new(
-                stream,
-                &stream.kafka_options(),
-                fitted.class_names(),
-                ctx.index,
-            )?,
-            windows: open_windows(ctx, shared)?,
-            schedule: Schedule {
-                checkpoint_now: false,
-                stop_now: false,
-                end_of_input: false,
-                last_publish: Instant::now(),
-                last_checkpoint: Instant::now(),
-                steps_since_publish: 0,
-                steps_since_checkpoint: 0,
-                idle_since: None,
-            },
-            watermark: resume.and_then(|c| c.watermark_ms),
-            event_time,
-            freshness: Freshness::default(),
-            log: shared.log.clone(),
-            started,
-            fitted,
-            trainer,
-        })
-    }
-
     /// This step's local part: its rows (the warm-up window first, then fresh polls), late
     /// records, scoring with the current model, and the gradient of its rows.
-    fn local_step(&mut self, ctx: &WorkerContext, shared: &Shared) -> Result<StepMsg> {
+    pub(super) fn local_step(&mut self, ctx: &WorkerContext, shared: &Shared) -> Result<StepMsg> {
         let stream = &shared.plan.stream;
         let remaining = shared
             .max_records
@@ -335,8 +64,8 @@ impl StreamWorker {
     /// their summed loss into `msg`. Returns the rows dead-lettered.
     fn train_on(
         &mut self,
-        prepared: &super::input::Prepared,
-        stream: &super::StreamSpec,
+        prepared: &crate::streaming::input::Prepared,
+        stream: &crate::streaming::StreamSpec,
         msg: &mut StepMsg,
     ) -> Result<u64> {
         let features = self.fitted.transform(&prepared.batch, true)?;
@@ -383,7 +112,7 @@ impl StreamWorker {
     }
 
     /// Worker 0 decides for everyone: publish now, checkpoint and stop at the next step.
-    fn decide(&mut self, shared: &Shared, msg: &mut StepMsg) {
+    pub(super) fn decide(&mut self, shared: &Shared, msg: &mut StepMsg) {
         let stream = &shared.plan.stream;
         let schedule = &self.schedule;
         let signalled = shared.stop.load(Ordering::Relaxed);
@@ -411,7 +140,7 @@ impl StreamWorker {
     /// Every worker's messages in, the same update everywhere: sums, the gradient step,
     /// metrics, then publish, checkpoint and the next step's decisions. False once the job
     /// stops.
-    fn apply_step(
+    pub(super) fn apply_step(
         &mut self,
         ctx: &WorkerContext,
         shared: &Shared,
@@ -599,7 +328,7 @@ impl StreamWorker {
         if self.schedule.checkpoint_now && ctx.index == 0 {
             let counters = &self.counters;
             let checkpoint = Checkpoint {
-                format: super::checkpoint::FORMAT,
+                format: crate::streaming::checkpoint::FORMAT,
                 pipeline: spec.name.clone(),
                 topic: shared.plan.stream.topic.clone(),
                 step: counters.step,
@@ -627,7 +356,7 @@ impl StreamWorker {
 
     /// One last exchange tells every worker when the final version went live; then the outputs
     /// are flushed and the worker reports.
-    fn finish(
+    pub(super) fn finish(
         mut self,
         worker: &mut Worker,
         ctx: &WorkerContext,
@@ -671,66 +400,4 @@ impl StreamWorker {
             ),
         })
     }
-}
-
-/// This worker's share of the topic's partitions (from the checkpoint's offsets on a resume),
-/// its decoder, SQL and dead-letter producer.
-fn open_input(ctx: &WorkerContext, shared: &Shared) -> Result<Input> {
-    let plan = &shared.plan;
-    let stream = &plan.stream;
-    let options = stream.kafka_options();
-    let source = KafkaSource::open(
-        &options,
-        &stream.topic,
-        &plan.group,
-        ctx.index,
-        ctx.peers,
-        stream.start_from(),
-        shared.resume.as_ref().map(|c| &c.offsets),
-    )?;
-    let dlq = match &stream.dead_letter_topic {
-        Some(topic) => Some((KafkaProducer::new(&options, true)?, topic.clone())),
-        None => None,
-    };
-    Ok(Input {
-        source,
-        decoder: RecordDecoder::new(plan.format.clone(), plan.metadata)?,
-        sql: CompiledSql::compile(&plan.sql)?,
-        dlq,
-        topic: stream.topic.clone(),
-        dead: Vec::new(),
-        keep_keys: stream.predictions_topic.is_some(),
-    })
-}
-
-/// The windows, restored from the checkpoint (worker 0 takes every worker's open windows; the
-/// others only the watermark), and worker 0's window output.
-fn open_windows(ctx: &WorkerContext, shared: &Shared) -> Result<Windows> {
-    let plan = &shared.plan;
-    let mut windower = match &plan.window {
-        Some(w) => Some(Windower::new(w.clone(), plan.sql.output_schema.clone())?),
-        None => None,
-    };
-    if let (Some(w), Some(c)) = (windower.as_mut(), shared.resume.as_ref()) {
-        for state in &c.windows {
-            let mut state = state.clone();
-            if ctx.index != 0 {
-                state.open.clear();
-            }
-            w.restore(state)?;
-        }
-    }
-    let output = match (&windower, ctx.index) {
-        (Some(_), 0) => Some(WindowOutput::new(
-            shared.run_dir.join("windows.jsonl"),
-            plan.stream.window.as_ref().and_then(|w| w.topic.as_deref()),
-            &plan.stream.kafka_options(),
-        )?),
-        _ => None,
-    };
-    Ok(Windows {
-        windower,
-        output,
-        closed: Vec::new(),
-    })
 }

@@ -1,0 +1,189 @@
+//! One worker of a streaming job: poll its partitions, decode, preprocess, score the records with
+//! the current model (prequential), compute the gradient of its share, exchange one message with
+//! every other worker, apply the summed gradient, and — on the steps worker 0 chose — publish a
+//! model version or write a checkpoint and commit its offsets.
+//!
+//! Every decision that must be the same everywhere (publish, checkpoint, stop) is made by worker 0
+//! before a step's exchange and travels in its message, so all workers act on the same step.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use millrace_connectors::kafka::{KafkaProducer, KafkaSource, RecordDecoder};
+use millrace_engine::timely::worker::Worker;
+use millrace_engine::{Collective, DeadLetter, WorkerContext, row_to_json};
+use millrace_ml::Replica;
+use millrace_ml::preprocess::{FitState, FittedPreprocessor, Targets};
+use millrace_ml::trainer::TargetsRef;
+use serde::{Deserialize, Serialize};
+
+use super::checkpoint::Checkpoint;
+use super::fit::{fit_on_dataset, share, warm_up};
+use super::input::{Input, Pending};
+use super::late::EventTime;
+use super::metrics::Totals;
+use super::outputs::Outputs;
+use super::prequential::{PrequentialState, StepScore, score};
+use super::publish::Publisher;
+use super::run::{Shared, StepLog, WorkerOutcome};
+use super::watermark::{PartitionWatermarks, WorkerMark, job_watermark};
+use super::windows::WindowOutput;
+use crate::preprocess::CompiledSql;
+use crate::stream::window::{LatePolicy, WindowResult, WindowState, Windower};
+use crate::train::apply_summed_gradient;
+use crate::{Error, Result};
+
+mod open;
+mod step;
+
+/// What each worker contributes to a step; every worker receives all of them.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct StepMsg {
+    /// Gradient of the summed loss over this worker's rows (empty without rows).
+    pub(super) grads: Vec<f32>,
+    pub(super) loss_sum: f64,
+    pub(super) rows: u64,
+    pub(super) score: StepScore,
+    pub(super) read: u64,
+    pub(super) dead: u64,
+    pub(super) late: u64,
+    /// Next offset of each partition this worker reads.
+    pub(super) positions: Vec<(i32, i64)>,
+    /// This worker's watermark: the minimum over its partitions that are not idle.
+    pub(super) watermark: WorkerMark,
+    /// On checkpoint steps: the newest event time of each partition this worker reads.
+    pub(super) partition_events: Vec<(i32, i64)>,
+    /// Worker 0's decisions for this step.
+    pub(super) publish: bool,
+    pub(super) checkpoint: bool,
+    pub(super) stop: bool,
+    /// Worker 0: the stop ends the input (idle timeout, max records), so open windows are
+    /// flushed; a stop by signal keeps them in the checkpoint instead.
+    pub(super) end_of_input: bool,
+    /// This worker still holds warm-up records to train on (a stop waits for them).
+    pub(super) pending: bool,
+    /// Worker 0: when the previous step's model version went live (epoch ms).
+    pub(super) published_at_ms: Option<i64>,
+    /// Partial aggregates of the windows this worker closed after the previous step.
+    pub(super) windows: Vec<WindowResult>,
+    /// On checkpoint steps: this worker's open windows.
+    pub(super) window_state: Option<WindowState>,
+}
+
+pub(super) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+pub(super) struct Counters {
+    pub(super) step: u64,
+    pub(super) read: u64,
+    pub(super) trained: u64,
+    pub(super) dead: u64,
+    pub(super) late: u64,
+    pub(super) version: u64,
+}
+
+/// Runs one worker until worker 0 decides to stop: each step is a local part (poll, score,
+/// gradient), worker 0's decisions, one exchange, and the same update on every worker.
+pub(crate) fn run_worker(
+    worker: &mut Worker,
+    ctx: &WorkerContext,
+    shared: &Shared,
+) -> Result<WorkerOutcome> {
+    let mut steps = Collective::<StepMsg>::new(worker, "stream/steps");
+    let mut fits = Collective::<FitState>::new(worker, "stream/fit");
+    let mut job = StreamWorker::open(worker, ctx, shared, &mut steps, &mut fits)?;
+    loop {
+        if ctx.aborted() {
+            return Err(Error::Engine(millrace_engine::Error::Aborted));
+        }
+        let mut msg = job.local_step(ctx, shared)?;
+        if ctx.index == 0 {
+            job.decide(shared, &mut msg);
+        }
+        let all = steps.all_gather(worker, ctx, msg)?;
+        if !job.apply_step(ctx, shared, &all)? {
+            break;
+        }
+    }
+    job.finish(worker, ctx, &mut steps)
+}
+
+/// When to publish, checkpoint and stop. Checkpoints and stops are decided one step ahead, so
+/// every worker knows to send its open windows with the step whose end the checkpoint captures.
+struct Schedule {
+    checkpoint_now: bool,
+    stop_now: bool,
+    end_of_input: bool,
+    last_publish: Instant,
+    last_checkpoint: Instant,
+    steps_since_publish: u64,
+    steps_since_checkpoint: u64,
+    idle_since: Option<Instant>,
+}
+
+/// Event-time windows: this worker's open windows, worker 0's output, and the partial
+/// aggregates closed after the previous step (sent with the next one).
+struct Windows {
+    windower: Option<Windower>,
+    output: Option<WindowOutput>,
+    closed: Vec<WindowResult>,
+}
+
+/// Model freshness: produce times of trained records not yet in a published version, of those
+/// in the version published last (waiting for worker 0 to say when it went live), and the
+/// measured delays.
+#[derive(Default)]
+struct Freshness {
+    unpublished: Vec<i64>,
+    awaiting_publish: Vec<i64>,
+    delays_ms: Vec<u32>,
+    /// Worker 0: when the last version went live, not yet told to the others.
+    published_at: Option<i64>,
+}
+
+impl Freshness {
+    /// Records the delays of the records in the version that went live `at`.
+    fn went_live(&mut self, at: i64) {
+        self.delays_ms.extend(
+            self.awaiting_publish
+                .drain(..)
+                .map(|t| (at - t).max(0) as u32),
+        );
+    }
+}
+
+/// One worker's state across the steps of a streaming job.
+struct StreamWorker {
+    input: Input,
+    pending: Pending,
+    counters: Counters,
+    fitted: FittedPreprocessor,
+    trainer: Replica,
+    prequential: PrequentialState,
+    publisher: Publisher,
+    classification: bool,
+    outputs: Outputs,
+    windows: Windows,
+    schedule: Schedule,
+    /// The job's watermark (the same on every worker).
+    watermark: Option<i64>,
+    /// This worker's partitions' clocks, with an event-time column.
+    event_time: Option<EventTime>,
+    freshness: Freshness,
+    log: Option<StepLog>,
+    /// The clock of `rows_per_s`: every record this run reads, the warm-up too.
+    started: Instant,
+}
+
+/// The sums of one step over every worker's message, in worker order.
+struct StepSums {
+    grads: Vec<f32>,
+    rows: u64,
+    loss_sum: f64,
+    read: u64,
+    score: StepScore,
+    positions: BTreeMap<i32, i64>,
+    partition_events: BTreeMap<i32, i64>,
+}

@@ -1,0 +1,139 @@
+//! Tests of the parent module.
+use millrace_engine::{ClusterConfig, MetricsRegistry, execute};
+use millrace_ml::backend::CpuAutodiff;
+use millrace_ml::model::{ModelKind, ModelSpec, Task};
+use millrace_ml::optim::OptimizerSpec;
+use millrace_ml::trainer::{Loss, Reduction, Trainer};
+
+use super::*;
+use crate::spec::TaskKind;
+
+/// Trains linear regression with `mae`, SGD at lr 1 (no momentum, no decay) from zero
+/// parameters on `workers` workers; every target is far above the output, so each row's
+/// gradient on the bias is exactly -1. Returns the final bias of every worker and the steps.
+fn bias_after_training(workers: usize, reduction: Reduction) -> (Vec<f32>, u64) {
+    const ROWS: usize = 200;
+    let spec = TrainSpec {
+        task: TaskKind::Regression,
+        model: ModelSpec::new(ModelKind::Linear).into(),
+        optimizer: OptimizerSpec::Sgd {
+            momentum: 0.0,
+            weight_decay: 0.0,
+            nesterov: false,
+        },
+        loss: Some(Loss::Mae.into()),
+        reduction,
+        lr: 1.0,
+        batch_size: 64,
+        epochs: 2,
+        seed: 3,
+        shuffle: true,
+        log_every: 1,
+        device: Default::default(),
+        precision: Default::default(),
+        kernel_cache: None,
+    };
+    let results = execute(
+        &ClusterConfig::local(workers),
+        MetricsRegistry::new(),
+        move |worker, ctx| -> Result<(f32, u64)> {
+            // Worker w holds rows w, w + workers, …
+            let mine: Vec<usize> = (ctx.index..ROWS).step_by(ctx.peers).collect();
+            let x: Vec<f32> = mine
+                .iter()
+                .flat_map(|&r| [(r as f32 * 0.37).sin(), (r as f32 * 0.11).cos()])
+                .collect();
+            let train = Features {
+                x,
+                y: Some(Targets::Values(vec![1e7; mine.len()])),
+                rows: mine.len(),
+                accepted: Vec::new(),
+                rejected: Vec::new(),
+            };
+            let task = Task::Regression;
+            let mut trainer = Replica::from(Trainer::<CpuAutodiff>::new(
+                &spec.model.builtin()?.expect("a built-in model"),
+                &spec.optimizer,
+                spec.loss_for(&task)?,
+                &task,
+                2,
+                spec.seed,
+                &Default::default(),
+            )?);
+            trainer.set_parameters(&[0.0; 3])?;
+            let mut evaluator = Evaluator::new(worker, None, None);
+            let report = train_data_parallel(
+                worker,
+                &ctx,
+                &mut trainer,
+                &train,
+                &mut evaluator,
+                &spec,
+                &mut TrainControl::default(),
+            )?;
+            assert_eq!(trainer.steps(), report.steps);
+            Ok((trainer.parameters()[2], report.steps))
+        },
+    )
+    .unwrap();
+    let steps = results[0].1;
+    (results.into_iter().map(|(b, _)| b).collect(), steps)
+}
+
+#[test]
+fn sum_reduction_applies_the_summed_gradient() {
+    for workers in [1, 3] {
+        // Sum: the bias grows by exactly 1 per row visit (200 rows x 2 epochs).
+        let (bias, steps) = bias_after_training(workers, Reduction::Sum);
+        assert_eq!(bias, vec![400.0; workers], "{workers} workers");
+        assert_eq!(steps, 8);
+        // Mean: by 1 per step.
+        let (bias, _) = bias_after_training(workers, Reduction::Mean);
+        for b in bias {
+            assert!((b - 8.0).abs() < 1e-5, "{workers} workers: bias {b}");
+        }
+    }
+}
+
+#[test]
+fn a_lagging_step_is_accounted_once_when_its_loss_arrives() {
+    let mut position = TrainPosition {
+        epoch: 0,
+        step_in_epoch: 2,
+        steps_per_epoch: 4,
+        global_step: 2,
+        epoch_loss: 0.0,
+        last_epoch_loss: f64::NAN,
+        rows_trained: 0,
+        train_s: 0.0,
+        seed: 1,
+        data: DataFingerprint { rows: 40, hash: 0 },
+        evals: Vec::new(),
+    };
+    let mut events = Vec::new();
+    let mut on_event = |e: TrainEvent| {
+        if let TrainEvent::Step {
+            step, loss, rows, ..
+        } = e
+        {
+            events.push((step, loss, rows));
+        }
+    };
+    let first = InFlight {
+        epoch: 0,
+        step: 1,
+        rows: 10,
+    };
+    // The first step answers nothing; the second hands back the first's loss.
+    settle(&mut position, None, None, &mut on_event).unwrap();
+    settle(&mut position, Some(first), Some(5.0), &mut on_event).unwrap();
+    let second = InFlight { step: 2, ..first };
+    settle(&mut position, Some(second), Some(2.5), &mut on_event).unwrap();
+    assert_eq!(events, vec![(1, 0.5, 10), (2, 0.25, 10)]);
+    assert_eq!((position.epoch_loss, position.rows_trained), (7.5, 20));
+    // A loss without a step, or a step whose loss never comes, is a bug, not a silent skip.
+    let err = settle(&mut position, Some(second), None, &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("step 2"), "{err}");
+    assert!(settle(&mut position, None, Some(1.0), &mut |_| {}).is_err());
+    assert_eq!((position.epoch_loss, position.rows_trained), (7.5, 20));
+}
