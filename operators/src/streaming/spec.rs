@@ -414,11 +414,6 @@ impl StreamSpec {
             .unwrap_or_else(|| format!("millrace-{pipeline}"))
     }
 
-    /// Where to start without a checkpoint.
-    pub fn start_from(&self) -> StartFrom {
-        self.start
-    }
-
     /// The declared JSON schema, in `columns` order (or sorted by name).
     pub fn json_schema(&self) -> Result<SchemaRef> {
         if self.schema.is_empty() {

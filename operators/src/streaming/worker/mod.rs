@@ -71,6 +71,29 @@ pub(crate) struct StepMsg {
     pub(super) window_state: Option<WindowState>,
 }
 
+/// Worker 0's decisions for a step, as every worker acts on them.
+#[derive(Clone, Copy, Debug)]
+struct Decision {
+    publish: bool,
+    checkpoint: bool,
+    stop: bool,
+    end_of_input: bool,
+    published_at_ms: Option<i64>,
+}
+
+impl Decision {
+    /// The decisions worker 0's message `msg` carries.
+    fn of(msg: &StepMsg) -> Self {
+        Decision {
+            publish: msg.publish,
+            checkpoint: msg.checkpoint,
+            stop: msg.stop,
+            end_of_input: msg.end_of_input,
+            published_at_ms: msg.published_at_ms,
+        }
+    }
+}
+
 pub(super) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }

@@ -106,7 +106,7 @@ fn open_input(ctx: &WorkerContext, shared: &Shared) -> Result<Input> {
         &plan.group,
         ctx.index,
         ctx.peers,
-        stream.start_from(),
+        stream.start,
         shared.resume.as_ref().map(|c| &c.offsets),
     )?;
     let dlq = match &stream.dead_letter_topic {

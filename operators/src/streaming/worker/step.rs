@@ -147,10 +147,11 @@ impl StreamWorker {
         all: &[StepMsg],
     ) -> Result<bool> {
         let spec = &shared.plan.spec;
-        let mut decision = all
-            .first()
-            .cloned()
-            .ok_or_else(|| Error::Internal("a step without worker 0".into()))?;
+        // Only worker 0's decisions, not its message (which holds a whole gradient).
+        let mut decision = Decision::of(
+            all.first()
+                .ok_or_else(|| Error::Internal("a step without worker 0".into()))?,
+        );
         // Records taken in the warm-up are trained before the job stops.
         if all.iter().any(|m| m.pending) {
             decision.stop = false;
@@ -298,7 +299,7 @@ impl StreamWorker {
         &mut self,
         ctx: &WorkerContext,
         shared: &Shared,
-        decision: &StepMsg,
+        decision: &Decision,
         all: &[StepMsg],
         positions: BTreeMap<i32, i64>,
         partition_events: BTreeMap<i32, i64>,
