@@ -33,7 +33,7 @@ use std::process::ExitCode;
 use millrace_ml::Model;
 use millrace_ml::backend::{Cpu, CpuAutodiff};
 use millrace_ml::trainer::UserLoss;
-use millrace_operators::preprocess::Udf;
+use millrace_operators::preprocess::{Step, Udf};
 
 use crate::{Error, Result};
 
@@ -86,6 +86,30 @@ impl App {
     /// ```
     pub fn udf(mut self, name: &str, udf: Udf) -> Self {
         if let Err(e) = millrace_operators::preprocess::register_udf(name, udf) {
+            self.errors.push(e.to_string());
+        }
+        self
+    }
+
+    /// Registers `step` (a map or filter over Arrow batches) under `name`, for pipelines'
+    /// `[preprocess] steps_before_sql = ["name"]` / `steps_after_sql` (and the DSL's
+    /// `.step("name")`). A bundle trained with it records the name, and the server (this
+    /// binary) applies the same step to requests.
+    ///
+    /// ```no_run
+    /// use arrow::array::{Array, Float64Array};
+    /// use millrace::Step;
+    /// millrace::App::new()
+    ///     .step("positive_amounts", Step::filter(|batch| {
+    ///         let amount = batch.column_by_name("amount")
+    ///             .and_then(|c| c.as_any().downcast_ref::<Float64Array>())
+    ///             .ok_or("no Float64 column `amount`")?;
+    ///         Ok(amount.iter().map(|v| v.map(|v| v > 0.0)).collect())
+    ///     }).reads(&["amount"]))
+    ///     .main();
+    /// ```
+    pub fn step(mut self, name: &str, step: Step) -> Self {
+        if let Err(e) = millrace_operators::preprocess::register_step(name, step) {
             self.errors.push(e.to_string());
         }
         self

@@ -21,6 +21,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arrow::array::{BooleanArray, RecordBatch};
 use millrace_connectors::storage::StorageOptions;
 use millrace_engine::ClusterConfig;
 use millrace_ml::model::{Activation, ModelChoice, ModelKind, ModelSpec};
@@ -29,6 +30,7 @@ use millrace_ml::preprocess::{NullPolicy, SequenceSpec};
 use millrace_ml::trainer::{Loss, LossChoice, Reduction};
 use millrace_ml::{Device, Precision};
 use millrace_operators::job::{Progress, Summary};
+use millrace_operators::preprocess::Step;
 use millrace_operators::spec::{
     BranchSpec, CheckpointSpec, EvaluateSpec, IngestSpec, OutputSpec, PipelineSpec, PreprocessSpec,
     ServeSpec, TaskKind, TrainSpec,
@@ -241,6 +243,8 @@ pub struct Pipeline {
     stream: Option<StreamSpec>,
     stop: StreamStop,
     branches: Vec<BranchSpec>,
+    /// User steps given as closures, registered under their names when the pipeline is built.
+    steps: Vec<(String, Step)>,
 }
 
 /// When a streaming job started by [`Pipeline::run_stream`] stops (besides `stop` being set).
@@ -271,6 +275,7 @@ impl Pipeline {
             stream: None,
             stop: StreamStop::default(),
             branches: Vec::new(),
+            steps: Vec::new(),
         }
     }
 
@@ -364,6 +369,48 @@ impl Pipeline {
     /// A row-wise SQL transform over the table `input`.
     pub fn sql(mut self, sql: impl Into<String>) -> Self {
         self.preprocess.sql = Some(sql.into());
+        self
+    }
+
+    /// A user step over Arrow batches, `f` (a batch → a batch with the same rows), named `name`.
+    /// It runs where it is placed: before the SQL when `.sql(…)` comes after it, on the SQL's
+    /// output when it comes before. It is part of the model: the bundle records the name, and
+    /// a server in a binary that registers the same step (`App::new().step(name, …)`) applies
+    /// it to requests. See [`Step::map`].
+    pub fn map_batches(
+        self,
+        name: &str,
+        f: impl Fn(&RecordBatch) -> std::result::Result<RecordBatch, String> + Send + Sync + 'static,
+    ) -> Self {
+        self.user_step(name, Step::map(f))
+    }
+
+    /// A user step keeping the rows for which `f` is true (see [`Pipeline::map_batches`] for
+    /// where it runs and [`Step::filter`]).
+    pub fn filter(
+        self,
+        name: &str,
+        f: impl Fn(&RecordBatch) -> std::result::Result<BooleanArray, String> + Send + Sync + 'static,
+    ) -> Self {
+        self.user_step(name, Step::filter(f))
+    }
+
+    /// A user step, e.g. one that declares the columns it reads ([`Step::reads`]); placed as
+    /// [`Pipeline::map_batches`] places it.
+    pub fn user_step(mut self, name: &str, step: Step) -> Self {
+        self.steps.push((name.to_owned(), step));
+        self.step(name)
+    }
+
+    /// A step registered in this binary (`App::new().step(name, …)`) by name, placed as
+    /// [`Pipeline::map_batches`] places it (`steps_before_sql` / `steps_after_sql` in a file).
+    pub fn step(mut self, name: &str) -> Self {
+        let list = if self.preprocess.sql.is_some() {
+            &mut self.preprocess.steps_after_sql
+        } else {
+            &mut self.preprocess.steps_before_sql
+        };
+        list.push(name.to_owned());
         self
     }
 
@@ -490,6 +537,9 @@ impl Pipeline {
                 "preprocess.label",
                 "no label column: call .label(\"column\")",
             )));
+        }
+        for (name, step) in &self.steps {
+            millrace_operators::preprocess::put_step(name, step.clone())?;
         }
         Ok(PipelineSpec {
             name: self.name.clone(),

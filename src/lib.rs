@@ -51,7 +51,7 @@ pub use millrace_connectors as connectors;
 pub use millrace_engine as engine;
 pub use millrace_ml as ml;
 pub use millrace_operators as operators;
-pub use millrace_operators::preprocess::Udf;
+pub use millrace_operators::preprocess::{Step, Udf};
 
 /// What a pipeline author needs.
 pub mod prelude {

@@ -21,6 +21,7 @@ mod serve_safety;
 mod services;
 mod serving;
 mod spark;
+mod steps;
 mod streaming;
 mod streaming_features;
 mod udf;

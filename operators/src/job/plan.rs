@@ -104,7 +104,7 @@ impl JobPlan {
         }
         dedupe_check(&features)?;
         // What the user's query produces, to check the columns the pipeline names against it.
-        let produced = SqlPlan::plan(p.sql.as_deref(), &dataset.schema(), &[])?;
+        let produced = SqlPlan::plan_steps(p.sql.as_deref(), &p.steps(), &dataset.schema(), &[])?;
         let label_kind = check_preprocess(&spec, &produced.output_schema)?;
         let out = &produced.output_schema;
         check_types(
@@ -121,7 +121,7 @@ impl JobPlan {
             |_| true,
             "any type",
         )?;
-        let sql = SqlPlan::plan(p.sql.as_deref(), &dataset.schema(), &needed)?;
+        let sql = SqlPlan::plan_steps(p.sql.as_deref(), &p.steps(), &dataset.schema(), &needed)?;
 
         let holdout = match &spec.evaluate.path {
             Some(path) => {
@@ -138,17 +138,20 @@ impl JobPlan {
         };
         let holdout_sql = match &holdout {
             Some(h) => Some(
-                SqlPlan::plan(p.sql.as_deref(), &h.schema(), &needed).map_err(|e| match e {
-                    Error::Sql(m) => Error::config(
-                        "evaluate.path",
-                        format!("the preprocess SQL does not fit the holdout data: {m}"),
-                    ),
-                    other => other,
-                })?,
+                SqlPlan::plan_steps(p.sql.as_deref(), &p.steps(), &h.schema(), &needed).map_err(
+                    |e| match e {
+                        Error::Sql(m) => Error::config(
+                            "evaluate.path",
+                            format!("the preprocess SQL does not fit the holdout data: {m}"),
+                        ),
+                        other => other,
+                    },
+                )?,
             ),
             None => None,
         };
-        let serve_sql = SqlPlan::plan(p.sql.as_deref(), &dataset.schema(), &features)?;
+        let serve_sql =
+            SqlPlan::plan_steps(p.sql.as_deref(), &p.steps(), &dataset.schema(), &features)?;
         let split = match holdout {
             Some(_) => None,
             None => Some(HashSplit {

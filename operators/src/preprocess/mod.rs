@@ -1,13 +1,17 @@
-//! Preprocess nodes: row-wise SQL, the train/eval split, and feature encoding (fitted in `millrace-ml`).
+//! Preprocess nodes: row-wise SQL, user steps over batches, the train/eval split, and feature encoding (fitted in `millrace-ml`).
 
 mod compiled;
 mod fit;
 mod split;
 mod sql;
+mod steps;
 mod udf;
 
 pub use compiled::CompiledSql;
 pub(crate) use fit::merge_fits;
 pub use split::HashSplit;
 pub use sql::{INPUT_TABLE, SqlPlan, SqlRunner};
+pub use steps::{
+    FilterFn, MapFn, Step, StepChain, StepNames, put_step, register_step, registered_steps,
+};
 pub use udf::{Udf, UdfFn, check_udfs, register_udf, registered_udfs};

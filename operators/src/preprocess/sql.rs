@@ -15,6 +15,7 @@ use datafusion::datasource::MemTable;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+use super::steps::{StepChain, StepNames};
 use crate::{Error, Result};
 
 /// The name the query reads from.
@@ -38,6 +39,16 @@ pub struct SqlPlan {
     pub table_schema: SchemaRef,
     /// The user functions the query calls (see [`super::register_udf`]), sorted.
     pub udfs: Vec<String>,
+    /// User steps run on the table before the query (see [`super::Step`]).
+    pub before: StepChain,
+    /// User steps run on the query's output.
+    pub after: StepChain,
+    /// The table the query itself reads: `table_schema`, or what the steps before it make.
+    pub sql_table_schema: SchemaRef,
+    /// What the query itself produces: `output_schema`, unless steps follow it.
+    pub sql_output_schema: SchemaRef,
+    /// With steps after the query, the columns kept at the end, in order (`None`: all).
+    pub output_columns: Option<Vec<String>>,
 }
 
 fn quote(name: &str) -> String {
@@ -87,49 +98,78 @@ impl SqlPlan {
     /// `needed`. Errors name the problem: a DataFusion planning error, a non-row-wise query, or a
     /// needed column the query does not produce.
     pub fn plan(sql: Option<&str>, input: &Schema, needed: &[String]) -> Result<SqlPlan> {
+        Self::plan_steps(sql, &StepNames::none(), input, needed)
+    }
+
+    /// [`plan`](Self::plan) with user steps before and after the query. Steps before it see the
+    /// input columns they declare they read (all of them, when one does not declare) plus those
+    /// the query reads; the query reads what they make. With steps after it, the query keeps
+    /// every column it makes (or, when each of those steps declares its reads, those and
+    /// `needed`) and `needed` is checked and kept after the steps.
+    pub fn plan_steps(
+        sql: Option<&str>,
+        steps: &StepNames,
+        input: &Schema,
+        needed: &[String],
+    ) -> Result<SqlPlan> {
         let user_sql = sql
             .unwrap_or("SELECT * FROM input")
             .trim()
             .trim_end_matches(';')
             .to_string();
         let rt = runtime()?;
-        let ctx = context();
-        let empty = MemTable::try_new(Arc::new(input.clone()), vec![vec![]])
-            .map_err(|e| Error::Sql(e.to_string()))?;
-        ctx.register_table(INPUT_TABLE, Arc::new(empty))
-            .map_err(|e| Error::Sql(e.to_string()))?;
-        let state = ctx.state();
-        let user_plan = rt
-            .block_on(state.create_logical_plan(&user_sql))
-            .map_err(|e| planning_error(e, &user_sql))?;
-        check_row_wise(&user_plan)?;
-        let udfs = super::udf::udfs_called(&user_plan);
-        let produced = user_plan.schema().as_arrow().clone();
-        for col in needed {
-            if produced.field_with_name(col).is_err() {
-                return Err(Error::Sql(format!(
-                    "the query does not produce column '{col}', which the pipeline uses (it produces: {})",
-                    millrace_engine::list(produced.fields().iter().map(|f| f.name().clone()))
-                )));
-            }
-        }
-        let select = if needed.is_empty() {
-            "*".to_string()
+        let input = Arc::new(input.clone());
+        // The table the steps before the query see: the input columns they and the query read.
+        let (table_schema, before) = if steps.before.is_empty() {
+            (Arc::clone(&input), StepChain::default())
         } else {
-            needed
-                .iter()
-                .map(|c| quote(c))
-                .collect::<Vec<_>>()
-                .join(", ")
+            let key = "preprocess.steps_before_sql";
+            let first = StepChain::plan(&steps.before, key, Arc::clone(&input))?;
+            let read = match first.reads() {
+                None => input.fields().iter().map(|f| f.name().clone()).collect(),
+                Some(mut read) => {
+                    let made = first.output_schema(&input);
+                    let (query, ..) =
+                        Query::plan_with_after(&rt, &user_sql, &made, &steps.after, needed)?;
+                    read.extend(scanned_columns(&query.optimized, &made)?);
+                    read
+                }
+            };
+            let table = Arc::new(Schema::new(
+                input
+                    .fields()
+                    .iter()
+                    .filter(|f| read.contains(f.name()))
+                    .map(|f| f.as_ref().clone())
+                    .collect::<Vec<_>>(),
+            ));
+            let chain = StepChain::plan(&steps.before, key, Arc::clone(&table))?;
+            (table, chain)
         };
-        let wrapped_sql = format!("SELECT {select} FROM ({user_sql}) AS __millrace_user");
-        let wrapped = rt
-            .block_on(state.create_logical_plan(&wrapped_sql))
-            .map_err(|e| Error::Sql(e.to_string()))?;
-        let optimized = state
-            .optimize(&wrapped)
-            .map_err(|e| Error::Sql(e.to_string()))?;
-        let input_columns = scanned_columns(&optimized, input)?;
+        let sql_table = before.output_schema(&table_schema);
+        let (query, after, output_schema, output_columns) =
+            Query::plan_with_after(&rt, &user_sql, &sql_table, &steps.after, needed)?;
+        let scanned = scanned_columns(&query.optimized, &sql_table)?;
+        let (input_columns, table_schema) = if before.is_empty() {
+            let nullable_unread = Arc::new(Schema::new(
+                input
+                    .fields()
+                    .iter()
+                    .map(|f| {
+                        let keep = scanned.contains(f.name());
+                        f.as_ref().clone().with_nullable(f.is_nullable() || !keep)
+                    })
+                    .collect::<Vec<_>>(),
+            ));
+            (scanned, nullable_unread)
+        } else {
+            let read = table_schema
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            (read, table_schema)
+        };
         let input_schema = Arc::new(Schema::new(
             input
                 .fields()
@@ -138,23 +178,192 @@ impl SqlPlan {
                 .map(|f| f.as_ref().clone())
                 .collect::<Vec<_>>(),
         ));
-        let table_schema = Arc::new(Schema::new(
-            input
-                .fields()
-                .iter()
-                .map(|f| {
-                    let keep = input_columns.contains(f.name());
-                    f.as_ref().clone().with_nullable(f.is_nullable() || !keep)
-                })
-                .collect::<Vec<_>>(),
-        ));
+        let sql_table_schema = if before.is_empty() {
+            Arc::clone(&table_schema)
+        } else {
+            sql_table
+        };
         Ok(SqlPlan {
             user_sql,
-            wrapped_sql,
+            wrapped_sql: query.wrapped_sql,
             input_columns,
             input_schema,
-            output_schema: Arc::new(optimized.schema().as_arrow().clone()),
+            output_schema,
             table_schema,
+            udfs: query.udfs,
+            before,
+            after,
+            sql_table_schema,
+            sql_output_schema: query.output,
+            output_columns,
+        })
+    }
+
+    /// The step names this plan runs around its query.
+    pub fn step_names(&self) -> StepNames {
+        StepNames {
+            before: self.before.names(),
+            after: self.after.names(),
+        }
+    }
+
+    /// Runs the steps after the query on its output and keeps the output columns.
+    pub(crate) fn finish(
+        &self,
+        out: RecordBatch,
+        rows: Option<&mut arrow::array::UInt32Array>,
+    ) -> Result<RecordBatch, String> {
+        if self.after.is_empty() {
+            return Ok(out);
+        }
+        let out = self.after.run(out, rows)?;
+        match &self.output_columns {
+            None => Ok(out),
+            Some(columns) => {
+                let indices = columns
+                    .iter()
+                    .map(|c| out.schema().index_of(c))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| e.to_string())?;
+                let projected = out.project(&indices).map_err(|e| e.to_string())?;
+                RecordBatch::try_new(
+                    Arc::clone(&self.output_schema),
+                    projected.columns().to_vec(),
+                )
+                .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// Runs the steps before the query on the table (a batch of `table_schema`).
+    pub(crate) fn start(
+        &self,
+        table: RecordBatch,
+        rows: Option<&mut arrow::array::UInt32Array>,
+    ) -> Result<RecordBatch, String> {
+        if self.before.is_empty() {
+            Ok(table)
+        } else {
+            self.before.run(table, rows)
+        }
+    }
+}
+
+/// The user's query planned against a table, wrapped to keep some of its columns.
+struct Query {
+    /// What the user's query produces.
+    produced: Schema,
+    wrapped_sql: String,
+    optimized: LogicalPlan,
+    /// What the wrapped query produces.
+    output: SchemaRef,
+    udfs: Vec<String>,
+}
+
+impl Query {
+    /// The query planned against `sql_table` followed by the steps `after_names`: the query,
+    /// the steps, the final schema and the columns kept at the end (`None`: all). With steps
+    /// after it, the query keeps every column (or, when each step declares its reads, those
+    /// and `needed`).
+    fn plan_with_after(
+        rt: &tokio::runtime::Runtime,
+        user_sql: &str,
+        sql_table: &SchemaRef,
+        after_names: &[String],
+        needed: &[String],
+    ) -> Result<(Query, StepChain, SchemaRef, Option<Vec<String>>)> {
+        let needed_at_end = |produced: &Schema, after: &StepChain| -> Result<()> {
+            for col in needed {
+                if produced.field_with_name(col).is_err() {
+                    let by = if after.is_empty() {
+                        "the query does not produce".to_string()
+                    } else {
+                        format!(
+                            "the query and the steps after it ({}) do not produce",
+                            after.names().join(", ")
+                        )
+                    };
+                    return Err(Error::Sql(format!(
+                        "{by} column '{col}', which the pipeline uses (they produce: {})",
+                        millrace_engine::list(produced.fields().iter().map(|f| f.name().clone()))
+                    )));
+                }
+            }
+            Ok(())
+        };
+        let produced = Query::plan(rt, user_sql, sql_table, &[])?.produced;
+        Ok(if after_names.is_empty() {
+            needed_at_end(&produced, &StepChain::default())?;
+            let query = Query::plan(rt, user_sql, sql_table, needed)?;
+            let out = Arc::clone(&query.output);
+            (query, StepChain::default(), out, None)
+        } else {
+            let key = "preprocess.steps_after_sql";
+            let all = StepChain::plan(after_names, key, Arc::new(produced.clone()))?;
+            // Keep only what the steps read and the pipeline needs, when the steps say.
+            let keep: Vec<String> = match all.reads() {
+                Some(read) if !needed.is_empty() => produced
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .filter(|c| read.contains(c) || needed.contains(c))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let query = Query::plan(rt, user_sql, sql_table, &keep)?;
+            let after = StepChain::plan(after_names, key, Arc::clone(&query.output))?;
+            let made = after.output_schema(&query.output);
+            needed_at_end(&made, &after)?;
+            let (schema, columns) = if needed.is_empty() {
+                (made, None)
+            } else {
+                let fields = needed
+                    .iter()
+                    .map(|c| made.field_with_name(c).cloned())
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| Error::Sql(e.to_string()))?;
+                (Arc::new(Schema::new(fields)), Some(needed.to_vec()))
+            };
+            (query, after, schema, columns)
+        })
+    }
+    /// Plans `user_sql` against an empty `table`, wrapped to produce `keep` (all when empty;
+    /// every one must be produced).
+    fn plan(
+        rt: &tokio::runtime::Runtime,
+        user_sql: &str,
+        table: &SchemaRef,
+        keep: &[String],
+    ) -> Result<Query> {
+        let ctx = context();
+        let empty = MemTable::try_new(Arc::clone(table), vec![vec![]])
+            .map_err(|e| Error::Sql(e.to_string()))?;
+        ctx.register_table(INPUT_TABLE, Arc::new(empty))
+            .map_err(|e| Error::Sql(e.to_string()))?;
+        let state = ctx.state();
+        let user_plan = rt
+            .block_on(state.create_logical_plan(user_sql))
+            .map_err(|e| planning_error(e, user_sql))?;
+        check_row_wise(&user_plan)?;
+        let udfs = super::udf::udfs_called(&user_plan);
+        let produced = user_plan.schema().as_arrow().clone();
+        let select = if keep.is_empty() {
+            "*".to_string()
+        } else {
+            keep.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ")
+        };
+        let wrapped_sql = format!("SELECT {select} FROM ({user_sql}) AS __millrace_user");
+        let wrapped = rt
+            .block_on(state.create_logical_plan(&wrapped_sql))
+            .map_err(|e| Error::Sql(e.to_string()))?;
+        let optimized = state
+            .optimize(&wrapped)
+            .map_err(|e| Error::Sql(e.to_string()))?;
+        Ok(Query {
+            produced,
+            wrapped_sql,
+            output: Arc::new(optimized.schema().as_arrow().clone()),
+            optimized,
             udfs,
         })
     }
@@ -233,15 +442,17 @@ impl SqlRunner {
 
     /// Applies the query to one batch (whose columns include the plan's input columns).
     pub fn apply(&self, batch: RecordBatch) -> Result<RecordBatch, String> {
-        let batch = self.plan.to_table(&batch)?;
-        let out_schema = Arc::clone(&self.plan.output_schema);
+        let batch = self.plan.start(self.plan.to_table(&batch)?, None)?;
+        let out_schema = Arc::clone(&self.plan.sql_output_schema);
         let result = self.rt.block_on(async {
             self.ctx.deregister_table(INPUT_TABLE)?;
             self.ctx.register_batch(INPUT_TABLE, batch)?;
             self.ctx.sql(&self.plan.wrapped_sql).await?.collect().await
         });
         let batches = result.map_err(|e| format!("SQL failed on this batch: {e}"))?;
-        arrow::compute::concat_batches(&out_schema, &batches).map_err(|e| e.to_string())
+        let out =
+            arrow::compute::concat_batches(&out_schema, &batches).map_err(|e| e.to_string())?;
+        self.plan.finish(out, None)
     }
 }
 
@@ -271,7 +482,7 @@ impl SqlPlan {
     /// Applies the query to one batch from async code (e.g. a request handler), with a fresh
     /// DataFusion context so that concurrent calls do not share state.
     pub async fn apply_async(&self, batch: RecordBatch) -> Result<RecordBatch, String> {
-        let batch = self.to_table(&batch)?;
+        let batch = self.start(self.to_table(&batch)?, None)?;
         let ctx = context();
         let result = async {
             ctx.register_batch(INPUT_TABLE, batch)?;
@@ -279,7 +490,9 @@ impl SqlPlan {
         }
         .await;
         let batches = result.map_err(|e| format!("SQL failed: {e}"))?;
-        arrow::compute::concat_batches(&self.output_schema, &batches).map_err(|e| e.to_string())
+        let out = arrow::compute::concat_batches(&self.sql_output_schema, &batches)
+            .map_err(|e| e.to_string())?;
+        self.finish(out, None)
     }
 }
 

@@ -16,7 +16,7 @@ use super::forward::{Forward, ForwardDevice};
 use super::json::{instances_to_batch, schema_from_json};
 use super::pipeline::{Pipeline, RawInput};
 use super::v1_fast::DecoderPool;
-use crate::preprocess::{CompiledSql, SqlPlan};
+use crate::preprocess::{CompiledSql, SqlPlan, StepNames};
 use crate::{Error, Result};
 
 /// Why a request could not be answered; `status` is the HTTP status to send.
@@ -150,11 +150,21 @@ impl ServedModel {
             .and_then(|v| serde_json::from_value(v.clone()).ok())
             .unwrap_or_default();
         crate::preprocess::check_udfs(&udfs, &format!("model bundle `{name}`"))?;
+        let names = |key: &str| -> Vec<String> {
+            (bundle.meta.extra.get(key))
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default()
+        };
+        let steps = StepNames {
+            before: names("steps_before_sql"),
+            after: names("steps_after_sql"),
+        };
+        steps.check_registered(&format!("model bundle `{name}`"))?;
         let (sql, user_sql) = match &bundle.meta.transform_sql {
             Some(wrapped) => {
                 // Re-plan the stored (already wrapped) query against the stored input schema, once.
                 let features = bundle.preprocess.required_columns(false);
-                let plan = SqlPlan::plan(Some(wrapped), &input_schema, &features)?;
+                let plan = SqlPlan::plan_steps(Some(wrapped), &steps, &input_schema, &features)?;
                 let user = bundle
                     .meta
                     .extra
@@ -338,6 +348,15 @@ pub(crate) fn sql_meta(serve_sql: &SqlPlan, user_sql: &str) -> serde_json::Map<S
     meta.insert("user_sql".into(), Value::from(user_sql));
     if !serve_sql.udfs.is_empty() {
         meta.insert("udfs".into(), Value::from(serve_sql.udfs.clone()));
+    }
+    let steps = serve_sql.step_names();
+    for (key, names) in [
+        ("steps_before_sql", steps.before),
+        ("steps_after_sql", steps.after),
+    ] {
+        if !names.is_empty() {
+            meta.insert(key.into(), Value::from(names));
+        }
     }
     meta
 }

@@ -44,8 +44,23 @@ impl Pipeline {
             Some(sql) => {
                 let out = sql.apply(raw).map_err(BatchError::Rejected)?;
                 if out.num_rows() != rows {
+                    let steps = sql.step_names();
+                    let steps = if steps.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " or its steps ({})",
+                            steps
+                                .before
+                                .iter()
+                                .chain(&steps.after)
+                                .cloned()
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    };
                     return Err(BatchError::Rejected(format!(
-                        "{} of {rows} instances were filtered out by the model's preprocess SQL ({}); send only rows it keeps",
+                        "{} of {rows} instances were filtered out by the model's preprocess SQL ({}){steps}; send only rows it keeps",
                         rows - out.num_rows(),
                         self.user_sql.as_deref().unwrap_or("")
                     )));

@@ -254,6 +254,13 @@ pub struct PreprocessSpec {
     /// `SELECT … FROM input WHERE …`, applied to every batch (row-wise: no aggregates, joins, ORDER BY, LIMIT).
     #[serde(default)]
     pub sql: Option<String>,
+    /// User steps (registered by name in the user's binary: `App::new().step(…)`) run on the
+    /// records before `sql`, in order.
+    #[serde(default)]
+    pub steps_before_sql: Vec<String>,
+    /// User steps run on the output of `sql`, in order.
+    #[serde(default)]
+    pub steps_after_sql: Vec<String>,
     /// Numeric columns standardised with the mean and standard deviation of all training rows.
     #[serde(default)]
     pub standardize: Vec<String>,
@@ -278,6 +285,16 @@ pub struct PreprocessSpec {
     /// What to do with a null feature: `dead_letter` (default), `mean` or `zero`.
     #[serde(default)]
     pub nulls: NullPolicy,
+}
+
+impl PreprocessSpec {
+    /// The user steps placed around the SQL.
+    pub fn steps(&self) -> crate::preprocess::StepNames {
+        crate::preprocess::StepNames {
+            before: self.steps_before_sql.clone(),
+            after: self.steps_after_sql.clone(),
+        }
+    }
 }
 
 /// Where the evaluation rows come from: a holdout dataset, or a hash split of the ingested rows.

@@ -92,7 +92,7 @@ impl StreamPlan {
         let p = &spec.preprocess;
         let features: Vec<String> = spec.feature_columns();
         dedupe_check(&features)?;
-        let produced = SqlPlan::plan(p.sql.as_deref(), &record_schema, &[])?;
+        let produced = SqlPlan::plan_steps(p.sql.as_deref(), &p.steps(), &record_schema, &[])?;
         let label_kind = check_preprocess(&spec, &produced.output_schema)?;
         let mut needed = features.clone();
         needed.push(p.label.clone());
@@ -114,12 +114,13 @@ impl StreamPlan {
                 }
             }
         }
-        let sql = SqlPlan::plan(p.sql.as_deref(), &record_schema, &needed)?;
+        let sql = SqlPlan::plan_steps(p.sql.as_deref(), &p.steps(), &record_schema, &needed)?;
         let serve_schema = match &format {
             MessageFormat::Json { schema } => schema.clone(),
             _ => record_schema.clone(),
         };
-        let serve_sql = SqlPlan::plan(p.sql.as_deref(), &serve_schema, &features)?;
+        let serve_sql =
+            SqlPlan::plan_steps(p.sql.as_deref(), &p.steps(), &serve_schema, &features)?;
         // With [ingest], the preprocessing is fitted on that dataset (e.g. Spark output) before
         // the stream starts, through the same SQL.
         let fit_on = if spec.ingest.is_set() {
@@ -127,15 +128,15 @@ impl StreamPlan {
             let dataset = ParquetDataset::open_with(&spec.ingest.path.to_string_lossy(), &options)?;
             let mut fit_needed = features.clone();
             fit_needed.push(p.label.clone());
-            let sql = SqlPlan::plan(p.sql.as_deref(), &dataset.schema(), &fit_needed).map_err(
-                |e| match e {
+            let sql =
+                SqlPlan::plan_steps(p.sql.as_deref(), &p.steps(), &dataset.schema(), &fit_needed)
+                    .map_err(|e| match e {
                     Error::Sql(m) => Error::config(
                         "ingest.path",
                         format!("the preprocess SQL does not fit this dataset: {m}"),
                     ),
                     other => other,
-                },
-            )?;
+                })?;
             Some((dataset, sql))
         } else {
             None

@@ -51,6 +51,8 @@ pub struct CompiledSql {
     /// The query calls a function fixed per query run (`now()`): simplify and make the
     /// expressions physical again at every apply, with the current time.
     per_apply: bool,
+    /// The plan, when it has user steps around the query (they run before and after it).
+    around: Option<Box<SqlPlan>>,
 }
 
 /// Where the rows come from.
@@ -96,7 +98,7 @@ impl CompiledSql {
     pub fn compile(plan: &SqlPlan) -> Result<Self> {
         let ctx = super::sql::context();
         let empty =
-            MemTable::try_new(Arc::clone(&plan.table_schema), vec![vec![]]).map_err(sql_err)?;
+            MemTable::try_new(Arc::clone(&plan.sql_table_schema), vec![vec![]]).map_err(sql_err)?;
         ctx.register_table(INPUT_TABLE, Arc::new(empty))
             .map_err(sql_err)?;
         let state = ctx.state();
@@ -119,13 +121,26 @@ impl CompiledSql {
             state
         };
         let optimized = state.optimize(&logical).map_err(sql_err)?;
-        Self::from_optimized(
+        // After steps before the query, the query's table is theirs, every column made.
+        let read: Vec<String> = if plan.before.is_empty() {
+            plan.input_columns.clone()
+        } else {
+            (plan.sql_table_schema.fields().iter())
+                .map(|f| f.name().clone())
+                .collect()
+        };
+        let mut compiled = Self::from_optimized(
             &optimized,
-            &plan.input_columns,
-            Arc::clone(&plan.output_schema),
+            &read,
+            Arc::clone(&plan.sql_output_schema),
             state.execution_props().clone(),
             per_apply,
-        )
+        )?;
+        if !(plan.before.is_empty() && plan.after.is_empty()) {
+            compiled.output_schema = Arc::clone(&plan.output_schema);
+            compiled.around = Some(Box::new(plan.clone()));
+        }
+        Ok(compiled)
     }
 
     /// Compiles an optimized row-wise plan whose output is `output_schema`; `read` are the table
@@ -221,6 +236,7 @@ impl CompiledSql {
             output_schema,
             props,
             per_apply,
+            around: None,
         })
     }
 
@@ -260,6 +276,14 @@ impl CompiledSql {
         batch: &RecordBatch,
         mut rows: Option<&mut UInt32Array>,
     ) -> std::result::Result<RecordBatch, String> {
+        let staged;
+        let batch = match &self.around {
+            Some(plan) if !plan.before.is_empty() => {
+                staged = plan.start(plan.to_table(batch)?, rows.as_deref_mut())?;
+                &staged
+            }
+            _ => batch,
+        };
         let mut current = self.source.read(batch)?;
         let failed =
             |e: datafusion::error::DataFusionError| format!("SQL failed on this batch: {e}");
@@ -300,12 +324,27 @@ impl CompiledSql {
                 _ => step.run(&current, physical).map_err(failed)?,
             };
         }
-        RecordBatch::try_new_with_options(
-            Arc::clone(&self.output_schema),
+        let schema = match &self.around {
+            Some(plan) => Arc::clone(&plan.sql_output_schema),
+            None => Arc::clone(&self.output_schema),
+        };
+        let out = RecordBatch::try_new_with_options(
+            schema,
             current.columns().to_vec(),
             &rows_option(current.num_rows()),
         )
-        .map_err(|e| format!("SQL failed on this batch: {e}"))
+        .map_err(|e| format!("SQL failed on this batch: {e}"))?;
+        match &self.around {
+            Some(plan) => plan.finish(out, rows),
+            None => Ok(out),
+        }
+    }
+
+    /// The user steps run around the query.
+    pub fn step_names(&self) -> super::StepNames {
+        self.around
+            .as_ref()
+            .map_or_else(super::StepNames::none, |plan| plan.step_names())
     }
 
     /// Schema of what [`apply`](Self::apply) produces (the plan's output schema).
