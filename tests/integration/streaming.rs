@@ -370,6 +370,23 @@ fn the_served_version_advances_while_requests_flow() {
     assert!(metrics_checked, "GET /metrics was not checked");
 }
 
+/// A user step: adds a Float64 column `one` of ones.
+fn add_one(batch: &arrow::array::RecordBatch) -> Result<arrow::array::RecordBatch, String> {
+    use arrow::datatypes::{DataType, Field, Schema};
+    let mut fields = batch.schema().fields().to_vec();
+    fields.push(std::sync::Arc::new(Field::new(
+        "one",
+        DataType::Float64,
+        false,
+    )));
+    let mut columns = batch.columns().to_vec();
+    columns.push(std::sync::Arc::new(arrow::array::Float64Array::from(
+        vec![1.0; batch.num_rows()],
+    )));
+    arrow::array::RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), columns)
+        .map_err(|e| e.to_string())
+}
+
 /// The counting job as the DSL writes it: the same spec as [`counting_pipeline`] with `sql`.
 fn counting_dsl(
     broker: &str,
@@ -408,6 +425,7 @@ fn counting_dsl(
             s.checkpoint_every_s = 0.0;
             s.checkpoint_dir = Some(checkpoints);
         })
+        .map_batches("it_stream_one", add_one)
         .sql(sql)
         .numeric(["zero"])
         .label("y")
@@ -431,10 +449,17 @@ fn the_dsl_builds_and_runs_the_pipeline_files_streaming_job() {
     let dir = scratch("stream-dsl");
     let topic = unique("dsl");
     fill_topic(broker, &topic, 4, 1500, &dir);
-    // A user function in the stream's SQL: it_log1p(f0) * 0 is 0, so the model still counts.
-    let user_sql = "SELECT it_log1p(f0) * 0.0 AS zero, 1000000.0 AS y FROM input";
+    // A user function in the stream's SQL: it_log1p(f0) * 0 is 0, so the model still counts;
+    // and a user step before it (`.map_batches`) makes the column `one` the label comes from:
+    // without the step the query would not plan.
+    let user_sql = "SELECT it_log1p(f0) * 0.0 AS zero, one * 1000000.0 AS y FROM input";
     let file_text = counting_pipeline(broker, &topic, &dir.join("file-ckpt"), "")
-        .replace("SELECT 0.0 AS zero, 1000000.0 AS y FROM input", user_sql);
+        .replace("SELECT 0.0 AS zero, 1000000.0 AS y FROM input", user_sql)
+        .replace(
+            "[preprocess]\n",
+            "[preprocess]\nsteps_before_sql = [\"it_stream_one\"]\n",
+        );
+    assert!(file_text.contains("steps_before_sql"));
     // One-to-one: the DSL builds exactly the spec the file says.
     let dsl = counting_dsl(broker, &topic, &dir.join("file-ckpt"), user_sql);
     assert_eq!(dsl.build().unwrap(), parse(&file_text));
