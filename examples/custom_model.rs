@@ -15,11 +15,12 @@
 //! 3. this binary serves the bundle, and `/v2/models/custom_model/infer` answers what the model
 //!    predicts in process (within 1e-6).
 
+#[path = "common/http.rs"]
+mod http;
 #[path = "custom_model/model.rs"]
 mod model;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -29,6 +30,7 @@ use millrace::ml::{ModelBundle, Predictor};
 use millrace::prelude::*;
 use serde_json::{Value, json};
 
+use http::http;
 use model::{EntityNet, Focal};
 
 fn app() -> millrace::App {
@@ -327,27 +329,4 @@ fn compare(addr: SocketAddr, model_dir: &Path, holdout: &Path) -> anyhow::Result
         features.rows
     );
     Ok(())
-}
-
-/// One HTTP/1.1 request; (status, body).
-fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let code = response
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("no HTTP status")?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((code, body))
 }

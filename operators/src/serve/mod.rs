@@ -32,7 +32,7 @@ pub use batcher::{
 };
 pub use forward::ForwardDevice;
 pub use json::{instances_to_batch, schema_from_json, schema_to_json};
-pub use model::{Predictions, RequestError, ServedModel};
+pub use model::{Predictions, RequestError, ServedModel, bundle_sql};
 pub(crate) use model::{argmax, sql_meta};
 pub use registry::{KEEP_VERSIONS, MetricsSource, ModelRegistry};
 pub use server::{Bound, ServeOptions, router, serve, serve_until, serve_with};

@@ -132,39 +132,9 @@ impl ServedModel {
                 bundle.preprocess.input_dim()
             )));
         }
-        let input_schema = match bundle.meta.extra.get("input_schema") {
-            Some(v) => {
-                schema_from_json(v).map_err(|e| Error::Serve(format!("model bundle: {e}")))?
-            }
-            None => {
-                return Err(Error::Serve(
-                    "model bundle has no input_schema: re-train it with this version of millrace"
-                        .into(),
-                ));
-            }
-        };
-        let udfs: Vec<String> = bundle
-            .meta
-            .extra
-            .get("udfs")
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .unwrap_or_default();
-        crate::preprocess::check_udfs(&udfs, &format!("model bundle `{name}`"))?;
-        let names = |key: &str| -> Vec<String> {
-            (bundle.meta.extra.get(key))
-                .and_then(|v| serde_json::from_value(v.clone()).ok())
-                .unwrap_or_default()
-        };
-        let steps = StepNames {
-            before: names("steps_before_sql"),
-            after: names("steps_after_sql"),
-        };
-        steps.check_registered(&format!("model bundle `{name}`"))?;
-        let (sql, user_sql) = match &bundle.meta.transform_sql {
-            Some(wrapped) => {
-                // Re-plan the stored (already wrapped) query against the stored input schema, once.
-                let features = bundle.preprocess.required_columns(false);
-                let plan = SqlPlan::plan_steps(Some(wrapped), &steps, &input_schema, &features)?;
+        let (input_schema, plan) = bundle_sql(&bundle, &name)?;
+        let (sql, user_sql) = match plan {
+            Some(plan) => {
                 let user = bundle
                     .meta
                     .extra
@@ -334,6 +304,48 @@ pub(crate) fn argmax(values: &[f32]) -> usize {
             if *v > acc.1 { (i, *v) } else { acc }
         })
         .0
+}
+
+/// A bundle's raw input schema and its preprocessing before the encoding (its SQL with the
+/// user steps around it), planned as the server runs it: what turns a raw request (or any batch
+/// of raw records) into the rows the fitted encoding reads. `name` names the bundle in errors:
+/// a user function or step this binary has not registered is one.
+pub fn bundle_sql(bundle: &ModelBundle, name: &str) -> Result<(SchemaRef, Option<SqlPlan>)> {
+    let input_schema = match bundle.meta.extra.get("input_schema") {
+        Some(v) => schema_from_json(v).map_err(|e| Error::Serve(format!("model bundle: {e}")))?,
+        None => {
+            return Err(Error::Serve(
+                "model bundle has no input_schema: re-train it with this version of millrace"
+                    .into(),
+            ));
+        }
+    };
+    let names = |key: &str| -> Vec<String> {
+        (bundle.meta.extra.get(key))
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default()
+    };
+    let what = format!("model bundle `{name}`");
+    crate::preprocess::check_udfs(&names("udfs"), &what)?;
+    let steps = StepNames {
+        before: names("steps_before_sql"),
+        after: names("steps_after_sql"),
+    };
+    steps.check_registered(&what)?;
+    let plan = match &bundle.meta.transform_sql {
+        // Re-plan the stored (already wrapped) query against the stored input schema, once.
+        Some(wrapped) => {
+            let features = bundle.preprocess.required_columns(false);
+            Some(SqlPlan::plan_steps(
+                Some(wrapped),
+                &steps,
+                &input_schema,
+                &features,
+            )?)
+        }
+        None => None,
+    };
+    Ok((input_schema, plan))
 }
 
 /// What a bundle records about its preprocess SQL in `meta.extra` (and [`ServedModel`] reads
