@@ -36,7 +36,6 @@ pub mod job;
 pub mod preprocess;
 pub mod serve;
 pub mod spec;
-pub mod stream;
 pub mod streaming;
 pub mod train;
 

@@ -12,16 +12,13 @@ pub mod arrow_io;
 mod batcher;
 mod forward;
 pub mod grpc;
-mod json;
 pub mod metrics;
 mod model;
 mod pipeline;
+pub mod protocol;
 mod registry;
 mod server;
 pub mod tls;
-mod v1_fast;
-pub mod v2;
-mod v2_fast;
 
 #[cfg(test)]
 mod fuzz;
@@ -31,8 +28,9 @@ pub use batcher::{
     configure_runtime,
 };
 pub use forward::ForwardDevice;
-pub use json::{instances_to_batch, schema_from_json, schema_to_json};
 pub use model::{Predictions, RequestError, ServedModel, bundle_sql};
 pub(crate) use model::{argmax, sql_meta};
+pub use protocol::v1::{instances_to_batch, schema_from_json, schema_to_json};
+pub use protocol::v2;
 pub use registry::{KEEP_VERSIONS, MetricsSource, ModelRegistry};
 pub use server::{Bound, ServeOptions, router, serve, serve_until, serve_with};

@@ -13,9 +13,9 @@ use serde_json::{Value, json};
 
 use super::batcher::{BatchError, BatchModel, BatcherOptions, DynamicBatcher};
 use super::forward::{Forward, ForwardDevice};
-use super::json::{instances_to_batch, schema_from_json};
 use super::pipeline::{Pipeline, RawInput};
-use super::v1_fast::DecoderPool;
+use super::protocol::v1::fast::DecoderPool;
+use super::protocol::v1::{instances_to_batch, schema_from_json};
 use crate::preprocess::{CompiledSql, SqlPlan, StepNames};
 use crate::{Error, Result};
 

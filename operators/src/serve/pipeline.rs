@@ -15,7 +15,7 @@ use millrace_ml::preprocess::FittedPreprocessor;
 
 use super::batcher::{BatchError, BatchRunner, split_rows};
 use super::forward::Forward;
-use super::v2_fast::Columns;
+use super::protocol::v2::fast::Columns;
 use crate::preprocess::CompiledSql;
 
 /// Raw rows → predictions: the served model's whole per-batch computation.

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::prequential::PrequentialState;
 use crate::Result;
 use crate::checkpoint::{CheckpointStore, decode, encode};
-use crate::stream::window::WindowState;
+use crate::streaming::window::WindowState;
 
 /// 3: per-partition watermarks (`watermark_ms`, `partition_events`).
 pub(crate) const FORMAT: u32 = 3;

@@ -30,7 +30,8 @@ mod publish;
 mod run;
 pub mod spec;
 mod watermark;
-mod windows;
+pub mod window;
+mod window_output;
 mod worker;
 
 pub use checkpoint::{Checkpoint, StreamCheckpoints};

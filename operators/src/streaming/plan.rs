@@ -14,7 +14,7 @@ use super::spec::{MessageEncoding, StreamSpec, parse_duration};
 use crate::job::plan::{check_preprocess, dedupe_check, feature_spec};
 use crate::preprocess::SqlPlan;
 use crate::spec::PipelineSpec;
-use crate::stream::window::WindowSpec;
+use crate::streaming::window::WindowSpec;
 use crate::{Error, Result};
 
 /// Everything a streaming job needs, checked.

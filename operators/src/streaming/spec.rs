@@ -23,7 +23,7 @@ use millrace_connectors::avro::AvroFraming;
 use millrace_connectors::kafka::{KafkaOptions, StartFrom};
 use serde::{Deserialize, Serialize};
 
-use crate::stream::window::{AggFn, Aggregate, LatePolicy, WindowSpec};
+use crate::streaming::window::{AggFn, Aggregate, LatePolicy, WindowSpec};
 use crate::{Error, Result};
 
 /// A streaming job: where the records come from and how often the model is published and

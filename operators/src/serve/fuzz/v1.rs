@@ -11,8 +11,8 @@ use millrace_fuzz::{Bytes, Fuzz, Verdict, drawn_and_mutated};
 
 use super::{MAX_ROWS, same, well_formed};
 use crate::serve::RequestError;
-use crate::serve::json::v1_request_to_batch;
-use crate::serve::v1_fast::DecoderPool;
+use crate::serve::protocol::v1::fast::DecoderPool;
+use crate::serve::protocol::v1::v1_request_to_batch;
 
 const FIELDS: &[(&str, Cell)] = &[
     ("x", Cell::Number),

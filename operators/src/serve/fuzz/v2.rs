@@ -1,4 +1,4 @@
-//! v2 JSON inference bodies: both fast paths (`v2_fast::decode` for a request decoded on its own,
+//! v2 JSON inference bodies: both fast paths (`v2::fast::decode` for a request decoded on its own,
 //! and `common_rows` + `Columns::append` for bodies decoded together on the inference thread)
 //! against the general path (`InferenceRequest` + [`request_to_batch`], as the server runs it).
 
@@ -12,8 +12,8 @@ use millrace_fuzz::proptest::prelude::*;
 use millrace_fuzz::{Bytes, Fuzz, Verdict, drawn_and_mutated};
 
 use super::{MAX_ROWS, same, well_formed};
+use crate::serve::protocol::v2::fast::{self, Columns, common_rows};
 use crate::serve::v2::{InferenceRequest, request_to_batch};
-use crate::serve::v2_fast::{self, Columns, common_rows};
 
 /// The inputs: name, the datatype clients send for it, what its cells are.
 const INPUTS: &[(&str, &str, Cell)] = &[
@@ -145,7 +145,7 @@ fn batched(body: &[u8], schema: &SchemaRef) -> Option<(RecordBatch, bool)> {
 
 fn check(schema: &SchemaRef, good: &RecordBatch, body: &Bytes) -> Result<Verdict, String> {
     let general = general(&body.0, schema);
-    if let Some((batch, id)) = v2_fast::decode(&body.0, schema, MAX_ROWS) {
+    if let Some((batch, id)) = fast::decode(&body.0, schema, MAX_ROWS) {
         let (expected, expected_id) = general.as_ref().map_err(|e| {
             format!(
                 "the fast path accepts {} rows, the general path rejects: {e}",

@@ -83,14 +83,15 @@ async fn infer(
     }
     // The fast paths: a body of the common form without an id is decoded on the inference thread,
     // with the batch it joins; one with an id is decoded here. Anything else: the general path.
-    if let Some(rows) = crate::serve::v2_fast::common_rows(body, state.options.max_rows) {
+    if let Some(rows) = crate::serve::protocol::v2::fast::common_rows(body, state.options.max_rows)
+    {
         match model.predict_v2_body(body.clone(), rows).await {
             Ok(Some(predictions)) => return v2_answer(&model, &predictions, None),
             Ok(None) => {}
             Err(e) => return request_error(e),
         }
     } else if let Some((raw, id)) =
-        crate::serve::v2_fast::decode(body, model.input_schema(), state.options.max_rows)
+        crate::serve::protocol::v2::fast::decode(body, model.input_schema(), state.options.max_rows)
     {
         return match model.predict_batch(raw).await {
             Ok(predictions) => v2_answer(&model, &predictions, id),
@@ -183,7 +184,7 @@ async fn infer_request(
 /// The v2 JSON answer with every output, written directly (the general rendering when the
 /// predictions do not fit the model's shape, which then names the problem).
 fn v2_answer(model: &ServedModel, predictions: &Predictions, id: Option<String>) -> Response {
-    if let Some(bytes) = crate::serve::v2_fast::response(
+    if let Some(bytes) = crate::serve::protocol::v2::fast::response(
         &model.name,
         model.version,
         id.as_deref(),

@@ -21,9 +21,9 @@ use serde_json::{Value, json};
 use super::access::{BearerToken, exposure_refused};
 use super::arrow_io::{ARROW_STREAM, decode_stream, encode_predictions};
 use super::batcher::BatcherOptions;
-use super::json::v1_request_to_batch;
 use super::metrics::ServeMetrics;
 use super::model::{Predictions, RequestError, ServedModel};
+use super::protocol::v1::v1_request_to_batch;
 use super::registry::ModelRegistry;
 use super::tls::{HANDSHAKE_TIMEOUT, TlsFiles, incoming};
 use super::v2::{

@@ -28,9 +28,9 @@ use super::prequential::{PrequentialState, StepScore, score};
 use super::publish::Publisher;
 use super::run::{Shared, StepLog, WorkerOutcome};
 use super::watermark::{PartitionWatermarks, WorkerMark, job_watermark};
-use super::windows::WindowOutput;
+use super::window_output::WindowOutput;
 use crate::preprocess::CompiledSql;
-use crate::stream::window::{LatePolicy, WindowResult, WindowState, Windower};
+use crate::streaming::window::{LatePolicy, WindowResult, WindowState, Windower};
 use crate::train::apply_summed_gradient;
 use crate::{Error, Result};
 

@@ -46,7 +46,7 @@
 //! use std::time::Duration;
 //! use arrow::array::{Float64Array, Int64Array, RecordBatch};
 //! use arrow::datatypes::{DataType, Field, Schema};
-//! use millrace_operators::stream::window::{
+//! use millrace_operators::streaming::window::{
 //!     AggFn, Aggregate, LatePolicy, WindowSpec, Windower, merge_all, to_batch,
 //! };
 //!

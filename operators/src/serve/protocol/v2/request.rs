@@ -432,7 +432,7 @@ pub(super) fn input_column(
         }
         // FP32 columns (the usual feature type) are built as they are, without a cast.
         Wire::Float if *column == DataType::Float32 => {
-            crate::serve::json::f32_array(&values, wrong)?
+            crate::serve::protocol::v1::f32_array(&values, wrong)?
         }
         Wire::Float => {
             let mut out = Vec::with_capacity(rows);

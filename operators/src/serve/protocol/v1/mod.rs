@@ -11,6 +11,8 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde_json::Value;
 
+pub(crate) mod fast;
+
 /// Describes the schema as JSON (`[{"name", "type", "nullable"}]`) for the model bundle.
 pub fn schema_to_json(schema: &Schema) -> Value {
     Value::Array(
@@ -378,14 +380,14 @@ pub(crate) fn v1_request_to_batch(
     request: &Value,
     schema: &SchemaRef,
     max_rows: usize,
-) -> Result<RecordBatch, super::RequestError> {
+) -> Result<RecordBatch, crate::serve::RequestError> {
     let Some(instances) = request.get("instances").and_then(Value::as_array) else {
-        return Err(super::RequestError::bad(
+        return Err(crate::serve::RequestError::bad(
             "request must be a JSON object with an \"instances\" list of records",
         ));
     };
     if instances.len() > max_rows {
-        return Err(super::RequestError::with_status(
+        return Err(crate::serve::RequestError::with_status(
             413,
             format!(
                 "{} rows in one request; the limit is {max_rows} (split the request)",
@@ -393,7 +395,7 @@ pub(crate) fn v1_request_to_batch(
             ),
         ));
     }
-    instances_to_batch(instances, schema).map_err(super::RequestError::bad)
+    instances_to_batch(instances, schema).map_err(crate::serve::RequestError::bad)
 }
 
 #[cfg(test)]

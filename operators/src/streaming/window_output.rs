@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use millrace_connectors::kafka::{KafkaOptions, KafkaProducer};
 use millrace_engine::row_to_json;
 
-use crate::stream::window::{WindowResult, Windower, merge_all};
+use crate::streaming::window::{WindowResult, Windower, merge_all};
 use crate::{Error, Result};
 
 /// Worker 0's writer of window results.

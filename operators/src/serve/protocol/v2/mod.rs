@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 mod binary;
+pub(crate) mod fast;
 mod request;
 
 pub use self::binary::{
@@ -240,7 +241,7 @@ pub fn model_metadata(
 
 /// Checks that `predictions` holds `rows` × width values (width = `num_classes`, or 1 for
 /// regression) and returns the width.
-pub(super) fn prediction_width(
+pub(crate) fn prediction_width(
     predictions: &[f32],
     rows: usize,
     num_classes: Option<usize>,
@@ -259,7 +260,7 @@ pub(super) fn prediction_width(
 }
 
 /// The name of class `index`, or an error when the model has fewer names.
-pub(super) fn class_name(names: &[String], index: usize) -> Result<&str, String> {
+pub(crate) fn class_name(names: &[String], index: usize) -> Result<&str, String> {
     names.get(index).map(String::as_str).ok_or_else(|| {
         format!(
             "class {index} has no name: the model has {} class names",

@@ -1,3 +1,0 @@
-//! Streaming building blocks.
-
-pub mod window;
