@@ -29,7 +29,7 @@ use millrace_ml::optim::OptimizerSpec;
 use millrace_ml::preprocess::{NullPolicy, SequenceSpec};
 use millrace_ml::trainer::{Loss, LossChoice, Reduction};
 use millrace_ml::{Device, Precision};
-use millrace_operators::job::{Progress, Summary};
+use millrace_operators::batch_job::{Progress, Summary};
 use millrace_operators::preprocess::Step;
 use millrace_operators::spec::{
     BranchSpec, CheckpointSpec, EvaluateSpec, IngestSpec, OutputSpec, PipelineSpec, PreprocessSpec,
@@ -575,7 +575,7 @@ impl Pipeline {
             run_dir: self.run_dir,
             progress: self
                 .progress
-                .unwrap_or_else(|| Arc::new(millrace_operators::job::NoProgress)),
+                .unwrap_or_else(|| Arc::new(millrace_operators::batch_job::NoProgress)),
             resume: false,
             started: Some(started),
         };

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use millrace_ml::metrics::EvalMetrics;
-use millrace_operators::job::Progress;
+use millrace_operators::batch_job::Progress;
 
 /// Progress bars when stderr is a terminal, periodic `tracing` lines otherwise.
 pub struct CliProgress {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use millrace_engine::ClusterConfig;
-use millrace_operators::job::{self, JobPlan, Progress, RunOptions, Summary};
+use millrace_operators::batch_job::{self, JobPlan, Progress, RunOptions, Summary};
 use millrace_operators::spec::PipelineSpec;
 use millrace_operators::streaming::{StreamOptions, StreamPlan, StreamSummary};
 use serde_json::Value;
@@ -37,7 +37,7 @@ impl Default for RunConfig {
         RunConfig {
             cluster: ClusterConfig::local(1),
             run_dir: None,
-            progress: Arc::new(job::NoProgress),
+            progress: Arc::new(batch_job::NoProgress),
             resume: false,
             started: None,
         }
@@ -111,7 +111,7 @@ pub fn run_planned(
     let started = config.started.unwrap_or_else(Instant::now);
     let run_dir = prepare_run_dir(config.run_dir.clone(), &plan.spec, pipeline_text)?;
     let process_id = config.cluster.process_id;
-    let finished = job::run_without_summary(
+    let finished = batch_job::run_without_summary(
         plan,
         RunOptions {
             cluster: config.cluster,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use millrace::engine::ClusterConfig;
-use millrace::operators::job::{NoProgress, Summary};
+use millrace::operators::batch_job::{NoProgress, Summary};
 use millrace::run::{RunConfig, plan, run_planned};
 
 pub mod bodies;

@@ -28,11 +28,11 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod batch_job;
 pub mod checkpoint;
 mod error;
 pub mod evaluate;
 pub mod ingest;
-pub mod job;
 pub mod preprocess;
 pub mod serve;
 pub mod spec;

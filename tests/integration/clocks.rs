@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant, SystemTime};
 
 use millrace::engine::ClusterConfig;
-use millrace::operators::job::{NoProgress, Summary};
+use millrace::operators::batch_job::{NoProgress, Summary};
 use millrace::run::{RunConfig, StreamRunConfig, plan, run_planned, run_stream};
 use serde_json::Value;
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use millrace::engine::ClusterConfig;
 use millrace::ml::bundle::ModelBundle;
-use millrace::operators::job::{NoProgress, Summary};
+use millrace::operators::batch_job::{NoProgress, Summary};
 use millrace::run::{RunConfig, plan, run_planned};
 use serde_json::Value;
 

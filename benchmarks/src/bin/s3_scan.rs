@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 use millrace::connectors::parquet::{DatasetOptions, ParquetDataset, ScanOptions};
 use millrace::connectors::storage::StorageOptions;
 use millrace::engine::ClusterConfig;
-use millrace::operators::job::{NoProgress, Summary};
+use millrace::operators::batch_job::{NoProgress, Summary};
 use millrace::run::{RunConfig, plan, run_planned};
 use serde_json::{Value, json};
 

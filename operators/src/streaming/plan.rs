@@ -11,7 +11,7 @@ use millrace_connectors::parquet::ParquetDataset;
 use millrace_ml::preprocess::{FeatureSpec, LabelKind};
 
 use super::spec::{MessageEncoding, StreamSpec, parse_duration};
-use crate::job::plan::{check_preprocess, dedupe_check, feature_spec};
+use crate::batch_job::plan::{check_preprocess, dedupe_check, feature_spec};
 use crate::preprocess::SqlPlan;
 use crate::spec::PipelineSpec;
 use crate::streaming::window::WindowSpec;

@@ -19,7 +19,7 @@ use super::metrics::StreamMetrics;
 use super::plan::StreamPlan;
 use super::prequential::{PrequentialMetrics, PrequentialState};
 use super::worker::run_worker;
-use crate::job::write_dead_letters;
+use crate::batch_job::write_dead_letters;
 use crate::serve::{BatcherOptions, ModelRegistry, ServeOptions, configure_runtime, serve_until};
 use crate::{Error, Result};
 

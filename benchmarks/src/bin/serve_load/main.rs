@@ -45,7 +45,7 @@ use anyhow::{Context, bail};
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use millrace::engine::ClusterConfig;
-use millrace::operators::job::NoProgress;
+use millrace::operators::batch_job::NoProgress;
 use millrace::run::{RunConfig, plan, run_planned};
 use serde_json::{Map, Value, json};
 
