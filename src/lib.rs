@@ -55,10 +55,10 @@ pub use millrace_operators::preprocess::{Step, Udf};
 
 /// What a pipeline author needs.
 pub mod prelude {
-    pub use crate::dsl::{Pipeline, RunReport, Train};
+    pub use crate::dsl::{Pipeline, RunReport, Sink, Train};
     pub use crate::run::{RunConfig, plan, run_planned};
     pub use millrace_engine::{Batch, ClusterConfig, DeadLetter, Flow, FlowContext, execute};
     pub use millrace_ml::model::Activation;
     pub use millrace_ml::preprocess::NullPolicy;
-    pub use millrace_operators::spec::{PipelineSpec, ServeSpec};
+    pub use millrace_operators::spec::{PipelineSpec, ServeSpec, SinkPoint};
 }

@@ -35,6 +35,7 @@ pub mod evaluate;
 pub mod ingest;
 pub mod preprocess;
 pub mod serve;
+pub mod sink;
 pub mod spec;
 pub mod streaming;
 pub mod train;

@@ -20,6 +20,7 @@ mod serve_harness;
 mod serve_safety;
 mod services;
 mod serving;
+mod sinks;
 mod spark;
 mod steps;
 mod streaming;

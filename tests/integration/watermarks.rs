@@ -65,7 +65,7 @@ fn send_rows(
 }
 
 /// Every message of `topic` (all partitions), read until `count` arrived.
-fn read_all(broker: &str, topic: &str, count: usize) -> Vec<RawMessage> {
+pub(super) fn read_all(broker: &str, topic: &str, count: usize) -> Vec<RawMessage> {
     let options = KafkaOptions::new(broker);
     let mut source = KafkaSource::open(
         &options,

@@ -15,13 +15,15 @@ use millrace_engine::timely::dataflow::channels::pact::Pipeline;
 use millrace_engine::timely::dataflow::operators::Probe;
 use millrace_engine::timely::dataflow::operators::generic::operator::Operator;
 use millrace_engine::timely::worker::Worker;
-use millrace_engine::{Batch, DeadLetter, FlowContext, WorkerContext, row_to_json};
+use millrace_engine::{Batch, DeadLetter, Flow, FlowContext, WorkerContext, row_to_json};
 use millrace_ml::preprocess::{Features, FitState, FittedPreprocessor, LabelKind, Targets};
 
 use super::plan::JobPlan;
 use super::progress::Progress;
 use crate::ingest::parquet_source;
 use crate::preprocess::SqlRunner;
+use crate::sink::SinkWriter;
+use crate::spec::SinkPoint;
 use crate::{Error, Result};
 
 /// What the ingest dataflow leaves on a worker.
@@ -48,9 +50,10 @@ pub(super) fn ingest(
     let runner = SqlRunner::new(plan.sql.clone())?;
     let units = plan.dataset.plan(ctx.peers).swap_remove(ctx.index);
     let options = ScanOptions {
-        projection: Some(plan.sql.input_columns.clone()),
+        projection: Some(plan.ingest_columns.clone()),
         batch_size,
     };
+    let sinks = sink_writers(plan, ctx);
     let holdout = match (&plan.holdout, &plan.holdout_sql) {
         (Some(h), Some(sql)) => Some((
             h.clone(),
@@ -69,10 +72,13 @@ pub(super) fn ingest(
         let mut probes = Vec::new();
         let p = Arc::clone(progress);
         let train_state = Rc::clone(&state);
-        let probe = parquet_source(scope, &fc, "ingest", plan.dataset.clone(), units, options)
-            .inspect("ingest/progress", move |b| p.ingested(b.num_rows() as u64))
-            .map_batches("preprocess/sql", move |b| runner.apply(b))
-            .sink("preprocess/split+fit", move |batch| {
+        let source = parquet_source(scope, &fc, "ingest", plan.dataset.clone(), units, options)
+            .inspect("ingest/progress", move |b| p.ingested(b.num_rows() as u64));
+        let preprocessed = attach(source, &sinks, SinkPoint::Ingest)
+            .map_batches("preprocess/sql", move |b| runner.apply(b));
+        let probe = attach(preprocessed, &sinks, SinkPoint::Preprocess).sink(
+            "preprocess/split+fit",
+            move |batch| {
                 let mut st = train_state.borrow_mut();
                 let (train, eval) = match &split {
                     Some(split) => match split_batch(&batch.data, split) {
@@ -105,7 +111,8 @@ pub(super) fn ingest(
                 if train.num_rows() > 0 {
                     st.train.push(batch.map(train));
                 }
-            });
+            },
+        );
         probes.push(probe);
         if let Some((dataset, units, options, runner)) = holdout {
             let p = Arc::clone(progress);
@@ -132,8 +139,46 @@ pub(super) fn ingest(
         probes
     });
     ctx.step_while(worker, || probes.iter().any(|p| !p.done()))?;
+    for sink in &sinks {
+        let rows = sink.borrow_mut().finish()?;
+        tracing::debug!(rows, worker = ctx.index, "sink finished");
+    }
     let taken = std::mem::take(&mut *state.borrow_mut());
     Ok(taken)
+}
+
+/// This worker's writers of the `[[sink]]`s.
+fn sink_writers(plan: &JobPlan, ctx: &WorkerContext) -> Vec<Rc<RefCell<SinkWriter>>> {
+    let job_id = super::output::job_id(&plan.spec);
+    (plan.spec.sink.iter())
+        .map(|spec| {
+            let writer = SinkWriter::new(
+                spec,
+                &plan.spec.storage,
+                plan.spec.output.compression,
+                ctx.index,
+                &job_id,
+            );
+            Rc::new(RefCell::new(writer))
+        })
+        .collect()
+}
+
+/// `flow` with every sink taken at `point` written from it.
+fn attach<'scope>(
+    mut flow: Flow<'scope, u64>,
+    sinks: &[Rc<RefCell<SinkWriter>>],
+    point: SinkPoint,
+) -> Flow<'scope, u64> {
+    for sink in sinks {
+        if sink.borrow().point() != point {
+            continue;
+        }
+        let name = sink.borrow().operator();
+        let writer = Rc::clone(sink);
+        flow = flow.inspect(&name, move |batch| writer.borrow_mut().write(&batch.data));
+    }
+    flow
 }
 
 fn split_batch(

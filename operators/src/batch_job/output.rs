@@ -23,10 +23,14 @@ use crate::{Error, Result};
 /// already holds objects is refused; with `overwrite` it is emptied (by process 0 only).
 pub fn prepare_outputs(spec: &PipelineSpec, process_id: usize) -> Result<()> {
     let output = &spec.output;
+    let sinks = spec.sink.iter().map(|s| ("sink.parquet", &s.parquet));
     for (key, url) in [
         ("output.predictions", &output.predictions),
         ("output.evaluation", &output.evaluation),
-    ] {
+    ]
+    .into_iter()
+    .chain(sinks)
+    {
         let Some(url) = url else { continue };
         let location = StorageLocation::parse(url, &spec.storage)
             .map_err(|e| Error::config(key, e.to_string()))?;
@@ -73,7 +77,7 @@ fn has_objects(location: &StorageLocation) -> Result<bool> {
 }
 
 /// A job id shared by every worker of every process without talking: a hash of the pipeline.
-fn job_id(spec: &PipelineSpec) -> String {
+pub(super) fn job_id(spec: &PipelineSpec) -> String {
     let text = serde_json::to_string(spec).unwrap_or_default();
     format!("{:016x}", stable_hash(text.as_bytes()))
 }

@@ -9,7 +9,7 @@ use millrace_ml::model::Task;
 use millrace_ml::preprocess::{FeatureSpec, LabelKind};
 
 use crate::preprocess::{HashSplit, SqlPlan};
-use crate::spec::{PipelineSpec, TaskKind};
+use crate::spec::{PipelineSpec, SinkPoint, TaskKind};
 use crate::{Error, Result};
 
 /// Everything a batch job needs, checked.
@@ -23,6 +23,9 @@ pub struct JobPlan {
     pub holdout: Option<ParquetDataset>,
     /// The preprocess SQL over the training dataset, producing features, label and split key.
     pub sql: SqlPlan,
+    /// The columns the training dataset's source decodes: what the SQL and the `[[sink]]`s
+    /// after ingest read.
+    pub ingest_columns: Vec<String>,
     /// The preprocess SQL over the holdout dataset.
     pub holdout_sql: Option<SqlPlan>,
     /// The preprocess SQL for serving: features only, no label.
@@ -121,7 +124,14 @@ impl JobPlan {
             |_| true,
             "any type",
         )?;
+        // The split hashes what the pipeline reads, whatever the sinks add.
+        let split_columns = needed.clone();
+        let ingest_columns = check_sinks(&spec, &dataset.schema(), out, &mut needed)?;
         let sql = SqlPlan::plan_steps(p.sql.as_deref(), &p.steps(), &dataset.schema(), &needed)?;
+        let ingest_columns = (dataset.schema().fields().iter())
+            .map(|f| f.name().clone())
+            .filter(|c| sql.input_columns.contains(c) || ingest_columns.contains(c))
+            .collect();
 
         let holdout = match &spec.evaluate.path {
             Some(path) => {
@@ -138,15 +148,14 @@ impl JobPlan {
         };
         let holdout_sql = match &holdout {
             Some(h) => Some(
-                SqlPlan::plan_steps(p.sql.as_deref(), &p.steps(), &h.schema(), &needed).map_err(
-                    |e| match e {
+                SqlPlan::plan_steps(p.sql.as_deref(), &p.steps(), &h.schema(), &split_columns)
+                    .map_err(|e| match e {
                         Error::Sql(m) => Error::config(
                             "evaluate.path",
                             format!("the preprocess SQL does not fit the holdout data: {m}"),
                         ),
                         other => other,
-                    },
-                )?,
+                    })?,
             ),
             None => None,
         };
@@ -158,7 +167,7 @@ impl JobPlan {
                 eval_fraction: spec.evaluate.split,
                 seed: spec.evaluate.split_seed,
                 key: if spec.evaluate.split_key.is_empty() {
-                    needed.clone()
+                    split_columns
                 } else {
                     spec.evaluate.split_key.clone()
                 },
@@ -170,6 +179,7 @@ impl JobPlan {
             dataset,
             holdout,
             sql,
+            ingest_columns,
             holdout_sql,
             serve_sql,
             split,
@@ -182,6 +192,49 @@ impl JobPlan {
     pub fn serve_input_schema(&self) -> Arc<Schema> {
         Arc::clone(&self.serve_sql.input_schema)
     }
+}
+
+/// Checks the `[[sink]]`s' columns and URLs against the dataset (`input`) and what the
+/// preprocess makes (`out`), adds what the sinks after the preprocess need to `needed`, and
+/// returns the input columns the sinks after ingest need.
+pub(crate) fn check_sinks(
+    spec: &PipelineSpec,
+    input: &Schema,
+    out: &Schema,
+    needed: &mut Vec<String>,
+) -> Result<Vec<String>> {
+    let names = |schema: &Schema| -> Vec<String> {
+        schema.fields().iter().map(|f| f.name().clone()).collect()
+    };
+    let mut ingest = Vec::new();
+    for sink in &spec.sink {
+        let (schema, into) = match sink.after {
+            SinkPoint::Ingest => (input, &mut ingest),
+            SinkPoint::Preprocess => (out, &mut *needed),
+        };
+        let columns = sink.needs().unwrap_or_else(|| names(schema));
+        for c in &columns {
+            if schema.field_with_name(c).is_err() {
+                return Err(Error::config(
+                    "sink.columns",
+                    format!(
+                        "sink '{}' writes column '{c}', which is not there after {} (there: {})",
+                        sink.name,
+                        sink.after.name(),
+                        millrace_engine::list(names(schema))
+                    ),
+                ));
+            }
+            if !into.contains(c) {
+                into.push(c.clone());
+            }
+        }
+        if let Some(url) = &sink.parquet {
+            millrace_connectors::storage::StorageLocation::parse(url, &spec.storage)
+                .map_err(|e| Error::config("sink.parquet", format!("sink '{}': {e}", sink.name)))?;
+        }
+    }
+    Ok(ingest)
 }
 
 /// Checks the columns `[preprocess]` names against what the SQL produces (`out`), and the model

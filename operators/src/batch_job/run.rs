@@ -113,6 +113,7 @@ pub fn run_without_summary(plan: JobPlan, options: RunOptions) -> Result<Finishe
     if options.cluster.process_id == 0 {
         output::write_evaluation(&plan.spec, &first.eval_lines)?;
         output::finish_outputs(&plan.spec.output, &plan.spec.storage)?;
+        crate::sink::publish(&plan.spec.sink, &plan.spec.storage)?;
     }
     let train = first
         .train

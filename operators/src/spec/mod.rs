@@ -14,10 +14,12 @@ use millrace_ml::trainer::LossChoice;
 
 mod checkpoint;
 mod serve;
+mod sink;
 mod train;
 pub use checkpoint::CheckpointSpec;
 use serde::{Deserialize, Serialize};
 pub use serve::ServeSpec;
+pub use sink::{KafkaTopicSpec, SinkPoint, SinkSpec};
 pub(crate) use train::check_device;
 pub use train::{TaskKind, TrainSpec};
 
@@ -62,6 +64,10 @@ pub struct PipelineSpec {
     /// `branches/<name>/model` of the run directory.
     #[serde(default)]
     pub branch: Vec<BranchSpec>,
+    /// Where rows go besides training (`[[sink]]`): a Parquet dataset or a Kafka topic, taken
+    /// after ingest or after the preprocess.
+    #[serde(default)]
+    pub sink: Vec<SinkSpec>,
 }
 
 /// One `[[branch]]`: a named train-step with its own model and hyperparameters.
@@ -368,6 +374,7 @@ impl PipelineSpec {
             c.validate()?;
         }
         self.validate_branches()?;
+        self.validate_sinks()?;
         let o = &self.output;
         if let Some(c) = o.partition_by.iter().find(|c| !o.columns.contains(c)) {
             return Err(Error::config(
@@ -460,6 +467,32 @@ impl PipelineSpec {
         if let Some(serve) = &self.serve {
             serve.validate()?;
             serve.validate_device()?;
+        }
+        Ok(())
+    }
+
+    /// Checks the `[[sink]]`s: each valid, distinct names, and a streaming job's sinks are
+    /// Kafka topics.
+    fn validate_sinks(&self) -> Result<()> {
+        for (i, sink) in self.sink.iter().enumerate() {
+            sink.validate(i)?;
+            if self.sink[..i].iter().any(|o| o.name == sink.name) {
+                return Err(Error::config(
+                    "sink.name",
+                    format!("two sinks are called '{}'", sink.name),
+                ));
+            }
+            if self.stream.is_some() && sink.parquet.is_some() {
+                return Err(Error::config(
+                    "sink.parquet",
+                    format!(
+                        "sink '{}': a streaming job's sinks write Kafka topics (a Parquet sink \
+                         would need exactly-once files per checkpoint, not built yet); use \
+                         `kafka = {{ bootstrap_servers, topic }}`",
+                        sink.name
+                    ),
+                ));
+            }
         }
         Ok(())
     }

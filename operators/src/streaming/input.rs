@@ -10,6 +10,8 @@ use millrace_engine::{DeadLetter, row_to_json};
 
 use super::worker::now_ms;
 use crate::preprocess::CompiledSql;
+use crate::sink::SinkWriter;
+use crate::spec::SinkPoint;
 use crate::{Error, Result};
 
 /// Records taken from the source but not trained yet (the warm-up window).
@@ -90,6 +92,8 @@ pub(super) struct Input {
     pub(super) dead: Vec<DeadLetter>,
     /// Keep each record's key (for keyed predictions).
     pub(super) keep_keys: bool,
+    /// The `[[sink]]`s: Kafka topics written from the records or the preprocessed rows.
+    pub(super) sinks: Vec<SinkWriter>,
 }
 
 impl Input {
@@ -118,8 +122,10 @@ impl Input {
         if batch.num_rows() == 0 {
             return Ok((None, read, dead));
         }
+        self.write_sinks(SinkPoint::Ingest, &batch);
         match self.sql.apply_tracked(&batch) {
             Ok((out, rows)) => {
+                self.write_sinks(SinkPoint::Preprocess, &out);
                 // Each output row's message: the decoded row it came from, then its message.
                 let now = now_ms();
                 let message = |j: usize| {
@@ -167,6 +173,12 @@ impl Input {
                 });
                 Ok((None, read, dead))
             }
+        }
+    }
+
+    fn write_sinks(&mut self, point: SinkPoint, batch: &RecordBatch) {
+        for sink in self.sinks.iter_mut().filter(|s| s.point() == point) {
+            sink.write(batch);
         }
     }
 

@@ -114,6 +114,12 @@ impl StreamPlan {
                 }
             }
         }
+        crate::batch_job::plan::check_sinks(
+            &spec,
+            &record_schema,
+            &produced.output_schema,
+            &mut needed,
+        )?;
         let sql = SqlPlan::plan_steps(p.sql.as_deref(), &p.steps(), &record_schema, &needed)?;
         let serve_schema = match &format {
             MessageFormat::Json { schema } => schema.clone(),

@@ -2,6 +2,7 @@
 //! a dataset or the warm-up window), and its windows.
 
 use super::*;
+use crate::sink::SinkWriter;
 
 impl StreamWorker {
     /// Opens the partitions, and gets the preprocessing (from the checkpoint, a dataset, or the
@@ -121,6 +122,12 @@ fn open_input(ctx: &WorkerContext, shared: &Shared) -> Result<Input> {
         topic: stream.topic.clone(),
         dead: Vec::new(),
         keep_keys: stream.predictions_topic.is_some(),
+        sinks: (plan.spec.sink.iter())
+            .map(|sink| {
+                let spec = &plan.spec;
+                SinkWriter::new(sink, &spec.storage, spec.output.compression, ctx.index, "")
+            })
+            .collect(),
     })
 }
 

@@ -375,6 +375,9 @@ impl StreamWorker {
             producer.flush(Duration::from_secs(30))?;
         }
         self.outputs.flush()?;
+        for sink in &mut self.input.sinks {
+            sink.finish()?;
+        }
         if let Some(out) = &self.windows.output {
             out.flush()?;
         }
