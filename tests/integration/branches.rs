@@ -153,3 +153,64 @@ fn a_branch_trains_the_model_its_own_run_would_bit_for_bit() {
     );
     assert_ne!(both.parameter_checksum, alone.parameter_checksum);
 }
+
+/// The `ckpt-<step>` folders of a checkpoint directory, oldest first.
+fn checkpoints(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("ckpt-")
+        })
+        .collect();
+    found.sort_by_key(|p| {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        name["ckpt-".len()..].parse::<u64>().unwrap()
+    });
+    found
+}
+
+#[test]
+fn branches_checkpoint_and_resume_to_the_uninterrupted_models_bit_for_bit() {
+    let dir = scratch("branch-resume");
+    let ckpt = dir.join("ckpt");
+    let text = format!(
+        "{}\n[checkpoint]\ndir = \"{}\"\nevery_steps = 20\nkeep = 100\n",
+        with_branch(LOGISTIC),
+        ckpt.display()
+    );
+    let full = try_run_toml(&text, 2, &dir.join("full")).unwrap();
+    // The branch has checkpoints of its own, beside the main model's.
+    let branch_ckpts = checkpoints(&ckpt.join("branches/logistic"));
+    let main_ckpts = checkpoints(&ckpt);
+    assert!(branch_ckpts.len() >= 3 && main_ckpts.len() >= 3);
+    // As if killed while the branch trained: the main model's checkpoints are all there, the
+    // branch's only up to its second.
+    for later in &branch_ckpts[2..] {
+        std::fs::remove_dir_all(later).unwrap();
+    }
+    let resumed =
+        crate::quickstart::try_run_toml_with(&text, 2, &dir.join("resumed"), true).unwrap();
+    assert_eq!(resumed.parameter_checksum, full.parameter_checksum);
+    assert_eq!(
+        resumed.branches[0].parameter_checksum,
+        full.branches[0].parameter_checksum
+    );
+    // As if killed during the main model's training: its checkpoints up to the second, the
+    // branch's none. Both resume (the branch from the start) to the same models.
+    std::fs::remove_dir_all(ckpt.join("branches")).unwrap();
+    for later in &checkpoints(&ckpt)[2..] {
+        std::fs::remove_dir_all(later).unwrap();
+    }
+    let resumed =
+        crate::quickstart::try_run_toml_with(&text, 2, &dir.join("resumed-2"), true).unwrap();
+    assert_eq!(resumed.parameter_checksum, full.parameter_checksum);
+    assert_eq!(
+        resumed.branches[0].parameter_checksum,
+        full.branches[0].parameter_checksum
+    );
+    assert!(resumed.resumed_from_step.is_some());
+}

@@ -17,6 +17,16 @@ pub fn run_toml(text: &str, workers: usize, dir: &Path) -> Summary {
 
 /// Runs a pipeline file's text; the error as the CLI would print it.
 pub fn try_run_toml(text: &str, workers: usize, dir: &Path) -> Result<Summary, String> {
+    try_run_toml_with(text, workers, dir, false)
+}
+
+/// [`try_run_toml`], with `--resume` when `resume`.
+pub fn try_run_toml_with(
+    text: &str,
+    workers: usize,
+    dir: &Path,
+    resume: bool,
+) -> Result<Summary, String> {
     std::fs::create_dir_all(dir).unwrap();
     let path = dir.join("pipeline.toml");
     std::fs::write(&path, text).unwrap();
@@ -26,7 +36,7 @@ pub fn try_run_toml(text: &str, workers: usize, dir: &Path) -> Result<Summary, S
         cluster: ClusterConfig::local(workers),
         run_dir: Some(dir.join("run")),
         progress: Arc::new(NoProgress),
-        resume: false,
+        resume,
         started: None,
     };
     run_planned(planned, Some(&text), config)

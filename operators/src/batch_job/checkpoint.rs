@@ -138,19 +138,111 @@ pub(crate) fn store(spec: &PipelineSpec) -> Result<Option<CheckpointStore>> {
         .transpose()
 }
 
+/// The checkpoint store of `[[branch]]` `branch`: `branches/<name>` under the pipeline's. Its
+/// checkpoints belong to the pipeline `<pipeline>/<branch>` (see [`model_name`]).
+pub(crate) fn branch_store(spec: &PipelineSpec, branch: &str) -> Result<Option<CheckpointStore>> {
+    spec.checkpoint
+        .as_ref()
+        .map(|c| {
+            let base = c.location(&spec.name);
+            let url = format!("{}/branches/{branch}", base.trim_end_matches('/'));
+            CheckpointStore::open(&url, &spec.storage, c.keep)
+        })
+        .transpose()
+}
+
+/// The name a model's checkpoints carry: the pipeline's, or `<pipeline>/<branch>`.
+pub(crate) fn model_name(spec: &PipelineSpec, branch: Option<&str>) -> String {
+    match branch {
+        None => spec.name.clone(),
+        Some(b) => format!("{}/{b}", spec.name),
+    }
+}
+
+/// With `resume`, the checkpoint of model `pipeline` to continue from (none yet: from the
+/// start), refused when the sources changed since it was taken. Without, none.
+pub(crate) fn resume_from(
+    store: Option<&CheckpointStore>,
+    resume: bool,
+    pipeline: &str,
+    sources: &[SourceRecord],
+) -> Result<Option<BatchCheckpoint>> {
+    let store = match (store, resume) {
+        (_, false) => return Ok(None),
+        (None, true) => {
+            return Err(Error::config(
+                "checkpoint",
+                "--resume needs checkpoints: add a [checkpoint] section (dir, every_steps) to the pipeline",
+            ));
+        }
+        (Some(store), true) => store,
+    };
+    match load_latest(pipeline, store)? {
+        Some(c) => {
+            let changes = c.source_changes(sources);
+            if !changes.is_empty() {
+                return Err(Error::Checkpoint(format!(
+                    "the data changed since the checkpoint at step {} was taken: {}; resume only on the data the run started with, or start afresh without --resume",
+                    c.position.global_step,
+                    changes.join("; ")
+                )));
+            }
+            Ok(Some(c))
+        }
+        None => {
+            tracing::info!(
+                store = store.url(),
+                model = pipeline,
+                "--resume: no checkpoint yet, starting from the beginning"
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// Worker 0's writer of one model's checkpoints (other workers write none), with their stats.
+pub(crate) struct Saver<'a> {
+    pub(crate) store: Option<&'a CheckpointStore>,
+    pub(crate) pipeline: String,
+    pub(crate) workers: usize,
+    pub(crate) preprocess: &'a FittedPreprocessor,
+    pub(crate) sources: &'a [SourceRecord],
+    pub(crate) stats: super::CheckpointStats,
+}
+
+impl Saver<'_> {
+    /// Writes the checkpoint of `position` when this worker writes them.
+    pub(crate) fn save(&mut self, position: &TrainPosition, trainer: &Replica) -> Result<()> {
+        let Some(store) = self.store else {
+            return Ok(());
+        };
+        let (bytes, ms) = save(
+            store,
+            &self.pipeline,
+            self.workers,
+            position,
+            trainer,
+            self.preprocess,
+            self.sources,
+        )?;
+        self.stats.record(position.global_step, bytes, ms);
+        Ok(())
+    }
+}
+
 /// The newest complete checkpoint of `spec`'s store, checked to belong to this pipeline.
 pub(crate) fn load_latest(
-    spec: &PipelineSpec,
+    pipeline: &str,
     store: &CheckpointStore,
 ) -> Result<Option<BatchCheckpoint>> {
     let Some((info, bytes)) = store.latest()? else {
         return Ok(None);
     };
     let checkpoint: BatchCheckpoint = decode(KIND, FORMAT, &bytes, &info.url)?;
-    if checkpoint.pipeline != spec.name {
+    if checkpoint.pipeline != pipeline {
         return Err(Error::Checkpoint(format!(
-            "{} belongs to pipeline '{}', not '{}': point [checkpoint] dir elsewhere",
-            info.url, checkpoint.pipeline, spec.name
+            "{} belongs to pipeline '{}', not '{pipeline}': point [checkpoint] dir elsewhere",
+            info.url, checkpoint.pipeline
         )));
     }
     tracing::info!(
@@ -166,7 +258,7 @@ pub(crate) fn load_latest(
 /// Writes the checkpoint of `position` (on worker 0); returns (bytes, milliseconds).
 pub(crate) fn save(
     store: &CheckpointStore,
-    spec: &PipelineSpec,
+    pipeline: &str,
     workers: usize,
     position: &TrainPosition,
     trainer: &Replica,
@@ -175,7 +267,7 @@ pub(crate) fn save(
 ) -> Result<(u64, f64)> {
     let started = Instant::now();
     let checkpoint = BatchCheckpoint {
-        pipeline: spec.name.clone(),
+        pipeline: pipeline.to_owned(),
         workers,
         position: position.clone(),
         parameters: trainer.try_parameters()?,

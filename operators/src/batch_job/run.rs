@@ -58,6 +58,14 @@ struct Shared {
     store: Option<CheckpointStore>,
     resume: Option<BatchCheckpoint>,
     sources: Vec<SourceRecord>,
+    /// Each `[[branch]]`'s, in order.
+    branches: Vec<BranchCheckpoints>,
+}
+
+/// A branch's checkpoint store and the checkpoint it resumes from.
+struct BranchCheckpoints {
+    store: Option<CheckpointStore>,
+    resume: Option<BatchCheckpoint>,
 }
 
 struct WorkerOutcome {
@@ -193,43 +201,30 @@ pub(crate) fn write_dead_letters(path: &Path, dead: &[&DeadLetter]) -> Result<()
     out.flush().map_err(|e| Error::io(path, e))
 }
 
-/// Opens the checkpoint store and, with `--resume`, reads the checkpoint to continue from.
+/// Opens the checkpoint stores (the main model's and each branch's) and, with `--resume`, reads
+/// the checkpoints to continue from.
 fn shared_state(plan: &JobPlan, options: &RunOptions) -> Result<Shared> {
-    let store = ckpt::store(&plan.spec)?;
+    let spec = &plan.spec;
     let sources = BatchCheckpoint::sources(&plan.dataset, plan.holdout.as_ref());
-    let resume = match (&store, options.resume) {
-        (_, false) => None,
-        (None, true) => {
-            return Err(Error::config(
-                "checkpoint",
-                "--resume needs checkpoints: add a [checkpoint] section (dir, every_steps) to the pipeline",
-            ));
-        }
-        (Some(store), true) => match ckpt::load_latest(&plan.spec, store)? {
-            Some(c) => {
-                let changes = c.source_changes(&sources);
-                if !changes.is_empty() {
-                    return Err(Error::Checkpoint(format!(
-                        "the data changed since the checkpoint at step {} was taken: {}; resume only on the data the run started with, or start afresh without --resume",
-                        c.position.global_step,
-                        changes.join("; ")
-                    )));
-                }
-                Some(c)
-            }
-            None => {
-                tracing::info!(
-                    store = store.url(),
-                    "--resume: no checkpoint yet, starting from the beginning"
-                );
-                None
-            }
-        },
-    };
+    let store = ckpt::store(spec)?;
+    let resume = ckpt::resume_from(
+        store.as_ref(),
+        options.resume,
+        &ckpt::model_name(spec, None),
+        &sources,
+    )?;
+    let mut branches = Vec::with_capacity(spec.branch.len());
+    for branch in &spec.branch {
+        let store = ckpt::branch_store(spec, &branch.name)?;
+        let name = ckpt::model_name(spec, Some(&branch.name));
+        let resume = ckpt::resume_from(store.as_ref(), options.resume, &name, &sources)?;
+        branches.push(BranchCheckpoints { store, resume });
+    }
     Ok(Shared {
         store,
         resume,
         sources,
+        branches,
     })
 }
 
@@ -279,27 +274,20 @@ fn run_worker(
         Arc::clone(progress),
     )?;
     let mut on_event = |event: TrainEvent| log.on_event(event);
-    let mut checkpoints = CheckpointStats {
-        location: shared.store.as_ref().map(|s| s.url().to_string()),
-        ..CheckpointStats::default()
+    let mut saver = ckpt::Saver {
+        store: shared.store.as_ref().filter(|_| ctx.index == 0),
+        pipeline: ckpt::model_name(spec, None),
+        workers: ctx.peers,
+        preprocess: &fitted,
+        sources: &shared.sources,
+        stats: CheckpointStats {
+            location: shared.store.as_ref().map(|s| s.url().to_string()),
+            ..CheckpointStats::default()
+        },
     };
-    let mut save =
-        |position: &crate::train::TrainPosition, trainer: &millrace_ml::Replica| -> Result<()> {
-            let Some(store) = shared.store.as_ref().filter(|_| ctx.index == 0) else {
-                return Ok(());
-            };
-            let (bytes, ms) = ckpt::save(
-                store,
-                spec,
-                ctx.peers,
-                position,
-                trainer,
-                &fitted,
-                &shared.sources,
-            )?;
-            checkpoints.record(position.global_step, bytes, ms);
-            Ok(())
-        };
+    let mut save = |position: &crate::train::TrainPosition, trainer: &millrace_ml::Replica| {
+        saver.save(position, trainer)
+    };
     let mut control = TrainControl {
         evaluate_every_epoch: spec.evaluate.every_epoch,
         on_event: Some(&mut on_event),
@@ -318,8 +306,9 @@ fn run_worker(
         &mut control,
     )?;
     drop(control);
+    let checkpoints = saver.stats;
     let branches = match branch_eval {
-        Some(eval) => train_branches(worker, ctx, plan, options, &fitted, &train, eval)?,
+        Some(eval) => train_branches(worker, ctx, plan, options, shared, &fitted, &train, eval)?,
         None => Vec::new(),
     };
     marks.trained = Instant::now();
@@ -440,24 +429,45 @@ struct BranchOutcome {
 
 /// Trains every `[[branch]]` on this worker's already encoded rows, one after the other, each in
 /// lock-step with the other workers, and saves each model (worker 0).
+#[allow(clippy::too_many_arguments)]
 fn train_branches(
     worker: &mut Worker,
     ctx: &WorkerContext,
     plan: &JobPlan,
     options: &RunOptions,
+    shared: &Shared,
     fitted: &FittedPreprocessor,
     train: &Features,
     eval: Features,
 ) -> Result<Vec<BranchOutcome>> {
     let spec = &plan.spec;
     let mut out = Vec::with_capacity(spec.branch.len());
-    for branch in &spec.branch {
+    for (branch, checkpoints) in spec.branch.iter().zip(&shared.branches) {
         let mut trainer = branch
             .train
             .trainer(fitted, ctx.index % options.cluster.workers.max(1))?;
+        if let Some(c) = &checkpoints.resume {
+            trainer.set_parameters(&c.parameters)?;
+            trainer.restore_optimizer(c.optimizer.clone())?;
+        }
         let mut evaluator = Evaluator::new(worker, Some(eval.clone()), fitted.num_classes());
+        let mut saver = ckpt::Saver {
+            store: checkpoints.store.as_ref().filter(|_| ctx.index == 0),
+            pipeline: ckpt::model_name(spec, Some(&branch.name)),
+            workers: ctx.peers,
+            preprocess: fitted,
+            sources: &shared.sources,
+            stats: CheckpointStats::default(),
+        };
+        let mut save = |position: &crate::train::TrainPosition, trainer: &millrace_ml::Replica| {
+            saver.save(position, trainer)
+        };
         let mut control = TrainControl {
             evaluate_every_epoch: spec.evaluate.every_epoch,
+            resume: checkpoints.resume.as_ref().map(|c| c.position.clone()),
+            every_steps: spec.checkpoint.as_ref().map_or(0, |c| c.every_steps),
+            every_s: spec.checkpoint.as_ref().map_or(0.0, |c| c.every_s),
+            on_checkpoint: Some(&mut save),
             ..TrainControl::default()
         };
         let report = train_data_parallel(

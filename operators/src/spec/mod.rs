@@ -528,13 +528,6 @@ impl PipelineSpec {
                     "branches train on a batch job's rows; a streaming job has one [train]",
                 ));
             }
-            if self.checkpoint.is_some() {
-                return Err(Error::config(
-                    "branch",
-                    "a run with branches cannot be checkpointed yet (a resumed run would retrain \
-                     them): remove [checkpoint] or run the branches as their own pipelines",
-                ));
-            }
             if b.train.task != self.train.task {
                 return Err(Error::config(
                     key("train.task"),
