@@ -9,6 +9,7 @@ use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
 use super::RecordError;
 use super::columns::{Column, Kind, Reject, SUPPORTED};
+use super::lists::{ListColumn, ListSeed, Slot};
 use crate::{Error, Result};
 
 /// Decodes JSON objects, one record each, into the columns of a declared schema, without building
@@ -55,7 +56,7 @@ use crate::{Error, Result};
 pub struct JsonRowDecoder {
     schema: SchemaRef,
     lookup: Lookup,
-    columns: Vec<Column>,
+    columns: Vec<Slot>,
     rows: usize,
     /// `seen[i] == stamp` when column `i` got a value in the row being decoded.
     seen: Vec<u64>,
@@ -103,9 +104,12 @@ impl JsonRowDecoder {
             if index.insert(field.name().clone(), i).is_some() {
                 problems.push(format!("field {:?} appears twice", field.name()));
             }
-            match Kind::of(field.data_type()) {
-                Some(kind) => columns.push(Column::new(kind, field.is_nullable())),
-                None => problems.push(format!(
+            match (Kind::of(field.data_type()), ListColumn::of(field)) {
+                (Some(kind), _) => {
+                    columns.push(Slot::Value(Column::new(kind, field.is_nullable())))
+                }
+                (None, Some(list)) => columns.push(Slot::List(list)),
+                (None, None) => problems.push(format!(
                     "field {:?} has type {}, which JSON decoding does not support",
                     field.name(),
                     field.data_type()
@@ -116,7 +120,7 @@ impl JsonRowDecoder {
             return Err(Error::InvalidOption {
                 option: "JsonRowDecoder schema",
                 reason: format!(
-                    "{}; supported types: {SUPPORTED}; cast the column upstream or declare it Utf8",
+                    "{}; supported types: {SUPPORTED}, and List of those; cast the column upstream or declare it Utf8",
                     problems.join("; ")
                 ),
             });
@@ -257,11 +261,19 @@ impl JsonRowDecoder {
             found += 1;
             hint = i + 1;
             state.current = Some(i);
-            map.next_value_seed(ValueSeed {
-                column: &mut columns[i],
-                name,
-                error: &mut state.error,
-            })?;
+            match &mut columns[i] {
+                Slot::Value(column) => map.next_value_seed(ValueSeed {
+                    column,
+                    name,
+                    element: None,
+                    error: &mut state.error,
+                })?,
+                Slot::List(list) => map.next_value_seed(ListSeed {
+                    list,
+                    name,
+                    error: &mut state.error,
+                })?,
+            }
             state.current = None;
         }
         if found < columns.len() {
@@ -402,11 +414,13 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
     }
 }
 
-/// Parses one value into its column.
-struct ValueSeed<'a> {
-    column: &'a mut Column,
-    name: &'a str,
-    error: &'a mut Option<String>,
+/// Parses one value into its column (a list's element `k` into the list's values when
+/// `element` is `Some(k)`).
+pub(super) struct ValueSeed<'a> {
+    pub(super) column: &'a mut Column,
+    pub(super) name: &'a str,
+    pub(super) element: Option<usize>,
+    pub(super) error: &'a mut Option<String>,
 }
 
 impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
@@ -435,16 +449,21 @@ impl ValueVisitor<'_> {
         let ValueSeed {
             column,
             name,
+            element,
             error,
         } = self.seed;
+        let at = match element {
+            None => format!("field {name:?}"),
+            Some(k) => format!("field {name:?} element {k}"),
+        };
         let message = match result {
             Ok(()) => return Ok(()),
             Err(Reject::Type) => format!(
-                "field {name:?}: expected {}, found {}",
+                "{at}: expected {}, found {}",
                 column.kind().expected(),
                 found()
             ),
-            Err(Reject::Value(why)) => format!("field {name:?}: {why}"),
+            Err(Reject::Value(why)) => format!("{at}: {why}"),
         };
         let e = E::custom(&message);
         *error = Some(message);

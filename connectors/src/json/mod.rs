@@ -20,6 +20,7 @@ pub(crate) mod cells;
 pub(crate) mod columns;
 mod decoder;
 mod encoder;
+mod lists;
 mod skip;
 #[cfg(test)]
 mod tests;

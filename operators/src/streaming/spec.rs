@@ -373,9 +373,18 @@ pub fn parse_duration(key: &str, text: &str) -> Result<Duration> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
-/// The Arrow type of a `[stream] schema` type name; `None` when unknown.
+/// The Arrow type of a `[stream] schema` type name; `None` when unknown. `list<T>` is a list of
+/// `T` (any type name but a list) whose elements may be null, e.g. `list<float32>`.
 pub fn parse_type(name: &str) -> Option<DataType> {
-    Some(match name.trim().to_ascii_lowercase().as_str() {
+    let name = name.trim().to_ascii_lowercase();
+    if let Some(item) = name.strip_prefix("list<").and_then(|r| r.strip_suffix('>')) {
+        let item = parse_type(item)?;
+        if matches!(item, DataType::List(_)) {
+            return None;
+        }
+        return Some(DataType::List(Arc::new(Field::new("item", item, true))));
+    }
+    Some(match name.as_str() {
         "float32" | "float" | "f32" => DataType::Float32,
         "float64" | "double" | "f64" => DataType::Float64,
         "int8" => DataType::Int8,
@@ -450,7 +459,7 @@ impl StreamSpec {
                 Error::config(
                     "stream.schema",
                     format!(
-                        "column '{name}': unknown type '{type_name}'; use float32, float64, int8…int64, uint8…uint64, bool, string, binary, timestamp, timestamp_us or date"
+                        "column '{name}': unknown type '{type_name}'; use float32, float64, int8…int64, uint8…uint64, bool, string, binary, timestamp, timestamp_us, date, or list<one of those>, e.g. list<float32>"
                     ),
                 )
             })?;

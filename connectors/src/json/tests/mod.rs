@@ -14,6 +14,8 @@ use crate::Error;
 
 /// Decoding: conversions, bad records, `seed`.
 mod decode;
+/// List columns.
+mod lists;
 
 /// splitmix64: deterministic test data without a dependency.
 struct Rng(u64);
