@@ -9,6 +9,7 @@ pub(crate) mod plan;
 mod progress;
 mod run;
 mod summary;
+mod train;
 
 pub use clock::FinishedRun;
 pub use plan::JobPlan;

@@ -16,24 +16,21 @@ use millrace_engine::{
     ClusterConfig, Collective, Counters, DeadLetter, MetricsRegistry, OperatorReport,
     WorkerContext, execute,
 };
-use millrace_ml::bundle::{BundleMeta, ModelBundle};
 use millrace_ml::preprocess::{Features, FitState, FittedPreprocessor};
-use serde_json::json;
 
 use super::checkpoint::{self as ckpt, BatchCheckpoint, SourceRecord};
 use super::clock::{FinishedRun, Marks};
 use super::ingest::{Ingested, encode, ingest};
-use super::metrics_log::MetricsLog;
 use super::output;
 use super::plan::JobPlan;
 use super::progress::Progress;
 use super::summary::{
     BranchSummary, CheckpointStats, OperatorSummary, Phases, Summary, peak_rss_bytes,
 };
+use super::train::{Trained, save_bundle, train_branches, train_main};
 use crate::checkpoint::CheckpointStore;
-use crate::evaluate::Evaluator;
 use crate::preprocess::merge_fits;
-use crate::train::{TrainControl, TrainEvent, TrainReport, train_data_parallel};
+use crate::train::TrainReport;
 use crate::{Error, Result};
 
 /// How and where to run a job.
@@ -54,18 +51,18 @@ pub struct RunOptions {
 }
 
 /// What every worker of the job shares besides the plan.
-struct Shared {
-    store: Option<CheckpointStore>,
-    resume: Option<BatchCheckpoint>,
-    sources: Vec<SourceRecord>,
+pub(super) struct Shared {
+    pub(super) store: Option<CheckpointStore>,
+    pub(super) resume: Option<BatchCheckpoint>,
+    pub(super) sources: Vec<SourceRecord>,
     /// Each `[[branch]]`'s, in order.
-    branches: Vec<BranchCheckpoints>,
+    pub(super) branches: Vec<BranchCheckpoints>,
 }
 
 /// A branch's checkpoint store and the checkpoint it resumes from.
-struct BranchCheckpoints {
-    store: Option<CheckpointStore>,
-    resume: Option<BatchCheckpoint>,
+pub(super) struct BranchCheckpoints {
+    pub(super) store: Option<CheckpointStore>,
+    pub(super) resume: Option<BatchCheckpoint>,
 }
 
 struct WorkerOutcome {
@@ -256,57 +253,13 @@ fn run_worker(
         progress.ingest_done();
     }
 
-    let mut trainer = spec
-        .train
-        .trainer(&fitted, ctx.index % options.cluster.workers.max(1))?;
-    if let Some(c) = &shared.resume {
-        trainer.set_parameters(&c.parameters)?;
-        trainer.restore_optimizer(c.optimizer.clone())?;
-    }
     let branch_eval = (!spec.branch.is_empty()).then(|| eval.clone());
-    let mut evaluator = Evaluator::new(worker, Some(eval), fitted.num_classes());
-
-    let mut log = MetricsLog::open(
-        ctx.index == 0,
-        &options.run_dir,
-        shared.resume.as_ref(),
-        spec.train.log_every as u64,
-        Arc::clone(progress),
-    )?;
-    let mut on_event = |event: TrainEvent| log.on_event(event);
-    let mut saver = ckpt::Saver {
-        store: shared.store.as_ref().filter(|_| ctx.index == 0),
-        pipeline: ckpt::model_name(spec, None),
-        workers: ctx.peers,
-        preprocess: &fitted,
-        sources: &shared.sources,
-        stats: CheckpointStats {
-            location: shared.store.as_ref().map(|s| s.url().to_string()),
-            ..CheckpointStats::default()
-        },
-    };
-    let mut save = |position: &crate::train::TrainPosition, trainer: &millrace_ml::Replica| {
-        saver.save(position, trainer)
-    };
-    let mut control = TrainControl {
-        evaluate_every_epoch: spec.evaluate.every_epoch,
-        on_event: Some(&mut on_event),
-        resume: shared.resume.as_ref().map(|c| c.position.clone()),
-        every_steps: spec.checkpoint.as_ref().map_or(0, |c| c.every_steps),
-        every_s: spec.checkpoint.as_ref().map_or(0.0, |c| c.every_s),
-        on_checkpoint: Some(&mut save),
-    };
-    let report = train_data_parallel(
-        worker,
-        ctx,
-        &mut trainer,
-        &train,
-        &mut evaluator,
-        &spec.train,
-        &mut control,
-    )?;
-    drop(control);
-    let checkpoints = saver.stats;
+    let Trained {
+        trainer,
+        report,
+        checkpoints,
+        log,
+    } = train_main(worker, ctx, plan, options, shared, &fitted, &train, eval)?;
     let branches = match branch_eval {
         Some(eval) => train_branches(worker, ctx, plan, options, shared, &fitted, &train, eval)?,
         None => Vec::new(),
@@ -420,122 +373,6 @@ fn fit_and_encode(
     })
 }
 
-/// A branch's trained model, where it was saved, and its report.
-struct BranchOutcome {
-    name: String,
-    model_dir: PathBuf,
-    report: TrainReport,
-}
-
-/// Trains every `[[branch]]` on this worker's already encoded rows, one after the other, each in
-/// lock-step with the other workers, and saves each model (worker 0).
-#[allow(clippy::too_many_arguments)]
-fn train_branches(
-    worker: &mut Worker,
-    ctx: &WorkerContext,
-    plan: &JobPlan,
-    options: &RunOptions,
-    shared: &Shared,
-    fitted: &FittedPreprocessor,
-    train: &Features,
-    eval: Features,
-) -> Result<Vec<BranchOutcome>> {
-    let spec = &plan.spec;
-    let mut out = Vec::with_capacity(spec.branch.len());
-    for (branch, checkpoints) in spec.branch.iter().zip(&shared.branches) {
-        let mut trainer = branch
-            .train
-            .trainer(fitted, ctx.index % options.cluster.workers.max(1))?;
-        if let Some(c) = &checkpoints.resume {
-            trainer.set_parameters(&c.parameters)?;
-            trainer.restore_optimizer(c.optimizer.clone())?;
-        }
-        let mut evaluator = Evaluator::new(worker, Some(eval.clone()), fitted.num_classes());
-        let mut saver = ckpt::Saver {
-            store: checkpoints.store.as_ref().filter(|_| ctx.index == 0),
-            pipeline: ckpt::model_name(spec, Some(&branch.name)),
-            workers: ctx.peers,
-            preprocess: fitted,
-            sources: &shared.sources,
-            stats: CheckpointStats::default(),
-        };
-        let mut save = |position: &crate::train::TrainPosition, trainer: &millrace_ml::Replica| {
-            saver.save(position, trainer)
-        };
-        let mut control = TrainControl {
-            evaluate_every_epoch: spec.evaluate.every_epoch,
-            resume: checkpoints.resume.as_ref().map(|c| c.position.clone()),
-            every_steps: spec.checkpoint.as_ref().map_or(0, |c| c.every_steps),
-            every_s: spec.checkpoint.as_ref().map_or(0.0, |c| c.every_s),
-            on_checkpoint: Some(&mut save),
-            ..TrainControl::default()
-        };
-        let report = train_data_parallel(
-            worker,
-            ctx,
-            &mut trainer,
-            train,
-            &mut evaluator,
-            &branch.train,
-            &mut control,
-        )?;
-        let model_dir = options
-            .run_dir
-            .join("branches")
-            .join(&branch.name)
-            .join("model");
-        if ctx.index == 0 {
-            save_bundle(
-                plan,
-                &model_dir,
-                &branch.name,
-                &branch.train,
-                fitted.clone(),
-                &trainer,
-                &report,
-            )?;
-        }
-        out.push(BranchOutcome {
-            name: branch.name.clone(),
-            model_dir,
-            report,
-        });
-    }
-    Ok(out)
-}
-
-/// Writes a model bundle to `model_dir`: the model `train` describes, its fitted preprocessing,
-/// the SQL a server applies to raw requests, and the final evaluation.
-fn save_bundle(
-    plan: &JobPlan,
-    model_dir: &Path,
-    name: &str,
-    train: &crate::spec::TrainSpec,
-    fitted: FittedPreprocessor,
-    trainer: &millrace_ml::Replica,
-    report: &TrainReport,
-) -> Result<()> {
-    let bundle = ModelBundle {
-        model: train.model.clone(),
-        task: fitted.task(),
-        preprocess: fitted,
-        weights: trainer.try_parameters()?,
-        meta: BundleMeta {
-            name: name.to_owned(),
-            version: 1,
-            created_at: now_rfc3339(),
-            transform_sql: Some(plan.serve_sql.wrapped_sql.clone()),
-            extra: {
-                let mut extra = crate::serve::sql_meta(&plan.serve_sql, &plan.sql.user_sql);
-                extra.insert("eval".into(), json!(report.eval));
-                serde_json::Value::Object(extra)
-            },
-        },
-    };
-    bundle.save(model_dir)?;
-    Ok(())
-}
-
 /// Sums `counts` over every worker of the cluster and brings the other processes' operator
 /// counters into this process's registry (so process 0's summary and metrics.prom cover the
 /// whole run).
@@ -585,6 +422,6 @@ fn cluster_totals(
         .fold((0, 0, 0), |t, (_, c)| (t.0 + c.0, t.1 + c.1, t.2 + c.2)))
 }
 
-fn now_rfc3339() -> String {
+pub(super) fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339()
 }
