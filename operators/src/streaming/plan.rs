@@ -59,26 +59,7 @@ impl StreamPlan {
             .stream
             .clone()
             .ok_or_else(|| Error::config("stream", "a streaming job needs a [stream] section"))?;
-        let format = match stream.format {
-            MessageEncoding::Json => MessageFormat::Json {
-                schema: stream.json_schema()?,
-            },
-            MessageEncoding::Avro => {
-                let schema = match (&stream.avro_schema, &stream.avro_schema_file) {
-                    (Some(text), _) => parse_schema(text),
-                    (None, Some(path)) => load_schema(path),
-                    (None, None) => {
-                        return Err(Error::config("stream.avro_schema", "missing"));
-                    }
-                }
-                .map_err(|e| Error::config("stream.avro_schema", e.to_string()))?;
-                MessageFormat::Avro {
-                    schema,
-                    framing: stream.avro_framing,
-                }
-            }
-            MessageEncoding::Raw => MessageFormat::Raw,
-        };
+        let format = message_format(&stream)?;
         let wants = |m: &str| stream.metadata_columns.iter().any(|c| c == m);
         let metadata = MetadataColumns {
             key: wants("key"),
@@ -129,24 +110,7 @@ impl StreamPlan {
             SqlPlan::plan_steps(p.sql.as_deref(), &p.steps(), &serve_schema, &features)?;
         // With [ingest], the preprocessing is fitted on that dataset (e.g. Spark output) before
         // the stream starts, through the same SQL.
-        let fit_on = if spec.ingest.is_set() {
-            let options = spec.ingest.dataset_options(&spec.storage)?;
-            let dataset = ParquetDataset::open_with(&spec.ingest.path.to_string_lossy(), &options)?;
-            let mut fit_needed = features.clone();
-            fit_needed.push(p.label.clone());
-            let sql =
-                SqlPlan::plan_steps(p.sql.as_deref(), &p.steps(), &dataset.schema(), &fit_needed)
-                    .map_err(|e| match e {
-                    Error::Sql(m) => Error::config(
-                        "ingest.path",
-                        format!("the preprocess SQL does not fit this dataset: {m}"),
-                    ),
-                    other => other,
-                })?;
-            Some((dataset, sql))
-        } else {
-            None
-        };
+        let fit_on = fit_dataset(&spec, &features)?;
         let lateness = parse_duration("stream.max_out_of_orderness", &stream.max_out_of_orderness)?;
         let window = match (&stream.window, &stream.event_time) {
             (Some(w), Some(time)) => {
@@ -178,4 +142,53 @@ impl StreamPlan {
             window,
         })
     }
+}
+
+/// How the stream's messages are encoded, with the schema they are read with.
+fn message_format(stream: &StreamSpec) -> Result<MessageFormat> {
+    Ok(match stream.format {
+        MessageEncoding::Json => MessageFormat::Json {
+            schema: stream.json_schema()?,
+        },
+        MessageEncoding::Avro => {
+            let schema = match (&stream.avro_schema, &stream.avro_schema_file) {
+                (Some(text), _) => parse_schema(text),
+                (None, Some(path)) => load_schema(path),
+                (None, None) => {
+                    return Err(Error::config("stream.avro_schema", "missing"));
+                }
+            }
+            .map_err(|e| Error::config("stream.avro_schema", e.to_string()))?;
+            MessageFormat::Avro {
+                schema,
+                framing: stream.avro_framing,
+            }
+        }
+        MessageEncoding::Raw => MessageFormat::Raw,
+    })
+}
+
+/// With `[ingest]`, the dataset the preprocessing is fitted on before the stream starts (e.g.
+/// Spark output), through the same SQL and steps.
+fn fit_dataset(
+    spec: &PipelineSpec,
+    features: &[String],
+) -> Result<Option<(ParquetDataset, SqlPlan)>> {
+    if !spec.ingest.is_set() {
+        return Ok(None);
+    }
+    let p = &spec.preprocess;
+    let options = spec.ingest.dataset_options(&spec.storage)?;
+    let dataset = ParquetDataset::open_with(&spec.ingest.path.to_string_lossy(), &options)?;
+    let mut fit_needed = features.to_vec();
+    fit_needed.push(p.label.clone());
+    let sql = SqlPlan::plan_steps(p.sql.as_deref(), &p.steps(), &dataset.schema(), &fit_needed)
+        .map_err(|e| match e {
+            Error::Sql(m) => Error::config(
+                "ingest.path",
+                format!("the preprocess SQL does not fit this dataset: {m}"),
+            ),
+            other => other,
+        })?;
+    Ok(Some((dataset, sql)))
 }
