@@ -116,10 +116,7 @@ pub fn train_data_parallel(
     }
     let steps_per_epoch = total.div_ceil(spec.batch_size as u64).max(1);
     let position = match control.resume.take() {
-        Some(p) => {
-            check_resumable(&p, data, steps_per_epoch, spec)?;
-            p
-        }
+        Some(p) => check_resumable(&p, data, steps_per_epoch, spec).map(|()| p)?,
         None => TrainPosition::start(steps_per_epoch, spec.seed, data),
     };
     let mut listener = control.on_event.take();
@@ -171,27 +168,14 @@ pub fn train_data_parallel(
             0
         };
         run.position.epoch = epoch;
-        let skip_to = slice_start(first_step, steps_per_epoch);
-        let mut next = order.partition_point(|(key, _)| u128::from(*key) < skip_to);
-        for step in first_step..steps_per_epoch {
-            let end = slice_start(step + 1, steps_per_epoch);
-            let lo = next;
-            while next < order.len() && u128::from(order[next].0) < end {
-                next += 1;
-            }
-            let rows = StepRows {
-                epoch,
-                step,
-                picked: &order[lo..next],
-            };
-            let timed = run.step(worker, ctx, rows, control, on_event)?;
-            let by_steps = control.every_steps > 0
-                && run.position.global_step.is_multiple_of(control.every_steps);
-            let last = epoch + 1 == spec.epochs && step + 1 == steps_per_epoch;
-            if (by_steps || timed) && !last {
-                run.checkpoint(started, control, on_event)?;
-            }
-        }
+        let epoch_steps = EpochSteps {
+            epoch,
+            order: &order,
+            first_step,
+            steps_per_epoch,
+            started,
+        };
+        run.run_epoch(worker, ctx, epoch_steps, control, on_event)?;
         // The epoch's last step counts in its loss, its time and its evaluation.
         run.settle(on_event)?;
         run.position.last_epoch_loss = run.position.epoch_loss / total as f64;
@@ -213,14 +197,7 @@ pub fn train_data_parallel(
     }
 
     run.settle(on_event)?;
-    let params = run.trainer.try_parameters()?;
-    let parameter_checksum = checksum(&params);
-    let all = checksum_channel.all_gather(worker, ctx, parameter_checksum)?;
-    if all.iter().any(|c| *c != parameter_checksum) {
-        return Err(Error::Internal(format!(
-            "model replicas diverged: parameter checksums per worker {all:?}"
-        )));
-    }
+    let parameter_checksum = check_replicas(worker, ctx, &mut checksum_channel, run.trainer)?;
     Ok(TrainReport {
         rows: total,
         rows_trained: run.position.rows_trained,
@@ -278,7 +255,79 @@ struct Stepper<'t> {
     last_checkpoint: Instant,
 }
 
+/// The checksum of this replica's parameters, checked equal on every worker: the replicas of a
+/// data-parallel run must not diverge.
+fn check_replicas(
+    worker: &mut Worker,
+    ctx: &WorkerContext,
+    channel: &mut Collective<u64>,
+    trainer: &Replica,
+) -> Result<u64> {
+    let parameter_checksum = checksum(&trainer.try_parameters()?);
+    let all = channel.all_gather(worker, ctx, parameter_checksum)?;
+    if all.iter().any(|c| *c != parameter_checksum) {
+        return Err(Error::Internal(format!(
+            "model replicas diverged: parameter checksums per worker {all:?}"
+        )));
+    }
+    Ok(parameter_checksum)
+}
+
+/// The steps of one epoch still to run: its row order and where to start.
+struct EpochSteps<'a> {
+    epoch: usize,
+    /// (row key, row index), by key.
+    order: &'a [(u64, u32)],
+    first_step: u64,
+    steps_per_epoch: u64,
+    started: Instant,
+}
+
 impl Stepper<'_> {
+    /// The epoch's steps from `first_step` on, each over the rows of the order's next slice,
+    /// with the checkpoints due between them (none after the run's last step).
+    fn run_epoch(
+        &mut self,
+        worker: &mut Worker,
+        ctx: &WorkerContext,
+        steps: EpochSteps<'_>,
+        control: &mut TrainControl<'_>,
+        on_event: &mut dyn FnMut(TrainEvent),
+    ) -> Result<()> {
+        let EpochSteps {
+            epoch,
+            order,
+            first_step,
+            steps_per_epoch,
+            started,
+        } = steps;
+        let skip_to = slice_start(first_step, steps_per_epoch);
+        let mut next = order.partition_point(|(key, _)| u128::from(*key) < skip_to);
+        for step in first_step..steps_per_epoch {
+            let end = slice_start(step + 1, steps_per_epoch);
+            let lo = next;
+            while next < order.len() && u128::from(order[next].0) < end {
+                next += 1;
+            }
+            let rows = StepRows {
+                epoch,
+                step,
+                picked: &order[lo..next],
+            };
+            let timed = self.step(worker, ctx, rows, control, on_event)?;
+            let by_steps = control.every_steps > 0
+                && self
+                    .position
+                    .global_step
+                    .is_multiple_of(control.every_steps);
+            let last = epoch + 1 == self.spec.epochs && step + 1 == steps_per_epoch;
+            if (by_steps || timed) && !last {
+                self.checkpoint(started, control, on_event)?;
+            }
+        }
+        Ok(())
+    }
+
     /// One global step over this worker's `rows`. True when worker 0's clock says a checkpoint
     /// is due.
     fn step(
