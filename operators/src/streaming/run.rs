@@ -298,29 +298,7 @@ pub fn run_stream_without_summary(
     options: StreamOptions,
 ) -> Result<FinishedStream> {
     std::fs::create_dir_all(&options.run_dir).map_err(|e| Error::io(&options.run_dir, e))?;
-    let store = StreamCheckpoints::open(
-        &plan.checkpoint_dir.to_string_lossy(),
-        &plan.spec.storage,
-        plan.stream.keep_checkpoints,
-    )?;
-    let resume = store.latest()?;
-    if let Some(c) = &resume {
-        if c.pipeline != plan.spec.name || c.topic != plan.stream.topic {
-            return Err(Error::Checkpoint(format!(
-                "{} holds checkpoints of pipeline '{}' on topic '{}', not '{}' on '{}'; set stream.checkpoint_dir to another directory",
-                store.url(),
-                c.pipeline,
-                c.topic,
-                plan.spec.name,
-                plan.stream.topic
-            )));
-        }
-        tracing::info!(
-            step = c.step,
-            rows_trained = c.rows_trained,
-            "resuming from a checkpoint"
-        );
-    }
+    let (store, resume) = open_checkpoints(&plan)?;
     let server = start_server(&plan, options.on_serving.clone())?;
     let log = if options.cluster.process_id == 0 {
         Some(StepLog::create(
@@ -442,4 +420,33 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
         std::fs::copy(entry.path(), &target).map_err(|e| Error::io(&target, e))?;
     }
     Ok(())
+}
+
+/// The job's checkpoint store and its newest checkpoint, refused when it belongs to another
+/// pipeline or topic.
+fn open_checkpoints(plan: &StreamPlan) -> Result<(StreamCheckpoints, Option<Checkpoint>)> {
+    let store = StreamCheckpoints::open(
+        &plan.checkpoint_dir.to_string_lossy(),
+        &plan.spec.storage,
+        plan.stream.keep_checkpoints,
+    )?;
+    let resume = store.latest()?;
+    if let Some(c) = &resume {
+        if c.pipeline != plan.spec.name || c.topic != plan.stream.topic {
+            return Err(Error::Checkpoint(format!(
+                "{} holds checkpoints of pipeline '{}' on topic '{}', not '{}' on '{}'; set stream.checkpoint_dir to another directory",
+                store.url(),
+                c.pipeline,
+                c.topic,
+                plan.spec.name,
+                plan.stream.topic
+            )));
+        }
+        tracing::info!(
+            step = c.step,
+            rows_trained = c.rows_trained,
+            "resuming from a checkpoint"
+        );
+    }
+    Ok((store, resume))
 }
