@@ -302,6 +302,25 @@ impl WindowSpec {
                 Some(key_kind(k, f.data_type())?)
             }
         };
+        let aggs = self.resolve_aggregates(schema, &mut outputs)?;
+        Ok(Resolved {
+            time_type: field.data_type().clone(),
+            time_conv,
+            size_ms,
+            slide_ms,
+            lateness_ms,
+            key,
+            aggs,
+        })
+    }
+
+    /// The aggregates' functions and input types, checked against `schema`; their output names
+    /// join `outputs` (a clash is an error).
+    fn resolve_aggregates<'a>(
+        &'a self,
+        schema: &Schema,
+        outputs: &mut HashSet<&'a str>,
+    ) -> Result<Vec<(AggFn, Option<DataType>)>> {
         if self.aggregates.is_empty() {
             return Err(Error::config(
                 "window.aggregates",
@@ -352,15 +371,7 @@ impl WindowSpec {
             }
             aggs.push((a.function, input));
         }
-        Ok(Resolved {
-            time_type: field.data_type().clone(),
-            time_conv,
-            size_ms,
-            slide_ms,
-            lateness_ms,
-            key,
-            aggs,
-        })
+        Ok(aggs)
     }
 
     /// Parses a duration written as a whole number and a unit: `"500ms"`, `"10s"`, `"5m"`, `"1h"`,

@@ -201,42 +201,7 @@ fn json_column(
     Ok(if *dt == DataType::Float32 {
         f32_array(values, wrong)?
     } else if dt.is_integer() {
-        // Exact (no trip through f64) and range-checked: a value the column cannot hold is
-        // an error naming it, never a wrapped or nulled value.
-        let (min, max) = int_range(dt);
-        let mut out: Vec<Option<i128>> = Vec::with_capacity(values.len());
-        for (i, v) in values.iter().enumerate() {
-            out.push(match v {
-                Value::Null => None,
-                Value::Number(n) => {
-                    let x = exact_int(n)
-                        .ok_or_else(|| format!("{}: expected an integer ({dt}), got {n}", at(i)))?;
-                    if x < min || x > max {
-                        return Err(format!(
-                            "{}: {x} is out of range for {dt} ({min} to {max})",
-                            at(i)
-                        ));
-                    }
-                    Some(x)
-                }
-                other => return Err(wrong(i, other, "an integer")),
-            });
-        }
-        // In range, checked above: the conversions and the cast are exact.
-        let array: ArrayRef = if min == 0 {
-            Arc::new(
-                out.iter()
-                    .map(|v| v.map(|x| x as u64))
-                    .collect::<UInt64Array>(),
-            )
-        } else {
-            Arc::new(
-                out.iter()
-                    .map(|v| v.map(|x| x as i64))
-                    .collect::<Int64Array>(),
-            )
-        };
-        cast(&array, dt).map_err(|e| format!("field '{name}': {e}"))?
+        int_column(values, dt, name, at)?
     } else if dt.is_floating() || dt.is_numeric() {
         let mut out = Vec::with_capacity(values.len());
         for (i, v) in values.iter().enumerate() {
@@ -311,6 +276,54 @@ fn json_column(
             "field '{name}' has type {dt}, which requests cannot provide yet"
         ));
     })
+}
+
+/// Integer values as a column of integer type `dt`: exact (no trip through f64) and
+/// range-checked, a value the column cannot hold is an error naming it, never a wrapped or nulled
+/// value.
+fn int_column(
+    values: &[&Value],
+    dt: &DataType,
+    name: &str,
+    at: &dyn Fn(usize) -> String,
+) -> Result<ArrayRef, String> {
+    let wrong = |i: usize, v: &Value, expected: &str| {
+        format!("{}: expected {expected} ({dt}), got {}", at(i), kind(v))
+    };
+    let (min, max) = int_range(dt);
+    let mut out: Vec<Option<i128>> = Vec::with_capacity(values.len());
+    for (i, v) in values.iter().enumerate() {
+        out.push(match v {
+            Value::Null => None,
+            Value::Number(n) => {
+                let x = exact_int(n)
+                    .ok_or_else(|| format!("{}: expected an integer ({dt}), got {n}", at(i)))?;
+                if x < min || x > max {
+                    return Err(format!(
+                        "{}: {x} is out of range for {dt} ({min} to {max})",
+                        at(i)
+                    ));
+                }
+                Some(x)
+            }
+            other => return Err(wrong(i, other, "an integer")),
+        });
+    }
+    // In range, checked above: the conversions and the cast are exact.
+    let array: ArrayRef = if min == 0 {
+        Arc::new(
+            out.iter()
+                .map(|v| v.map(|x| x as u64))
+                .collect::<UInt64Array>(),
+        )
+    } else {
+        Arc::new(
+            out.iter()
+                .map(|v| v.map(|x| x as i64))
+                .collect::<Int64Array>(),
+        )
+    };
+    cast(&array, dt).map_err(|e| format!("field '{name}': {e}"))
 }
 
 /// JSON lists (or nulls) as a list column of type `dt`; element `k` of value `i` is named

@@ -367,6 +367,21 @@ pub(super) fn input_column(
             "input '{name}': data[{i}] is null, but the input is required ({column})"
         ));
     }
+    let array = json_array(name, dt, wire, column, &values)?;
+    cast_to(name, dt, array, column)
+}
+
+/// The JSON `values` of input `name` (sent as `dt`) as an Arrow array of the wire's type (Int64,
+/// UInt64, Float64 — Float32 for a Float32 column —, Boolean or Utf8), each value checked; the
+/// caller casts it to the column's type.
+fn json_array(
+    name: &str,
+    dt: &str,
+    wire: Wire,
+    column: &DataType,
+    values: &[&Value],
+) -> Result<ArrayRef, String> {
+    let rows = values.len();
     let wrong = |i: usize, v: &Value, expected: &str| {
         format!(
             "input '{name}': data[{i}]: expected {expected} for {dt}, got {}",
@@ -457,7 +472,7 @@ pub(super) fn input_column(
             Arc::new(StringArray::from(out))
         }
     };
-    cast_to(name, dt, array, column)
+    Ok(array)
 }
 
 /// `array` (values sent as `dt`) cast to the column's type, strictly.
