@@ -180,7 +180,7 @@ fn metadata_names_clashing_with_payload_fields_are_refused() {
         .collect();
     assert_eq!(names, ["_offset", "_key", "_timestamp", "_partition"]);
     // The payload decoder's own errors come through.
-    let list = DataType::List(Arc::new(Field::new("item", DataType::Int32, true)));
+    let list = DataType::List(Arc::new(Field::new("item", DataType::Float16, true)));
     let schema = Arc::new(Schema::new(vec![Field::new("xs", list, true)]));
     let error =
         RecordDecoder::new(MessageFormat::Json { schema }, MetadataColumns::NONE).unwrap_err();
