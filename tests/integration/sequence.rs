@@ -321,8 +321,12 @@ fn a_convolution_over_a_list_column_trains_on_two_workers_and_serves() {
         .predict(&features.x, features.rows)
         .unwrap();
 
-    let options = ServeOptions::default();
+    let options = ServeOptions {
+        grpc_addr: Some("127.0.0.1:0".parse().unwrap()),
+        ..ServeOptions::default()
+    };
     let server = Server::start(one_model("seq", &model_dir, &options), options);
+    tritonclient_sends_list_tensors(&server, &bundle, &holdout);
     let meta = get(server.addr, "/v2/models/seq").json();
     let inputs = meta["inputs"].as_array().unwrap();
     let readings_meta = inputs.iter().find(|i| i["name"] == "readings").unwrap();
@@ -506,4 +510,109 @@ lr = 0.02
     let accuracy = serde_json::to_value(summary.prequential.as_ref().unwrap()).unwrap();
     let accuracy = accuracy["accuracy"].as_f64().unwrap();
     assert!(accuracy > 0.75, "prequential accuracy {accuracy}");
+}
+
+/// tritonclient (HTTP binary, HTTP JSON, gRPC) with `[N, L]` list tensors: holdout rows whose
+/// lists are full (16 readings, 4 tags; binary tensors carry no nulls), answered with the
+/// in-process predictions of the same lists.
+fn tritonclient_sends_list_tensors(server: &Server, bundle: &ModelBundle, holdout: &RecordBatch) {
+    let Some(python) = crate::serve_clients::py_clients() else {
+        return;
+    };
+    let list = |name: &str| {
+        holdout
+            .column_by_name(name)
+            .unwrap()
+            .as_any()
+            .downcast_ref::<ListArray>()
+            .unwrap()
+            .clone()
+    };
+    let (readings, tags) = (list("readings"), list("tags"));
+    let x = holdout
+        .column_by_name("x")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<Float32Array>()
+        .unwrap()
+        .clone();
+    let rows: Vec<usize> = (0..holdout.num_rows())
+        .filter(|&r| readings.is_valid(r) && readings.value_length(r) >= 16)
+        .filter(|&r| tags.value_length(r) == 4)
+        .take(20)
+        .collect();
+    assert_eq!(rows.len(), 20);
+    // The last 16 readings (what the preprocessing keeps of a longer list) and the 4 tags.
+    let mut reading_rows = Vec::new();
+    let mut tag_rows = Vec::new();
+    let mut readings_out = ListBuilder::new(Float32Builder::new());
+    let mut tags_out = ListBuilder::new(StringBuilder::new());
+    for &r in &rows {
+        let values = readings.value(r);
+        let values = values.as_any().downcast_ref::<Float32Array>().unwrap();
+        let last: Vec<f32> = values.values()[values.len() - 16..].to_vec();
+        readings_out.values().append_slice(&last);
+        readings_out.append(true);
+        reading_rows.push(last);
+        let words = tags.value(r);
+        let words = words
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .unwrap();
+        let words: Vec<String> = words.iter().map(|w| w.unwrap().to_string()).collect();
+        for w in &words {
+            tags_out.values().append_value(w);
+        }
+        tags_out.append(true);
+        tag_rows.push(words);
+    }
+    let xs: Vec<f32> = rows.iter().map(|&r| x.value(r)).collect();
+    let batch = RecordBatch::try_from_iter([
+        ("readings", Arc::new(readings_out.finish()) as ArrayRef),
+        ("tags", Arc::new(tags_out.finish()) as ArrayRef),
+        ("x", Arc::new(Float32Array::from(xs.clone())) as ArrayRef),
+    ])
+    .unwrap();
+    let features = bundle.preprocess.transform(&batch, false).unwrap();
+    assert_eq!(features.rows, 20);
+    let expected = Predictor::new(bundle)
+        .unwrap()
+        .predict(&features.x, features.rows)
+        .unwrap();
+    let cases = json!({
+        "http": server.addr.to_string(),
+        "grpc": server.grpc.unwrap().to_string(),
+        "model": "seq",
+        "inputs": [
+            {"name": "readings", "datatype": "FP32", "values": reading_rows},
+            {"name": "tags", "datatype": "BYTES", "values": tag_rows},
+            {"name": "x", "datatype": "FP32", "values": xs},
+        ],
+        "expected": expected,
+        "classes": expected.len() / 20,
+    });
+    let dir = scratch("sequence-tritonclient");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("cases.json");
+    std::fs::write(&path, cases.to_string()).unwrap();
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/integration/py/kserve_lists.py");
+    let out = std::process::Command::new(python)
+        .arg(&script)
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "tritonclient with list tensors failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(report["answers"], 3, "{report}");
+    assert_eq!(
+        report["values_compared"],
+        json!(3 * expected.len()),
+        "{report}"
+    );
 }

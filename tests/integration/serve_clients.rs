@@ -14,7 +14,7 @@ use crate::common::scratch;
 use crate::serve_harness::{Server, fixture, model_inputs, one_model, request};
 
 /// The python of the clients' venv, or None (after a loud message) outside CI.
-fn py_clients() -> Option<PathBuf> {
+pub(super) fn py_clients() -> Option<PathBuf> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let python = std::env::var_os("MILLRACE_PY_CLIENTS")
         .map(PathBuf::from)
