@@ -447,7 +447,7 @@ fn json_array(
         }
         // FP32 columns (the usual feature type) are built as they are, without a cast.
         Wire::Float if *column == DataType::Float32 => {
-            crate::serve::protocol::v1::f32_array(&values, wrong)?
+            crate::serve::protocol::v1::f32_array(values, wrong)?
         }
         Wire::Float => {
             let mut out = Vec::with_capacity(rows);
