@@ -300,26 +300,14 @@ fn compare(addr: SocketAddr, model_dir: &Path, holdout: &Path) -> anyhow::Result
     let name = &bundle.meta.name;
     let (code, answer) = http(addr, "POST", &format!("/v2/models/{name}/infer"), &body)?;
     ensure!(code == 200, "infer answered {code}: {answer}");
-    let answer: Value = serde_json::from_str(&answer)?;
-    let got: Vec<f64> = answer["outputs"]
-        .as_array()
-        .and_then(|o| o.iter().find(|t| t["name"] == "probabilities"))
-        .and_then(|t| t["data"].as_array())
-        .context("no probabilities in the answer")?
-        .iter()
-        .filter_map(Value::as_f64)
-        .collect();
+    let got = http::v2_probabilities(&answer)?;
     ensure!(
         got.len() == want.len() && want.len() == features.rows * 2,
         "{} values served, {} predicted",
         got.len(),
         want.len()
     );
-    let worst = got
-        .iter()
-        .zip(&want)
-        .map(|(g, w)| (g - f64::from(*w)).abs())
-        .fold(0.0, f64::max);
+    let worst = http::worst_difference(&got, &want);
     ensure!(
         worst <= 1e-6,
         "served and in-process predictions differ by {worst}"

@@ -33,3 +33,24 @@ pub fn http(
         .unwrap_or_default();
     Ok((code, body))
 }
+
+/// The `probabilities` output of a v2 inference answer (JSON text), as numbers.
+pub fn v2_probabilities(answer: &str) -> anyhow::Result<Vec<f64>> {
+    let answer: serde_json::Value = serde_json::from_str(answer)?;
+    Ok(answer["outputs"]
+        .as_array()
+        .and_then(|o| o.iter().find(|t| t["name"] == "probabilities"))
+        .and_then(|t| t["data"].as_array())
+        .context("no probabilities in the answer")?
+        .iter()
+        .filter_map(serde_json::Value::as_f64)
+        .collect())
+}
+
+/// The largest absolute difference between served values and in-process predictions.
+pub fn worst_difference(got: &[f64], want: &[f32]) -> f64 {
+    got.iter()
+        .zip(want)
+        .map(|(g, w)| (g - f64::from(*w)).abs())
+        .fold(0.0, f64::max)
+}

@@ -79,3 +79,19 @@ pub fn kill_when(
     victim.kill().unwrap();
     victim.wait().unwrap();
 }
+
+/// A copy of the bundle in `model_dir` (under a fresh scratch directory named `name`) whose
+/// `model.json` has `from` replaced by `to`, e.g. to name a function the binary lacks.
+pub fn edited_bundle(model_dir: &Path, name: &str, from: &str, to: &str) -> PathBuf {
+    let copy = scratch(name);
+    std::fs::create_dir_all(&copy).unwrap();
+    for entry in std::fs::read_dir(model_dir).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+    }
+    let model_json = copy.join("model.json");
+    let text = std::fs::read_to_string(&model_json).unwrap();
+    assert!(text.contains(from), "model.json has no {from}");
+    std::fs::write(&model_json, text.replace(from, to)).unwrap();
+    copy
+}

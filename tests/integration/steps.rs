@@ -16,7 +16,7 @@ use millrace::operators::serve::{ModelRegistry, ServeOptions};
 use millrace::prelude::*;
 use serde_json::{Value, json};
 
-use crate::common::{pipeline_toml, scratch, tabular};
+use crate::common::{edited_bundle, pipeline_toml, scratch, tabular};
 use crate::quickstart::try_run_toml;
 use crate::serve_harness::{Server, close, one_model, post_json, probabilities};
 
@@ -232,17 +232,12 @@ fn steps_around_the_sql_train_and_serve_the_same_rows() {
     drop(server);
 
     // A bundle using a step this binary lacks does not load, and says which.
-    let copy = scratch("steps-missing-bundle");
-    std::fs::create_dir_all(&copy).unwrap();
-    for entry in std::fs::read_dir(&model_dir).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
-    }
-    let model_json = copy.join("model.json");
-    let text = std::fs::read_to_string(&model_json)
-        .unwrap()
-        .replace("\"it_f2_above\"", "\"it_not_registered\"");
-    std::fs::write(&model_json, text).unwrap();
+    let copy = edited_bundle(
+        &model_dir,
+        "steps-missing-bundle",
+        "\"it_f2_above\"",
+        "\"it_not_registered\"",
+    );
     let registry = ModelRegistry::new(ServeOptions::default().batching);
     let err = registry.load_dir(Some("m"), &copy).unwrap_err().to_string();
     assert!(

@@ -10,7 +10,7 @@ use millrace::ml::bundle::ModelBundle;
 use millrace::operators::serve::{ModelRegistry, ServeOptions};
 use serde_json::json;
 
-use crate::common::{pipeline_toml, scratch, tabular};
+use crate::common::{edited_bundle, pipeline_toml, scratch, tabular};
 use crate::quickstart::try_run_toml;
 use crate::serve_harness::assert_v2_answers_in_process;
 
@@ -75,17 +75,12 @@ fn registered_functions_make_features_and_the_server_runs_them_on_requests() {
     assert_v2_answers_in_process("udf", &model_dir, holdout);
 
     // A bundle whose query calls a function this binary lacks does not load, and says which.
-    let copy = scratch("udf-missing-bundle");
-    std::fs::create_dir_all(&copy).unwrap();
-    for entry in std::fs::read_dir(&model_dir).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
-    }
-    let model_json = copy.join("model.json");
-    let text = std::fs::read_to_string(&model_json)
-        .unwrap()
-        .replace("\"it_log1p\"", "\"it_not_registered\"");
-    std::fs::write(&model_json, text).unwrap();
+    let copy = edited_bundle(
+        &model_dir,
+        "udf-missing-bundle",
+        "\"it_log1p\"",
+        "\"it_not_registered\"",
+    );
     let registry = ModelRegistry::new(ServeOptions::default().batching);
     let err = registry.load_dir(Some("m"), &copy).unwrap_err().to_string();
     assert!(
