@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use arrow::datatypes::{Schema, TimeUnit};
+use arrow::array::{Array, ListArray};
+use arrow::datatypes::{DataType, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use serde_json::ser::{CompactFormatter, Formatter};
@@ -48,7 +49,7 @@ const ENCODER: &str = "JSON row encoder";
 /// ```
 #[derive(Debug, Clone)]
 pub struct JsonRowEncoder {
-    kinds: Vec<Kind>,
+    kinds: Vec<Shape>,
     names: Vec<String>,
     /// Per column: `{"name":` for the first, `,"name":` for the others.
     keys: Vec<Vec<u8>>,
@@ -62,8 +63,8 @@ impl JsonRowEncoder {
         let mut keys = Vec::with_capacity(schema.fields().len());
         let mut problems = Vec::new();
         for (i, field) in schema.fields().iter().enumerate() {
-            match Kind::of(field.data_type()) {
-                Some(kind) => kinds.push(kind),
+            match Shape::of(field.data_type()) {
+                Some(shape) => kinds.push(shape),
                 None => problems.push(format!(
                     "field {:?} has type {}, which JSON encoding does not support",
                     field.name(),
@@ -81,7 +82,7 @@ impl JsonRowEncoder {
             return Err(Error::InvalidOption {
                 option: "JsonRowEncoder schema",
                 reason: format!(
-                    "{}; supported types: {SUPPORTED}; cast the column before the sink",
+                    "{}; supported types: {SUPPORTED}, and List of those; cast the column before the sink",
                     problems.join("; ")
                 ),
             });
@@ -118,14 +119,14 @@ impl JsonRowEncoder {
             .collect()
     }
 
-    fn readers<'a>(&self, batch: &'a RecordBatch) -> Result<Vec<ColumnReader<'a>>> {
+    fn readers<'a>(&self, batch: &'a RecordBatch) -> Result<Vec<Reader<'a>>> {
         check_batch(batch, &self.names, &self.kinds, ENCODER)?;
         batch
             .columns()
             .iter()
             .zip(&self.names)
             .map(|(array, name)| {
-                ColumnReader::new(array.as_ref()).ok_or_else(|| Error::BatchSchema {
+                Reader::new(array.as_ref()).ok_or_else(|| Error::BatchSchema {
                     path: PathBuf::from(ENCODER),
                     detail: format!("column {name:?} has an unsupported type"),
                 })
@@ -133,10 +134,13 @@ impl JsonRowEncoder {
             .collect()
     }
 
-    fn write_row(&self, readers: &[ColumnReader<'_>], row: usize, out: &mut Vec<u8>) -> Result<()> {
+    fn write_row(&self, readers: &[Reader<'_>], row: usize, out: &mut Vec<u8>) -> Result<()> {
         for (key, reader) in self.keys.iter().zip(readers) {
             out.extend_from_slice(key);
-            write_cell(reader.get(row), out)?;
+            match reader {
+                Reader::Value(cells) => write_cell(cells.get(row), out)?,
+                Reader::List(list) => list.write(row, out)?,
+            }
         }
         if self.keys.is_empty() {
             out.push(b'{');
@@ -146,8 +150,82 @@ impl JsonRowEncoder {
     }
 }
 
+/// What a column holds: values of a kind, or lists of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    Value(Kind),
+    List(Kind),
+}
+
+impl Shape {
+    fn of(data_type: &DataType) -> Option<Shape> {
+        match data_type {
+            DataType::List(item) => Kind::of(item.data_type()).map(Shape::List),
+            other => Kind::of(other).map(Shape::Value),
+        }
+    }
+}
+
+impl std::fmt::Display for Shape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Shape::Value(kind) => write!(f, "{kind}"),
+            Shape::List(kind) => write!(f, "List({kind})"),
+        }
+    }
+}
+
+/// A typed view of one column: its cells, or its lists of cells (a JSON array per row).
+enum Reader<'a> {
+    Value(ColumnReader<'a>),
+    List(ListReader<'a>),
+}
+
+struct ListReader<'a> {
+    list: &'a ListArray,
+    values: ColumnReader<'a>,
+}
+
+impl<'a> Reader<'a> {
+    fn new(array: &'a dyn Array) -> Option<Self> {
+        match array.as_any().downcast_ref::<ListArray>() {
+            Some(list) => Some(Reader::List(ListReader {
+                list,
+                values: ColumnReader::new(list.values().as_ref())?,
+            })),
+            None => ColumnReader::new(array).map(Reader::Value),
+        }
+    }
+}
+
+impl ListReader<'_> {
+    /// Row `row`'s list as a JSON array (null for a null list).
+    fn write(&self, row: usize, out: &mut Vec<u8>) -> Result<()> {
+        if self.list.is_null(row) {
+            out.extend_from_slice(b"null");
+            return Ok(());
+        }
+        let offsets = self.list.value_offsets();
+        let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+        out.push(b'[');
+        for i in start..end {
+            if i > start {
+                out.push(b',');
+            }
+            write_cell(self.values.get(i), out)?;
+        }
+        out.push(b']');
+        Ok(())
+    }
+}
+
 /// Checks that `batch` has one column per name, of the expected kinds.
-fn check_batch(batch: &RecordBatch, names: &[String], kinds: &[Kind], encoder: &str) -> Result<()> {
+fn check_batch(
+    batch: &RecordBatch,
+    names: &[String],
+    kinds: &[Shape],
+    encoder: &str,
+) -> Result<()> {
     if batch.num_columns() != kinds.len() {
         return Err(Error::BatchSchema {
             path: PathBuf::from(encoder),
@@ -159,7 +237,7 @@ fn check_batch(batch: &RecordBatch, names: &[String], kinds: &[Kind], encoder: &
         });
     }
     for ((array, kind), name) in batch.columns().iter().zip(kinds).zip(names) {
-        if Kind::of(array.data_type()) != Some(*kind) {
+        if Shape::of(array.data_type()) != Some(*kind) {
             return Err(Error::BatchSchema {
                 path: PathBuf::from(encoder),
                 detail: format!(
