@@ -98,6 +98,14 @@ fn a_branch_error_names_the_branch_before_work() {
     let text = format!("{}\n{}", with_branch(LOGISTIC), LOGISTIC);
     let err = try_run_toml(&text, 1, &scratch("branch-twice")).unwrap_err();
     assert!(err.contains("two branches are called 'logistic'"), "{err}");
+    // The pipeline is called "it": a branch of that name would be served as the main model.
+    let err = try_run_toml(
+        &with_branch(&LOGISTIC.replace("name = \"logistic\"", "name = \"it\"")),
+        1,
+        &scratch("branch-pipeline-name"),
+    )
+    .unwrap_err();
+    assert!(err.contains("has the pipeline's name"), "{err}");
     let text =
         with_branch(&LOGISTIC.replace("[branch.train]", "[branch.train]\ntask = \"regression\""))
             .replace(

@@ -499,3 +499,47 @@ fn the_dsl_builds_and_runs_the_pipeline_files_streaming_job() {
         .to_string();
     assert!(err.contains(".run_stream()"), "{err}");
 }
+
+/// `[[branch]]` in a streaming job: a second counting model at twice the learning rate trains on
+/// the same records. Stopped after about 600 records and resumed from its checkpoint, both models
+/// have counted every record exactly once (the branch twice as fast), and both are published.
+#[test]
+fn stream_branches_train_every_record_once_across_a_restart() {
+    let Some(broker) = kafka() else { return };
+    let dir = scratch("stream-branches");
+    let topic = unique("stream-branches");
+    fill_topic(broker, &topic, 4, 1500, &dir);
+    let text = format!(
+        r#"{}
+[[branch]]
+name = "double"
+[branch.train]
+task = "regression"
+model = {{ kind = "linear" }}
+optimizer = {{ kind = "sgd" }}
+loss = "mae"
+reduction = "sum"
+lr = 2.0
+"#,
+        counting_pipeline(broker, &topic, &dir.join("ckpt"), "")
+    );
+    let mut first = config(2, &dir.join("run"));
+    first.max_records = Some(600);
+    let (stopped, _) = run_stream(parse(&text), None, first).unwrap();
+    assert!(
+        stopped.rows_trained > 0 && stopped.rows_trained < 1500,
+        "{stopped:?}"
+    );
+    let (summary, run) = run_stream(parse(&text), None, config(2, &dir.join("run"))).unwrap();
+    assert!(summary.resumed_from_step.is_some());
+    assert_eq!(summary.rows_trained, 1500, "{summary:?}");
+    assert_counted(&run.join("model"), 1500);
+    assert_counted(&run.join("branches/double/model"), 3000);
+    assert_eq!(summary.branches.len(), 1);
+    let branch = &summary.branches[0];
+    assert_eq!(branch.name, "double");
+    assert!(branch.prequential.is_some());
+    assert_ne!(branch.parameter_checksum, summary.parameter_checksum);
+    let bundle = ModelBundle::load(&run.join("branches/double/model")).unwrap();
+    assert_eq!(bundle.meta.name, "double");
+}

@@ -516,16 +516,20 @@ impl PipelineSpec {
                     ),
                 ));
             }
+            if b.name == self.name {
+                return Err(Error::config(
+                    key("name"),
+                    format!(
+                        "branch '{}' has the pipeline's name: its model would be served under the \
+                         main model's name; pick another",
+                        b.name
+                    ),
+                ));
+            }
             if self.branch[..i].iter().any(|o| o.name == b.name) {
                 return Err(Error::config(
                     key("name"),
                     format!("two branches are called '{}'", b.name),
-                ));
-            }
-            if self.stream.is_some() {
-                return Err(Error::config(
-                    "branch",
-                    "branches train on a batch job's rows; a streaming job has one [train]",
                 ));
             }
             if b.train.task != self.train.task {

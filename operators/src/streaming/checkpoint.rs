@@ -19,8 +19,8 @@ use crate::Result;
 use crate::checkpoint::{CheckpointStore, decode, encode};
 use crate::streaming::window::WindowState;
 
-/// 3: per-partition watermarks (`watermark_ms`, `partition_events`).
-pub(crate) const FORMAT: u32 = 3;
+/// 3: per-partition watermarks (`watermark_ms`, `partition_events`); 4: `[[branch]]` states.
+pub(crate) const FORMAT: u32 = 4;
 
 /// Everything a streaming job needs to continue exactly where it was.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -62,6 +62,21 @@ pub struct Checkpoint {
     pub partition_events: BTreeMap<i32, i64>,
     /// Every worker's open event-time windows.
     pub windows: Vec<WindowState>,
+    /// Each `[[branch]]`'s model, optimiser and prequential window.
+    pub branches: Vec<BranchState>,
+}
+
+/// What a checkpoint keeps of one `[[branch]]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BranchState {
+    /// The branch's name.
+    pub name: String,
+    /// Its flat parameters.
+    pub parameters: Vec<f32>,
+    /// Its optimiser's state.
+    pub optimizer: OptimizerState,
+    /// Its prequential metrics window.
+    pub prequential: PrequentialState,
 }
 
 const KIND: &str = "stream-train";

@@ -37,5 +37,7 @@ mod worker;
 pub use checkpoint::{Checkpoint, StreamCheckpoints};
 pub use clock::{FinishedStream, StreamPhases};
 pub use plan::StreamPlan;
-pub use run::{StreamOptions, StreamSummary, run_stream, run_stream_without_summary};
+pub use run::{
+    StreamBranchSummary, StreamOptions, StreamSummary, run_stream, run_stream_without_summary,
+};
 pub use spec::StreamSpec;

@@ -59,6 +59,28 @@ impl Publisher {
         }
     }
 
+    /// The publisher of `[[branch]]` `branch`: its model under the branch's name, versions in
+    /// `branches/<name>/models/` of the run directory.
+    pub(crate) fn for_branch(
+        shared: &Shared,
+        fitted: &FittedPreprocessor,
+        active: bool,
+        branch: &crate::spec::BranchSpec,
+    ) -> Self {
+        let mut publisher = Self::new(shared, fitted, active);
+        if let Some(template) = &mut publisher.template {
+            template.model = branch.train.model.clone();
+            template.meta.name = branch.name.clone();
+        }
+        publisher.name = branch.name.clone();
+        publisher.dir = shared
+            .run_dir
+            .join("branches")
+            .join(&branch.name)
+            .join("models");
+        publisher
+    }
+
     /// The bundle of the trainer's current parameters as version `version`.
     pub(crate) fn bundle(&self, trainer: &Replica, version: u64) -> Result<ModelBundle> {
         let mut bundle = self

@@ -95,6 +95,29 @@ pub struct StreamSummary {
     pub parameter_checksum: String,
     /// The final model.
     pub model_path: String,
+    /// Each `[[branch]]`: its prequential metrics, final model and checksum.
+    #[serde(default)]
+    pub branches: Vec<StreamBranchSummary>,
+}
+
+/// What one `[[branch]]` of a streaming run ended with.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StreamBranchSummary {
+    /// The branch's name (its model's name in the server).
+    pub name: String,
+    /// Its prequential metrics over the last window.
+    pub prequential: Option<PrequentialMetrics>,
+    /// FNV-1a of its final parameters (equal on every worker).
+    pub parameter_checksum: String,
+    /// Its final model (`branches/<name>/model`).
+    pub model_path: String,
+}
+
+/// One worker's end of a branch.
+pub(crate) struct BranchOutcome {
+    pub(crate) name: String,
+    pub(crate) prequential: Option<PrequentialMetrics>,
+    pub(crate) parameter_checksum: u64,
 }
 
 /// metrics.jsonl of a streaming run (worker 0 writes it).
@@ -195,6 +218,7 @@ pub(crate) struct WorkerOutcome {
     pub(crate) prequential: Option<PrequentialMetrics>,
     pub(crate) train_s: f64,
     pub(crate) parameter_checksum: u64,
+    pub(crate) branches: Vec<BranchOutcome>,
 }
 
 fn percentile(sorted: &[u32], q: f64) -> Option<f64> {
@@ -342,10 +366,13 @@ pub fn run_stream_without_summary(
     let first = outcomes
         .first()
         .ok_or_else(|| Error::Internal("no worker ran in this process".into()))?;
-    if outcomes
-        .iter()
-        .any(|o| o.parameter_checksum != first.parameter_checksum)
-    {
+    let branch_checksums = |o: &WorkerOutcome| -> Vec<u64> {
+        o.branches.iter().map(|b| b.parameter_checksum).collect()
+    };
+    if outcomes.iter().any(|o| {
+        o.parameter_checksum != first.parameter_checksum
+            || branch_checksums(o) != branch_checksums(first)
+    }) {
         return Err(Error::Internal(
             "model replicas diverged during streaming training".into(),
         ));
@@ -361,6 +388,21 @@ pub fn run_stream_without_summary(
     let model_dir = options.run_dir.join("model");
     if latest.exists() {
         copy_dir(&latest, &model_dir)?;
+    }
+    let mut branches = Vec::with_capacity(first.branches.len());
+    for branch in &first.branches {
+        let dir = options.run_dir.join("branches").join(&branch.name);
+        let latest = dir.join("models").join(first.model_versions.to_string());
+        let model_dir = dir.join("model");
+        if latest.exists() {
+            copy_dir(&latest, &model_dir)?;
+        }
+        branches.push(StreamBranchSummary {
+            name: branch.name.clone(),
+            prequential: branch.prequential.clone(),
+            parameter_checksum: format!("{:016x}", branch.parameter_checksum),
+            model_path: model_dir.display().to_string(),
+        });
     }
     let mut freshness: Vec<u32> = outcomes
         .iter()
@@ -399,6 +441,7 @@ pub fn run_stream_without_summary(
         checkpoint_bytes,
         parameter_checksum: format!("{:016x}", first.parameter_checksum),
         model_path: model_dir.display().to_string(),
+        branches,
     };
     Ok(FinishedStream {
         summary,

@@ -26,7 +26,7 @@ use super::metrics::Totals;
 use super::outputs::Outputs;
 use super::prequential::{PrequentialState, StepScore, score};
 use super::publish::Publisher;
-use super::run::{Shared, StepLog, WorkerOutcome};
+use super::run::{BranchOutcome, Shared, StepLog, WorkerOutcome};
 use super::watermark::{PartitionWatermarks, WorkerMark, job_watermark};
 use super::window_output::WindowOutput;
 use crate::preprocess::CompiledSql;
@@ -34,8 +34,11 @@ use crate::streaming::window::{LatePolicy, WindowResult, WindowState, Windower};
 use crate::train::apply_summed_gradient;
 use crate::{Error, Result};
 
+mod branches;
 mod open;
 mod step;
+
+use branches::{BranchPart, BranchRun};
 
 /// What each worker contributes to a step; every worker receives all of them.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -69,6 +72,8 @@ pub(crate) struct StepMsg {
     pub(super) windows: Vec<WindowResult>,
     /// On checkpoint steps: this worker's open windows.
     pub(super) window_state: Option<WindowState>,
+    /// Each `[[branch]]`'s gradient and scores of this worker's rows (empty without rows).
+    pub(super) branches: Vec<BranchPart>,
 }
 
 /// Worker 0's decisions for a step, as every worker acts on them.
@@ -186,6 +191,8 @@ struct StreamWorker {
     trainer: Replica,
     prequential: PrequentialState,
     publisher: Publisher,
+    /// The `[[branch]]` models trained on the same records.
+    branches: Vec<BranchRun>,
     classification: bool,
     outputs: Outputs,
     windows: Windows,

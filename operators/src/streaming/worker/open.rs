@@ -66,6 +66,7 @@ impl StreamWorker {
             counters,
             prequential: resume.map_or_else(PrequentialState::default, |c| c.prequential.clone()),
             publisher: Publisher::new(shared, &fitted, ctx.index == 0),
+            branches: super::branches::open_branches(ctx, shared, &fitted)?,
             classification: fitted.num_classes().is_some(),
             outputs: Outputs::new(
                 stream,

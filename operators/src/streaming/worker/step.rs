@@ -99,6 +99,9 @@ impl StreamWorker {
         };
         msg.score = score;
         let (loss_sum, grads) = self.trainer.gradients(&features.x, y, features.rows, 1.0)?;
+        msg.branches = (self.branches.iter_mut())
+            .map(|b| b.part(&features.x, targets, features.rows))
+            .collect::<Result<_>>()?;
         msg.grads = grads;
         msg.loss_sum = loss_sum;
         msg.rows = features.rows as u64;
@@ -186,6 +189,9 @@ impl StreamWorker {
         }
         self.prequential
             .push(sums.score, shared.plan.stream.prequential_window);
+        for (i, branch) in self.branches.iter_mut().enumerate() {
+            branch.apply(i, all, sums.rows, shared.plan.stream.prequential_window)?;
+        }
         self.report(ctx, shared, sums.rows, sums.loss_sum)?;
         self.publish_and_checkpoint(
             ctx,
@@ -310,6 +316,11 @@ impl StreamWorker {
             if ctx.index == 0 {
                 self.publisher
                     .publish(&self.trainer, self.counters.version)?;
+                for branch in &mut self.branches {
+                    branch
+                        .publisher
+                        .publish(&branch.trainer, self.counters.version)?;
+                }
                 self.freshness.published_at = Some(now_ms());
             }
             let freshness = &mut self.freshness;
@@ -347,6 +358,9 @@ impl StreamWorker {
                 watermark_ms: self.watermark,
                 partition_events,
                 windows: all.iter().filter_map(|m| m.window_state.clone()).collect(),
+                branches: (self.branches.iter())
+                    .map(BranchRun::state)
+                    .collect::<Result<_>>()?,
             };
             shared.checkpoint(&checkpoint)?;
             // Only now may Kafka learn these offsets: a checkpoint holds them.
@@ -393,6 +407,13 @@ impl StreamWorker {
             steps: counters.step,
             model_versions: counters.version,
             prequential: self.prequential.metrics(self.classification),
+            branches: (self.branches.iter())
+                .map(|b| BranchOutcome {
+                    name: b.spec.name.clone(),
+                    prequential: b.prequential.metrics(self.classification),
+                    parameter_checksum: b.checksum(),
+                })
+                .collect(),
             train_s: self.started.elapsed().as_secs_f64(),
             parameter_checksum: millrace_engine::stable_hash(
                 &self
