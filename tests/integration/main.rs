@@ -14,6 +14,7 @@ mod pipeline_fuzz;
 mod quickstart;
 mod s3;
 mod sequence;
+mod sequence_clients;
 mod serve;
 mod serve_clients;
 mod serve_harness;

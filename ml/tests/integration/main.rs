@@ -6,4 +6,5 @@ mod common;
 #[cfg(feature = "cuda")]
 mod gpu;
 mod preprocess;
+mod sequence;
 mod trainer;
