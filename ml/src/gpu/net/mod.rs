@@ -168,57 +168,9 @@ impl Net {
         } else {
             Vec::new()
         };
-        for (i, l) in self.layout.layers.iter().enumerate() {
-            let is_last = i + 1 == n_layers;
-            let shape = Shape {
-                trans_a: true,
-                trans_b: false,
-                m: l.d_out,
-                n: cap,
-                k: l.d_in,
-                a: self.dt,
-                b: if i == 0 {
-                    Dt::F32.max_with(self.dt)
-                } else {
-                    self.dt
-                },
-                d: if is_last { Dt::F32 } else { self.dt },
-            };
-            let bias_master = self.w.at(l.b * 4);
-            let bias_dt = match &self.w16 {
-                Some(w16) if !is_last => w16.at(l.b * 2),
-                _ => bias_master,
-            };
-            let fused = if is_last {
-                Gemm::plan(lt, shape, Epilogue::Bias(bias_master))?.map(|g| (g, Post::Fused))
-            } else if self.act == 0 {
-                let with_aux = match self.aux.get(i) {
-                    Some(aux) => Gemm::plan(
-                        lt,
-                        shape,
-                        Epilogue::ReluAuxBias {
-                            bias: bias_dt,
-                            aux: aux.ptr,
-                            ld: self.aux_ld[i],
-                        },
-                    )?
-                    .map(|g| (g, Post::FusedAux)),
-                    None => None,
-                };
-                match with_aux {
-                    Some(f) => Some(f),
-                    None => Gemm::plan(lt, shape, Epilogue::ReluBias(bias_dt))?
-                        .map(|g| (g, Post::Fused)),
-                }
-            } else {
-                Gemm::plan(lt, shape, Epilogue::Bias(bias_dt))?.map(|g| (g, Post::Act))
-            };
-            let (mut gemm, post) = match fused {
-                Some(f) => f,
-                None => (Gemm::plan_plain(lt, shape)?, Post::BiasAct),
-            };
-            gemm.tune(lt, gpu)?;
-            self.fwd.push(Forward { gemm, post });
+        for i in 0..n_layers {
+            let forward = self.plan_forward(lt, gpu, i, cap)?;
+            self.fwd.push(forward);
         }
         self.train = None;
         if train {
@@ -229,72 +181,8 @@ impl Net {
                 .collect::<Result<_>>()?;
             let mut bwd = Vec::with_capacity(n_layers);
             let mut partials = 0usize;
-            for (i, l) in self.layout.layers.iter().enumerate() {
-                let input_dt = if i == 0 {
-                    Dt::F32.max_with(self.dt)
-                } else {
-                    self.dt
-                };
-                let dw_shape = Shape {
-                    trans_a: false,
-                    trans_b: true,
-                    m: l.d_in,
-                    n: l.d_out,
-                    k: cap,
-                    a: input_dt,
-                    b: self.dt,
-                    d: Dt::F32,
-                };
-                // The bias gradient lands in the gradient buffer, whose address the trainer
-                // passes at run time: plan with a placeholder and patch below.
-                let dw = if l.d_out <= SMALL_N {
-                    partials = partials.max(cap.div_ceil(chunk_rows(cap)) * l.d_out * (l.d_in + 1));
-                    None
-                } else {
-                    let mut dw = match Gemm::plan(lt, dw_shape, Epilogue::BgradB(0))? {
-                        Some(g) => (g, true),
-                        None => (Gemm::plan_plain(lt, dw_shape)?, false),
-                    };
-                    dw.0.tune(lt, gpu)?;
-                    Some(dw)
-                };
-                let dx_shape = Shape {
-                    trans_a: false,
-                    trans_b: false,
-                    m: l.d_in,
-                    n: cap,
-                    k: l.d_out,
-                    a: self.dt,
-                    b: self.dt,
-                    d: self.dt,
-                };
-                let drelu = match (i, self.fwd.get(i.wrapping_sub(1))) {
-                    (
-                        1..,
-                        Some(Forward {
-                            post: Post::FusedAux,
-                            ..
-                        }),
-                    ) => Gemm::plan(
-                        lt,
-                        dx_shape,
-                        Epilogue::DRelu {
-                            aux: self.aux[i - 1].ptr,
-                            ld: self.aux_ld[i - 1],
-                        },
-                    )?,
-                    _ => None,
-                };
-                let dx_drelu = drelu.is_some();
-                let mut dx = match (i, drelu) {
-                    (0, _) => None,
-                    (_, Some(g)) => Some(g),
-                    (_, None) => Some(Gemm::plan_plain(lt, dx_shape)?),
-                };
-                if let Some(g) = dx.as_mut() {
-                    g.tune(lt, gpu)?;
-                }
-                bwd.push(Backward { dx_drelu, dw, dx });
+            for i in 0..n_layers {
+                bwd.push(self.plan_backward(lt, gpu, i, cap, &mut partials)?);
             }
             let partials = DevBuf::zeroed(gpu, partials * 4)?;
             self.train = Some(TrainBufs {
@@ -305,6 +193,145 @@ impl Net {
             });
         }
         Ok(())
+    }
+
+    /// Plans layer `i`'s forward product for `cap` rows, with the bias and activation fused in
+    /// its epilogue where cuBLASLt can (the ReLU mask kept for the backward pass when training
+    /// uses it), else applied after it.
+    fn plan_forward(&self, lt: &Lt, gpu: &Gpu, i: usize, cap: usize) -> Result<Forward> {
+        let n_layers = self.layout.layers.len();
+        let l = self.layout.layers[i];
+        let is_last = i + 1 == n_layers;
+        let shape = Shape {
+            trans_a: true,
+            trans_b: false,
+            m: l.d_out,
+            n: cap,
+            k: l.d_in,
+            a: self.dt,
+            b: if i == 0 {
+                Dt::F32.max_with(self.dt)
+            } else {
+                self.dt
+            },
+            d: if is_last { Dt::F32 } else { self.dt },
+        };
+        let bias_master = self.w.at(l.b * 4);
+        let bias_dt = match &self.w16 {
+            Some(w16) if !is_last => w16.at(l.b * 2),
+            _ => bias_master,
+        };
+        let fused = if is_last {
+            Gemm::plan(lt, shape, Epilogue::Bias(bias_master))?.map(|g| (g, Post::Fused))
+        } else if self.act == 0 {
+            let with_aux = match self.aux.get(i) {
+                Some(aux) => Gemm::plan(
+                    lt,
+                    shape,
+                    Epilogue::ReluAuxBias {
+                        bias: bias_dt,
+                        aux: aux.ptr,
+                        ld: self.aux_ld[i],
+                    },
+                )?
+                .map(|g| (g, Post::FusedAux)),
+                None => None,
+            };
+            match with_aux {
+                Some(f) => Some(f),
+                None => {
+                    Gemm::plan(lt, shape, Epilogue::ReluBias(bias_dt))?.map(|g| (g, Post::Fused))
+                }
+            }
+        } else {
+            Gemm::plan(lt, shape, Epilogue::Bias(bias_dt))?.map(|g| (g, Post::Act))
+        };
+        let (mut gemm, post) = match fused {
+            Some(f) => f,
+            None => (Gemm::plan_plain(lt, shape)?, Post::BiasAct),
+        };
+        gemm.tune(lt, gpu)?;
+        Ok(Forward { gemm, post })
+    }
+
+    /// Plans layer `i`'s backward products for `cap` rows: its weight (and bias) gradient, or
+    /// none for a narrow layer, whose gradient is summed in `partials` chunks instead; and the
+    /// gradient of its input (none for the first layer), with the previous layer's ReLU mask
+    /// fused where its forward pass kept one.
+    fn plan_backward(
+        &self,
+        lt: &Lt,
+        gpu: &Gpu,
+        i: usize,
+        cap: usize,
+        partials: &mut usize,
+    ) -> Result<Backward> {
+        let l = self.layout.layers[i];
+        let input_dt = if i == 0 {
+            Dt::F32.max_with(self.dt)
+        } else {
+            self.dt
+        };
+        let dw_shape = Shape {
+            trans_a: false,
+            trans_b: true,
+            m: l.d_in,
+            n: l.d_out,
+            k: cap,
+            a: input_dt,
+            b: self.dt,
+            d: Dt::F32,
+        };
+        // The bias gradient lands in the gradient buffer, whose address the trainer
+        // passes at run time: plan with a placeholder and patch below.
+        let dw = if l.d_out <= SMALL_N {
+            *partials = (*partials).max(cap.div_ceil(chunk_rows(cap)) * l.d_out * (l.d_in + 1));
+            None
+        } else {
+            let mut dw = match Gemm::plan(lt, dw_shape, Epilogue::BgradB(0))? {
+                Some(g) => (g, true),
+                None => (Gemm::plan_plain(lt, dw_shape)?, false),
+            };
+            dw.0.tune(lt, gpu)?;
+            Some(dw)
+        };
+        let dx_shape = Shape {
+            trans_a: false,
+            trans_b: false,
+            m: l.d_in,
+            n: cap,
+            k: l.d_out,
+            a: self.dt,
+            b: self.dt,
+            d: self.dt,
+        };
+        let drelu = match (i, self.fwd.get(i.wrapping_sub(1))) {
+            (
+                1..,
+                Some(Forward {
+                    post: Post::FusedAux,
+                    ..
+                }),
+            ) => Gemm::plan(
+                lt,
+                dx_shape,
+                Epilogue::DRelu {
+                    aux: self.aux[i - 1].ptr,
+                    ld: self.aux_ld[i - 1],
+                },
+            )?,
+            _ => None,
+        };
+        let dx_drelu = drelu.is_some();
+        let mut dx = match (i, drelu) {
+            (0, _) => None,
+            (_, Some(g)) => Some(g),
+            (_, None) => Some(Gemm::plan_plain(lt, dx_shape)?),
+        };
+        if let Some(g) = dx.as_mut() {
+            g.tune(lt, gpu)?;
+        }
+        Ok(Backward { dx_drelu, dw, dx })
     }
 
     /// Replaces the parameters with `flat` (model order), refreshing the bf16 copy; waits for
