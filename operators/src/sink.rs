@@ -22,7 +22,10 @@ use crate::{Error, Result};
 
 /// What a sink writes to, opened at its first batch.
 enum Target {
+    /// Not opened yet: no rows so far.
     Closed,
+    /// Finished: writes nothing more.
+    Finished,
     Parquet(Box<DatasetWriter>),
     Kafka(Box<KafkaSink>),
 }
@@ -74,7 +77,8 @@ impl SinkWriter {
     /// Writes `batch` (its chosen columns). After a failure it writes nothing more; the failure
     /// is reported by [`finish`](Self::finish).
     pub fn write(&mut self, batch: &RecordBatch) {
-        if self.error.is_some() || batch.num_rows() == 0 {
+        if self.error.is_some() || batch.num_rows() == 0 || matches!(self.target, Target::Finished)
+        {
             return;
         }
         if let Err(e) = self.try_write(batch) {
@@ -101,7 +105,7 @@ impl SinkWriter {
             Target::Kafka(sink) => {
                 sink.write(&batch)?;
             }
-            Target::Closed => {}
+            Target::Closed | Target::Finished => {}
         }
         self.rows += batch.num_rows() as u64;
         Ok(())
@@ -150,23 +154,17 @@ impl SinkWriter {
     /// is delivered. Returns the rows written, or the sink's first failure, naming it. A
     /// finished writer writes nothing more.
     pub fn finish(&mut self) -> Result<u64> {
-        let finished = match std::mem::replace(&mut self.target, Target::Closed) {
+        let finished = match std::mem::replace(&mut self.target, Target::Finished) {
             Target::Parquet(writer) => writer.finish().map(|_| ()).map_err(Error::from),
             Target::Kafka(sink) => {
                 (sink.flush(std::time::Duration::from_secs(60))).map_err(Error::from)
             }
-            Target::Closed => Ok(()),
+            Target::Closed | Target::Finished => Ok(()),
         };
-        let failure = match (self.error.take(), finished) {
-            (Some(e), _) => Some(e),
-            (None, Err(e)) => Some(e.to_string()),
-            (None, Ok(())) => None,
-        };
-        // Nothing more is written after this.
-        self.error = Some("the sink was finished".into());
-        match failure {
-            Some(why) => Err(self.failed(&why)),
-            None => Ok(self.rows),
+        match (self.error.take(), finished) {
+            (Some(why), _) => Err(self.failed(&why)),
+            (None, Err(e)) => Err(self.failed(&e.to_string())),
+            (None, Ok(())) => Ok(self.rows),
         }
     }
 

@@ -210,7 +210,28 @@ pub(crate) struct Saver<'a> {
     pub(crate) stats: super::CheckpointStats,
 }
 
-impl Saver<'_> {
+impl<'a> Saver<'a> {
+    /// The saver of model `pipeline` (see [`model_name`]) into `store`, on worker 0 only.
+    pub(crate) fn new(
+        store: Option<&'a CheckpointStore>,
+        pipeline: String,
+        ctx: &millrace_engine::WorkerContext,
+        preprocess: &'a FittedPreprocessor,
+        sources: &'a [SourceRecord],
+    ) -> Self {
+        Saver {
+            store: store.filter(|_| ctx.index == 0),
+            pipeline,
+            workers: ctx.peers,
+            preprocess,
+            sources,
+            stats: super::CheckpointStats {
+                location: store.map(|s| s.url().to_string()),
+                ..super::CheckpointStats::default()
+            },
+        }
+    }
+
     /// Writes the checkpoint of `position` when this worker writes them.
     pub(crate) fn save(&mut self, position: &TrainPosition, trainer: &Replica) -> Result<()> {
         let Some(store) = self.store else {

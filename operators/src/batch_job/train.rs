@@ -77,17 +77,13 @@ pub(super) fn train_main(
         Arc::clone(progress),
     )?;
     let mut on_event = |event: TrainEvent| log.on_event(event);
-    let mut saver = ckpt::Saver {
-        store: shared.store.as_ref().filter(|_| ctx.index == 0),
-        pipeline: ckpt::model_name(spec, None),
-        workers: ctx.peers,
-        preprocess: fitted,
-        sources: &shared.sources,
-        stats: CheckpointStats {
-            location: shared.store.as_ref().map(|s| s.url().to_string()),
-            ..CheckpointStats::default()
-        },
-    };
+    let mut saver = ckpt::Saver::new(
+        shared.store.as_ref(),
+        ckpt::model_name(spec, None),
+        ctx,
+        fitted,
+        &shared.sources,
+    );
     let mut save = |position: &crate::train::TrainPosition, trainer: &millrace_ml::Replica| {
         saver.save(position, trainer)
     };
@@ -142,14 +138,13 @@ pub(super) fn train_branches(
             checkpoints.resume.as_ref(),
         )?;
         let mut evaluator = Evaluator::new(worker, Some(eval.clone()), fitted.num_classes());
-        let mut saver = ckpt::Saver {
-            store: checkpoints.store.as_ref().filter(|_| ctx.index == 0),
-            pipeline: ckpt::model_name(spec, Some(&branch.name)),
-            workers: ctx.peers,
-            preprocess: fitted,
-            sources: &shared.sources,
-            stats: CheckpointStats::default(),
-        };
+        let mut saver = ckpt::Saver::new(
+            checkpoints.store.as_ref(),
+            ckpt::model_name(spec, Some(&branch.name)),
+            ctx,
+            fitted,
+            &shared.sources,
+        );
         let mut save = |position: &crate::train::TrainPosition, trainer: &millrace_ml::Replica| {
             saver.save(position, trainer)
         };

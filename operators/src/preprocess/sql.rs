@@ -251,8 +251,6 @@ impl SqlPlan {
 
 /// The user's query planned against a table, wrapped to keep some of its columns.
 struct Query {
-    /// What the user's query produces.
-    produced: Schema,
     wrapped_sql: String,
     optimized: LogicalPlan,
     /// What the wrapped query produces.
@@ -291,26 +289,26 @@ impl Query {
             }
             Ok(())
         };
-        let produced = Query::plan(rt, user_sql, sql_table, &[])?.produced;
         Ok(if after_names.is_empty() {
-            needed_at_end(&produced, &StepChain::default())?;
-            let query = Query::plan(rt, user_sql, sql_table, needed)?;
+            let query = Query::plan(rt, user_sql, sql_table, |produced| {
+                needed_at_end(produced, &StepChain::default())?;
+                Ok(needed.to_vec())
+            })?;
             let out = Arc::clone(&query.output);
             (query, StepChain::default(), out, None)
         } else {
             let key = "preprocess.steps_after_sql";
-            let all = StepChain::plan(after_names, key, Arc::new(produced.clone()))?;
-            // Keep only what the steps read and the pipeline needs, when the steps say.
-            let keep: Vec<String> = match all.reads() {
-                Some(read) if !needed.is_empty() => produced
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().clone())
-                    .filter(|c| read.contains(c) || needed.contains(c))
-                    .collect(),
-                _ => Vec::new(),
-            };
-            let query = Query::plan(rt, user_sql, sql_table, &keep)?;
+            let query = Query::plan(rt, user_sql, sql_table, |produced| {
+                let all = StepChain::plan(after_names, key, Arc::new(produced.clone()))?;
+                // Keep only what the steps read and the pipeline needs, when the steps say.
+                Ok(match all.reads() {
+                    Some(read) if !needed.is_empty() => (produced.fields().iter())
+                        .map(|f| f.name().clone())
+                        .filter(|c| read.contains(c) || needed.contains(c))
+                        .collect(),
+                    _ => Vec::new(),
+                })
+            })?;
             let after = StepChain::plan(after_names, key, Arc::clone(&query.output))?;
             let made = after.output_schema(&query.output);
             needed_at_end(&made, &after)?;
@@ -327,13 +325,14 @@ impl Query {
             (query, after, schema, columns)
         })
     }
-    /// Plans `user_sql` against an empty `table`, wrapped to produce `keep` (all when empty;
-    /// every one must be produced).
+
+    /// Plans `user_sql` against an empty `table`, wrapped to produce the columns `keep` picks
+    /// from what the query produces (all when it picks none; an `Err` from it is the planning's).
     fn plan(
         rt: &tokio::runtime::Runtime,
         user_sql: &str,
         table: &SchemaRef,
-        keep: &[String],
+        keep: impl FnOnce(&Schema) -> Result<Vec<String>>,
     ) -> Result<Query> {
         let ctx = context();
         let empty = MemTable::try_new(Arc::clone(table), vec![vec![]])
@@ -346,7 +345,7 @@ impl Query {
             .map_err(|e| planning_error(e, user_sql))?;
         check_row_wise(&user_plan)?;
         let udfs = super::udf::udfs_called(&user_plan);
-        let produced = user_plan.schema().as_arrow().clone();
+        let keep = keep(user_plan.schema().as_arrow())?;
         let select = if keep.is_empty() {
             "*".to_string()
         } else {
@@ -360,7 +359,6 @@ impl Query {
             .optimize(&wrapped)
             .map_err(|e| Error::Sql(e.to_string()))?;
         Ok(Query {
-            produced,
             wrapped_sql,
             output: Arc::new(optimized.schema().as_arrow().clone()),
             optimized,
