@@ -452,18 +452,22 @@ impl ValueVisitor<'_> {
             element,
             error,
         } = self.seed;
+        let reject = match result {
+            Ok(()) => return Ok(()),
+            Err(reject) => reject,
+        };
+        // Only a failed value pays for naming it.
         let at = match element {
             None => format!("field {name:?}"),
             Some(k) => format!("field {name:?} element {k}"),
         };
-        let message = match result {
-            Ok(()) => return Ok(()),
-            Err(Reject::Type) => format!(
+        let message = match reject {
+            Reject::Type => format!(
                 "{at}: expected {}, found {}",
                 column.kind().expected(),
                 found()
             ),
-            Err(Reject::Value(why)) => format!("{at}: {why}"),
+            Reject::Value(why) => format!("{at}: {why}"),
         };
         let e = E::custom(&message);
         *error = Some(message);
