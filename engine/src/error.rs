@@ -35,6 +35,9 @@ pub enum Error {
         /// timely's message about the broken connection.
         message: String,
     },
+    /// A feature view's definition or input is invalid (the message names the column or setting).
+    #[error("features: {0}")]
+    Features(String),
     /// Another worker failed, so this one stopped waiting for it.
     #[error("stopped because another worker failed")]
     Aborted,

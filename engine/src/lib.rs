@@ -48,6 +48,7 @@ mod batch;
 mod cluster;
 mod collective;
 mod error;
+pub mod features;
 mod flow;
 mod metrics;
 pub mod peers;

@@ -1,0 +1,103 @@
+//! The differential dataflow of a feature view.
+//!
+//! ```text
+//! table (key, row) ──reduce: one row per key──┐
+//! pending (key, (t, row)) ──left join on key───┴──▶ join aggregates(window 1) ▶ … ▶ released rows
+//! window w (key, (t, inputs)) ──reduce: the window's aggregates per key──┘
+//! ```
+//!
+//! Times are event-time milliseconds. An event enters `pending` at its time `t` and leaves it at
+//! `t + 1`, so it meets the table and the aggregates as they stand at `t` and never a later
+//! version. It enters each window's input at `t` and leaves it at `t + w` (never, for all time):
+//! at time `t'` a window holds the events with `t' - w < t <= t'`, the event itself included.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use differential_dataflow::input::Input;
+use timely::dataflow::ProbeHandle;
+use timely::worker::Worker;
+
+use super::aggregate::AggKind;
+use super::state::{Logged, Row};
+use super::value::Value;
+
+/// What the view releases: (event time, the event's row, its features), at an output time, with
+/// a multiplicity.
+pub(super) type Output = Rc<RefCell<Vec<((u64, Row, Row), u64, isize)>>>;
+
+/// The handles a worker keeps to a built view.
+pub(super) struct Built {
+    pub(super) table: Logged<(Value, Row)>,
+    pub(super) pending: Logged<(Value, (u64, Row))>,
+    pub(super) windows: Vec<Logged<(Value, (u64, Row))>>,
+    pub(super) probe: ProbeHandle<u64>,
+    pub(super) output: Output,
+}
+
+/// Builds the view on `worker`: `table_width` values per table row, and per window the kinds of
+/// its aggregates (one input value each, in that order).
+pub(super) fn build(
+    worker: &mut Worker,
+    name: &str,
+    table_width: usize,
+    windows: &[Vec<AggKind>],
+) -> Built {
+    let output: Output = Rc::new(RefCell::new(Vec::new()));
+    let sink = Rc::clone(&output);
+    let probe = ProbeHandle::new();
+    let windows = windows.to_vec();
+    let (table, pending, window_inputs) = worker.dataflow_named::<u64, _, _>(name, |scope| {
+        let (table_input, table) = scope.new_collection::<(Value, Row), isize>();
+        let (pending_input, pending) = scope.new_collection::<(Value, (u64, Row)), isize>();
+        // A key with two rows keeps the greatest, so that a duplicate key never doubles an event.
+        let table = table.reduce_named("features: one row per key", |_key, rows, out| {
+            if let Some((row, _)) = rows.iter().rev().find(|(_, n)| *n > 0) {
+                out.push(((*row).clone(), 1isize));
+            }
+        });
+        let nulls = vec![Value::Null; table_width];
+        let matched = pending
+            .clone()
+            .join_map(table.clone(), |key, (t, row), values: &Row| {
+                (key.clone(), (*t, row.clone(), values.clone()))
+            });
+        let unmatched = pending
+            .antijoin(table.map(|(key, _)| key))
+            .map(move |(key, (t, row))| (key, (t, row, nulls.clone())));
+        let mut joined = matched.concat(unmatched);
+        let mut window_inputs = Vec::new();
+        for kinds in windows {
+            let (input, events) = scope.new_collection::<(Value, (u64, Row)), isize>();
+            let aggregates =
+                events.reduce_named("features: aggregates", move |_key, events, out| {
+                    let row: Row = kinds
+                        .iter()
+                        .enumerate()
+                        .map(|(j, kind)| {
+                            kind.compute(events.iter().map(|((t, inputs), n)| (*t, &inputs[j], *n)))
+                        })
+                        .collect();
+                    out.push((row, 1isize));
+                });
+            joined = joined.join_map(aggregates, |key, (t, row, features), aggregates: &Row| {
+                let mut features = features.clone();
+                features.extend(aggregates.iter().cloned());
+                (key.clone(), (*t, row.clone(), features))
+            });
+            window_inputs.push(input);
+        }
+        joined
+            .map(|(_, released)| released)
+            .inspect(move |(data, time, diff)| sink.borrow_mut().push((data.clone(), *time, *diff)))
+            .probe_with(&probe);
+        (table_input, pending_input, window_inputs)
+    });
+    Built {
+        table: Logged::new(table),
+        pending: Logged::new(pending),
+        windows: window_inputs.into_iter().map(Logged::new).collect(),
+        probe,
+        output,
+    }
+}

@@ -1,0 +1,349 @@
+//! Incremental features on differential dataflow: a stream of events joined with a table on a key,
+//! plus per-key aggregates over event-time windows, each event seeing both as of its own time.
+//!
+//! A [`FeatureView`] is one differential dataflow on a worker. Every worker of a job builds it (in
+//! the same order relative to its other dataflows), feeds it its share of the table and of the
+//! events, and advances it to the job's watermark; differential exchanges the updates by key, so a
+//! row comes out on the worker that owns its key.
+//!
+//! - **Tables are collections.** A table update is a difference (`+1` for a new row, `-1` for a
+//!   removed one) at a time: a new table version is the rows it removed and the rows it added, not a
+//!   reload. Rewritten files whose rows did not change cancel out inside the dataflow.
+//! - **Point in time.** An event at time `t` sees the table with every update at or before `t` and
+//!   the aggregates over the events of its key in `(t - window, t]`, itself and other events of the
+//!   same millisecond included; never a later value, so a table version written after the event
+//!   cannot leak into its training row.
+//! - **Complete rows only.** An event's row is released once the watermark has passed its time:
+//!   then no update at or before it can still arrive.
+//! - **Exactly once.** [`FeatureView::state`] is the view's inputs compacted to the watermark
+//!   ([`FeatureState`]); [`FeatureView::restore`] rebuilds the same arrangements from every old
+//!   worker's state on any number of workers.
+
+mod aggregate;
+mod dataflow;
+mod state;
+#[cfg(test)]
+mod tests;
+mod value;
+
+use differential_dataflow::consolidation::consolidate_updates;
+use timely::worker::Worker;
+
+pub use aggregate::{AggKind, Aggregate};
+pub use state::{FeatureState, Row};
+pub use value::Value;
+
+use crate::{Error, Result, WorkerContext};
+
+/// What a view computes: the table's value columns and the aggregates, in output order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FeatureSpec {
+    /// Names of the table's value columns, in the order of a table row's values.
+    pub table_columns: Vec<String>,
+    /// The per-key aggregates; each event brings one input value per aggregate.
+    pub aggregates: Vec<Aggregate>,
+}
+
+impl FeatureSpec {
+    /// The feature columns a released row gets, in order: the table's, then the aggregates'.
+    pub fn feature_names(&self) -> Vec<String> {
+        let aggregates = self.aggregates.iter().map(|a| a.name.clone());
+        self.table_columns
+            .iter()
+            .cloned()
+            .chain(aggregates)
+            .collect()
+    }
+
+    /// Checks names (unique, non-empty) and windows (longer than 0 ms).
+    pub fn validate(&self) -> Result<()> {
+        let names = self.feature_names();
+        for (i, name) in names.iter().enumerate() {
+            if name.is_empty() {
+                return Err(Error::Features(format!("feature {} has no name", i + 1)));
+            }
+            if names[..i].contains(name) {
+                return Err(Error::Features(format!(
+                    "two features are named `{name}`: give each column and aggregate its own name"
+                )));
+            }
+        }
+        if let Some(a) = self.aggregates.iter().find(|a| a.window_ms == Some(0)) {
+            return Err(Error::Features(format!(
+                "aggregate `{}` has a window of 0 ms: give it a positive window, or none for all time",
+                a.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// The distinct windows in order of first use, and for each aggregate (window, position in it).
+    fn windows(&self) -> (Vec<Option<u64>>, Vec<(usize, usize)>) {
+        let mut windows: Vec<Option<u64>> = Vec::new();
+        let mut counts: Vec<usize> = Vec::new();
+        let places = self
+            .aggregates
+            .iter()
+            .map(|a| {
+                let w = windows
+                    .iter()
+                    .position(|w| *w == a.window_ms)
+                    .unwrap_or_else(|| {
+                        windows.push(a.window_ms);
+                        counts.push(0);
+                        windows.len() - 1
+                    });
+                counts[w] += 1;
+                (w, counts[w] - 1)
+            })
+            .collect();
+        (windows, places)
+    }
+}
+
+/// An event whose row has been released with its features.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Released {
+    /// The event's time (ms).
+    pub time: u64,
+    /// The event's row, as it was pushed.
+    pub row: Row,
+    /// Its features, in [`FeatureSpec::feature_names`] order.
+    pub features: Row,
+}
+
+/// One worker's feature view: see the module documentation.
+pub struct FeatureView {
+    spec: FeatureSpec,
+    windows: Vec<Option<u64>>,
+    /// For each aggregate, its window and its position there.
+    places: Vec<(usize, usize)>,
+    /// Output position of each feature as the dataflow computes them (table, then by window).
+    order: Vec<usize>,
+    built: dataflow::Built,
+    frontier: u64,
+}
+
+impl FeatureView {
+    /// Builds the view's dataflow on `worker` (every worker must, in the same order).
+    pub fn new(worker: &mut Worker, name: &str, spec: FeatureSpec) -> Result<Self> {
+        spec.validate()?;
+        let (windows, places) = spec.windows();
+        let kinds: Vec<Vec<AggKind>> = windows
+            .iter()
+            .enumerate()
+            .map(|(w, _)| {
+                let of_window = spec
+                    .aggregates
+                    .iter()
+                    .zip(&places)
+                    .filter(|(_, p)| p.0 == w);
+                of_window.map(|(a, _)| a.kind).collect()
+            })
+            .collect();
+        let width = spec.table_columns.len();
+        let built = dataflow::build(worker, name, width, &kinds);
+        // The dataflow appends window by window; `order[i]` is where spec feature i sits there.
+        let offsets: Vec<usize> = kinds
+            .iter()
+            .scan(width, |at, k| {
+                let start = *at;
+                *at += k.len();
+                Some(start)
+            })
+            .collect();
+        let order = (0..width)
+            .chain(places.iter().map(|(w, j)| offsets[*w] + j))
+            .collect();
+        Ok(FeatureView {
+            spec,
+            windows,
+            places,
+            order,
+            built,
+            frontier: 0,
+        })
+    }
+
+    /// What the view computes.
+    pub fn spec(&self) -> &FeatureSpec {
+        &self.spec
+    }
+
+    /// The time before which the view is complete: events before it are late.
+    pub fn frontier(&self) -> u64 {
+        self.frontier
+    }
+
+    /// Adds (`diff` 1) or removes (`diff` -1) a table row at `time`; a time before the frontier
+    /// takes effect at the frontier (the view cannot change its past).
+    pub fn update_table(&mut self, key: Value, row: Row, time: u64, diff: isize) -> Result<()> {
+        if row.len() != self.spec.table_columns.len() {
+            return Err(Error::Features(format!(
+                "a table row has {} values, the view's table has {} columns ({})",
+                row.len(),
+                self.spec.table_columns.len(),
+                crate::list(&self.spec.table_columns)
+            )));
+        }
+        self.built
+            .table
+            .update_at((key, row), time.max(self.frontier), diff);
+        Ok(())
+    }
+
+    /// Adds an event of `key` at `time` with its `row` and one input value per aggregate. An event
+    /// before the frontier is late, and an aggregate input of the wrong kind is an error naming the
+    /// aggregate: both leave the view unchanged.
+    pub fn push_event(&mut self, key: Value, time: u64, row: Row, inputs: Row) -> Result<()> {
+        self.check_event(time, &inputs)?;
+        let mut per_window = vec![Vec::new(); self.windows.len()];
+        for ((w, _), value) in self.places.iter().zip(inputs) {
+            per_window[*w].push(value);
+        }
+        for ((input, window), values) in self
+            .built
+            .windows
+            .iter_mut()
+            .zip(&self.windows)
+            .zip(per_window)
+        {
+            let data = (key.clone(), (time, values));
+            if let Some(w) = window {
+                input.update_at(data.clone(), time.saturating_add(*w), -1);
+            }
+            input.update_at(data, time, 1);
+        }
+        let pending = &mut self.built.pending;
+        pending.update_at((key.clone(), (time, row.clone())), time + 1, -1);
+        pending.update_at((key, (time, row)), time, 1);
+        Ok(())
+    }
+
+    fn check_event(&self, time: u64, inputs: &[Value]) -> Result<()> {
+        if time < self.frontier {
+            return Err(Error::Features(format!(
+                "late event: its time {time} ms is before the watermark {} ms",
+                self.frontier
+            )));
+        }
+        if inputs.len() != self.spec.aggregates.len() {
+            return Err(Error::Features(format!(
+                "an event brings {} aggregate inputs, the view has {} aggregates",
+                inputs.len(),
+                self.spec.aggregates.len()
+            )));
+        }
+        let wrong = self
+            .spec
+            .aggregates
+            .iter()
+            .zip(inputs)
+            .find(|(a, v)| a.kind.numeric() && !v.is_null() && v.as_f64().is_none());
+        match wrong {
+            Some((a, v)) => Err(Error::Features(format!(
+                "aggregate `{}` ({}) needs numbers, the event has {v:?}",
+                a.name, a.kind
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Moves the frontier to `time` (it never goes back): events before it are complete once
+    /// [`FeatureView::complete`] returns.
+    pub fn advance_to(&mut self, time: u64) {
+        let time = time.max(self.frontier);
+        self.frontier = time;
+        let built = &mut self.built;
+        built.table.advance_to(time);
+        built.pending.advance_to(time);
+        for input in &mut built.windows {
+            input.advance_to(time);
+        }
+    }
+
+    /// Steps `worker` until every time before the frontier is complete (every worker must call it
+    /// for the same frontier).
+    pub fn complete(&self, worker: &mut Worker, ctx: &WorkerContext) -> Result<()> {
+        let probe = self.built.probe.clone();
+        let frontier = self.frontier;
+        ctx.step_while(worker, || probe.less_than(&frontier))
+    }
+
+    /// The events of this worker's keys whose time is complete, with their features, by time and
+    /// row; each only once.
+    pub fn released(&mut self) -> Vec<Released> {
+        let probe = &self.built.probe;
+        let mut output = self.built.output.borrow_mut();
+        let (mut done, open): (Vec<_>, Vec<_>) = output
+            .drain(..)
+            .partition(|(_, time, _)| !probe.less_equal(time));
+        *output = open;
+        consolidate_updates(&mut done);
+        let order = &self.order;
+        let mut rows = Vec::new();
+        for ((time, row, computed), at, n) in done {
+            // At `time + 1` the event leaves again: only its arrival is a row.
+            if at != time || n <= 0 {
+                continue;
+            }
+            let features: Row = order.iter().map(|&i| computed[i].clone()).collect();
+            for _ in 0..n {
+                rows.push(Released {
+                    time,
+                    row: row.clone(),
+                    features: features.clone(),
+                });
+            }
+        }
+        rows
+    }
+
+    /// This worker's share of the view's state, compacted to the frontier.
+    pub fn state(&mut self) -> FeatureState {
+        let frontier = self.frontier;
+        let built = &mut self.built;
+        FeatureState {
+            frontier,
+            table: built.table.state(frontier),
+            pending: built.pending.state(frontier),
+            windows: built
+                .windows
+                .iter_mut()
+                .map(|w| w.state(frontier))
+                .collect(),
+        }
+    }
+
+    /// Loads the state every old worker saved (in worker order) into this new view, as worker
+    /// `ctx.index` of `ctx.peers`: call it on every worker before anything else is pushed.
+    pub fn restore(&mut self, states: &[FeatureState], ctx: &WorkerContext) -> Result<()> {
+        let Some(first) = states.first() else {
+            return Ok(());
+        };
+        if states
+            .iter()
+            .any(|s| s.frontier != first.frontier || s.windows.len() != self.windows.len())
+        {
+            return Err(Error::Features(format!(
+                "the checkpoint's feature state does not fit this view ({} windows here): was the view changed since the checkpoint?",
+                self.windows.len()
+            )));
+        }
+        let (index, peers) = (ctx.index, ctx.peers);
+        for (data, t, n) in state::deal(states.iter().map(|s| s.table.clone()), index, peers) {
+            self.built.table.update_at(data, t, n);
+        }
+        for (data, t, n) in state::deal(states.iter().map(|s| s.pending.clone()), index, peers) {
+            self.built.pending.update_at(data, t, n);
+        }
+        for (w, input) in self.built.windows.iter_mut().enumerate() {
+            let parts = states.iter().map(|s| s.windows[w].clone());
+            for (data, t, n) in state::deal(parts, index, peers) {
+                input.update_at(data, t, n);
+            }
+        }
+        self.advance_to(first.frontier);
+        Ok(())
+    }
+}

@@ -1,0 +1,109 @@
+//! A feature view's state in a checkpoint: every input's updates, compacted to the view's frontier.
+//!
+//! A differential collection is a function of its inputs, so the inputs' updates, with every time
+//! before the frontier advanced to it and the updates that cancel out removed, rebuild arrangements
+//! that answer every time at or after the frontier exactly as the uninterrupted ones do: the table as
+//! it stands, the events still inside a window (those that left it cancel: each was inserted at its
+//! time and retracted when its window passed), and the events still waiting for their features.
+
+use differential_dataflow::consolidation::consolidate_updates;
+use differential_dataflow::input::InputSession;
+use serde::{Deserialize, Serialize};
+
+use super::value::Value;
+
+/// A row of values.
+pub type Row = Vec<Value>;
+
+/// The updates one input received: (data, time, diff).
+type Updates<D> = Vec<(D, u64, isize)>;
+
+/// What a worker's inputs hold at a checkpoint. A job's state is every worker's; a restore on any
+/// number of workers deals the updates out again (they are re-keyed inside the dataflow).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FeatureState {
+    /// The frontier the updates are compacted to (the job's watermark at the checkpoint).
+    pub frontier: u64,
+    /// The table: (key, row).
+    pub table: Updates<(Value, Row)>,
+    /// Events waiting for their features: (key, (event time, row)).
+    pub pending: Updates<(Value, (u64, Row))>,
+    /// Per window, in the view's window order: (key, (event time, aggregate inputs)).
+    pub windows: Vec<Updates<(Value, (u64, Row))>>,
+}
+
+impl FeatureState {
+    /// Updates held, over all inputs.
+    pub fn len(&self) -> usize {
+        self.table.len() + self.pending.len() + self.windows.iter().map(Vec::len).sum::<usize>()
+    }
+
+    /// True when no input holds an update.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// An input session that remembers what it was given, so that it can be written to a checkpoint.
+pub(super) struct Logged<D: differential_dataflow::ExchangeData> {
+    pub(super) session: InputSession<u64, D, isize>,
+    log: Updates<D>,
+    /// Log length after the last compaction: the log is compacted again when it doubles.
+    compacted_len: usize,
+}
+
+impl<D: differential_dataflow::ExchangeData> Logged<D> {
+    pub(super) fn new(session: InputSession<u64, D, isize>) -> Self {
+        Logged {
+            session,
+            log: Vec::new(),
+            compacted_len: 0,
+        }
+    }
+
+    /// Sends `data` with `diff` at `time` (at or after the session's time).
+    pub(super) fn update_at(&mut self, data: D, time: u64, diff: isize) {
+        self.session.update_at(data.clone(), time, diff);
+        self.log.push((data, time, diff));
+    }
+
+    /// Moves the session to `time` and releases what it holds to the dataflow. The log is compacted
+    /// to `time` when it has doubled since its last compaction.
+    pub(super) fn advance_to(&mut self, time: u64) {
+        self.session.advance_to(time);
+        self.session.flush();
+        if self.log.len() > 2 * self.compacted_len.max(1024) {
+            self.compact(time);
+        }
+    }
+
+    fn compact(&mut self, frontier: u64) {
+        for (_, t, _) in self.log.iter_mut() {
+            *t = (*t).max(frontier);
+        }
+        consolidate_updates(&mut self.log);
+        self.compacted_len = self.log.len();
+    }
+
+    /// The log compacted to `frontier`.
+    pub(super) fn state(&mut self, frontier: u64) -> Updates<D> {
+        self.compact(frontier);
+        self.log.clone()
+    }
+}
+
+/// The updates of worker `index` of `peers` when `parts` (every old worker's updates, in worker
+/// order) are dealt out again.
+pub(super) fn deal<D: Clone>(
+    parts: impl IntoIterator<Item = Vec<(D, u64, isize)>>,
+    index: usize,
+    peers: usize,
+) -> Vec<(D, u64, isize)> {
+    parts
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter(|(i, _)| i % peers == index)
+        .map(|(_, u)| u)
+        .collect()
+}
