@@ -73,6 +73,7 @@ pub struct Pipeline {
     /// User steps given as closures, registered under their names when the pipeline is built.
     steps: Vec<(String, Step)>,
     sinks: Vec<SinkSpec>,
+    features: Option<millrace_operators::spec::FeaturesSpec>,
 }
 
 /// When a streaming job started by [`Pipeline::run_stream`] stops (besides `stop` being set).
@@ -105,6 +106,7 @@ impl Pipeline {
             branches: Vec::new(),
             steps: Vec::new(),
             sinks: Vec::new(),
+            features: None,
         }
     }
 
@@ -240,6 +242,13 @@ impl Pipeline {
             &mut self.preprocess.steps_before_sql
         };
         list.push(name.to_owned());
+        self
+    }
+
+    /// Joins incremental features onto each streamed record, as of its event time: a table on a
+    /// key and per-key aggregates (the `[features]` section of a pipeline file).
+    pub fn features(mut self, features: millrace_operators::spec::FeaturesSpec) -> Self {
+        self.features = Some(features);
         self
     }
 
@@ -405,6 +414,7 @@ impl Pipeline {
             checkpoint: self.checkpoint.clone(),
             branch: self.branches.clone(),
             sink: self.sinks.clone(),
+            features: self.features.clone(),
         })
     }
 

@@ -77,6 +77,8 @@ pub struct DeltaSnapshot {
     pub partition_columns: Vec<String>,
     /// Live files sorted by path.
     pub files: Vec<DeltaFile>,
+    /// When the version was committed (its `commitInfo.timestamp`, epoch ms), when the log says.
+    pub timestamp_ms: Option<i64>,
 }
 
 /// One live data file of a [`DeltaSnapshot`].
@@ -208,10 +210,16 @@ pub async fn load_snapshot(
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Action {
+    commit_info: Option<CommitInfo>,
     add: Option<AddAction>,
     remove: Option<RemoveAction>,
     meta_data: Option<MetaData>,
     protocol: Option<Protocol>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CommitInfo {
+    timestamp: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -279,6 +287,8 @@ struct Replay {
     files: HashMap<String, LiveFile>,
     /// Names of the log files read, for error messages.
     sources: Vec<String>,
+    /// The commit timestamp of the last commit replayed.
+    timestamp_ms: Option<i64>,
 }
 
 impl Replay {
@@ -288,6 +298,9 @@ impl Replay {
     }
 
     fn apply(&mut self, action: Action, origin: (usize, usize), checkpoint: bool) {
+        if let Some(info) = action.commit_info {
+            self.timestamp_ms = info.timestamp;
+        }
         if let Some(protocol) = action.protocol {
             self.protocol = Some(protocol);
         }
@@ -432,6 +445,7 @@ impl Replay {
             schema: Arc::new(schema),
             partition_columns,
             files,
+            timestamp_ms: self.timestamp_ms,
         })
     }
 }
@@ -488,6 +502,7 @@ fn replay_commit(name: &str, bytes: &[u8], url: &str, replay: &mut Replay) -> Re
     let text = std::str::from_utf8(bytes)
         .map_err(|e| corrupt(url, name, format!("not UTF-8 text ({e})")))?;
     let source = replay.source(name);
+    replay.timestamp_ms = None;
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;

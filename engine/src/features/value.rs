@@ -9,15 +9,16 @@ use std::hash::{Hash, Hasher};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{
-    DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type,
-    UInt16Type, UInt32Type, UInt64Type,
+    DataType, Date32Type, Date64Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type,
+    Int64Type, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
+    TimestampNanosecondType, TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
-/// A scalar cell. Integers of every width become [`Value::Int`], floats [`Value::Float`], strings
-/// (`Utf8`, `LargeUtf8`, `Utf8View`) [`Value::Str`].
+/// A scalar cell. Integers of every width, timestamps (in their unit) and dates become
+/// [`Value::Int`], floats [`Value::Float`], strings (`Utf8`, `LargeUtf8`, `Utf8View`) [`Value::Str`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Value {
     /// No value (a null cell, a key without a table row, an aggregate over no values).
@@ -30,6 +31,8 @@ pub enum Value {
     Float(f64),
     /// A string.
     Str(String),
+    /// Bytes (a Kafka record key).
+    Bytes(Vec<u8>),
 }
 
 impl Value {
@@ -40,6 +43,7 @@ impl Value {
             Value::Int(_) => 2,
             Value::Float(_) => 3,
             Value::Str(_) => 4,
+            Value::Bytes(_) => 5,
         }
     }
 
@@ -84,6 +88,9 @@ impl Value {
             DataType::Float64 => Ok(Value::Float(
                 column.as_primitive::<Float64Type>().value(row),
             )),
+            DataType::Timestamp(unit, _) => int(timestamp(column, *unit, row)),
+            DataType::Date32 => int(column.as_primitive::<Date32Type>().value(row).into()),
+            DataType::Date64 => int(column.as_primitive::<Date64Type>().value(row)),
             DataType::Utf8 => Ok(Value::Str(column.as_string::<i32>().value(row).to_string())),
             DataType::LargeUtf8 => Ok(Value::Str(column.as_string::<i64>().value(row).to_string())),
             DataType::Utf8View => Ok(Value::Str(column.as_string_view().value(row).to_string())),
@@ -127,6 +134,16 @@ impl Value {
     }
 }
 
+/// The raw value of a timestamp cell, in the column's unit.
+fn timestamp(column: &dyn Array, unit: TimeUnit, row: usize) -> i64 {
+    match unit {
+        TimeUnit::Second => column.as_primitive::<TimestampSecondType>().value(row),
+        TimeUnit::Millisecond => column.as_primitive::<TimestampMillisecondType>().value(row),
+        TimeUnit::Microsecond => column.as_primitive::<TimestampMicrosecondType>().value(row),
+        TimeUnit::Nanosecond => column.as_primitive::<TimestampNanosecondType>().value(row),
+    }
+}
+
 impl PartialEq for Value {
     fn eq(&self, other: &Self) -> bool {
         self.cmp(other) == Ordering::Equal
@@ -148,6 +165,7 @@ impl Ord for Value {
             (Value::Int(a), Value::Int(b)) => a.cmp(b),
             (Value::Float(a), Value::Float(b)) => a.total_cmp(b),
             (Value::Str(a), Value::Str(b)) => a.cmp(b),
+            (Value::Bytes(a), Value::Bytes(b)) => a.cmp(b),
             _ => self.rank().cmp(&other.rank()),
         }
     }
@@ -162,6 +180,7 @@ impl Hash for Value {
             Value::Int(i) => i.hash(state),
             Value::Float(f) => f.to_bits().hash(state),
             Value::Str(s) => s.hash(state),
+            Value::Bytes(b) => b.hash(state),
         }
     }
 }

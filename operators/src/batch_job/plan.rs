@@ -126,7 +126,7 @@ impl JobPlan {
         )?;
         // The split hashes what the pipeline reads, whatever the sinks add.
         let split_columns = needed.clone();
-        let ingest_columns = check_sinks(&spec, &dataset.schema(), out, &mut needed)?;
+        let ingest_columns = check_sinks(&spec, &dataset.schema(), out, None, &mut needed)?;
         let sql = SqlPlan::plan_steps(p.sql.as_deref(), &p.steps(), &dataset.schema(), &needed)?;
         let ingest_columns = (dataset.schema().fields().iter())
             .map(|f| f.name().clone())
@@ -194,13 +194,15 @@ impl JobPlan {
     }
 }
 
-/// Checks the `[[sink]]`s' columns and URLs against the dataset (`input`) and what the
-/// preprocess makes (`out`), adds what the sinks after the preprocess need to `needed`, and
-/// returns the input columns the sinks after ingest need.
+/// Checks the `[[sink]]`s' columns and URLs against the dataset (`input`), what the preprocess
+/// makes (`out`) and, in a streaming job with `[features]`, the rows with their features
+/// (`with_features`); adds what the sinks after the preprocess need to `needed`, and returns the
+/// input columns the sinks after ingest need.
 pub(crate) fn check_sinks(
     spec: &PipelineSpec,
     input: &Schema,
     out: &Schema,
+    with_features: Option<&Schema>,
     needed: &mut Vec<String>,
 ) -> Result<Vec<String>> {
     let names = |schema: &Schema| -> Vec<String> {
@@ -208,9 +210,19 @@ pub(crate) fn check_sinks(
     };
     let mut ingest = Vec::new();
     for sink in &spec.sink {
-        let (schema, into) = match sink.after {
-            SinkPoint::Ingest => (input, &mut ingest),
-            SinkPoint::Preprocess => (out, &mut *needed),
+        let (schema, into) = match (sink.after, with_features) {
+            (SinkPoint::Ingest, _) => (input, &mut ingest),
+            (SinkPoint::Preprocess, _) => (out, &mut *needed),
+            (SinkPoint::Features, Some(rows)) => (rows, &mut *needed),
+            (SinkPoint::Features, None) => {
+                return Err(Error::config(
+                    "sink.after",
+                    format!(
+                        "sink '{}' takes its rows after the features, but there is no [features] section (a streaming job's)",
+                        sink.name
+                    ),
+                ));
+            }
         };
         let columns = sink.needs().unwrap_or_else(|| names(schema));
         for c in &columns {
@@ -225,7 +237,10 @@ pub(crate) fn check_sinks(
                     ),
                 ));
             }
-            if !into.contains(c) {
+            // A feature column comes from the view, not from the SQL.
+            if !into.contains(c)
+                && (sink.after != SinkPoint::Features || out.field_with_name(c).is_ok())
+            {
                 into.push(c.clone());
             }
         }

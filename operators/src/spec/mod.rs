@@ -13,10 +13,12 @@ use millrace_ml::preprocess::{NullPolicy, SequenceSpec};
 use millrace_ml::trainer::LossChoice;
 
 mod checkpoint;
+mod features;
 mod serve;
 mod sink;
 mod train;
 pub use checkpoint::CheckpointSpec;
+pub use features::{FeatureAggregateSpec, FeatureTableSpec, FeaturesSpec};
 use serde::{Deserialize, Serialize};
 pub use serve::ServeSpec;
 pub use sink::{KafkaTopicSpec, SinkPoint, SinkSpec};
@@ -68,6 +70,10 @@ pub struct PipelineSpec {
     /// after ingest or after the preprocess.
     #[serde(default)]
     pub sink: Vec<SinkSpec>,
+    /// Incremental features of a streaming job (`[features]`): a table joined on a key and
+    /// per-key aggregates, as of each record's event time.
+    #[serde(default)]
+    pub features: Option<FeaturesSpec>,
 }
 
 /// One `[[branch]]`: a named train-step with its own model and hyperparameters.

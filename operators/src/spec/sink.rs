@@ -17,6 +17,9 @@ pub enum SinkPoint {
     /// before the encoding: the training rows.
     #[default]
     Preprocess,
+    /// The rows with their `[features]` columns, as they are trained (streaming jobs with
+    /// `[features]`).
+    Features,
 }
 
 impl SinkPoint {
@@ -25,6 +28,7 @@ impl SinkPoint {
         match self {
             SinkPoint::Ingest => "ingest",
             SinkPoint::Preprocess => "preprocess",
+            SinkPoint::Features => "features",
         }
     }
 }

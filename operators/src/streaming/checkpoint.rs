@@ -19,8 +19,9 @@ use crate::Result;
 use crate::checkpoint::{CheckpointStore, decode, encode};
 use crate::streaming::window::WindowState;
 
-/// 3: per-partition watermarks (`watermark_ms`, `partition_events`); 4: `[[branch]]` states.
-pub(crate) const FORMAT: u32 = 4;
+/// 3: per-partition watermarks (`watermark_ms`, `partition_events`); 4: `[[branch]]` states;
+/// 5: the `[features]` view.
+pub(crate) const FORMAT: u32 = 5;
 
 /// Everything a streaming job needs to continue exactly where it was.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -64,6 +65,8 @@ pub struct Checkpoint {
     pub windows: Vec<WindowState>,
     /// Each `[[branch]]`'s model, optimiser and prequential window.
     pub branches: Vec<BranchState>,
+    /// The `[features]` view: every worker's state and the table's version.
+    pub features: Option<crate::streaming::FeaturesCheckpoint>,
 }
 
 /// What a checkpoint keeps of one `[[branch]]`.

@@ -8,8 +8,12 @@ use millrace_engine::timely::worker::Worker;
 use millrace_engine::{Collective, WorkerContext};
 use millrace_ml::preprocess::{FitState, FittedPreprocessor};
 
+use super::features::FeatureStage;
 use super::input::{Input, Pending};
+use super::late::EventTime;
 use super::run::Shared;
+use super::watermark::job_watermark;
+use super::worker::now_ms;
 use super::worker::{Counters, StepMsg};
 use crate::preprocess::{CompiledSql, merge_fits};
 use crate::{Error, Result};
@@ -64,6 +68,17 @@ pub(super) fn fit_on_dataset(
     Ok(merged.finish()?)
 }
 
+/// What the warm-up reads with and moves on.
+pub(super) struct WarmUp<'a> {
+    pub(super) input: &'a mut Input,
+    pub(super) counters: &'a mut Counters,
+    /// With `[features]`, the preprocessing is fitted on the records the view released (they
+    /// have their feature columns), so the warm-up keeps the watermark moving.
+    pub(super) features: Option<&'a mut FeatureStage>,
+    pub(super) event_time: Option<&'a mut EventTime>,
+    pub(super) watermark: &'a mut Option<i64>,
+}
+
 /// Reads records until `warmup_records` have arrived over all workers (or the stream stops or
 /// idles out), fits the preprocessing on them, and keeps them to be trained on first.
 pub(super) fn warm_up(
@@ -72,14 +87,17 @@ pub(super) fn warm_up(
     shared: &Shared,
     steps: &mut Collective<StepMsg>,
     fits: &mut Collective<FitState>,
-    input: &mut Input,
-    counters: &mut Counters,
+    warm: &mut WarmUp<'_>,
 ) -> Result<(FittedPreprocessor, Pending)> {
+    let WarmUp {
+        input, counters, ..
+    } = warm;
     let plan = &shared.plan;
     let stream = &plan.stream;
     let mut fit = FitState::new(&plan.features, plan.label_kind);
     let mut batches = Vec::new();
     let mut seen = 0u64;
+    let mut released = 0u64;
     let mut idle_since: Option<Instant> = None;
     let poll_timeout = Duration::from_millis(stream.poll_timeout_ms);
     loop {
@@ -93,12 +111,28 @@ pub(super) fn warm_up(
         let mut msg = StepMsg {
             read,
             dead,
+            // With features: the records released after the previous exchange.
+            rows: std::mem::take(&mut released),
             ..StepMsg::default()
         };
-        if let Some(p) = prepared {
-            fit.update(&p.batch)?;
-            msg.rows = p.batch.num_rows() as u64;
-            batches.push(p);
+        match (prepared, warm.features.as_deref_mut()) {
+            (Some(p), None) => {
+                fit.update(&p.batch)?;
+                msg.rows = p.batch.num_rows() as u64;
+                batches.push(p);
+            }
+            (Some(mut p), Some(stage)) => {
+                if let Some(e) = warm.event_time.as_deref_mut() {
+                    let (kept, late) = e.split(p, *warm.watermark, now_ms(), &mut input.dead)?;
+                    msg.late = late;
+                    p = kept;
+                }
+                msg.dead += stage.push(&p, &mut input.dead)?;
+            }
+            (None, _) => {}
+        }
+        if let Some(e) = warm.event_time.as_deref() {
+            msg.watermark = e.watermarks.mark(now_ms());
         }
         if ctx.index == 0 {
             let idle_out = match (shared.idle_timeout, idle_since) {
@@ -112,7 +146,18 @@ pub(super) fn warm_up(
         let step_rows: u64 = all.iter().map(|m| m.rows).sum();
         counters.read += all.iter().map(|m| m.read).sum::<u64>();
         counters.dead += all.iter().map(|m| m.dead).sum::<u64>();
+        counters.late += all.iter().map(|m| m.late).sum::<u64>();
         seen += step_rows;
+        if let Some(stage) = warm.features.as_deref_mut() {
+            *warm.watermark = job_watermark(*warm.watermark, all.iter().map(|m| m.watermark));
+            stage.advance(worker, ctx, *warm.watermark, false)?;
+            if let Some(r) = stage.released()? {
+                input.write_sinks(crate::spec::SinkPoint::Features, &r.batch);
+                fit.update(&r.batch)?;
+                released += r.batch.num_rows() as u64;
+                batches.push(r);
+            }
+        }
         if all.iter().all(|m| m.read == 0) {
             idle_since.get_or_insert_with(Instant::now);
         } else {
@@ -122,11 +167,31 @@ pub(super) fn warm_up(
         if seen >= stream.warmup_records || (stop && seen > 0) {
             break;
         }
+        if stop && warm.features.is_some() {
+            // Records released after the last exchange: one more tells every worker (all of
+            // them take it: `stop` is worker 0's word).
+            let msg = StepMsg {
+                rows: std::mem::take(&mut released),
+                ..StepMsg::default()
+            };
+            if steps
+                .all_gather(worker, ctx, msg)?
+                .iter()
+                .any(|m| m.rows > 0)
+            {
+                break;
+            }
+        }
         if stop {
+            let waiting = if warm.features.is_some() {
+                " (with [features], a record counts once the watermark has passed it: lower stream.max_out_of_orderness or fit on an [ingest] dataset)"
+            } else {
+                ""
+            };
             return Err(Error::config(
                 "stream.warmup_records",
                 format!(
-                    "the stream stopped before any record arrived to fit the preprocessing on (topic '{}')",
+                    "the stream stopped before any record arrived to fit the preprocessing on (topic '{}'){waiting}",
                     stream.topic
                 ),
             ));

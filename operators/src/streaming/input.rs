@@ -66,6 +66,33 @@ pub(crate) struct Prepared {
 }
 
 impl Prepared {
+    /// `parts` as one batch (`None` when there is none).
+    pub(crate) fn concat(mut parts: Vec<Prepared>) -> Result<Option<Prepared>> {
+        if parts.len() <= 1 {
+            return Ok(parts.pop());
+        }
+        let schema = parts[0].batch.schema();
+        let batch = arrow::compute::concat_batches(&schema, parts.iter().map(|p| &p.batch))?;
+        let mut origins = Origins {
+            key: parts[0].origins.key.as_ref().map(|_| Vec::new()),
+            ..Origins::default()
+        };
+        let mut produced_ms = Vec::with_capacity(batch.num_rows());
+        for part in parts {
+            produced_ms.extend(part.produced_ms);
+            origins.partition.extend(part.origins.partition);
+            origins.offset.extend(part.origins.offset);
+            if let (Some(all), Some(keys)) = (origins.key.as_mut(), part.origins.key) {
+                all.extend(keys);
+            }
+        }
+        Ok(Some(Prepared {
+            batch,
+            produced_ms,
+            origins,
+        }))
+    }
+
     /// The rows where `keep` is true.
     pub(crate) fn filter(&self, keep: &BooleanArray) -> Result<Prepared> {
         let rows: Vec<usize> = (0..keep.len())
@@ -176,7 +203,7 @@ impl Input {
         }
     }
 
-    fn write_sinks(&mut self, point: SinkPoint, batch: &RecordBatch) {
+    pub(super) fn write_sinks(&mut self, point: SinkPoint, batch: &RecordBatch) {
         for sink in self.sinks.iter_mut().filter(|s| s.point() == point) {
             sink.write(batch);
         }

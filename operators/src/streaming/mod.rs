@@ -19,6 +19,7 @@
 
 pub mod checkpoint;
 mod clock;
+pub mod features;
 mod fit;
 mod input;
 mod late;
@@ -36,6 +37,7 @@ mod worker;
 
 pub use checkpoint::{Checkpoint, StreamCheckpoints};
 pub use clock::{FinishedStream, StreamPhases};
+pub use features::{FeaturePlan, FeaturesCheckpoint};
 pub use plan::StreamPlan;
 pub use run::{
     StreamBranchSummary, StreamOptions, StreamSummary, run_stream, run_stream_without_summary,

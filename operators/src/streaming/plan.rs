@@ -14,6 +14,7 @@ use super::spec::{MessageEncoding, StreamSpec, parse_duration};
 use crate::batch_job::plan::{check_preprocess, dedupe_check, feature_spec};
 use crate::preprocess::SqlPlan;
 use crate::spec::PipelineSpec;
+use crate::streaming::features::{self, FeaturePlan};
 use crate::streaming::window::WindowSpec;
 use crate::{Error, Result};
 
@@ -49,6 +50,8 @@ pub struct StreamPlan {
     pub fit_on: Option<(ParquetDataset, SqlPlan)>,
     /// The event-time windows, checked against the SQL's output.
     pub window: Option<WindowSpec>,
+    /// `[features]`: the table and aggregates joined onto each record after the SQL.
+    pub feature_view: Option<FeaturePlan>,
 }
 
 impl StreamPlan {
@@ -74,9 +77,31 @@ impl StreamPlan {
         let features: Vec<String> = spec.feature_columns();
         dedupe_check(&features)?;
         let produced = SqlPlan::plan_steps(p.sql.as_deref(), &p.steps(), &record_schema, &[])?;
-        let label_kind = check_preprocess(&spec, &produced.output_schema)?;
-        let mut needed = features.clone();
+        // Feature columns come from the view, after the SQL: the encoding sees them, the SQL not.
+        let feature_view = FeaturePlan::new(&spec, &produced.output_schema)?;
+        let view_names = feature_view
+            .as_ref()
+            .map(FeaturePlan::names)
+            .unwrap_or_default();
+        let encoded = match &feature_view {
+            Some(v) => features::with_view(&produced.output_schema, v),
+            None => produced.output_schema.clone(),
+        };
+        let label_kind = check_preprocess(&spec, &encoded)?;
+        let mut needed: Vec<String> = features
+            .iter()
+            .filter(|f| !view_names.contains(f))
+            .cloned()
+            .collect();
         needed.push(p.label.clone());
+        if let Some(v) = &feature_view {
+            needed.extend(
+                v.columns()
+                    .into_iter()
+                    .filter(|c| !needed.contains(c))
+                    .collect::<Vec<_>>(),
+            );
+        }
         if let Some(t) = &stream.event_time {
             if produced.output_schema.field_with_name(t).is_err() {
                 return Err(Error::config(
@@ -99,12 +124,21 @@ impl StreamPlan {
             &spec,
             &record_schema,
             &produced.output_schema,
+            feature_view.as_ref().map(|_| encoded.as_ref()),
             &mut needed,
         )?;
         let sql = SqlPlan::plan_steps(p.sql.as_deref(), &p.steps(), &record_schema, &needed)?;
+        if let Some(v) = &feature_view {
+            v.check_records(&sql.output_schema)?;
+        }
         let serve_schema = match &format {
             MessageFormat::Json { schema } => schema.clone(),
             _ => record_schema.clone(),
+        };
+        // Until served requests get their features from the view, they carry them as fields.
+        let serve_schema = match &feature_view {
+            Some(v) => features::with_view(&serve_schema, v),
+            None => serve_schema,
         };
         let serve_sql =
             SqlPlan::plan_steps(p.sql.as_deref(), &p.steps(), &serve_schema, &features)?;
@@ -140,6 +174,7 @@ impl StreamPlan {
             label_kind,
             fit_on,
             window,
+            feature_view,
         })
     }
 }

@@ -109,6 +109,7 @@ pub(crate) struct Inner {
     pub files: Vec<ParquetFileInfo>,
     pub states: Vec<FileState>,
     pub delta_version: Option<i64>,
+    pub delta_timestamp_ms: Option<i64>,
 }
 
 /// A Parquet file, a directory tree of Parquet files, or a Delta table, sharing one schema.
@@ -152,6 +153,7 @@ impl ParquetDataset {
             partition_columns,
             delta_types,
             delta_version,
+            delta_timestamp_ms,
             is_delta,
         } = list_files(&location, options).await?;
         let (file_schema, files, states) = read_footers(&location, listed).await?;
@@ -182,6 +184,7 @@ impl ParquetDataset {
                 files,
                 states,
                 delta_version,
+                delta_timestamp_ms,
             }),
         })
     }
@@ -218,6 +221,11 @@ impl ParquetDataset {
     /// The Delta table version read, for Delta tables.
     pub fn delta_version(&self) -> Option<i64> {
         self.inner.delta_version
+    }
+
+    /// For a Delta table, when its version was committed (epoch ms), when its log says.
+    pub fn delta_timestamp_ms(&self) -> Option<i64> {
+        self.inner.delta_timestamp_ms
     }
 
     /// Total rows over all files.

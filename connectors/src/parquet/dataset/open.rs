@@ -9,6 +9,7 @@ pub(super) struct Listing {
     pub(super) partition_columns: Vec<String>,
     pub(super) delta_types: BTreeMap<String, DataType>,
     pub(super) delta_version: Option<i64>,
+    pub(super) delta_timestamp_ms: Option<i64>,
     pub(super) is_delta: bool,
 }
 
@@ -26,6 +27,7 @@ pub(super) async fn list_files(
             .await
             .unwrap_or(false),
     };
+    let mut delta_timestamp_ms = None;
     let (listed, partition_columns, delta_types, delta_version) = if is_delta {
         let snapshot = delta::load_snapshot(
             location.store.as_ref(),
@@ -34,6 +36,7 @@ pub(super) async fn list_files(
             options.delta_version,
         )
         .await?;
+        delta_timestamp_ms = snapshot.timestamp_ms;
         let types: BTreeMap<String, DataType> = snapshot
             .schema
             .fields()
@@ -93,6 +96,7 @@ pub(super) async fn list_files(
         partition_columns,
         delta_types,
         delta_version,
+        delta_timestamp_ms,
         is_delta,
     })
 }

@@ -19,6 +19,7 @@ use millrace_ml::trainer::TargetsRef;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::Checkpoint;
+use super::features::FeatureStage;
 use super::fit::{fit_on_dataset, share, warm_up};
 use super::input::{Input, Pending};
 use super::late::EventTime;
@@ -33,6 +34,7 @@ use crate::preprocess::CompiledSql;
 use crate::streaming::window::{LatePolicy, WindowResult, WindowState, Windower};
 use crate::train::apply_summed_gradient;
 use crate::{Error, Result};
+use millrace_engine::features::FeatureState;
 
 mod branches;
 mod open;
@@ -74,6 +76,10 @@ pub(crate) struct StepMsg {
     pub(super) window_state: Option<WindowState>,
     /// Each `[[branch]]`'s gradient and scores of this worker's rows (empty without rows).
     pub(super) branches: Vec<BranchPart>,
+    /// On checkpoint steps: this worker's `[features]` view state.
+    pub(super) features: Option<FeatureState>,
+    /// Worker 0: the feature table's version every worker moves to after this step.
+    pub(super) table_version: Option<i64>,
 }
 
 /// Worker 0's decisions for a step, as every worker acts on them.
@@ -134,6 +140,7 @@ pub(crate) fn run_worker(
         if !job.apply_step(ctx, shared, &all)? {
             break;
         }
+        job.advance_features(worker, ctx, &all)?;
     }
     job.finish(worker, ctx, &mut steps)
 }
@@ -205,6 +212,12 @@ struct StreamWorker {
     log: Option<StepLog>,
     /// The clock of `rows_per_s`: every record this run reads, the warm-up too.
     started: Instant,
+    /// `[features]`: the view the records wait in for their features, and the records it
+    /// released after the previous step (trained in this one).
+    features: Option<FeatureStage>,
+    released: Vec<crate::streaming::input::Prepared>,
+    /// The view's state taken before the end-of-input drain, for the stop's checkpoint.
+    drained: Option<FeatureState>,
 }
 
 /// The sums of one step over every worker's message, in worker order.

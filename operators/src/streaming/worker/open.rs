@@ -30,12 +30,35 @@ impl StreamWorker {
         let no_pending = || Pending {
             batches: Vec::new(),
         };
+        let mut features = match &plan.feature_view {
+            Some(view) => Some(FeatureStage::open(
+                worker,
+                ctx,
+                view,
+                &plan.spec,
+                plan.sql.output_schema.clone(),
+                resume.and_then(|c| c.features.as_ref()),
+                input.keep_keys,
+            )?),
+            None => None,
+        };
+        let mut event_time = open_event_time(shared, &input);
+        let mut watermark = resume.and_then(|c| c.watermark_ms);
         let (fitted, pending) = match resume {
             Some(c) => (c.preprocess.clone(), no_pending()),
             None if plan.fit_on.is_some() => {
                 (fit_on_dataset(worker, ctx, shared, fits)?, no_pending())
             }
-            None => warm_up(worker, ctx, shared, steps, fits, &mut input, &mut counters)?,
+            None => {
+                let mut warm = super::super::fit::WarmUp {
+                    input: &mut input,
+                    counters: &mut counters,
+                    features: features.as_mut(),
+                    event_time: event_time.as_mut(),
+                    watermark: &mut watermark,
+                };
+                warm_up(worker, ctx, shared, steps, fits, &mut warm)?
+            }
         };
         let mut trainer = plan
             .spec
@@ -45,21 +68,6 @@ impl StreamWorker {
             trainer.set_parameters(&c.parameters)?;
             trainer.restore_optimizer(c.optimizer.clone())?;
         }
-        let event_time = stream.event_time.as_ref().map(|column| EventTime {
-            column: column.clone(),
-            watermarks: PartitionWatermarks::new(
-                &input.source.assignment(),
-                &resume
-                    .map(|c| c.partition_events.clone())
-                    .unwrap_or_default(),
-                plan.lateness_ms,
-                i64::try_from(stream.idle_timeout.as_millis()).ok(),
-                now_ms(),
-            ),
-            dead_letter: stream.late == LatePolicy::DeadLetter,
-            bound: stream.max_out_of_orderness.clone(),
-            topic: stream.topic.clone(),
-        });
         Ok(StreamWorker {
             input,
             pending,
@@ -85,8 +93,11 @@ impl StreamWorker {
                 steps_since_checkpoint: 0,
                 idle_since: None,
             },
-            watermark: resume.and_then(|c| c.watermark_ms),
+            watermark,
             event_time,
+            features,
+            released: Vec::new(),
+            drained: None,
             freshness: Freshness::default(),
             log: shared.log.clone(),
             started,
@@ -94,6 +105,28 @@ impl StreamWorker {
             trainer,
         })
     }
+}
+
+/// The event-time bookkeeping of this worker's partitions (from the checkpoint on a resume).
+fn open_event_time(shared: &Shared, input: &Input) -> Option<EventTime> {
+    let plan = &shared.plan;
+    let stream = &plan.stream;
+    let resume = shared.resume.as_ref();
+    stream.event_time.as_ref().map(|column| EventTime {
+        column: column.clone(),
+        watermarks: PartitionWatermarks::new(
+            &input.source.assignment(),
+            &resume
+                .map(|c| c.partition_events.clone())
+                .unwrap_or_default(),
+            plan.lateness_ms,
+            i64::try_from(stream.idle_timeout.as_millis()).ok(),
+            now_ms(),
+        ),
+        dead_letter: stream.late == LatePolicy::DeadLetter,
+        bound: stream.max_out_of_orderness.clone(),
+        topic: stream.topic.clone(),
+    })
 }
 
 /// This worker's share of the topic's partitions (from the checkpoint's offsets on a resume),

@@ -12,15 +12,24 @@ impl StreamWorker {
             .max_records
             .map(|n| share(n.saturating_sub(self.counters.read), ctx.peers));
         let max_batch = stream.max_batch_records;
+        // Draining the features at the end of the input: no more records are taken.
+        let drained =
+            self.features.is_some() && self.schedule.stop_now && self.schedule.end_of_input;
+        let mut msg = StepMsg::default();
         let (prepared, read, mut dead) = match self.pending.batches.pop() {
+            // With features, the warm-up kept records that already have theirs.
+            Some(prepared) if self.features.is_some() => {
+                let dead = self.train_on(&prepared, stream, &mut msg)?;
+                (None, 0, dead)
+            }
             Some(prepared) => (Some(prepared), 0, 0),
+            None if drained => (None, 0, 0),
             None => self.input.poll(
                 remaining.map_or(max_batch, |r| r.min(max_batch)),
                 Duration::from_millis(stream.poll_timeout_ms),
             )?,
         };
         let mut late = 0u64;
-        let mut msg = StepMsg::default();
         if let Some(mut prepared) = prepared {
             if let Some(event_time) = self.event_time.as_mut() {
                 let (kept, behind) =
@@ -32,7 +41,22 @@ impl StreamWorker {
                     late += pushed.late_rows as u64;
                 }
             }
-            dead += self.train_on(&prepared, stream, &mut msg)?;
+            match self.features.as_mut() {
+                Some(stage) => dead += stage.push(&prepared, &mut self.input.dead)?,
+                None => dead += self.train_on(&prepared, stream, &mut msg)?,
+            }
+        }
+        dead += self.train_released(stream, &mut msg)?;
+        if let Some(stage) = self.features.as_mut() {
+            if ctx.index == 0 {
+                msg.table_version = stage.newer_table()?;
+            }
+            if self.schedule.checkpoint_now {
+                msg.features = Some(match self.drained.take() {
+                    Some(state) => state,
+                    None => stage.state(),
+                });
+            }
         }
         msg.pending = !self.pending.batches.is_empty();
         msg.read = read;
@@ -57,6 +81,54 @@ impl StreamWorker {
             msg.window_state = self.windows.windower.as_ref().map(Windower::snapshot);
         }
         Ok(msg)
+    }
+
+    /// Trains on the records the features released after the previous step (when no warm-up
+    /// batch was trained in this one: a step trains one batch).
+    fn train_released(
+        &mut self,
+        stream: &crate::streaming::StreamSpec,
+        msg: &mut StepMsg,
+    ) -> Result<u64> {
+        if msg.rows > 0 || self.released.is_empty() {
+            return Ok(0);
+        }
+        match crate::streaming::input::Prepared::concat(std::mem::take(&mut self.released))? {
+            Some(rows) => self.train_on(&rows, stream, msg),
+            None => Ok(0),
+        }
+    }
+
+    /// After every worker applied the step: the feature table moves to the version worker 0
+    /// chose, the view to the job's watermark (to the end when the input ended), and the records
+    /// whose features are complete are kept for the next step.
+    pub(super) fn advance_features(
+        &mut self,
+        worker: &mut Worker,
+        ctx: &WorkerContext,
+        all: &[StepMsg],
+    ) -> Result<()> {
+        let Some(stage) = self.features.as_mut() else {
+            return Ok(());
+        };
+        if let Some(version) = all.first().and_then(|m| m.table_version) {
+            stage.move_table(version, ctx)?;
+        }
+        let drain = self.schedule.stop_now && self.schedule.end_of_input;
+        if drain {
+            // The checkpoint of the stop keeps the view as it stands, less the records the drain
+            // trains: a resumed job goes on from the watermark, not from the end of time.
+            let mut state = stage.state();
+            state.pending.clear();
+            self.drained = Some(state);
+        }
+        stage.advance(worker, ctx, self.watermark, drain)?;
+        if let Some(rows) = stage.released()? {
+            self.input
+                .write_sinks(crate::spec::SinkPoint::Features, &rows.batch);
+            self.released.push(rows);
+        }
+        Ok(())
     }
 
     /// Encodes `prepared`, dead-letters the rows that do not encode, scores the others with the
@@ -361,6 +433,12 @@ impl StreamWorker {
                 branches: (self.branches.iter())
                     .map(BranchRun::state)
                     .collect::<Result<_>>()?,
+                features: self.features.as_ref().map(|stage| {
+                    crate::streaming::FeaturesCheckpoint {
+                        views: all.iter().filter_map(|m| m.features.clone()).collect(),
+                        table_version: stage.table_version(),
+                    }
+                }),
             };
             shared.checkpoint(&checkpoint)?;
             // Only now may Kafka learn these offsets: a checkpoint holds them.

@@ -1,0 +1,139 @@
+//! `[features]`: a streaming job's incremental features, joined onto each record as of its event
+//! time before the record is encoded and trained on.
+//!
+//! ```toml
+//! [features]
+//! key = "user_id"                  # the records' entity column (after the preprocess SQL)
+//!
+//! [features.table]                 # a dimension table: Parquet, Spark output or Delta
+//! path = "s3://warehouse/users"
+//! columns = ["age", "tier"]        # its columns that become features
+//! refresh = "10s"                  # look for a new Delta version this often
+//!
+//! [[features.aggregate]]           # per-key aggregates over event time
+//! name = "spend_1h"
+//! kind = "sum"                     # count, sum, mean, min, max, last, count_distinct
+//! column = "amount"                # its input (not for count)
+//! window = "1h"                    # omit for all time
+//! ```
+
+use std::time::Duration;
+
+use millrace_engine::features::{AggKind, Aggregate, FeatureSpec};
+use serde::{Deserialize, Serialize};
+
+use crate::streaming::spec::parse_duration;
+use crate::{Error, Result};
+
+/// `[features]`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FeaturesSpec {
+    /// The records' key column: the table's rows and the aggregates are per value of it.
+    pub key: String,
+    /// The dimension table joined on the key.
+    #[serde(default)]
+    pub table: Option<FeatureTableSpec>,
+    /// Per-key aggregates (`[[features.aggregate]]`).
+    #[serde(default, rename = "aggregate")]
+    pub aggregates: Vec<FeatureAggregateSpec>,
+}
+
+/// `[features.table]`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureTableSpec {
+    /// A Parquet file or directory, Spark output or a Delta table, local or an object store URL.
+    pub path: String,
+    /// The table's key column (default: `features.key`).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// The table columns that become features, in this order.
+    pub columns: Vec<String>,
+    /// How often to look for a new Delta version (e.g. "10s"); without it the table is read once.
+    #[serde(default)]
+    pub refresh: Option<String>,
+}
+
+/// One `[[features.aggregate]]`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureAggregateSpec {
+    /// The feature's column name.
+    pub name: String,
+    /// count, sum, mean (avg), min, max, last or count_distinct.
+    pub kind: String,
+    /// The record column it aggregates (not for `count`).
+    #[serde(default)]
+    pub column: Option<String>,
+    /// Event-time window (e.g. "1h"); omitted: over all events so far.
+    #[serde(default)]
+    pub window: Option<String>,
+}
+
+impl FeaturesSpec {
+    /// The engine's view definition, checked: kinds, windows, names and inputs.
+    pub fn view(&self) -> Result<FeatureSpec> {
+        if self.key.is_empty() {
+            return Err(Error::config(
+                "features.key",
+                "name the records' key column",
+            ));
+        }
+        let table_columns = self
+            .table
+            .as_ref()
+            .map(|t| t.columns.clone())
+            .unwrap_or_default();
+        let aggregates = (self.aggregates.iter().enumerate())
+            .map(|(i, a)| {
+                let at = |field: &str| format!("features.aggregate[{i}].{field}");
+                let kind: AggKind = a.kind.parse().map_err(|e: millrace_engine::Error| {
+                    Error::config(at("kind"), e.to_string())
+                })?;
+                if kind != AggKind::Count && a.column.is_none() {
+                    return Err(Error::config(
+                        at("column"),
+                        format!("a `{kind}` aggregate needs the column it aggregates"),
+                    ));
+                }
+                let window_ms = match &a.window {
+                    None => None,
+                    Some(w) => Some(parse_duration(&at("window"), w)?.as_millis() as u64),
+                };
+                Ok(Aggregate {
+                    name: a.name.clone(),
+                    kind,
+                    window_ms,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let spec = FeatureSpec {
+            table_columns,
+            aggregates,
+        };
+        spec.validate()
+            .map_err(|e| Error::config("features", e.to_string()))?;
+        if self.table.is_none() && spec.aggregates.is_empty() {
+            return Err(Error::config(
+                "features",
+                "add a [features.table] or a [[features.aggregate]]",
+            ));
+        }
+        Ok(spec)
+    }
+
+    /// The table's refresh interval, if it is to be watched for new versions.
+    pub fn refresh(&self) -> Result<Option<Duration>> {
+        match self.table.as_ref().and_then(|t| t.refresh.as_deref()) {
+            None => Ok(None),
+            Some(text) => parse_duration("features.table.refresh", text).map(Some),
+        }
+    }
+
+    /// The table's key column.
+    pub fn table_key(&self) -> Option<&str> {
+        let table = self.table.as_ref()?;
+        Some(table.key.as_deref().unwrap_or(&self.key))
+    }
+}

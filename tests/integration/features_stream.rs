@@ -1,0 +1,402 @@
+//! `[features]` in a streaming job, against the real broker: a Delta dimension table joined on the
+//! user and per-user aggregates, with a new table version (rows changed, deleted, added) between
+//! a stopped run and its resume. Every record's features, as the `after = "features"` sink wrote
+//! them, equal a plain recomputation from the events and the two table versions, as of the
+//! record's event time: the records before the version's commit time see the old rows.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use millrace::connectors::kafka::{KafkaOptions, KafkaProducer, create_topic};
+use millrace::run::run_stream;
+use parquet::arrow::ArrowWriter;
+use serde_json::{Value, json};
+
+use super::services::kafka;
+use super::streaming::{config, parse, scratch, unique};
+use super::watermarks::read_all;
+
+/// Event `i` happens at `T0 + 10 i` ms; the table's version 1 is committed at `T1`, half-way.
+const T0: i64 = 1_700_000_000_000;
+const EVENTS: i64 = 4_000;
+const T1: i64 = T0 + EVENTS / 2 * 10;
+const USERS: i64 = 30;
+
+struct Event {
+    user: i64,
+    ts: i64,
+    amount: f64,
+    label: i64,
+}
+
+fn events() -> Vec<Event> {
+    (0..EVENTS)
+        .map(|i| Event {
+            user: (i * 7 + i / 13) % USERS,
+            ts: T0 + i * 10,
+            // Quarters: every sum is exact in any order, so the comparison is exact.
+            amount: (i % 17) as f64 * 0.25,
+            label: i64::from((i % 17) > 8),
+        })
+        .collect()
+}
+
+/// Version 0: users 0..25; version 1: users 0..10 re-scored, 20..25 deleted, 27 added.
+fn table(version: u8) -> BTreeMap<i64, (f64, String)> {
+    let mut rows: BTreeMap<i64, (f64, String)> = (0..25)
+        .map(|u| (u, (u as f64, format!("t{}", u % 3))))
+        .collect();
+    if version == 1 {
+        for u in 0..10 {
+            rows.insert(u, (100.0 + u as f64, format!("t{}", u % 3)));
+        }
+        for u in 20..25 {
+            rows.remove(&u);
+        }
+        rows.insert(27, (27.0, "t9".into()));
+    }
+    rows
+}
+
+/// Writes `rows` as the Parquet file `name` under `dir`; its size.
+fn write_part(dir: &Path, name: &str, rows: &[(i64, (f64, String))]) -> u64 {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::Int64, false),
+        Field::new("score", DataType::Float64, true),
+        Field::new("tier", DataType::Utf8, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.1.0))),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.1.1.clone()),
+            )),
+        ],
+    )
+    .unwrap();
+    let path = dir.join(name);
+    let mut writer = ArrowWriter::try_new(File::create(&path).unwrap(), schema, None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    std::fs::metadata(path).unwrap().len()
+}
+
+/// Commits `version` of the Delta table at `dir`: its rows in two files (users below 12, the
+/// rest), replacing the previous version's files; committed at `at` (epoch ms).
+fn commit(dir: &Path, version: u8, at: i64) {
+    let rows: Vec<(i64, (f64, String))> = table(version).into_iter().collect();
+    let (low, high): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.0 < 12);
+    let mut actions = vec![json!({"commitInfo": {"timestamp": at, "operation": "WRITE"}})];
+    if version == 0 {
+        let schema = json!({"type": "struct", "fields": [
+            {"name": "user_id", "type": "long", "nullable": false, "metadata": {}},
+            {"name": "score", "type": "double", "nullable": true, "metadata": {}},
+            {"name": "tier", "type": "string", "nullable": true, "metadata": {}},
+        ]});
+        actions.push(json!({"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}}));
+        actions.push(json!({"metaData": {"id": "features-test", "format": {"provider": "parquet", "options": {}},
+            "schemaString": schema.to_string(), "partitionColumns": [], "configuration": {}, "createdTime": at}}));
+    } else {
+        for part in ["low", "high"] {
+            let path = format!("part-{part}-v{}.parquet", version - 1);
+            actions.push(
+                json!({"remove": {"path": path, "deletionTimestamp": at, "dataChange": true}}),
+            );
+        }
+    }
+    for (part, rows) in [("low", &low), ("high", &high)] {
+        let path = format!("part-{part}-v{version}.parquet");
+        let size = write_part(dir, &path, rows);
+        actions.push(
+            json!({"add": {"path": path, "partitionValues": {}, "size": size,
+            "modificationTime": at, "dataChange": true}}),
+        );
+    }
+    let log = dir.join("_delta_log");
+    std::fs::create_dir_all(&log).unwrap();
+    let text: Vec<String> = actions.iter().map(Value::to_string).collect();
+    std::fs::write(
+        log.join(format!("{version:020}.json")),
+        text.join("\n") + "\n",
+    )
+    .unwrap();
+}
+
+/// What the sink must hold for event `e`: the table as of its time, and the aggregates over its
+/// user's events up to it (the last second of them for the windowed ones).
+fn expected(all: &[Event], e: &Event) -> BTreeMap<&'static str, Value> {
+    let version = u8::from(e.ts >= T1);
+    let row = table(version).get(&e.user).cloned();
+    let mine = || all.iter().filter(|o| o.user == e.user && o.ts <= e.ts);
+    let window: Vec<f64> = mine()
+        .filter(|o| o.ts > e.ts - 1000)
+        .map(|o| o.amount)
+        .collect();
+    let spend: f64 = mine().map(|o| o.amount).sum();
+    BTreeMap::from([
+        ("score", row.as_ref().map_or(Value::Null, |r| json!(r.0))),
+        ("tier", row.map_or(Value::Null, |r| json!(r.1))),
+        ("n_1s", json!(window.len())),
+        ("spend", json!(spend)),
+        (
+            "avg_1s",
+            json!(window.iter().sum::<f64>() / window.len() as f64),
+        ),
+        (
+            "max_1s",
+            json!(window.iter().cloned().fold(f64::MIN, f64::max)),
+        ),
+    ])
+}
+
+fn send(broker: &str, topic: &str, events: &[Event]) {
+    let producer = KafkaProducer::new(&KafkaOptions::new(broker), true).unwrap();
+    for e in events {
+        let payload = json!({"user_id": e.user, "ts": e.ts, "amount": e.amount, "label": e.label});
+        producer
+            .send(
+                topic,
+                Some(e.user.to_string().as_bytes()),
+                payload.to_string().as_bytes(),
+                &[],
+            )
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+}
+
+fn pipeline(broker: &str, topic: &str, out: &str, table: &Path, checkpoints: &Path) -> String {
+    format!(
+        r#"
+name = "features"
+
+[stream]
+bootstrap_servers = "{broker}"
+topic = "{topic}"
+group_id = "{topic}-group"
+columns = ["user_id", "ts", "amount", "label"]
+schema = {{ user_id = "int64", ts = "int64", amount = "float64", label = "int64" }}
+event_time = "ts"
+max_out_of_orderness = "50ms"
+warmup_records = 100
+max_batch_records = 150
+poll_timeout_ms = 10
+publish_every_steps = 10
+checkpoint_every_steps = 5
+checkpoint_every_s = 0
+checkpoint_dir = "{checkpoints}"
+
+[features]
+key = "user_id"
+
+[features.table]
+path = "{table}"
+columns = ["score", "tier"]
+refresh = "100ms"
+
+[[features.aggregate]]
+name = "n_1s"
+kind = "count"
+window = "1s"
+
+[[features.aggregate]]
+name = "spend"
+kind = "sum"
+column = "amount"
+
+[[features.aggregate]]
+name = "avg_1s"
+kind = "mean"
+column = "amount"
+window = "1s"
+
+[[features.aggregate]]
+name = "max_1s"
+kind = "max"
+column = "amount"
+window = "1s"
+
+[[sink]]
+name = "rows"
+after = "features"
+kafka = {{ bootstrap_servers = "{broker}", topic = "{out}" }}
+
+[preprocess]
+numeric = ["amount", "score", "n_1s", "spend", "avg_1s"]
+one_hot = ["tier"]
+nulls = "zero"
+label = "label"
+
+[train]
+task = "classification"
+model = {{ kind = "logistic" }}
+"#,
+        table = table.display(),
+        checkpoints = checkpoints.display()
+    )
+}
+
+#[test]
+fn stream_features_equal_a_recomputation_across_a_table_version_and_a_resume() {
+    let Some(broker) = kafka() else { return };
+    let dir = scratch("stream-features");
+    let (topic, out) = (unique("features-in"), unique("features-out"));
+    let options = KafkaOptions::new(broker);
+    create_topic(&options, &topic, 2, Duration::from_secs(30)).unwrap();
+    create_topic(&options, &out, 1, Duration::from_secs(30)).unwrap();
+    let table_dir = dir.join("users");
+    std::fs::create_dir_all(&table_dir).unwrap();
+    commit(&table_dir, 0, T0 - 60_000);
+    let all = events();
+    let half = (EVENTS / 2) as usize;
+    let text = pipeline(broker, &topic, &out, &table_dir, &dir.join("ckpt"));
+
+    // First run: the first half of the events, then a stop that drains the view.
+    send(broker, &topic, &all[..half]);
+    let mut first = config(2, &dir.join("run"));
+    first.max_records = Some(half as u64);
+    let (stopped, _) = run_stream(parse(&text), None, first).unwrap();
+    assert_eq!(
+        (
+            stopped.rows_trained,
+            stopped.rows_dead_lettered,
+            stopped.rows_late
+        ),
+        (half as u64, 0, 0),
+        "{stopped:?}"
+    );
+
+    // Version 1, committed at T1, arrives while the job is down; the resumed job moves to it.
+    commit(&table_dir, 1, T1);
+    send(broker, &topic, &all[half..]);
+    let (summary, _) = run_stream(parse(&text), None, config(2, &dir.join("run"))).unwrap();
+    assert!(summary.resumed_from_step.is_some());
+    assert_eq!(
+        (
+            summary.rows_trained,
+            summary.rows_dead_lettered,
+            summary.rows_late
+        ),
+        (EVENTS as u64, 0, 0),
+        "{summary:?}"
+    );
+
+    let messages = read_all(broker, &out, EVENTS as usize);
+    assert_eq!(
+        messages.len(),
+        EVENTS as usize,
+        "every record once, across the resume"
+    );
+    let mut got: BTreeMap<i64, Value> = BTreeMap::new();
+    for m in &messages {
+        let row: Value = serde_json::from_slice(m.payload.as_deref().unwrap()).unwrap();
+        let ts = row["ts"].as_i64().unwrap();
+        assert!(got.insert(ts, row).is_none(), "event at {ts} twice");
+    }
+    let mut differing = Vec::new();
+    for e in &all {
+        let row = &got[&e.ts];
+        assert_eq!(row["user_id"].as_i64(), Some(e.user));
+        let want = expected(&all, e);
+        let same = |a: &Value, b: &Value| match (a.as_f64(), b.as_f64()) {
+            (Some(x), Some(y)) => x == y,
+            _ => a == b,
+        };
+        let bad: Vec<String> = (want.iter())
+            .filter(|(name, value)| !same(row.get(**name).unwrap_or(&Value::Null), value))
+            .map(|(name, value)| format!("{name}: got {} want {value}", row[*name]))
+            .collect();
+        if !bad.is_empty() {
+            differing.push(format!(
+                "event at {} (user {}): {}",
+                e.ts,
+                e.user,
+                bad.join(", ")
+            ));
+        }
+    }
+    assert!(
+        differing.is_empty(),
+        "{} of {EVENTS} rows differ, first: {:?}",
+        differing.len(),
+        &differing[..differing.len().min(5)]
+    );
+    // The version changed what the records saw, on both sides of its commit time.
+    let score = |ts: i64| got[&ts]["score"].clone();
+    let user0: Vec<&Event> = all.iter().filter(|e| e.user == 0).collect();
+    assert!(
+        user0
+            .iter()
+            .any(|e| e.ts < T1 && score(e.ts).as_f64() == Some(0.0))
+    );
+    assert!(
+        user0
+            .iter()
+            .any(|e| e.ts >= T1 && score(e.ts).as_f64() == Some(100.0))
+    );
+}
+
+#[test]
+fn bad_features_fail_before_work_naming_what_to_change() {
+    let dir = scratch("features-config");
+    let table_dir = dir.join("users");
+    std::fs::create_dir_all(&table_dir).unwrap();
+    commit(&table_dir, 0, T0);
+    let good = pipeline("127.0.0.1:1", "t", "out", &table_dir, &dir.join("ckpt"));
+    let plan =
+        |text: &str| millrace::operators::streaming::StreamPlan::new(parse(text)).map(|_| ());
+    plan(&good).unwrap();
+    let cases = [
+        (
+            good.replace(r#"user_id = "int64""#, r#"user_id = "string""#),
+            "the records' key `user_id` is Utf8 but the table's key `user_id` is Int64",
+        ),
+        (
+            good.replace(
+                r#"columns = ["score", "tier"]"#,
+                r#"columns = ["score", "nope"]"#,
+            ),
+            "nope",
+        ),
+        (
+            good.replace(r#"kind = "max""#, r#"kind = "median""#),
+            "unknown aggregate `median`",
+        ),
+        (
+            good.replace(r#"event_time = "ts""#, ""),
+            "set [stream] event_time",
+        ),
+        (
+            good.replace(&table_dir.display().to_string(), "/nonexistent/users"),
+            "cannot read the table",
+        ),
+        (
+            good.replace(r#"name = "n_1s""#, r#"name = "spend""#),
+            "two features are named `spend`",
+        ),
+        (
+            good.replace(
+                r#"column = "amount"
+window = "1s""#,
+                r#"column = "nope"
+window = "1s""#,
+            ),
+            "reads column `nope`",
+        ),
+        (
+            good.replace(r#"window = "1s""#, r#"window = "0s""#),
+            "window of 0 ms",
+        ),
+    ];
+    for (text, wanted) in cases {
+        let err = plan(&text).unwrap_err().to_string();
+        assert!(err.contains(wanted), "wanted `{wanted}` in: {err}");
+    }
+}
