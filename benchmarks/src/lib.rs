@@ -11,6 +11,7 @@ use millrace::operators::batch_job::{NoProgress, Summary};
 use millrace::run::{RunConfig, plan, run_planned};
 
 pub mod bodies;
+pub mod kafka;
 
 /// `benchmarks/etl_to_train.toml`: next to the sources when built here, else relative to the
 /// working directory (a binary copied to another machine, run from a copy of the repository).

@@ -20,14 +20,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, bail};
-use millrace::connectors::kafka::{KafkaOptions, KafkaSink, SinkFormat, create_topic};
-use millrace::connectors::parquet::{ParquetDataset, ScanOptions};
+use anyhow::bail;
+use millrace::connectors::kafka::{KafkaOptions, create_topic};
 use millrace::engine::ClusterConfig;
 use millrace::operators::streaming::StreamSummary;
 use millrace::run::{StreamRunConfig, run_stream};
+use millrace_benchmarks::kafka::{arg, check_broker, produce, stamp};
 use serde_json::json;
 
 const PIPELINE: &str = r#"
@@ -65,12 +65,6 @@ log_every = 50
 addr = "127.0.0.1:0"
 "#;
 
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
 /// The benchmark rows: generated once into data/bench/stream_rows.
 fn rows(events: u64) -> anyhow::Result<PathBuf> {
     let dir = PathBuf::from(format!("data/bench/stream_rows_{events}"));
@@ -78,37 +72,6 @@ fn rows(events: u64) -> anyhow::Result<PathBuf> {
         millrace::data::generate_tabular(&dir, events, 4, 11, false)?;
     }
     Ok(dir)
-}
-
-/// Produces the rows of `dir` to `topic`; with `rate`, paced to that many events per second.
-fn produce(
-    options: &KafkaOptions,
-    topic: &str,
-    dir: &Path,
-    rate: Option<f64>,
-) -> anyhow::Result<(u64, f64)> {
-    let dataset = ParquetDataset::open_path(dir)?;
-    let mut sink = KafkaSink::new(options, topic, SinkFormat::Json, &dataset.schema(), None)?;
-    let scan = ScanOptions {
-        projection: None,
-        batch_size: 1000,
-    };
-    let started = Instant::now();
-    let mut sent = 0u64;
-    for unit in dataset.plan(1).into_iter().flatten() {
-        for item in dataset.read_unit(&unit, &scan)? {
-            let (_, batch) = item?;
-            if let Some(rate) = rate {
-                let due = Duration::from_secs_f64(sent as f64 / rate);
-                if let Some(wait) = due.checked_sub(started.elapsed()) {
-                    std::thread::sleep(wait);
-                }
-            }
-            sent += sink.write(&batch)? as u64;
-        }
-    }
-    sink.flush(Duration::from_secs(300))?;
-    Ok((sent, started.elapsed().as_secs_f64()))
 }
 
 fn run_job(
@@ -145,20 +108,11 @@ fn main() -> anyhow::Result<()> {
     let live_events: u64 = arg(&args, "--live-events").map_or(Ok(300_000), |v| v.parse())?;
     let check = args.iter().any(|a| a == "--assert");
     let options = KafkaOptions::new(&bootstrap);
-    millrace::connectors::kafka::partitions(&options, "__probe_missing", Duration::from_secs(5))
-        .or_else(|e| match e {
-            millrace::connectors::Error::KafkaMissingTopic { .. } => Ok(Vec::new()),
-            other => Err(other),
-        })
-        .with_context(|| {
-            format!(
-                "no Kafka broker at {bootstrap}: start one with scripts/kafka-broker.sh start 9092"
-            )
-        })?;
+    check_broker(&options, &bootstrap)?;
     let scratch =
         std::env::temp_dir().join(format!("millrace-kafka-online-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
-    let stamp = chrono_stamp();
+    let stamp = stamp();
 
     // Backlog: everything produced first.
     let backlog_rows = rows(events)?;
@@ -225,10 +179,4 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn chrono_stamp() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis())
 }

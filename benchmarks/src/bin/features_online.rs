@@ -1,0 +1,183 @@
+//! The features_online benchmark: the kafka_online job with `[features]`: benchmark rows of the
+//! `entities` variant (10,000 entities) as JSON events in a 4-partition topic, each joined as of
+//! its event time with a 100,000-row entity table (Parquet) and given three per-entity aggregates
+//! (events in the last hour, mean f0 over the last hour, sum of f1 over all time), then trained
+//! online by 2 workers. Prints one JSON line.
+//!
+//!     scripts/kafka-broker.sh start 9092
+//!     cargo run --release -p millrace-benchmarks --bin features_online -- [--bootstrap 127.0.0.1:9092] [--events 1000000] [--assert]
+//!
+//! events/s is the job's throughput over the seconds its workers spent reading, waiting in the
+//! view and training (the warm-up included), as in kafka_online's backlog phase.
+//! `--assert` fails (exit 1) below 300,000 events/s (the issue's goal).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use anyhow::bail;
+use arrow::array::{Float64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use millrace::connectors::kafka::{KafkaOptions, create_topic};
+use millrace::engine::ClusterConfig;
+use millrace::run::{StreamRunConfig, run_stream};
+use millrace_benchmarks::kafka::{arg, check_broker, produce, stamp};
+use serde_json::json;
+
+const ENTITIES: u64 = 10_000;
+const TABLE_ROWS: u64 = 100_000;
+
+const PIPELINE: &str = r#"
+name = "features_online"
+
+[stream]
+bootstrap_servers = "BOOTSTRAP"
+topic = "TOPIC"
+format = "json"
+columns = ["f0", "f1", "f2", "f3", "f4", "f5", "f6", "f7", "f8", "f9", "f10", "f11", "f12", "f13", "f14", "f15", "cat", "entity", "ts", "label"]
+schema = { f0 = "float32", f1 = "float32", f2 = "float32", f3 = "float32?", f4 = "float32", f5 = "float32", f6 = "float32", f7 = "float32", f8 = "float32", f9 = "float32", f10 = "float32", f11 = "float32", f12 = "float32", f13 = "float32", f14 = "float32", f15 = "float32", cat = "string", entity = "string", ts = "timestamp_us", label = "int8" }
+event_time = "ts"
+max_out_of_orderness = "1s"
+warmup_records = 5000
+max_batch_records = 4096
+poll_timeout_ms = 5
+publish_every_steps = 0
+publish_every_s = 0.1
+checkpoint_every_s = 5.0
+checkpoint_dir = "CHECKPOINTS"
+prequential_window = 50000
+
+[features]
+key = "entity"
+
+[features.table]
+path = "TABLE"
+columns = ["affinity"]
+
+[[features.aggregate]]
+name = "events_1h"
+kind = "count"
+window = "1h"
+
+[[features.aggregate]]
+name = "f0_mean_1h"
+kind = "mean"
+column = "f0"
+window = "1h"
+
+[[features.aggregate]]
+name = "f1_sum"
+kind = "sum"
+column = "f1"
+
+[preprocess]
+standardize = ["f0", "f1", "f2", "f3", "f4", "f5", "f6", "f7", "f8", "f9", "f10", "f11", "f12", "f13", "f14", "f15", "affinity", "events_1h", "f0_mean_1h", "f1_sum"]
+one_hot = ["cat"]
+nulls = "mean"
+label = "label"
+
+[train]
+model = { kind = "mlp", hidden = [64, 64], activation = "relu" }
+optimizer = { kind = "adam" }
+lr = 0.002
+seed = 42
+log_every = 50
+"#;
+
+/// The events: benchmark rows of the entities variant, generated once.
+fn rows(events: u64) -> anyhow::Result<PathBuf> {
+    let dir = PathBuf::from(format!("data/bench/entity_rows_{events}"));
+    if !dir.join("part-00000.parquet").exists() {
+        millrace::data::generate_tabular_with_entities(&dir, events, 4, 11, false, ENTITIES)?;
+    }
+    Ok(dir)
+}
+
+/// The entity table: `e0` … `e99999` with each entity's effect on the label as `affinity`.
+fn table(dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = dir.join("entities.parquet");
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("entity", DataType::Utf8, false),
+        Field::new("affinity", DataType::Float64, false),
+    ]));
+    let ids = 0..TABLE_ROWS;
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                ids.clone().map(|i| format!("e{i}")),
+            )),
+            Arc::new(Float64Array::from_iter_values(
+                ids.map(millrace::connectors::synthetic::tabular::entity_effect),
+            )),
+        ],
+    )?;
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path)?, schema, None)?;
+    writer.write(&batch)?;
+    writer.close()?;
+    Ok(path)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let bootstrap = arg(&args, "--bootstrap").unwrap_or_else(|| "127.0.0.1:9092".into());
+    let events: u64 = arg(&args, "--events").map_or(Ok(1_000_000), |v| v.parse())?;
+    let check = args.iter().any(|a| a == "--assert");
+    let options = KafkaOptions::new(&bootstrap);
+    check_broker(&options, &bootstrap)?;
+    let scratch =
+        std::env::temp_dir().join(format!("millrace-features-online-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let table = table(&scratch)?;
+    let topic = format!("features-online-{}", stamp());
+    create_topic(&options, &topic, 4, Duration::from_secs(30))?;
+    let (sent, produce_s) = produce(&options, &topic, &rows(events)?, None)?;
+    eprintln!("features_online: produced {sent} events in {produce_s:.1}s");
+    let text = PIPELINE
+        .replace("BOOTSTRAP", &bootstrap)
+        .replace("TOPIC", &topic)
+        .replace("TABLE", &table.display().to_string())
+        .replace(
+            "CHECKPOINTS",
+            &scratch.join("checkpoints").display().to_string(),
+        );
+    let spec = millrace::pipeline_file::parse(&text, Path::new("features_online.toml"))?;
+    let (summary, _) = run_stream(
+        spec,
+        None,
+        StreamRunConfig {
+            cluster: ClusterConfig::local(2),
+            run_dir: Some(scratch.join("run")),
+            stop: Arc::new(AtomicBool::new(false)),
+            max_records: Some(sent),
+            idle_timeout: Some(Duration::from_secs(20)),
+            started: None,
+        },
+    )?;
+    let _ = std::fs::remove_dir_all(&scratch);
+    let line = json!({
+        "benchmark": "features_online",
+        "workers": 2,
+        "partitions": 4,
+        "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "entities": ENTITIES,
+        "table_rows": TABLE_ROWS,
+        "events": summary.rows_read,
+        "trained": summary.rows_trained,
+        "late": summary.rows_late,
+        "dead_lettered": summary.rows_dead_lettered,
+        "events_per_s": summary.rows_per_s,
+        "wall_s": summary.wall_s,
+        "phases": summary.phases,
+        "prequential": summary.prequential,
+        "checkpoint_ms_mean": summary.checkpoint_ms_mean,
+        "checkpoint_bytes": summary.checkpoint_bytes,
+    });
+    println!("{line}");
+    if check && summary.rows_per_s < 300_000.0 {
+        bail!("{:.0} events/s < 300,000", summary.rows_per_s);
+    }
+    Ok(())
+}
