@@ -68,6 +68,21 @@ pub(super) fn fit_on_dataset(
     Ok(merged.finish()?)
 }
 
+/// The error of a stream that stopped before the warm-up had a record to fit on.
+fn stopped_early(topic: &str, features: bool) -> Error {
+    let waiting = if features {
+        " (with [features], a record counts once the watermark has passed it: lower stream.max_out_of_orderness or fit on an [ingest] dataset)"
+    } else {
+        ""
+    };
+    Error::config(
+        "stream.warmup_records",
+        format!(
+            "the stream stopped before any record arrived to fit the preprocessing on (topic '{topic}'){waiting}"
+        ),
+    )
+}
+
 /// What the warm-up reads with and moves on.
 pub(super) struct WarmUp<'a> {
     pub(super) input: &'a mut Input,
@@ -183,18 +198,7 @@ pub(super) fn warm_up(
             }
         }
         if stop {
-            let waiting = if warm.features.is_some() {
-                " (with [features], a record counts once the watermark has passed it: lower stream.max_out_of_orderness or fit on an [ingest] dataset)"
-            } else {
-                ""
-            };
-            return Err(Error::config(
-                "stream.warmup_records",
-                format!(
-                    "the stream stopped before any record arrived to fit the preprocessing on (topic '{}'){waiting}",
-                    stream.topic
-                ),
-            ));
+            return Err(stopped_early(&stream.topic, warm.features.is_some()));
         }
     }
     let merged = merge_fits(worker, ctx, fits, fit)?;

@@ -131,17 +131,7 @@ impl StreamPlan {
         if let Some(v) = &feature_view {
             v.check_records(&sql.output_schema)?;
         }
-        let serve_schema = match &format {
-            MessageFormat::Json { schema } => schema.clone(),
-            _ => record_schema.clone(),
-        };
-        // Until served requests get their features from the view, they carry them as fields.
-        let serve_schema = match &feature_view {
-            Some(v) => features::with_view(&serve_schema, v),
-            None => serve_schema,
-        };
-        let serve_sql =
-            SqlPlan::plan_steps(p.sql.as_deref(), &p.steps(), &serve_schema, &features)?;
+        let serve_sql = serve_plan(&spec, &format, &record_schema, feature_view.as_ref())?;
         // With [ingest], the preprocessing is fitted on that dataset (e.g. Spark output) before
         // the stream starts, through the same SQL.
         let fit_on = fit_dataset(&spec, &features)?;
@@ -177,6 +167,32 @@ impl StreamPlan {
             feature_view,
         })
     }
+}
+
+/// The preprocess SQL for serving: over the message fields (and, until served requests get their
+/// features from the view, the `[features]` columns, which a request carries), making the model's
+/// features.
+fn serve_plan(
+    spec: &PipelineSpec,
+    format: &MessageFormat,
+    record_schema: &SchemaRef,
+    feature_view: Option<&FeaturePlan>,
+) -> Result<SqlPlan> {
+    let serve_schema = match format {
+        MessageFormat::Json { schema } => schema.clone(),
+        _ => record_schema.clone(),
+    };
+    let serve_schema = match feature_view {
+        Some(v) => features::with_view(&serve_schema, v),
+        None => serve_schema,
+    };
+    let p = &spec.preprocess;
+    SqlPlan::plan_steps(
+        p.sql.as_deref(),
+        &p.steps(),
+        &serve_schema,
+        &spec.feature_columns(),
+    )
 }
 
 /// How the stream's messages are encoded, with the schema they are read with.
