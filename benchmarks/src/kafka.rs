@@ -1,11 +1,16 @@
 //! What the Kafka benchmarks share: arguments, the broker check, and producing benchmark rows.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use millrace::connectors::kafka::{KafkaOptions, KafkaSink, SinkFormat};
 use millrace::connectors::parquet::{ParquetDataset, ScanOptions};
+use millrace::engine::ClusterConfig;
+use millrace::operators::streaming::StreamSummary;
+use millrace::run::{StreamRunConfig, run_stream};
 
 /// The value after `name` in `args`.
 pub fn arg(args: &[String], name: &str) -> Option<String> {
@@ -65,4 +70,28 @@ pub fn stamp() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis())
+}
+
+/// Runs the streaming pipeline `text` (named `file` in errors) on 2 local workers until
+/// `max_records` were read (or 20 s without a record), writing its run to `run_dir`.
+pub fn run_job_file(
+    text: &str,
+    file: &str,
+    run_dir: &Path,
+    max_records: u64,
+) -> anyhow::Result<StreamSummary> {
+    let spec = millrace::pipeline_file::parse(text, Path::new(file))?;
+    let (summary, _) = run_stream(
+        spec,
+        None,
+        StreamRunConfig {
+            cluster: ClusterConfig::local(2),
+            run_dir: Some(run_dir.to_path_buf()),
+            stop: Arc::new(AtomicBool::new(false)),
+            max_records: Some(max_records),
+            idle_timeout: Some(Duration::from_secs(20)),
+            started: None,
+        },
+    )?;
+    Ok(summary)
 }

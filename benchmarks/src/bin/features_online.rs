@@ -13,16 +13,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::bail;
 use arrow::array::{Float64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use millrace::connectors::kafka::{KafkaOptions, create_topic};
-use millrace::engine::ClusterConfig;
-use millrace::run::{StreamRunConfig, run_stream};
-use millrace_benchmarks::kafka::{arg, check_broker, produce, stamp};
+use millrace_benchmarks::kafka::{arg, check_broker, produce, run_job_file, stamp};
 use serde_json::json;
 
 const ENTITIES: u64 = 10_000;
@@ -143,19 +140,7 @@ fn main() -> anyhow::Result<()> {
             "CHECKPOINTS",
             &scratch.join("checkpoints").display().to_string(),
         );
-    let spec = millrace::pipeline_file::parse(&text, Path::new("features_online.toml"))?;
-    let (summary, _) = run_stream(
-        spec,
-        None,
-        StreamRunConfig {
-            cluster: ClusterConfig::local(2),
-            run_dir: Some(scratch.join("run")),
-            stop: Arc::new(AtomicBool::new(false)),
-            max_records: Some(sent),
-            idle_timeout: Some(Duration::from_secs(20)),
-            started: None,
-        },
-    )?;
+    let summary = run_job_file(&text, "features_online.toml", &scratch.join("run"), sent)?;
     let _ = std::fs::remove_dir_all(&scratch);
     let line = json!({
         "benchmark": "features_online",

@@ -18,16 +18,12 @@
 //! `--assert` fails (exit 1) unless backlog ≥ 300,000 events/s and live freshness p99 ≤ 1 s.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::bail;
 use millrace::connectors::kafka::{KafkaOptions, create_topic};
-use millrace::engine::ClusterConfig;
 use millrace::operators::streaming::StreamSummary;
-use millrace::run::{StreamRunConfig, run_stream};
-use millrace_benchmarks::kafka::{arg, check_broker, produce, stamp};
+use millrace_benchmarks::kafka::{arg, check_broker, produce, run_job_file, stamp};
 use serde_json::json;
 
 const PIPELINE: &str = r#"
@@ -84,20 +80,12 @@ fn run_job(
         .replace("BOOTSTRAP", bootstrap)
         .replace("TOPIC", topic)
         .replace("CHECKPOINTS", &scratch.join(topic).display().to_string());
-    let spec = millrace::pipeline_file::parse(&text, Path::new("kafka_online.toml"))?;
-    let (summary, _) = run_stream(
-        spec,
-        None,
-        StreamRunConfig {
-            cluster: ClusterConfig::local(2),
-            run_dir: Some(scratch.join(format!("{topic}-run"))),
-            stop: Arc::new(AtomicBool::new(false)),
-            max_records: Some(max_records),
-            idle_timeout: Some(Duration::from_secs(20)),
-            started: None,
-        },
-    )?;
-    Ok(summary)
+    run_job_file(
+        &text,
+        "kafka_online.toml",
+        &scratch.join(format!("{topic}-run")),
+        max_records,
+    )
 }
 
 fn main() -> anyhow::Result<()> {
