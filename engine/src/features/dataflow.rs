@@ -20,11 +20,16 @@ use timely::worker::Worker;
 
 use super::aggregate::AggKind;
 use super::state::{Logged, Row};
+use super::store::SlotUpdate;
 use super::value::Value;
+use differential_dataflow::VecCollection;
 
 /// What the view releases: (event time, the event's row, its features), at an output time, with
 /// a multiplicity.
 pub(super) type Output = Rc<RefCell<Vec<((u64, Row, Row), u64, isize)>>>;
+
+/// The updates of the table's rows and of each window's aggregates, when a store follows them.
+pub(super) type Current = Rc<RefCell<Vec<SlotUpdate>>>;
 
 /// The handles a worker keeps to a built view.
 pub(super) struct Built {
@@ -33,18 +38,23 @@ pub(super) struct Built {
     pub(super) windows: Vec<Logged<(Value, (u64, Row))>>,
     pub(super) probe: ProbeHandle<u64>,
     pub(super) output: Output,
+    /// With a store: the updates it has not taken yet.
+    pub(super) current: Option<Current>,
 }
 
 /// Builds the view on `worker`: `table_width` values per table row, and per window the kinds of
-/// its aggregates (one input value each, in that order).
+/// its aggregates (one input value each, in that order); with `track`, the table's rows and the
+/// aggregates are followed for a [`super::FeatureStore`].
 pub(super) fn build(
     worker: &mut Worker,
     name: &str,
     table_width: usize,
     windows: &[Vec<AggKind>],
+    track: bool,
 ) -> Built {
     let output: Output = Rc::new(RefCell::new(Vec::new()));
     let sink = Rc::clone(&output);
+    let current: Option<Current> = track.then(|| Rc::new(RefCell::new(Vec::new())));
     let probe = ProbeHandle::new();
     let windows = windows.to_vec();
     let (table, pending, window_inputs) = worker.dataflow_named::<u64, _, _>(name, |scope| {
@@ -56,6 +66,7 @@ pub(super) fn build(
                 out.push(((*row).clone(), 1isize));
             }
         });
+        let table = follow(table, None, &current);
         let nulls = vec![Value::Null; table_width];
         let matched = pending
             .clone()
@@ -67,7 +78,7 @@ pub(super) fn build(
             .map(move |(key, (t, row))| (key, (t, row, nulls.clone())));
         let mut joined = matched.concat(unmatched);
         let mut window_inputs = Vec::new();
-        for kinds in windows {
+        for (w, kinds) in windows.into_iter().enumerate() {
             let (input, events) = scope.new_collection::<(Value, (u64, Row)), isize>();
             let aggregates =
                 events.reduce_named("features: aggregates", move |_key, events, out| {
@@ -80,6 +91,7 @@ pub(super) fn build(
                         .collect();
                     out.push((row, 1isize));
                 });
+            let aggregates = follow(aggregates, Some(w), &current);
             joined = joined.join_map(aggregates, |key, (t, row, features), aggregates: &Row| {
                 let mut features = features.clone();
                 features.extend(aggregates.iter().cloned());
@@ -99,5 +111,26 @@ pub(super) fn build(
         windows: window_inputs.into_iter().map(Logged::new).collect(),
         probe,
         output,
+        current,
+    }
+}
+
+/// `collection` (a table's rows, or window `window`'s aggregates), its updates also pushed to
+/// `current` when a store follows the view.
+fn follow<'s>(
+    collection: VecCollection<'s, u64, (Value, Row), isize>,
+    window: Option<usize>,
+    current: &Option<Current>,
+) -> VecCollection<'s, u64, (Value, Row), isize> {
+    match current {
+        Some(current) => {
+            let current = Rc::clone(current);
+            collection.inspect(move |((key, row), time, diff)| {
+                current
+                    .borrow_mut()
+                    .push(((key.clone(), window, row.clone()), *time, *diff));
+            })
+        }
+        None => collection,
     }
 }

@@ -22,6 +22,7 @@
 mod aggregate;
 mod dataflow;
 mod state;
+mod store;
 #[cfg(test)]
 mod tests;
 mod value;
@@ -31,6 +32,7 @@ use timely::worker::Worker;
 
 pub use aggregate::{AggKind, Aggregate};
 pub use state::{FeatureState, Row};
+pub use store::FeatureStore;
 pub use value::Value;
 
 use crate::{Error, Result, WorkerContext};
@@ -78,7 +80,7 @@ impl FeatureSpec {
     }
 
     /// The distinct windows in order of first use, and for each aggregate (window, position in it).
-    fn windows(&self) -> (Vec<Option<u64>>, Vec<(usize, usize)>) {
+    pub(crate) fn windows(&self) -> (Vec<Option<u64>>, Vec<(usize, usize)>) {
         let mut windows: Vec<Option<u64>> = Vec::new();
         let mut counts: Vec<usize> = Vec::new();
         let places = self
@@ -101,6 +103,54 @@ impl FeatureSpec {
     }
 }
 
+/// Where a view's aggregates sit: grouped by window in the dataflow, in spec order outside.
+#[derive(Clone, Debug)]
+pub(crate) struct Layout {
+    /// The distinct windows, in order of first use.
+    windows: Vec<Option<u64>>,
+    /// For each aggregate, its window and its position there.
+    places: Vec<(usize, usize)>,
+    /// Per window, the kinds of its aggregates.
+    kinds: Vec<Vec<AggKind>>,
+    /// Output position of each feature as the dataflow computes them (table, then by window).
+    order: Vec<usize>,
+}
+
+impl Layout {
+    fn of(spec: &FeatureSpec) -> Self {
+        let (windows, places) = spec.windows();
+        let kinds: Vec<Vec<AggKind>> = (0..windows.len())
+            .map(|w| {
+                let of_window = spec
+                    .aggregates
+                    .iter()
+                    .zip(&places)
+                    .filter(|(_, p)| p.0 == w);
+                of_window.map(|(a, _)| a.kind).collect()
+            })
+            .collect();
+        let width = spec.table_columns.len();
+        // The dataflow appends window by window; `order[i]` is where spec feature i sits there.
+        let offsets: Vec<usize> = kinds
+            .iter()
+            .scan(width, |at, k| {
+                let start = *at;
+                *at += k.len();
+                Some(start)
+            })
+            .collect();
+        let order = (0..width)
+            .chain(places.iter().map(|(w, j)| offsets[*w] + j))
+            .collect();
+        Layout {
+            windows,
+            places,
+            kinds,
+            order,
+        }
+    }
+}
+
 /// An event whose row has been released with its features.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Released {
@@ -115,53 +165,36 @@ pub struct Released {
 /// One worker's feature view: see the module documentation.
 pub struct FeatureView {
     spec: FeatureSpec,
-    windows: Vec<Option<u64>>,
-    /// For each aggregate, its window and its position there.
-    places: Vec<(usize, usize)>,
-    /// Output position of each feature as the dataflow computes them (table, then by window).
-    order: Vec<usize>,
+    layout: Layout,
     built: dataflow::Built,
     frontier: u64,
+    store: Option<std::sync::Arc<FeatureStore>>,
 }
 
 impl FeatureView {
     /// Builds the view's dataflow on `worker` (every worker must, in the same order).
     pub fn new(worker: &mut Worker, name: &str, spec: FeatureSpec) -> Result<Self> {
+        Self::with_store(worker, name, spec, None)
+    }
+
+    /// As [`FeatureView::new`], keeping `store` up to date with the current features of this
+    /// worker's keys (the workers of a process share one store).
+    pub fn with_store(
+        worker: &mut Worker,
+        name: &str,
+        spec: FeatureSpec,
+        store: Option<std::sync::Arc<FeatureStore>>,
+    ) -> Result<Self> {
         spec.validate()?;
-        let (windows, places) = spec.windows();
-        let kinds: Vec<Vec<AggKind>> = windows
-            .iter()
-            .enumerate()
-            .map(|(w, _)| {
-                let of_window = spec
-                    .aggregates
-                    .iter()
-                    .zip(&places)
-                    .filter(|(_, p)| p.0 == w);
-                of_window.map(|(a, _)| a.kind).collect()
-            })
-            .collect();
+        let layout = Layout::of(&spec);
         let width = spec.table_columns.len();
-        let built = dataflow::build(worker, name, width, &kinds);
-        // The dataflow appends window by window; `order[i]` is where spec feature i sits there.
-        let offsets: Vec<usize> = kinds
-            .iter()
-            .scan(width, |at, k| {
-                let start = *at;
-                *at += k.len();
-                Some(start)
-            })
-            .collect();
-        let order = (0..width)
-            .chain(places.iter().map(|(w, j)| offsets[*w] + j))
-            .collect();
+        let built = dataflow::build(worker, name, width, &layout.kinds, store.is_some());
         Ok(FeatureView {
             spec,
-            windows,
-            places,
-            order,
+            layout,
             built,
             frontier: 0,
+            store,
         })
     }
 
@@ -197,15 +230,15 @@ impl FeatureView {
     /// aggregate: both leave the view unchanged.
     pub fn push_event(&mut self, key: Value, time: u64, row: Row, inputs: Row) -> Result<()> {
         self.check_event(time, &inputs)?;
-        let mut per_window = vec![Vec::new(); self.windows.len()];
-        for ((w, _), value) in self.places.iter().zip(inputs) {
+        let mut per_window = vec![Vec::new(); self.layout.windows.len()];
+        for ((w, _), value) in self.layout.places.iter().zip(inputs) {
             per_window[*w].push(value);
         }
         for ((input, window), values) in self
             .built
             .windows
             .iter_mut()
-            .zip(&self.windows)
+            .zip(&self.layout.windows)
             .zip(per_window)
         {
             let data = (key.clone(), (time, values));
@@ -273,6 +306,7 @@ impl FeatureView {
     /// The events of this worker's keys whose time is complete, with their features, by time and
     /// row; each only once.
     pub fn released(&mut self) -> Vec<Released> {
+        self.update_store();
         let probe = &self.built.probe;
         let mut output = self.built.output.borrow_mut();
         let (mut done, open): (Vec<_>, Vec<_>) = output
@@ -280,7 +314,7 @@ impl FeatureView {
             .partition(|(_, time, _)| !probe.less_equal(time));
         *output = open;
         consolidate_updates(&mut done);
-        let order = &self.order;
+        let order = &self.layout.order;
         let mut rows = Vec::new();
         for ((time, row, computed), at, n) in done {
             // At `time + 1` the event leaves again: only its arrival is a row.
@@ -297,6 +331,21 @@ impl FeatureView {
             }
         }
         rows
+    }
+
+    /// Hands the store the updates of this worker's keys whose time is complete.
+    fn update_store(&mut self) {
+        let (Some(store), Some(current)) = (&self.store, &self.built.current) else {
+            return;
+        };
+        let probe = &self.built.probe;
+        let mut current = current.borrow_mut();
+        let (mut done, open): (Vec<_>, Vec<_>) = current
+            .drain(..)
+            .partition(|(_, time, _)| !probe.less_equal(time));
+        *current = open;
+        consolidate_updates(&mut done);
+        store.apply(done, self.frontier);
     }
 
     /// This worker's share of the view's state, compacted to the frontier.
@@ -323,11 +372,11 @@ impl FeatureView {
         };
         if states
             .iter()
-            .any(|s| s.frontier != first.frontier || s.windows.len() != self.windows.len())
+            .any(|s| s.frontier != first.frontier || s.windows.len() != self.layout.windows.len())
         {
             return Err(Error::Features(format!(
                 "the checkpoint's feature state does not fit this view ({} windows here): was the view changed since the checkpoint?",
-                self.windows.len()
+                self.layout.windows.len()
             )));
         }
         let (index, peers) = (ctx.index, ctx.peers);

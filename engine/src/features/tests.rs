@@ -462,3 +462,64 @@ fn aggregate_kinds_over_a_multiset() {
     assert_eq!(sum, Value::Float(i64::MAX as f64 + 1.0));
     assert_eq!(AggKind::Max.compute(std::iter::empty()), Value::Null);
 }
+
+#[test]
+fn the_store_holds_each_keys_features_as_of_the_frontier() {
+    let agg = |name: &str, kind, window_ms| Aggregate {
+        name: name.into(),
+        kind,
+        window_ms,
+    };
+    let spec = FeatureSpec {
+        table_columns: vec!["label".into()],
+        aggregates: vec![
+            agg("n_100ms", AggKind::Count, Some(100)),
+            agg("total", AggKind::Sum, None),
+        ],
+    };
+    let store = Arc::new(FeatureStore::new(&spec, true));
+    let shared = Arc::clone(&store);
+    let frontiers = execute::<_, Error, _>(
+        &ClusterConfig::local(2),
+        MetricsRegistry::new(),
+        move |worker, ctx| {
+            let mut view =
+                FeatureView::with_store(worker, "store", spec.clone(), Some(Arc::clone(&shared)))?;
+            if ctx.index == 0 {
+                view.update_table(Value::Int(1), vec![Value::Int(0)], 0, 1)?;
+                view.update_table(Value::Int(1), vec![Value::Int(0)], 100, -1)?;
+                view.update_table(Value::Int(1), vec![Value::Int(1)], 100, 1)?;
+                let inputs = |amount: i64| vec![Value::Null, Value::Int(amount)];
+                view.push_event(Value::Int(1), 50, Vec::new(), inputs(2))?;
+                view.push_event(Value::Int(2), 60, Vec::new(), inputs(5))?;
+                view.push_event(Value::Int(1), 120, Vec::new(), inputs(3))?;
+            }
+            view.advance_to(300);
+            view.complete(worker, &ctx)?;
+            Ok(view.released().len())
+        },
+    )
+    .unwrap();
+    assert_eq!(frontiers.iter().sum::<usize>(), 3);
+    // At 300 the 100 ms windows are empty again; the table row is the one of time 100.
+    assert_eq!(
+        store.lookup(&Value::Int(1)),
+        (300, vec![Value::Int(1), Value::Int(0), Value::Int(5)])
+    );
+    assert_eq!(
+        store.lookup(&Value::Int(2)),
+        (300, vec![Value::Null, Value::Int(0), Value::Int(5)])
+    );
+    assert_eq!(
+        store.lookup(&Value::Int(3)),
+        (300, vec![Value::Null, Value::Int(0), Value::Null])
+    );
+    assert_eq!(store.len(), 2);
+    assert_eq!(store.parse_key("12"), Ok(Value::Int(12)));
+    assert!(
+        store
+            .parse_key("u12")
+            .unwrap_err()
+            .contains("not an integer")
+    );
+}

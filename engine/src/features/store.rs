@@ -1,0 +1,125 @@
+//! A view's current features per key, for lookups from outside the dataflow (a model server).
+//!
+//! Each worker's view applies the updates of its table and aggregate arrangements here once their
+//! time is complete (before the view's frontier): the store holds, for every key the process's
+//! workers own, the table row and the aggregates as they stand at the frontier — what a record of
+//! that key arriving at the frontier would see, less the record itself.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::aggregate::AggKind;
+use super::state::Row;
+use super::value::Value;
+use super::{FeatureSpec, Layout};
+
+/// What the store holds of one key.
+#[derive(Clone, Debug, Default)]
+struct Slot {
+    table: Option<Row>,
+    /// Per window: its aggregates (`None` while the window holds no event of the key).
+    windows: Vec<Option<Row>>,
+}
+
+/// One update of a key's table row (`window == None`) or of one window's aggregates.
+pub(super) type SlotUpdate = ((Value, Option<usize>, Row), u64, isize);
+
+/// The current features of a view, shared by the workers of a process and its server.
+#[derive(Debug)]
+pub struct FeatureStore {
+    spec: FeatureSpec,
+    layout: Layout,
+    integer_keys: bool,
+    slots: RwLock<HashMap<Value, Slot>>,
+    frontier: AtomicU64,
+}
+
+impl FeatureStore {
+    /// An empty store for the view `spec`, whose keys are integers (`integer_keys`) or strings.
+    pub fn new(spec: &FeatureSpec, integer_keys: bool) -> Self {
+        FeatureStore {
+            layout: Layout::of(spec),
+            spec: spec.clone(),
+            integer_keys,
+            slots: RwLock::new(HashMap::new()),
+            frontier: AtomicU64::new(0),
+        }
+    }
+
+    /// The feature names, in the order [`FeatureStore::lookup`] gives the values.
+    pub fn names(&self) -> Vec<String> {
+        self.spec.feature_names()
+    }
+
+    /// The key `text` names (a URL path segment): an integer for integer keys.
+    pub fn parse_key(&self, text: &str) -> Result<Value, String> {
+        if self.integer_keys {
+            text.parse::<i64>().map(Value::Int).map_err(|_| {
+                format!("the key `{text}` is not an integer, and this view's keys are")
+            })
+        } else {
+            Ok(Value::Str(text.to_string()))
+        }
+    }
+
+    /// The features of `key` as of the frontier (returned with it, epoch ms): the table's columns
+    /// (nulls without a row), then the aggregates (0 for counts, else null, over an empty window).
+    pub fn lookup(&self, key: &Value) -> (u64, Row) {
+        let frontier = self.frontier.load(Ordering::Acquire);
+        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+        let slot = slots.get(key);
+        let mut features: Row = match slot.and_then(|s| s.table.as_ref()) {
+            Some(row) => row.clone(),
+            None => vec![Value::Null; self.spec.table_columns.len()],
+        };
+        for (a, (w, j)) in self.spec.aggregates.iter().zip(&self.layout.places) {
+            let value = slot
+                .and_then(|s| s.windows.get(*w).cloned().flatten())
+                .and_then(|row| row.get(*j).cloned());
+            features.push(value.unwrap_or(match a.kind {
+                AggKind::Count | AggKind::CountDistinct => Value::Int(0),
+                _ => Value::Null,
+            }));
+        }
+        (frontier, features)
+    }
+
+    /// Applies `updates` (all of them before `frontier`), oldest first, and moves the store's
+    /// frontier there.
+    pub(super) fn apply(&self, mut updates: Vec<SlotUpdate>, frontier: u64) {
+        // Within a time, a retraction comes before the insertion that replaces it.
+        updates.sort_by_key(|(_, time, diff)| (*time, *diff));
+        let windows = self.layout.windows.len();
+        let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
+        for ((key, window, row), _, diff) in updates {
+            let slot = slots.entry(key.clone()).or_insert_with(|| Slot {
+                table: None,
+                windows: vec![None; windows],
+            });
+            let place = match window {
+                None => &mut slot.table,
+                Some(w) => &mut slot.windows[w],
+            };
+            if diff > 0 {
+                *place = Some(row);
+            } else if place.as_ref() == Some(&row) {
+                *place = None;
+            }
+            if slot.table.is_none() && slot.windows.iter().all(Option::is_none) {
+                slots.remove(&key);
+            }
+        }
+        self.frontier.fetch_max(frontier, Ordering::AcqRel);
+    }
+
+    /// Keys held.
+    pub fn len(&self) -> usize {
+        self.slots.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// True when no key has features.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
