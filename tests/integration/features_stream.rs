@@ -17,7 +17,8 @@ use millrace::run::run_stream;
 use parquet::arrow::ArrowWriter;
 use serde_json::{Value, json};
 
-use super::services::kafka;
+use super::serve_harness::get;
+use super::services::{free_port, kafka};
 use super::streaming::{config, parse, scratch, unique};
 use super::watermarks::read_all;
 
@@ -156,6 +157,83 @@ fn expected(all: &[Event], e: &Event) -> BTreeMap<&'static str, Value> {
     ])
 }
 
+/// What a lookup of `user` as of `at` (inclusive) must return.
+fn expected_at(all: &[Event], user: i64, at: i64) -> BTreeMap<&'static str, Value> {
+    let row = table(u8::from(at >= T1)).get(&user).cloned();
+    let mine = || all.iter().filter(|o| o.user == user && o.ts <= at);
+    let window: Vec<f64> = mine()
+        .filter(|o| o.ts > at - 1000)
+        .map(|o| o.amount)
+        .collect();
+    let spend: Vec<f64> = mine().map(|o| o.amount).collect();
+    let or_null = |v: Option<f64>| v.map_or(Value::Null, |v| json!(v));
+    BTreeMap::from([
+        ("score", row.as_ref().map_or(Value::Null, |r| json!(r.0))),
+        ("tier", row.map_or(Value::Null, |r| json!(r.1))),
+        ("n_1s", json!(window.len())),
+        (
+            "spend",
+            or_null((!spend.is_empty()).then(|| spend.iter().sum())),
+        ),
+        (
+            "avg_1s",
+            or_null((!window.is_empty()).then(|| window.iter().sum::<f64>() / window.len() as f64)),
+        ),
+        ("max_1s", or_null(window.iter().cloned().reduce(f64::max))),
+    ])
+}
+
+/// Once the job has read everything (the served features' time stops moving), every user's
+/// lookup equals a recomputation as of that time; a bad key is a 400, an unknown view a 404.
+fn check_lookups(addr: std::net::SocketAddr, all: &[Event]) {
+    let lookup = |user: &str| -> (u16, Value) {
+        let reply = get(addr, &format!("/v1/features/features/{user}"));
+        (
+            reply.status,
+            serde_json::from_slice(&reply.body).unwrap_or(Value::Null),
+        )
+    };
+    let started = std::time::Instant::now();
+    let mut last = -1;
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the served features never settled"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        if std::net::TcpStream::connect(addr).is_err() {
+            continue;
+        }
+        let at = lookup("0").1["as_of_ms"].as_i64().unwrap_or(-1);
+        if at > T1 && at == last {
+            break;
+        }
+        last = at;
+    }
+    for user in 0..USERS {
+        let (status, reply) = lookup(&user.to_string());
+        assert_eq!(status, 200, "{reply}");
+        assert_eq!(reply["as_of_ms"].as_i64(), Some(last), "{reply}");
+        let want = expected_at(all, user, last);
+        for (name, value) in &want {
+            let got = &reply["features"][*name];
+            let same = match (got.as_f64(), value.as_f64()) {
+                (Some(x), Some(y)) => x == y,
+                _ => got == value,
+            };
+            assert!(
+                same,
+                "user {user} {name}: got {got}, want {value} as of {last}"
+            );
+        }
+    }
+    let (status, reply) = lookup("u7");
+    assert_eq!(status, 400, "{reply}");
+    let reply = get(addr, "/v1/features/nope/1");
+    assert_eq!(reply.status, 404);
+    assert!(String::from_utf8_lossy(&reply.body).contains("served: features"));
+}
+
 fn send(broker: &str, topic: &str, events: &[Event]) {
     let producer = KafkaProducer::new(&KafkaOptions::new(broker), true).unwrap();
     for e in events {
@@ -276,7 +354,14 @@ fn stream_features_equal_a_recomputation_across_a_table_version_and_a_resume() {
     // Version 1, committed at T1, arrives while the job is down; the resumed job moves to it.
     commit(&table_dir, 1, T1);
     send(broker, &topic, &all[half..]);
-    let (summary, _) = run_stream(parse(&text), None, config(2, &dir.join("run"))).unwrap();
+    // It serves the view's current features while it runs.
+    let port = free_port();
+    let served = format!("{text}\n[serve]\naddr = \"127.0.0.1:{port}\"\n");
+    let mut second = config(2, &dir.join("run"));
+    second.idle_timeout = Some(Duration::from_secs(8));
+    let job = std::thread::spawn(move || run_stream(parse(&served), None, second));
+    check_lookups(format!("127.0.0.1:{port}").parse().unwrap(), &all);
+    let (summary, _) = job.join().unwrap().unwrap();
     assert!(summary.resumed_from_step.is_some());
     assert_eq!(
         (

@@ -345,7 +345,7 @@ impl FeatureView {
             .partition(|(_, time, _)| !probe.less_equal(time));
         *current = open;
         consolidate_updates(&mut done);
-        store.apply(done, self.frontier);
+        store.apply(done, self.frontier.saturating_sub(1));
     }
 
     /// This worker's share of the view's state, compacted to the frontier.

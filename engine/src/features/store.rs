@@ -63,8 +63,9 @@ impl FeatureStore {
         }
     }
 
-    /// The features of `key` as of the frontier (returned with it, epoch ms): the table's columns
-    /// (nulls without a row), then the aggregates (0 for counts, else null, over an empty window).
+    /// The features of `key` as of the last complete millisecond (returned with them, epoch ms):
+    /// the table's columns (nulls without a row), then the aggregates (0 for counts, else null,
+    /// over an empty window).
     pub fn lookup(&self, key: &Value) -> (u64, Row) {
         let frontier = self.frontier.load(Ordering::Acquire);
         let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
@@ -85,9 +86,9 @@ impl FeatureStore {
         (frontier, features)
     }
 
-    /// Applies `updates` (all of them before `frontier`), oldest first, and moves the store's
-    /// frontier there.
-    pub(super) fn apply(&self, mut updates: Vec<SlotUpdate>, frontier: u64) {
+    /// Applies `updates` (all of them at or before `as_of`), oldest first, and moves the store's
+    /// time there.
+    pub(super) fn apply(&self, mut updates: Vec<SlotUpdate>, as_of: u64) {
         // Within a time, a retraction comes before the insertion that replaces it.
         updates.sort_by_key(|(_, time, diff)| (*time, *diff));
         let windows = self.layout.windows.len();
@@ -110,7 +111,7 @@ impl FeatureStore {
                 slots.remove(&key);
             }
         }
-        self.frontier.fetch_max(frontier, Ordering::AcqRel);
+        self.frontier.fetch_max(as_of, Ordering::AcqRel);
     }
 
     /// Keys held.

@@ -504,15 +504,15 @@ fn the_store_holds_each_keys_features_as_of_the_frontier() {
     // At 300 the 100 ms windows are empty again; the table row is the one of time 100.
     assert_eq!(
         store.lookup(&Value::Int(1)),
-        (300, vec![Value::Int(1), Value::Int(0), Value::Int(5)])
+        (299, vec![Value::Int(1), Value::Int(0), Value::Int(5)])
     );
     assert_eq!(
         store.lookup(&Value::Int(2)),
-        (300, vec![Value::Null, Value::Int(0), Value::Int(5)])
+        (299, vec![Value::Null, Value::Int(0), Value::Int(5)])
     );
     assert_eq!(
         store.lookup(&Value::Int(3)),
-        (300, vec![Value::Null, Value::Int(0), Value::Null])
+        (299, vec![Value::Null, Value::Int(0), Value::Null])
     );
     assert_eq!(store.len(), 2);
     assert_eq!(store.parse_key("12"), Ok(Value::Int(12)));

@@ -11,6 +11,7 @@
 //! version they started with, so none fails and none sees a mix. The last few versions stay
 //! addressable by number.
 
+use millrace_engine::features::FeatureStore;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -61,6 +62,8 @@ pub struct ModelRegistry {
     device: ForwardDevice,
     /// More Prometheus text for `GET /metrics` (e.g. a streaming job's counters).
     metrics_sources: RwLock<Vec<MetricsSource>>,
+    /// Feature views whose current features `GET /v1/features/{view}/{key}` serves.
+    features: RwLock<BTreeMap<String, Arc<FeatureStore>>>,
 }
 
 /// Renders Prometheus text exposition lines.
@@ -125,6 +128,7 @@ impl ModelRegistry {
             batching,
             device,
             metrics_sources: RwLock::new(Vec::new()),
+            features: RwLock::new(BTreeMap::new()),
         })
     }
 
@@ -143,6 +147,26 @@ impl ModelRegistry {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .push(source);
+    }
+
+    /// Serves the current features of `store` as the view `name`.
+    pub fn add_features(&self, name: &str, store: Arc<FeatureStore>) {
+        self.features
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), store);
+    }
+
+    /// The feature view `name`, if one is served.
+    pub fn features(&self, name: &str) -> Option<Arc<FeatureStore>> {
+        let views = self.features.read().unwrap_or_else(|e| e.into_inner());
+        views.get(name).cloned()
+    }
+
+    /// The names of the feature views served.
+    pub fn feature_views(&self) -> Vec<String> {
+        let views = self.features.read().unwrap_or_else(|e| e.into_inner());
+        views.keys().cloned().collect()
     }
 
     /// The text of every added metrics source.

@@ -26,9 +26,12 @@ use crate::streaming::spec::parse_duration;
 use crate::{Error, Result};
 
 /// `[features]`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FeaturesSpec {
+    /// The view's name: `GET /v1/features/{name}/{key}` serves its current features.
+    #[serde(default = "default_view_name")]
+    pub name: String,
     /// The records' key column: the table's rows and the aggregates are per value of it.
     pub key: String,
     /// The dimension table joined on the key.
@@ -69,6 +72,10 @@ pub struct FeatureAggregateSpec {
     /// Event-time window (e.g. "1h"); omitted: over all events so far.
     #[serde(default)]
     pub window: Option<String>,
+}
+
+fn default_view_name() -> String {
+    "features".into()
 }
 
 impl FeaturesSpec {

@@ -176,6 +176,8 @@ pub(crate) struct Shared {
     pub(crate) max_records: Option<u64>,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) registry: Option<Arc<ModelRegistry>>,
+    /// With `[features]` and `[serve]`: the store the views keep current for lookups.
+    pub(crate) feature_store: Option<Arc<millrace_engine::features::FeatureStore>>,
     pub(crate) run_dir: PathBuf,
     pub(crate) log: Option<StepLog>,
     pub(crate) metrics: Arc<StreamMetrics>,
@@ -338,7 +340,17 @@ pub fn run_stream_without_summary(
         let source = Arc::clone(&stream_metrics);
         registry.add_metrics_source(Arc::new(move || source.render()));
     }
+    // The view's current features, served while the job runs (this process's workers' keys).
+    let feature_store = match (&plan.feature_view, &server) {
+        (Some(view), Some((registry, _))) => {
+            let store = Arc::new(view.store());
+            registry.add_features(&view.spec.name, Arc::clone(&store));
+            Some(store)
+        }
+        _ => None,
+    };
     let shared = Arc::new(Shared {
+        feature_store,
         plan: Arc::new(plan),
         resume,
         stop: Arc::clone(&options.stop),

@@ -16,7 +16,9 @@ use std::sync::Arc;
 
 use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::{Field, SchemaRef};
-use millrace_engine::features::{FeatureSpec, FeatureState, FeatureView, Released, Row, Value};
+use millrace_engine::features::{
+    FeatureSpec, FeatureState, FeatureStore, FeatureView, Released, Row, Value,
+};
 use millrace_engine::timely::worker::Worker;
 use millrace_engine::{DeadLetter, WorkerContext, row_to_json};
 
@@ -40,6 +42,8 @@ pub struct FeaturePlan {
     pub inputs: Vec<Option<String>>,
     /// The feature columns added to each record, in order.
     pub fields: Vec<Field>,
+    /// The key column holds integers (else strings).
+    pub integer_keys: bool,
 }
 
 impl FeaturePlan {
@@ -111,13 +115,20 @@ impl FeaturePlan {
                 ),
             ));
         }
+        let integer_keys = key_family(key.data_type()) == "integer";
         Ok(Some(FeaturePlan {
             spec: features.clone(),
             view,
             time_column,
             inputs,
             fields,
+            integer_keys,
         }))
+    }
+
+    /// An empty store for the view's current features.
+    pub fn store(&self) -> FeatureStore {
+        FeatureStore::new(&self.view, self.integer_keys)
     }
 
     /// Names of the feature columns.
@@ -191,8 +202,9 @@ impl FeatureStage {
         records: SchemaRef,
         resume: Option<&FeaturesCheckpoint>,
         keep_keys: bool,
+        store: Option<Arc<FeatureStore>>,
     ) -> Result<Self> {
-        let mut view = FeatureView::new(worker, "features", plan.view.clone())?;
+        let mut view = FeatureView::with_store(worker, "features", plan.view.clone(), store)?;
         let version = resume.and_then(|c| c.table_version);
         let table = match &plan.spec.table {
             Some(_) => Some(FeatureTable::open(&plan.spec, &spec.storage, version)?),

@@ -39,6 +39,7 @@ impl StreamWorker {
                 plan.sql.output_schema.clone(),
                 resume.and_then(|c| c.features.as_ref()),
                 input.keep_keys,
+                shared.feature_store.clone(),
             )?),
             None => None,
         };
