@@ -12,6 +12,7 @@ use millrace::run::{RunConfig, plan, run_planned};
 
 pub mod bodies;
 pub mod kafka;
+pub mod wrk;
 
 /// `benchmarks/etl_to_train.toml`: next to the sources when built here, else relative to the
 /// working directory (a binary copied to another machine, run from a copy of the repository).

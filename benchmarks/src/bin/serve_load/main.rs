@@ -35,7 +35,6 @@
 
 mod grpc;
 mod server;
-mod wrk;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -50,8 +49,8 @@ use millrace::run::{RunConfig, plan, run_planned};
 use serde_json::{Map, Value, json};
 
 use millrace_benchmarks::bodies::{arrow_stream, sample_rows, v1_body, v2_body};
+use millrace_benchmarks::wrk::{run_wrk, write_script, wrk_missing};
 use server::{Server, batch_mean, http, server_exe};
-use wrk::{run_wrk, write_script, wrk_missing};
 
 const BATCH_ROWS: usize = 64;
 const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";

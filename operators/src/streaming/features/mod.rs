@@ -24,6 +24,7 @@ use millrace_engine::{DeadLetter, WorkerContext, row_to_json};
 
 use super::input::{Origins, Prepared};
 use super::late::event_times;
+use super::run::Shared;
 use crate::spec::{FeaturesSpec, PipelineSpec};
 use crate::{Error, Result};
 pub(crate) use rows::{key_family, supported};
@@ -192,18 +193,19 @@ pub struct FeaturesCheckpoint {
 }
 
 impl FeatureStage {
-    /// Builds the view on `worker` and fills it: from the checkpoint on a resume, else with this
-    /// worker's share of the table (valid from the start of time).
+    /// Builds the job's view (`plan`) on `worker` and fills it: from the checkpoint on a resume,
+    /// else with this worker's share of the table (valid from the start of time).
     pub(crate) fn open(
         worker: &mut Worker,
         ctx: &WorkerContext,
+        shared: &Shared,
         plan: &FeaturePlan,
-        spec: &PipelineSpec,
-        records: SchemaRef,
-        resume: Option<&FeaturesCheckpoint>,
         keep_keys: bool,
-        store: Option<Arc<FeatureStore>>,
     ) -> Result<Self> {
+        let spec = &shared.plan.spec;
+        let records = shared.plan.sql.output_schema.clone();
+        let resume = shared.resume.as_ref().and_then(|c| c.features.as_ref());
+        let store = shared.feature_store.clone();
         let mut view = FeatureView::with_store(worker, "features", plan.view.clone(), store)?;
         let version = resume.and_then(|c| c.table_version);
         let table = match &plan.spec.table {

@@ -34,12 +34,9 @@ impl StreamWorker {
             Some(view) => Some(FeatureStage::open(
                 worker,
                 ctx,
+                shared,
                 view,
-                &plan.spec,
-                plan.sql.output_schema.clone(),
-                resume.and_then(|c| c.features.as_ref()),
                 input.keep_keys,
-                shared.feature_store.clone(),
             )?),
             None => None,
         };

@@ -1,4 +1,4 @@
-//! Running wrk with `serve_load/post.lua` and reading its report.
+//! Running wrk (with `serve_load/post.lua`, or a script of its own) and reading its report.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -6,7 +6,7 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 /// `serve_load/post.lua`, built in so that the binary runs from anywhere.
-const POST_LUA: &str = include_str!("../../../serve_load/post.lua");
+const POST_LUA: &str = include_str!("../serve_load/post.lua");
 
 /// Writes the wrk script into `dir`; returns its path.
 pub fn write_script(dir: &Path) -> anyhow::Result<PathBuf> {
@@ -30,11 +30,17 @@ pub fn wrk_missing(e: std::io::Error) -> anyhow::Error {
 /// What wrk reports.
 #[derive(Debug, Default, PartialEq)]
 pub struct WrkStats {
+    /// Requests completed.
     pub requests: u64,
+    /// Requests per second over the run.
     pub req_per_s: f64,
+    /// Median latency.
     pub p50_ms: Option<f64>,
+    /// 99th percentile latency.
     pub p99_ms: Option<f64>,
+    /// Answers that were not 2xx.
     pub non_2xx: u64,
+    /// Connect, read, write and timeout errors.
     pub socket_errors: u64,
 }
 
@@ -47,6 +53,19 @@ pub fn run_wrk(
     body: &Path,
     content_type: &str,
 ) -> anyhow::Result<WrkStats> {
+    let args = [body.as_os_str(), content_type.as_ref()];
+    run_wrk_script(script, connections, duration_s, url, &args)
+}
+
+/// One wrk run: 1 thread, `connections` keep-alive connections, `script` (given `args`) making
+/// the requests to `url`.
+pub fn run_wrk_script(
+    script: &Path,
+    connections: u32,
+    duration_s: u64,
+    url: &str,
+    args: &[&std::ffi::OsStr],
+) -> anyhow::Result<WrkStats> {
     let out = Command::new("wrk")
         .arg("-t1")
         .arg(format!("-c{connections}"))
@@ -56,8 +75,7 @@ pub fn run_wrk(
         .arg(script)
         .arg(url)
         .arg("--")
-        .arg(body)
-        .arg(content_type)
+        .args(args)
         .output()
         .map_err(wrk_missing)?;
     let text = String::from_utf8_lossy(&out.stdout);
