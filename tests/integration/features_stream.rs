@@ -17,7 +17,7 @@ use millrace::run::run_stream;
 use parquet::arrow::ArrowWriter;
 use serde_json::{Value, json};
 
-use super::serve_harness::get;
+use super::serve_harness::{get, post_json};
 use super::services::{free_port, kafka};
 use super::streaming::{config, parse, scratch, unique};
 use super::watermarks::read_all;
@@ -227,6 +227,31 @@ fn check_lookups(addr: std::net::SocketAddr, all: &[Event]) {
             );
         }
     }
+    // /v1/predict fills in the features a request leaves out: the same answer as a request that
+    // carries the looked-up values, another one for other values.
+    let features = lookup("3").1["features"].clone();
+    let fields = json!({"user_id": 3, "ts": T0 + 50_000, "amount": 1.5, "label": 0});
+    let predict = |instance: &Value| -> Value {
+        let reply = post_json(addr, "/v1/predict", &json!({"instances": [instance]}));
+        assert_eq!(
+            reply.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        serde_json::from_slice::<Value>(&reply.body).unwrap()["predictions"][0]["probabilities"]
+            .clone()
+    };
+    let mut given = fields.clone();
+    for (name, value) in features.as_object().unwrap() {
+        given[name] = value.clone();
+    }
+    let filled = predict(&fields);
+    assert!(filled.is_array(), "{filled}");
+    assert_eq!(filled, predict(&given));
+    let mut other = given.clone();
+    other["spend"] = json!(features["spend"].as_f64().unwrap() + 1000.0);
+    assert_ne!(filled, predict(&other));
     let (status, reply) = lookup("u7");
     assert_eq!(status, 400, "{reply}");
     let reply = get(addr, "/v1/features/nope/1");

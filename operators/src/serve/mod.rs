@@ -10,6 +10,7 @@
 pub mod access;
 pub mod arrow_io;
 mod batcher;
+mod fill;
 mod forward;
 pub mod grpc;
 pub mod metrics;
@@ -27,6 +28,7 @@ pub use batcher::{
     BatchError, BatchModel, BatchRunner, BatcherOptions, BatcherStats, DynamicBatcher,
     configure_runtime,
 };
+pub use fill::FeatureFill;
 pub use forward::ForwardDevice;
 pub use model::{Predictions, RequestError, ServedModel, bundle_sql};
 pub(crate) use model::{argmax, sql_meta};

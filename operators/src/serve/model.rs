@@ -124,6 +124,18 @@ impl ServedModel {
         batching: BatcherOptions,
         device: &ForwardDevice,
     ) -> Result<Self> {
+        Self::with_fill(bundle, name, version, batching, device, None)
+    }
+
+    /// As [`ServedModel::on_device`], filling the features a request leaves out from `fill`.
+    pub fn with_fill(
+        bundle: ModelBundle,
+        name: String,
+        version: u64,
+        batching: BatcherOptions,
+        device: &ForwardDevice,
+        fill: Option<super::fill::FeatureFill>,
+    ) -> Result<Self> {
         let predictor = Forward::new(&bundle, device)?;
         if predictor.input_dim() != bundle.preprocess.input_dim() {
             return Err(Error::Serve(format!(
@@ -154,6 +166,7 @@ impl ServedModel {
             user_sql,
             preprocess: bundle.preprocess.clone(),
             predictor,
+            fill,
         };
         Ok(ServedModel {
             name,

@@ -26,6 +26,8 @@ pub(crate) struct Pipeline {
     pub(crate) user_sql: Option<String>,
     pub(crate) preprocess: FittedPreprocessor,
     pub(crate) predictor: Forward,
+    /// Features filled in from a feature view's store before the SQL.
+    pub(crate) fill: Option<super::fill::FeatureFill>,
 }
 
 impl Pipeline {
@@ -40,6 +42,14 @@ impl Pipeline {
 
     /// The feature rows of `raw`, or the first problem with them, naming the instance.
     fn features(&self, raw: &RecordBatch, rows: usize) -> Result<Vec<f32>, BatchError> {
+        let filled;
+        let raw = match &self.fill {
+            Some(fill) => {
+                filled = fill.fill(raw).map_err(BatchError::Rejected)?;
+                &filled
+            }
+            None => raw,
+        };
         let prepared = match &self.sql {
             Some(sql) => {
                 let out = sql.apply(raw).map_err(BatchError::Rejected)?;

@@ -12,6 +12,8 @@
 //! addressable by number.
 
 use millrace_engine::features::FeatureStore;
+
+use super::fill::FeatureFill;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -64,6 +66,8 @@ pub struct ModelRegistry {
     metrics_sources: RwLock<Vec<MetricsSource>>,
     /// Feature views whose current features `GET /v1/features/{view}/{key}` serves.
     features: RwLock<BTreeMap<String, Arc<FeatureStore>>>,
+    /// Per model name: the features its requests get filled in.
+    fills: RwLock<BTreeMap<String, FeatureFill>>,
 }
 
 /// Renders Prometheus text exposition lines.
@@ -129,6 +133,7 @@ impl ModelRegistry {
             device,
             metrics_sources: RwLock::new(Vec::new()),
             features: RwLock::new(BTreeMap::new()),
+            fills: RwLock::new(BTreeMap::new()),
         })
     }
 
@@ -138,7 +143,27 @@ impl ModelRegistry {
     }
 
     fn serve(&self, bundle: ModelBundle, name: String, version: u64) -> Result<ServedModel> {
-        ServedModel::on_device(bundle, name, version, self.batching.clone(), &self.device)
+        let fill = self
+            .fills
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&name)
+            .cloned();
+        ServedModel::with_fill(
+            bundle,
+            name,
+            version,
+            self.batching.clone(),
+            &self.device,
+            fill,
+        )
+    }
+
+    /// Requests to the model `name` (its versions loaded from now on) get the features they leave
+    /// out from `fill`.
+    pub fn add_feature_fill(&self, name: &str, fill: FeatureFill) {
+        let mut fills = self.fills.write().unwrap_or_else(|e| e.into_inner());
+        fills.insert(name.to_string(), fill);
     }
 
     /// Adds Prometheus text that `GET /metrics` serves after the server's own metrics.

@@ -187,12 +187,12 @@ fn serve_plan(
         None => serve_schema,
     };
     let p = &spec.preprocess;
-    SqlPlan::plan_steps(
-        p.sql.as_deref(),
-        &p.steps(),
-        &serve_schema,
-        &spec.feature_columns(),
-    )
+    let mut needed = spec.feature_columns();
+    // A request names its key: the server fills in the features it leaves out by it.
+    if let Some(v) = feature_view.filter(|v| !needed.contains(&v.spec.key)) {
+        needed.push(v.spec.key.clone());
+    }
+    SqlPlan::plan_steps(p.sql.as_deref(), &p.steps(), &serve_schema, &needed)
 }
 
 /// How the stream's messages are encoded, with the schema they are read with.

@@ -345,6 +345,8 @@ pub fn run_stream_without_summary(
         (Some(view), Some((registry, _))) => {
             let store = Arc::new(view.store());
             registry.add_features(&view.spec.name, Arc::clone(&store));
+            let fill = crate::serve::FeatureFill::new(Arc::clone(&store), &view.spec.key);
+            registry.add_feature_fill(&plan.spec.name, fill);
             Some(store)
         }
         _ => None,

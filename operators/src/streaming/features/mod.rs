@@ -27,7 +27,7 @@ use super::late::event_times;
 use super::run::Shared;
 use crate::spec::{FeaturesSpec, PipelineSpec};
 use crate::{Error, Result};
-pub(crate) use rows::{key_family, supported};
+pub(crate) use rows::{column, key_family, supported};
 use table::FeatureTable;
 
 /// `[features]`, checked against the preprocess SQL's output and the table.
