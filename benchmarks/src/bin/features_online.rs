@@ -33,6 +33,10 @@ use millrace_benchmarks::kafka::{arg, check_broker, produce, run_job_file, stamp
 use millrace_benchmarks::wrk::{WrkStats, run_wrk_script};
 use serde_json::json;
 
+// The allocator of the `millrace` binary, which runs such jobs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ENTITIES: u64 = 10_000;
 /// `features_online/lookup.lua`, built in so that the binary runs from anywhere.
 const LOOKUP_LUA: &str = include_str!("../../features_online/lookup.lua");

@@ -14,8 +14,9 @@ mod table;
 
 use std::sync::Arc;
 
-use arrow::array::{Array, RecordBatch};
+use arrow::array::{Array, ArrayRef, RecordBatch};
 use arrow::datatypes::{Field, SchemaRef};
+use arrow::row::{RowConverter, SortField};
 use millrace_engine::features::{
     FeatureSpec, FeatureState, FeatureStore, FeatureView, Released, Row, Value,
 };
@@ -174,11 +175,12 @@ pub(crate) struct FeatureStage {
     view: FeatureView,
     plan: FeaturePlan,
     table: Option<FeatureTable>,
-    /// The preprocessed records' schema, and with the features after it.
-    records: SchemaRef,
+    /// The preprocessed records' schema with the features after it.
     out: SchemaRef,
     key_index: usize,
     input_indices: Vec<Option<usize>>,
+    /// The records' columns to and from Arrow's row format.
+    converter: RowConverter,
     keep_keys: bool,
     topic: String,
 }
@@ -230,12 +232,18 @@ impl FeatureStage {
         let input_indices = (plan.inputs.iter())
             .map(|c| c.as_deref().map(index).transpose())
             .collect::<Result<_>>()?;
+        let fields = records.fields().iter();
+        let converter = RowConverter::new(
+            fields
+                .map(|f| SortField::new(f.data_type().clone()))
+                .collect(),
+        )?;
         Ok(FeatureStage {
+            converter,
             out: rows::with_features(&records, &plan.fields),
             view,
             plan: plan.clone(),
             table,
-            records,
             key_index,
             input_indices,
             keep_keys,
@@ -252,21 +260,20 @@ impl FeatureStage {
     pub(crate) fn push(&mut self, prepared: &Prepared, dead: &mut Vec<DeadLetter>) -> Result<u64> {
         let batch = &prepared.batch;
         let times = event_times(batch, &self.plan.time_column)?;
-        let names: Vec<String> = self
-            .records
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
+        // The record travels as one comparable byte string (Arrow's row format): one allocation,
+        // compared and hashed as bytes, rather than a value per column.
+        let encoded = self.converter.convert_columns(batch.columns())?;
+        let keys = batch.column(self.key_index);
+        let inputs: Vec<Option<&ArrayRef>> = (self.input_indices.iter())
+            .map(|j| j.map(|j| batch.column(j)))
             .collect();
-        let values = Value::rows(batch, &names)?;
         let mut rejected = 0;
-        for (i, mut row) in values.into_iter().enumerate() {
-            let key = row[self.key_index].clone();
-            let inputs: Row = self
-                .input_indices
-                .iter()
-                .map(|j| j.map_or(Value::Null, |j| row[j].clone()))
-                .collect();
+        for i in 0..batch.num_rows() {
+            let key = Value::from_array(keys.as_ref(), i)?;
+            let inputs: Row = (inputs.iter())
+                .map(|c| c.map_or(Ok(Value::Null), |c| Value::from_array(c.as_ref(), i)))
+                .collect::<millrace_engine::Result<_>>()?;
+            let mut row = vec![Value::Bytes(encoded.row(i).as_ref().to_vec())];
             row.extend(origin_values(prepared, i, self.keep_keys));
             let result = match (key.is_null(), times.is_valid(i)) {
                 (true, _) => Err(format!(
@@ -342,14 +349,15 @@ impl FeatureStage {
         if released.is_empty() {
             return Ok(None);
         }
-        let width = self.records.fields().len();
-        let mut columns = Vec::with_capacity(self.out.fields().len());
-        for (j, field) in self.records.fields().iter().enumerate() {
-            columns.push(rows::column(
-                released.iter().map(|r| &r.row[j]),
-                field.data_type(),
-            )?);
-        }
+        let width = 1;
+        let parser = self.converter.parser();
+        let encoded = (released.iter())
+            .map(|r| match r.row.first() {
+                Some(Value::Bytes(b)) => Ok(parser.parse(b)),
+                other => Err(Error::Internal(format!("a released record is {other:?}"))),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut columns = self.converter.convert_rows(encoded)?;
         for (j, field) in self.plan.fields.iter().enumerate() {
             columns.push(rows::column(
                 released.iter().map(|r| &r.features[j]),
