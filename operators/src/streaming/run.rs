@@ -294,6 +294,20 @@ fn start_server(
     )))
 }
 
+/// With `[features]` and a server: the store the views keep current, served as the view's
+/// features and filled into the model's `/v1/predict` requests (this process's workers' keys).
+fn serve_features(
+    plan: &StreamPlan,
+    registry: Option<&Arc<ModelRegistry>>,
+) -> Option<Arc<millrace_engine::features::FeatureStore>> {
+    let (view, registry) = (plan.feature_view.as_ref()?, registry?);
+    let store = Arc::new(view.store());
+    registry.add_features(&view.spec.name, Arc::clone(&store));
+    let fill = crate::serve::FeatureFill::new(Arc::clone(&store), &view.spec.key);
+    registry.add_feature_fill(&plan.spec.name, fill);
+    Some(store)
+}
+
 /// Stops the model server when dropped.
 struct ServerHandle {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -340,17 +354,7 @@ pub fn run_stream_without_summary(
         let source = Arc::clone(&stream_metrics);
         registry.add_metrics_source(Arc::new(move || source.render()));
     }
-    // The view's current features, served while the job runs (this process's workers' keys).
-    let feature_store = match (&plan.feature_view, &server) {
-        (Some(view), Some((registry, _))) => {
-            let store = Arc::new(view.store());
-            registry.add_features(&view.spec.name, Arc::clone(&store));
-            let fill = crate::serve::FeatureFill::new(Arc::clone(&store), &view.spec.key);
-            registry.add_feature_fill(&plan.spec.name, fill);
-            Some(store)
-        }
-        _ => None,
-    };
+    let feature_store = serve_features(&plan, server.as_ref().map(|(r, _)| r));
     let shared = Arc::new(Shared {
         feature_store,
         plan: Arc::new(plan),
