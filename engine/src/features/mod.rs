@@ -57,6 +57,22 @@ impl FeatureSpec {
             .collect()
     }
 
+    /// The view in one line (`score, tier; n_1s = count over 1000 ms, …`): what a checkpoint's
+    /// state must match to be restored into it.
+    pub fn describe(&self) -> String {
+        let aggregates: Vec<String> = (self.aggregates.iter())
+            .map(|a| match a.window_ms {
+                Some(w) => format!("{} = {} over {w} ms", a.name, a.kind),
+                None => format!("{} = {} over all time", a.name, a.kind),
+            })
+            .collect();
+        format!(
+            "{}; {}",
+            self.table_columns.join(", "),
+            aggregates.join(", ")
+        )
+    }
+
     /// Checks names (unique, non-empty) and windows (longer than 0 ms).
     pub fn validate(&self) -> Result<()> {
         let names = self.feature_names();
@@ -353,6 +369,7 @@ impl FeatureView {
         let frontier = self.frontier;
         let built = &mut self.built;
         FeatureState {
+            view: self.spec.describe(),
             frontier,
             table: built.table.state(frontier),
             pending: built.pending.state(frontier),
@@ -370,12 +387,19 @@ impl FeatureView {
         let Some(first) = states.first() else {
             return Ok(());
         };
+        let here = self.spec.describe();
+        if let Some(other) = states.iter().find(|s| s.view != here) {
+            return Err(Error::Features(format!(
+                "the checkpoint holds the feature view `{}`, this job defines `{here}`: resume with the view the checkpoint was written with, or start from a new checkpoint location",
+                other.view
+            )));
+        }
         if states
             .iter()
             .any(|s| s.frontier != first.frontier || s.windows.len() != self.layout.windows.len())
         {
             return Err(Error::Features(format!(
-                "the checkpoint's feature state does not fit this view ({} windows here): was the view changed since the checkpoint?",
+                "the checkpoint's feature state does not fit this view ({} windows here); the checkpoint is damaged",
                 self.layout.windows.len()
             )));
         }

@@ -22,6 +22,8 @@ type Updates<D> = Vec<(D, u64, isize)>;
 /// number of workers deals the updates out again (they are re-keyed inside the dataflow).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct FeatureState {
+    /// The view the state is of, as [`super::FeatureSpec::describe`] writes it.
+    pub view: String,
     /// The frontier the updates are compacted to (the job's watermark at the checkpoint).
     pub frontier: u64,
     /// The table: (key, row).

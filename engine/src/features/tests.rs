@@ -330,6 +330,21 @@ fn restored_view_on_another_worker_count_continues_exactly() {
     assert!(states.iter().all(|s| s.frontier == 4 * STEP_MS));
     // Events of step 3 reach into step 4, so some wait in the state for their features.
     assert!(states.iter().map(|s| s.pending.len()).sum::<usize>() > 0);
+    // A view defined otherwise refuses the state, naming both.
+    let mut changed = spec();
+    changed.aggregates[1].window_ms = Some(2_000);
+    let err = execute::<_, Error, _>(&ClusterConfig::local(1), MetricsRegistry::new(), {
+        let states = states.clone();
+        move |worker, ctx| {
+            FeatureView::new(worker, "changed", changed.clone())?.restore(&states, &ctx)
+        }
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("sum_1s = sum over 1000 ms") && err.contains("sum_1s = sum over 2000 ms"),
+        "{err}"
+    );
     let (after, _) = run(&scenario, 3, 4, 10, states);
     let mut got = before;
     got.extend(after);
