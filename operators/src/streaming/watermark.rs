@@ -7,8 +7,7 @@
 //! ```
 //!
 //! A partition is idle once no record of it arrived for `idle_timeout` (processing time, counted
-//! from the worker's start for a partition that never had one) while it had nothing left to
-//! deliver (its end reported: see [`PartitionWatermarks::unread`]); it then neither holds the
+//! from the worker's start for a partition that never had one); it then neither holds the
 //! watermark back nor moves it, until it gets a record again. A partition that is not idle but
 //! has no event time yet (nothing read from it so far, or only records without one) holds its
 //! worker's watermark back: in a backlog, a partition the consumer has not reached yet must not
