@@ -349,14 +349,6 @@ impl KafkaSource {
         self.eof_count == self.slots.len()
     }
 
-    /// `true` when `partition` has reported its end and no message came since: everything the
-    /// broker held of it was delivered (`false` for a partition this source does not read).
-    pub fn at_end_of(&self, partition: i32) -> bool {
-        self.slots
-            .iter()
-            .any(|s| s.partition == partition && s.at_eof)
-    }
-
     /// The partitions this source reads, sorted.
     pub fn assignment(&self) -> Vec<i32> {
         self.slots.iter().map(|s| s.partition).collect()

@@ -98,15 +98,6 @@ impl PartitionWatermarks {
         clock.last_record_ms = clock.last_record_ms.max(now_ms);
     }
 
-    /// `partition` still holds records the consumer has not delivered (it has not reported its
-    /// end): it is not idle at `now_ms`, however long since its last record. A job slower than
-    /// its backlog must not make a partition it has not got to yet idle, and its records late.
-    pub(crate) fn unread(&mut self, partition: i32, now_ms: i64) {
-        if let Some(clock) = self.clocks.get_mut(&partition) {
-            clock.last_record_ms = clock.last_record_ms.max(now_ms);
-        }
-    }
-
     /// Whether `partition` is idle at `now_ms` (`false` for one this worker does not read).
     #[cfg(test)]
     pub(crate) fn is_idle(&self, partition: i32, now_ms: i64) -> bool {
