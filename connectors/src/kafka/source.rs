@@ -1,6 +1,7 @@
 //! One worker's share of a topic's partitions, read with a manually assigned consumer.
 
 use std::collections::BTreeMap;
+use std::ffi::CString;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -55,6 +56,8 @@ struct Slot {
 pub struct KafkaSource {
     consumer: BaseConsumer<TracingContext>,
     topic: String,
+    /// `topic` for librdkafka's C calls.
+    topic_c: CString,
     group_id: String,
     bootstrap: String,
     worker: usize,
@@ -90,6 +93,10 @@ impl KafkaSource {
         resume: Option<&BTreeMap<i32, i64>>,
     ) -> Result<Self> {
         check_open_args(options, topic, group_id, worker, workers, resume)?;
+        let topic_c = CString::new(topic).map_err(|_| Error::InvalidOption {
+            option: "KafkaSource::open.topic",
+            reason: format!("{topic:?} contains a NUL byte"),
+        })?;
         let mut config = rdkafka::ClientConfig::new();
         for (key, value) in [
             ("session.timeout.ms", "6000"),
@@ -126,6 +133,7 @@ impl KafkaSource {
         let mut source = KafkaSource {
             consumer,
             topic: topic.to_string(),
+            topic_c,
             group_id: group_id.to_string(),
             bootstrap: options.bootstrap_servers.clone(),
             worker,
@@ -347,6 +355,38 @@ impl KafkaSource {
     /// (always `true` with no partition assigned). New messages clear it.
     pub fn at_end(&self) -> bool {
         self.eof_count == self.slots.len()
+    }
+
+    /// `true` when the broker holds records of `partition` that this source has not delivered yet:
+    /// librdkafka's last known high watermark (updated with every fetch response, no broker call)
+    /// is past the next offset to deliver, and the partition has not reported its end since.
+    ///
+    /// `false` for a partition this source does not read, one not fetched yet (no high watermark
+    /// known), an empty one, and one whose only undelivered offsets are transaction markers (it
+    /// reports its end).
+    #[allow(unsafe_code)] // rust-rdkafka has no safe wrapper for rd_kafka_get_watermark_offsets.
+    pub fn has_unread(&self, partition: i32) -> bool {
+        let Some(slot) = self.slots.iter().find(|s| s.partition == partition) else {
+            return false;
+        };
+        if slot.at_eof {
+            return false;
+        }
+        let (mut low, mut high) = (-1i64, -1i64);
+        // SAFETY: the client pointer lives as long as `self.consumer`; the topic is a valid C
+        // string; `low` and `high` are valid for writes. The call only reads librdkafka's cache.
+        let err = unsafe {
+            rdkafka::bindings::rd_kafka_get_watermark_offsets(
+                self.consumer.client().native_ptr(),
+                self.topic_c.as_ptr(),
+                partition,
+                &mut low,
+                &mut high,
+            )
+        };
+        err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+            && high >= 0
+            && high > slot.next
     }
 
     /// The partitions this source reads, sorted.

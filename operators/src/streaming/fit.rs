@@ -146,7 +146,8 @@ pub(super) fn warm_up(
             }
             (None, _) => {}
         }
-        if let Some(e) = warm.event_time.as_deref() {
+        if let Some(e) = warm.event_time.as_deref_mut() {
+            e.keep_unread(&input.source, now_ms());
             msg.watermark = e.watermarks.mark(now_ms());
         }
         if ctx.index == 0 {

@@ -78,6 +78,20 @@ pub(crate) struct EventTime {
 }
 
 impl EventTime {
+    /// Keeps each partition of `source` with records the broker holds but the source has not
+    /// delivered (its lag) from going idle.
+    pub(crate) fn keep_unread(
+        &mut self,
+        source: &millrace_connectors::kafka::KafkaSource,
+        now_ms: i64,
+    ) {
+        for p in source.assignment() {
+            if source.has_unread(p) {
+                self.watermarks.unread(p, now_ms);
+            }
+        }
+    }
+
     /// Advances each row's partition clock (late rows included: they are its records too), and
     /// splits off the rows behind `watermark` (the job's, as of the previous step), adding them
     /// to `dead` as the policy says. Returns the kept rows and how many were late.

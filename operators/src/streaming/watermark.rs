@@ -7,7 +7,8 @@
 //! ```
 //!
 //! A partition is idle once no record of it arrived for `idle_timeout` (processing time, counted
-//! from the worker's start for a partition that never had one); it then neither holds the
+//! from the worker's start for a partition that never had one) while it had nothing left to
+//! deliver (no lag: see [`PartitionWatermarks::unread`]); it then neither holds the
 //! watermark back nor moves it, until it gets a record again. A partition that is not idle but
 //! has no event time yet (nothing read from it so far, or only records without one) holds its
 //! worker's watermark back: in a backlog, a partition the consumer has not reached yet must not
@@ -96,6 +97,16 @@ impl PartitionWatermarks {
         });
         clock.max_event_ms = clock.max_event_ms.max(event_ms);
         clock.last_record_ms = clock.last_record_ms.max(now_ms);
+    }
+
+    /// `partition` still holds records the consumer has not delivered (the broker's high
+    /// watermark is past the consumer's position): it is not idle at `now_ms`, however long since
+    /// its last record. A job slower than
+    /// its backlog must not make a partition it has not got to yet idle, and its records late.
+    pub(crate) fn unread(&mut self, partition: i32, now_ms: i64) {
+        if let Some(clock) = self.clocks.get_mut(&partition) {
+            clock.last_record_ms = clock.last_record_ms.max(now_ms);
+        }
     }
 
     /// Whether `partition` is idle at `now_ms` (`false` for one this worker does not read).

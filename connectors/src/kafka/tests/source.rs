@@ -275,3 +275,31 @@ fn a_worker_without_partitions_is_at_end() {
         KafkaSource::open(&options, &topic, &group, 0, 2, StartFrom::Committed, None).unwrap();
     assert_eq!(busy.positions(), [(0, 7)].into_iter().collect());
 }
+
+/// `has_unread` is the partition's lag as librdkafka last fetched it: true while the broker holds
+/// messages the source has not delivered, false for an empty partition and once all are read.
+#[test]
+fn unread_messages_are_the_lag_behind_the_fetched_high_watermark() {
+    let Some(options) = broker() else { return };
+    let topic = unique("unread");
+    create_topic(&options, &topic, 2, TIMEOUT).unwrap();
+    // Every message into partition 0; partition 1 stays empty.
+    produce_range(&options, &topic, 1, 0..1000);
+    let group = unique("g-unread");
+    let mut source =
+        KafkaSource::open(&options, &topic, &group, 0, 1, StartFrom::Earliest, None).unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + TIMEOUT;
+    while got.is_empty() {
+        assert!(Instant::now() < deadline, "nothing read");
+        got = source.poll(10, Duration::from_millis(500)).unwrap();
+    }
+    assert!(got.len() <= 10);
+    assert!(source.has_unread(0), "{} of 1000 delivered", got.len());
+    assert!(!source.has_unread(1), "an empty partition has no lag");
+    assert!(!source.has_unread(7), "a partition this source does not read");
+    let rest = read_to_end(&mut source);
+    assert_eq!(got.len() + rest.len(), 1000);
+    assert!(!source.has_unread(0));
+    assert!(!source.has_unread(1));
+}

@@ -271,3 +271,20 @@ fn restored_event_times_and_disabled_idleness() {
     let none = PartitionWatermarks::new(&[], &restored, 0, Some(10), 0);
     assert_eq!(none.mark(0), WorkerMark::Idle(None));
 }
+
+#[test]
+fn a_partition_with_unread_records_is_not_idle() {
+    let mut w = PartitionWatermarks::new(&[0, 1], &BTreeMap::new(), 10, Some(1_000), 0);
+    // The consumer reads partition 0 far ahead; partition 1 still holds records it has not got to.
+    w.observe(0, Some(50_000), 100);
+    w.observe(1, Some(1_000), 100);
+    w.unread(1, 5_000);
+    assert!(!w.is_idle(1, 5_500));
+    assert!(w.is_idle(0, 5_500));
+    assert_eq!(w.mark(5_500), WorkerMark::At(990));
+    // Once it has no lag, the timeout counts from the last time it had unread records.
+    assert!(w.is_idle(1, 6_000));
+    // A partition this worker does not read is left alone.
+    w.unread(7, 6_000);
+    assert!(!w.is_idle(7, 9_000));
+}

@@ -62,7 +62,8 @@ impl StreamWorker {
         msg.read = read;
         msg.dead = dead;
         msg.late = late;
-        if let Some(e) = &self.event_time {
+        if let Some(e) = self.event_time.as_mut() {
+            e.keep_unread(&self.input.source, now_ms());
             msg.watermark = e.watermarks.mark(now_ms());
             if self.schedule.checkpoint_now {
                 msg.partition_events = e.watermarks.max_events();
