@@ -124,12 +124,11 @@ fn sum<'a>(values: impl Iterator<Item = (u64, &'a Value, isize)>) -> Value {
             .sum();
         return i64::try_from(total).map_or(Value::Float(total as f64), Value::Int);
     }
-    Value::Float(
-        values
-            .iter()
-            .map(|(_, v, c)| v.as_f64().unwrap_or(0.0) * *c as f64)
-            .sum(),
-    )
+    // A left fold in event order from -0.0 (the identity of float addition), as the running
+    // all-time sum adds them.
+    Value::Float(values.iter().fold(-0.0, |total, (_, v, c)| {
+        total + v.as_f64().unwrap_or(0.0) * *c as f64
+    }))
 }
 
 impl fmt::Display for AggKind {

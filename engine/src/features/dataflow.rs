@@ -3,7 +3,7 @@
 //! ```text
 //! table (key, row) ──reduce: one row per key──┐
 //! pending (key, (t, row)) ──left join on key───┴──▶ join aggregates(window 1) ▶ … ▶ released rows
-//! window w (key, (t, inputs)) ──reduce: the window's aggregates per key──┘
+//! window w (key, (t, inputs)) ──reduce (all time: a running fold): aggregates per key──┘
 //! ```
 //!
 //! Times are event-time milliseconds. An event enters `pending` at its time `t` and leaves it at
@@ -19,6 +19,7 @@ use timely::dataflow::ProbeHandle;
 use timely::worker::Worker;
 
 use super::aggregate::AggKind;
+use super::running;
 use super::state::{Logged, Row};
 use super::store::SlotUpdate;
 use super::value::Value;
@@ -42,14 +43,14 @@ pub(super) struct Built {
     pub(super) current: Option<Current>,
 }
 
-/// Builds the view on `worker`: `table_width` values per table row, and per window the kinds of
-/// its aggregates (one input value each, in that order); with `track`, the table's rows and the
+/// Builds the view on `worker`: `table_width` values per table row, and per window its length (`None`:
+/// all time) and the kinds of its aggregates (one input value each, in that order); with `track`, the table's rows and the
 /// aggregates are followed for a [`super::FeatureStore`].
 pub(super) fn build(
     worker: &mut Worker,
     name: &str,
     table_width: usize,
-    windows: &[Vec<AggKind>],
+    windows: &[(Option<u64>, Vec<AggKind>)],
     track: bool,
 ) -> Built {
     let output: Output = Rc::new(RefCell::new(Vec::new()));
@@ -78,10 +79,11 @@ pub(super) fn build(
             .map(move |(key, (t, row))| (key, (t, row, nulls.clone())));
         let mut joined = matched.concat(unmatched);
         let mut window_inputs = Vec::new();
-        for (w, kinds) in windows.into_iter().enumerate() {
+        for (w, (window, kinds)) in windows.into_iter().enumerate() {
             let (input, events) = scope.new_collection::<(Value, (u64, Row)), isize>();
-            let aggregates =
-                events.reduce_named("features: aggregates", move |_key, events, out| {
+            let aggregates = match window {
+                None => running::all_time(events, kinds),
+                Some(_) => events.reduce_named("features: aggregates", move |_key, events, out| {
                     let row: Row = kinds
                         .iter()
                         .enumerate()
@@ -90,7 +92,8 @@ pub(super) fn build(
                         })
                         .collect();
                     out.push((row, 1isize));
-                });
+                }),
+            };
             let aggregates = follow(aggregates, Some(w), &current);
             joined = joined.join_map(aggregates, |key, (t, row, features), aggregates: &Row| {
                 let mut features = features.clone();

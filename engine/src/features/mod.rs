@@ -21,6 +21,7 @@
 
 mod aggregate;
 mod dataflow;
+mod running;
 mod state;
 mod store;
 #[cfg(test)]
@@ -204,7 +205,10 @@ impl FeatureView {
         spec.validate()?;
         let layout = Layout::of(&spec);
         let width = spec.table_columns.len();
-        let built = dataflow::build(worker, name, width, &layout.kinds, store.is_some());
+        let windows: Vec<(Option<u64>, Vec<AggKind>)> = (layout.windows.iter().copied())
+            .zip(layout.kinds.iter().cloned())
+            .collect();
+        let built = dataflow::build(worker, name, width, &windows, store.is_some());
         Ok(FeatureView {
             spec,
             layout,

@@ -50,8 +50,13 @@ impl Event {
             a.clone(),
             a.clone(),
             a.clone(),
-            a,
+            a.clone(),
             self.category.clone(),
+            self.category.clone(),
+            a.clone(),
+            a.clone(),
+            a.clone(),
+            a,
             self.category.clone(),
         ]
     }
@@ -146,6 +151,12 @@ fn spec() -> FeatureSpec {
             agg("max_5s", AggKind::Max, Some(5_000)),
             agg("last_cat", AggKind::Last, None),
             agg("cats_1s", AggKind::CountDistinct, Some(1_000)),
+            // All time: running values, not a reduce.
+            agg("sum_all", AggKind::Sum, None),
+            agg("mean_all", AggKind::Mean, None),
+            agg("min_all", AggKind::Min, None),
+            agg("max_all", AggKind::Max, None),
+            agg("cats_all", AggKind::CountDistinct, None),
         ],
     }
 }

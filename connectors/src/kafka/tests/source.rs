@@ -297,7 +297,10 @@ fn unread_messages_are_the_lag_behind_the_fetched_high_watermark() {
     assert!(got.len() <= 10);
     assert!(source.has_unread(0), "{} of 1000 delivered", got.len());
     assert!(!source.has_unread(1), "an empty partition has no lag");
-    assert!(!source.has_unread(7), "a partition this source does not read");
+    assert!(
+        !source.has_unread(7),
+        "a partition this source does not read"
+    );
     let rest = read_to_end(&mut source);
     assert_eq!(got.len() + rest.len(), 1000);
     assert!(!source.has_unread(0));
