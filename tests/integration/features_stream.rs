@@ -17,7 +17,7 @@ use millrace::run::run_stream;
 use parquet::arrow::ArrowWriter;
 use serde_json::{Value, json};
 
-use super::serve_harness::{get, post_json};
+use super::serve_harness::{close, get, post_json, probabilities};
 use super::services::{free_port, kafka};
 use super::streaming::{config, parse, scratch, unique};
 use super::watermarks::read_all;
@@ -252,11 +252,61 @@ fn check_lookups(addr: std::net::SocketAddr, all: &[Event]) {
     let mut other = given.clone();
     other["spend"] = json!(features["spend"].as_f64().unwrap() + 1000.0);
     assert_ne!(filled, predict(&other));
+    check_v2_fill(addr, &fields, &features, &filled);
     let (status, reply) = lookup("u7");
     assert_eq!(status, 400, "{reply}");
     let reply = get(addr, "/v1/features/nope/1");
     assert_eq!(reply.status, 404);
     assert!(String::from_utf8_lossy(&reply.body).contains("served: features"));
+}
+
+/// A KServe v2 request may leave the feature inputs out as well: it gets the answer `/v1/predict`
+/// gave (`filled`); leaving out an input that is not a feature is still a 400 naming it.
+fn check_v2_fill(addr: std::net::SocketAddr, fields: &Value, features: &Value, filled: &Value) {
+    let meta = get(addr, "/v2/models/features");
+    assert_eq!(meta.status, 200);
+    let meta: Value = serde_json::from_slice(&meta.body).unwrap();
+    let all = meta["inputs"].as_array().unwrap();
+    let features = features.as_object().unwrap();
+    let inputs: Vec<Value> = all
+        .iter()
+        .filter(|i| !features.contains_key(i["name"].as_str().unwrap()))
+        .map(|i| {
+            let name = i["name"].as_str().unwrap();
+            json!({"name": name, "datatype": i["datatype"], "shape": [1], "data": [fields[name]]})
+        })
+        .collect();
+    assert!(
+        inputs.len() < all.len(),
+        "no feature input to leave out: {meta}"
+    );
+    let reply = post_json(
+        addr,
+        "/v2/models/features/infer",
+        &json!({"inputs": inputs}),
+    );
+    let body = String::from_utf8_lossy(&reply.body).to_string();
+    assert_eq!(reply.status, 200, "{body}");
+    let got = probabilities(&reply.json());
+    let want: Vec<f32> = (filled.as_array().unwrap().iter())
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    assert_eq!(got.len(), want.len(), "{body}");
+    for (g, w) in got.iter().zip(&want) {
+        assert!(close(*g, *w), "v2 {g}, v1 {w}");
+    }
+    let without_amount: Vec<Value> = inputs
+        .into_iter()
+        .filter(|i| i["name"] != "amount")
+        .collect();
+    let reply = post_json(
+        addr,
+        "/v2/models/features/infer",
+        &json!({"inputs": without_amount}),
+    );
+    let body = String::from_utf8_lossy(&reply.body).to_string();
+    assert_eq!(reply.status, 400, "{body}");
+    assert!(body.contains("missing input 'amount'"), "{body}");
 }
 
 fn send(broker: &str, topic: &str, events: &[Event]) {

@@ -31,6 +31,11 @@ impl FeatureFill {
         }
     }
 
+    /// The names of the features it fills, in the store's order.
+    pub fn feature_names(&self) -> Vec<String> {
+        self.names.clone()
+    }
+
     /// `raw` with every feature column's nulls replaced by the store's values for each row's key.
     pub(crate) fn fill(&self, raw: &RecordBatch) -> Result<RecordBatch, String> {
         let keys = raw.column_by_name(&self.key).ok_or_else(|| {

@@ -77,6 +77,8 @@ pub struct ServedModel {
     task: Task,
     class_names: Option<Vec<String>>,
     input_schema: SchemaRef,
+    /// Inputs a KServe v2 request may leave out: the feature columns a feature view fills in.
+    fillable: Vec<String>,
     decoders: Option<DecoderPool>,
     batcher: DynamicBatcher<Pipeline>,
     bundle: ModelBundle,
@@ -160,6 +162,17 @@ impl ServedModel {
             }
             None => (None, None),
         };
+        let fillable = fill.as_ref().map_or_else(Vec::new, |f| {
+            let names = f.feature_names();
+            names
+                .into_iter()
+                .filter(|n| {
+                    input_schema
+                        .field_with_name(n)
+                        .is_ok_and(|f| f.is_nullable())
+                })
+                .collect()
+        });
         let pipeline = Pipeline {
             input_schema: input_schema.clone(),
             sql,
@@ -175,6 +188,7 @@ impl ServedModel {
             class_names: bundle.preprocess.class_names(),
             decoders: DecoderPool::new(&input_schema),
             input_schema,
+            fillable,
             batcher: DynamicBatcher::new(Arc::new(pipeline), batching),
             bundle,
         })
@@ -183,6 +197,12 @@ impl ServedModel {
     /// The raw fields a request must provide.
     pub fn input_schema(&self) -> &SchemaRef {
         &self.input_schema
+    }
+
+    /// The inputs a KServe v2 request may leave out (nullable feature columns a feature view fills
+    /// in by the request's key); empty for a model trained without `[features]`.
+    pub fn fillable_inputs(&self) -> &[String] {
+        &self.fillable
     }
 
     /// Decodes a `/v1/predict` body straight into this model's input columns: the batch and the

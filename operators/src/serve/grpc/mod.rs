@@ -26,7 +26,7 @@ use self::proto::grpc_inference_service_server::{
 use self::proto::*;
 use super::model::RequestError;
 use super::server::AppState;
-use super::v2::{model_metadata, request_to_batch_with};
+use super::v2::{model_metadata, request_to_batch_filling};
 use crate::{Error, Result};
 
 pub(crate) mod decode;
@@ -162,8 +162,13 @@ impl Service {
         let model = self.model(&message.model_name, &message.model_version)?;
         let (request, bytes) = decode::to_request(&message).map_err(RequestError::bad)?;
         let raw: Vec<Option<&[u8]>> = bytes.iter().map(|b| Some(b.as_slice())).collect();
-        let batch = request_to_batch_with(&request, &raw, model.input_schema())
-            .map_err(RequestError::bad)?;
+        let batch = request_to_batch_filling(
+            &request,
+            &raw,
+            model.input_schema(),
+            model.fillable_inputs(),
+        )
+        .map_err(RequestError::bad)?;
         let max_rows = self.state.options.max_rows;
         if batch.num_rows() > max_rows {
             return Err(RequestError::with_status(

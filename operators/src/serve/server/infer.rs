@@ -133,10 +133,12 @@ async fn infer_request(
     request: &InferenceRequest,
     raw: &[Option<&[u8]>],
 ) -> Response {
-    let raw_batch = match request_to_batch_with(request, raw, model.input_schema()) {
-        Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
+    let raw_batch =
+        match request_to_batch_filling(request, raw, model.input_schema(), model.fillable_inputs())
+        {
+            Ok(b) => b,
+            Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        };
     if let Err(r) = check_rows(state, raw_batch.num_rows()) {
         return r;
     }

@@ -28,7 +28,7 @@ use super::registry::ModelRegistry;
 use super::tls::{HANDSHAKE_TIMEOUT, TlsFiles, incoming};
 use super::v2::{
     HEADER_LENGTH, InferenceRequest, InferenceResponse, binary_inputs, model_metadata,
-    request_to_batch_with, response_body, response_outputs, split_body,
+    request_to_batch_filling, response_body, response_outputs, split_body,
 };
 use crate::{Error, Result};
 

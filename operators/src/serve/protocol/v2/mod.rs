@@ -27,7 +27,7 @@ pub use self::binary::{
 };
 pub(crate) use self::request::list_item;
 use self::request::*;
-pub use self::request::{request_to_batch, request_to_batch_with};
+pub use self::request::{request_to_batch, request_to_batch_filling, request_to_batch_with};
 
 /// The `platform` reported in [`ModelMetadata`].
 pub const PLATFORM: &str = "millrace";

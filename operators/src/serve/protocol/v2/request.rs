@@ -163,6 +163,17 @@ pub fn request_to_batch_with(
     raw: &[Option<&[u8]>],
     schema: &SchemaRef,
 ) -> Result<RecordBatch, String> {
+    request_to_batch_filling(req, raw, schema, &[])
+}
+
+/// Like [`request_to_batch_with`], where the inputs named in `fillable` (nullable feature columns
+/// a feature view fills in by the request's key) may be left out: each becomes a column of nulls.
+pub fn request_to_batch_filling(
+    req: &InferenceRequest,
+    raw: &[Option<&[u8]>],
+    schema: &SchemaRef,
+    fillable: &[String],
+) -> Result<RecordBatch, String> {
     let mut seen = HashSet::with_capacity(req.inputs.len());
     let mut unknown = Vec::new();
     for input in &req.inputs {
@@ -206,18 +217,19 @@ pub fn request_to_batch_with(
     let rows = rows.map_or(0, |(n, _)| n);
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
     for field in schema.fields() {
-        let at = req
-            .inputs
-            .iter()
-            .position(|i| i.name == *field.name())
-            .ok_or_else(|| {
-                format!(
-                    "missing input '{}' ({}); given: {}",
-                    field.name(),
-                    input_datatype(field.data_type()).unwrap_or("unsupported"),
-                    quoted(req.inputs.iter().map(|i| i.name.as_str()))
-                )
-            })?;
+        let at = req.inputs.iter().position(|i| i.name == *field.name());
+        if at.is_none() && field.is_nullable() && fillable.contains(field.name()) {
+            columns.push(arrow::array::new_null_array(field.data_type(), rows));
+            continue;
+        }
+        let at = at.ok_or_else(|| {
+            format!(
+                "missing input '{}' ({}); given: {}",
+                field.name(),
+                input_datatype(field.data_type()).unwrap_or("unsupported"),
+                quoted(req.inputs.iter().map(|i| i.name.as_str()))
+            )
+        })?;
         let raw = raw.get(at).copied().flatten();
         columns.push(match list_item(field.data_type()) {
             Some(item) => list_column(&req.inputs[at], raw, field.data_type(), item, rows)?,
