@@ -3,9 +3,11 @@
 //!
 //! A Parquet sink is one Spark-style write: every worker writes its own part files (its task
 //! number in their names), and once every worker has finished, [`publish`] writes `_SUCCESS`. A
-//! Kafka sink writes one JSON message per row through an idempotent producer and is flushed when
-//! the worker's input ends. The first failure stops the sink's writing and fails the job with the
-//! sink's name; rows are never silently dropped.
+//! Kafka sink writes one JSON message per row through an idempotent producer and is flushed before
+//! every checkpoint of a stream is written and when the worker's input ends, so a crash loses no
+//! row a checkpoint counts as done (the rows after it are written again: at least once). The first
+//! failure stops the sink's writing and fails the job with the sink's name; rows are never
+//! silently dropped.
 
 use std::sync::Arc;
 
@@ -153,6 +155,23 @@ impl SinkWriter {
     /// Completes the worker's part: closes its Parquet files or waits until every Kafka message
     /// is delivered. Returns the rows written, or the sink's first failure, naming it. A
     /// finished writer writes nothing more.
+    /// Waits until every row written so far is durable in its target (a Kafka sink's messages
+    /// acknowledged), so that a checkpoint taken after it covers them. A Parquet sink's files are
+    /// completed only by [`finish`](Self::finish).
+    pub fn flush(&mut self) -> Result<()> {
+        if let Some(why) = &self.error {
+            return Err(self.failed(why));
+        }
+        if let Target::Kafka(sink) = &self.target {
+            if let Err(e) = sink.flush(std::time::Duration::from_secs(60)) {
+                let why = e.to_string();
+                self.error = Some(why.clone());
+                return Err(self.failed(&why));
+            }
+        }
+        Ok(())
+    }
+
     pub fn finish(&mut self) -> Result<u64> {
         let finished = match std::mem::replace(&mut self.target, Target::Finished) {
             Target::Parquet(writer) => writer.finish().map(|_| ()).map_err(Error::from),

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use millrace::run::run_stream;
 use parquet::arrow::ArrowWriter;
 use serde_json::{Value, json};
 
+use super::common::kill_when;
 use super::serve_harness::{close, get, post_json, probabilities};
 use super::services::{free_port, kafka};
 use super::streaming::{config, parse, scratch, unique};
@@ -133,7 +135,11 @@ fn commit(dir: &Path, version: u8, at: i64) {
 /// What the sink must hold for event `e`: the table as of its time, and the aggregates over its
 /// user's events up to it (the last second of them for the windowed ones).
 fn expected(all: &[Event], e: &Event) -> BTreeMap<&'static str, Value> {
-    let version = u8::from(e.ts >= T1);
+    expected_in(all, e, u8::from(e.ts >= T1))
+}
+
+/// [`expected`] with the table at `version` throughout.
+fn expected_in(all: &[Event], e: &Event, version: u8) -> BTreeMap<&'static str, Value> {
     let row = table(version).get(&e.user).cloned();
     let mine = || all.iter().filter(|o| o.user == e.user && o.ts <= e.ts);
     let window: Vec<f64> = mine()
@@ -460,16 +466,40 @@ fn stream_features_equal_a_recomputation_across_a_table_version_and_a_resume() {
         let ts = row["ts"].as_i64().unwrap();
         assert!(got.insert(ts, row).is_none(), "event at {ts} twice");
     }
+    assert_rows(&all, &got, |e| expected(&all, e));
+    // The version changed what the records saw, on both sides of its commit time.
+    let score = |ts: i64| got[&ts]["score"].clone();
+    let user0: Vec<&Event> = all.iter().filter(|e| e.user == 0).collect();
+    assert!(
+        user0
+            .iter()
+            .any(|e| e.ts < T1 && score(e.ts).as_f64() == Some(0.0))
+    );
+    assert!(
+        user0
+            .iter()
+            .any(|e| e.ts >= T1 && score(e.ts).as_f64() == Some(100.0))
+    );
+}
+
+/// Every event's row in `got` (by event time) has the user and the features `want` gives.
+fn assert_rows(
+    all: &[Event],
+    got: &BTreeMap<i64, Value>,
+    want: impl Fn(&Event) -> BTreeMap<&'static str, Value>,
+) {
+    let same = |a: &Value, b: &Value| match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    };
     let mut differing = Vec::new();
-    for e in &all {
-        let row = &got[&e.ts];
-        assert_eq!(row["user_id"].as_i64(), Some(e.user));
-        let want = expected(&all, e);
-        let same = |a: &Value, b: &Value| match (a.as_f64(), b.as_f64()) {
-            (Some(x), Some(y)) => x == y,
-            _ => a == b,
+    for e in all {
+        let Some(row) = got.get(&e.ts) else {
+            differing.push(format!("event at {} (user {}): no row", e.ts, e.user));
+            continue;
         };
-        let bad: Vec<String> = (want.iter())
+        assert_eq!(row["user_id"].as_i64(), Some(e.user));
+        let bad: Vec<String> = (want(e).iter())
             .filter(|(name, value)| !same(row.get(**name).unwrap_or(&Value::Null), value))
             .map(|(name, value)| format!("{name}: got {} want {value}", row[*name]))
             .collect();
@@ -488,19 +518,80 @@ fn stream_features_equal_a_recomputation_across_a_table_version_and_a_resume() {
         differing.len(),
         &differing[..differing.len().min(5)]
     );
-    // The version changed what the records saw, on both sides of its commit time.
-    let score = |ts: i64| got[&ts]["score"].clone();
-    let user0: Vec<&Event> = all.iter().filter(|e| e.user == 0).collect();
-    assert!(
-        user0
-            .iter()
-            .any(|e| e.ts < T1 && score(e.ts).as_f64() == Some(0.0))
+}
+
+/// `kill -9` mid-stream, then a restart: the job resumes from its last checkpoint (the view's
+/// windows, all-time sums and waiting records included) and every record is trained once; the
+/// features sink, which is not transactional, may repeat the rows written after that checkpoint,
+/// but every row it holds, before and after the kill, has the features a recomputation gives.
+#[test]
+fn a_killed_features_job_resumes_with_the_same_features() {
+    let Some(broker) = kafka() else { return };
+    let dir = scratch("features-kill");
+    let (topic, out) = (unique("features-kill-in"), unique("features-kill-out"));
+    let options = KafkaOptions::new(broker);
+    create_topic(&options, &topic, 2, Duration::from_secs(30)).unwrap();
+    create_topic(&options, &out, 1, Duration::from_secs(30)).unwrap();
+    let table_dir = dir.join("users");
+    std::fs::create_dir_all(&table_dir).unwrap();
+    commit(&table_dir, 0, T0 - 60_000);
+    let all = events();
+    send(broker, &topic, &all);
+    let checkpoints = dir.join("ckpt");
+    let text = pipeline(broker, &topic, &out, &table_dir, &checkpoints)
+        .replace("max_batch_records = 150", "max_batch_records = 40");
+    let pipeline_file = dir.join("features.toml");
+    std::fs::write(&pipeline_file, text).unwrap();
+    let run = |run_dir: &str| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_millrace"));
+        command
+            .arg("run")
+            .arg(&pipeline_file)
+            .args(["--workers", "2", "--idle-timeout-s", "3", "--run-dir"])
+            .arg(dir.join(run_dir))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        command
+    };
+    let mut first = run("run1").spawn().unwrap();
+    kill_when(
+        &mut first,
+        Duration::from_secs(120),
+        "three checkpoints written",
+        || {
+            std::fs::read_dir(&checkpoints)
+                .map(|d| {
+                    (d.flatten())
+                        .filter(|e| e.file_name().to_string_lossy().starts_with("ckpt-"))
+                        .count()
+                })
+                .unwrap_or(0)
+                >= 3
+        },
     );
-    assert!(
-        user0
-            .iter()
-            .any(|e| e.ts >= T1 && score(e.ts).as_f64() == Some(100.0))
-    );
+    let before = read_all(broker, &out, 1).len();
+    assert!(before < EVENTS as usize, "the job ended before the kill");
+    let status = run("run2").status().unwrap();
+    assert!(status.success());
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("run2/summary.json")).unwrap())
+            .unwrap();
+    assert!(summary["resumed_from_step"].as_u64().is_some(), "{summary}");
+    assert_eq!(summary["rows_trained"], EVENTS, "{summary}");
+    assert_eq!(summary["rows_late"], 0, "{summary}");
+    assert_eq!(summary["rows_dead_lettered"], 0, "{summary}");
+
+    let messages = read_all(broker, &out, EVENTS as usize);
+    let mut got: BTreeMap<i64, Value> = BTreeMap::new();
+    for m in &messages {
+        let row: Value = serde_json::from_slice(m.payload.as_deref().unwrap()).unwrap();
+        let ts = row["ts"].as_i64().unwrap();
+        if let Some(earlier) = got.insert(ts, row.clone()) {
+            assert_eq!(earlier, row, "event at {ts} written twice, differently");
+        }
+    }
+    assert_eq!(got.len(), EVENTS as usize, "every record's row");
+    assert_rows(&all, &got, |e| expected_in(&all, e, 0));
 }
 
 #[test]

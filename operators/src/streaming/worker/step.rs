@@ -80,8 +80,24 @@ impl StreamWorker {
         msg.windows = std::mem::take(&mut self.windows.closed);
         if self.schedule.checkpoint_now {
             msg.window_state = self.windows.windower.as_ref().map(Windower::snapshot);
+            // What this worker wrote for the records the checkpoint counts as done must be
+            // durable before worker 0 writes it: a crash after it must not lose those outputs.
+            self.flush_outputs()?;
         }
         Ok(msg)
+    }
+
+    /// Waits until the dead letters, predictions, metrics and Kafka sink rows this worker sent are
+    /// acknowledged.
+    fn flush_outputs(&mut self) -> Result<()> {
+        if let Some((producer, _)) = &self.input.dlq {
+            producer.flush(Duration::from_secs(30))?;
+        }
+        self.outputs.flush()?;
+        for sink in &mut self.input.sinks {
+            sink.flush()?;
+        }
+        Ok(())
     }
 
     /// Trains on the records the features released after the previous step (when no warm-up
@@ -441,6 +457,9 @@ impl StreamWorker {
                     }
                 }),
             };
+            if let Some(out) = &self.windows.output {
+                out.flush()?;
+            }
             shared.checkpoint(&checkpoint)?;
             // Only now may Kafka learn these offsets: a checkpoint holds them.
             self.input.source.commit(&positions)?;
