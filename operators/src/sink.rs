@@ -152,9 +152,6 @@ impl SinkWriter {
         Ok(Target::Kafka(Box::new(sink)))
     }
 
-    /// Completes the worker's part: closes its Parquet files or waits until every Kafka message
-    /// is delivered. Returns the rows written, or the sink's first failure, naming it. A
-    /// finished writer writes nothing more.
     /// Waits until every row written so far is durable in its target (a Kafka sink's messages
     /// acknowledged), so that a checkpoint taken after it covers them. A Parquet sink's files are
     /// completed only by [`finish`](Self::finish).
@@ -172,6 +169,9 @@ impl SinkWriter {
         Ok(())
     }
 
+    /// Completes the worker's part: closes its Parquet files or waits until every Kafka message
+    /// is delivered. Returns the rows written, or the sink's first failure, naming it. A
+    /// finished writer writes nothing more.
     pub fn finish(&mut self) -> Result<u64> {
         let finished = match std::mem::replace(&mut self.target, Target::Finished) {
             Target::Parquet(writer) => writer.finish().map(|_| ()).map_err(Error::from),
