@@ -234,7 +234,15 @@ fn check_lookups(addr: std::net::SocketAddr, all: &[Event]) {
         }
     }
     // /v1/predict fills in the features a request leaves out: the same answer as a request that
-    // carries the looked-up values, another one for other values.
+    // carries the looked-up values, another one for other values. (The resumed job publishes its
+    // first model version every `publish_every_steps`: the view may settle before.)
+    while get(addr, "/v2/models/features").status != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no model served"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let features = lookup("3").1["features"].clone();
     let fields = json!({"user_id": 3, "ts": T0 + 50_000, "amount": 1.5, "label": 0});
     let predict = |instance: &Value| -> Value {

@@ -15,7 +15,10 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use differential_dataflow::input::Input;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::InputHandle;
 use timely::dataflow::ProbeHandle;
+use timely::dataflow::operators::Input as _;
 use timely::worker::Worker;
 
 use super::aggregate::AggKind;
@@ -32,11 +35,20 @@ pub(super) type Output = Rc<RefCell<Vec<((u64, Row, Row), u64, isize)>>>;
 /// The updates of the table's rows and of each window's aggregates, when a store follows them.
 pub(super) type Current = Rc<RefCell<Vec<SlotUpdate>>>;
 
+/// An all-time window's operator state and the input that restores it (open until the view's
+/// first move: a restore comes before).
+pub(super) struct AllTimeHandles {
+    pub(super) shared: running::Shared,
+    pub(super) restore: Option<InputHandle<u64, CapacityContainerBuilder<Vec<running::KeyState>>>>,
+}
+
 /// The handles a worker keeps to a built view.
 pub(super) struct Built {
     pub(super) table: Logged<(Value, Row)>,
     pub(super) pending: Logged<(Value, (u64, Row))>,
     pub(super) windows: Vec<Logged<(Value, (u64, Row))>>,
+    /// Per window: for an all-time one, its running values.
+    pub(super) all_time: Vec<Option<AllTimeHandles>>,
     pub(super) probe: ProbeHandle<u64>,
     pub(super) output: Output,
     /// With a store: the updates it has not taken yet.
@@ -58,60 +70,87 @@ pub(super) fn build(
     let current: Option<Current> = track.then(|| Rc::new(RefCell::new(Vec::new())));
     let probe = ProbeHandle::new();
     let windows = windows.to_vec();
-    let (table, pending, window_inputs) = worker.dataflow_named::<u64, _, _>(name, |scope| {
-        let (table_input, table) = scope.new_collection::<(Value, Row), isize>();
-        let (pending_input, pending) = scope.new_collection::<(Value, (u64, Row)), isize>();
-        // A key with two rows keeps the greatest, so that a duplicate key never doubles an event.
-        let table = table.reduce_named("features: one row per key", |_key, rows, out| {
-            if let Some((row, _)) = rows.iter().rev().find(|(_, n)| *n > 0) {
-                out.push(((*row).clone(), 1isize));
-            }
-        });
-        let table = follow(table, None, &current);
-        let nulls = vec![Value::Null; table_width];
-        let matched = pending
-            .clone()
-            .join_map(table.clone(), |key, (t, row), values: &Row| {
-                (key.clone(), (*t, row.clone(), values.clone()))
+    let (table, pending, window_inputs, all_time) =
+        worker.dataflow_named::<u64, _, _>(name, |scope| {
+            let (table_input, table) = scope.new_collection::<(Value, Row), isize>();
+            let (pending_input, pending) = scope.new_collection::<(Value, (u64, Row)), isize>();
+            // A key with two rows keeps the greatest, so that a duplicate key never doubles an event.
+            let table = table.reduce_named("features: one row per key", |_key, rows, out| {
+                if let Some((row, _)) = rows.iter().rev().find(|(_, n)| *n > 0) {
+                    out.push(((*row).clone(), 1isize));
+                }
             });
-        let unmatched = pending
-            .antijoin(table.map(|(key, _)| key))
-            .map(move |(key, (t, row))| (key, (t, row, nulls.clone())));
-        let mut joined = matched.concat(unmatched);
-        let mut window_inputs = Vec::new();
-        for (w, (window, kinds)) in windows.into_iter().enumerate() {
-            let (input, events) = scope.new_collection::<(Value, (u64, Row)), isize>();
-            let aggregates = match window {
-                None => running::all_time(events, kinds),
-                Some(_) => events.reduce_named("features: aggregates", move |_key, events, out| {
-                    let row: Row = kinds
-                        .iter()
-                        .enumerate()
-                        .map(|(j, kind)| {
-                            kind.compute(events.iter().map(|((t, inputs), n)| (*t, &inputs[j], *n)))
+            let table = follow(table, None, &current);
+            let nulls = vec![Value::Null; table_width];
+            let matched = pending
+                .clone()
+                .join_map(table.clone(), |key, (t, row), values: &Row| {
+                    (key.clone(), (*t, row.clone(), values.clone()))
+                });
+            let unmatched = pending
+                .antijoin(table.map(|(key, _)| key))
+                .map(move |(key, (t, row))| (key, (t, row, nulls.clone())));
+            let mut joined = matched.concat(unmatched);
+            let mut window_inputs = Vec::new();
+            let mut all_time = Vec::new();
+            for (w, (window, kinds)) in windows.into_iter().enumerate() {
+                let (input, events) = scope.new_collection::<(Value, (u64, Row)), isize>();
+                let mut handles = None;
+                let aggregates = match window {
+                    None => {
+                        let (restore, restored) = scope.new_input::<Vec<running::KeyState>>();
+                        let shared = running::Shared::default();
+                        let aggregates =
+                            running::all_time(events, restored, kinds, Rc::clone(&shared));
+                        handles = Some(AllTimeHandles {
+                            shared,
+                            restore: Some(restore),
+                        });
+                        aggregates
+                    }
+                    Some(_) => {
+                        events.reduce_named("features: aggregates", move |_key, events, out| {
+                            let row: Row = kinds
+                                .iter()
+                                .enumerate()
+                                .map(|(j, kind)| {
+                                    kind.compute(
+                                        events.iter().map(|((t, inputs), n)| (*t, &inputs[j], *n)),
+                                    )
+                                })
+                                .collect();
+                            out.push((row, 1isize));
                         })
-                        .collect();
-                    out.push((row, 1isize));
-                }),
-            };
-            let aggregates = follow(aggregates, Some(w), &current);
-            joined = joined.join_map(aggregates, |key, (t, row, features), aggregates: &Row| {
-                let mut features = features.clone();
-                features.extend(aggregates.iter().cloned());
-                (key.clone(), (*t, row.clone(), features))
-            });
-            window_inputs.push(input);
-        }
-        joined
-            .map(|(_, released)| released)
-            .inspect(move |(data, time, diff)| sink.borrow_mut().push((data.clone(), *time, *diff)))
-            .probe_with(&probe);
-        (table_input, pending_input, window_inputs)
-    });
+                    }
+                };
+                let aggregates = follow(aggregates, Some(w), &current);
+                joined =
+                    joined.join_map(aggregates, |key, (t, row, features), aggregates: &Row| {
+                        let mut features = features.clone();
+                        features.extend(aggregates.iter().cloned());
+                        (key.clone(), (*t, row.clone(), features))
+                    });
+                window_inputs.push(input);
+                all_time.push(handles);
+            }
+            joined
+                .map(|(_, released)| released)
+                .inspect(move |(data, time, diff)| {
+                    sink.borrow_mut().push((data.clone(), *time, *diff))
+                })
+                .probe_with(&probe);
+            (table_input, pending_input, window_inputs, all_time)
+        });
     Built {
         table: Logged::new(table),
         pending: Logged::new(pending),
-        windows: window_inputs.into_iter().map(Logged::new).collect(),
+        windows: (window_inputs.into_iter().zip(&all_time))
+            .map(|(input, at)| match at {
+                Some(at) => Logged::folded_by(input, Rc::clone(&at.shared)),
+                None => Logged::new(input),
+            })
+            .collect(),
+        all_time,
         probe,
         output,
         current,

@@ -32,6 +32,7 @@ use differential_dataflow::consolidation::consolidate_updates;
 use timely::worker::Worker;
 
 pub use aggregate::{AggKind, Aggregate};
+pub use running::Running;
 pub use state::{FeatureState, Row};
 pub use store::FeatureStore;
 pub use value::Value;
@@ -308,6 +309,10 @@ impl FeatureView {
         let time = time.max(self.frontier);
         self.frontier = time;
         let built = &mut self.built;
+        // A restore comes before the first move: no running values can come in after it.
+        for at in built.all_time.iter_mut().flatten() {
+            at.restore.take();
+        }
         built.table.advance_to(time);
         built.pending.advance_to(time);
         for input in &mut built.windows {
@@ -382,6 +387,7 @@ impl FeatureView {
                 .iter_mut()
                 .map(|w| w.state(frontier))
                 .collect(),
+            running: built.windows.iter().map(|w| w.running()).collect(),
         }
     }
 
@@ -398,16 +404,30 @@ impl FeatureView {
                 other.view
             )));
         }
-        if states
-            .iter()
-            .any(|s| s.frontier != first.frontier || s.windows.len() != self.layout.windows.len())
-        {
+        let windows = self.layout.windows.len();
+        if states.iter().any(|s| {
+            s.frontier != first.frontier
+                || s.windows.len() != windows
+                || !(s.running.is_empty() || s.running.len() == windows)
+        }) {
             return Err(Error::Features(format!(
                 "the checkpoint's feature state does not fit this view ({} windows here); the checkpoint is damaged",
                 self.layout.windows.len()
             )));
         }
         let (index, peers) = (ctx.index, ctx.peers);
+        for (w, at) in self.built.all_time.iter_mut().enumerate() {
+            let Some(mut restore) = at.as_mut().and_then(|at| at.restore.take()) else {
+                continue;
+            };
+            restore.advance_to(first.frontier);
+            let parts = states.iter().flat_map(|s| s.running.get(w).cloned());
+            for (i, key) in parts.flatten().enumerate() {
+                if i % peers == index {
+                    restore.send(key);
+                }
+            }
+        }
         for (data, t, n) in state::deal(states.iter().map(|s| s.table.clone()), index, peers) {
             self.built.table.update_at(data, t, n);
         }

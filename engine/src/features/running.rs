@@ -7,19 +7,29 @@
 //! the frontier has passed a time, folds that time's events in and emits the change: the key's
 //! old aggregates retracted and the new ones inserted, at that time.
 //!
+//! A checkpoint keeps these running values, not the events folded into them (which would grow
+//! without end): [`AllTime`] is shared with the view, which reads the values and the time before
+//! which every event is folded; a restore sends them back in through a second input, routed to
+//! the worker that owns each key on the new worker count.
+//!
 //! The fold visits a key's events in (event time, inputs) order, the order `reduce` would see them
 //! in, so float sums come out bit for bit as a recomputation over the sorted events gives them, on
 //! any number of workers and after a restore (restored events arrive at the frontier, sorted by
 //! their own event time all the same).
 
+use std::cell::RefCell;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
 
 use differential_dataflow::hashable::Hashable;
 use differential_dataflow::{AsCollection, VecCollection};
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
-use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::generic::{Operator, OutputBuilderSession};
 
 use super::aggregate::AggKind;
 use super::state::Row;
@@ -28,89 +38,164 @@ use super::value::Value;
 /// One window's events: (key, (event time, one input per aggregate)).
 type Events<'s> = VecCollection<'s, u64, (Value, (u64, Row)), isize>;
 
+/// One key's running values, as a checkpoint keeps them.
+pub(super) type KeyState = (Value, Vec<Running>);
+
+/// What one worker's all-time operator holds, shared with its view for checkpoints.
+#[derive(Debug, Default)]
+pub(super) struct AllTime {
+    /// Each key's running values.
+    pub(super) keys: HashMap<Value, Vec<Running>>,
+    /// Every event before this time is folded into `keys`.
+    pub(super) folded_before: u64,
+}
+
+/// Shared between the operator and its view (one worker thread).
+pub(super) type Shared = Rc<RefCell<AllTime>>;
+
 /// The all-time aggregates of `kinds` over `events`, per key: the same collection a `reduce` with
-/// [`AggKind::compute`] gives, for inputs that are only ever inserted.
+/// [`AggKind::compute`] gives, for inputs that are only ever inserted. `restored` brings keys'
+/// running values from a checkpoint (each key once); `shared` exposes what the operator holds.
 pub(super) fn all_time<'s>(
     events: Events<'s>,
+    restored: Stream<'s, u64, Vec<KeyState>>,
     kinds: Vec<AggKind>,
+    shared: Shared,
 ) -> VecCollection<'s, u64, (Value, Row), isize> {
-    let exchange =
+    let by_event_key =
         Exchange::new(|((key, _), _, _): &((Value, (u64, Row)), u64, isize)| key.hashed().into());
+    let by_state_key = Exchange::new(|(key, _): &KeyState| key.hashed().into());
     events
         .inner
-        .unary_frontier(exchange, "features: all-time aggregates", move |_, _| {
-            let mut waiting: BTreeMap<u64, (Capability<u64>, Vec<Event>)> = BTreeMap::new();
-            let mut keys: HashMap<Value, Vec<Running>> = HashMap::new();
-            move |(input, frontier), output| {
-                input.for_each(|cap, data| {
-                    for ((key, (t, inputs)), time, diff) in data.drain(..) {
-                        let slot = waiting
-                            .entry(time)
-                            .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()));
-                        slot.1.push((key, t, inputs, diff));
-                    }
-                });
-                while let Some(entry) = waiting.first_entry() {
-                    if frontier.less_equal(entry.key()) {
-                        break;
-                    }
-                    let (time, (cap, mut events)) = entry.remove_entry();
-                    events.sort_unstable_by(|a, b| (&a.0, a.1, &a.2).cmp(&(&b.0, b.1, &b.2)));
-                    let mut session = output.session(&cap);
-                    for key_events in events.chunk_by(|a, b| a.0 == b.0) {
-                        let key = &key_events[0].0;
-                        let (running, before) = match keys.entry(key.clone()) {
-                            Entry::Occupied(seen) => {
-                                let running = seen.into_mut();
-                                let before: Row = running.iter().map(Running::value).collect();
-                                (running, Some(before))
-                            }
-                            Entry::Vacant(new) => (
-                                new.insert(kinds.iter().map(|&k| Running::new(k)).collect()),
-                                None,
-                            ),
+        .binary_frontier(
+            restored,
+            by_event_key,
+            by_state_key,
+            "features: all-time aggregates",
+            move |_, _| {
+                let mut waiting: BTreeMap<u64, (Capability<u64>, Vec<Event>)> = BTreeMap::new();
+                move |(input, frontier), (restored, restored_frontier), output| {
+                    let mut state = shared.borrow_mut();
+                    restored.for_each(|cap, data| {
+                        let Some(time) = cap.least().copied() else {
+                            return;
                         };
-                        for (_, t, inputs, diff) in key_events {
-                            for (r, value) in running.iter_mut().zip(inputs) {
-                                r.add(*t, value, *diff);
-                            }
+                        let cap = cap.delayed(&time, 0);
+                        let mut session = output.session(&cap);
+                        for (key, running) in data.drain(..) {
+                            let values: Row = running.iter().map(Running::value).collect();
+                            state.keys.insert(key.clone(), running);
+                            session.give(((key, values), time, 1isize));
                         }
-                        let after: Row = running.iter().map(Running::value).collect();
-                        if before.as_ref() == Some(&after) {
-                            continue;
+                    });
+                    input.for_each(|cap, data| {
+                        for ((key, (t, inputs)), time, diff) in data.drain(..) {
+                            let slot = waiting
+                                .entry(time)
+                                .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()));
+                            slot.1.push((key, t, inputs, diff));
                         }
-                        if let Some(before) = before {
-                            session.give(((key.clone(), before), time, -1isize));
+                    });
+                    while let Some(entry) = waiting.first_entry() {
+                        let time = *entry.key();
+                        if frontier.less_equal(&time) || restored_frontier.less_equal(&time) {
+                            break;
                         }
-                        session.give(((key.clone(), after), time, 1isize));
+                        let (cap, events) = entry.remove();
+                        fold(&mut state.keys, &kinds, time, &cap, events, output);
                     }
+                    // Every event before both frontiers has arrived, and none is waiting.
+                    let done = (frontier.frontier().iter())
+                        .chain(restored_frontier.frontier().iter())
+                        .min()
+                        .copied()
+                        .unwrap_or(u64::MAX);
+                    let waits = waiting.keys().next().copied().unwrap_or(u64::MAX);
+                    state.folded_before = state.folded_before.max(done.min(waits));
                 }
-            }
-        })
+            },
+        )
         .as_collection()
+}
+
+/// Folds the events of `time` into `keys`, giving each changed key's old values (-1) and new
+/// ones (+1) at `time`.
+fn fold(
+    keys: &mut HashMap<Value, Vec<Running>>,
+    kinds: &[AggKind],
+    time: u64,
+    cap: &Capability<u64>,
+    mut events: Vec<Event>,
+    output: &mut OutputBuilderSession<
+        '_,
+        u64,
+        CapacityContainerBuilder<Vec<((Value, Row), u64, isize)>>,
+    >,
+) {
+    events.sort_unstable_by(|a, b| (&a.0, a.1, &a.2).cmp(&(&b.0, b.1, &b.2)));
+    let mut session = output.session(cap);
+    for key_events in events.chunk_by(|a, b| a.0 == b.0) {
+        let key = &key_events[0].0;
+        let (running, before) = match keys.entry(key.clone()) {
+            Entry::Occupied(seen) => {
+                let running = seen.into_mut();
+                let before: Row = running.iter().map(Running::value).collect();
+                (running, Some(before))
+            }
+            Entry::Vacant(new) => (
+                new.insert(kinds.iter().map(|&k| Running::new(k)).collect()),
+                None,
+            ),
+        };
+        for (_, t, inputs, diff) in key_events {
+            for (r, value) in running.iter_mut().zip(inputs) {
+                r.add(*t, value, *diff);
+            }
+        }
+        let after: Row = running.iter().map(Running::value).collect();
+        if before.as_ref() == Some(&after) {
+            continue;
+        }
+        if let Some(before) = before {
+            session.give(((key.clone(), before), time, -1isize));
+        }
+        session.give(((key.clone(), after), time, 1isize));
+    }
 }
 
 /// One update of the input: (key, event time, inputs, multiplicity).
 type Event = (Value, u64, Row, isize);
 
-/// What one aggregate of one key has folded in so far.
-#[derive(Clone, Debug)]
-enum Running {
+/// What one all-time aggregate of one key has folded in so far (as a checkpoint keeps it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Running {
+    /// Events.
     Count(i64),
     /// The integer sum while every value is an integer, and the float sum in event order.
     Sum {
+        /// A non-null value was folded in.
         seen: bool,
+        /// Every value so far was an integer.
         all_int: bool,
+        /// The integer sum.
         int: i128,
+        /// The float sum, in event order.
         float: f64,
     },
+    /// The float sum in event order and the values counted.
     Mean {
+        /// Sum of the values.
         total: f64,
+        /// Non-null values.
         n: i64,
     },
+    /// The smallest value.
     Min(Option<Value>),
+    /// The largest value.
     Max(Option<Value>),
+    /// The newest event's time and value.
     Last(Option<(u64, Value)>),
+    /// The distinct values.
     CountDistinct(BTreeSet<Value>),
 }
 

@@ -10,6 +10,7 @@ use differential_dataflow::consolidation::consolidate_updates;
 use differential_dataflow::input::InputSession;
 use serde::{Deserialize, Serialize};
 
+use super::running::{Running, Shared};
 use super::value::Value;
 
 /// A row of values.
@@ -30,14 +31,21 @@ pub struct FeatureState {
     pub table: Updates<(Value, Row)>,
     /// Events waiting for their features: (key, (event time, row)).
     pub pending: Updates<(Value, (u64, Row))>,
-    /// Per window, in the view's window order: (key, (event time, aggregate inputs)).
+    /// Per window, in the view's window order: (key, (event time, aggregate inputs)). For an
+    /// all-time window, only the events not yet folded into `running`.
     pub windows: Vec<Updates<(Value, (u64, Row))>>,
+    /// Per window: for an all-time one, each key's running values (empty for the others).
+    #[serde(default)]
+    pub running: Vec<Vec<(Value, Vec<Running>)>>,
 }
 
 impl FeatureState {
     /// Updates held, over all inputs.
     pub fn len(&self) -> usize {
-        self.table.len() + self.pending.len() + self.windows.iter().map(Vec::len).sum::<usize>()
+        self.table.len()
+            + self.pending.len()
+            + self.windows.iter().map(Vec::len).sum::<usize>()
+            + self.running.iter().map(Vec::len).sum::<usize>()
     }
 
     /// True when no input holds an update.
@@ -52,6 +60,9 @@ pub(super) struct Logged<D: differential_dataflow::ExchangeData> {
     log: Updates<D>,
     /// Log length after the last compaction: the log is compacted again when it doubles.
     compacted_len: usize,
+    /// For an all-time window: its operator, whose running values hold every event before
+    /// `folded_before`, which the log then drops.
+    folded: Option<Shared>,
 }
 
 impl<D: differential_dataflow::ExchangeData> Logged<D> {
@@ -60,6 +71,15 @@ impl<D: differential_dataflow::ExchangeData> Logged<D> {
             session,
             log: Vec::new(),
             compacted_len: 0,
+            folded: None,
+        }
+    }
+
+    /// The input of an all-time window whose operator is `folded`.
+    pub(super) fn folded_by(session: InputSession<u64, D, isize>, folded: Shared) -> Self {
+        Logged {
+            folded: Some(folded),
+            ..Logged::new(session)
         }
     }
 
@@ -80,17 +100,46 @@ impl<D: differential_dataflow::ExchangeData> Logged<D> {
     }
 
     fn compact(&mut self, frontier: u64) {
-        for (_, t, _) in self.log.iter_mut() {
-            *t = (*t).max(frontier);
+        match &self.folded {
+            // Folded events are in the running values; the others keep their own times (which
+            // tell later whether they are folded).
+            Some(folded) => {
+                let before = folded.borrow().folded_before;
+                self.log.retain(|(_, t, _)| *t >= before);
+            }
+            None => {
+                for (_, t, _) in self.log.iter_mut() {
+                    *t = (*t).max(frontier);
+                }
+                consolidate_updates(&mut self.log);
+            }
         }
-        consolidate_updates(&mut self.log);
         self.compacted_len = self.log.len();
     }
 
     /// The log compacted to `frontier`.
     pub(super) fn state(&mut self, frontier: u64) -> Updates<D> {
         self.compact(frontier);
-        self.log.clone()
+        let mut log = self.log.clone();
+        if self.folded.is_some() {
+            for (_, t, _) in log.iter_mut() {
+                *t = (*t).max(frontier);
+            }
+            consolidate_updates(&mut log);
+        }
+        log
+    }
+
+    /// For an all-time window: each key's running values, by key.
+    pub(super) fn running(&self) -> Vec<(Value, Vec<Running>)> {
+        let Some(folded) = &self.folded else {
+            return Vec::new();
+        };
+        let mut keys: Vec<(Value, Vec<Running>)> = (folded.borrow().keys.iter())
+            .map(|(k, r)| (k.clone(), r.clone()))
+            .collect();
+        keys.sort_by(|a, b| a.0.cmp(&b.0));
+        keys
     }
 }
 

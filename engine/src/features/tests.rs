@@ -341,6 +341,17 @@ fn restored_view_on_another_worker_count_continues_exactly() {
     assert!(states.iter().all(|s| s.frontier == 4 * STEP_MS));
     // Events of step 3 reach into step 4, so some wait in the state for their features.
     assert!(states.iter().map(|s| s.pending.len()).sum::<usize>() > 0);
+    // The all-time window keeps one running value per key, not its events (the 1 s and 5 s
+    // windows keep theirs, and no running values).
+    let (windows, _) = spec().windows();
+    let all_time = windows.iter().position(Option::is_none).unwrap();
+    let keys: usize = states.iter().map(|s| s.running[all_time].len()).sum();
+    assert!((1..=25).contains(&keys), "{keys} keys' running values");
+    let unfolded: usize = states.iter().map(|s| s.windows[all_time].len()).sum();
+    let pushed: usize = scenario.steps[..4].iter().map(|(e, _)| e.len()).sum();
+    assert!(unfolded < pushed / 4, "{unfolded} of {pushed} events kept");
+    let windowed = windows.iter().position(Option::is_some).unwrap();
+    assert!(states.iter().all(|s| s.running[windowed].is_empty()));
     // A view defined otherwise refuses the state, naming both.
     let mut changed = spec();
     changed.aggregates[1].window_ms = Some(2_000);

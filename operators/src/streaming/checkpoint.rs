@@ -20,8 +20,8 @@ use crate::checkpoint::{CheckpointStore, decode, encode};
 use crate::streaming::window::WindowState;
 
 /// 3: per-partition watermarks (`watermark_ms`, `partition_events`); 4: `[[branch]]` states;
-/// 5: the `[features]` view.
-pub(crate) const FORMAT: u32 = 5;
+/// 5: the `[features]` view; 6: its all-time aggregates as running values per key.
+pub(crate) const FORMAT: u32 = 6;
 
 /// Everything a streaming job needs to continue exactly where it was.
 #[derive(Clone, Debug, Serialize, Deserialize)]
