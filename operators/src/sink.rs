@@ -159,12 +159,12 @@ impl SinkWriter {
         if let Some(why) = &self.error {
             return Err(self.failed(why));
         }
-        if let Target::Kafka(sink) = &self.target {
-            if let Err(e) = sink.flush(std::time::Duration::from_secs(60)) {
-                let why = e.to_string();
-                self.error = Some(why.clone());
-                return Err(self.failed(&why));
-            }
+        if let Target::Kafka(sink) = &self.target
+            && let Err(e) = sink.flush(std::time::Duration::from_secs(60))
+        {
+            let why = e.to_string();
+            self.error = Some(why.clone());
+            return Err(self.failed(&why));
         }
         Ok(())
     }

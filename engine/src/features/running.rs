@@ -63,8 +63,8 @@ pub(super) fn all_time<'s>(
     shared: Shared,
 ) -> VecCollection<'s, u64, (Value, Row), isize> {
     let by_event_key =
-        Exchange::new(|((key, _), _, _): &((Value, (u64, Row)), u64, isize)| key.hashed().into());
-    let by_state_key = Exchange::new(|(key, _): &KeyState| key.hashed().into());
+        Exchange::new(|((key, _), _, _): &((Value, (u64, Row)), u64, isize)| key.hashed());
+    let by_state_key = Exchange::new(|(key, _): &KeyState| key.hashed());
     events
         .inner
         .binary_frontier(
@@ -126,11 +126,7 @@ fn fold(
     time: u64,
     cap: &Capability<u64>,
     mut events: Vec<Event>,
-    output: &mut OutputBuilderSession<
-        '_,
-        u64,
-        CapacityContainerBuilder<Vec<((Value, Row), u64, isize)>>,
-    >,
+    output: &mut Output<'_>,
 ) {
     events.sort_unstable_by(|a, b| (&a.0, a.1, &a.2).cmp(&(&b.0, b.1, &b.2)));
     let mut session = output.session(cap);
@@ -162,6 +158,10 @@ fn fold(
         session.give(((key.clone(), after), time, 1isize));
     }
 }
+
+/// The operator's output: (key, aggregates) updates.
+type Output<'a> =
+    OutputBuilderSession<'a, u64, CapacityContainerBuilder<Vec<((Value, Row), u64, isize)>>>;
 
 /// One update of the input: (key, event time, inputs, multiplicity).
 type Event = (Value, u64, Row, isize);
