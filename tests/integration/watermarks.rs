@@ -183,6 +183,39 @@ fn partitions_with_unread_records_are_not_idle_however_slow_the_job() {
     assert_counted(&run_dir.join("model"), rows);
 }
 
+/// Watermark alignment on the most uneven backlog there is (each partition a different quarter
+/// of the time range): partitions far ahead are paused and resumed many times, and still every
+/// row is trained once and none is late (a pause neither loses nor repeats a record, and the job
+/// never waits on a paused partition).
+#[test]
+fn aligned_partitions_pause_and_resume_without_losing_a_row() {
+    let Some(broker) = kafka() else { return };
+    let rows = 20_000;
+    let dir = scratch("wm-aligned");
+    let topic = unique("wm-aligned");
+    fill_topic(broker, &topic, 4, rows, &dir);
+    let text = event_time_pipeline(
+        broker,
+        &topic,
+        &dir.join("checkpoints"),
+        "event_time = \"ts\"\nmax_out_of_orderness = \"1s\"\nidle_timeout = \"500ms\"\nwatermark_alignment = \"2s\"",
+    );
+    let (summary, run_dir) = run_stream(parse(&text), None, config(2, &dir.join("run"))).unwrap();
+    assert_eq!(summary.rows_read, rows);
+    assert_eq!(summary.rows_late, 0, "{summary:?}");
+    assert_eq!(summary.rows_trained, rows, "{summary:?}");
+    assert_counted(&run_dir.join("model"), rows);
+    // Without an event time to align, the setting is refused before work.
+    let bad = text.replace("event_time = \"ts\"\n", "");
+    let err = match millrace::pipeline_file::parse(&bad, Path::new("bad.toml")) {
+        Err(e) => e.to_string(),
+        Ok(spec) => (millrace::operators::streaming::StreamPlan::new(spec).map(|_| ()))
+            .unwrap_err()
+            .to_string(),
+    };
+    assert!(err.contains("watermark_alignment"), "{err}");
+}
+
 /// One record far behind the others (a copy of the first, 200 s older than the newest, with
 /// `max_out_of_orderness = "1m"`) is late: dead-lettered with its reason and origin.
 #[test]

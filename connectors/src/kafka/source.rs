@@ -1,6 +1,6 @@
 //! One worker's share of a topic's partitions, read with a manually assigned consumer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::time::{Duration, Instant};
 
@@ -64,6 +64,8 @@ pub struct KafkaSource {
     workers: usize,
     slots: Vec<Slot>,
     eof_count: usize,
+    /// Partitions paused by [`set_paused`](Self::set_paused).
+    paused: BTreeSet<i32>,
 }
 
 impl KafkaSource {
@@ -140,6 +142,7 @@ impl KafkaSource {
             workers,
             slots: Vec::new(),
             eof_count: 0,
+            paused: BTreeSet::new(),
         };
         let all = topic_partitions(&source.consumer, options, topic, OPEN_TIMEOUT)?;
         let mine: Vec<i32> = all
@@ -281,6 +284,10 @@ impl KafkaSource {
                     let offset = message.offset();
                     if let Some(i) = self.slot_index(partition) {
                         let slot = &mut self.slots[i];
+                        // Already delivered (librdkafka may fetch again after a pause).
+                        if offset < slot.next {
+                            continue;
+                        }
                         slot.next = offset + 1;
                         if slot.at_eof {
                             slot.at_eof = false;
@@ -387,6 +394,50 @@ impl KafkaSource {
         err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
             && high >= 0
             && high > slot.next
+    }
+
+    /// Pauses fetching exactly the partitions in `partitions` (of those this source reads) and
+    /// resumes the others it paused before; a resumed partition goes on from the next offset to
+    /// deliver, so pausing neither loses nor repeats a message.
+    pub fn set_paused(&mut self, partitions: &BTreeSet<i32>) -> Result<()> {
+        let wanted: BTreeSet<i32> = (partitions.iter().copied())
+            .filter(|p| self.slot_index(*p).is_some())
+            .collect();
+        if wanted == self.paused {
+            return Ok(());
+        }
+        let list = |parts: &mut dyn Iterator<Item = &i32>| {
+            let mut tpl = TopicPartitionList::new();
+            for &p in parts {
+                tpl.add_partition(&self.topic, p);
+            }
+            tpl
+        };
+        let pause = list(&mut wanted.difference(&self.paused));
+        let resume: Vec<i32> = self.paused.difference(&wanted).copied().collect();
+        if pause.count() > 0 {
+            (self.consumer.pause(&pause)).map_err(|e| self.kafka_error("pause".into(), e))?;
+        }
+        if !resume.is_empty() {
+            let tpl = list(&mut resume.iter());
+            (self.consumer.resume(&tpl)).map_err(|e| self.kafka_error("resume".into(), e))?;
+            for p in resume {
+                let Some(i) = self.slot_index(p) else {
+                    continue;
+                };
+                let next = self.slots[i].next;
+                self.consumer
+                    .seek(&self.topic, p, Offset::Offset(next), OPEN_TIMEOUT)
+                    .map_err(|e| self.kafka_error(format!("seek partition {p} to {next}"), e))?;
+            }
+        }
+        self.paused = wanted;
+        Ok(())
+    }
+
+    /// The partitions [`set_paused`](Self::set_paused) paused.
+    pub fn paused(&self) -> &BTreeSet<i32> {
+        &self.paused
     }
 
     /// The partitions this source reads, sorted.

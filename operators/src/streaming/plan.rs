@@ -45,6 +45,9 @@ pub struct StreamPlan {
     pub checkpoint_dir: PathBuf,
     /// Bounded out-of-orderness, ms.
     pub lateness_ms: i64,
+    /// `stream.watermark_alignment`, ms: how far a partition's watermark may run ahead of the
+    /// job's before it is paused.
+    pub alignment_ms: Option<i64>,
     /// The dataset the preprocessing is fitted on (`[ingest]`) and the SQL over it; `None` fits
     /// on the first `stream.warmup_records` records instead.
     pub fit_on: Option<(ParquetDataset, SqlPlan)>,
@@ -153,6 +156,10 @@ impl StreamPlan {
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("checkpoints").join(&spec.name)),
             lateness_ms: i64::try_from(lateness.as_millis()).unwrap_or(i64::MAX),
+            alignment_ms: (stream.watermark_alignment.as_deref())
+                .map(|t| parse_duration("stream.watermark_alignment", t))
+                .transpose()?
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
             features: feature_spec(&spec),
             stream,
             spec,

@@ -134,6 +134,11 @@ pub struct StreamSpec {
         skip_serializing_if = "is_default_idle_timeout"
     )]
     pub idle_timeout: Duration,
+    /// Watermark alignment (e.g. `"10s"`): a partition whose watermark runs more than this ahead
+    /// of the job's is paused until the job's catches up, so that a backlog read unevenly does
+    /// not pile up records waiting for the watermark (windows, `[features]`). Unset: never paused.
+    #[serde(default)]
+    pub watermark_alignment: Option<String>,
     /// Records behind the watermark: `dead_letter` (default) or `drop` (counted either way).
     #[serde(default)]
     pub late: LatePolicy,
@@ -539,6 +544,20 @@ impl StreamSpec {
             ));
         }
         parse_duration("stream.max_out_of_orderness", &self.max_out_of_orderness)?;
+        if let Some(text) = &self.watermark_alignment {
+            if self.event_time.is_none() {
+                return Err(Error::config(
+                    "stream.watermark_alignment",
+                    "aligns event time: set stream.event_time, or remove it",
+                ));
+            }
+            if parse_duration("stream.watermark_alignment", text)?.is_zero() {
+                return Err(Error::config(
+                    "stream.watermark_alignment",
+                    "must be longer than 0s (remove it to never pause a partition)",
+                ));
+            }
+        }
         if let Some(w) = &self.window {
             if self.event_time.is_none() {
                 return Err(Error::config(

@@ -19,7 +19,7 @@
 //! worker is idle (so the end of a burst is the same whenever the steps fall). The job's
 //! watermark never goes back, even when an idle partition (or worker) comes back behind it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -153,6 +153,20 @@ impl PartitionWatermarks {
             min = Some(min.map_or(w, |m| m.min(w)));
         }
         any.then(|| min.map_or(WorkerMark::Waiting, WorkerMark::At))
+    }
+
+    /// The partitions whose watermark is more than `align_ms` ahead of the job's `watermark`:
+    /// those to pause (watermark alignment). The partition that holds the job's watermark back
+    /// is never among them.
+    pub(crate) fn ahead(&self, watermark: i64, align_ms: i64) -> BTreeSet<i32> {
+        let limit = watermark.saturating_add(align_ms);
+        (self.clocks.iter())
+            .filter(|(_, c)| {
+                c.max_event_ms
+                    .is_some_and(|m| m.saturating_sub(self.lateness_ms) > limit)
+            })
+            .map(|(&p, _)| p)
+            .collect()
     }
 
     /// The newest event time of each partition that has one (what a checkpoint keeps).

@@ -306,3 +306,44 @@ fn unread_messages_are_the_lag_behind_the_fetched_high_watermark() {
     assert!(!source.has_unread(0));
     assert!(!source.has_unread(1));
 }
+
+/// A paused partition delivers nothing; resumed, it goes on from where it stopped, with no
+/// message lost or repeated.
+#[test]
+fn a_paused_partition_resumes_where_it_stopped() {
+    let Some(options) = broker() else { return };
+    let topic = fixture(&options, "pause", 2, 2000);
+    let group = unique("g-pause");
+    let mut source =
+        KafkaSource::open(&options, &topic, &group, 0, 1, StartFrom::Earliest, None).unwrap();
+    let mut seen: Vec<(i32, i64)> = Vec::new();
+    let deadline = Instant::now() + TIMEOUT;
+    while !seen.iter().any(|m| m.0 == 0) {
+        assert!(Instant::now() < deadline, "nothing from partition 0");
+        let got = source.poll(20, Duration::from_millis(500)).unwrap();
+        seen.extend(got.iter().map(|m| (m.partition, m.offset)));
+    }
+    source.set_paused(&BTreeSet::from([0, 9])).unwrap();
+    assert_eq!(source.paused(), &BTreeSet::from([0]));
+    let at_pause = source.positions()[&0];
+    for _ in 0..5 {
+        let got = source.poll(200, Duration::from_millis(200)).unwrap();
+        assert!(
+            got.iter().all(|m| m.partition == 1),
+            "partition 0 is paused"
+        );
+        seen.extend(got.iter().map(|m| (m.partition, m.offset)));
+    }
+    assert_eq!(source.positions()[&0], at_pause);
+    source.set_paused(&BTreeSet::new()).unwrap();
+    assert!(source.paused().is_empty());
+    seen.extend(
+        read_to_end(&mut source)
+            .iter()
+            .map(|m| (m.partition, m.offset)),
+    );
+    for p in 0..2 {
+        let offsets: Vec<i64> = seen.iter().filter(|m| m.0 == p).map(|m| m.1).collect();
+        assert_eq!(offsets, (0..1000).collect::<Vec<_>>(), "partition {p}");
+    }
+}

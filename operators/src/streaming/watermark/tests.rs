@@ -288,3 +288,20 @@ fn a_partition_with_unread_records_is_not_idle() {
     w.unread(7, 6_000);
     assert!(!w.is_idle(7, 9_000));
 }
+
+#[test]
+fn partitions_ahead_of_the_job_watermark_by_more_than_the_alignment() {
+    let mut w = PartitionWatermarks::new(&[0, 1, 2], &BTreeMap::new(), 100, None, 0);
+    w.observe(0, Some(10_000), 0);
+    w.observe(1, Some(12_000), 0);
+    w.observe(2, Some(30_000), 0);
+    // The job's watermark is partition 0's (9,900): 1 is 2,000 ahead, 2 is 20,000 ahead.
+    assert_eq!(w.mark(0), WorkerMark::At(9_900));
+    assert_eq!(w.ahead(9_900, 5_000), BTreeSet::from([2]));
+    assert_eq!(w.ahead(9_900, 1_000), BTreeSet::from([1, 2]));
+    // The partition that holds the watermark back is never paused; nor is one without a time.
+    assert!(!w.ahead(9_900, 0).contains(&0));
+    let mut fresh = PartitionWatermarks::new(&[0, 1], &BTreeMap::new(), 0, None, 0);
+    fresh.observe(0, Some(50_000), 0);
+    assert_eq!(fresh.ahead(0, 1_000), BTreeSet::from([0]));
+}

@@ -87,6 +87,22 @@ impl StreamWorker {
         Ok(msg)
     }
 
+    /// Watermark alignment: pauses this worker's partitions whose watermark runs more than
+    /// `stream.watermark_alignment` ahead of the job's, and resumes them when it catches up. A
+    /// step in which no worker read anything resumes every partition, so that a job whose other
+    /// partitions are done never waits on a paused one.
+    fn align_partitions(&mut self, shared: &Shared, read: u64) -> Result<()> {
+        let (Some(align), Some(e)) = (shared.plan.alignment_ms, self.event_time.as_ref()) else {
+            return Ok(());
+        };
+        let ahead = match self.watermark {
+            Some(w) if read > 0 => e.watermarks.ahead(w, align),
+            _ => std::collections::BTreeSet::new(),
+        };
+        self.input.source.set_paused(&ahead)?;
+        Ok(())
+    }
+
     /// Waits until the dead letters, predictions, metrics and Kafka sink rows this worker sent are
     /// acknowledged.
     fn flush_outputs(&mut self) -> Result<()> {
@@ -259,6 +275,7 @@ impl StreamWorker {
         }
         // The job's watermark: the minimum over the workers that are not idle.
         self.watermark = job_watermark(self.watermark, all.iter().map(|m| m.watermark));
+        self.align_partitions(shared, all.iter().map(|m| m.read).sum())?;
         self.counters.read += sums.read;
         self.counters.step += 1;
         self.schedule.steps_since_publish += 1;
