@@ -410,17 +410,27 @@ model = {{ kind = "logistic" }}
     )
 }
 
-#[test]
-fn stream_features_equal_a_recomputation_across_a_table_version_and_a_resume() {
-    let Some(broker) = kafka() else { return };
-    let dir = scratch("stream-features");
-    let (topic, out) = (unique("features-in"), unique("features-out"));
+/// A scratch folder named `name`, a 2-partition input topic and a 1-partition output topic, and
+/// the table's version 0 committed before the first event: (folder, input, output, table).
+fn setup(broker: &str, name: &str) -> (std::path::PathBuf, String, String, std::path::PathBuf) {
+    let dir = scratch(name);
+    let (topic, out) = (
+        unique(&format!("{name}-in")),
+        unique(&format!("{name}-out")),
+    );
     let options = KafkaOptions::new(broker);
     create_topic(&options, &topic, 2, Duration::from_secs(30)).unwrap();
     create_topic(&options, &out, 1, Duration::from_secs(30)).unwrap();
     let table_dir = dir.join("users");
     std::fs::create_dir_all(&table_dir).unwrap();
     commit(&table_dir, 0, T0 - 60_000);
+    (dir, topic, out, table_dir)
+}
+
+#[test]
+fn stream_features_equal_a_recomputation_across_a_table_version_and_a_resume() {
+    let Some(broker) = kafka() else { return };
+    let (dir, topic, out, table_dir) = setup(broker, "features");
     let all = events();
     let half = (EVENTS / 2) as usize;
     let text = pipeline(broker, &topic, &out, &table_dir, &dir.join("ckpt"));
@@ -535,14 +545,7 @@ fn assert_rows(
 #[test]
 fn a_killed_features_job_resumes_with_the_same_features() {
     let Some(broker) = kafka() else { return };
-    let dir = scratch("features-kill");
-    let (topic, out) = (unique("features-kill-in"), unique("features-kill-out"));
-    let options = KafkaOptions::new(broker);
-    create_topic(&options, &topic, 2, Duration::from_secs(30)).unwrap();
-    create_topic(&options, &out, 1, Duration::from_secs(30)).unwrap();
-    let table_dir = dir.join("users");
-    std::fs::create_dir_all(&table_dir).unwrap();
-    commit(&table_dir, 0, T0 - 60_000);
+    let (dir, topic, out, table_dir) = setup(broker, "features-kill");
     let all = events();
     send(broker, &topic, &all);
     let checkpoints = dir.join("ckpt");
