@@ -615,6 +615,21 @@ fn bad_features_fail_before_work_naming_what_to_change() {
     let plan =
         |text: &str| millrace::operators::streaming::StreamPlan::new(parse(text)).map(|_| ());
     plan(&good).unwrap();
+    // Watermark alignment: 10 s by default with [features], as set otherwise, "0s" for none.
+    let alignment = |text: &str| {
+        millrace::operators::streaming::StreamPlan::new(parse(text))
+            .unwrap()
+            .alignment_ms
+    };
+    assert_eq!(alignment(&good), Some(10_000));
+    let set = |span: &str| {
+        good.replace(
+            "event_time = \"ts\"\n",
+            &format!("event_time = \"ts\"\nwatermark_alignment = \"{span}\"\n"),
+        )
+    };
+    assert_eq!(alignment(&set("3s")), Some(3_000));
+    assert_eq!(alignment(&set("0s")), None);
     let cases = [
         (
             good.replace(r#"user_id = "int64""#, r#"user_id = "string""#),

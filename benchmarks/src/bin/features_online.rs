@@ -53,7 +53,6 @@ columns = ["f0", "f1", "f2", "f3", "f4", "f5", "f6", "f7", "f8", "f9", "f10", "f
 schema = { f0 = "float32", f1 = "float32", f2 = "float32", f3 = "float32?", f4 = "float32", f5 = "float32", f6 = "float32", f7 = "float32", f8 = "float32", f9 = "float32", f10 = "float32", f11 = "float32", f12 = "float32", f13 = "float32", f14 = "float32", f15 = "float32", cat = "string", entity = "string", ts = "timestamp_us", label = "int8" }
 event_time = "ts"
 max_out_of_orderness = "1s"
-watermark_alignment = "10s"
 warmup_records = 5000
 max_batch_records = 4096
 poll_timeout_ms = 5

@@ -156,10 +156,7 @@ impl StreamPlan {
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("checkpoints").join(&spec.name)),
             lateness_ms: i64::try_from(lateness.as_millis()).unwrap_or(i64::MAX),
-            alignment_ms: (stream.watermark_alignment.as_deref())
-                .map(|t| parse_duration("stream.watermark_alignment", t))
-                .transpose()?
-                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            alignment_ms: alignment_ms(&stream, feature_view.is_some())?,
             features: feature_spec(&spec),
             stream,
             spec,
@@ -250,3 +247,18 @@ fn fit_dataset(
         })?;
     Ok(Some((dataset, sql)))
 }
+
+/// `stream.watermark_alignment` in ms: as set (`"0s"`: never pause), else 10 s for a job with
+/// `[features]` (whose records wait for the watermark: a backlog read unevenly would pile them
+/// up), else none.
+fn alignment_ms(stream: &StreamSpec, features: bool) -> Result<Option<i64>> {
+    let alignment = match stream.watermark_alignment.as_deref() {
+        Some(text) => parse_duration("stream.watermark_alignment", text)?,
+        None if features => DEFAULT_FEATURES_ALIGNMENT,
+        None => return Ok(None),
+    };
+    Ok((!alignment.is_zero()).then(|| i64::try_from(alignment.as_millis()).unwrap_or(i64::MAX)))
+}
+
+/// The watermark alignment of a job with `[features]` that sets none.
+const DEFAULT_FEATURES_ALIGNMENT: std::time::Duration = std::time::Duration::from_secs(10);

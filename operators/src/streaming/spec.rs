@@ -136,7 +136,8 @@ pub struct StreamSpec {
     pub idle_timeout: Duration,
     /// Watermark alignment (e.g. `"10s"`): a partition whose watermark runs more than this ahead
     /// of the job's is paused until the job's catches up, so that a backlog read unevenly does
-    /// not pile up records waiting for the watermark (windows, `[features]`). Unset: never paused.
+    /// not pile up records waiting for the watermark (windows, `[features]`). `"0s"` never
+    /// pauses; unset: `"10s"` with `[features]`, else never.
     #[serde(default)]
     pub watermark_alignment: Option<String>,
     /// Records behind the watermark: `dead_letter` (default) or `drop` (counted either way).
@@ -551,12 +552,7 @@ impl StreamSpec {
                     "aligns event time: set stream.event_time, or remove it",
                 ));
             }
-            if parse_duration("stream.watermark_alignment", text)?.is_zero() {
-                return Err(Error::config(
-                    "stream.watermark_alignment",
-                    "must be longer than 0s (remove it to never pause a partition)",
-                ));
-            }
+            parse_duration("stream.watermark_alignment", text)?;
         }
         if let Some(w) = &self.window {
             if self.event_time.is_none() {
