@@ -11,8 +11,8 @@
 //! view and training (the warm-up included), as in kafka_online's backlog phase.
 //!
 //! Then the job is resumed from its last checkpoint with `[serve]` (`resume_s`: until the restored
-//! view answers) and, while it idles, wrk (`apt-get install -y wrk`; 1 thread, 32 connections,
-//! `--lookup-s`, default 10 s) GETs `/v1/features/features/e{random}`: `lookups` has req/s and
+//! view answers) and, while it idles, wrk (`apt-get install -y wrk`; 1 thread, `--connections`
+//! connections, default 32; `--lookup-s`, default 10 s) GETs `/v1/features/features/e{random}`: `lookups` has req/s and
 //! p50/p99. wrk and the server share the machine's cores.
 //!
 //! `--assert` fails (exit 1) below 300,000 events/s or 50,000 lookups/s at p99 ≤ 1 ms (the
@@ -159,7 +159,8 @@ fn main() -> anyhow::Result<()> {
         );
     let summary = run_job_file(&text, "features_online.toml", &scratch.join("run"), sent)?;
     let lookup_s: u64 = arg(&args, "--lookup-s").map_or(Ok(10), |v| v.parse())?;
-    let (resume_s, lookups) = lookups(&text, &scratch, lookup_s)?;
+    let connections: u32 = arg(&args, "--connections").map_or(Ok(32), |v| v.parse())?;
+    let (resume_s, lookups) = lookups(&text, &scratch, lookup_s, connections)?;
     let _ = std::fs::remove_dir_all(&scratch);
     let line = json!({
         "benchmark": "features_online",
@@ -180,7 +181,7 @@ fn main() -> anyhow::Result<()> {
         "checkpoint_bytes": summary.checkpoint_bytes,
         "resume_s": resume_s,
         "lookups": {
-            "connections": 32,
+            "connections": connections,
             "req_per_s": lookups.req_per_s,
             "p50_ms": lookups.p50_ms,
             "p99_ms": lookups.p99_ms,
@@ -205,7 +206,12 @@ fn main() -> anyhow::Result<()> {
 /// Resumes the job of `text` from its checkpoint with a server, waits until its restored view
 /// answers, and loads `GET /v1/features/…` with wrk for `seconds`; the seconds until the view
 /// answered, and wrk's report.
-fn lookups(text: &str, scratch: &Path, seconds: u64) -> anyhow::Result<(f64, WrkStats)> {
+fn lookups(
+    text: &str,
+    scratch: &Path,
+    seconds: u64,
+    connections: u32,
+) -> anyhow::Result<(f64, WrkStats)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -249,7 +255,7 @@ fn lookups(text: &str, scratch: &Path, seconds: u64) -> anyhow::Result<(f64, Wrk
     let entities = ENTITIES.to_string();
     let stats = run_wrk_script(
         &script,
-        32,
+        connections,
         seconds,
         &url,
         &["features".as_ref(), entities.as_ref()],
