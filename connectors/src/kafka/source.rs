@@ -406,21 +406,15 @@ impl KafkaSource {
         if wanted == self.paused {
             return Ok(());
         }
-        let list = |parts: &mut dyn Iterator<Item = &i32>| {
-            let mut tpl = TopicPartitionList::new();
-            for &p in parts {
-                tpl.add_partition(&self.topic, p);
-            }
-            tpl
-        };
-        let pause = list(&mut wanted.difference(&self.paused));
+        let pause: Vec<i32> = wanted.difference(&self.paused).copied().collect();
         let resume: Vec<i32> = self.paused.difference(&wanted).copied().collect();
-        if pause.count() > 0 {
-            (self.consumer.pause(&pause)).map_err(|e| self.kafka_error("pause".into(), e))?;
+        if !pause.is_empty() {
+            (self.consumer.pause(&partition_list(&self.topic, &pause)))
+                .map_err(|e| self.kafka_error("pause".into(), e))?;
         }
         if !resume.is_empty() {
-            let tpl = list(&mut resume.iter());
-            (self.consumer.resume(&tpl)).map_err(|e| self.kafka_error("resume".into(), e))?;
+            (self.consumer.resume(&partition_list(&self.topic, &resume)))
+                .map_err(|e| self.kafka_error("resume".into(), e))?;
             for p in resume {
                 let Some(i) = self.slot_index(p) else {
                     continue;
@@ -491,6 +485,15 @@ impl KafkaSource {
             source,
         }
     }
+}
+
+/// `partitions` of `topic`, without offsets.
+fn partition_list(topic: &str, partitions: &[i32]) -> TopicPartitionList {
+    let mut list = TopicPartitionList::new();
+    for &p in partitions {
+        list.add_partition(topic, p);
+    }
+    list
 }
 
 fn check_open_args(

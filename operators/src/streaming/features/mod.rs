@@ -349,7 +349,6 @@ impl FeatureStage {
         if released.is_empty() {
             return Ok(None);
         }
-        let width = 1;
         let parser = self.converter.parser();
         let encoded = (released.iter())
             .map(|r| match r.row.first() {
@@ -365,7 +364,7 @@ impl FeatureStage {
             )?);
         }
         let batch = RecordBatch::try_new(Arc::clone(&self.out), columns)?;
-        let int = |r: &Released, k: usize| match r.row.get(width + k) {
+        let int = |r: &Released, k: usize| match r.row.get(ORIGIN + k) {
             Some(Value::Int(v)) => *v,
             _ => 0,
         };
@@ -378,7 +377,7 @@ impl FeatureStage {
                 key: self.keep_keys.then(|| {
                     released
                         .iter()
-                        .map(|r| match r.row.get(width + 3) {
+                        .map(|r| match r.row.get(ORIGIN + 3) {
                             Some(Value::Bytes(b)) => Some(b.clone()),
                             _ => None,
                         })
@@ -398,6 +397,9 @@ impl FeatureStage {
         self.table.as_ref().and_then(FeatureTable::version)
     }
 }
+
+/// Where a view row's origin values start: after the record, one row-format byte string.
+const ORIGIN: usize = 1;
 
 /// The record's produce time, partition and offset (and its key, when kept), carried with it
 /// through the view.

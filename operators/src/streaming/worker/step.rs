@@ -500,10 +500,7 @@ impl StreamWorker {
         if let Some(at) = all.first().and_then(|m| m.published_at_ms) {
             self.freshness.went_live(at);
         }
-        if let Some((producer, _)) = &self.input.dlq {
-            producer.flush(Duration::from_secs(30))?;
-        }
-        self.outputs.flush()?;
+        self.flush_outputs()?;
         for sink in &mut self.input.sinks {
             sink.finish()?;
         }
