@@ -24,6 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         window_ms,
     };
     let spec = FeatureSpec {
+        inner_join: false,
         table_columns: vec!["affinity".into()],
         aggregates: vec![
             agg("n_1h", AggKind::Count, Some(3_600_000)),

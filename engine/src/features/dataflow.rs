@@ -55,13 +55,15 @@ pub(super) struct Built {
     pub(super) current: Option<Current>,
 }
 
-/// Builds the view on `worker`: `table_width` values per table row, and per window its length (`None`:
-/// all time) and the kinds of its aggregates (one input value each, in that order); with `track`, the table's rows and the
+/// Builds the view on `worker`: `table_width` values per table row (with `inner`, an event whose
+/// key has none is dropped), and per window its length (`None`: all time) and the kinds of its
+/// aggregates (one input value each, in that order); with `track`, the table's rows and the
 /// aggregates are followed for a [`super::FeatureStore`].
 pub(super) fn build(
     worker: &mut Worker,
     name: &str,
     table_width: usize,
+    inner: bool,
     windows: &[(Option<u64>, Vec<AggKind>)],
     track: bool,
 ) -> Built {
@@ -87,10 +89,14 @@ pub(super) fn build(
                 .join_map(table.clone(), |key, (t, row), values: &Row| {
                     (key.clone(), (*t, row.clone(), values.clone()))
                 });
-            let unmatched = pending
-                .antijoin(table.map(|(key, _)| key))
-                .map(move |(key, (t, row))| (key, (t, row, nulls.clone())));
-            let mut joined = matched.concat(unmatched);
+            let mut joined = if inner {
+                matched
+            } else {
+                let unmatched = pending
+                    .antijoin(table.map(|(key, _)| key))
+                    .map(move |(key, (t, row))| (key, (t, row, nulls.clone())));
+                matched.concat(unmatched)
+            };
             let mut window_inputs = Vec::new();
             let mut all_time = Vec::new();
             for (w, (window, kinds)) in windows.into_iter().enumerate() {

@@ -46,6 +46,10 @@ pub struct FeatureSpec {
     pub table_columns: Vec<String>,
     /// The per-key aggregates; each event brings one input value per aggregate.
     pub aggregates: Vec<Aggregate>,
+    /// An inner join: an event whose key has no table row as of its time is dropped, not
+    /// released with nulls (SQL's `JOIN` against `LEFT JOIN`). The aggregates still see every
+    /// event of the key, dropped ones included.
+    pub inner_join: bool,
 }
 
 impl FeatureSpec {
@@ -68,8 +72,9 @@ impl FeatureSpec {
                 None => format!("{} = {} over all time", a.name, a.kind),
             })
             .collect();
+        let join = if self.inner_join { " (inner join)" } else { "" };
         format!(
-            "{}; {}",
+            "{}{join}; {}",
             self.table_columns.join(", "),
             aggregates.join(", ")
         )
@@ -209,7 +214,14 @@ impl FeatureView {
         let windows: Vec<(Option<u64>, Vec<AggKind>)> = (layout.windows.iter().copied())
             .zip(layout.kinds.iter().cloned())
             .collect();
-        let built = dataflow::build(worker, name, width, &windows, store.is_some());
+        let built = dataflow::build(
+            worker,
+            name,
+            width,
+            spec.inner_join,
+            &windows,
+            store.is_some(),
+        );
         Ok(FeatureView {
             spec,
             layout,

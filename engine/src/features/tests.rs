@@ -142,6 +142,7 @@ fn spec() -> FeatureSpec {
         window_ms,
     };
     FeatureSpec {
+        inner_join: false,
         table_columns: vec!["score".into(), "tier".into()],
         aggregates: vec![
             agg("n_all", AggKind::Count, None),
@@ -381,6 +382,7 @@ fn an_event_sees_the_table_as_of_its_time() {
         MetricsRegistry::new(),
         |worker, ctx| {
             let spec = FeatureSpec {
+                inner_join: false,
                 table_columns: vec!["label".into()],
                 aggregates: Vec::new(),
             };
@@ -411,6 +413,53 @@ fn an_event_sees_the_table_as_of_its_time() {
     let want: Vec<(u64, Value)> = [(50, 0), (99, 0), (100, 1), (150, 1)]
         .map(|(t, l)| (t, Value::Int(l)))
         .to_vec();
+    assert_eq!(seen, want);
+}
+
+/// An inner join drops the events whose key has no table row as of their time, and only those:
+/// a key deleted from the table drops its later events, a key added keeps them.
+#[test]
+fn an_inner_join_drops_events_without_a_table_row_as_of_their_time() {
+    let rows = execute::<_, Error, _>(
+        &ClusterConfig::local(2),
+        MetricsRegistry::new(),
+        |worker, ctx| {
+            let spec = FeatureSpec {
+                inner_join: true,
+                table_columns: vec!["tier".into()],
+                aggregates: vec![Aggregate {
+                    name: "n".into(),
+                    kind: AggKind::Count,
+                    window_ms: None,
+                }],
+            };
+            let mut view = FeatureView::new(worker, "inner", spec)?;
+            if ctx.index == 0 {
+                // Key 1 until 100, key 2 from 100; key 3 never.
+                view.update_table(Value::Int(1), vec![Value::Int(10)], 0, 1)?;
+                view.update_table(Value::Int(1), vec![Value::Int(10)], 100, -1)?;
+                view.update_table(Value::Int(2), vec![Value::Int(20)], 100, 1)?;
+                for (key, t) in [(1, 50), (1, 150), (2, 50), (2, 150), (3, 60)] {
+                    let row = vec![Value::Int(t as i64)];
+                    view.push_event(Value::Int(key), t, row, vec![Value::Null])?;
+                }
+            }
+            view.advance_to(200);
+            view.complete(worker, &ctx)?;
+            Ok(view.released())
+        },
+    )
+    .unwrap();
+    let mut seen: Vec<(u64, Row)> = (rows.into_iter().flatten())
+        .map(|r| (r.time, r.features))
+        .collect();
+    seen.sort();
+    // The count is over every event of the key, dropped ones included: the join drops rows, not
+    // inputs of the aggregates.
+    let want = vec![
+        (50, vec![Value::Int(10), Value::Int(1)]),
+        (150, vec![Value::Int(20), Value::Int(2)]),
+    ];
     assert_eq!(seen, want);
 }
 
@@ -508,6 +557,7 @@ fn the_store_holds_each_keys_features_as_of_the_frontier() {
         window_ms,
     };
     let spec = FeatureSpec {
+        inner_join: false,
         table_columns: vec!["label".into()],
         aggregates: vec![
             agg("n_100ms", AggKind::Count, Some(100)),

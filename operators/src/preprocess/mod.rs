@@ -10,6 +10,7 @@ mod udf;
 pub use compiled::CompiledSql;
 pub(crate) use fit::merge_fits;
 pub use split::HashSplit;
+pub(crate) use sql::context;
 pub use sql::{INPUT_TABLE, SqlPlan, SqlRunner};
 pub use steps::{
     FilterFn, MapFn, Step, StepChain, StepNames, put_step, register_step, registered_steps,

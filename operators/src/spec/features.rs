@@ -16,6 +16,22 @@
 //! column = "amount"                # its input (not for count)
 //! window = "1h"                    # omit for all time
 //! ```
+//!
+//! Or the same in SQL (see [`crate::streaming::features::sql`]), planned by DataFusion against
+//! the preprocessed records (`events`) and the table (`[features.table] name`):
+//!
+//! ```toml
+//! [features]
+//! sql = """
+//! SELECT age, tier, SUM(amount) OVER last_hour AS spend_1h
+//! FROM events LEFT JOIN users USING (user_id)
+//! WINDOW last_hour AS (PARTITION BY user_id ORDER BY event_time
+//!                      RANGE BETWEEN INTERVAL '1 hour' PRECEDING AND CURRENT ROW)
+//! """
+//! [features.table]
+//! name = "users"
+//! path = "s3://warehouse/users"
+//! ```
 
 use std::time::Duration;
 
@@ -32,7 +48,9 @@ pub struct FeaturesSpec {
     /// The view's name: `GET /v1/features/{name}/{key}` serves its current features.
     #[serde(default = "default_view_name")]
     pub name: String,
-    /// The records' key column: the table's rows and the aggregates are per value of it.
+    /// The records' key column: the table's rows and the aggregates are per value of it (from
+    /// the SQL, with `sql`).
+    #[serde(default)]
     pub key: String,
     /// The dimension table joined on the key.
     #[serde(default)]
@@ -40,19 +58,43 @@ pub struct FeaturesSpec {
     /// Per-key aggregates (`[[features.aggregate]]`).
     #[serde(default, rename = "aggregate")]
     pub aggregates: Vec<FeatureAggregateSpec>,
+    /// The view as one SQL query over `events` (the preprocessed records) and the table; it
+    /// takes the place of `key`, `[[features.aggregate]]` and the table's `key`, `columns` and
+    /// `join`.
+    #[serde(default)]
+    pub sql: Option<String>,
+}
+
+/// How the table is joined: `left` keeps an event whose key has no table row (its table
+/// columns null), `inner` drops it.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TableJoin {
+    /// `LEFT JOIN`.
+    #[default]
+    Left,
+    /// `JOIN`.
+    Inner,
 }
 
 /// `[features.table]`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FeatureTableSpec {
+    /// The table's name in `[features] sql`.
+    #[serde(default)]
+    pub name: Option<String>,
     /// A Parquet file or directory, Spark output or a Delta table, local or an object store URL.
     pub path: String,
     /// The table's key column (default: `features.key`).
     #[serde(default)]
     pub key: Option<String>,
     /// The table columns that become features, in this order.
+    #[serde(default)]
     pub columns: Vec<String>,
+    /// `left` (the default) or `inner`.
+    #[serde(default)]
+    pub join: TableJoin,
     /// How often to look for a new Delta version (e.g. "10s"); without it the table is read once.
     #[serde(default)]
     pub refresh: Option<String>,
@@ -115,9 +157,17 @@ impl FeaturesSpec {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let inner_join = self.table.as_ref().map(|t| t.join) == Some(TableJoin::Inner);
+        if inner_join && !aggregates.is_empty() {
+            return Err(Error::config(
+                "features.table.join",
+                "an inner join with aggregates is not supported: SQL would aggregate only the joined events, the view aggregates every event of the key; use a left join",
+            ));
+        }
         let spec = FeatureSpec {
             table_columns,
             aggregates,
+            inner_join,
         };
         spec.validate()
             .map_err(|e| Error::config("features", e.to_string()))?;

@@ -18,7 +18,7 @@ mod serve;
 mod sink;
 mod train;
 pub use checkpoint::CheckpointSpec;
-pub use features::{FeatureAggregateSpec, FeatureTableSpec, FeaturesSpec};
+pub use features::{FeatureAggregateSpec, FeatureTableSpec, FeaturesSpec, TableJoin};
 use serde::{Deserialize, Serialize};
 pub use serve::ServeSpec;
 pub use sink::{KafkaTopicSpec, SinkPoint, SinkSpec};

@@ -354,12 +354,28 @@ pub fn parse_duration(key: &str, text: &str) -> Result<Duration> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let value: f64 = number.parse().map_err(|_| {
+    let not_a_duration = || {
         Error::config(
             key,
             format!("'{text}' is not a duration; write e.g. 500ms, 10s, 5m, 1h"),
         )
-    })?;
+    };
+    // Whole numbers are exact (a window of `3600001ms` is that, not a float's rounding of it).
+    if let Ok(whole) = number.parse::<u64>() {
+        let ms_per_unit: u64 = match unit.trim() {
+            "ms" => 1,
+            "" | "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => 0,
+        };
+        if ms_per_unit > 0 {
+            let ms = whole.checked_mul(ms_per_unit).ok_or_else(not_a_duration)?;
+            return Ok(Duration::from_millis(ms));
+        }
+    }
+    let value: f64 = number.parse().map_err(|_| not_a_duration())?;
     let seconds = match unit.trim() {
         "ms" => value / 1000.0,
         "" | "s" => value,

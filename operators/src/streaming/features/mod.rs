@@ -10,6 +10,7 @@
 //! ```
 
 mod rows;
+pub mod sql;
 mod table;
 
 use std::sync::Arc;
@@ -34,7 +35,7 @@ use table::FeatureTable;
 /// `[features]`, checked against the preprocess SQL's output and the table.
 #[derive(Clone, Debug)]
 pub struct FeaturePlan {
-    /// As written.
+    /// As written, with what its `sql` says filled in.
     pub spec: FeaturesSpec,
     /// The view's definition.
     pub view: FeatureSpec,
@@ -53,10 +54,9 @@ impl FeaturePlan {
     /// schema; a missing column, a key of another type than the table's, or a type a feature
     /// cannot hold is an error naming it.
     pub fn new(spec: &PipelineSpec, records: &arrow::datatypes::Schema) -> Result<Option<Self>> {
-        let Some(features) = &spec.features else {
+        let Some(written) = &spec.features else {
             return Ok(None);
         };
-        let view = features.view()?;
         let time_column = spec
             .stream
             .as_ref()
@@ -67,6 +67,15 @@ impl FeaturePlan {
                     "features are joined as of each record's event time: set [stream] event_time",
                 )
             })?;
+        let features = &match (&written.sql, &written.table) {
+            (None, _) => written.clone(),
+            (Some(_), None) => sql::resolve(written, records, &time_column, None)?,
+            (Some(_), Some(t)) => {
+                let table = FeatureTable::schema_at(&t.path, &spec.storage)?;
+                sql::resolve(written, records, &time_column, Some(&table))?
+            }
+        };
+        let view = features.view()?;
         let key = records.field_with_name(&features.key).map_err(|_| {
             Error::config(
                 "features.key",

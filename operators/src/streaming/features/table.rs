@@ -79,6 +79,21 @@ impl FeatureTable {
         })
     }
 
+    /// The schema of the table at `path`, all its columns.
+    pub(crate) fn schema_at(path: &str, storage: &StorageOptions) -> Result<SchemaRef> {
+        let options = DatasetOptions {
+            storage: storage.clone(),
+            ..Default::default()
+        };
+        let dataset = ParquetDataset::open_with(path, &options).map_err(|e| {
+            Error::config(
+                "features.table.path",
+                format!("cannot read the table `{path}`: {e}"),
+            )
+        })?;
+        Ok(dataset.schema())
+    }
+
     /// The table's schema.
     pub(crate) fn schema(&self) -> SchemaRef {
         self.dataset.schema()
