@@ -25,19 +25,19 @@ use super::streaming::{config, parse, scratch, unique};
 use super::watermarks::read_all;
 
 /// Event `i` happens at `T0 + 10 i` ms; the table's version 1 is committed at `T1`, half-way.
-const T0: i64 = 1_700_000_000_000;
-const EVENTS: i64 = 4_000;
+pub(super) const T0: i64 = 1_700_000_000_000;
+pub(super) const EVENTS: i64 = 4_000;
 const T1: i64 = T0 + EVENTS / 2 * 10;
-const USERS: i64 = 30;
+pub(super) const USERS: i64 = 30;
 
-struct Event {
-    user: i64,
-    ts: i64,
-    amount: f64,
-    label: i64,
+pub(super) struct Event {
+    pub(super) user: i64,
+    pub(super) ts: i64,
+    pub(super) amount: f64,
+    pub(super) label: i64,
 }
 
-fn events() -> Vec<Event> {
+pub(super) fn events() -> Vec<Event> {
     (0..EVENTS)
         .map(|i| Event {
             user: (i * 7 + i / 13) % USERS,
@@ -50,7 +50,7 @@ fn events() -> Vec<Event> {
 }
 
 /// Version 0: users 0..25; version 1: users 0..10 re-scored, 20..25 deleted, 27 added.
-fn table(version: u8) -> BTreeMap<i64, (f64, String)> {
+pub(super) fn table(version: u8) -> BTreeMap<i64, (f64, String)> {
     let mut rows: BTreeMap<i64, (f64, String)> = (0..25)
         .map(|u| (u, (u as f64, format!("t{}", u % 3))))
         .collect();
@@ -139,7 +139,7 @@ fn expected(all: &[Event], e: &Event) -> BTreeMap<&'static str, Value> {
 }
 
 /// [`expected`] with the table at `version` throughout.
-fn expected_in(all: &[Event], e: &Event, version: u8) -> BTreeMap<&'static str, Value> {
+pub(super) fn expected_in(all: &[Event], e: &Event, version: u8) -> BTreeMap<&'static str, Value> {
     let row = table(version).get(&e.user).cloned();
     let mine = || all.iter().filter(|o| o.user == e.user && o.ts <= e.ts);
     let window: Vec<f64> = mine()
@@ -323,7 +323,7 @@ fn check_v2_fill(addr: std::net::SocketAddr, fields: &Value, features: &Value, f
     assert!(body.contains("missing input 'amount'"), "{body}");
 }
 
-fn send(broker: &str, topic: &str, events: &[Event]) {
+pub(super) fn send(broker: &str, topic: &str, events: &[Event]) {
     let producer = KafkaProducer::new(&KafkaOptions::new(broker), true).unwrap();
     for e in events {
         let payload = json!({"user_id": e.user, "ts": e.ts, "amount": e.amount, "label": e.label});
@@ -412,7 +412,10 @@ model = {{ kind = "logistic" }}
 
 /// A scratch folder named `name`, a 2-partition input topic and a 1-partition output topic, and
 /// the table's version 0 committed before the first event: (folder, input, output, table).
-fn setup(broker: &str, name: &str) -> (std::path::PathBuf, String, String, std::path::PathBuf) {
+pub(super) fn setup(
+    broker: &str,
+    name: &str,
+) -> (std::path::PathBuf, String, String, std::path::PathBuf) {
     let dir = scratch(name);
     let (topic, out) = (
         unique(&format!("{name}-in")),
@@ -501,7 +504,7 @@ fn stream_features_equal_a_recomputation_across_a_table_version_and_a_resume() {
 }
 
 /// Every event's row in `got` (by event time) has the user and the features `want` gives.
-fn assert_rows(
+pub(super) fn assert_rows(
     all: &[Event],
     got: &BTreeMap<i64, Value>,
     want: impl Fn(&Event) -> BTreeMap<&'static str, Value>,
