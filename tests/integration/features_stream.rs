@@ -96,6 +96,18 @@ fn write_part(dir: &Path, name: &str, rows: &[(i64, (f64, String))]) -> u64 {
 fn commit(dir: &Path, version: u8, at: i64) {
     let rows: Vec<(i64, (f64, String))> = table(version).into_iter().collect();
     let (low, high): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.0 < 12);
+    commit_parts(dir, version, at, &low, &high);
+}
+
+/// Commits `version` of the Delta table at `dir` as two files of rows (`low`, `high`), replacing
+/// the previous version's two; committed at `at` (epoch ms).
+pub(super) fn commit_parts(
+    dir: &Path,
+    version: u8,
+    at: i64,
+    low: &[(i64, (f64, String))],
+    high: &[(i64, (f64, String))],
+) {
     let mut actions = vec![json!({"commitInfo": {"timestamp": at, "operation": "WRITE"}})];
     if version == 0 {
         let schema = json!({"type": "struct", "fields": [
@@ -114,7 +126,7 @@ fn commit(dir: &Path, version: u8, at: i64) {
             );
         }
     }
-    for (part, rows) in [("low", &low), ("high", &high)] {
+    for (part, rows) in [("low", low), ("high", high)] {
         let path = format!("part-{part}-v{version}.parquet");
         let size = write_part(dir, &path, rows);
         actions.push(
