@@ -9,6 +9,7 @@ mod common;
 mod config_errors;
 mod deploy;
 mod faulty_proxy;
+mod features_kafka_table;
 mod features_scale;
 mod features_sql;
 mod features_stream;

@@ -118,9 +118,29 @@ impl KafkaProducer {
         payload: &[u8],
         headers: &[(&str, &[u8])],
     ) -> Result<()> {
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(payload);
+        self.send_record(topic, key, Some(payload), headers, None)
+    }
+
+    /// [`send`](Self::send) with a null value when `payload` is `None` (a tombstone: on a compacted
+    /// topic, the key's deletion) and the message's timestamp set to `timestamp_ms` (epoch ms;
+    /// `None`: the time of sending).
+    pub fn send_record(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: &[(&str, &[u8])],
+        timestamp_ms: Option<i64>,
+    ) -> Result<()> {
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
+        if let Some(payload) = payload {
+            record = record.payload(payload);
+        }
         if let Some(key) = key {
             record = record.key(key);
+        }
+        if let Some(ms) = timestamp_ms {
+            record = record.timestamp(ms);
         }
         if !headers.is_empty() {
             let mut owned = OwnedHeaders::new_with_capacity(headers.len());
@@ -157,7 +177,7 @@ impl KafkaProducer {
                     return Err(Error::Kafka {
                         what: format!(
                             "queue a {}-byte message for topic `{topic}` on {}",
-                            payload.len(),
+                            payload.map_or(0, <[u8]>::len),
                             self.bootstrap
                         ),
                         source,

@@ -358,6 +358,15 @@ impl KafkaSource {
         self.slots.iter().map(|s| (s.partition, s.next)).collect()
     }
 
+    /// The high watermark (the offset after the last message) of every assigned partition, asked
+    /// of the broker now.
+    pub fn high_watermarks(&self) -> Result<BTreeMap<i32, i64>> {
+        self.slots
+            .iter()
+            .map(|s| Ok((s.partition, self.watermark(s.partition, StartFrom::Latest)?)))
+            .collect()
+    }
+
     /// `true` when every assigned partition has reported its end and no message came since
     /// (always `true` with no partition assigned). New messages clear it.
     pub fn at_end(&self) -> bool {

@@ -33,6 +33,7 @@
 //! path = "s3://warehouse/users"
 //! ```
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use millrace_engine::features::{AggKind, Aggregate, FeatureSpec};
@@ -85,7 +86,15 @@ pub struct FeatureTableSpec {
     #[serde(default)]
     pub name: Option<String>,
     /// A Parquet file or directory, Spark output or a Delta table, local or an object store URL.
+    #[serde(default)]
     pub path: String,
+    /// Instead of `path`: a compacted Kafka topic (see [`KafkaTableSpec`]).
+    #[serde(default)]
+    pub kafka: Option<KafkaTableSpec>,
+    /// With `kafka`: the columns of each message's JSON value and their types (as `[stream]
+    /// schema`; a field that is missing is null).
+    #[serde(default)]
+    pub schema: BTreeMap<String, String>,
     /// The table's key column (default: `features.key`).
     #[serde(default)]
     pub key: Option<String>,
@@ -98,6 +107,21 @@ pub struct FeatureTableSpec {
     /// How often to look for a new Delta version (e.g. "10s"); without it the table is read once.
     #[serde(default)]
     pub refresh: Option<String>,
+}
+
+/// `[features.table] kafka`: a compacted topic read as a table. A message's key (UTF-8; an
+/// integer when the records' key is) is the row's key, its JSON value the row, and a null value (a
+/// tombstone) deletes the row; each change takes effect at the message's timestamp.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaTableSpec {
+    /// Kafka bootstrap servers, `host:port[,host:port]`.
+    pub bootstrap_servers: String,
+    /// The topic.
+    pub topic: String,
+    /// librdkafka properties passed through (security.protocol, sasl.*, ssl.*…).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
 }
 
 /// One `[[features.aggregate]]`.
@@ -157,6 +181,9 @@ impl FeaturesSpec {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        if let Some(table) = &self.table {
+            table.check()?;
+        }
         let inner_join = self.table.as_ref().map(|t| t.join) == Some(TableJoin::Inner);
         if inner_join && !aggregates.is_empty() {
             return Err(Error::config(
@@ -188,9 +215,82 @@ impl FeaturesSpec {
         }
     }
 
-    /// The table's key column.
+    /// The table's key column (for a Kafka table, the name its message key goes by; default:
+    /// the records' key column).
     pub fn table_key(&self) -> Option<&str> {
         let table = self.table.as_ref()?;
         Some(table.key.as_deref().unwrap_or(&self.key))
+    }
+}
+
+impl FeatureTableSpec {
+    /// One source, files or a topic, with the settings it takes.
+    fn check(&self) -> Result<()> {
+        match (&self.kafka, self.path.is_empty()) {
+            (None, true) => Err(Error::config(
+                "features.table.path",
+                "give the table's path (Parquet, Spark output or Delta), or a compacted topic: kafka = { bootstrap_servers = \"…\", topic = \"…\" }",
+            )),
+            (Some(_), false) => Err(Error::config(
+                "features.table.kafka",
+                "a table is read from files (path) or from a topic (kafka), not both",
+            )),
+            (Some(_), true) if self.schema.is_empty() => Err(Error::config(
+                "features.table.schema",
+                "a Kafka table needs its values' schema: schema = { score = \"float64\", tier = \"string\" }",
+            )),
+            (Some(_), true) if self.refresh.is_some() => Err(Error::config(
+                "features.table.refresh",
+                "a Kafka table follows its topic as it is written; refresh is for a Delta table",
+            )),
+            (None, false) if !self.schema.is_empty() => Err(Error::config(
+                "features.table.schema",
+                "the schema of a table read from files comes from the files: leave schema out",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(path: &str, kafka: bool, schema: &[(&str, &str)]) -> FeaturesSpec {
+        FeaturesSpec {
+            name: "features".into(),
+            key: "user_id".into(),
+            table: Some(FeatureTableSpec {
+                path: path.into(),
+                kafka: kafka.then(|| KafkaTableSpec {
+                    bootstrap_servers: "127.0.0.1:9092".into(),
+                    topic: "users".into(),
+                    properties: BTreeMap::new(),
+                }),
+                schema: (schema.iter())
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                columns: vec!["score".into()],
+                ..Default::default()
+            }),
+            aggregates: Vec::new(),
+            sql: None,
+        }
+    }
+
+    #[test]
+    fn a_table_is_files_or_a_topic_with_the_settings_each_takes() {
+        let error = |spec: FeaturesSpec| spec.view().unwrap_err().to_string();
+        assert!(table("/t", false, &[]).view().is_ok());
+        assert!(table("", true, &[("score", "float64")]).view().is_ok());
+        assert!(error(table("", false, &[])).contains("[features.table.path]"));
+        assert!(error(table("/t", true, &[("score", "float64")])).contains("not both"));
+        assert!(error(table("", true, &[])).contains("[features.table.schema] a Kafka table"));
+        assert!(
+            error(table("/t", false, &[("score", "float64")])).contains("comes from the files")
+        );
+        let mut refreshed = table("", true, &[("score", "float64")]);
+        refreshed.table.as_mut().unwrap().refresh = Some("1s".into());
+        assert!(error(refreshed).contains("[features.table.refresh]"));
     }
 }

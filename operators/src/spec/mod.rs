@@ -18,7 +18,9 @@ mod serve;
 mod sink;
 mod train;
 pub use checkpoint::CheckpointSpec;
-pub use features::{FeatureAggregateSpec, FeatureTableSpec, FeaturesSpec, TableJoin};
+pub use features::{
+    FeatureAggregateSpec, FeatureTableSpec, FeaturesSpec, KafkaTableSpec, TableJoin,
+};
 use serde::{Deserialize, Serialize};
 pub use serve::ServeSpec;
 pub use sink::{KafkaTopicSpec, SinkPoint, SinkSpec};

@@ -21,7 +21,7 @@ use crate::streaming::window::WindowState;
 
 /// 3: per-partition watermarks (`watermark_ms`, `partition_events`); 4: `[[branch]]` states;
 /// 5: the `[features]` view; 6: its all-time aggregates as running values per key.
-pub(crate) const FORMAT: u32 = 6;
+pub(crate) const FORMAT: u32 = 7;
 
 /// Everything a streaming job needs to continue exactly where it was.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -146,9 +146,16 @@ pub(super) fn warm_up(
             }
             (None, _) => {}
         }
+        let mut hold = None;
+        if let Some(stage) = warm.features.as_deref_mut() {
+            if ctx.index == 0 {
+                stage.poll_table(&mut input.dead)?;
+            }
+            hold = stage.table_hold();
+        }
         if let Some(e) = warm.event_time.as_deref_mut() {
             e.keep_unread(&input.source, now_ms());
-            msg.watermark = e.watermarks.mark(now_ms());
+            msg.watermark = e.watermarks.mark(now_ms()).held(hold);
         }
         if ctx.index == 0 {
             let idle_out = match (shared.idle_timeout, idle_since) {

@@ -35,6 +35,18 @@ pub(crate) enum WorkerMark {
     At(i64),
 }
 
+impl WorkerMark {
+    /// This mark held at `hold` (an input that has more to give before it, such as a Kafka
+    /// table): a worker that was idle counts again.
+    pub(crate) fn held(self, hold: Option<i64>) -> WorkerMark {
+        match (self, hold) {
+            (mark, None) | (mark @ WorkerMark::Waiting, _) => mark,
+            (WorkerMark::At(w), Some(h)) => WorkerMark::At(w.min(h)),
+            (WorkerMark::Idle(_), Some(h)) => WorkerMark::At(h),
+        }
+    }
+}
+
 impl Default for WorkerMark {
     fn default() -> Self {
         WorkerMark::Idle(None)

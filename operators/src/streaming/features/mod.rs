@@ -9,6 +9,7 @@
 //!        [features.table] ──┘ (read once; a new Delta version as a difference, chosen by worker 0)
 //! ```
 
+mod kafka_table;
 mod rows;
 pub mod sql;
 mod table;
@@ -29,6 +30,8 @@ use super::late::event_times;
 use super::run::Shared;
 use crate::spec::{FeaturesSpec, PipelineSpec};
 use crate::{Error, Result};
+use kafka_table::KafkaTable;
+pub use kafka_table::KafkaTableState;
 pub(crate) use rows::{column, key_family, supported};
 use table::FeatureTable;
 
@@ -67,12 +70,25 @@ impl FeaturePlan {
                     "features are joined as of each record's event time: set [stream] event_time",
                 )
             })?;
-        let features = &match (&written.sql, &written.table) {
-            (None, _) => written.clone(),
-            (Some(_), None) => sql::resolve(written, records, &time_column, None)?,
-            (Some(_), Some(t)) => {
-                let table = FeatureTable::schema_at(&t.path, &spec.storage)?;
-                sql::resolve(written, records, &time_column, Some(&table))?
+        // A Kafka table's key has the type of the records' key (with `sql`, the records' key is
+        // known only after planning: a Kafka table is then planned with the type of the column
+        // its key is named after, or a string).
+        let written_key = written.table_key().unwrap_or("key").to_string();
+        let integer_written = (records.field_with_name(&written_key).ok())
+            .is_some_and(|f| key_family(f.data_type()) == "integer");
+        let table_schema = |features: &FeaturesSpec, integer: bool| match &features.table {
+            None => Ok(None),
+            Some(t) if t.kafka.is_some() => {
+                let key = features.table_key().unwrap_or("key");
+                KafkaTable::schema(features, key, integer).map(Some)
+            }
+            Some(t) => FeatureTable::schema_at(&t.path, &spec.storage).map(Some),
+        };
+        let features = &match &written.sql {
+            None => written.clone(),
+            Some(_) => {
+                let table = table_schema(written, integer_written)?;
+                sql::resolve(written, records, &time_column, table.as_deref())?
             }
         };
         let view = features.view()?;
@@ -85,7 +101,9 @@ impl FeaturePlan {
                 ),
             )
         })?;
+        let integer_keys = key_family(key.data_type()) == "integer";
         let table = match &features.table {
+            Some(t) if t.kafka.is_some() => table_schema(features, integer_keys)?,
             Some(_) => Some(FeatureTable::open(features, &spec.storage, None)?.schema()),
             None => None,
         };
@@ -126,7 +144,6 @@ impl FeaturePlan {
                 ),
             ));
         }
-        let integer_keys = key_family(key.data_type()) == "integer";
         Ok(Some(FeaturePlan {
             spec: features.clone(),
             view,
@@ -184,6 +201,10 @@ pub(crate) struct FeatureStage {
     view: FeatureView,
     plan: FeaturePlan,
     table: Option<FeatureTable>,
+    /// Worker 0, with a Kafka table: its reader.
+    kafka: Option<KafkaTable>,
+    /// The table messages the start could not read, for the dead letters.
+    rejected: Vec<DeadLetter>,
     /// The preprocessed records' schema with the features after it.
     out: SchemaRef,
     key_index: usize,
@@ -201,6 +222,8 @@ pub struct FeaturesCheckpoint {
     pub views: Vec<FeatureState>,
     /// The Delta version the table state is of.
     pub table_version: Option<i64>,
+    /// A Kafka table's reading and rows.
+    pub kafka_table: Option<KafkaTableState>,
 }
 
 impl FeatureStage {
@@ -219,9 +242,18 @@ impl FeatureStage {
         let store = shared.feature_store.clone();
         let mut view = FeatureView::with_store(worker, "features", plan.view.clone(), store)?;
         let version = resume.and_then(|c| c.table_version);
+        let kafka_spec = plan.spec.table.as_ref().and_then(|t| t.kafka.as_ref());
         let table = match &plan.spec.table {
+            Some(_) if kafka_spec.is_some() => None,
             Some(_) => Some(FeatureTable::open(&plan.spec, &spec.storage, version)?),
             None => None,
+        };
+        let mut kafka = match kafka_spec {
+            Some(k) if ctx.index == 0 => {
+                let state = resume.and_then(|c| c.kafka_table.as_ref());
+                Some(KafkaTable::open(&plan.spec, k, plan.integer_keys, state)?)
+            }
+            _ => None,
         };
         match (resume, &table) {
             (Some(c), _) => view.restore(&c.views, ctx)?,
@@ -231,6 +263,12 @@ impl FeatureStage {
                 }
             }
             (None, None) => {}
+        }
+        // A Kafka table is read to the end it has now, from its start or from the checkpoint,
+        // before any record: what was written before the job started counts at its own times.
+        let mut rejected = Vec::new();
+        if let Some(k) = kafka.as_mut() {
+            k.load(&mut view, &mut rejected)?;
         }
         let index = |name: &str| {
             records
@@ -248,11 +286,13 @@ impl FeatureStage {
                 .collect(),
         )?;
         Ok(FeatureStage {
+            rejected,
             converter,
             out: rows::with_features(&records, &plan.fields),
             view,
             plan: plan.clone(),
             table,
+            kafka,
             key_index,
             input_indices,
             keep_keys,
@@ -309,6 +349,28 @@ impl FeatureStage {
             }
         }
         Ok(rejected)
+    }
+
+    /// Worker 0, with a Kafka table: the table's messages that arrived since the last call, into
+    /// the view; one that cannot be read goes to `dead`. Returns how many did.
+    pub(crate) fn poll_table(&mut self, dead: &mut Vec<DeadLetter>) -> Result<u64> {
+        let at_start = self.rejected.len() as u64;
+        dead.append(&mut self.rejected);
+        match self.kafka.as_mut() {
+            Some(k) => Ok(at_start + k.poll(&mut self.view, dead)?),
+            None => Ok(at_start),
+        }
+    }
+
+    /// With a Kafka table that has messages not read yet: the time the job's watermark must not
+    /// pass.
+    pub(crate) fn table_hold(&self) -> Option<i64> {
+        self.kafka.as_ref().and_then(KafkaTable::hold)
+    }
+
+    /// Worker 0, with a Kafka table: its state for a checkpoint.
+    pub(crate) fn kafka_table_state(&self) -> Option<KafkaTableState> {
+        self.kafka.as_ref().map(KafkaTable::state)
     }
 
     /// Worker 0: a newer table version to move to, when one is out and a refresh is due.

@@ -305,3 +305,25 @@ fn partitions_ahead_of_the_job_watermark_by_more_than_the_alignment() {
     fresh.observe(0, Some(50_000), 0);
     assert_eq!(fresh.ahead(0, 1_000), BTreeSet::from([0]));
 }
+
+/// A table with messages not read yet holds a worker's mark at the newest table time read, and
+/// makes an idle worker count again; a mark that waits still waits.
+#[test]
+fn a_held_mark_waits_for_the_table() {
+    assert_eq!(WorkerMark::At(500).held(None), WorkerMark::At(500));
+    assert_eq!(WorkerMark::At(500).held(Some(300)), WorkerMark::At(300));
+    assert_eq!(WorkerMark::At(200).held(Some(300)), WorkerMark::At(200));
+    assert_eq!(
+        WorkerMark::Idle(Some(900)).held(Some(300)),
+        WorkerMark::At(300)
+    );
+    assert_eq!(WorkerMark::Idle(None).held(Some(300)), WorkerMark::At(300));
+    assert_eq!(WorkerMark::Waiting.held(Some(300)), WorkerMark::Waiting);
+    assert_eq!(
+        job_watermark(
+            Some(100),
+            [WorkerMark::At(500), WorkerMark::Idle(None).held(Some(300))]
+        ),
+        Some(300)
+    );
+}

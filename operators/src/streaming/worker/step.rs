@@ -49,6 +49,8 @@ impl StreamWorker {
         dead += self.train_released(stream, &mut msg)?;
         if let Some(stage) = self.features.as_mut() {
             if ctx.index == 0 {
+                // A Kafka table's bad messages go to the dead letters; they are not records.
+                stage.poll_table(&mut self.input.dead)?;
                 msg.table_version = stage.newer_table()?;
             }
             if self.schedule.checkpoint_now {
@@ -64,7 +66,8 @@ impl StreamWorker {
         msg.late = late;
         if let Some(e) = self.event_time.as_mut() {
             e.keep_unread(&self.input.source, now_ms());
-            msg.watermark = e.watermarks.mark(now_ms());
+            let hold = self.features.as_ref().and_then(FeatureStage::table_hold);
+            msg.watermark = e.watermarks.mark(now_ms()).held(hold);
             if self.schedule.checkpoint_now {
                 msg.partition_events = e.watermarks.max_events();
             }
@@ -471,6 +474,7 @@ impl StreamWorker {
                     crate::streaming::FeaturesCheckpoint {
                         views: all.iter().filter_map(|m| m.features.clone()).collect(),
                         table_version: stage.table_version(),
+                        kafka_table: stage.kafka_table_state(),
                     }
                 }),
             };

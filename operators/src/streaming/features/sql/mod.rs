@@ -73,7 +73,11 @@ fn check_not_also_set(spec: &FeaturesSpec) -> Result<()> {
     let set = [
         ("features.key", !spec.key.is_empty()),
         ("features.aggregate", !spec.aggregates.is_empty()),
-        ("features.table.key", table.is_some_and(|t| t.key.is_some())),
+        // A Kafka table's key names its message key.
+        (
+            "features.table.key",
+            table.is_some_and(|t| t.key.is_some() && t.kafka.is_none()),
+        ),
         (
             "features.table.columns",
             table.is_some_and(|t| !t.columns.is_empty()),
