@@ -554,9 +554,11 @@ pub(super) fn assert_rows(
 }
 
 /// `kill -9` mid-stream, then a restart: the job resumes from its last checkpoint (the view's
-/// windows, all-time sums and waiting records included) and every record is trained once; the
-/// features sink, which is not transactional, may repeat the rows written after that checkpoint,
-/// but every row it holds, before and after the kill, has the features a recomputation gives.
+/// windows, all-time sums and waiting records included) and every record is trained once. The
+/// features sink, keyed by the record (its event time, unique here), is an upsert topic: it may
+/// repeat the rows written after that checkpoint, each equal to its first copy, and read as a
+/// table (each key's last message) it holds exactly one row per record, the one a recomputation
+/// gives.
 #[test]
 fn a_killed_features_job_resumes_with_the_same_features() {
     let Some(broker) = kafka() else { return };
@@ -565,7 +567,12 @@ fn a_killed_features_job_resumes_with_the_same_features() {
     send(broker, &topic, &all);
     let checkpoints = dir.join("ckpt");
     let text = pipeline(broker, &topic, &out, &table_dir, &checkpoints)
-        .replace("max_batch_records = 150", "max_batch_records = 40");
+        .replace("max_batch_records = 150", "max_batch_records = 40")
+        .replace(
+            &format!("topic = \"{out}\" }}"),
+            &format!("topic = \"{out}\", key = \"ts\" }}"),
+        );
+    assert!(text.contains("key = \"ts\""));
     let pipeline_file = dir.join("features.toml");
     std::fs::write(&pipeline_file, text).unwrap();
     let run = |run_dir: &str| {
@@ -614,12 +621,14 @@ fn a_killed_features_job_resumes_with_the_same_features() {
     assert_eq!(summary["rows_dead_lettered"], 0, "{summary}");
 
     let messages = read_all(broker, &out, EVENTS as usize);
+    // The topic as a table: each key's last message (one partition: in the order written).
     let mut got: BTreeMap<i64, Value> = BTreeMap::new();
     for m in &messages {
+        let key: i64 = String::from_utf8(m.key.clone().unwrap()).unwrap().parse().unwrap();
         let row: Value = serde_json::from_slice(m.payload.as_deref().unwrap()).unwrap();
-        let ts = row["ts"].as_i64().unwrap();
-        if let Some(earlier) = got.insert(ts, row.clone()) {
-            assert_eq!(earlier, row, "event at {ts} written twice, differently");
+        assert_eq!(row["ts"].as_i64(), Some(key));
+        if let Some(earlier) = got.insert(key, row.clone()) {
+            assert_eq!(earlier, row, "event at {key} written twice, differently");
         }
     }
     assert_eq!(got.len(), EVENTS as usize, "every record's row");
