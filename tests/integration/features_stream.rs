@@ -624,7 +624,10 @@ fn a_killed_features_job_resumes_with_the_same_features() {
     // The topic as a table: each key's last message (one partition: in the order written).
     let mut got: BTreeMap<i64, Value> = BTreeMap::new();
     for m in &messages {
-        let key: i64 = String::from_utf8(m.key.clone().unwrap()).unwrap().parse().unwrap();
+        let key: i64 = String::from_utf8(m.key.clone().unwrap())
+            .unwrap()
+            .parse()
+            .unwrap();
         let row: Value = serde_json::from_slice(m.payload.as_deref().unwrap()).unwrap();
         assert_eq!(row["ts"].as_i64(), Some(key));
         if let Some(earlier) = got.insert(key, row.clone()) {

@@ -19,6 +19,8 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::InputHandle;
 use timely::dataflow::ProbeHandle;
 use timely::dataflow::operators::Input as _;
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Exchange, Inspect, Probe};
 use timely::worker::Worker;
 
 use super::aggregate::AggKind;
@@ -55,6 +57,13 @@ pub(super) struct Built {
     pub(super) current: Option<Current>,
 }
 
+/// How the table's rows and the aggregates are followed for a [`super::FeatureStore`]: on this
+/// worker, and on the workers of other processes that keep theirs (`remote`), which get a copy
+/// of every update.
+pub(super) struct Track {
+    pub(super) remote: Vec<usize>,
+}
+
 /// Builds the view on `worker`: `table_width` values per table row (with `inner`, an event whose
 /// key has none is dropped), and per window its length (`None`: all time) and the kinds of its
 /// aggregates (one input value each, in that order); with `track`, the table's rows and the
@@ -65,11 +74,12 @@ pub(super) fn build(
     table_width: usize,
     inner: bool,
     windows: &[(Option<u64>, Vec<AggKind>)],
-    track: bool,
+    track: Option<Track>,
 ) -> Built {
     let output: Output = Rc::new(RefCell::new(Vec::new()));
     let sink = Rc::clone(&output);
-    let current: Option<Current> = track.then(|| Rc::new(RefCell::new(Vec::new())));
+    let current: Option<Current> = track.as_ref().map(|_| Rc::new(RefCell::new(Vec::new())));
+    let remote = track.map(|t| t.remote).unwrap_or_default();
     let probe = ProbeHandle::new();
     let windows = windows.to_vec();
     let (table, pending, window_inputs, all_time) =
@@ -82,7 +92,7 @@ pub(super) fn build(
                     out.push(((*row).clone(), 1isize));
                 }
             });
-            let table = follow(table, None, &current);
+            let table = follow(table, None, &current, &remote, &probe);
             let nulls = vec![Value::Null; table_width];
             let matched = pending
                 .clone()
@@ -129,7 +139,7 @@ pub(super) fn build(
                         })
                     }
                 };
-                let aggregates = follow(aggregates, Some(w), &current);
+                let aggregates = follow(aggregates, Some(w), &current, &remote, &probe);
                 joined =
                     joined.join_map(aggregates, |key, (t, row, features), aggregates: &Row| {
                         let mut features = features.clone();
@@ -164,21 +174,35 @@ pub(super) fn build(
 }
 
 /// `collection` (a table's rows, or window `window`'s aggregates), its updates also pushed to
-/// `current` when a store follows the view.
+/// `current` when a store follows the view, and sent to the `remote` workers' `current` (which
+/// `probe` then also waits for).
 fn follow<'s>(
     collection: VecCollection<'s, u64, (Value, Row), isize>,
     window: Option<usize>,
     current: &Option<Current>,
+    remote: &[usize],
+    probe: &ProbeHandle<u64>,
 ) -> VecCollection<'s, u64, (Value, Row), isize> {
-    match current {
-        Some(current) => {
-            let current = Rc::clone(current);
-            collection.inspect(move |((key, row), time, diff)| {
-                current
-                    .borrow_mut()
+    let Some(current) = current else {
+        return collection;
+    };
+    if !remote.is_empty() {
+        let (to, here) = (remote.to_vec(), Rc::clone(current));
+        collection
+            .inner
+            .clone()
+            .flat_map(move |update| to.clone().into_iter().map(move |w| (w, update.clone())))
+            .exchange(|(w, _)| *w as u64)
+            .inspect(move |(_, ((key, row), time, diff))| {
+                here.borrow_mut()
                     .push(((key.clone(), window, row.clone()), *time, *diff));
             })
-        }
-        None => collection,
+            .probe_with(probe);
     }
+    let current = Rc::clone(current);
+    collection.inspect(move |((key, row), time, diff)| {
+        current
+            .borrow_mut()
+            .push(((key.clone(), window, row.clone()), *time, *diff));
+    })
 }

@@ -197,16 +197,19 @@ pub struct FeatureView {
 impl FeatureView {
     /// Builds the view's dataflow on `worker` (every worker must, in the same order).
     pub fn new(worker: &mut Worker, name: &str, spec: FeatureSpec) -> Result<Self> {
-        Self::with_store(worker, name, spec, None)
+        Self::with_store(worker, name, spec, None, 1)
     }
 
     /// As [`FeatureView::new`], keeping `store` up to date with the current features of this
-    /// worker's keys (the workers of a process share one store).
+    /// worker's keys (the workers of a process share one store). With several processes of
+    /// `workers_per_process` workers each, every update also goes to the first worker of every
+    /// other process, so that every process's store holds every key.
     pub fn with_store(
         worker: &mut Worker,
         name: &str,
         spec: FeatureSpec,
         store: Option<std::sync::Arc<FeatureStore>>,
+        workers_per_process: usize,
     ) -> Result<Self> {
         spec.validate()?;
         let layout = Layout::of(&spec);
@@ -214,14 +217,15 @@ impl FeatureView {
         let windows: Vec<(Option<u64>, Vec<AggKind>)> = (layout.windows.iter().copied())
             .zip(layout.kinds.iter().cloned())
             .collect();
-        let built = dataflow::build(
-            worker,
-            name,
-            width,
-            spec.inner_join,
-            &windows,
-            store.is_some(),
-        );
+        let per = workers_per_process.max(1);
+        let (index, peers) = (worker.index(), worker.peers());
+        let track = store.as_ref().map(|_| dataflow::Track {
+            remote: (0..peers)
+                .step_by(per)
+                .filter(|w| w / per != index / per)
+                .collect(),
+        });
+        let built = dataflow::build(worker, name, width, spec.inner_join, &windows, track);
         Ok(FeatureView {
             spec,
             layout,

@@ -570,8 +570,13 @@ fn the_store_holds_each_keys_features_as_of_the_frontier() {
         &ClusterConfig::local(2),
         MetricsRegistry::new(),
         move |worker, ctx| {
-            let mut view =
-                FeatureView::with_store(worker, "store", spec.clone(), Some(Arc::clone(&shared)))?;
+            let mut view = FeatureView::with_store(
+                worker,
+                "store",
+                spec.clone(),
+                Some(Arc::clone(&shared)),
+                2,
+            )?;
             if ctx.index == 0 {
                 view.update_table(Value::Int(1), vec![Value::Int(0)], 0, 1)?;
                 view.update_table(Value::Int(1), vec![Value::Int(0)], 100, -1)?;
@@ -609,4 +614,77 @@ fn the_store_holds_each_keys_features_as_of_the_frontier() {
             .unwrap_err()
             .contains("not an integer")
     );
+}
+
+/// Two processes of two workers: each process's store holds every key, with the same features,
+/// though each worker owns only its share of the keys.
+#[test]
+fn every_process_store_holds_every_key() {
+    let spec = FeatureSpec {
+        inner_join: false,
+        table_columns: vec!["label".into()],
+        aggregates: vec![Aggregate {
+            name: "total".into(),
+            kind: AggKind::Sum,
+            window_ms: None,
+        }],
+    };
+    let ports: Vec<u16> = (0..2)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .collect();
+    let hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let processes: Vec<_> = (0..2)
+        .map(|process_id| {
+            let (spec, hosts) = (spec.clone(), hosts.clone());
+            std::thread::spawn(move || {
+                let store = Arc::new(FeatureStore::new(&spec, true));
+                let shared = Arc::clone(&store);
+                let config = ClusterConfig {
+                    workers: 2,
+                    processes: 2,
+                    process_id,
+                    hosts,
+                    connect_timeout: std::time::Duration::from_secs(20),
+                };
+                execute::<_, Error, _>(&config, MetricsRegistry::new(), move |worker, ctx| {
+                    let store = Some(Arc::clone(&shared));
+                    let mut view =
+                        FeatureView::with_store(worker, "replicated", spec.clone(), store, 2)?;
+                    // Every worker adds rows and events for its own keys; each key is owned by
+                    // one worker after differential's exchange.
+                    for key in (0..40).filter(|k| k % 4 == ctx.index as i64) {
+                        view.update_table(Value::Int(key), vec![Value::Int(key * 10)], 0, 1)?;
+                        for t in 0..3 {
+                            let inputs = vec![Value::Int(key + t)];
+                            view.push_event(Value::Int(key), 10 + t as u64, Vec::new(), inputs)?;
+                        }
+                    }
+                    view.advance_to(100);
+                    view.complete(worker, &ctx)?;
+                    // Taking the released rows brings the store up to date.
+                    Ok(view.released().len())
+                })
+                .unwrap();
+                store
+            })
+        })
+        .collect();
+    let stores: Vec<Arc<FeatureStore>> = processes.into_iter().map(|p| p.join().unwrap()).collect();
+    for store in &stores {
+        assert_eq!(store.len(), 40);
+        for key in 0..40 {
+            let (_, features) = store.lookup(&Value::Int(key));
+            assert_eq!(
+                features,
+                vec![Value::Int(key * 10), Value::Int(3 * key + 3)],
+                "key {key}"
+            );
+        }
+    }
 }

@@ -295,7 +295,8 @@ fn start_server(
 }
 
 /// With `[features]` and a server: the store the views keep current, served as the view's
-/// features and filled into the model's `/v1/predict` requests (this process's workers' keys).
+/// features and filled into the model's `/v1/predict` requests (every key: with several processes, each
+/// process's store gets every worker's updates).
 fn serve_features(
     plan: &StreamPlan,
     registry: Option<&Arc<ModelRegistry>>,

@@ -240,7 +240,13 @@ impl FeatureStage {
         let records = shared.plan.sql.output_schema.clone();
         let resume = shared.resume.as_ref().and_then(|c| c.features.as_ref());
         let store = shared.feature_store.clone();
-        let mut view = FeatureView::with_store(worker, "features", plan.view.clone(), store)?;
+        let mut view = FeatureView::with_store(
+            worker,
+            "features",
+            plan.view.clone(),
+            store,
+            shared.workers_per_process,
+        )?;
         let version = resume.and_then(|c| c.table_version);
         let kafka_spec = plan.spec.table.as_ref().and_then(|t| t.kafka.as_ref());
         let table = match &plan.spec.table {
