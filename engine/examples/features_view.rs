@@ -12,6 +12,10 @@ use millrace_engine::features::{AggKind, Aggregate, FeatureSpec, FeatureView, Va
 use millrace_engine::timely::worker::Worker;
 use millrace_engine::{ClusterConfig, Collective, Error, MetricsRegistry, WorkerContext, execute};
 
+// The allocator the `millrace` binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const REPORT_EVERY: u64 = 98_304;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

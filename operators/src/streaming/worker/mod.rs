@@ -156,6 +156,22 @@ struct Schedule {
     steps_since_publish: u64,
     steps_since_checkpoint: u64,
     idle_since: Option<Instant>,
+    /// Steps in a row in which no worker read a record: the polls wait longer (see
+    /// [`idle_poll_timeout`]).
+    idle_steps: u32,
+}
+
+/// The longest an idle job's poll waits for a message (a message that arrives ends the wait).
+const IDLE_POLL_CAP: Duration = Duration::from_millis(50);
+
+/// How long a poll waits: `poll_timeout_ms`, doubled with every step in a row in which no worker
+/// read a record, up to [`IDLE_POLL_CAP`] (or `poll_timeout_ms` when that is longer). An idle job
+/// then steps 20 times a second instead of 200, and a record that arrives waits at most the cap
+/// for the other workers' polls.
+fn idle_poll_timeout(poll_timeout_ms: u64, idle_steps: u32) -> Duration {
+    let base = Duration::from_millis(poll_timeout_ms);
+    let grown = base.saturating_mul(1u32 << idle_steps.min(8));
+    grown.min(IDLE_POLL_CAP.max(base))
 }
 
 /// Event-time windows: this worker's open windows, worker 0's output, and the partial
@@ -229,4 +245,20 @@ struct StepSums {
     score: StepScore,
     positions: BTreeMap<i32, i64>,
     partition_events: BTreeMap<i32, i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_job_polls_longer_up_to_the_cap() {
+        let ms = |steps| idle_poll_timeout(5, steps).as_millis();
+        assert_eq!(
+            [ms(0), ms(1), ms(2), ms(3), ms(4), ms(30)],
+            [5, 10, 20, 40, 50, 50]
+        );
+        // A configured timeout above the cap is kept.
+        assert_eq!(idle_poll_timeout(200, 3).as_millis(), 200);
+    }
 }

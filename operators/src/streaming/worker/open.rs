@@ -90,6 +90,7 @@ impl StreamWorker {
                 steps_since_publish: 0,
                 steps_since_checkpoint: 0,
                 idle_since: None,
+                idle_steps: 0,
             },
             watermark,
             event_time,

@@ -26,7 +26,7 @@ impl StreamWorker {
             None if drained => (None, 0, 0),
             None => self.input.poll(
                 remaining.map_or(max_batch, |r| r.min(max_batch)),
-                Duration::from_millis(stream.poll_timeout_ms),
+                idle_poll_timeout(stream.poll_timeout_ms, self.schedule.idle_steps),
             )?,
         };
         let mut late = 0u64;
@@ -296,6 +296,10 @@ impl StreamWorker {
         } else if sums.read == 0 {
             self.schedule.idle_since.get_or_insert_with(Instant::now);
         }
+        self.schedule.idle_steps = match sums.read {
+            0 => self.schedule.idle_steps.saturating_add(1),
+            _ => 0,
+        };
         self.prequential
             .push(sums.score, shared.plan.stream.prequential_window);
         for (i, branch) in self.branches.iter_mut().enumerate() {
