@@ -278,15 +278,11 @@ impl FeatureView {
             .zip(&self.layout.windows)
             .zip(per_window)
         {
-            let data = (key.clone(), (time, values));
-            if let Some(w) = window {
-                input.update_at(data.clone(), time.saturating_add(*w), -1);
-            }
-            input.update_at(data, time, 1);
+            let until = window.map(|w| time.saturating_add(w));
+            input.insert_until((key.clone(), (time, values)), time, until);
         }
-        let pending = &mut self.built.pending;
-        pending.update_at((key.clone(), (time, row.clone())), time + 1, -1);
-        pending.update_at((key, (time, row)), time, 1);
+        // It waits for its features for one millisecond of event time.
+        (self.built.pending).insert_until((key, (time, row)), time, Some(time + 1));
         Ok(())
     }
 

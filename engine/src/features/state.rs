@@ -57,7 +57,11 @@ impl FeatureState {
 /// An input session that remembers what it was given, so that it can be written to a checkpoint.
 pub(super) struct Logged<D: differential_dataflow::ExchangeData> {
     pub(super) session: InputSession<u64, D, isize>,
+    /// Updates given one by one.
     log: Updates<D>,
+    /// Data inserted at a time and retracted at a later one (or never), kept once rather than as
+    /// two updates: (data, from, until).
+    lived: Vec<(D, u64, Option<u64>)>,
     /// Log length after the last compaction: the log is compacted again when it doubles.
     compacted_len: usize,
     /// For an all-time window: its operator, whose running values hold every event before
@@ -70,6 +74,7 @@ impl<D: differential_dataflow::ExchangeData> Logged<D> {
         Logged {
             session,
             log: Vec::new(),
+            lived: Vec::new(),
             compacted_len: 0,
             folded: None,
         }
@@ -89,23 +94,36 @@ impl<D: differential_dataflow::ExchangeData> Logged<D> {
         self.log.push((data, time, diff));
     }
 
-    /// Moves the session to `time` and releases what it holds to the dataflow. The log is compacted
-    /// to `time` when it has doubled since its last compaction.
+    /// Inserts `data` at `from` and retracts it at `until` (never, when `None`).
+    pub(super) fn insert_until(&mut self, data: D, from: u64, until: Option<u64>) {
+        if let Some(until) = until {
+            self.session.update_at(data.clone(), until, -1);
+        }
+        self.session.update_at(data.clone(), from, 1);
+        self.lived.push((data, from, until));
+    }
+
+    /// Moves the session to `time` and releases what it holds to the dataflow. The logs are
+    /// compacted to `time` when they have doubled since their last compaction.
     pub(super) fn advance_to(&mut self, time: u64) {
         self.session.advance_to(time);
         self.session.flush();
-        if self.log.len() > 2 * self.compacted_len.max(1024) {
+        if self.log.len() + self.lived.len() > 2 * self.compacted_len.max(1024) {
             self.compact(time);
         }
     }
 
     fn compact(&mut self, frontier: u64) {
+        // Data retracted by the frontier is gone for good.
+        self.lived
+            .retain(|(_, _, until)| until.is_none_or(|u| u > frontier));
         match &self.folded {
             // Folded events are in the running values; the others keep their own times (which
             // tell later whether they are folded).
             Some(folded) => {
                 let before = folded.borrow().folded_before;
                 self.log.retain(|(_, t, _)| *t >= before);
+                self.lived.retain(|(_, from, _)| *from >= before);
             }
             None => {
                 for (_, t, _) in self.log.iter_mut() {
@@ -114,19 +132,23 @@ impl<D: differential_dataflow::ExchangeData> Logged<D> {
                 consolidate_updates(&mut self.log);
             }
         }
-        self.compacted_len = self.log.len();
+        self.compacted_len = self.log.len() + self.lived.len();
     }
 
-    /// The log compacted to `frontier`.
+    /// The updates given, compacted to `frontier`.
     pub(super) fn state(&mut self, frontier: u64) -> Updates<D> {
         self.compact(frontier);
         let mut log = self.log.clone();
-        if self.folded.is_some() {
-            for (_, t, _) in log.iter_mut() {
-                *t = (*t).max(frontier);
+        for (data, from, until) in &self.lived {
+            if let Some(until) = until {
+                log.push((data.clone(), *until, -1));
             }
-            consolidate_updates(&mut log);
+            log.push((data.clone(), *from, 1));
         }
+        for (_, t, _) in log.iter_mut() {
+            *t = (*t).max(frontier);
+        }
+        consolidate_updates(&mut log);
         log
     }
 
