@@ -245,6 +245,37 @@ fn check_lookups(addr: std::net::SocketAddr, all: &[Event]) {
             );
         }
     }
+    // The batch form: every user at once, one snapshot, the same features; bad keys are 400s.
+    let users: Vec<Value> = (0..USERS).map(|u| json!(u)).collect();
+    let reply = post_json(addr, "/v1/features/features", &json!({"keys": users}));
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let batch: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(batch["as_of_ms"].as_i64(), Some(last), "{batch}");
+    let rows = batch["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), USERS as usize);
+    for (user, row) in (0..USERS).zip(rows) {
+        assert_eq!(row["key"], json!(user));
+        assert_eq!(
+            row["features"],
+            lookup(&user.to_string()).1["features"],
+            "user {user}"
+        );
+    }
+    for (body, want) in [
+        (json!({"keys": [1, "u7"]}), "keys[1]"),
+        (json!({"keys": [1, [2]]}), "keys[1] is [2]"),
+        (json!({"key": 1}), "a list of keys"),
+    ] {
+        let reply = post_json(addr, "/v1/features/features", &body);
+        let text = String::from_utf8_lossy(&reply.body).to_string();
+        assert_eq!(reply.status, 400, "{text}");
+        assert!(text.contains(want), "{body}: {text}");
+    }
     // /v1/predict fills in the features a request leaves out: the same answer as a request that
     // carries the looked-up values, another one for other values. (The resumed job publishes its
     // first model version every `publish_every_steps`: the view may settle before.)

@@ -67,8 +67,21 @@ impl FeatureStore {
     /// the table's columns (nulls without a row), then the aggregates (0 for counts, else null,
     /// over an empty window).
     pub fn lookup(&self, key: &Value) -> (u64, Row) {
-        let frontier = self.frontier.load(Ordering::Acquire);
+        let (frontier, mut rows) = self.lookup_many(std::slice::from_ref(key));
+        (frontier, rows.pop().unwrap_or_default())
+    }
+
+    /// [`lookup`](Self::lookup) of every key in `keys`, all as of the same millisecond (one
+    /// snapshot of the store).
+    pub fn lookup_many(&self, keys: &[Value]) -> (u64, Vec<Row>) {
         let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+        // Read under the lock that `apply` moves it under: every row is of this time.
+        let frontier = self.frontier.load(Ordering::Acquire);
+        let rows = keys.iter().map(|key| self.row(&slots, key)).collect();
+        (frontier, rows)
+    }
+
+    fn row(&self, slots: &HashMap<Value, Slot>, key: &Value) -> Row {
         let slot = slots.get(key);
         let mut features: Row = match slot.and_then(|s| s.table.as_ref()) {
             Some(row) => row.clone(),
@@ -83,7 +96,7 @@ impl FeatureStore {
                 _ => Value::Null,
             }));
         }
-        (frontier, features)
+        features
     }
 
     /// Applies `updates` (all of them at or before `as_of`), oldest first, and moves the store's

@@ -1,13 +1,15 @@
 //! `GET /v1/features/{view}/{key}`: a key's current features from a feature view's store (a
 //! streaming job with `[features]` and `[serve]`): the table's columns and the aggregates as the
-//! view stands at its watermark.
+//! view stands at its watermark. `POST /v1/features/{view}` with `{"keys": [7, 8, …]}` answers
+//! many keys at once, all as of the same millisecond.
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use millrace_engine::features::Value as Feature;
+use millrace_engine::features::{FeatureStore, Value as Feature};
 use serde_json::{Map, Value, json};
 
 use super::{AppState, error, json_response};
@@ -25,13 +27,14 @@ fn to_json(value: &Feature) -> Value {
     }
 }
 
-pub(super) async fn lookup(
-    State(state): State<Arc<AppState>>,
-    Path((view, key)): Path<(String, String)>,
-) -> Response {
-    let Some(store) = state.registry.features(&view) else {
+/// Keys one batch lookup may ask for.
+const MAX_KEYS: usize = 10_000;
+
+/// The store of `view`, or a 404 that names the views served.
+fn store_of(state: &AppState, view: &str) -> Result<Arc<FeatureStore>, Response> {
+    state.registry.features(view).ok_or_else(|| {
         let views = state.registry.feature_views();
-        return error(
+        error(
             StatusCode::NOT_FOUND,
             if views.is_empty() {
                 format!(
@@ -43,22 +46,92 @@ pub(super) async fn lookup(
                     millrace_engine::list(&views)
                 )
             },
-        );
+        )
+    })
+}
+
+/// A key's features as a JSON object, by name.
+fn named(store: &FeatureStore, values: &[Feature]) -> Map<String, Value> {
+    (store.names().into_iter())
+        .zip(values.iter().map(to_json))
+        .collect()
+}
+
+pub(super) async fn lookup(
+    State(state): State<Arc<AppState>>,
+    Path((view, key)): Path<(String, String)>,
+) -> Response {
+    let store = match store_of(&state, &view) {
+        Ok(store) => store,
+        Err(response) => return response,
     };
     let key = match store.parse_key(&key) {
         Ok(key) => key,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     let (as_of, values) = store.lookup(&key);
-    let features: Map<String, Value> = store
-        .names()
-        .into_iter()
-        .zip(values.iter().map(to_json))
-        .collect();
     json_response(&json!({
         "view": view,
         "key": to_json(&key),
         "as_of_ms": as_of,
-        "features": features,
+        "features": named(&store, &values),
     }))
+}
+
+/// `POST /v1/features/{view}`: `{"keys": [k, …]}` (numbers or strings) answered as
+/// `{"view", "as_of_ms", "rows": [{"key", "features"}, …]}` in the order asked, one snapshot.
+pub(super) async fn lookup_many(
+    State(state): State<Arc<AppState>>,
+    Path(view): Path<String>,
+    body: Bytes,
+) -> Response {
+    let store = match store_of(&state, &view) {
+        Ok(store) => store,
+        Err(response) => return response,
+    };
+    let request: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("the body is not JSON: {e}"),
+            );
+        }
+    };
+    let Some(asked) = request.get("keys").and_then(Value::as_array) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            r#"send {"keys": [7, 8, …]}: a list of keys"#,
+        );
+    };
+    if asked.len() > MAX_KEYS {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{} keys asked; at most {MAX_KEYS} per request", asked.len()),
+        );
+    }
+    let mut keys = Vec::with_capacity(asked.len());
+    for (i, key) in asked.iter().enumerate() {
+        let text = match key {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            other => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("keys[{i}] is {other}: give a number or a string"),
+                );
+            }
+        };
+        match store.parse_key(&text) {
+            Ok(key) => keys.push(key),
+            Err(message) => {
+                return error(StatusCode::BAD_REQUEST, format!("keys[{i}]: {message}"));
+            }
+        }
+    }
+    let (as_of, rows) = store.lookup_many(&keys);
+    let rows: Vec<Value> = (keys.iter().zip(&rows))
+        .map(|(key, values)| json!({"key": to_json(key), "features": named(&store, values)}))
+        .collect();
+    json_response(&json!({"view": view, "as_of_ms": as_of, "rows": rows}))
 }

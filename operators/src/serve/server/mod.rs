@@ -405,6 +405,7 @@ fn router_with(state: Arc<AppState>) -> Router {
         .route("/v1/predict", post(v1_predict))
         .route("/v1/models/{name}/predict", post(v1_predict_named))
         .route("/v1/features/{view}/{key}", get(features::lookup))
+        .route("/v1/features/{view}", post(features::lookup_many))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), guard))
