@@ -14,10 +14,11 @@ use millrace::connectors::kafka::{KafkaOptions, KafkaProducer, create_topic};
 use millrace::run::run_stream;
 use serde_json::{Value, json};
 
-use super::features_stream::{EVENTS, Event, T0, assert_rows, events, send, setup};
+use super::features_stream::{
+    EVENTS, Event, T0, assert_rows, assert_trained, events, features_job, send, setup, sink_rows,
+};
 use super::services::kafka;
 use super::streaming::{config, parse, unique};
-use super::watermarks::read_all;
 
 /// A table message: (timestamp, user, the row or a tombstone).
 type Change = (i64, i64, Option<(f64, &'static str)>);
@@ -79,26 +80,8 @@ fn expected(all: &[Event], changes: &[Change], e: &Event) -> BTreeMap<&'static s
 }
 
 fn pipeline(broker: &str, topic: &str, out: &str, table: &str, dir: &Path) -> String {
-    format!(
-        r#"
-name = "features-kafka-table"
-
-[stream]
-bootstrap_servers = "{broker}"
-topic = "{topic}"
-group_id = "{topic}-group"
-columns = ["user_id", "ts", "amount", "label"]
-schema = {{ user_id = "int64", ts = "int64", amount = "float64", label = "int64" }}
-event_time = "ts"
-max_out_of_orderness = "50ms"
-warmup_records = 100
-max_batch_records = 150
-poll_timeout_ms = 10
-checkpoint_every_steps = 5
-checkpoint_every_s = 0
-checkpoint_dir = "{checkpoints}"
-
-[features]
+    let features = format!(
+        r#"[features]
 sql = """
 SELECT score, tier,
        COUNT(*) OVER (PARTITION BY user_id ORDER BY ts
@@ -111,24 +94,16 @@ FROM events LEFT JOIN users USING (user_id)
 name = "users"
 key = "user_id"
 kafka = {{ bootstrap_servers = "{broker}", topic = "{table}" }}
-schema = {{ score = "float64", tier = "string" }}
-
-[[sink]]
-name = "rows"
-after = "features"
-kafka = {{ bootstrap_servers = "{broker}", topic = "{out}" }}
-
-[preprocess]
-numeric = ["amount", "score", "n_1s", "spend"]
-one_hot = ["tier"]
-nulls = "zero"
-label = "label"
-
-[train]
-task = "classification"
-model = {{ kind = "logistic" }}
-"#,
-        checkpoints = dir.join("ckpt").display(),
+schema = {{ score = "float64", tier = "string" }}"#
+    );
+    let numeric = ["score", "n_1s", "spend"];
+    let checkpoints = dir.join("ckpt");
+    features_job(
+        "features-kafka-table",
+        (broker, topic, out),
+        &checkpoints,
+        &features,
+        &numeric,
     )
 }
 
@@ -160,15 +135,7 @@ fn a_compacted_topic_is_a_table_as_of_each_record() {
     let mut first = config(2, &dir.join("run"));
     first.max_records = Some(half as u64);
     let (stopped, _) = run_stream(parse(&text), None, first).unwrap();
-    assert_eq!(
-        (
-            stopped.rows_trained,
-            stopped.rows_dead_lettered,
-            stopped.rows_late
-        ),
-        (half as u64, 0, 0),
-        "{stopped:?}"
-    );
+    assert_trained(&stopped, half as u64);
     let dead = std::fs::read_to_string(dir.join("run").join("dead_letters.jsonl")).unwrap();
     let dead: Vec<Value> = dead
         .lines()
@@ -195,22 +162,9 @@ fn a_compacted_topic_is_a_table_as_of_each_record() {
     second.idle_timeout = Some(Duration::from_secs(6));
     let (summary, _) = run_stream(parse(&text), None, second).unwrap();
     assert!(summary.resumed_from_step.is_some());
-    assert_eq!(
-        (
-            summary.rows_trained,
-            summary.rows_dead_lettered,
-            summary.rows_late
-        ),
-        (EVENTS as u64, 0, 0),
-        "{summary:?}"
-    );
+    assert_trained(&summary, EVENTS as u64);
 
-    let mut got: BTreeMap<i64, Value> = BTreeMap::new();
-    for m in read_all(broker, &out, EVENTS as usize) {
-        let row: Value = serde_json::from_slice(m.payload.as_deref().unwrap()).unwrap();
-        let ts = row["ts"].as_i64().unwrap();
-        assert!(got.insert(ts, row).is_none(), "event at {ts} twice");
-    }
+    let got = sink_rows(broker, &out);
     assert_eq!(got.len(), EVENTS as usize);
     let changes: Vec<Change> = before().into_iter().chain(between()).collect();
     assert_rows(&all, &got, |e| expected(&all, &changes, e));

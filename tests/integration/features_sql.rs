@@ -13,10 +13,12 @@ use datafusion::prelude::SessionContext;
 use millrace::run::run_stream;
 use serde_json::Value;
 
-use super::features_stream::{EVENTS, Event, assert_rows, events, expected_in, send, setup, table};
+use super::features_stream::{
+    EVENTS, Event, assert_rows, assert_trained, events, expected_in, features_job, send, setup,
+    sink_rows, table,
+};
 use super::services::kafka;
 use super::streaming::{config, parse};
-use super::watermarks::read_all;
 
 /// The view: the table's columns and six aggregates, three of them over the last second
 /// (`[t - 999, t]` in ms, the `[features]` test's `window = "1s"`). A user's event 170 ms
@@ -35,49 +37,17 @@ WINDOW last_second AS (PARTITION BY user_id ORDER BY ts
                        RANGE BETWEEN 999 PRECEDING AND CURRENT ROW)";
 
 fn pipeline(broker: &str, topic: &str, out: &str, table: &Path, checkpoints: &Path) -> String {
-    format!(
-        r#"
-name = "features-sql"
-
-[stream]
-bootstrap_servers = "{broker}"
-topic = "{topic}"
-group_id = "{topic}-group"
-columns = ["user_id", "ts", "amount", "label"]
-schema = {{ user_id = "int64", ts = "int64", amount = "float64", label = "int64" }}
-event_time = "ts"
-max_out_of_orderness = "50ms"
-warmup_records = 100
-max_batch_records = 150
-poll_timeout_ms = 10
-checkpoint_dir = "{checkpoints}"
-
-[features]
-sql = """
-{VIEW}
-"""
-
-[features.table]
-name = "users"
-path = "{table}"
-
-[[sink]]
-name = "rows"
-after = "features"
-kafka = {{ bootstrap_servers = "{broker}", topic = "{out}" }}
-
-[preprocess]
-numeric = ["amount", "score", "n_1s", "spend", "avg_1s", "labels"]
-one_hot = ["tier"]
-nulls = "zero"
-label = "label"
-
-[train]
-task = "classification"
-model = {{ kind = "logistic" }}
-"#,
-        table = table.display(),
-        checkpoints = checkpoints.display(),
+    let features = format!(
+        "[features]\nsql = \"\"\"\n{VIEW}\n\"\"\"\n\n[features.table]\nname = \"users\"\npath = \"{}\"",
+        table.display()
+    );
+    let numeric = ["score", "n_1s", "spend", "avg_1s", "labels"];
+    features_job(
+        "features-sql",
+        (broker, topic, out),
+        checkpoints,
+        &features,
+        &numeric,
     )
 }
 
@@ -144,22 +114,9 @@ fn stream_features_from_sql_equal_datafusion_running_the_same_query() {
     run.max_records = Some(EVENTS as u64);
     let text = pipeline(broker, &topic, &out, &table_dir, &dir.join("ckpt"));
     let (summary, _) = run_stream(parse(&text), None, run).unwrap();
-    assert_eq!(
-        (
-            summary.rows_trained,
-            summary.rows_dead_lettered,
-            summary.rows_late
-        ),
-        (EVENTS as u64, 0, 0),
-        "{summary:?}"
-    );
+    assert_trained(&summary, EVENTS as u64);
 
-    let mut got: BTreeMap<i64, Value> = BTreeMap::new();
-    for m in read_all(broker, &out, EVENTS as usize) {
-        let row: Value = serde_json::from_slice(m.payload.as_deref().unwrap()).unwrap();
-        let ts = row["ts"].as_i64().unwrap();
-        assert!(got.insert(ts, row).is_none(), "event at {ts} twice");
-    }
+    let got = sink_rows(broker, &out);
     let want = datafusion_rows(VIEW, &all);
     assert_eq!(want.len(), EVENTS as usize);
     // Every feature column DataFusion makes, as the sink wrote it.

@@ -382,10 +382,23 @@ pub(super) fn send(broker: &str, topic: &str, events: &[Event]) {
     producer.flush(Duration::from_secs(60)).unwrap();
 }
 
-fn pipeline(broker: &str, topic: &str, out: &str, table: &Path, checkpoints: &Path) -> String {
+/// A streaming job over the test's records (`user_id`, `ts`, `amount`, `label`) named `name`,
+/// with the `[features]` section `features`, its rows written after the features to `out`, and
+/// a logistic model trained on `amount` and the `numeric` features (`tier` one-hot).
+pub(super) fn features_job(
+    name: &str,
+    (broker, topic, out): (&str, &str, &str),
+    checkpoints: &Path,
+    features: &str,
+    numeric: &[&str],
+) -> String {
+    let numeric: Vec<String> = std::iter::once("amount")
+        .chain(numeric.iter().copied())
+        .map(|c| format!("\"{c}\""))
+        .collect();
     format!(
         r#"
-name = "features"
+name = "{name}"
 
 [stream]
 bootstrap_servers = "{broker}"
@@ -403,7 +416,31 @@ checkpoint_every_steps = 5
 checkpoint_every_s = 0
 checkpoint_dir = "{checkpoints}"
 
-[features]
+{features}
+
+[[sink]]
+name = "rows"
+after = "features"
+kafka = {{ bootstrap_servers = "{broker}", topic = "{out}" }}
+
+[preprocess]
+numeric = [{numeric}]
+one_hot = ["tier"]
+nulls = "zero"
+label = "label"
+
+[train]
+task = "classification"
+model = {{ kind = "logistic" }}
+"#,
+        checkpoints = checkpoints.display(),
+        numeric = numeric.join(", "),
+    )
+}
+
+fn pipeline(broker: &str, topic: &str, out: &str, table: &Path, checkpoints: &Path) -> String {
+    let features = format!(
+        r#"[features]
 key = "user_id"
 
 [features.table]
@@ -431,25 +468,16 @@ window = "1s"
 name = "max_1s"
 kind = "max"
 column = "amount"
-window = "1s"
-
-[[sink]]
-name = "rows"
-after = "features"
-kafka = {{ bootstrap_servers = "{broker}", topic = "{out}" }}
-
-[preprocess]
-numeric = ["amount", "score", "n_1s", "spend", "avg_1s"]
-one_hot = ["tier"]
-nulls = "zero"
-label = "label"
-
-[train]
-task = "classification"
-model = {{ kind = "logistic" }}
-"#,
-        table = table.display(),
-        checkpoints = checkpoints.display()
+window = "1s""#,
+        table = table.display()
+    );
+    let numeric = ["score", "n_1s", "spend", "avg_1s"];
+    features_job(
+        "features",
+        (broker, topic, out),
+        checkpoints,
+        &features,
+        &numeric,
     )
 }
 
@@ -486,15 +514,7 @@ fn stream_features_equal_a_recomputation_across_a_table_version_and_a_resume() {
     let mut first = config(2, &dir.join("run"));
     first.max_records = Some(half as u64);
     let (stopped, _) = run_stream(parse(&text), None, first).unwrap();
-    assert_eq!(
-        (
-            stopped.rows_trained,
-            stopped.rows_dead_lettered,
-            stopped.rows_late
-        ),
-        (half as u64, 0, 0),
-        "{stopped:?}"
-    );
+    assert_trained(&stopped, half as u64);
 
     // Version 1, committed at T1, arrives while the job is down; the resumed job moves to it.
     commit(&table_dir, 1, T1);
@@ -508,28 +528,14 @@ fn stream_features_equal_a_recomputation_across_a_table_version_and_a_resume() {
     check_lookups(format!("127.0.0.1:{port}").parse().unwrap(), &all);
     let (summary, _) = job.join().unwrap().unwrap();
     assert!(summary.resumed_from_step.is_some());
-    assert_eq!(
-        (
-            summary.rows_trained,
-            summary.rows_dead_lettered,
-            summary.rows_late
-        ),
-        (EVENTS as u64, 0, 0),
-        "{summary:?}"
-    );
+    assert_trained(&summary, EVENTS as u64);
 
-    let messages = read_all(broker, &out, EVENTS as usize);
+    let got = sink_rows(broker, &out);
     assert_eq!(
-        messages.len(),
+        got.len(),
         EVENTS as usize,
         "every record once, across the resume"
     );
-    let mut got: BTreeMap<i64, Value> = BTreeMap::new();
-    for m in &messages {
-        let row: Value = serde_json::from_slice(m.payload.as_deref().unwrap()).unwrap();
-        let ts = row["ts"].as_i64().unwrap();
-        assert!(got.insert(ts, row).is_none(), "event at {ts} twice");
-    }
     assert_rows(&all, &got, |e| expected(&all, e));
     // The version changed what the records saw, on both sides of its commit time.
     let score = |ts: i64| got[&ts]["score"].clone();
@@ -544,6 +550,30 @@ fn stream_features_equal_a_recomputation_across_a_table_version_and_a_resume() {
             .iter()
             .any(|e| e.ts >= T1 && score(e.ts).as_f64() == Some(100.0))
     );
+}
+
+/// The run trained `n` records, none dead-lettered or late.
+pub(super) fn assert_trained(summary: &millrace::operators::streaming::StreamSummary, n: u64) {
+    assert_eq!(
+        (
+            summary.rows_trained,
+            summary.rows_dead_lettered,
+            summary.rows_late
+        ),
+        (n, 0, 0),
+        "{summary:?}"
+    );
+}
+
+/// The rows the features sink wrote to `out`, by event time; a row written twice fails.
+pub(super) fn sink_rows(broker: &str, out: &str) -> BTreeMap<i64, Value> {
+    let mut got = BTreeMap::new();
+    for m in read_all(broker, out, EVENTS as usize) {
+        let row: Value = serde_json::from_slice(m.payload.as_deref().unwrap()).unwrap();
+        let ts = row["ts"].as_i64().unwrap();
+        assert!(got.insert(ts, row).is_none(), "event at {ts} twice");
+    }
+    got
 }
 
 /// Every event's row in `got` (by event time) has the user and the features `want` gives.

@@ -64,10 +64,10 @@ fn send_rows(
     producer
 }
 
-/// Every message of `topic` (all partitions), read until `count` arrived.
-pub(super) fn read_all(broker: &str, topic: &str, count: usize) -> Vec<RawMessage> {
+/// A reader of every partition of `topic`, from the start.
+pub(super) fn reader(broker: &str, topic: &str) -> KafkaSource {
     let options = KafkaOptions::new(broker);
-    let mut source = KafkaSource::open(
+    KafkaSource::open(
         &options,
         topic,
         &unique("reader"),
@@ -76,7 +76,12 @@ pub(super) fn read_all(broker: &str, topic: &str, count: usize) -> Vec<RawMessag
         StartFrom::Earliest,
         None,
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// Every message of `topic` (all partitions), read until `count` arrived.
+pub(super) fn read_all(broker: &str, topic: &str, count: usize) -> Vec<RawMessage> {
+    let mut source = reader(broker, topic);
     let mut out = Vec::new();
     let started = Instant::now();
     while out.len() < count && started.elapsed() < Duration::from_secs(60) {
