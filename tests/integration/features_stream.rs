@@ -724,6 +724,16 @@ fn bad_features_fail_before_work_naming_what_to_change() {
     };
     assert_eq!(alignment(&set("3s")), Some(3_000));
     assert_eq!(alignment(&set("0s")), None);
+    // An aggregate kind is checked with the file, at its line and column.
+    let median = good.replace(r#"kind = "max""#, r#"kind = "median""#);
+    let error = millrace::pipeline_file::parse(&median, Path::new("features.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("features.toml:") && error.contains("unknown variant `median`"),
+        "{error}"
+    );
+    assert!(error.contains("count_distinct"), "{error}");
     let cases = [
         (
             good.replace(r#"user_id = "int64""#, r#"user_id = "string""#),
@@ -735,10 +745,6 @@ fn bad_features_fail_before_work_naming_what_to_change() {
                 r#"columns = ["score", "nope"]"#,
             ),
             "nope",
-        ),
-        (
-            good.replace(r#"kind = "max""#, r#"kind = "median""#),
-            "unknown aggregate `median`",
         ),
         (
             good.replace(r#"event_time = "ts""#, ""),

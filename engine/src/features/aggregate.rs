@@ -19,7 +19,8 @@ pub enum AggKind {
     Count,
     /// Sum of the values: an integer over integers, a float when any value is a float.
     Sum,
-    /// Mean of the values, a float.
+    /// Mean of the values, a float (`avg` in a pipeline file too).
+    #[serde(alias = "avg")]
     Mean,
     /// Smallest value (values of one type; integers sort before floats before strings).
     Min,

@@ -125,13 +125,13 @@ pub struct KafkaTableSpec {
 }
 
 /// One `[[features.aggregate]]`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FeatureAggregateSpec {
     /// The feature's column name.
     pub name: String,
     /// count, sum, mean (avg), min, max, last or count_distinct.
-    pub kind: String,
+    pub kind: AggKind,
     /// The record column it aggregates (not for `count`).
     #[serde(default)]
     pub column: Option<String>,
@@ -161,9 +161,7 @@ impl FeaturesSpec {
         let aggregates = (self.aggregates.iter().enumerate())
             .map(|(i, a)| {
                 let at = |field: &str| format!("features.aggregate[{i}].{field}");
-                let kind: AggKind = a.kind.parse().map_err(|e: millrace_engine::Error| {
-                    Error::config(at("kind"), e.to_string())
-                })?;
+                let kind = a.kind;
                 if kind != AggKind::Count && a.column.is_none() {
                     return Err(Error::config(
                         at("column"),

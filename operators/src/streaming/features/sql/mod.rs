@@ -487,7 +487,7 @@ impl<'a> Query<'a> {
         };
         self.features.push(FeatureAggregateSpec {
             name: name.to_string(),
-            kind: kind.name().to_string(),
+            kind,
             column,
             window: window_ms.map(|ms| format!("{ms}ms")),
         });

@@ -51,7 +51,7 @@ fn resolved(sql: &str, time: DataType) -> crate::Result<FeaturesSpec> {
 fn agg(name: &str, kind: &str, column: Option<&str>, window: Option<&str>) -> FeatureAggregateSpec {
     FeatureAggregateSpec {
         name: name.into(),
-        kind: kind.into(),
+        kind: kind.parse().unwrap(),
         column: column.map(String::from),
         window: window.map(String::from),
     }
