@@ -111,8 +111,10 @@ fn metric(run_dir: &Path, name: &str) -> f64 {
 
 /// Runs the counting pipeline with event time `ts` and `max_out_of_orderness = "1h"` on 2 workers
 /// over the whole topic, and checks that each of its `rows` good rows trained and none was late
-/// (summary, metrics.prom, dead letters, and the model's record count). Its final watermark.
-fn assert_backlog_all_trained(broker: &str, topic: &str, rows: u64, dir: &Path) -> i64 {
+/// (summary, metrics.prom, dead letters, and the model's record count). Its final watermark:
+/// none when a partition of the topic is empty (an empty partition holds the watermark back until
+/// its `idle_timeout`, 30 s, which this short job does not reach).
+fn assert_backlog_all_trained(broker: &str, topic: &str, rows: u64, dir: &Path) -> Option<i64> {
     let text = event_time_pipeline(
         broker,
         topic,
@@ -130,13 +132,18 @@ fn assert_backlog_all_trained(broker: &str, topic: &str, rows: u64, dir: &Path) 
         metric(&run_dir, "millrace_stream_rows_trained_total"),
         rows as f64
     );
+    let dead = std::fs::read_to_string(run_dir.join("dead_letters.jsonl")).unwrap_or_default();
+    assert_eq!(dead.lines().count(), 0, "{dead}");
+    let ends = reader(broker, topic).high_watermarks().unwrap();
+    if ends.values().any(|end| *end == 0) {
+        assert_eq!(summary.watermark_ms, None, "an empty partition: {ends:?}");
+        return None;
+    }
     assert_eq!(
         summary.watermark_ms.map(|w| w as f64),
         Some(metric(&run_dir, "millrace_stream_watermark_ms"))
     );
-    let dead = std::fs::read_to_string(run_dir.join("dead_letters.jsonl")).unwrap_or_default();
-    assert_eq!(dead.lines().count(), 0, "{dead}");
-    summary.watermark_ms.expect("a watermark")
+    Some(summary.watermark_ms.expect("a watermark"))
 }
 
 /// The backlog: a 4-partition topic of 50,000 in-order rows, event times 100 ms apart,
@@ -147,7 +154,8 @@ fn assert_backlog_all_trained(broker: &str, topic: &str, rows: u64, dir: &Path) 
 fn a_backlog_of_in_order_partitions_trains_every_row_and_none_is_late() {
     let Some(broker) = kafka() else { return };
     let rows = 50_000;
-    // As `millrace produce` writes it (no key: the producer fills one partition at a time).
+    // As `millrace produce` writes it (no key: the producer fills one partition at a time, and on
+    // a loaded machine, with few large batches, it may leave one empty).
     let dir = scratch("wm-backlog-produce");
     let topic = unique("wm-backlog-produce");
     fill_topic(broker, &topic, 4, rows, &dir);
@@ -157,7 +165,7 @@ fn a_backlog_of_in_order_partitions_trains_every_row_and_none_is_late() {
     let dir = scratch("wm-backlog-keyed");
     let topic = unique("wm-backlog-keyed");
     send_rows(broker, &topic, 4, rows, |i| format!("r{i}"));
-    let watermark = assert_backlog_all_trained(broker, &topic, rows, &dir);
+    let watermark = assert_backlog_all_trained(broker, &topic, rows, &dir).expect("a watermark");
     // The slowest partition's newest event time minus 1h: its newest is among the last rows.
     let newest = event_ms(rows - 1);
     assert!(watermark <= newest - 3_600_000, "{watermark}");

@@ -60,35 +60,22 @@ impl KafkaTable {
         key_name: &str,
         integer_keys: bool,
     ) -> Result<SchemaRef> {
-        let table = spec
-            .table
-            .as_ref()
-            .ok_or_else(|| Error::Internal("no [features.table]".into()))?;
+        let values = value_fields(spec)?;
+        if values.iter().any(|f| f.name() == key_name) {
+            return Err(Error::config(
+                "features.table.schema",
+                format!(
+                    "`{key_name}` is the message key's column: leave it out of the values' schema, or name the key otherwise (features.table.key)"
+                ),
+            ));
+        }
         let key_type = if integer_keys {
             DataType::Int64
         } else {
             DataType::Utf8
         };
-        let mut fields = vec![Field::new(key_name, key_type, false)];
-        for (name, declared) in &table.schema {
-            if name == key_name {
-                return Err(Error::config(
-                    "features.table.schema",
-                    format!(
-                        "`{name}` is the message key's column: leave it out of the values' schema, or name the key otherwise (features.table.key)"
-                    ),
-                ));
-            }
-            let type_name = declared.strip_suffix('?').unwrap_or(declared);
-            let data_type = parse_type(type_name).ok_or_else(|| {
-                Error::config(
-                    "features.table.schema",
-                    format!("column `{name}`: unknown type `{type_name}`; use the [stream] schema types (float64, int64, string, …)"),
-                )
-            })?;
-            fields.push(Field::new(name, data_type, true));
-        }
-        Ok(Arc::new(Schema::new(fields)))
+        let fields = std::iter::once(Field::new(key_name, key_type, false)).chain(values);
+        Ok(Arc::new(Schema::new(fields.collect::<Vec<_>>())))
     }
 
     /// Opens the topic (all its partitions) where `resume` left it, or at its start.
@@ -123,11 +110,9 @@ impl KafkaTable {
                 format!("cannot read the table topic `{}`: {e}", kafka.topic),
             )
         })?;
-        let value_schema = Self::schema(spec, "\u{0}key", integer_keys)?;
-        let values: Vec<Arc<Field>> = value_schema.fields().iter().skip(1).cloned().collect();
         let decoder = RecordDecoder::new(
             MessageFormat::Json {
-                schema: Arc::new(Schema::new(values)),
+                schema: Arc::new(Schema::new(value_fields(spec)?)),
             },
             MetadataColumns::default(),
         )
@@ -286,4 +271,24 @@ impl KafkaTable {
             format!("the message key `{text}` is not an integer, as the records' key is")
         })
     }
+}
+
+/// The columns of the table's values, as `[features.table] schema` declares them, nullable.
+fn value_fields(spec: &FeaturesSpec) -> Result<Vec<Field>> {
+    let table = spec
+        .table
+        .as_ref()
+        .ok_or_else(|| Error::Internal("no [features.table]".into()))?;
+    (table.schema.iter())
+        .map(|(name, declared)| {
+            let type_name = declared.strip_suffix('?').unwrap_or(declared);
+            let data_type = parse_type(type_name).ok_or_else(|| {
+                Error::config(
+                    "features.table.schema",
+                    format!("column `{name}`: unknown type `{type_name}`; use the [stream] schema types (float64, int64, string, …)"),
+                )
+            })?;
+            Ok(Field::new(name, data_type, true))
+        })
+        .collect()
 }
