@@ -15,7 +15,7 @@ pub enum Error {
     #[error(transparent)]
     PipelineFile(#[from] PipelineFileError),
     /// A configuration error found while planning, located in the pipeline file.
-    #[error("{path}:{line}:{column}: {source}")]
+    #[error("{path}:{line}:{column}: {error}")]
     Located {
         /// The pipeline file.
         path: PathBuf,
@@ -23,8 +23,9 @@ pub enum Error {
         line: usize,
         /// 1-based column of the key.
         column: usize,
-        /// The error (boxed: it is large and rare).
-        source: Box<millrace_operators::Error>,
+        /// The error (boxed: it is large and rare). Not a `source`: the message above already
+        /// holds it, and an error chain would print it twice.
+        error: Box<millrace_operators::Error>,
     },
     /// Building or running the pipeline failed.
     #[error(transparent)]

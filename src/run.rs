@@ -93,7 +93,7 @@ fn locate(e: millrace_operators::Error, source: Option<(&Path, &str)>) -> Error 
                 path: path.to_path_buf(),
                 line,
                 column,
-                source: Box::new(e),
+                error: Box::new(e),
             },
             None => Error::Pipeline(e),
         },
@@ -146,6 +146,13 @@ pub struct StreamRunConfig {
     pub started: Option<Instant>,
 }
 
+/// Plans a streaming pipeline (reads the feature table's and the fit dataset's schemas, plans its
+/// SQL and its features, checks the model) without reading a record; errors are located in
+/// `source` when given.
+pub fn plan_stream(spec: PipelineSpec, source: Option<(&Path, &str)>) -> Result<StreamPlan> {
+    StreamPlan::new(spec).map_err(|e| locate(e, source))
+}
+
 /// Plans and runs a streaming pipeline (one with a `[stream]` section) until it stops, writing
 /// its run directory; errors in the pipeline are located in `source` when given.
 pub fn run_stream(
@@ -154,7 +161,7 @@ pub fn run_stream(
     config: StreamRunConfig,
 ) -> Result<(StreamSummary, PathBuf)> {
     let started = config.started.unwrap_or_else(Instant::now);
-    let plan = StreamPlan::new(spec).map_err(|e| locate(e, source))?;
+    let plan = plan_stream(spec, source)?;
     let run_dir = prepare_run_dir(
         config.run_dir.clone(),
         &plan.spec,

@@ -90,6 +90,86 @@ pub struct RunArgs {
     cluster: ClusterArgs,
 }
 
+/// `millrace check`.
+#[derive(clap::Args, Debug)]
+pub struct CheckArgs {
+    /// The pipeline file (TOML).
+    pipeline: PathBuf,
+    /// Override a pipeline key: --set train.lr=0.01 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+}
+
+/// `millrace check`: plans the pipeline as `run` would, reads no record, and prints the columns
+/// the preprocess makes, the features a streaming job joins on (its `[features]` as planned, SQL
+/// included) and what the model trains on.
+pub fn check(args: CheckArgs) -> anyhow::Result<()> {
+    let (spec, text) = crate::pipeline_file::load(&args.pipeline, &args.overrides)?;
+    spec.validate()
+        .map_err(|e| anyhow::anyhow!("{}", located(&args.pipeline, &text, e)))?;
+    let source = Some((args.pipeline.as_path(), text.as_str()));
+    let columns = |schema: &arrow::datatypes::Schema| -> String {
+        let fields = schema.fields().iter();
+        let named: Vec<String> = fields
+            .map(|f| format!("{} {}", f.name(), f.data_type()))
+            .collect();
+        named.join(", ")
+    };
+    let (kind, sql_schema, features, label) = if spec.stream.is_some() {
+        let plan = crate::run::plan_stream(spec, source)?;
+        if let Some(view) = &plan.feature_view {
+            let f = &view.spec;
+            println!(
+                "features `{}`, per `{}` as of `{}`: {}",
+                f.name,
+                f.key,
+                view.time_column,
+                view.view.describe()
+            );
+            if let Some(table) = &f.table {
+                let from = match &table.kafka {
+                    Some(k) => format!("topic `{}`", k.topic),
+                    None => format!("`{}`", table.path),
+                };
+                println!(
+                    "  table {from}, key `{}`, {:?} join",
+                    f.table_key().unwrap_or(&f.key),
+                    table.join
+                );
+            }
+            let fields: Vec<String> = (view.fields.iter())
+                .map(|f| format!("{} {}", f.name(), f.data_type()))
+                .collect();
+            println!("  adds: {}", fields.join(", "));
+        }
+        let kind = format!("streaming job on topic `{}`", plan.stream.topic);
+        (
+            kind,
+            plan.sql.output_schema.clone(),
+            plan.features.clone(),
+            plan.label_kind,
+        )
+    } else {
+        // As `run` does: a dataset the pipeline generates is made on first use.
+        crate::data::prepare(&spec)?;
+        let plan = crate::run::plan(spec, source)?;
+        let kind = format!("batch job over `{}`", plan.dataset.url());
+        (
+            kind,
+            plan.sql.output_schema.clone(),
+            plan.features.clone(),
+            plan.label_kind,
+        )
+    };
+    println!("preprocess makes: {}", columns(&sql_schema));
+    println!(
+        "the model trains on: {} (label: {label:?})",
+        features.feature_columns().join(", ")
+    );
+    println!("{}: ok, a {kind}", args.pipeline.display());
+    Ok(())
+}
+
 /// `millrace cluster`.
 #[derive(clap::Args, Debug)]
 pub struct ClusterRunArgs {

@@ -28,6 +28,10 @@ enum Command {
     /// Run a pipeline file: ingest → preprocess → train → evaluate (→ serve); one process of a
     /// cluster with --processes/--process-id/--hosts.
     Run(commands::RunArgs),
+    /// Check a pipeline file without running it: parse it, read the schemas it needs (a dataset
+    /// the pipeline generates is made first, as run does), plan its SQL and its features, check the
+    /// model; print what it will train on.
+    Check(commands::CheckArgs),
     /// Start every process of a cluster on this machine (loopback ports) and supervise them:
     /// if one fails, the others are stopped, and with --restarts all are restarted with --resume.
     Cluster(commands::ClusterRunArgs),
@@ -380,6 +384,7 @@ fn load_models(args: &ServeArgs, options: &ServeOptions) -> anyhow::Result<Arc<M
 fn run(cli: Cli, started: std::time::Instant) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => commands::run(args, started),
+        Command::Check(args) => commands::check(args),
         Command::Cluster(args) => commands::cluster(args),
         Command::Serve(args) => {
             let options = serve_options(&args)?;

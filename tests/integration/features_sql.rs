@@ -156,3 +156,52 @@ fn a_features_query_outside_the_subset_fails_before_work() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
 }
+
+/// `millrace check` plans a `[features] sql` job without a broker or a record: it prints the view
+/// the query became, and a query outside the subset fails with its line in the file.
+#[test]
+fn millrace_check_prints_the_view_a_query_becomes() {
+    let dir = super::common::scratch("features-sql-check");
+    let table = dir.join("users");
+    std::fs::create_dir_all(&table).unwrap();
+    let rows: Vec<(i64, (f64, String))> = super::features_stream::table(0).into_iter().collect();
+    let (low, high) = rows.split_at(rows.len() / 2);
+    super::features_stream::commit_parts(&table, 0, 0, low, high);
+    let check = |text: &str| {
+        let file = dir.join("check.toml");
+        std::fs::write(&file, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_millrace"))
+            .arg("check")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let all = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), all)
+    };
+    let text = pipeline("127.0.0.1:1", "events", "out", &table, &dir.join("ckpt"));
+    let (ok, printed) = check(&text);
+    assert!(ok, "{printed}");
+    for want in [
+        "features `features`, per `user_id` as of `ts`: score, tier;",
+        "n_1s = count over 1000 ms",
+        "spend = sum over all time",
+        "n_170ms = count over 171 ms",
+        "Left join",
+        "adds: score Float64, tier Utf8, n_1s Int64",
+        "ok, a streaming job on topic `events`",
+    ] {
+        assert!(printed.contains(want), "{want}: {printed}");
+    }
+    let bad = text.replace("ORDER BY ts\n", "ORDER BY amount\n");
+    let (ok, printed) = check(&bad);
+    assert!(!ok, "{printed}");
+    let line = bad.lines().position(|l| l.starts_with("sql = ")).unwrap() + 1;
+    assert!(
+        printed.contains(&format!("check.toml:{line}:")),
+        "{printed}"
+    );
+    assert!(printed.contains("the ORDER BY of `n_1s`"), "{printed}");
+    // Said once, not once more as its own cause.
+    assert_eq!(printed.matches("the ORDER BY of").count(), 1, "{printed}");
+}
