@@ -159,7 +159,14 @@ struct Schedule {
     /// Steps in a row in which no worker read a record: the polls wait longer (see
     /// [`idle_poll_timeout`]).
     idle_steps: u32,
+    /// The job's progress when the last checkpoint was decided (or resumed from): a periodic
+    /// checkpoint is skipped while nothing moved since.
+    checkpointed: Option<Progress>,
 }
+
+/// What a checkpoint would capture that moves: records read, trained, dead-lettered and late,
+/// and the watermark. An idle job's state does not change while these stand still.
+type Progress = (u64, u64, u64, u64, Option<i64>);
 
 /// The longest an idle job's poll waits for a message (a message that arrives ends the wait).
 const IDLE_POLL_CAP: Duration = Duration::from_millis(50);

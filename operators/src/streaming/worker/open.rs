@@ -91,6 +91,16 @@ impl StreamWorker {
                 steps_since_checkpoint: 0,
                 idle_since: None,
                 idle_steps: 0,
+                // A resumed job is where its checkpoint left it.
+                checkpointed: resume.map(|c| {
+                    (
+                        c.rows_read,
+                        c.rows_trained,
+                        c.rows_dead_lettered,
+                        c.rows_late,
+                        c.watermark_ms,
+                    )
+                }),
             },
             watermark,
             event_time,

@@ -222,6 +222,12 @@ impl StreamWorker {
         Ok(features.rejected.len() as u64)
     }
 
+    /// Where the job stands, for skipping the checkpoints of an idle job.
+    fn progress(&self) -> Progress {
+        let c = &self.counters;
+        (c.read, c.trained, c.dead, c.late, self.watermark)
+    }
+
     /// Worker 0 decides for everyone: publish now, checkpoint and stop at the next step.
     pub(super) fn decide(&mut self, shared: &Shared, msg: &mut StepMsg) {
         let stream = &shared.plan.stream;
@@ -239,7 +245,11 @@ impl StreamWorker {
                 && schedule.steps_since_publish + 1 >= stream.publish_every_steps)
             || (stream.publish_every_s > 0.0
                 && schedule.last_publish.elapsed().as_secs_f64() >= stream.publish_every_s);
+        // An idle job's periodic checkpoints would write the same state again and again (and,
+        // with [features], take the CPU from the server between them).
+        let moved = schedule.checkpointed != Some(self.progress());
         msg.checkpoint = !schedule.checkpoint_now
+            && moved
             && ((stream.checkpoint_every_steps > 0
                 && schedule.steps_since_checkpoint + 1 >= stream.checkpoint_every_steps)
                 || (stream.checkpoint_every_s > 0.0
@@ -317,10 +327,12 @@ impl StreamWorker {
         if self.schedule.stop_now {
             return Ok(false);
         }
+        let progress = self.progress();
         let schedule = &mut self.schedule;
         if decision.checkpoint || decision.stop {
             schedule.steps_since_checkpoint = 0;
             schedule.last_checkpoint = Instant::now();
+            schedule.checkpointed = Some(progress);
         }
         schedule.checkpoint_now = decision.checkpoint || decision.stop;
         schedule.stop_now = decision.stop;
