@@ -214,10 +214,16 @@ impl FeaturesSpec {
     }
 
     /// The table's key column (for a Kafka table, the name its message key goes by; default:
-    /// the records' key column).
+    /// the records' key column, or `key` for a Kafka table when neither is named).
     pub fn table_key(&self) -> Option<&str> {
         let table = self.table.as_ref()?;
-        Some(table.key.as_deref().unwrap_or(&self.key))
+        let key = table.key.as_deref().unwrap_or(&self.key);
+        // With `sql` and no `key`, a Kafka table's message key goes by `key`.
+        Some(if key.is_empty() && table.kafka.is_some() {
+            "key"
+        } else {
+            key
+        })
     }
 }
 
@@ -290,5 +296,15 @@ mod tests {
         let mut refreshed = table("", true, &[("score", "float64")]);
         refreshed.table.as_mut().unwrap().refresh = Some("1s".into());
         assert!(error(refreshed).contains("[features.table.refresh]"));
+    }
+
+    #[test]
+    fn a_kafka_tables_message_key_goes_by_key_unless_named() {
+        let mut spec = table("", true, &[("score", "float64")]);
+        assert_eq!(spec.table_key(), Some("user_id"));
+        spec.key.clear(); // as with `sql`, before it is resolved
+        assert_eq!(spec.table_key(), Some("key"));
+        spec.table.as_mut().unwrap().key = Some("id".into());
+        assert_eq!(spec.table_key(), Some("id"));
     }
 }

@@ -79,7 +79,7 @@ impl FeaturePlan {
         let table_schema = |features: &FeaturesSpec, integer: bool| match &features.table {
             None => Ok(None),
             Some(t) if t.kafka.is_some() => {
-                let key = features.table_key().unwrap_or("key");
+                let key = features.table_key().unwrap_or_default();
                 KafkaTable::schema(features, key, integer).map(Some)
             }
             Some(t) => FeatureTable::schema_at(&t.path, &spec.storage).map(Some),
@@ -358,13 +358,12 @@ impl FeatureStage {
     }
 
     /// Worker 0, with a Kafka table: the table's messages that arrived since the last call, into
-    /// the view; one that cannot be read goes to `dead`. Returns how many did.
-    pub(crate) fn poll_table(&mut self, dead: &mut Vec<DeadLetter>) -> Result<u64> {
-        let at_start = self.rejected.len() as u64;
+    /// the view; one that cannot be read goes to `dead`.
+    pub(crate) fn poll_table(&mut self, dead: &mut Vec<DeadLetter>) -> Result<()> {
         dead.append(&mut self.rejected);
         match self.kafka.as_mut() {
-            Some(k) => Ok(at_start + k.poll(&mut self.view, dead)?),
-            None => Ok(at_start),
+            Some(k) => k.poll(&mut self.view, dead),
+            None => Ok(()),
         }
     }
 
