@@ -67,15 +67,16 @@ impl FeatureStore {
     /// the table's columns (nulls without a row), then the aggregates (0 for counts, else null,
     /// over an empty window).
     pub fn lookup(&self, key: &Value) -> (u64, Row) {
-        let (frontier, mut rows) = self.lookup_many(std::slice::from_ref(key));
-        (frontier, rows.pop().unwrap_or_default())
+        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+        // Read under the lock that `apply` moves it under: the row is of this time.
+        let frontier = self.frontier.load(Ordering::Acquire);
+        (frontier, self.row(&slots, key))
     }
 
     /// [`lookup`](Self::lookup) of every key in `keys`, all as of the same millisecond (one
     /// snapshot of the store).
     pub fn lookup_many(&self, keys: &[Value]) -> (u64, Vec<Row>) {
         let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
-        // Read under the lock that `apply` moves it under: every row is of this time.
         let frontier = self.frontier.load(Ordering::Acquire);
         let rows = keys.iter().map(|key| self.row(&slots, key)).collect();
         (frontier, rows)

@@ -133,15 +133,14 @@ impl KafkaTable {
         &mut self,
         view: &mut FeatureView,
         dead: &mut Vec<DeadLetter>,
-    ) -> Result<u64> {
+    ) -> Result<()> {
         let ends = self.source.high_watermarks()?;
         let started = Instant::now();
-        let mut rejected = 0;
         loop {
             let positions = self.source.positions();
             let behind = (ends.iter()).any(|(p, end)| positions.get(p).is_some_and(|at| at < end));
             if !behind || self.source.at_end() {
-                return Ok(rejected);
+                return Ok(());
             }
             if started.elapsed() > LOAD_TIMEOUT {
                 return Err(Error::config(
@@ -154,7 +153,7 @@ impl KafkaTable {
                 ));
             }
             let messages = self.source.poll(50_000, Duration::from_millis(200))?;
-            rejected += self.apply(&messages, view, dead)?;
+            self.apply(&messages, view, dead)?;
         }
     }
 
@@ -163,7 +162,7 @@ impl KafkaTable {
         &mut self,
         view: &mut FeatureView,
         dead: &mut Vec<DeadLetter>,
-    ) -> Result<u64> {
+    ) -> Result<()> {
         let messages = self.source.poll(50_000, Duration::ZERO)?;
         self.apply(&messages, view, dead)
     }
@@ -190,15 +189,15 @@ impl KafkaTable {
 
     /// Each message in order: the key's previous row out and its new one in (none for a
     /// tombstone), at the message's time; a message without a usable key or value is a dead
-    /// letter. Returns how many were.
+    /// letter.
     fn apply(
         &mut self,
         messages: &[RawMessage],
         view: &mut FeatureView,
         dead: &mut Vec<DeadLetter>,
-    ) -> Result<u64> {
+    ) -> Result<()> {
         if messages.is_empty() {
-            return Ok(0);
+            return Ok(());
         }
         let with_value: Vec<RawMessage> = (messages.iter())
             .filter(|m| m.payload.is_some())
@@ -214,7 +213,6 @@ impl KafkaTable {
         let mut bad: HashMap<(i32, i64), String> = (decoded.dead.iter())
             .map(|d| ((d.partition, d.offset), d.error.clone()))
             .collect();
-        let mut rejected = 0;
         for m in messages {
             let at = (m.partition, m.offset);
             let key = self.key(m);
@@ -228,7 +226,6 @@ impl KafkaTable {
                 _ => None,
             };
             if let Some(reason) = reason {
-                rejected += 1;
                 dead.push(DeadLetter {
                     operator: "stream/features/table".into(),
                     reason,
@@ -254,7 +251,7 @@ impl KafkaTable {
                 self.current.insert(key, row);
             }
         }
-        Ok(rejected)
+        Ok(())
     }
 
     /// The row key a message names.

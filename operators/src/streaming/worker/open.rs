@@ -66,7 +66,7 @@ impl StreamWorker {
             trainer.set_parameters(&c.parameters)?;
             trainer.restore_optimizer(c.optimizer.clone())?;
         }
-        Ok(StreamWorker {
+        let mut job = StreamWorker {
             input,
             pending,
             counters,
@@ -91,16 +91,7 @@ impl StreamWorker {
                 steps_since_checkpoint: 0,
                 idle_since: None,
                 idle_steps: 0,
-                // A resumed job is where its checkpoint left it.
-                checkpointed: resume.map(|c| {
-                    (
-                        c.rows_read,
-                        c.rows_trained,
-                        c.rows_dead_lettered,
-                        c.rows_late,
-                        c.watermark_ms,
-                    )
-                }),
+                checkpointed: None,
             },
             watermark,
             event_time,
@@ -112,7 +103,10 @@ impl StreamWorker {
             started,
             fitted,
             trainer,
-        })
+        };
+        // A resumed job is where its checkpoint left it.
+        job.schedule.checkpointed = resume.map(|_| job.progress());
+        Ok(job)
     }
 }
 

@@ -223,7 +223,7 @@ impl StreamWorker {
     }
 
     /// Where the job stands, for skipping the checkpoints of an idle job.
-    fn progress(&self) -> Progress {
+    pub(super) fn progress(&self) -> Progress {
         let c = &self.counters;
         (c.read, c.trained, c.dead, c.late, self.watermark)
     }
