@@ -44,6 +44,7 @@ pub mod pipeline_file;
 pub mod produce;
 pub mod progress;
 pub mod run;
+pub mod tune;
 
 pub use app::App;
 pub use error::{Error, Result};
@@ -55,7 +56,7 @@ pub use millrace_operators::preprocess::{Step, Udf};
 
 /// What a pipeline author needs.
 pub mod prelude {
-    pub use crate::dsl::{Pipeline, RunReport, Sink, Train};
+    pub use crate::dsl::{Pipeline, RunReport, Sink, Train, Tune};
     pub use crate::run::{RunConfig, plan, run_planned};
     pub use millrace_engine::{Batch, ClusterConfig, DeadLetter, Flow, FlowContext, execute};
     pub use millrace_ml::model::Activation;

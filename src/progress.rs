@@ -143,4 +143,46 @@ impl Progress for CliProgress {
     fn train_done(&self) {
         self.finish_bar();
     }
+
+    fn tune_start(&self, trials: usize, epochs: u64) {
+        tracing::info!(trials, epochs, "tune: starting");
+        self.start_bar(
+            epochs,
+            "tune   {bar:40} trial epoch {pos}/{len} (at most) eta {eta} {msg}",
+            "",
+        );
+    }
+
+    fn tune_epoch(&self, done: u64, trial: &str, metric: &str, value: f64) {
+        self.done.store(done, Ordering::Relaxed);
+        self.with_bar(|b| {
+            b.set_position(done);
+            b.set_message(format!("{trial}: {metric} {value:.4}"));
+        });
+        if !self.terminal && self.log_due() {
+            tracing::info!(
+                done,
+                of = self.total.load(Ordering::Relaxed),
+                trial,
+                metric,
+                value,
+                "tune"
+            );
+        }
+    }
+
+    fn tune_trial(&self, t: &millrace_operators::batch_job::TrialSummary) {
+        let line = match &t.stop_reason {
+            Some(why) => format!(
+                "{} stopped after {} epochs ({:.4}): {why}",
+                t.trial, t.epochs, t.metric
+            ),
+            None => format!(
+                "{} completed {} epochs ({:.4})",
+                t.trial, t.epochs, t.metric
+            ),
+        };
+        self.with_bar(|b| b.println(&line));
+        tracing::info!(trial = %t.trial, status = ?t.status, epochs = t.epochs, metric = t.metric, "tune trial ended");
+    }
 }

@@ -122,7 +122,10 @@ pub fn run_planned(
         },
     )?;
     if process_id == 0 {
-        write_curves(&run_dir)?;
+        match &finished.summary().tune {
+            Some(tune) => crate::tune::write_curves(&run_dir, tune)?,
+            None => write_curves(&run_dir)?,
+        }
     }
     let summary = finished.write_summary()?;
     Ok((summary, run_dir))

@@ -39,5 +39,6 @@ pub mod sink;
 pub mod spec;
 pub mod streaming;
 pub mod train;
+pub mod tune;
 
 pub use error::{Error, Result};

@@ -1,7 +1,7 @@
 //! `millrace run` (one process, or one process of a cluster) and `millrace cluster` (every
 //! process of a cluster on this machine).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -196,6 +196,19 @@ pub struct ClusterRunArgs {
 }
 
 /// `millrace run`; `started` (the process start) starts the run's clock.
+/// `millrace tune`: `run` for a pipeline with a `[tune]` section (an error without one).
+pub fn tune(args: RunArgs, started: Instant) -> anyhow::Result<()> {
+    let (spec, _) = crate::pipeline_file::load(&args.pipeline, &args.overrides)?;
+    if spec.tune.is_none() {
+        anyhow::bail!(
+            "{} has no [tune] section: add one (metric, mode and a space over [train] keys, see \
+             the README) or run it with `millrace run`",
+            args.pipeline.display()
+        );
+    }
+    run(args, started)
+}
+
 pub fn run(args: RunArgs, started: Instant) -> anyhow::Result<()> {
     let (mut spec, text) = crate::pipeline_file::load(&args.pipeline, &args.overrides)?;
     // Nothing is served with --no-serve, so [serve] (its device included) is not checked.
@@ -238,10 +251,13 @@ pub fn run(args: RunArgs, started: Instant) -> anyhow::Result<()> {
     if let Some(eval) = &summary.eval {
         println!("eval: {}", serde_json::to_string(eval)?);
     }
+    if let Some(tune) = &summary.tune {
+        print!("{}", crate::tune::table(tune, &summary.model_path));
+    }
     if let (Some(serve_spec), false, 0) = (serve_spec, args.no_serve, process_id) {
         let options = serve_spec.options()?;
         let registry = ModelRegistry::on_device(options.batching.clone(), serve_spec.forward());
-        registry.load_dir(None, &run_dir.join("model"))?;
+        registry.load_dir(None, Path::new(&summary.model_path))?;
         let io = cores().saturating_sub(options.batching.threads).max(1);
         serve_blocking(registry, serve_spec.addr, options, io)?;
     }

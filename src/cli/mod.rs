@@ -28,6 +28,10 @@ enum Command {
     /// Run a pipeline file: ingest → preprocess → train → evaluate (→ serve); one process of a
     /// cluster with --processes/--process-id/--hosts.
     Run(commands::RunArgs),
+    /// Run a pipeline's [tune] section: trials drawn from a search space over [train] keys
+    /// train side by side on the data read once; ASHA or the median rule stops weak ones early;
+    /// the best trial's model is best/model (as `run` does with the same file).
+    Tune(commands::RunArgs),
     /// Check a pipeline file without running it: parse it, read the schemas it needs (a dataset
     /// the pipeline generates is made first, as run does), plan its SQL and its features, check the
     /// model; print what it will train on.
@@ -384,6 +388,7 @@ fn load_models(args: &ServeArgs, options: &ServeOptions) -> anyhow::Result<Arc<M
 fn run(cli: Cli, started: std::time::Instant) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => commands::run(args, started),
+        Command::Tune(args) => commands::tune(args, started),
         Command::Check(args) => commands::check(args),
         Command::Cluster(args) => commands::cluster(args),
         Command::Serve(args) => {

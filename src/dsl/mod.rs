@@ -37,10 +37,12 @@ use crate::run::{RunConfig, plan, run_planned};
 
 mod sink;
 mod train;
+mod tune;
 
 use crate::{Error, Result};
 pub use sink::Sink;
 pub use train::Train;
+pub use tune::Tune;
 
 /// What a DSL run returns.
 #[derive(Clone, Debug)]
@@ -74,6 +76,7 @@ pub struct Pipeline {
     steps: Vec<(String, Step)>,
     sinks: Vec<SinkSpec>,
     features: Option<millrace_operators::spec::FeaturesSpec>,
+    tune: Option<millrace_operators::tune::TuneSpec>,
 }
 
 /// When a streaming job started by [`Pipeline::run_stream`] stops (besides `stop` being set).
@@ -107,6 +110,7 @@ impl Pipeline {
             steps: Vec::new(),
             sinks: Vec::new(),
             features: None,
+            tune: None,
         }
     }
 
@@ -118,6 +122,14 @@ impl Pipeline {
             name: name.to_owned(),
             train: train.spec,
         });
+        self
+    }
+
+    /// Tunes the `[train]` settings (`[tune]` in a pipeline file): trials drawn from the search
+    /// space train side by side on the rows read once; the scheduler stops weak ones early; the
+    /// best trial's model is `best/model` and `summary.tune` lists every trial.
+    pub fn tune(mut self, tune: Tune) -> Self {
+        self.tune = Some(tune.spec);
         self
     }
 
@@ -415,6 +427,7 @@ impl Pipeline {
             branch: self.branches.clone(),
             sink: self.sinks.clone(),
             features: self.features.clone(),
+            tune: self.tune.clone(),
         })
     }
 

@@ -30,5 +30,6 @@ mod spark;
 mod steps;
 mod streaming;
 mod streaming_features;
+mod tune;
 mod udf;
 mod watermarks;

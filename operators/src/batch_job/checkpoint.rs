@@ -104,8 +104,13 @@ impl BatchCheckpoint {
 
     /// What differs between the checkpoint's sources and `now` (empty: nothing visible).
     pub fn source_changes(&self, now: &[SourceRecord]) -> Vec<String> {
+        Self::source_changes_between(&self.sources, now)
+    }
+
+    /// What differs between the sources `then` and `now` (empty: nothing visible).
+    pub fn source_changes_between(then: &[SourceRecord], now: &[SourceRecord]) -> Vec<String> {
         let mut changes = Vec::new();
-        for (then, now) in self.sources.iter().zip(now) {
+        for (then, now) in then.iter().zip(now) {
             if then.url != now.url {
                 changes.push(format!("{}: {} then, {} now", then.name, then.url, now.url));
                 continue;
@@ -159,6 +164,14 @@ pub(crate) fn model_name(spec: &PipelineSpec, branch: Option<&str>) -> String {
     }
 }
 
+/// `--resume` without a `[checkpoint]` section.
+pub(crate) fn no_store() -> Error {
+    Error::config(
+        "checkpoint",
+        "--resume needs checkpoints: add a [checkpoint] section (dir, every_steps) to the pipeline",
+    )
+}
+
 /// With `resume`, the checkpoint of model `pipeline` to continue from (none yet: from the
 /// start), refused when the sources changed since it was taken. Without, none.
 pub(crate) fn resume_from(
@@ -169,12 +182,7 @@ pub(crate) fn resume_from(
 ) -> Result<Option<BatchCheckpoint>> {
     let store = match (store, resume) {
         (_, false) => return Ok(None),
-        (None, true) => {
-            return Err(Error::config(
-                "checkpoint",
-                "--resume needs checkpoints: add a [checkpoint] section (dir, every_steps) to the pipeline",
-            ));
-        }
+        (None, true) => return Err(no_store()),
         (Some(store), true) => store,
     };
     match load_latest(pipeline, store)? {

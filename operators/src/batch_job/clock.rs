@@ -66,6 +66,11 @@ pub struct FinishedRun {
 }
 
 impl FinishedRun {
+    /// The summary as it stands (its times are completed by [`FinishedRun::write_summary`]).
+    pub fn summary(&self) -> &Summary {
+        &self.summary
+    }
+
     /// Stops the clock, completes the summary's times and writes it as summary.json.
     pub fn write_summary(self) -> Result<Summary> {
         let FinishedRun {

@@ -56,19 +56,7 @@ impl MetricsLog {
         } else {
             None
         };
-        let eval_lines = resume
-            .iter()
-            .flat_map(|c| &c.position.evals)
-            .map(|e| {
-                let mut line = json!({"kind": "eval", "epoch": e.epoch, "step": e.step});
-                if let (Some(obj), Ok(Value::Object(m))) =
-                    (line.as_object_mut(), serde_json::from_str(&e.metrics_json))
-                {
-                    obj.extend(m);
-                }
-                line
-            })
-            .collect();
+        let eval_lines = resume.map(|c| c.position.eval_lines()).unwrap_or_default();
         Ok(MetricsLog {
             file,
             error: None,

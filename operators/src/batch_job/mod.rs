@@ -10,6 +10,7 @@ mod progress;
 mod run;
 mod summary;
 mod train;
+mod tune;
 
 pub use clock::FinishedRun;
 pub use plan::JobPlan;
@@ -19,3 +20,4 @@ pub use run::{RunOptions, run, run_without_summary};
 pub use summary::{
     BranchSummary, CheckpointStats, OperatorSummary, Phases, Summary, peak_rss_bytes,
 };
+pub use tune::{TrialStatus, TrialSummary, TuneSummary};

@@ -331,7 +331,24 @@ pub(crate) fn check_preprocess(spec: &PipelineSpec, out: &Schema) -> Result<Labe
                 )
             })?;
     }
+    if let Some(tune) = &spec.tune {
+        for trial in tune.trials(&spec.train)? {
+            trial
+                .train
+                .check_model(&features, &probe_task)
+                .map_err(|e| {
+                    Error::config(
+                        "tune.space",
+                        format!("{} ({}): {e}", trial.name, json_config(&trial.config)),
+                    )
+                })?;
+        }
+    }
     Ok(label_kind)
+}
+
+fn json_config(config: &std::collections::BTreeMap<String, serde_json::Value>) -> String {
+    serde_json::to_string(config).unwrap_or_default()
 }
 
 /// The feature encoding `[preprocess]` asks for.

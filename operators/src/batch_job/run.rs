@@ -28,6 +28,7 @@ use super::summary::{
     BranchSummary, CheckpointStats, OperatorSummary, Phases, Summary, peak_rss_bytes,
 };
 use super::train::{Trained, save_bundle, train_branches, train_main};
+use super::tune::{TuneCheckpoint, TuneCheckpoints, tune_trials};
 use crate::checkpoint::CheckpointStore;
 use crate::preprocess::merge_fits;
 use crate::train::TrainReport;
@@ -57,6 +58,8 @@ pub(super) struct Shared {
     pub(super) sources: Vec<SourceRecord>,
     /// Each `[[branch]]`'s, in order.
     pub(super) branches: Vec<BranchCheckpoints>,
+    /// A `[tune]` run's checkpoint to resume from (in `store`).
+    pub(super) tune: Option<TuneCheckpoint>,
 }
 
 /// A branch's checkpoint store and the checkpoint it resumes from.
@@ -71,6 +74,7 @@ struct WorkerOutcome {
     marks: Marks,
     train: Option<TrainReport>,
     branches: Vec<BranchSummary>,
+    tune: Option<super::TuneSummary>,
     /// Over all processes: (dead-lettered rows, predictions written, evaluation rows).
     cluster_counts: (u64, u64, u64),
     checkpoints: CheckpointStats,
@@ -162,12 +166,17 @@ pub fn run_without_summary(plan: JobPlan, options: RunOptions) -> Result<Finishe
         train_rows_per_s: train.rows_trained as f64 / train.train_s.max(1e-9),
         e2e_rows_per_s: 0.0,
         eval: train.eval.clone(),
-        model_path: options.run_dir.join("model").display().to_string(),
+        model_path: options
+            .run_dir
+            .join(model_dir_name(&plan.spec))
+            .display()
+            .to_string(),
         parameter_checksum: format!("{:016x}", train.parameter_checksum),
         sync_ms_per_step: train.sync_s * 1e3 / train.steps.max(1) as f64,
         resumed_from_step,
         checkpoints: first.checkpoints.clone(),
         branches: first.branches.clone(),
+        tune: first.tune.clone(),
         peak_rss_bytes: peak_rss_bytes(),
         operators: totals
             .into_iter()
@@ -204,6 +213,21 @@ fn shared_state(plan: &JobPlan, options: &RunOptions) -> Result<Shared> {
     let spec = &plan.spec;
     let sources = BatchCheckpoint::sources(&plan.dataset, plan.holdout.as_ref());
     let store = ckpt::store(spec)?;
+    if let Some(tune) = &spec.tune {
+        // The store holds the tune run's checkpoints; there is no main model to resume.
+        let resume = match (&store, options.resume) {
+            (Some(store), true) => TuneCheckpoint::load(store, &spec.name, tune, &sources)?,
+            (None, true) => return Err(ckpt::no_store()),
+            (_, false) => None,
+        };
+        return Ok(Shared {
+            store,
+            resume: None,
+            sources,
+            branches: Vec::new(),
+            tune: resume,
+        });
+    }
     let resume = ckpt::resume_from(
         store.as_ref(),
         options.resume,
@@ -222,6 +246,7 @@ fn shared_state(plan: &JobPlan, options: &RunOptions) -> Result<Shared> {
         resume,
         sources,
         branches,
+        tune: None,
     })
 }
 
@@ -254,19 +279,59 @@ fn run_worker(
     }
 
     let branch_eval = (!spec.branch.is_empty()).then(|| eval.clone());
-    let Trained {
-        trainer,
-        report,
-        checkpoints,
-        log,
-    } = train_main(worker, ctx, plan, options, shared, &fitted, &train, eval)?;
+    let (trainer, train_spec, report, checkpoints, eval_lines, tune) = match &spec.tune {
+        Some(tune) => {
+            let checkpoints = TuneCheckpoints {
+                store: shared.store.as_ref(),
+                resume: shared.tune.as_ref(),
+                sources: &shared.sources,
+            };
+            let tuned = tune_trials(
+                worker,
+                ctx,
+                plan,
+                options,
+                tune,
+                &fitted,
+                &train,
+                eval,
+                checkpoints,
+            )?;
+            let eval_lines = tuned.report.position.eval_lines();
+            let (t, s, r) = (tuned.trainer, tuned.train, tuned.report);
+            (
+                t,
+                s,
+                r,
+                CheckpointStats::default(),
+                eval_lines,
+                Some(tuned.summary),
+            )
+        }
+        None => {
+            let Trained {
+                trainer,
+                report,
+                checkpoints,
+                log,
+            } = train_main(worker, ctx, plan, options, shared, &fitted, &train, eval)?;
+            let lines = log.close()?;
+            (
+                trainer,
+                spec.train.clone(),
+                report,
+                checkpoints,
+                lines,
+                None,
+            )
+        }
+    };
     let branches = match branch_eval {
         Some(eval) => train_branches(worker, ctx, plan, options, shared, &fitted, &train, eval)?,
         None => Vec::new(),
     };
     marks.trained = Instant::now();
     marks.eval_s = report.eval_s + branches.iter().map(|b| b.report.eval_s).sum::<f64>();
-    let eval_lines = log.close()?;
     let predictions_written =
         output::write_predictions(spec, ctx.index, &fitted, &trainer, &eval_batches)?;
     let cluster_counts = cluster_totals(
@@ -280,12 +345,12 @@ fn run_worker(
     )?;
     if ctx.index == 0 {
         progress.train_done();
-        let model_dir = options.run_dir.join("model");
+        let model_dir = options.run_dir.join(model_dir_name(spec));
         save_bundle(
             plan,
             &model_dir,
             &spec.name,
-            &spec.train,
+            &train_spec,
             fitted,
             &trainer,
             &report,
@@ -308,9 +373,18 @@ fn run_worker(
                 parameter_checksum: format!("{:016x}", b.report.parameter_checksum),
             })
             .collect(),
+        tune,
         cluster_counts,
         checkpoints,
     })
+}
+
+/// The run directory's model: `model`, or a tune run's best trial's, `best/model`.
+fn model_dir_name(spec: &crate::spec::PipelineSpec) -> PathBuf {
+    match spec.tune {
+        Some(_) => Path::new("best").join("model"),
+        None => PathBuf::from("model"),
+    }
 }
 
 /// This worker's rows, encoded with the preprocessing every worker shares.
@@ -341,8 +415,10 @@ fn fit_and_encode(
         .fit
         .take()
         .ok_or_else(|| Error::Internal("fit state missing".into()))?;
-    let fitted = match &shared.resume {
-        Some(c) => c.preprocess.clone(),
+    let resumed = (shared.resume.as_ref().map(|c| &c.preprocess))
+        .or(shared.tune.as_ref().map(|t| &t.preprocess));
+    let fitted = match resumed {
+        Some(fit) => fit.clone(),
         None => {
             let mut channel = Collective::<FitState>::new(worker, "preprocess/fit");
             merge_fits(worker, ctx, &mut channel, local)?.finish()?

@@ -91,6 +91,9 @@ pub struct Summary {
     /// The `[[branch]]` train-steps, trained on the same encoded rows after the main one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub branches: Vec<BranchSummary>,
+    /// A `[tune]` run's trials; the summary's model, steps and evaluation are the best trial's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tune: Option<super::TuneSummary>,
     /// Per-operator totals.
     pub operators: Vec<OperatorSummary>,
 }

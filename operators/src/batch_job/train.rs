@@ -36,7 +36,7 @@ pub(super) struct Trained {
 
 /// A worker's replica of the model `train` describes, at the checkpoint's parameters and
 /// optimiser state when resuming.
-fn replica(
+pub(super) fn replica(
     train: &crate::spec::TrainSpec,
     fitted: &FittedPreprocessor,
     ctx: &WorkerContext,

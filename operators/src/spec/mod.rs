@@ -76,6 +76,10 @@ pub struct PipelineSpec {
     /// per-key aggregates, as of each record's event time.
     #[serde(default)]
     pub features: Option<FeaturesSpec>,
+    /// Hyperparameter search (`[tune]`, batch jobs): trials drawn from a space over `[train]`
+    /// keys train side by side on the rows read once; weak ones stop early.
+    #[serde(default)]
+    pub tune: Option<crate::tune::TuneSpec>,
 }
 
 /// One `[[branch]]`: a named train-step with its own model and hyperparameters.
@@ -382,6 +386,7 @@ impl PipelineSpec {
             c.validate()?;
         }
         self.validate_branches()?;
+        self.validate_tune()?;
         self.validate_sinks()?;
         let o = &self.output;
         if let Some(c) = o.partition_by.iter().find(|c| !o.columns.contains(c)) {
@@ -503,6 +508,30 @@ impl PipelineSpec {
             }
         }
         Ok(())
+    }
+
+    /// Checks `[tune]`: a batch job without branches, and a space whose every
+    /// trial makes a valid `[train]`.
+    fn validate_tune(&self) -> Result<()> {
+        let Some(tune) = &self.tune else {
+            return Ok(());
+        };
+        let refuse = |key: &str, why: &str| Err(Error::config(key, why.to_owned()));
+        if self.stream.is_some() {
+            return refuse(
+                "tune",
+                "tunes batch jobs only; a streaming job trains [[branch]]es side by side instead",
+            );
+        }
+        if !self.branch.is_empty() {
+            return refuse(
+                "tune",
+                "and [[branch]] cannot be combined: the trials are the job's branches; put the \
+                 branches' settings in the search space",
+            );
+        }
+        let has_eval_rows = self.evaluate.path.is_some() || self.evaluate.split > 0.0;
+        tune.validate(&self.train, has_eval_rows)
     }
 
     /// Checks the `[[branch]]` train-steps: distinct valid names, the main task, a batch job

@@ -81,6 +81,33 @@ impl TrainPosition {
         }
     }
 
+    /// The start of the epoch after the one this position finished (a run's final position):
+    /// resumed from it, a run with more epochs trains on as if it had never stopped.
+    pub fn next_epoch(mut self) -> Self {
+        self.epoch += 1;
+        self.step_in_epoch = 0;
+        self.epoch_loss = 0.0;
+        self
+    }
+
+    /// The evaluations so far as `metrics.jsonl` lines: `{"kind": "eval", "epoch", "step"}` and
+    /// the metrics.
+    pub fn eval_lines(&self) -> Vec<serde_json::Value> {
+        self.evals
+            .iter()
+            .map(|e| {
+                let mut line =
+                    serde_json::json!({"kind": "eval", "epoch": e.epoch, "step": e.step});
+                if let (Some(obj), Ok(serde_json::Value::Object(m))) =
+                    (line.as_object_mut(), serde_json::from_str(&e.metrics_json))
+                {
+                    obj.extend(m);
+                }
+                line
+            })
+            .collect()
+    }
+
     /// Records an evaluation after `epoch`, at the current global step.
     pub fn record_eval(
         &mut self,

@@ -62,7 +62,7 @@ pub enum TrainEvent {
 }
 
 /// What a finished training run reports.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct TrainReport {
     /// Training rows over all workers.
     pub rows: u64,
@@ -82,6 +82,9 @@ pub struct TrainReport {
     pub sync_s: f64,
     /// Seconds this run spent in evaluations (all of them, this run only).
     pub eval_s: f64,
+    /// Where training stopped: [`TrainPosition::next_epoch`] of it, as
+    /// [`TrainControl::resume`], trains on from there (more epochs of a tune trial).
+    pub position: TrainPosition,
 }
 
 /// Trains `trainer` on this worker's `train` rows in lock-step with every other worker.
@@ -208,6 +211,7 @@ pub fn train_data_parallel(
         eval_s,
         eval,
         parameter_checksum,
+        position: run.position,
     })
 }
 

@@ -1,0 +1,299 @@
+//! A `[tune]` run on a worker: the trials train side by side on the rows read and encoded once,
+//! one epoch at a time in turn, each data-parallel over every worker; after each epoch the
+//! scheduler hears the trial's metric and may stop it, and an ended trial's place goes to the
+//! next one at once.
+//!
+//! Every worker runs the same trials in the same order and hears the same metrics (they are
+//! gathered from all workers), so every worker stops the same trials: no coordinator is needed.
+//! With `[checkpoint]`, worker 0 saves the whole state after every trial epoch; `--resume`
+//! skips the finished trials and continues the others where they were.
+
+mod log;
+mod state;
+
+use millrace_engine::WorkerContext;
+use millrace_engine::timely::worker::Worker;
+use millrace_ml::Replica;
+use millrace_ml::preprocess::{Features, FittedPreprocessor};
+
+pub use log::{TrialStatus, TrialSummary, TuneSummary};
+pub(crate) use state::TuneCheckpoint;
+
+use self::log::{TuneLog, metric_of};
+use self::state::{Live, TuneState};
+use super::checkpoint::SourceRecord;
+use super::plan::JobPlan;
+use super::run::RunOptions;
+use super::train::replica;
+use crate::checkpoint::CheckpointStore;
+use crate::evaluate::Evaluator;
+use crate::spec::TrainSpec;
+use crate::train::{TrainControl, TrainPosition, TrainReport, train_data_parallel};
+use crate::tune::{Decision, Scheduler, Trial, TuneSpec};
+use crate::{Error, Result};
+
+/// The tune run's result on this worker: the best trial's model and every trial's summary.
+pub(super) struct Tuned {
+    pub(super) trainer: Replica,
+    pub(super) train: TrainSpec,
+    pub(super) report: TrainReport,
+    pub(super) summary: TuneSummary,
+}
+
+/// Where a tune run checkpoints and what it resumes from.
+pub(super) struct TuneCheckpoints<'a> {
+    pub(super) store: Option<&'a CheckpointStore>,
+    pub(super) resume: Option<&'a TuneCheckpoint>,
+    pub(super) sources: &'a [SourceRecord],
+}
+
+/// What every trial epoch needs: the worker, the rows, the evaluator.
+struct Ground<'a> {
+    ctx: &'a WorkerContext,
+    train: &'a Features,
+    evaluator: Evaluator,
+    metric: &'a str,
+}
+
+/// Runs every trial of `tune` on this worker's encoded rows and returns the best one.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn tune_trials(
+    worker: &mut Worker,
+    ctx: &WorkerContext,
+    plan: &JobPlan,
+    options: &RunOptions,
+    tune: &TuneSpec,
+    fitted: &FittedPreprocessor,
+    train: &Features,
+    eval: Features,
+    checkpoints: TuneCheckpoints<'_>,
+) -> Result<Tuned> {
+    let trials = tune.trials(&plan.spec.train)?;
+    let max_t = trials.iter().map(|t| t.train.epochs).max().unwrap_or(1);
+    let mut scheduler = Scheduler::new(&tune.scheduler, tune.mode, trials.len(), max_t);
+    let budgets: Vec<usize> = trials
+        .iter()
+        .map(|t| scheduler.budget(t.train.epochs))
+        .collect();
+    let fresh = |index: usize| replica(&trials[index].train, fitted, ctx, options, None);
+    let mut state = match checkpoints.resume {
+        Some(c) => TuneState::restore(c, &mut scheduler, &budgets, fresh)?,
+        None => TuneState::new(),
+    };
+    let covered = |trial: &str, epoch: usize| state.covers(&trials, trial, epoch);
+    let resumed = checkpoints.resume.map(|_| {
+        (
+            state.ended.as_slice(),
+            &covered as &dyn Fn(&str, usize) -> bool,
+        )
+    });
+    let mut log = TuneLog::open(ctx.index == 0, &options.run_dir, resumed)?;
+    if ctx.index == 0 {
+        let epochs = budgets.iter().sum::<usize>() as u64;
+        options.progress.tune_start(trials.len(), epochs);
+    }
+    let mut ground = Ground {
+        ctx,
+        train,
+        evaluator: Evaluator::new(worker, Some(eval), fitted.num_classes()),
+        metric: &tune.metric,
+    };
+    let concurrency = tune.concurrency(trials.len());
+    let save = |state: &TuneState| match checkpoints.store.filter(|_| ctx.index == 0) {
+        Some(store) => state.save(
+            store,
+            (&plan.spec.name, ctx.peers, tune),
+            fitted,
+            checkpoints.sources,
+        ),
+        None => Ok(()),
+    };
+    loop {
+        // Fill the free places with the next trials, in order.
+        while state.live.len() < concurrency && state.started < trials.len() {
+            let index = state.started;
+            state
+                .live
+                .push(Live::start(index, budgets[index], fresh(index)?));
+            state.started += 1;
+        }
+        let Some(live) = state.live.get_mut(state.cursor) else {
+            if state.live.is_empty() {
+                break;
+            }
+            state.cursor = 0;
+            continue;
+        };
+        let trial = &trials[live.index];
+        let metric = live.train_epoch(worker, &mut ground, trial)?;
+        state.epochs_trained += 1;
+        if ctx.index == 0 {
+            options.progress.tune_epoch(
+                state.epochs_trained as u64,
+                &trial.name,
+                &tune.metric,
+                metric,
+            );
+            if let Some(report) = &live.report {
+                log.epoch(&trial.name, live.history.len(), metric, report)?;
+            }
+        }
+        let (index, epochs, budget) = (live.index, live.history.len(), live.budget);
+        state.results.push((index, epochs, metric));
+        let stop_reason = match scheduler.on_result(index, epochs, budget, metric) {
+            Decision::Continue => {
+                state.cursor += 1;
+                save(&state)?;
+                continue;
+            }
+            Decision::Complete => None,
+            Decision::Stop(reason) => Some(reason),
+        };
+        let done = state.live.remove(state.cursor);
+        let summary = done.summary(trial, stop_reason)?;
+        if ctx.index == 0 {
+            options.progress.tune_trial(&summary);
+        }
+        log.trial(&summary)?;
+        let reward = tune.mode.reward(summary.metric);
+        let reward = if reward.is_nan() {
+            f64::NEG_INFINITY
+        } else {
+            reward
+        };
+        if state.best.as_ref().is_none_or(|(r, _)| reward > *r) {
+            state.best = Some((reward, done));
+        }
+        state.ended.push(summary);
+        // The next trial takes the ended one's place in the turn order.
+        if state.started < trials.len() {
+            let index = state.started;
+            let next = Live::start(index, budgets[index], fresh(index)?);
+            state.live.insert(state.cursor, next);
+            state.started += 1;
+            state.cursor += 1;
+        }
+        save(&state)?;
+    }
+    finish(state, trials, tune)
+}
+
+/// The best trial's model and report, and the run's summary.
+fn finish(state: TuneState, trials: Vec<Trial>, tune: &TuneSpec) -> Result<Tuned> {
+    let mut ended = state.ended;
+    ended.sort_by(|a, b| a.trial.cmp(&b.trial));
+    let (_, best) = state
+        .best
+        .ok_or_else(|| Error::Internal("no tune trial ran".into()))?;
+    let mut report = best
+        .report
+        .ok_or_else(|| Error::Internal("the best trial has no report".into()))?;
+    report.eval_s = best.eval_s;
+    let trial = trials
+        .into_iter()
+        .nth(best.index)
+        .ok_or_else(|| Error::Internal("the best trial is not in the space".into()))?;
+    Ok(Tuned {
+        trainer: best.replica,
+        train: trial.train,
+        summary: TuneSummary {
+            metric: tune.metric.clone(),
+            mode: tune.mode,
+            best: trial.name,
+            stopped_early: ended
+                .iter()
+                .filter(|t| t.status == TrialStatus::Stopped)
+                .count(),
+            epochs_trained: state.epochs_trained,
+            resumed_finished: state.resumed_finished,
+            trials: ended,
+        },
+        report,
+    })
+}
+
+impl TuneState {
+    /// Whether this state (a resumed run's start) covers `trial`'s epoch `epoch` (1-based).
+    fn covers(&self, trials: &[Trial], trial: &str, epoch: usize) -> bool {
+        if let Some(t) = self.ended.iter().find(|t| t.trial == trial) {
+            return epoch <= t.epochs;
+        }
+        self.live
+            .iter()
+            .any(|l| trials[l.index].name == trial && epoch <= l.history.len())
+    }
+}
+
+impl Live {
+    /// A trial about to train its first epoch, with `budget` epochs.
+    fn start(index: usize, budget: usize, replica: Replica) -> Self {
+        Live {
+            index,
+            replica,
+            budget,
+            position: None,
+            report: None,
+            history: Vec::new(),
+            loss: Vec::new(),
+            eval_s: 0.0,
+        }
+    }
+
+    /// Trains one more epoch of `trial` (data-parallel, from where the last one stopped),
+    /// evaluates, and returns the tuned metric.
+    fn train_epoch(
+        &mut self,
+        worker: &mut Worker,
+        ground: &mut Ground<'_>,
+        trial: &Trial,
+    ) -> Result<f64> {
+        let mut spec = trial.train.clone();
+        spec.epochs = self.history.len() + 1;
+        let mut control = TrainControl {
+            evaluate_every_epoch: true,
+            resume: self.position.take().map(TrainPosition::next_epoch),
+            ..TrainControl::default()
+        };
+        let report = train_data_parallel(
+            worker,
+            ground.ctx,
+            &mut self.replica,
+            ground.train,
+            &mut ground.evaluator,
+            &spec,
+            &mut control,
+        )?;
+        let metric = metric_of(&report, ground.metric)?;
+        self.history.push(metric);
+        self.loss.push(report.last_epoch_loss);
+        self.eval_s += report.eval_s;
+        self.position = Some(report.position.clone());
+        self.report = Some(report);
+        Ok(metric)
+    }
+
+    fn summary(&self, trial: &Trial, stop_reason: Option<String>) -> Result<TrialSummary> {
+        let report = self
+            .report
+            .as_ref()
+            .ok_or_else(|| Error::Internal(format!("{} never trained", trial.name)))?;
+        Ok(TrialSummary {
+            trial: trial.name.clone(),
+            config: trial.config.clone(),
+            status: if stop_reason.is_some() {
+                TrialStatus::Stopped
+            } else {
+                TrialStatus::Completed
+            },
+            stop_reason,
+            epochs: self.history.len(),
+            steps: report.steps,
+            train_s: report.train_s,
+            metric: *self.history.last().unwrap_or(&f64::NAN),
+            history: self.history.clone(),
+            loss: self.loss.clone(),
+            eval: report.eval.clone(),
+            parameter_checksum: format!("{:016x}", report.parameter_checksum),
+        })
+    }
+}
