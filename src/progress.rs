@@ -144,16 +144,16 @@ impl Progress for CliProgress {
         self.finish_bar();
     }
 
-    fn tune_start(&self, trials: usize, epochs: u64) {
-        tracing::info!(trials, epochs, "tune: starting");
+    fn tune_start(&self, trials: usize, reports: u64) {
+        tracing::info!(trials, reports, "tune: starting");
         self.start_bar(
-            epochs,
-            "tune   {bar:40} trial epoch {pos}/{len} (at most) eta {eta} {msg}",
+            reports,
+            "tune   {bar:40} report {pos}/{len} (at most) eta {eta} {msg}",
             "",
         );
     }
 
-    fn tune_epoch(&self, done: u64, trial: &str, metric: &str, value: f64) {
+    fn tune_report(&self, done: u64, trial: &str, metric: &str, value: f64) {
         self.done.store(done, Ordering::Relaxed);
         self.with_bar(|b| {
             b.set_position(done);
@@ -183,6 +183,6 @@ impl Progress for CliProgress {
             ),
         };
         self.with_bar(|b| b.println(&line));
-        tracing::info!(trial = %t.trial, status = ?t.status, epochs = t.epochs, metric = t.metric, "tune trial ended");
+        tracing::info!(trial = %t.trial, status = ?t.status, reports = t.reports, epochs = t.epochs, metric = t.metric, "tune trial ended");
     }
 }

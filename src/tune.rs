@@ -17,7 +17,7 @@ pub fn table(tune: &TuneSummary, model_path: &str) -> String {
         .map(|t| t.config.keys().collect())
         .unwrap_or_default();
     let mut rows: Vec<Vec<String>> = vec![
-        ["trial", "status", "epochs", tune.metric.as_str()]
+        ["trial", "status", "reports", "epochs", tune.metric.as_str()]
             .iter()
             .map(|s| s.to_string())
             .chain(keys.iter().map(|k| k.to_string()))
@@ -36,7 +36,8 @@ pub fn table(tune: &TuneSummary, model_path: &str) -> String {
         let mut row = vec![
             t.trial.clone(),
             status.to_string(),
-            t.epochs.to_string(),
+            t.reports.to_string(),
+            format!("{:.2}", t.epochs),
             format!("{:.4}", t.metric),
         ];
         row.extend(keys.iter().map(|k| match t.config.get(*k) {
@@ -63,9 +64,10 @@ pub fn table(tune: &TuneSummary, model_path: &str) -> String {
     let best = tune.trials.iter().find(|t| t.trial == tune.best);
     let _ = writeln!(
         out,
-        "{} trials, {} stopped early, {} epochs trained; best {} ({} {:.4}), model: {model_path}",
+        "{} trials, {} stopped early, {} reports, {:.2} epochs trained; best {} ({} {:.4}), model: {model_path}",
         tune.trials.len(),
         tune.stopped_early,
+        tune.reports,
         tune.epochs_trained,
         tune.best,
         tune.metric,
@@ -75,7 +77,7 @@ pub fn table(tune: &TuneSummary, model_path: &str) -> String {
 }
 
 /// Draws `tune.png` and `tune.svg` in `run_dir`: the tuned metric and the training loss of every
-/// trial, by epoch (a stopped trial's line ends where it stopped).
+/// trial, by report (a stopped trial's line ends where it stopped).
 pub fn write_curves(run_dir: &Path, tune: &TuneSummary) -> Result<()> {
     let series = |f: &dyn Fn(&millrace_operators::batch_job::TrialSummary) -> &Vec<f64>| {
         tune.trials
@@ -91,11 +93,11 @@ pub fn write_curves(run_dir: &Path, tune: &TuneSummary) -> Result<()> {
             .collect::<Vec<_>>()
     };
     let mut metric = Panel::new(format!("{} ({:?}) by trial", tune.metric, tune.mode))
-        .with_axes("epoch", tune.metric.clone());
+        .with_axes("report", tune.metric.clone());
     for s in series(&|t| &t.history) {
         metric = metric.with_series(s);
     }
-    let mut loss = Panel::new("training loss by trial").with_axes("epoch", "loss");
+    let mut loss = Panel::new("training loss by trial").with_axes("report", "loss");
     for s in series(&|t| &t.loss) {
         loss = loss.with_series(s);
     }

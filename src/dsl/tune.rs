@@ -28,6 +28,7 @@ impl Tune {
                 num_trials: None,
                 max_concurrent: None,
                 seed: 0,
+                report_every_steps: None,
                 space: Default::default(),
                 scheduler: SchedulerSpec::default(),
             },
@@ -107,8 +108,23 @@ impl Tune {
         self.spec.scheduler = SchedulerSpec::Asha {
             grace_period,
             reduction_factor,
-            max_epochs: None,
+            max_t: None,
         };
+        self
+    }
+
+    /// Caps ASHA's budget at `max_t` reports a trial (default: all its epochs).
+    pub fn max_t(mut self, max_t: usize) -> Self {
+        if let SchedulerSpec::Asha { max_t: m, .. } = &mut self.spec.scheduler {
+            *m = Some(max_t);
+        }
+        self
+    }
+
+    /// Report every `steps` optimiser steps instead of after each epoch; the scheduler's
+    /// grace period and budget then count these reports.
+    pub fn report_every_steps(mut self, steps: u64) -> Self {
+        self.spec.report_every_steps = Some(steps);
         self
     }
 

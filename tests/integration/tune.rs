@@ -108,17 +108,19 @@ fn trials_share_one_read_asha_stops_some_the_best_serves_and_a_killed_run_resume
         "ASHA should stop some of 8 trials at the 1-epoch rung: {tune:#?}"
     );
     for t in &tune.trials {
+        // A report per epoch: stopped at the 1-epoch rung, or all three epochs.
         let expected = if t.status == TrialStatus::Stopped {
             1
         } else {
             3
         };
-        assert_eq!(t.epochs, expected, "{t:?}");
-        assert_eq!(t.history.len(), t.epochs);
+        assert_eq!(t.reports, expected, "{t:?}");
+        assert_eq!(t.epochs, expected as f64, "{t:?}");
+        assert_eq!(t.history.len(), t.reports);
     }
     assert_eq!(
-        tune.epochs_trained,
-        tune.trials.iter().map(|t| t.epochs).sum::<usize>()
+        tune.reports,
+        tune.trials.iter().map(|t| t.reports).sum::<usize>()
     );
     // The best trial is the one with the highest last accuracy, and it is the run's model.
     let best = tune
@@ -158,7 +160,7 @@ fn trials_share_one_read_asha_stops_some_the_best_serves_and_a_killed_run_resume
         assert!(close(*g, *w), "served {g}, in process {w}");
     }
 
-    // The same run, killed by SIGKILL after 6 trial epochs, then resumed.
+    // The same run, killed by SIGKILL after 6 reports, then resumed.
     let checkpoints = dir.join("ckpt-killed");
     let pipeline = dir.join("killed.toml");
     std::fs::write(&pipeline, tune_toml(&checkpoints)).unwrap();
@@ -167,7 +169,7 @@ fn trials_share_one_read_asha_stops_some_the_best_serves_and_a_killed_run_resume
     kill_when(
         &mut victim,
         Duration::from_secs(600),
-        "6 trial epochs checkpointed",
+        "6 reports checkpointed",
         || newest_checkpoint(&checkpoints) >= 6,
     );
     assert!(
@@ -199,13 +201,42 @@ fn trials_share_one_read_asha_stops_some_the_best_serves_and_a_killed_run_resume
     };
     assert_eq!(untimed(&resumed_tune.trials), untimed(&tune.trials));
     assert_eq!(resumed["parameter_checksum"], summary.parameter_checksum);
-    // tune.jsonl lists each trial once; metrics.jsonl each trial epoch once.
+    // tune.jsonl lists each trial once; metrics.jsonl each report once.
     assert_eq!(tune_lines(&run_dir).len(), 8);
-    let epochs = std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+    let reports = std::fs::read_to_string(run_dir.join("metrics.jsonl"))
         .unwrap()
         .lines()
         .count();
-    assert_eq!(epochs, tune.epochs_trained);
+    assert_eq!(reports, tune.reports);
+}
+
+#[test]
+fn reports_inside_epochs_leave_the_trial_model_of_its_own_run_bit_for_bit() {
+    // One trial, reporting every 50 steps (an epoch is 233), never stopped: its model is the
+    // model the same [train] trains without tune.
+    let (train, holdout) = tabular();
+    let base = pipeline_toml(train, holdout, 2);
+    let tuned = format!(
+        "{base}\n[tune]\nmetric = \"loss\"\nmode = \"min\"\nsearch = \"grid\"\n\
+         report_every_steps = 50\nscheduler = {{ kind = \"fifo\" }}\n[tune.space]\n\
+         \"train.lr\" = {{ choice = [0.004] }}\n"
+    );
+    let tuned = try_run_toml(&tuned, 2, &scratch("tune-steps")).unwrap();
+    let alone = try_run_toml(
+        &base.replace("lr = 0.002", "lr = 0.004"),
+        2,
+        &scratch("tune-steps-alone"),
+    )
+    .unwrap();
+    let trial = &tuned.tune.as_ref().unwrap().trials[0];
+    // 466 steps in two epochs: reports at 50, 100, …, 450 and at the end.
+    assert_eq!(trial.reports, 10, "{trial:?}");
+    assert_eq!(trial.steps, 466);
+    assert_eq!(trial.epochs, 2.0);
+    assert!(trial.history.iter().all(|l| l.is_finite() && *l > 0.0));
+    assert!(trial.history[9] < trial.history[0], "{:?}", trial.history);
+    assert_eq!(trial.parameter_checksum, alone.parameter_checksum);
+    assert_eq!(tuned.eval, alone.eval);
 }
 
 fn tune_error(section: &str) -> String {

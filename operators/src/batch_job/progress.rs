@@ -18,11 +18,11 @@ pub trait Progress: Send + Sync {
     fn eval(&self, _epoch: usize, _metrics: &EvalMetrics) {}
     /// Training is done.
     fn train_done(&self) {}
-    /// A tune run of `trials` trials is starting; at most `epochs` trial epochs will train
+    /// A tune run of `trials` trials is starting; they will make at most `reports` reports
     /// (fewer when the scheduler stops some).
-    fn tune_start(&self, _trials: usize, _epochs: u64) {}
-    /// The `done`-th trial epoch finished: `trial`'s `metric` is `value`.
-    fn tune_epoch(&self, _done: u64, _trial: &str, _metric: &str, _value: f64) {}
+    fn tune_start(&self, _trials: usize, _reports: u64) {}
+    /// The `done`-th report of the run: `trial`'s `metric` is `value`.
+    fn tune_report(&self, _done: u64, _trial: &str, _metric: &str, _value: f64) {}
     /// A trial ended (completed or stopped).
     fn tune_trial(&self, _trial: &super::TrialSummary) {}
 }

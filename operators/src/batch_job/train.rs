@@ -94,6 +94,7 @@ pub(super) fn train_main(
         every_steps: spec.checkpoint.as_ref().map_or(0, |c| c.every_steps),
         every_s: spec.checkpoint.as_ref().map_or(0.0, |c| c.every_s),
         on_checkpoint: Some(&mut save),
+        stop_after_step: None,
     };
     let report = train_data_parallel(
         worker,

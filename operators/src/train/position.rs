@@ -148,6 +148,9 @@ pub struct TrainControl<'a> {
     /// Called on every worker at each checkpoint, after the step's update (every replica is
     /// identical; usually only worker 0 writes).
     pub on_checkpoint: Option<CheckpointHook<'a>>,
+    /// Stop once this global step is applied (and evaluate there), before the run's end; the
+    /// report's position is where to continue from (a tune trial's next report).
+    pub stop_after_step: Option<u64>,
 }
 
 impl Default for TrainControl<'_> {
@@ -159,6 +162,7 @@ impl Default for TrainControl<'_> {
             every_steps: 0,
             every_s: 0.0,
             on_checkpoint: None,
+            stop_after_step: None,
         }
     }
 }

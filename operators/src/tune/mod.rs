@@ -42,6 +42,11 @@ pub struct TuneSpec {
     /// Seed of the random draws.
     #[serde(default)]
     pub seed: u64,
+    /// Report (evaluate, and let the scheduler decide) every this many optimiser steps of a
+    /// trial; the scheduler's `grace_period` and `max_t` then count these reports. Default: a
+    /// report after each epoch, and they count epochs.
+    #[serde(default)]
+    pub report_every_steps: Option<u64>,
     /// The search space: a `[train]` key (`"train.lr"`, `"train.model.hidden"`) and its
     /// domain: `{ choice = [...] }`, `{ uniform = [lo, hi] }`, `{ loguniform = [lo, hi] }` or
     /// `{ int = [lo, hi] }` (both ends included).
@@ -83,32 +88,33 @@ pub enum Search {
     Grid,
 }
 
-/// The early-stopping scheduler. Budgets are in epochs: a trial is evaluated after each one.
+/// The early-stopping scheduler. Its times count a trial's reports: epochs, or
+/// `report_every_steps` steps.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum SchedulerSpec {
     /// Asynchronous successive halving (Li et al., as Ray Tune's `ASHAScheduler`): rungs at
-    /// `grace_period × reduction_factor^k` epochs; a trial reaching a rung stops unless its
+    /// `grace_period × reduction_factor^k` reports; a trial reaching a rung stops unless its
     /// metric is in the top `1 / reduction_factor` of the trials that reached it before.
     Asha {
-        /// Epochs every trial trains before it can be stopped.
+        /// Reports every trial makes before it can be stopped.
         #[serde(default = "one")]
         grace_period: usize,
         /// Keep the top `1 / reduction_factor` at each rung.
         #[serde(default = "three")]
         reduction_factor: f64,
-        /// The most epochs a trial trains (default: its `train.epochs`).
+        /// The most reports a trial makes (default: all of its `train.epochs`).
         #[serde(default)]
-        max_epochs: Option<usize>,
+        max_t: Option<usize>,
     },
     /// The median stopping rule (Golovin et al., as Ray Tune's `MedianStoppingRule`): after
     /// `grace_period` epochs a trial stops when its best metric is worse than the median of the
     /// other trials' running means at the same epoch.
     Median {
-        /// Epochs every trial trains before it can be stopped.
+        /// Reports every trial makes before it can be stopped.
         #[serde(default = "one")]
         grace_period: usize,
-        /// Other trials needed at an epoch before the rule applies.
+        /// Other trials needed at a report before the rule applies.
         #[serde(default = "three_usize")]
         min_samples: usize,
     },
@@ -131,7 +137,7 @@ impl Default for SchedulerSpec {
         SchedulerSpec::Asha {
             grace_period: 1,
             reduction_factor: 3.0,
-            max_epochs: None,
+            max_t: None,
         }
     }
 }
@@ -156,7 +162,7 @@ impl TuneSpec {
             SchedulerSpec::Asha {
                 grace_period,
                 reduction_factor,
-                max_epochs,
+                max_t,
             } => {
                 if *grace_period == 0 || !(*reduction_factor > 1.0) {
                     return Err(Error::config(
@@ -167,9 +173,9 @@ impl TuneSpec {
                         ),
                     ));
                 }
-                if max_epochs.is_some_and(|m| m < *grace_period) {
+                if max_t.is_some_and(|m| m < *grace_period) {
                     return Err(Error::config(
-                        "tune.scheduler.max_epochs",
+                        "tune.scheduler.max_t",
                         "is below grace_period: no trial could reach the first rung",
                     ));
                 }
@@ -181,6 +187,12 @@ impl TuneSpec {
                 ));
             }
             _ => {}
+        }
+        if self.report_every_steps == Some(0) {
+            return Err(Error::config(
+                "tune.report_every_steps",
+                "must be at least 1 (leave it out to report after each epoch)",
+            ));
         }
         if self.max_concurrent == Some(0) {
             return Err(Error::config("tune.max_concurrent", "must be at least 1"));
@@ -267,6 +279,16 @@ impl TuneSpec {
                 })
             })
             .collect()
+    }
+
+    /// The most reports a trial makes: its `total_steps` in reports of `unit` steps (an epoch
+    /// unless `report_every_steps`), capped by ASHA's `max_t`.
+    pub fn budget(&self, total_steps: u64, unit: u64) -> usize {
+        let reports = total_steps.div_ceil(unit.max(1)).max(1) as usize;
+        match &self.scheduler {
+            SchedulerSpec::Asha { max_t: Some(m), .. } => reports.min(*m),
+            _ => reports,
+        }
     }
 
     /// How many trials train side by side.

@@ -35,15 +35,14 @@ pub struct Scheduler {
 
 impl Scheduler {
     /// A scheduler for `trials` trials (indices `0..trials`) whose longest budget is `max_t`
-    /// epochs.
+    /// reports.
     pub fn new(spec: &SchedulerSpec, mode: Mode, trials: usize, max_t: usize) -> Self {
         let rungs = match spec {
             SchedulerSpec::Asha {
                 grace_period,
                 reduction_factor,
-                max_epochs,
+                ..
             } => {
-                let max_t = max_epochs.unwrap_or(max_t);
                 let mut milestones = Vec::new();
                 let mut m = *grace_period as f64;
                 while m < max_t as f64 {
@@ -67,17 +66,6 @@ impl Scheduler {
             mode,
             rungs,
             history: vec![Vec::new(); trials],
-        }
-    }
-
-    /// The most epochs `trial_epochs` (the trial's `train.epochs`) may run under this scheduler.
-    pub fn budget(&self, trial_epochs: usize) -> usize {
-        match &self.spec {
-            SchedulerSpec::Asha {
-                max_epochs: Some(m),
-                ..
-            } => (*m).min(trial_epochs),
-            _ => trial_epochs,
         }
     }
 
@@ -187,7 +175,7 @@ mod tests {
         SchedulerSpec::Asha {
             grace_period: grace,
             reduction_factor: rf,
-            max_epochs: None,
+            max_t: None,
         }
     }
 
@@ -227,19 +215,17 @@ mod tests {
     }
 
     #[test]
-    fn asha_max_epochs_caps_the_budget_and_the_rungs() {
-        let spec = SchedulerSpec::Asha {
-            grace_period: 2,
-            reduction_factor: 2.0,
-            max_epochs: Some(8),
-        };
-        let s = Scheduler::new(&spec, Mode::Max, 1, 20);
+    fn asha_rungs_stop_below_the_longest_budget() {
+        let s = Scheduler::new(&asha(2, 2.0), Mode::Max, 1, 8);
         assert_eq!(
             s.rungs.iter().map(|r| r.milestone).collect::<Vec<_>>(),
             vec![4, 2]
         );
-        assert_eq!(s.budget(20), 8);
-        assert_eq!(s.budget(5), 5);
+        let s = Scheduler::new(&asha(1, 4.0), Mode::Max, 1, 16);
+        assert_eq!(
+            s.rungs.iter().map(|r| r.milestone).collect::<Vec<_>>(),
+            vec![4, 1]
+        );
     }
 
     #[test]

@@ -35,17 +35,19 @@ pub struct TrialSummary {
     /// Why the scheduler stopped it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_reason: Option<String>,
-    /// Epochs trained.
-    pub epochs: usize,
+    /// Reports made (evaluations the scheduler heard).
+    pub reports: usize,
+    /// Epochs trained (steps over steps per epoch).
+    pub epochs: f64,
     /// Optimiser steps applied.
     pub steps: u64,
     /// Seconds in its training loop (evaluations excluded).
     pub train_s: f64,
-    /// The tuned metric after its last epoch.
+    /// The tuned metric at its last report.
     pub metric: f64,
-    /// The tuned metric after each epoch.
+    /// The tuned metric at each report.
     pub history: Vec<f64>,
-    /// The mean training loss of each epoch.
+    /// The mean training loss of the steps before each report.
     pub loss: Vec<f64>,
     /// Its final evaluation.
     pub eval: Option<EvalMetrics>,
@@ -64,8 +66,10 @@ pub struct TuneSummary {
     pub best: String,
     /// Trials the scheduler stopped before their budget.
     pub stopped_early: usize,
-    /// Epochs trained over all trials (by this run and the runs it resumed).
-    pub epochs_trained: usize,
+    /// Reports over all trials (by this run and the runs it resumed).
+    pub reports: usize,
+    /// Epochs trained over all trials.
+    pub epochs_trained: f64,
     /// Trials a resumed run took as finished from its checkpoint (not trained again).
     #[serde(default)]
     pub resumed_finished: usize,
@@ -73,10 +77,11 @@ pub struct TuneSummary {
     pub trials: Vec<TrialSummary>,
 }
 
-/// The tuned metric of a finished epoch: the training loss, or a field of the evaluation.
-pub(super) fn metric_of(report: &TrainReport, metric: &str) -> Result<f64> {
+/// The tuned metric at a report: the training `loss` since the last one, or a field of the
+/// evaluation.
+pub(super) fn metric_of(report: &TrainReport, metric: &str, loss: f64) -> Result<f64> {
     if metric == "loss" {
-        return Ok(report.last_epoch_loss);
+        return Ok(loss);
     }
     let eval = report.eval.as_ref().ok_or_else(|| {
         Error::config(
@@ -95,7 +100,7 @@ pub(super) fn metric_of(report: &TrainReport, metric: &str) -> Result<f64> {
         })
 }
 
-/// `tune.jsonl` (a line per trial as it ends) and `metrics.jsonl` (a line per trial epoch),
+/// `tune.jsonl` (a line per trial as it ends) and `metrics.jsonl` (a line per trial report),
 /// written by worker 0 and flushed line by line, so a run can be watched. A resumed run appends.
 pub(super) struct TuneLog {
     files: Option<(LineFile, LineFile)>,
@@ -144,8 +149,8 @@ impl TuneLog {
         let metrics = run_dir.join("metrics.jsonl");
         if let Some((_, covered)) = &resumed {
             keep_lines(&metrics, |v| {
-                let epoch = v["epoch"].as_u64().map_or(usize::MAX, |e| e as usize);
-                covered(v["trial"].as_str().unwrap_or(""), epoch)
+                let report = v["report"].as_u64().map_or(usize::MAX, |e| e as usize);
+                covered(v["trial"].as_str().unwrap_or(""), report)
             })?;
         }
         let mut log = TuneLog {
@@ -160,12 +165,13 @@ impl TuneLog {
         Ok(log)
     }
 
-    /// The line of `trial`'s epoch `epoch` (1-based).
-    pub(super) fn epoch(
+    /// The line of `trial`'s report `n` (1-based).
+    pub(super) fn report(
         &mut self,
         trial: &str,
-        epoch: usize,
+        n: usize,
         metric: f64,
+        loss: f64,
         report: &TrainReport,
     ) -> Result<()> {
         let Some((_, metrics)) = &mut self.files else {
@@ -174,10 +180,11 @@ impl TuneLog {
         let mut line = json!({
             "kind": "trial",
             "trial": trial,
-            "epoch": epoch,
+            "report": n,
+            "epoch": report.position.epoch,
             "step": report.steps,
             "metric": metric,
-            "loss": report.last_epoch_loss,
+            "loss": loss,
         });
         if let (Some(obj), Some(Value::Object(eval))) = (
             line.as_object_mut(),

@@ -1,18 +1,18 @@
 //! A `[tune]` run on a worker: the trials train side by side on the rows read and encoded once,
-//! one epoch at a time in turn, each data-parallel over every worker; after each epoch the
-//! scheduler hears the trial's metric and may stop it, and an ended trial's place goes to the
-//! next one at once.
+//! in turn, each data-parallel over every worker, up to its next report (an epoch, or
+//! `report_every_steps` steps); at each report the trial is evaluated, the scheduler hears its
+//! metric and may stop it, and an ended trial's place goes to the next one at once.
 //!
 //! Every worker runs the same trials in the same order and hears the same metrics (they are
 //! gathered from all workers), so every worker stops the same trials: no coordinator is needed.
-//! With `[checkpoint]`, worker 0 saves the whole state after every trial epoch; `--resume`
+//! With `[checkpoint]`, worker 0 saves the whole state after every report; `--resume`
 //! skips the finished trials and continues the others where they were.
 
 mod log;
 mod state;
 
-use millrace_engine::WorkerContext;
 use millrace_engine::timely::worker::Worker;
+use millrace_engine::{Collective, WorkerContext};
 use millrace_ml::Replica;
 use millrace_ml::preprocess::{Features, FittedPreprocessor};
 
@@ -28,7 +28,7 @@ use super::train::replica;
 use crate::checkpoint::CheckpointStore;
 use crate::evaluate::Evaluator;
 use crate::spec::TrainSpec;
-use crate::train::{TrainControl, TrainPosition, TrainReport, train_data_parallel};
+use crate::train::{TrainControl, TrainEvent, TrainReport, train_data_parallel};
 use crate::tune::{Decision, Scheduler, Trial, TuneSpec};
 use crate::{Error, Result};
 
@@ -47,7 +47,29 @@ pub(super) struct TuneCheckpoints<'a> {
     pub(super) sources: &'a [SourceRecord],
 }
 
-/// What every trial epoch needs: the worker, the rows, the evaluator.
+/// A trial's steps: in all, and between two reports.
+struct TrialPlan {
+    per_epoch: u64,
+    total_steps: u64,
+    unit: u64,
+    budget: usize,
+}
+
+impl TrialPlan {
+    fn new(tune: &TuneSpec, train: &TrainSpec, rows: u64) -> Self {
+        let per_epoch = rows.div_ceil(train.batch_size.max(1) as u64).max(1);
+        let total_steps = per_epoch * train.epochs as u64;
+        let unit = tune.report_every_steps.unwrap_or(per_epoch);
+        TrialPlan {
+            per_epoch,
+            total_steps,
+            unit,
+            budget: tune.budget(total_steps, unit),
+        }
+    }
+}
+
+/// What every trial report needs: the worker, the rows, the evaluator.
 struct Ground<'a> {
     ctx: &'a WorkerContext,
     train: &'a Features,
@@ -69,18 +91,24 @@ pub(super) fn tune_trials(
     checkpoints: TuneCheckpoints<'_>,
 ) -> Result<Tuned> {
     let trials = tune.trials(&plan.spec.train)?;
-    let max_t = trials.iter().map(|t| t.train.epochs).max().unwrap_or(1);
-    let mut scheduler = Scheduler::new(&tune.scheduler, tune.mode, trials.len(), max_t);
-    let budgets: Vec<usize> = trials
+    // Each trial's steps and reports, from the training rows over all workers.
+    let rows: u64 = Collective::<u64>::new(worker, "tune/rows")
+        .all_gather(worker, ctx, train.rows as u64)?
         .iter()
-        .map(|t| scheduler.budget(t.train.epochs))
+        .sum();
+    let plans: Vec<TrialPlan> = trials
+        .iter()
+        .map(|t| TrialPlan::new(tune, &t.train, rows))
         .collect();
+    let budgets: Vec<usize> = plans.iter().map(|p| p.budget).collect();
+    let max_t = budgets.iter().copied().max().unwrap_or(1);
+    let mut scheduler = Scheduler::new(&tune.scheduler, tune.mode, trials.len(), max_t);
     let fresh = |index: usize| replica(&trials[index].train, fitted, ctx, options, None);
     let mut state = match checkpoints.resume {
         Some(c) => TuneState::restore(c, &mut scheduler, &budgets, fresh)?,
         None => TuneState::new(),
     };
-    let covered = |trial: &str, epoch: usize| state.covers(&trials, trial, epoch);
+    let covered = |trial: &str, report: usize| state.covers(&trials, trial, report);
     let resumed = checkpoints.resume.map(|_| {
         (
             state.ended.as_slice(),
@@ -89,8 +117,8 @@ pub(super) fn tune_trials(
     });
     let mut log = TuneLog::open(ctx.index == 0, &options.run_dir, resumed)?;
     if ctx.index == 0 {
-        let epochs = budgets.iter().sum::<usize>() as u64;
-        options.progress.tune_start(trials.len(), epochs);
+        let reports = budgets.iter().sum::<usize>() as u64;
+        options.progress.tune_start(trials.len(), reports);
     }
     let mut ground = Ground {
         ctx,
@@ -125,22 +153,20 @@ pub(super) fn tune_trials(
             continue;
         };
         let trial = &trials[live.index];
-        let metric = live.train_epoch(worker, &mut ground, trial)?;
-        state.epochs_trained += 1;
+        let metric = live.train_report(worker, &mut ground, trial, &plans[live.index])?;
+        state.reports += 1;
         if ctx.index == 0 {
-            options.progress.tune_epoch(
-                state.epochs_trained as u64,
-                &trial.name,
-                &tune.metric,
-                metric,
-            );
+            options
+                .progress
+                .tune_report(state.reports as u64, &trial.name, &tune.metric, metric);
             if let Some(report) = &live.report {
-                log.epoch(&trial.name, live.history.len(), metric, report)?;
+                let loss = *live.loss.last().unwrap_or(&f64::NAN);
+                log.report(&trial.name, live.history.len(), metric, loss, report)?;
             }
         }
-        let (index, epochs, budget) = (live.index, live.history.len(), live.budget);
-        state.results.push((index, epochs, metric));
-        let stop_reason = match scheduler.on_result(index, epochs, budget, metric) {
+        let (index, reports, budget) = (live.index, live.history.len(), live.budget);
+        state.results.push((index, reports, metric));
+        let stop_reason = match scheduler.on_result(index, reports, budget, metric) {
             Decision::Continue => {
                 state.cursor += 1;
                 save(&state)?;
@@ -150,7 +176,7 @@ pub(super) fn tune_trials(
             Decision::Stop(reason) => Some(reason),
         };
         let done = state.live.remove(state.cursor);
-        let summary = done.summary(trial, stop_reason)?;
+        let summary = done.summary(trial, &plans[done.index], stop_reason)?;
         if ctx.index == 0 {
             options.progress.tune_trial(&summary);
         }
@@ -204,7 +230,8 @@ fn finish(state: TuneState, trials: Vec<Trial>, tune: &TuneSpec) -> Result<Tuned
                 .iter()
                 .filter(|t| t.status == TrialStatus::Stopped)
                 .count(),
-            epochs_trained: state.epochs_trained,
+            reports: state.reports,
+            epochs_trained: ended.iter().map(|t| t.epochs).sum(),
             resumed_finished: state.resumed_finished,
             trials: ended,
         },
@@ -213,19 +240,19 @@ fn finish(state: TuneState, trials: Vec<Trial>, tune: &TuneSpec) -> Result<Tuned
 }
 
 impl TuneState {
-    /// Whether this state (a resumed run's start) covers `trial`'s epoch `epoch` (1-based).
-    fn covers(&self, trials: &[Trial], trial: &str, epoch: usize) -> bool {
+    /// Whether this state (a resumed run's start) covers `trial`'s report `report` (1-based).
+    fn covers(&self, trials: &[Trial], trial: &str, report: usize) -> bool {
         if let Some(t) = self.ended.iter().find(|t| t.trial == trial) {
-            return epoch <= t.epochs;
+            return report <= t.reports;
         }
         self.live
             .iter()
-            .any(|l| trials[l.index].name == trial && epoch <= l.history.len())
+            .any(|l| trials[l.index].name == trial && report <= l.history.len())
     }
 }
 
 impl Live {
-    /// A trial about to train its first epoch, with `budget` epochs.
+    /// A trial about to train towards its first report, with `budget` reports.
     fn start(index: usize, budget: usize, replica: Replica) -> Self {
         Live {
             index,
@@ -239,19 +266,28 @@ impl Live {
         }
     }
 
-    /// Trains one more epoch of `trial` (data-parallel, from where the last one stopped),
-    /// evaluates, and returns the tuned metric.
-    fn train_epoch(
+    /// Trains `trial` (data-parallel, from where it stopped) up to its next report, evaluates
+    /// there, and returns the tuned metric.
+    fn train_report(
         &mut self,
         worker: &mut Worker,
         ground: &mut Ground<'_>,
         trial: &Trial,
+        plan: &TrialPlan,
     ) -> Result<f64> {
-        let mut spec = trial.train.clone();
-        spec.epochs = self.history.len() + 1;
+        let report_step = plan.unit * (self.history.len() as u64 + 1);
+        // The mean training loss of the steps since the last report.
+        let (mut loss_sum, mut rows) = (0.0, 0u64);
+        let mut on_event = |event: TrainEvent| {
+            if let TrainEvent::Step { loss, rows: r, .. } = event {
+                loss_sum += loss * r as f64;
+                rows += r;
+            }
+        };
         let mut control = TrainControl {
-            evaluate_every_epoch: true,
-            resume: self.position.take().map(TrainPosition::next_epoch),
+            resume: self.position.take(),
+            stop_after_step: (report_step < plan.total_steps).then_some(report_step),
+            on_event: Some(&mut on_event),
             ..TrainControl::default()
         };
         let report = train_data_parallel(
@@ -260,19 +296,26 @@ impl Live {
             &mut self.replica,
             ground.train,
             &mut ground.evaluator,
-            &spec,
+            &trial.train,
             &mut control,
         )?;
-        let metric = metric_of(&report, ground.metric)?;
+        drop(control);
+        let loss = loss_sum / rows as f64;
+        let metric = metric_of(&report, ground.metric, loss)?;
         self.history.push(metric);
-        self.loss.push(report.last_epoch_loss);
+        self.loss.push(loss);
         self.eval_s += report.eval_s;
         self.position = Some(report.position.clone());
         self.report = Some(report);
         Ok(metric)
     }
 
-    fn summary(&self, trial: &Trial, stop_reason: Option<String>) -> Result<TrialSummary> {
+    fn summary(
+        &self,
+        trial: &Trial,
+        plan: &TrialPlan,
+        stop_reason: Option<String>,
+    ) -> Result<TrialSummary> {
         let report = self
             .report
             .as_ref()
@@ -286,7 +329,8 @@ impl Live {
                 TrialStatus::Completed
             },
             stop_reason,
-            epochs: self.history.len(),
+            reports: self.history.len(),
+            epochs: report.steps as f64 / plan.per_epoch as f64,
             steps: report.steps,
             train_s: report.train_s,
             metric: *self.history.last().unwrap_or(&f64::NAN),

@@ -55,9 +55,9 @@ pub(super) struct TuneState {
     pub(super) ended: Vec<TrialSummary>,
     /// The best ended trial and its reward.
     pub(super) best: Option<(f64, Live)>,
-    /// Every (trial, epochs, metric) the scheduler heard, in order.
+    /// Every (trial, reports, metric) the scheduler heard, in order.
     pub(super) results: Vec<(usize, usize, f64)>,
-    pub(super) epochs_trained: usize,
+    pub(super) reports: usize,
     /// Trials that had ended when this run resumed.
     pub(super) resumed_finished: usize,
 }
@@ -77,7 +77,7 @@ pub(crate) struct TuneCheckpoint {
     ended_json: String,
     best: Option<(f64, SavedTrial)>,
     results: Vec<(usize, usize, f64)>,
-    epochs_trained: usize,
+    reports: usize,
 }
 
 impl Live {
@@ -131,7 +131,7 @@ impl TuneState {
             ended: Vec::new(),
             best: None,
             results: Vec::new(),
-            epochs_trained: 0,
+            reports: 0,
             resumed_finished: 0,
         }
     }
@@ -157,8 +157,8 @@ impl TuneState {
             }
             None => None,
         };
-        for (trial, epochs, metric) in &c.results {
-            scheduler.on_result(*trial, *epochs, budgets[*trial], *metric);
+        for (trial, reports, metric) in &c.results {
+            scheduler.on_result(*trial, *reports, budgets[*trial], *metric);
         }
         let ended: Vec<TrialSummary> = serde_json::from_str(&c.ended_json).map_err(|e| {
             Error::Checkpoint(format!("the tune checkpoint's trials do not read: {e}"))
@@ -171,11 +171,11 @@ impl TuneState {
             ended,
             best,
             results: c.results,
-            epochs_trained: c.epochs_trained,
+            reports: c.reports,
         })
     }
 
-    /// Writes the state to `store` (worker 0), numbered by the trial epochs trained.
+    /// Writes the state to `store` (worker 0), numbered by the reports so far.
     pub(super) fn save(
         &self,
         store: &CheckpointStore,
@@ -199,12 +199,9 @@ impl TuneState {
                 None => None,
             },
             results: self.results.clone(),
-            epochs_trained: self.epochs_trained,
+            reports: self.reports,
         };
-        store.write(
-            self.epochs_trained as u64,
-            &encode(KIND, FORMAT, &checkpoint)?,
-        )?;
+        store.write(self.reports as u64, &encode(KIND, FORMAT, &checkpoint)?)?;
         Ok(())
     }
 }
@@ -253,7 +250,7 @@ impl TuneCheckpoint {
         }
         tracing::info!(
             url = %info.url,
-            trial_epochs = c.epochs_trained,
+            reports = c.reports,
             finished = c.started - c.live.len(),
             "resuming the tune run"
         );

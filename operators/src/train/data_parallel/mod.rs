@@ -15,8 +15,8 @@ use millrace_engine::{Collective, WorkerContext};
 use millrace_ml::Replica;
 use millrace_ml::metrics::EvalMetrics;
 use millrace_ml::preprocess::{Features, Targets};
-use millrace_ml::trainer::TargetsRef;
 
+use self::buffer::BatchBuffer;
 use super::order::{checksum, epoch_order, mix, row_hashes, slice_start};
 use super::position::{DataFingerprint, TrainControl, TrainPosition};
 use super::step::apply_summed_gradient;
@@ -178,25 +178,26 @@ pub fn train_data_parallel(
             steps_per_epoch,
             started,
         };
-        run.run_epoch(worker, ctx, epoch_steps, control, on_event)?;
+        let stopped = run.run_epoch(worker, ctx, epoch_steps, control, on_event)?;
         // The epoch's last step counts in its loss, its time and its evaluation.
         run.settle(on_event)?;
-        run.position.last_epoch_loss = run.position.epoch_loss / total as f64;
         run.position.train_s += started.elapsed().as_secs_f64();
-        if control.evaluate_every_epoch || epoch + 1 == spec.epochs {
-            let evaluating = Instant::now();
-            eval = evaluator.evaluate(worker, ctx, run.trainer)?;
-            eval_s += evaluating.elapsed().as_secs_f64();
-            if let Some(metrics) = &eval {
-                run.position.record_eval(epoch, metrics)?;
-                on_event(TrainEvent::Eval {
-                    epoch,
-                    step: run.position.global_step,
-                    metrics: metrics.clone(),
-                });
-            }
+        if stopped {
+            // Mid-epoch, at `stop_after_step`: evaluated there, continued from here.
+            eval = run.evaluate(worker, ctx, evaluator, &mut eval_s, on_event)?;
+            break;
+        }
+        run.position.last_epoch_loss = run.position.epoch_loss / total as f64;
+        let last = epoch + 1 == spec.epochs;
+        let stop_here = !last && control.stop_after_step == Some(run.position.global_step);
+        if control.evaluate_every_epoch || last || stop_here {
+            eval = run.evaluate(worker, ctx, evaluator, &mut eval_s, on_event)?;
         }
         run.position.step_in_epoch = 0;
+        if stop_here {
+            run.position = run.position.clone().next_epoch();
+            break;
+        }
     }
 
     run.settle(on_event)?;
@@ -289,7 +290,8 @@ struct EpochSteps<'a> {
 
 impl Stepper<'_> {
     /// The epoch's steps from `first_step` on, each over the rows of the order's next slice,
-    /// with the checkpoints due between them (none after the run's last step).
+    /// with the checkpoints due between them (none after the run's last step). True when it
+    /// stopped before the epoch's end, at `control.stop_after_step`.
     fn run_epoch(
         &mut self,
         worker: &mut Worker,
@@ -297,7 +299,7 @@ impl Stepper<'_> {
         steps: EpochSteps<'_>,
         control: &mut TrainControl<'_>,
         on_event: &mut dyn FnMut(TrainEvent),
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let EpochSteps {
             epoch,
             order,
@@ -319,6 +321,11 @@ impl Stepper<'_> {
                 picked: &order[lo..next],
             };
             let timed = self.step(worker, ctx, rows, control, on_event)?;
+            if step + 1 < steps_per_epoch
+                && control.stop_after_step == Some(self.position.global_step)
+            {
+                return Ok(true);
+            }
             let by_steps = control.every_steps > 0
                 && self
                     .position
@@ -329,7 +336,30 @@ impl Stepper<'_> {
                 self.checkpoint(started, control, on_event)?;
             }
         }
-        Ok(())
+        Ok(false)
+    }
+
+    /// Evaluates the replica now, records it in the position and reports it.
+    fn evaluate(
+        &mut self,
+        worker: &mut Worker,
+        ctx: &WorkerContext,
+        evaluator: &mut Evaluator,
+        eval_s: &mut f64,
+        on_event: &mut dyn FnMut(TrainEvent),
+    ) -> Result<Option<EvalMetrics>> {
+        let evaluating = Instant::now();
+        let eval = evaluator.evaluate(worker, ctx, self.trainer)?;
+        *eval_s += evaluating.elapsed().as_secs_f64();
+        if let Some(metrics) = &eval {
+            self.position.record_eval(self.position.epoch, metrics)?;
+            on_event(TrainEvent::Eval {
+                epoch: self.position.epoch,
+                step: self.position.global_step,
+                metrics: metrics.clone(),
+            });
+        }
+        Ok(eval)
     }
 
     /// One global step over this worker's `rows`. True when worker 0's clock says a checkpoint
@@ -528,46 +558,6 @@ fn settle(
     }
 }
 
-/// Reused buffers for one step's rows, gathered in the epoch's order.
-#[derive(Default)]
-struct BatchBuffer {
-    x: Vec<f32>,
-    classes: Vec<i64>,
-    values: Vec<f32>,
-}
-
-impl BatchBuffer {
-    /// The features and targets of the `picked` rows of `x` (`dim` features a row).
-    fn fill<'a>(
-        &'a mut self,
-        x: &[f32],
-        dim: usize,
-        targets: &Targets,
-        picked: &[(u64, u32)],
-    ) -> (&'a [f32], TargetsRef<'a>) {
-        self.x.clear();
-        for &(_, r) in picked {
-            let r = r as usize;
-            self.x.extend_from_slice(&x[r * dim..(r + 1) * dim]);
-        }
-        let y = match targets {
-            Targets::Classes(c) => {
-                self.classes.clear();
-                self.classes
-                    .extend(picked.iter().map(|&(_, r)| c[r as usize]));
-                TargetsRef::Classes(&self.classes)
-            }
-            Targets::Values(v) => {
-                self.values.clear();
-                self.values
-                    .extend(picked.iter().map(|&(_, r)| v[r as usize]));
-                TargetsRef::Values(&self.values)
-            }
-        };
-        (&self.x, y)
-    }
-}
-
 /// Whether a run can continue from `position`: the same training rows, batch size and seed.
 fn check_resumable(
     position: &TrainPosition,
@@ -597,5 +587,6 @@ fn check_resumable(
     Ok(())
 }
 
+mod buffer;
 #[cfg(test)]
 mod tests;
