@@ -48,6 +48,9 @@ pub enum Error {
     /// The training curves could not be drawn.
     #[error("training curves: {0}")]
     Curves(String),
+    /// The MLflow tracking server could not record the run.
+    #[error("tracking: {0}")]
+    Tracking(String),
     /// The program itself is misassembled: e.g. two models registered under one name (the
     /// binary's author must fix it).
     #[error("{0}")]

@@ -44,6 +44,7 @@ pub mod pipeline_file;
 pub mod produce;
 pub mod progress;
 pub mod run;
+pub mod tracking;
 pub mod tune;
 
 pub use app::App;

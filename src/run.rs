@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::curves::{Figure, Panel, Series};
 use crate::pipeline_file::locate_key;
+use crate::tracking::Tracker;
 use crate::{Error, Result};
 
 /// How to run a pipeline.
@@ -111,7 +112,11 @@ pub fn run_planned(
     let started = config.started.unwrap_or_else(Instant::now);
     let run_dir = prepare_run_dir(config.run_dir.clone(), &plan.spec, pipeline_text)?;
     let process_id = config.cluster.process_id;
-    let finished = batch_job::run_without_summary(
+    let tracker = match process_id {
+        0 => Tracker::start(&plan.spec, &run_dir)?,
+        _ => None,
+    };
+    let ran = batch_job::run_without_summary(
         plan,
         RunOptions {
             cluster: config.cluster,
@@ -120,15 +125,21 @@ pub fn run_planned(
             resume: config.resume,
             started,
         },
-    )?;
-    if process_id == 0 {
-        match &finished.summary().tune {
-            Some(tune) => crate::tune::write_curves(&run_dir, tune)?,
-            None => write_curves(&run_dir)?,
+    )
+    .map_err(Error::from)
+    .and_then(|finished| {
+        if process_id == 0 {
+            match &finished.summary().tune {
+                Some(tune) => crate::tune::write_curves(&run_dir, tune)?,
+                None => write_curves(&run_dir)?,
+            }
         }
+        finished.write_summary().map_err(Error::from)
+    });
+    if let Some(tracker) = tracker {
+        tracker.finish(ran.is_ok())?;
     }
-    let summary = finished.write_summary()?;
-    Ok((summary, run_dir))
+    Ok((ran?, run_dir))
 }
 
 /// How to run a streaming pipeline.
@@ -170,7 +181,11 @@ pub fn run_stream(
         &plan.spec,
         source.map(|(_, text)| text),
     )?;
-    let finished = millrace_operators::streaming::run_stream_without_summary(
+    let tracker = match config.cluster.process_id {
+        0 => Tracker::start(&plan.spec, &run_dir)?,
+        _ => None,
+    };
+    let ran = millrace_operators::streaming::run_stream_without_summary(
         plan,
         StreamOptions {
             cluster: config.cluster,
@@ -185,12 +200,18 @@ pub fn run_stream(
             })),
             started,
         },
-    )?;
-    if run_dir.join("metrics.jsonl").exists() {
-        write_curves(&run_dir)?;
+    )
+    .map_err(Error::from)
+    .and_then(|finished| {
+        if run_dir.join("metrics.jsonl").exists() {
+            write_curves(&run_dir)?;
+        }
+        finished.write_summary().map_err(Error::from)
+    });
+    if let Some(tracker) = tracker {
+        tracker.finish(ran.is_ok())?;
     }
-    let summary = finished.write_summary()?;
-    Ok((summary, run_dir))
+    Ok((ran?, run_dir))
 }
 
 /// Draws `curves.png` and `curves.svg` from a run directory's `metrics.jsonl`.

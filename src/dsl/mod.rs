@@ -77,6 +77,7 @@ pub struct Pipeline {
     sinks: Vec<SinkSpec>,
     features: Option<millrace_operators::spec::FeaturesSpec>,
     tune: Option<millrace_operators::tune::TuneSpec>,
+    tracking: Option<millrace_operators::spec::TrackingSpec>,
 }
 
 /// When a streaming job started by [`Pipeline::run_stream`] stops (besides `stop` being set).
@@ -111,6 +112,7 @@ impl Pipeline {
             sinks: Vec::new(),
             features: None,
             tune: None,
+            tracking: None,
         }
     }
 
@@ -428,6 +430,7 @@ impl Pipeline {
             sink: self.sinks.clone(),
             features: self.features.clone(),
             tune: self.tune.clone(),
+            tracking: self.tracking.clone(),
         })
     }
 

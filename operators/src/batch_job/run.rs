@@ -31,7 +31,7 @@ use super::train::{Trained, save_bundle, train_branches, train_main};
 use super::tune::{TuneCheckpoint, TuneCheckpoints, tune_trials};
 use crate::checkpoint::CheckpointStore;
 use crate::preprocess::merge_fits;
-use crate::train::TrainReport;
+use crate::train::{TrainReport, TrainRows};
 use crate::{Error, Result};
 
 /// How and where to run a job.
@@ -279,6 +279,7 @@ fn run_worker(
     }
 
     let branch_eval = (!spec.branch.is_empty()).then(|| eval.clone());
+    let train = TrainRows::new(worker, ctx, &train)?;
     let (trainer, train_spec, report, checkpoints, eval_lines, tune) = match &spec.tune {
         Some(tune) => {
             let checkpoints = TuneCheckpoints {

@@ -17,7 +17,7 @@ use super::run::{RunOptions, Shared, now_rfc3339};
 use super::summary::CheckpointStats;
 use crate::Result;
 use crate::evaluate::Evaluator;
-use crate::train::{TrainControl, TrainEvent, TrainReport, train_data_parallel};
+use crate::train::{TrainControl, TrainEvent, TrainReport, TrainRows, train_data_parallel};
 
 /// A branch's trained model, where it was saved, and its report.
 pub(super) struct BranchOutcome {
@@ -61,7 +61,7 @@ pub(super) fn train_main(
     options: &RunOptions,
     shared: &Shared,
     fitted: &FittedPreprocessor,
-    train: &Features,
+    train: &TrainRows<'_>,
     eval: Features,
 ) -> Result<Trained> {
     let spec = &plan.spec;
@@ -125,7 +125,7 @@ pub(super) fn train_branches(
     options: &RunOptions,
     shared: &Shared,
     fitted: &FittedPreprocessor,
-    train: &Features,
+    train: &TrainRows<'_>,
     eval: Features,
 ) -> Result<Vec<BranchOutcome>> {
     let spec = &plan.spec;

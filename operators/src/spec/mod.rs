@@ -16,6 +16,7 @@ mod checkpoint;
 mod features;
 mod serve;
 mod sink;
+mod tracking;
 mod train;
 pub use checkpoint::CheckpointSpec;
 pub use features::{
@@ -24,6 +25,7 @@ pub use features::{
 use serde::{Deserialize, Serialize};
 pub use serve::ServeSpec;
 pub use sink::{KafkaTopicSpec, SinkPoint, SinkSpec};
+pub use tracking::TrackingSpec;
 pub(crate) use train::check_device;
 pub use train::{TaskKind, TrainSpec};
 
@@ -80,6 +82,9 @@ pub struct PipelineSpec {
     /// keys train side by side on the rows read once; weak ones stop early.
     #[serde(default)]
     pub tune: Option<crate::tune::TuneSpec>,
+    /// Record the run in an MLflow tracking server (`[tracking]`).
+    #[serde(default)]
+    pub tracking: Option<TrackingSpec>,
 }
 
 /// One `[[branch]]`: a named train-step with its own model and hyperparameters.
@@ -387,6 +392,9 @@ impl PipelineSpec {
         }
         self.validate_branches()?;
         self.validate_tune()?;
+        if let Some(t) = &self.tracking {
+            t.resolved_uri()?;
+        }
         self.validate_sinks()?;
         let o = &self.output;
         if let Some(c) = o.partition_by.iter().find(|c| !o.columns.contains(c)) {

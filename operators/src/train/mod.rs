@@ -3,8 +3,10 @@
 mod data_parallel;
 mod order;
 mod position;
+mod rows;
 mod step;
 
 pub use data_parallel::{TrainEvent, TrainReport, train_data_parallel};
 pub use position::{DataFingerprint, EvalRecord, TrainControl, TrainPosition};
+pub use rows::TrainRows;
 pub(crate) use step::apply_summed_gradient;

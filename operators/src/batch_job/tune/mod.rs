@@ -11,8 +11,8 @@
 mod log;
 mod state;
 
+use millrace_engine::WorkerContext;
 use millrace_engine::timely::worker::Worker;
-use millrace_engine::{Collective, WorkerContext};
 use millrace_ml::Replica;
 use millrace_ml::preprocess::{Features, FittedPreprocessor};
 
@@ -28,7 +28,7 @@ use super::train::replica;
 use crate::checkpoint::CheckpointStore;
 use crate::evaluate::Evaluator;
 use crate::spec::TrainSpec;
-use crate::train::{TrainControl, TrainEvent, TrainReport, train_data_parallel};
+use crate::train::{TrainControl, TrainEvent, TrainReport, TrainRows, train_data_parallel};
 use crate::tune::{Decision, Scheduler, Trial, TuneSpec};
 use crate::{Error, Result};
 
@@ -72,7 +72,7 @@ impl TrialPlan {
 /// What every trial report needs: the worker, the rows, the evaluator.
 struct Ground<'a> {
     ctx: &'a WorkerContext,
-    train: &'a Features,
+    train: &'a TrainRows<'a>,
     evaluator: Evaluator,
     metric: &'a str,
 }
@@ -86,16 +86,13 @@ pub(super) fn tune_trials(
     options: &RunOptions,
     tune: &TuneSpec,
     fitted: &FittedPreprocessor,
-    train: &Features,
+    train: &TrainRows<'_>,
     eval: Features,
     checkpoints: TuneCheckpoints<'_>,
 ) -> Result<Tuned> {
     let trials = tune.trials(&plan.spec.train)?;
     // Each trial's steps and reports, from the training rows over all workers.
-    let rows: u64 = Collective::<u64>::new(worker, "tune/rows")
-        .all_gather(worker, ctx, train.rows as u64)?
-        .iter()
-        .sum();
+    let rows = train.total();
     let plans: Vec<TrialPlan> = trials
         .iter()
         .map(|t| TrialPlan::new(tune, &t.train, rows))

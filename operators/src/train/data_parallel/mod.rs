@@ -14,11 +14,12 @@ use millrace_engine::timely::worker::Worker;
 use millrace_engine::{Collective, WorkerContext};
 use millrace_ml::Replica;
 use millrace_ml::metrics::EvalMetrics;
-use millrace_ml::preprocess::{Features, Targets};
+use millrace_ml::preprocess::Targets;
 
 use self::buffer::BatchBuffer;
-use super::order::{checksum, epoch_order, mix, row_hashes, slice_start};
+use super::order::{checksum, slice_start};
 use super::position::{DataFingerprint, TrainControl, TrainPosition};
+use super::rows::TrainRows;
 use super::step::apply_summed_gradient;
 use crate::evaluate::Evaluator;
 use crate::spec::TrainSpec;
@@ -97,19 +98,13 @@ pub fn train_data_parallel(
     worker: &mut Worker,
     ctx: &WorkerContext,
     trainer: &mut Replica,
-    train: &Features,
+    rows: &TrainRows<'_>,
     evaluator: &mut Evaluator,
     spec: &TrainSpec,
     control: &mut TrainControl<'_>,
 ) -> Result<TrainReport> {
-    let dim = train.x.len().checked_div(train.rows).unwrap_or(0);
-    let targets = train
-        .y
-        .as_ref()
-        .ok_or_else(|| Error::Internal("training features have no labels".into()))?;
-    let hashes = row_hashes(&train.x, dim, targets);
     let mut checksum_channel = Collective::<u64>::new(worker, "train/checksums");
-    let data = fingerprint(worker, ctx, train.rows, &hashes)?;
+    let data = rows.data;
     let total = data.rows;
     if total == 0 {
         return Err(Error::config(
@@ -138,9 +133,9 @@ pub fn train_data_parallel(
         // A GPU training alone steps asynchronously: each step's loss arrives with the next one.
         fused: ctx.peers == 1 && trainer.steps_lag(),
         trainer,
-        x: &train.x,
-        dim,
-        targets,
+        x: &rows.features.x,
+        dim: rows.dim,
+        targets: rows.targets,
         spec,
         position,
         buf: BatchBuffer::default(),
@@ -162,7 +157,7 @@ pub fn train_data_parallel(
         } else {
             spec.seed
         };
-        let order = epoch_order(&hashes, epoch_seed);
+        let order = rows.order(epoch_seed);
         // A resumed epoch skips the rows of the steps it already applied.
         let first_step = if epoch == run.position.epoch {
             run.position.step_in_epoch
@@ -213,23 +208,6 @@ pub fn train_data_parallel(
         eval,
         parameter_checksum,
         position: run.position,
-    })
-}
-
-/// The training rows over all workers: their number, and a hash of their content that does
-/// not depend on how they are spread over the workers.
-fn fingerprint(
-    worker: &mut Worker,
-    ctx: &WorkerContext,
-    rows: usize,
-    hashes: &[u64],
-) -> Result<DataFingerprint> {
-    let local_hash = hashes.iter().fold(0u64, |sum, h| sum.wrapping_add(mix(*h)));
-    let mut data_channel = Collective::<(u64, u64)>::new(worker, "train/data");
-    let parts = data_channel.all_gather(worker, ctx, (rows as u64, local_hash))?;
-    Ok(DataFingerprint {
-        rows: parts.iter().map(|p| p.0).sum(),
-        hash: parts.iter().fold(0u64, |sum, p| sum.wrapping_add(p.1)),
     })
 }
 

@@ -3,6 +3,7 @@ use millrace_engine::{ClusterConfig, MetricsRegistry, execute};
 use millrace_ml::backend::CpuAutodiff;
 use millrace_ml::model::{ModelKind, ModelSpec, Task};
 use millrace_ml::optim::OptimizerSpec;
+use millrace_ml::preprocess::Features;
 use millrace_ml::trainer::{Loss, Reduction, Trainer};
 
 use super::*;
@@ -62,11 +63,12 @@ fn bias_after_training(workers: usize, reduction: Reduction) -> (Vec<f32>, u64) 
             )?);
             trainer.set_parameters(&[0.0; 3])?;
             let mut evaluator = Evaluator::new(worker, None, None);
+            let rows = crate::train::TrainRows::new(worker, &ctx, &train)?;
             let report = train_data_parallel(
                 worker,
                 &ctx,
                 &mut trainer,
-                &train,
+                &rows,
                 &mut evaluator,
                 &spec,
                 &mut TrainControl::default(),
