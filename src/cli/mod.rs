@@ -99,6 +99,21 @@ enum Command {
         #[command(subcommand)]
         dataset: GenCommand,
     },
+    /// MLflow tracking of runs ([tracking] in the pipeline).
+    Track {
+        #[command(subcommand)]
+        action: TrackCommand,
+    },
+}
+
+#[derive(clap::Subcommand)]
+enum TrackCommand {
+    /// Send what a run directory's tracking spool (tracking.json) has not recorded yet: after
+    /// the tracking server was away at the end of the run. Nothing is logged twice.
+    Push {
+        /// The run directory.
+        run_dir: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -469,6 +484,13 @@ fn run(cli: Cli, started: std::time::Instant) -> anyhow::Result<()> {
                 report.bytes as f64 / 1e6,
                 started.elapsed().as_secs_f64()
             );
+            Ok(())
+        }
+        Command::Track {
+            action: TrackCommand::Push { run_dir },
+        } => {
+            let run = crate::tracking::Tracker::push_spooled(&run_dir)?;
+            println!("recorded {} in MLflow (run {run})", run_dir.display());
             Ok(())
         }
         Command::Gen {

@@ -433,13 +433,9 @@ fn artifacts(dir: &Path) -> Vec<(PathBuf, String)> {
     out
 }
 
-/// The model bundles as artifact folders: `model` (a batch run's, or a tune run's best) and
-/// `models/<v>` for each version a streaming job published, oldest first.
+/// The model bundles as artifact folders, in the order they were made: `models/<v>` for each
+/// version a streaming job published, then `model` (the final one; a tune run's best).
 fn models(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    if dir.join("model/model.json").is_file() || dir.join("best/model/model.json").is_file() {
-        out.push("model".to_owned());
-    }
     let mut versions: Vec<u64> = std::fs::read_dir(dir.join("models"))
         .into_iter()
         .flatten()
@@ -448,7 +444,13 @@ fn models(dir: &Path) -> Vec<String> {
         .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
         .collect();
     versions.sort_unstable();
-    out.extend(versions.into_iter().map(|v| format!("models/{v}")));
+    let mut out: Vec<String> = versions
+        .into_iter()
+        .map(|v| format!("models/{v}"))
+        .collect();
+    if dir.join("model/model.json").is_file() || dir.join("best/model/model.json").is_file() {
+        out.push("model".to_owned());
+    }
     out
 }
 

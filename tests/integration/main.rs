@@ -30,6 +30,7 @@ mod spark;
 mod steps;
 mod streaming;
 mod streaming_features;
+mod tracking;
 mod tune;
 mod udf;
 mod watermarks;

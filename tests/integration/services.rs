@@ -231,3 +231,84 @@ pub fn kafka() -> Option<&'static str> {
         })
         .as_deref()
 }
+
+/// A running MLflow tracking server (SQLite backend, artifacts in `store`), in its own process
+/// group so that it can be stopped whole (`mlflow server` runs uvicorn as a child).
+pub struct MlflowServer {
+    pub endpoint: String,
+    child: std::process::Child,
+}
+
+impl MlflowServer {
+    /// Starts `mlflow server` on `port` over `store` (kept across restarts); None when mlflow is
+    /// not installed.
+    pub fn start(store: &std::path::Path, port: u16) -> Option<MlflowServer> {
+        use std::os::unix::process::CommandExt;
+        let mlflow = repo().join(".infra/mlflow/bin/mlflow");
+        if !mlflow.exists() {
+            return None;
+        }
+        std::fs::create_dir_all(store).unwrap();
+        let log = std::fs::File::create(store.join(format!("server-{port}.log"))).unwrap();
+        let child = Command::new(&mlflow)
+            .args([
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--workers",
+                "1",
+            ])
+            .arg("--backend-store-uri")
+            .arg(format!("sqlite:///{}", store.join("mlflow.db").display()))
+            .arg("--artifacts-destination")
+            .arg(store.join("artifacts"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let endpoint = format!("http://127.0.0.1:{port}");
+        assert!(
+            wait_for_http(&format!("{endpoint}/health"), Duration::from_secs(120)),
+            "mlflow did not start on {endpoint}; see {}",
+            store.display()
+        );
+        Some(MlflowServer { endpoint, child })
+    }
+
+    /// Stops the server and its workers (SIGKILL to the process group).
+    pub fn kill(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-9", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for MlflowServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An MLflow server of this test's own over a fresh store, or None (after a loud message) when
+/// mlflow is not installed outside CI.
+pub fn mlflow(name: &str) -> Option<MlflowServer> {
+    let store = std::env::temp_dir().join(format!("millrace-mlflow-{}-{name}", std::process::id()));
+    match MlflowServer::start(&store, free_port()) {
+        Some(server) => Some(server),
+        None if millrace::connectors::env::in_ci() => {
+            panic!("CI is set but mlflow is not installed: run scripts/mlflow-server.sh install")
+        }
+        None => {
+            eprintln!(
+                "\n!!! SKIPPING MLFLOW TESTS: no mlflow. Run `scripts/mlflow-server.sh install` to \
+                 run them.\n"
+            );
+            None
+        }
+    }
+}
