@@ -181,9 +181,13 @@ pub fn run_stream(
         &plan.spec,
         source.map(|(_, text)| text),
     )?;
-    let tracker = match config.cluster.process_id {
+    let mut tracker = match config.cluster.process_id {
         0 => Tracker::start(&plan.spec, &run_dir)?,
         _ => None,
+    };
+    let on_publish = match tracker.as_mut() {
+        Some(t) => t.on_publish()?,
+        None => None,
     };
     let ran = millrace_operators::streaming::run_stream_without_summary(
         plan,
@@ -198,6 +202,7 @@ pub fn run_stream(
                     "serving the model while it trains on http://{addr} (POST /v2/models/NAME/infer, /v1/predict)"
                 );
             })),
+            on_publish,
             started,
         },
     )

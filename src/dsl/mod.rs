@@ -127,6 +127,17 @@ impl Pipeline {
         self
     }
 
+    /// Records the run in the MLflow tracking server at `uri` (`[tracking]` in a pipeline file,
+    /// with its defaults: the experiment and the registered model named after the pipeline).
+    /// `None` takes `$MLFLOW_TRACKING_URI`.
+    pub fn tracking(mut self, uri: Option<&str>) -> Self {
+        let spec: millrace_operators::spec::TrackingSpec =
+            serde_json::from_value(serde_json::json!({ "uri": uri }))
+                .expect("the default [tracking] settings parse");
+        self.tracking = Some(spec);
+        self
+    }
+
     /// Tunes the `[train]` settings (`[tune]` in a pipeline file): trials drawn from the search
     /// space train side by side on the rows read once; the scheduler stops weak ones early; the
     /// best trial's model is `best/model` and `summary.tune` lists every trial.

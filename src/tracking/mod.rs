@@ -13,7 +13,10 @@ mod client;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
+
+use millrace_operators::streaming::OnPublish;
 
 use millrace_operators::spec::PipelineSpec;
 use serde::{Deserialize, Serialize};
@@ -58,7 +61,26 @@ pub struct Tracker {
     client: Mlflow,
     record: Record,
     run_dir: PathBuf,
+    live: Option<Live>,
 }
+
+/// The thread that records a streaming job's versions as they are published.
+struct Live {
+    sender: mpsc::Sender<Published>,
+    thread: std::thread::JoinHandle<Vec<String>>,
+}
+
+/// What the publishing hook sends that thread.
+enum Published {
+    /// A version's artifact folder (`models/<v>`) and its files.
+    Version(String, Vec<(String, Vec<u8>)>),
+    /// The run is over.
+    Close,
+}
+
+/// Where versions that could not be recorded while the job ran wait for the end (or for
+/// `millrace track push`), in the run directory.
+const PENDING: &str = "tracking-pending";
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -116,6 +138,7 @@ impl Tracker {
             client,
             record,
             run_dir: run_dir.to_path_buf(),
+            live: None,
         };
         tracker.spool()?;
         tracing::info!(uri = %tracker.record.uri, run = %tracker.record.run.run_id, "tracking the run in MLflow");
@@ -127,10 +150,66 @@ impl Tracker {
         &self.record.run.run_id
     }
 
+    /// The hook for a streaming job's publisher: each version's files are read at once (its
+    /// directory is pruned later) and a thread of its own uploads them and registers the
+    /// version while the job trains; a version the server could not take waits in
+    /// `tracking-pending/` for the end of the run. None when nothing is registered.
+    pub fn on_publish(&mut self) -> Result<Option<OnPublish>> {
+        let Some(name) = self.record.model_name.clone() else {
+            return Ok(None);
+        };
+        let client = Mlflow::new(
+            &self.record.uri,
+            self.record.tries,
+            Duration::from_millis(self.record.backoff_ms),
+        )?;
+        let (sender, receiver) = mpsc::channel::<Published>();
+        let run = self.record.run.clone();
+        let pending = self.run_dir.join(PENDING);
+        let thread = std::thread::spawn(move || {
+            let mut done = Vec::new();
+            let mut away = false;
+            while let Ok(Published::Version(path, files)) = receiver.recv() {
+                let recorded =
+                    !away && record_version(&client, &run, Some(&name), &path, &files).is_ok();
+                if recorded {
+                    done.push(path);
+                    continue;
+                }
+                away = true;
+                for (file, bytes) in &files {
+                    let local = pending.join(&path).join(file);
+                    let _ = std::fs::create_dir_all(local.parent().unwrap_or(&pending));
+                    let _ = std::fs::write(&local, bytes);
+                }
+            }
+            done
+        });
+        let hook_sender = Mutex::new(sender.clone());
+        self.live = Some(Live { sender, thread });
+        let run_dir = self.run_dir.clone();
+        Ok(Some(Arc::new(move |dir: &Path| {
+            let Ok(rel) = dir.strip_prefix(&run_dir) else {
+                return;
+            };
+            let files = read_files(dir);
+            let rel = rel.to_string_lossy().into_owned();
+            if let Ok(sender) = hook_sender.lock() {
+                let _ = sender.send(Published::Version(rel, files));
+            }
+        })))
+    }
+
     /// Completes the record once the run has written its directory (`ok`), or marks it failed.
     /// When the server is away after every try, the rest stays spooled for
     /// `millrace track push` and a warning says so; the run itself is not failed for it.
     pub fn finish(mut self, ok: bool) -> Result<()> {
+        if let Some(live) = self.live.take() {
+            let _ = live.sender.send(Published::Close);
+            if let Ok(done) = live.thread.join() {
+                self.record.registered.extend(done);
+            }
+        }
         if !ok {
             let _ = self
                 .client
@@ -179,6 +258,7 @@ impl Tracker {
             client,
             record,
             run_dir: run_dir.to_path_buf(),
+            live: None,
         };
         if tracker.record.ended.is_some() {
             return Ok(tracker.record.run.run_id.clone());
@@ -216,23 +296,23 @@ impl Tracker {
             if self.record.uploaded.contains(&remote) {
                 continue;
             }
-            let bytes = std::fs::read(&local)
-                .map_err(|e| CallError::Refused(format!("cannot read {}: {e}", local.display())))?;
+            let bytes = std::fs::read(&local).map_err(|e| {
+                CallError::Refused(format!("cannot read {}: {e}", local.display()))
+            })?;
             self.client
                 .upload(&self.record.run.artifact_uri, &remote, &bytes)?;
             self.record.uploaded.push(remote);
         }
-        if let Some(name) = self.record.model_name.clone() {
-            for model in models(&dir) {
-                if self.record.registered.contains(&model) {
-                    continue;
-                }
-                let source = format!("{}/{model}", self.record.run.artifact_uri);
-                let version = self.client.register(&name, &source, &run)?;
-                tracing::info!(model = %name, version = %version, source = %source, "registered");
-                self.record.registered.push(model);
+        let name = self.record.model_name.clone();
+        for (model, local) in models(&dir) {
+            if self.record.registered.contains(&model) {
+                continue;
             }
+            let files = read_files(&local);
+            record_version(&self.client, &self.record.run, name.as_deref(), &model, &files)?;
+            self.record.registered.push(model);
         }
+        let _ = std::fs::remove_dir_all(dir.join(PENDING));
         self.client.end_run(&run, "FINISHED", now_ms())?;
         self.record.ended = Some("FINISHED".into());
         Ok(())
@@ -396,8 +476,7 @@ fn trial_metrics(lines: &[Value], trial: &str) -> Vec<Metric> {
 }
 
 /// The run directory's files to upload, with their artifact paths: the pipeline, the summary,
-/// the curves, a tune run's log and plot, and the model bundles (`model/` — a tune run's
-/// `best/model/` — and a streaming job's `models/<version>/`).
+/// the curves, a tune run's log and plot (the models go with their registration).
 fn artifacts(dir: &Path) -> Vec<(PathBuf, String)> {
     let mut out = Vec::new();
     for name in [
@@ -413,45 +492,81 @@ fn artifacts(dir: &Path) -> Vec<(PathBuf, String)> {
             out.push((dir.join(name), name.to_owned()));
         }
     }
-    for model in models(dir) {
-        let local = match model.as_str() {
-            "model" if !dir.join("model").is_dir() => dir.join("best/model"),
-            m => dir.join(m),
-        };
-        let mut files: Vec<_> = std::fs::read_dir(&local)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.path().is_file())
-            .collect();
-        files.sort_by_key(|e| e.file_name());
-        for f in files {
-            let name = f.file_name().to_string_lossy().into_owned();
-            out.push((f.path(), format!("{model}/{name}")));
+    out
+}
+
+/// The model bundles as (artifact folder, local folder), in the order they were made: each
+/// version a streaming job published (`models/<v>`, `branches/<name>/models/<v>`; on disk, or
+/// waiting in `tracking-pending/`), then `model` (the final one; a tune run's best).
+fn models(dir: &Path) -> Vec<(String, PathBuf)> {
+    let mut versions: BTreeMap<(String, u64), PathBuf> = BTreeMap::new();
+    let mut scan = |root: &Path| {
+        let mut folders = vec![("models".to_owned(), root.join("models"))];
+        for b in std::fs::read_dir(root.join("branches")).into_iter().flatten().flatten() {
+            let name = b.file_name().to_string_lossy().into_owned();
+            folders.push((format!("branches/{name}/models"), b.path().join("models")));
+        }
+        for (prefix, folder) in folders {
+            for e in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
+                let v = e.file_name().to_string_lossy().parse::<u64>();
+                if let (Ok(v), true) = (v, e.path().join("model.json").is_file()) {
+                    versions.entry((prefix.clone(), v)).or_insert(e.path());
+                }
+            }
+        }
+    };
+    scan(dir);
+    scan(&dir.join(PENDING));
+    let mut out: Vec<(String, PathBuf)> = versions
+        .into_iter()
+        .map(|((prefix, v), local)| (format!("{prefix}/{v}"), local))
+        .collect();
+    for local in [dir.join("model"), dir.join("best/model")] {
+        if local.join("model.json").is_file() {
+            out.push(("model".to_owned(), local));
+            break;
         }
     }
     out
 }
 
-/// The model bundles as artifact folders, in the order they were made: `models/<v>` for each
-/// version a streaming job published, then `model` (the final one; a tune run's best).
-fn models(dir: &Path) -> Vec<String> {
-    let mut versions: Vec<u64> = std::fs::read_dir(dir.join("models"))
+/// The files of a folder (not recursive), by name.
+fn read_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| e.path().join("model.json").is_file())
-        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+        .filter(|e| e.path().is_file())
+        .filter_map(|e| Some((e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).ok()?)))
         .collect();
-    versions.sort_unstable();
-    let mut out: Vec<String> = versions
-        .into_iter()
-        .map(|v| format!("models/{v}"))
-        .collect();
-    if dir.join("model/model.json").is_file() || dir.join("best/model/model.json").is_file() {
-        out.push("model".to_owned());
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    files
+}
+
+/// Uploads a model bundle's `files` as the artifact folder `path` of `run` and registers it as
+/// a version of `name`, when there is one (a branch's versions, `branches/<b>/models/<v>`, as
+/// `<name>-<b>`).
+fn record_version(
+    client: &Mlflow,
+    run: &RunInfo,
+    name: Option<&str>,
+    path: &str,
+    files: &[(String, Vec<u8>)],
+) -> std::result::Result<(), CallError> {
+    for (file, bytes) in files {
+        client.upload(&run.artifact_uri, &format!("{path}/{file}"), bytes)?;
     }
-    out
+    let Some(name) = name else {
+        return Ok(());
+    };
+    let model = match path.strip_prefix("branches/").and_then(|p| p.split('/').next()) {
+        Some(branch) => format!("{name}-{branch}"),
+        None => name.to_owned(),
+    };
+    let source = format!("{}/{path}", run.artifact_uri);
+    let version = client.register(&model, &source, &run.run_id)?;
+    tracing::info!(model = %model, version = %version, source = %source, "registered");
+    Ok(())
 }
 
 #[cfg(test)]

@@ -40,6 +40,7 @@ pub use clock::{FinishedStream, StreamPhases};
 pub use features::{FeaturePlan, FeaturesCheckpoint};
 pub use plan::StreamPlan;
 pub use run::{
-    StreamBranchSummary, StreamOptions, StreamSummary, run_stream, run_stream_without_summary,
+    OnPublish, StreamBranchSummary, StreamOptions, StreamSummary, run_stream,
+    run_stream_without_summary,
 };
 pub use spec::StreamSpec;

@@ -23,6 +23,7 @@ pub(crate) struct Publisher {
     name: String,
     template: Option<ModelBundle>,
     registry: Option<Arc<ModelRegistry>>,
+    on_publish: Option<super::run::OnPublish>,
     dir: PathBuf,
     written: Vec<PathBuf>,
 }
@@ -54,6 +55,7 @@ impl Publisher {
             name: spec.name.clone(),
             template: Some(template),
             registry: shared.registry.clone(),
+            on_publish: shared.on_publish.clone(),
             dir: shared.run_dir.join("models"),
             written: Vec::new(),
         }
@@ -110,6 +112,9 @@ impl Publisher {
             std::fs::remove_dir_all(&done).map_err(|e| Error::io(&done, e))?;
         }
         std::fs::rename(&tmp, &done).map_err(|e| Error::io(&done, e))?;
+        if let Some(hook) = &self.on_publish {
+            hook(&done);
+        }
         self.written.push(done);
         while self.written.len() > KEEP_ON_DISK {
             let old = self.written.remove(0);

@@ -38,10 +38,16 @@ pub struct StreamOptions {
     pub idle_timeout: Option<Duration>,
     /// Called with the model server's address once it listens (when `[serve]` is set).
     pub on_serving: Option<Arc<dyn Fn(std::net::SocketAddr) + Send + Sync>>,
+    /// Called by worker 0 with each model version's directory (`models/<v>`, a branch's
+    /// `branches/<name>/models/<v>`) once it is written; the directory may be pruned later.
+    pub on_publish: Option<OnPublish>,
     /// When the user started waiting (the process start for `millrace run`): `wall_s` and the
     /// plan phase count from here.
     pub started: Instant,
 }
+
+/// A hook that hears each published model version's directory.
+pub type OnPublish = Arc<dyn Fn(&std::path::Path) + Send + Sync>;
 
 /// What a streaming run did (also written as summary.json).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -176,6 +182,7 @@ pub(crate) struct Shared {
     pub(crate) max_records: Option<u64>,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) registry: Option<Arc<ModelRegistry>>,
+    pub(crate) on_publish: Option<OnPublish>,
     /// With `[features]` and `[serve]`: the store the views keep current for lookups.
     pub(crate) feature_store: Option<Arc<millrace_engine::features::FeatureStore>>,
     pub(crate) run_dir: PathBuf,
@@ -364,6 +371,7 @@ pub fn run_stream_without_summary(
         max_records: options.max_records,
         idle_timeout: options.idle_timeout,
         registry: server.as_ref().map(|(r, _)| Arc::clone(r)),
+        on_publish: options.on_publish.clone(),
         run_dir: options.run_dir.clone(),
         log,
         metrics: Arc::clone(&stream_metrics),
