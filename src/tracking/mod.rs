@@ -296,9 +296,8 @@ impl Tracker {
             if self.record.uploaded.contains(&remote) {
                 continue;
             }
-            let bytes = std::fs::read(&local).map_err(|e| {
-                CallError::Refused(format!("cannot read {}: {e}", local.display()))
-            })?;
+            let bytes = std::fs::read(&local)
+                .map_err(|e| CallError::Refused(format!("cannot read {}: {e}", local.display())))?;
             self.client
                 .upload(&self.record.run.artifact_uri, &remote, &bytes)?;
             self.record.uploaded.push(remote);
@@ -309,7 +308,13 @@ impl Tracker {
                 continue;
             }
             let files = read_files(&local);
-            record_version(&self.client, &self.record.run, name.as_deref(), &model, &files)?;
+            record_version(
+                &self.client,
+                &self.record.run,
+                name.as_deref(),
+                &model,
+                &files,
+            )?;
             self.record.registered.push(model);
         }
         let _ = std::fs::remove_dir_all(dir.join(PENDING));
@@ -502,7 +507,11 @@ fn models(dir: &Path) -> Vec<(String, PathBuf)> {
     let mut versions: BTreeMap<(String, u64), PathBuf> = BTreeMap::new();
     let mut scan = |root: &Path| {
         let mut folders = vec![("models".to_owned(), root.join("models"))];
-        for b in std::fs::read_dir(root.join("branches")).into_iter().flatten().flatten() {
+        for b in std::fs::read_dir(root.join("branches"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let name = b.file_name().to_string_lossy().into_owned();
             folders.push((format!("branches/{name}/models"), b.path().join("models")));
         }
@@ -537,7 +546,12 @@ fn read_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
         .flatten()
         .flatten()
         .filter(|e| e.path().is_file())
-        .filter_map(|e| Some((e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).ok()?)))
+        .filter_map(|e| {
+            Some((
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).ok()?,
+            ))
+        })
         .collect();
     files.sort_by(|a, b| a.0.cmp(&b.0));
     files
@@ -559,7 +573,10 @@ fn record_version(
     let Some(name) = name else {
         return Ok(());
     };
-    let model = match path.strip_prefix("branches/").and_then(|p| p.split('/').next()) {
+    let model = match path
+        .strip_prefix("branches/")
+        .and_then(|p| p.split('/').next())
+    {
         Some(branch) => format!("{name}-{branch}"),
         None => name.to_owned(),
     };

@@ -386,7 +386,10 @@ fn a_streaming_run_registers_every_version_it_publishes() {
             .collect()
     };
     for (i, source) in sources[..published].iter().enumerate() {
-        assert!(source.ends_with(&format!("/models/{}", i + 1)), "{sources:?}");
+        assert!(
+            source.ends_with(&format!("/models/{}", i + 1)),
+            "{sources:?}"
+        );
     }
     assert!(sources[published].ends_with("/model"), "{sources:?}");
     assert!(versions.iter().all(|v| v["run_id"] == run.as_str()));

@@ -17,6 +17,9 @@ use crate::{Error, Result};
 /// The epoch orders kept (each 16 bytes a row); the oldest is dropped first.
 const ORDERS_KEPT: usize = 4;
 
+/// A worker's rows in one epoch's global order: (key, row index), by key.
+type Order = Rc<[(u64, u32)]>;
+
 /// One worker's training rows and their index.
 pub struct TrainRows<'a> {
     pub(super) features: &'a Features,
@@ -24,7 +27,7 @@ pub struct TrainRows<'a> {
     pub(super) targets: &'a Targets,
     pub(super) data: DataFingerprint,
     hashes: Vec<u64>,
-    orders: RefCell<Vec<(u64, Rc<[(u64, u32)]>)>>,
+    orders: RefCell<Vec<(u64, Order)>>,
 }
 
 impl<'a> TrainRows<'a> {
@@ -60,12 +63,12 @@ impl<'a> TrainRows<'a> {
     }
 
     /// This worker's rows in the global order of an epoch seeded `seed`.
-    pub(super) fn order(&self, seed: u64) -> Rc<[(u64, u32)]> {
+    pub(super) fn order(&self, seed: u64) -> Order {
         let mut orders = self.orders.borrow_mut();
         if let Some((_, order)) = orders.iter().find(|(s, _)| *s == seed) {
             return Rc::clone(order);
         }
-        let order: Rc<[(u64, u32)]> = epoch_order(&self.hashes, seed).into();
+        let order: Order = epoch_order(&self.hashes, seed).into();
         if orders.len() == ORDERS_KEPT {
             orders.remove(0);
         }

@@ -164,7 +164,7 @@ impl TuneSpec {
                 reduction_factor,
                 max_t,
             } => {
-                if *grace_period == 0 || !(*reduction_factor > 1.0) {
+                if *grace_period == 0 || reduction_factor.is_nan() || *reduction_factor <= 1.0 {
                     return Err(Error::config(
                         "tune.scheduler",
                         format!(

@@ -31,7 +31,7 @@ impl Domain {
             Domain::Choice(v) if v.is_empty() => {
                 bad("choice is empty: list at least one value".into())
             }
-            Domain::Uniform([lo, hi]) if !(lo < hi) || !lo.is_finite() || !hi.is_finite() => bad(
+            Domain::Uniform([lo, hi]) if lo >= hi || !lo.is_finite() || !hi.is_finite() => bad(
                 format!("uniform [{lo}, {hi}] is empty: the first bound must be below the second"),
             ),
             Domain::Loguniform([lo, hi]) if !(*lo > 0.0 && lo < hi && hi.is_finite()) => bad(

@@ -100,6 +100,9 @@ pub(super) fn metric_of(report: &TrainReport, metric: &str, loss: f64) -> Result
         })
 }
 
+/// Whether a resumed run's checkpoint covers a trial's report (by trial name, 1-based report).
+pub(super) type Covered<'a> = dyn Fn(&str, usize) -> bool + 'a;
+
 /// `tune.jsonl` (a line per trial as it ends) and `metrics.jsonl` (a line per trial report),
 /// written by worker 0 and flushed line by line, so a run can be watched. A resumed run appends.
 pub(super) struct TuneLog {
@@ -141,7 +144,7 @@ impl TuneLog {
     pub(super) fn open(
         write: bool,
         run_dir: &Path,
-        resumed: Option<(&[TrialSummary], &dyn Fn(&str, usize) -> bool)>,
+        resumed: Option<(&[TrialSummary], &Covered<'_>)>,
     ) -> Result<Self> {
         if !write {
             return Ok(TuneLog { files: None });
