@@ -144,6 +144,12 @@ impl MetricsLog {
 /// Drops the lines of `metrics.jsonl` past `step` (written after the checkpoint a run resumes
 /// from, by the run that failed), so the resumed run's lines follow without repeats.
 fn keep_metrics_until(path: &Path, step: u64) -> Result<()> {
+    keep_lines(path, |v| v["step"].as_u64().is_some_and(|s| s <= step))
+}
+
+/// Rewrites the JSON lines file at `path` with only the lines `keep` accepts (nothing when the
+/// file does not exist: a resumed run may write to another run directory).
+pub(super) fn keep_lines(path: &Path, keep: impl Fn(&Value) -> bool) -> Result<()> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -151,13 +157,8 @@ fn keep_metrics_until(path: &Path, step: u64) -> Result<()> {
     };
     let kept: String = text
         .lines()
-        .filter(|line| {
-            serde_json::from_str::<serde_json::Value>(line)
-                .ok()
-                .and_then(|v| v["step"].as_u64())
-                .is_some_and(|s| s <= step)
-        })
-        .map(|line| format!("{line}\n"))
+        .filter(|l| serde_json::from_str::<Value>(l).is_ok_and(|v| keep(&v)))
+        .map(|l| format!("{l}\n"))
         .collect();
     std::fs::write(path, kept).map_err(|e| Error::io(path, e))
 }

@@ -68,9 +68,10 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// `metric` as a reward: larger is better.
+    /// `metric` as a reward: larger is better; a metric that is not a number is the worst.
     pub fn reward(self, metric: f64) -> f64 {
         match self {
+            _ if metric.is_nan() => f64::NEG_INFINITY,
             Mode::Max => metric,
             Mode::Min => -metric,
         }

@@ -77,11 +77,7 @@ impl Scheduler {
         budget: usize,
         metric: f64,
     ) -> Decision {
-        let reward = if metric.is_nan() {
-            f64::NEG_INFINITY
-        } else {
-            self.mode.reward(metric)
-        };
+        let reward = self.mode.reward(metric);
         self.history[trial].push(reward);
         if epochs >= budget {
             return Decision::Complete;

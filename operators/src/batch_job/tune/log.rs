@@ -10,6 +10,7 @@ use millrace_ml::metrics::EvalMetrics;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::super::metrics_log::keep_lines;
 use crate::train::TrainReport;
 use crate::{Error, Result};
 
@@ -208,20 +209,4 @@ impl TuneLog {
             None => Ok(()),
         }
     }
-}
-
-/// Rewrites the JSON lines file at `path` with only the lines `keep` accepts (nothing when the
-/// file does not exist: a resumed run may write to another run directory).
-fn keep_lines(path: &Path, keep: impl Fn(&Value) -> bool) -> Result<()> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io(path, e)),
-    };
-    let kept: String = text
-        .lines()
-        .filter(|l| serde_json::from_str::<Value>(l).is_ok_and(|v| keep(&v)))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(path, kept).map_err(|e| Error::io(path, e))
 }

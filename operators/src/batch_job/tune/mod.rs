@@ -179,11 +179,6 @@ pub(super) fn tune_trials(
         }
         log.trial(&summary)?;
         let reward = tune.mode.reward(summary.metric);
-        let reward = if reward.is_nan() {
-            f64::NEG_INFINITY
-        } else {
-            reward
-        };
         if state.best.as_ref().is_none_or(|(r, _)| reward > *r) {
             state.best = Some((reward, done));
         }
