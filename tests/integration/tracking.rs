@@ -396,3 +396,85 @@ fn a_streaming_run_registers_every_version_it_publishes() {
     let lines = jsonl(&run_dir.join("metrics.jsonl"));
     assert!(assert_histories(&server.endpoint, &run, &lines, "train") >= 2);
 }
+
+#[test]
+fn a_streaming_run_whose_server_goes_away_registers_every_version_after_track_push() {
+    let Some(broker) = kafka() else { return };
+    let store = crate::streaming::scratch("track-stream-outage-store");
+    let port = free_port();
+    let Some(mut server) = MlflowServer::start(&store, port).or_else(|| mlflow("stream-outage"))
+    else {
+        return;
+    };
+    use crate::streaming::{config, counting_pipeline, fill_topic, parse, unique};
+    let endpoint = server.endpoint.clone();
+    let dir = crate::streaming::scratch("track-stream-outage");
+    let topic = unique("track-stream-outage");
+    fill_topic(broker, &topic, 2, 20_000, &dir);
+    let text = format!(
+        "{}{}",
+        counting_pipeline(broker, &topic, &dir.join("checkpoints"), ""),
+        tracking(&endpoint, "it-stream-outage", "tries = 2\nbackoff_ms = 50")
+    );
+    let run_dir = dir.join("run");
+    let job = std::thread::spawn({
+        let run_dir = run_dir.clone();
+        move || millrace::run::run_stream(parse(&text), None, config(2, &run_dir))
+    });
+    // Two versions registered while the job runs: take the server away.
+    let started = Instant::now();
+    while versions(&endpoint, "it-stream-outage-model").len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no versions registered"
+        );
+        assert!(
+            !job.is_finished(),
+            "the job ended before two versions were registered"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.kill();
+    let (summary, _) = job
+        .join()
+        .unwrap()
+        .expect("the job runs on without its tracking server");
+    let published = summary.model_versions as usize;
+    let pending = run_dir.join("tracking-pending/models");
+    assert!(
+        std::fs::read_dir(&pending).is_ok_and(|d| d.count() > 0),
+        "versions published while the server was away wait in {}",
+        pending.display()
+    );
+
+    let _server = MlflowServer::start(&store, port).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_millrace"))
+        .args(["track", "push"])
+        .arg(&run_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut versions = versions(&endpoint, "it-stream-outage-model");
+    versions.sort_by_key(|v| v["version"].as_str().unwrap().parse::<u64>().unwrap());
+    let sources: Vec<&str> = versions
+        .iter()
+        .map(|v| v["source"].as_str().unwrap())
+        .collect();
+    // Every published version once, in order, then the final model.
+    assert_eq!(sources.len(), published + 1, "{sources:?}");
+    for (i, source) in sources[..published].iter().enumerate() {
+        assert!(
+            source.ends_with(&format!("/models/{}", i + 1)),
+            "{sources:?}"
+        );
+    }
+    assert!(sources[published].ends_with("/model"), "{sources:?}");
+    assert!(!run_dir.join("tracking-pending").exists());
+    let run = run_id(&run_dir);
+    let got = api(&endpoint, &format!("/api/2.0/mlflow/runs/get?run_id={run}"));
+    assert_eq!(got["run"]["info"]["status"], "FINISHED");
+}
