@@ -153,6 +153,9 @@ pub fn check(args: CheckArgs) -> anyhow::Result<()> {
         // As `run` does: a dataset the pipeline generates is made on first use.
         crate::data::prepare(&spec)?;
         let plan = crate::run::plan(spec, source)?;
+        if let Some(tune) = &plan.spec.tune {
+            print_trials(tune, &plan.spec.train)?;
+        }
         let kind = format!("batch job over `{}`", plan.dataset.url());
         (
             kind,
@@ -167,6 +170,28 @@ pub fn check(args: CheckArgs) -> anyhow::Result<()> {
         features.feature_columns().join(", ")
     );
     println!("{}: ok, a {kind}", args.pipeline.display());
+    Ok(())
+}
+
+/// The trials a `[tune]` section draws (each checked against the preprocessing by the plan).
+fn print_trials(
+    tune: &millrace_operators::tune::TuneSpec,
+    train: &millrace_operators::spec::TrainSpec,
+) -> anyhow::Result<()> {
+    let trials = tune.trials(train)?;
+    println!(
+        "tune: {} trials ({:?} search, {} side by side), {:?} {}, scheduler {:?}",
+        trials.len(),
+        tune.search,
+        tune.concurrency(trials.len()),
+        tune.mode,
+        tune.metric,
+        tune.scheduler
+    );
+    for t in &trials {
+        let values: Vec<String> = t.config.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("  {}: {}", t.name, values.join(", "));
+    }
     Ok(())
 }
 
@@ -195,7 +220,6 @@ pub struct ClusterRunArgs {
     restarts: u32,
 }
 
-/// `millrace run`; `started` (the process start) starts the run's clock.
 /// `millrace tune`: `run` for a pipeline with a `[tune]` section (an error without one).
 pub fn tune(args: RunArgs, started: Instant) -> anyhow::Result<()> {
     let (spec, _) = crate::pipeline_file::load(&args.pipeline, &args.overrides)?;
@@ -209,6 +233,7 @@ pub fn tune(args: RunArgs, started: Instant) -> anyhow::Result<()> {
     run(args, started)
 }
 
+/// `millrace run`; `started` (the process start) starts the run's clock.
 pub fn run(args: RunArgs, started: Instant) -> anyhow::Result<()> {
     let (mut spec, text) = crate::pipeline_file::load(&args.pipeline, &args.overrides)?;
     // Nothing is served with --no-serve, so [serve] (its device included) is not checked.
