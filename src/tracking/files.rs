@@ -87,6 +87,14 @@ pub(super) fn run_metrics(lines: &[Value]) -> Vec<Metric> {
     out
 }
 
+/// A tune run's best trial: its final evaluation (`summary.json`'s `eval`) as `best/<field>` at
+/// step 0.
+pub(super) fn best_metrics(summary: &Value) -> Vec<Metric> {
+    let mut out = Vec::new();
+    points(&summary["eval"], "best/", &["rows"], now_ms(), &mut out);
+    out
+}
+
 /// A tune trial's lines of `metrics.jsonl`: its metric, loss and evaluation at each report.
 pub(super) fn trial_metrics(lines: &[Value], trial: &str) -> Vec<Metric> {
     let at = now_ms();

@@ -26,8 +26,8 @@ use serde_json::Value;
 pub use client::{CallError, Metric, Mlflow, RunInfo};
 
 use self::files::{
-    PENDING, artifacts, metrics_lines, models, params, plain, read_files, record_version,
-    run_metrics, trial_metrics,
+    PENDING, artifacts, best_metrics, metrics_lines, models, params, plain, read_files,
+    record_version, run_metrics, trial_metrics,
 };
 
 use crate::{Error, Result};
@@ -288,7 +288,11 @@ impl Tracker {
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or(Value::Null);
         let run = self.record.run.run_id.clone();
-        let metrics = run_metrics(&lines);
+        let mut metrics = run_metrics(&lines);
+        if summary.get("tune").is_some_and(|t| t.is_object()) {
+            // The parent of a tune run: the best trial's final evaluation.
+            metrics.extend(best_metrics(&summary));
+        }
         self.client
             .log_metrics(&run, &metrics, &mut self.record.metrics_logged)?;
         if let Some(tune) = summary.get("tune").filter(|t| t.is_object()) {

@@ -267,6 +267,14 @@ fn batch_and_tune_runs_are_recorded_and_a_server_that_is_down_stops_the_run_befo
             .unwrap()["value"],
         summary.tune.as_ref().unwrap().best.as_str()
     );
+    let best = trials
+        .iter()
+        .find(|t| t.trial == summary.tune.as_ref().unwrap().best)
+        .unwrap();
+    assert_eq!(
+        history(endpoint, &parent, "best/accuracy"),
+        vec![(0, best.metric)]
+    );
     let root = artifact_names(endpoint, &parent, "");
     for name in ["tune.jsonl", "tune.png", "model"] {
         assert!(root.contains(&name.to_owned()), "{name} not in {root:?}");
