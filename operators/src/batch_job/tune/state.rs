@@ -60,6 +60,8 @@ pub(super) struct TuneState {
     pub(super) reports: usize,
     /// Trials that had ended when this run resumed.
     pub(super) resumed_finished: usize,
+    /// Seconds this run (not the runs it resumed) spent evaluating, over all trials.
+    pub(super) eval_s: f64,
 }
 
 /// The checkpoint of a [`TuneState`].
@@ -133,6 +135,7 @@ impl TuneState {
             results: Vec::new(),
             reports: 0,
             resumed_finished: 0,
+            eval_s: 0.0,
         }
     }
 
@@ -172,6 +175,7 @@ impl TuneState {
             best,
             results: c.results,
             reports: c.reports,
+            eval_s: 0.0,
         })
     }
 
