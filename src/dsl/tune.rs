@@ -29,6 +29,7 @@ impl Tune {
                 max_concurrent: None,
                 seed: 0,
                 report_every_steps: None,
+                report_eval_rows: None,
                 space: Default::default(),
                 scheduler: SchedulerSpec::default(),
             },
@@ -125,6 +126,13 @@ impl Tune {
     /// grace period and budget then count these reports.
     pub fn report_every_steps(mut self, steps: u64) -> Self {
         self.spec.report_every_steps = Some(steps);
+        self
+    }
+
+    /// Evaluate reports on a fixed sample of about `rows` evaluation rows (a trial's last
+    /// report of its budget on all of them).
+    pub fn report_eval_rows(mut self, rows: u64) -> Self {
+        self.spec.report_eval_rows = Some(rows);
         self
     }
 

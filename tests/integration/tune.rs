@@ -218,10 +218,12 @@ fn reports_inside_epochs_leave_the_trial_model_of_its_own_run_bit_for_bit() {
     let base = pipeline_toml(train, holdout, 2);
     let tuned = format!(
         "{base}\n[tune]\nmetric = \"loss\"\nmode = \"min\"\nsearch = \"grid\"\n\
-         report_every_steps = 50\nscheduler = {{ kind = \"fifo\" }}\n[tune.space]\n\
+         report_every_steps = 50\nreport_eval_rows = 2000\nscheduler = {{ kind = \"fifo\" }}\n\
+         [tune.space]\n\
          \"train.lr\" = {{ choice = [0.004] }}\n"
     );
-    let tuned = try_run_toml(&tuned, 2, &scratch("tune-steps")).unwrap();
+    let dir = scratch("tune-steps");
+    let tuned = try_run_toml(&tuned, 2, &dir).unwrap();
     let alone = try_run_toml(
         &base.replace("lr = 0.002", "lr = 0.004"),
         2,
@@ -236,7 +238,26 @@ fn reports_inside_epochs_leave_the_trial_model_of_its_own_run_bit_for_bit() {
     assert!(trial.history.iter().all(|l| l.is_finite() && *l > 0.0));
     assert!(trial.history[9] < trial.history[0], "{:?}", trial.history);
     assert_eq!(trial.parameter_checksum, alone.parameter_checksum);
+    // The reports before the last are evaluated on a sample of about 2,000 of the 19,800
+    // holdout rows; the last on all of them, as the plain run's evaluation.
     assert_eq!(tuned.eval, alone.eval);
+    let rows: Vec<u64> = std::fs::read_to_string(dir.join("run/metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["rows"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(rows.len(), 10);
+    assert!(
+        rows[..9]
+            .iter()
+            .all(|r| *r == rows[0] && (1700..2300).contains(r)),
+        "{rows:?}"
+    );
+    assert_eq!(rows[9], 19_800);
 }
 
 fn tune_error(section: &str) -> String {

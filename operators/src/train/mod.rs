@@ -7,6 +7,7 @@ mod rows;
 mod step;
 
 pub use data_parallel::{TrainEvent, TrainReport, train_data_parallel};
+pub(crate) use order::sample_rows;
 pub use position::{DataFingerprint, EvalRecord, TrainControl, TrainPosition};
 pub use rows::TrainRows;
 pub(crate) use step::apply_summed_gradient;

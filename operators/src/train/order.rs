@@ -47,6 +47,45 @@ pub(super) fn epoch_order(hashes: &[u64], seed: u64) -> Vec<(u64, u32)> {
     keyed
 }
 
+/// The rows of `features` in a fixed sample of about `fraction` of them, chosen by each row's
+/// content (so the same rows on any number of workers), in their order.
+pub(crate) fn sample_rows(
+    features: &millrace_ml::preprocess::Features,
+    fraction: f64,
+) -> millrace_ml::preprocess::Features {
+    let Some(targets) = features.y.as_ref() else {
+        return features.clone();
+    };
+    if fraction >= 1.0 {
+        return features.clone();
+    }
+    let dim = features.input_dim();
+    let cut = (fraction.max(0.0) * u64::MAX as f64) as u64;
+    let keep: Vec<usize> = row_hashes(&features.x, dim, targets)
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| mix(**h ^ 0x5eed_5a3b_1e00_0001) < cut)
+        .map(|(i, _)| i)
+        .collect();
+    let y = match targets {
+        Targets::Classes(c) => Targets::Classes(keep.iter().map(|&i| c[i]).collect()),
+        Targets::Values(v) => Targets::Values(keep.iter().map(|&i| v[i]).collect()),
+    };
+    millrace_ml::preprocess::Features {
+        x: keep
+            .iter()
+            .flat_map(|&i| features.x[i * dim..(i + 1) * dim].iter().copied())
+            .collect(),
+        y: Some(y),
+        rows: keep.len(),
+        accepted: keep
+            .iter()
+            .map(|&i| features.accepted.get(i).copied().unwrap_or(i as u32))
+            .collect(),
+        rejected: Vec::new(),
+    }
+}
+
 /// The first key of slice `step` of `steps` (the end of the last slice is `u64::MAX` inclusive).
 pub(super) fn slice_start(step: u64, steps: u64) -> u128 {
     (u128::from(step) << 64) / u128::from(steps)

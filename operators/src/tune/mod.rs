@@ -47,6 +47,11 @@ pub struct TuneSpec {
     /// report after each epoch, and they count epochs.
     #[serde(default)]
     pub report_every_steps: Option<u64>,
+    /// Evaluate reports on a fixed sample of about this many evaluation rows (chosen by row
+    /// content, the same on any worker count) instead of all of them; a trial's last report of
+    /// its whole budget is on all rows. Default: all rows at every report.
+    #[serde(default)]
+    pub report_eval_rows: Option<u64>,
     /// The search space: a `[train]` key (`"train.lr"`, `"train.model.hidden"`) and its
     /// domain: `{ choice = [...] }`, `{ uniform = [lo, hi] }`, `{ loguniform = [lo, hi] }` or
     /// `{ int = [lo, hi] }` (both ends included).
@@ -188,6 +193,12 @@ impl TuneSpec {
                 ));
             }
             _ => {}
+        }
+        if self.report_eval_rows == Some(0) {
+            return Err(Error::config(
+                "tune.report_eval_rows",
+                "must be at least 1 (leave it out to evaluate every report on all rows)",
+            ));
         }
         if self.report_every_steps == Some(0) {
             return Err(Error::config(

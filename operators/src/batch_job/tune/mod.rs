@@ -11,8 +11,8 @@
 mod log;
 mod state;
 
-use millrace_engine::WorkerContext;
 use millrace_engine::timely::worker::Worker;
+use millrace_engine::{Collective, WorkerContext};
 use millrace_ml::Replica;
 use millrace_ml::preprocess::{Features, FittedPreprocessor};
 
@@ -28,7 +28,9 @@ use super::train::replica;
 use crate::checkpoint::CheckpointStore;
 use crate::evaluate::Evaluator;
 use crate::spec::TrainSpec;
-use crate::train::{TrainControl, TrainEvent, TrainReport, TrainRows, train_data_parallel};
+use crate::train::{
+    TrainControl, TrainEvent, TrainReport, TrainRows, sample_rows, train_data_parallel,
+};
 use crate::tune::{Decision, Scheduler, Trial, TuneSpec};
 use crate::{Error, Result};
 
@@ -73,7 +75,10 @@ impl TrialPlan {
 struct Ground<'a> {
     ctx: &'a WorkerContext,
     train: &'a TrainRows<'a>,
+    /// All evaluation rows: a trial's last report of its budget.
     evaluator: Evaluator,
+    /// The reports before it, on `report_eval_rows` (or on all rows).
+    sampled: Option<Evaluator>,
     metric: &'a str,
 }
 
@@ -117,10 +122,22 @@ pub(super) fn tune_trials(
         let reports = budgets.iter().sum::<usize>() as u64;
         options.progress.tune_start(trials.len(), reports);
     }
+    let sampled = match tune.report_eval_rows {
+        Some(rows) => {
+            let all: u64 = Collective::<u64>::new(worker, "tune/eval_rows")
+                .all_gather(worker, ctx, eval.rows as u64)?
+                .iter()
+                .sum();
+            let sample = sample_rows(&eval, rows as f64 / all.max(1) as f64);
+            Some(Evaluator::new(worker, Some(sample), fitted.num_classes()))
+        }
+        None => None,
+    };
     let mut ground = Ground {
         ctx,
         train,
         evaluator: Evaluator::new(worker, Some(eval), fitted.num_classes()),
+        sampled,
         metric: &tune.metric,
     };
     let concurrency = tune.concurrency(trials.len());
@@ -285,12 +302,18 @@ impl Live {
             on_event: Some(&mut on_event),
             ..TrainControl::default()
         };
+        // The trial's last report of its whole budget is on all evaluation rows.
+        let last = self.history.len() + 1 >= self.budget || report_step >= plan.total_steps;
+        let evaluator = match (&mut ground.sampled, last) {
+            (Some(sampled), false) => sampled,
+            _ => &mut ground.evaluator,
+        };
         let report = train_data_parallel(
             worker,
             ground.ctx,
             &mut self.replica,
             ground.train,
-            &mut ground.evaluator,
+            evaluator,
             &trial.train,
             &mut control,
         )?;
