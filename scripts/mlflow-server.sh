@@ -36,7 +36,8 @@ start() {
   fi
   local store="$INFRA/mlflow-$port"
   mkdir -p "$store"
-  nohup "$VENV/bin/mlflow" server --host 127.0.0.1 --port "$port" --workers 1 \
+  # No GenAI job runners: four Python processes that tracking and the registry do not use.
+  MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false nohup "$VENV/bin/mlflow" server --host 127.0.0.1 --port "$port" --workers 1 \
     --backend-store-uri "sqlite:///$PWD/$store/mlflow.db" --artifacts-destination "$PWD/$store/artifacts" \
     > "$store/server.log" 2>&1 &
   echo $! > "$store/pid"

@@ -264,6 +264,8 @@ impl MlflowServer {
             .arg(format!("sqlite:///{}", store.join("mlflow.db").display()))
             .arg("--artifacts-destination")
             .arg(store.join("artifacts"))
+            // No GenAI job runners (four Python processes the tracking API does not use).
+            .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -188,6 +188,20 @@ fn assert_batch_recorded(endpoint: &str, run_dir: &Path, model: &str) {
     assert_eq!(versions[0]["run_id"], run.as_str());
 }
 
+/// `millrace track push RUN_DIR`, which must succeed.
+fn track_push(run_dir: &Path) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_millrace"))
+        .args(["track", "push"])
+        .arg(run_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn tracking(endpoint: &str, experiment: &str, extra: &str) -> String {
     format!(
         "\n[tracking]\nuri = \"{endpoint}\"\nexperiment = \"{experiment}\"\nmodel_name = \"{experiment}-model\"\n{extra}"
@@ -340,24 +354,10 @@ fn a_server_that_goes_away_before_the_end_gets_the_spooled_record_from_track_pus
 
     // Back on the same store: `millrace track push` records the rest, nothing twice.
     let _server = MlflowServer::start(&store, port).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_millrace"))
-        .args(["track", "push"])
-        .arg(&run_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    track_push(&run_dir);
     assert_batch_recorded(&endpoint, &run_dir, "it-outage-model");
     // A second push has nothing left to send.
-    let again = std::process::Command::new(env!("CARGO_BIN_EXE_millrace"))
-        .args(["track", "push"])
-        .arg(&run_dir)
-        .output()
-        .unwrap();
-    assert!(again.status.success());
+    track_push(&run_dir);
     assert_batch_recorded(&endpoint, &run_dir, "it-outage-model");
 }
 
@@ -456,16 +456,7 @@ fn a_streaming_run_whose_server_goes_away_registers_every_version_after_track_pu
     );
 
     let _server = MlflowServer::start(&store, port).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_millrace"))
-        .args(["track", "push"])
-        .arg(&run_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    track_push(&run_dir);
     let mut versions = versions(&endpoint, "it-stream-outage-model");
     versions.sort_by_key(|v| v["version"].as_str().unwrap().parse::<u64>().unwrap());
     let sources: Vec<&str> = versions
