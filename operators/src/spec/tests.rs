@@ -1,4 +1,5 @@
 //! Tests of the parent module.
+use millrace_ml::model::Task;
 use millrace_ml::trainer::{Loss, Reduction};
 use millrace_ml::{Device, Precision};
 use serde_json::{Value, json};
