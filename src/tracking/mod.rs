@@ -14,7 +14,7 @@ mod files;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use millrace_operators::streaming::OnPublish;
@@ -187,7 +187,7 @@ impl Tracker {
             }
             done
         });
-        let hook_sender = Mutex::new(sender.clone());
+        let hook_sender = sender.clone();
         self.live = Some(Live { sender, thread });
         let run_dir = self.run_dir.clone();
         Ok(Some(Arc::new(move |dir: &Path| {
@@ -196,9 +196,7 @@ impl Tracker {
             };
             let files = read_files(dir);
             let rel = rel.to_string_lossy().into_owned();
-            if let Ok(sender) = hook_sender.lock() {
-                let _ = sender.send(Published::Version(rel, files));
-            }
+            let _ = hook_sender.send(Published::Version(rel, files));
         })))
     }
 

@@ -111,12 +111,9 @@ pub(super) fn tune_trials(
         None => TuneState::new(),
     };
     let covered = |trial: &str, report: usize| state.covers(&trials, trial, report);
-    let resumed = checkpoints.resume.map(|_| {
-        (
-            state.ended.as_slice(),
-            &covered as &dyn Fn(&str, usize) -> bool,
-        )
-    });
+    let resumed = checkpoints
+        .resume
+        .map(|_| (state.ended.as_slice(), &covered as &log::Covered<'_>));
     let mut log = TuneLog::open(ctx.index == 0, &options.run_dir, resumed)?;
     if ctx.index == 0 {
         let reports = budgets.iter().sum::<usize>() as u64;
