@@ -33,6 +33,7 @@ pub mod checkpoint;
 mod error;
 pub mod evaluate;
 pub mod ingest;
+pub mod predict;
 pub mod preprocess;
 pub mod serve;
 pub mod sink;

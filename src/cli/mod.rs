@@ -14,6 +14,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod commands;
+mod predict;
 
 /// millrace: a dataflow engine for AI applications.
 #[derive(Parser)]
@@ -39,6 +40,10 @@ enum Command {
     /// Start every process of a cluster on this machine (loopback ports) and supervise them:
     /// if one fails, the others are stopped, and with --restarts all are restarted with --resume.
     Cluster(commands::ClusterRunArgs),
+    /// Score a dataset with a trained model: its SQL, fitted encoding and forward pass over
+    /// every row (as the server answers a request), into Parquet part files with _SUCCESS; rows
+    /// it cannot score go to OUTPUT/_dead_letters/ with the reason.
+    Predict(predict::PredictArgs),
     /// Serve models over HTTP: the Open Inference Protocol (KServe v2), /v1/predict, /metrics.
     Serve(ServeArgs),
     /// Show a dataset's schema (partition columns included), row count, and per column the null
@@ -405,6 +410,7 @@ fn run(cli: Cli, started: std::time::Instant) -> anyhow::Result<()> {
         Command::Run(args) => commands::run(args, started),
         Command::Tune(args) => commands::tune(args, started),
         Command::Check(args) => commands::check(args),
+        Command::Predict(args) => predict::predict(args, started),
         Command::Cluster(args) => commands::cluster(args),
         Command::Serve(args) => {
             let options = serve_options(&args)?;

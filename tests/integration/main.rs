@@ -15,6 +15,7 @@ mod features_sql;
 mod features_stream;
 mod models;
 mod pipeline_fuzz;
+mod predict;
 mod quickstart;
 mod s3;
 mod sequence;

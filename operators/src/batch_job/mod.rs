@@ -13,6 +13,7 @@ mod train;
 mod tune;
 
 pub use clock::FinishedRun;
+pub(crate) use output::prepare_location;
 pub use plan::JobPlan;
 pub use progress::{NoProgress, Progress};
 pub(crate) use run::write_dead_letters;

@@ -34,24 +34,42 @@ pub fn prepare_outputs(spec: &PipelineSpec, process_id: usize) -> Result<()> {
         let Some(url) = url else { continue };
         let location = StorageLocation::parse(url, &spec.storage)
             .map_err(|e| Error::config(key, e.to_string()))?;
-        if output.mode == crate::spec::OutputMode::Overwrite {
-            if process_id == 0 {
-                let deleted =
-                    delete_prefix(location.store.as_ref(), &location.root, &location.url)?;
-                if deleted > 0 {
-                    tracing::info!(url = %location.url, deleted, "overwrite: removed the previous output");
-                }
+        prepare_location(
+            &location,
+            output.mode,
+            process_id,
+            &format!("({key})"),
+            ("output.mode", "set output.mode = \"overwrite\""),
+        )?;
+    }
+    Ok(())
+}
+
+/// Makes `location` ready to write under `mode`: with `error` a location that already holds
+/// objects is refused (an error of setting `mode.0`, naming the location with `what` and saying
+/// how to overwrite with `mode.1`); with `overwrite` it is emptied (by process 0 only).
+pub(crate) fn prepare_location(
+    location: &StorageLocation,
+    output_mode: crate::spec::OutputMode,
+    process_id: usize,
+    what: &str,
+    mode: (&str, &str),
+) -> Result<()> {
+    if output_mode == crate::spec::OutputMode::Overwrite {
+        if process_id == 0 {
+            let deleted = delete_prefix(location.store.as_ref(), &location.root, &location.url)?;
+            if deleted > 0 {
+                tracing::info!(url = %location.url, deleted, "overwrite: removed the previous output");
             }
-        } else if has_objects(&location)? {
-            return Err(Error::config(
-                "output.mode",
-                format!(
-                    "`{}` ({key}) already holds data; remove it, choose another location, or set \
-                     output.mode = \"overwrite\"",
-                    location.url
-                ),
-            ));
         }
+    } else if has_objects(location)? {
+        return Err(Error::config(
+            mode.0,
+            format!(
+                "`{}` {what} already holds data; remove it, choose another location, or {}",
+                location.url, mode.1
+            ),
+        ));
     }
     Ok(())
 }

@@ -29,9 +29,10 @@ pub use batcher::{
     configure_runtime,
 };
 pub use fill::FeatureFill;
+pub(crate) use forward::Forward;
 pub use forward::ForwardDevice;
 pub use model::{Predictions, RequestError, ServedModel, bundle_sql};
-pub(crate) use model::{argmax, sql_meta};
+pub(crate) use model::{argmax, compiled_bundle_sql, sql_meta};
 pub use protocol::v1::{instances_to_batch, schema_from_json, schema_to_json};
 pub use protocol::v2;
 pub use registry::{KEEP_VERSIONS, MetricsSource, ModelRegistry};

@@ -146,22 +146,7 @@ impl ServedModel {
                 bundle.preprocess.input_dim()
             )));
         }
-        let (input_schema, plan) = bundle_sql(&bundle, &name)?;
-        let (sql, user_sql) = match plan {
-            Some(plan) => {
-                let user = bundle
-                    .meta
-                    .extra
-                    .get("user_sql")
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
-                (
-                    Some(CompiledSql::compile(&plan)?),
-                    user.or(Some(plan.user_sql)),
-                )
-            }
-            None => (None, None),
-        };
+        let (input_schema, sql, user_sql) = compiled_bundle_sql(&bundle, &name)?;
         let fillable = fill.as_ref().map_or_else(Vec::new, |f| {
             let names = f.feature_names();
             names
@@ -379,6 +364,24 @@ pub fn bundle_sql(bundle: &ModelBundle, name: &str) -> Result<(SchemaRef, Option
         None => None,
     };
     Ok((input_schema, plan))
+}
+
+/// [`bundle_sql`] compiled as the server runs it: the raw input schema, the compiled query (with
+/// its steps) and the user's query text for error messages; no query and no text for a bundle
+/// trained without SQL.
+pub(crate) fn compiled_bundle_sql(
+    bundle: &ModelBundle,
+    name: &str,
+) -> Result<(SchemaRef, Option<CompiledSql>, Option<String>)> {
+    let (input_schema, plan) = bundle_sql(bundle, name)?;
+    let Some(plan) = plan else {
+        return Ok((input_schema, None, None));
+    };
+    let user = (bundle.meta.extra.get("user_sql"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let compiled = CompiledSql::compile(&plan)?;
+    Ok((input_schema, Some(compiled), user.or(Some(plan.user_sql))))
 }
 
 /// What a bundle records about its preprocess SQL in `meta.extra` (and [`ServedModel`] reads
