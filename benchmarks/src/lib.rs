@@ -57,3 +57,31 @@ pub fn holdout_accuracy(summary: &Summary) -> Option<f64> {
         .and_then(|e| serde_json::to_value(e).ok())
         .and_then(|v| v["accuracy"].as_f64())
 }
+
+/// `data/bench/serve_model`: the benchmark MLP (24→64→64→2), trained by etl_to_train.toml on 2
+/// workers into that directory on first use.
+pub fn bench_model() -> anyhow::Result<PathBuf> {
+    let dir = PathBuf::from("data/bench/serve_model");
+    if !dir.join("model.json").exists() {
+        train_bench_model(&dir)?;
+    }
+    Ok(dir)
+}
+
+fn train_bench_model(dest: &Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let pipeline = etl_to_train_toml();
+    eprintln!(
+        "training the benchmark model ({}) into {}",
+        pipeline.display(),
+        dest.display()
+    );
+    let run_dir = dest.with_file_name(format!("serve_model.run-{}", std::process::id()));
+    let moved = run_pipeline(&pipeline, &[], 2, &run_dir).and_then(|_| {
+        std::fs::remove_dir_all(dest).ok();
+        std::fs::rename(run_dir.join("model"), dest)
+            .with_context(|| format!("cannot move the trained model to {}", dest.display()))
+    });
+    std::fs::remove_dir_all(&run_dir).ok();
+    moved
+}

@@ -43,9 +43,6 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use millrace::engine::ClusterConfig;
-use millrace::operators::batch_job::NoProgress;
-use millrace::run::{RunConfig, plan, run_planned};
 use serde_json::{Map, Value, json};
 
 use millrace_benchmarks::bodies::{arrow_stream, sample_rows, v1_body, v2_body};
@@ -178,45 +175,12 @@ fn parse_args() -> anyhow::Result<Args> {
     Ok(out)
 }
 
-/// `--model`, else `data/bench/serve_model`, trained by etl_to_train.toml if it is not there yet.
+/// `--model`, else the benchmark model (trained by etl_to_train.toml if it is not there yet).
 fn model_dir(args: &Args) -> anyhow::Result<PathBuf> {
-    if let Some(dir) = &args.model {
-        return Ok(dir.clone());
+    match &args.model {
+        Some(dir) => Ok(dir.clone()),
+        None => millrace_benchmarks::bench_model(),
     }
-    let dir = PathBuf::from("data/bench/serve_model");
-    if !dir.join("model.json").exists() {
-        train_model(&dir)?;
-    }
-    Ok(dir)
-}
-
-fn train_model(dest: &Path) -> anyhow::Result<()> {
-    let pipeline = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/etl_to_train.toml"));
-    eprintln!(
-        "serve_load: training the benchmark model ({}) into {}",
-        pipeline.display(),
-        dest.display()
-    );
-    let (spec, text) = millrace::pipeline_file::load(&pipeline, &[])?;
-    millrace::data::prepare(&spec)?;
-    let planned = plan(spec, Some((&pipeline, &text)))?;
-    let run_dir = dest.with_file_name(format!("serve_model.run-{}", std::process::id()));
-    let config = RunConfig {
-        cluster: ClusterConfig::local(2),
-        run_dir: Some(run_dir.clone()),
-        progress: Arc::new(NoProgress),
-        resume: false,
-        started: None,
-    };
-    let moved = run_planned(planned, Some(&text), config)
-        .map_err(anyhow::Error::from)
-        .and_then(|_| {
-            std::fs::remove_dir_all(dest).ok();
-            std::fs::rename(run_dir.join("model"), dest)
-                .with_context(|| format!("cannot move the trained model to {}", dest.display()))
-        });
-    std::fs::remove_dir_all(&run_dir).ok();
-    moved
 }
 
 /// The model's name and raw input schema, from `model.json`.
