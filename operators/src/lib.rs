@@ -41,5 +41,6 @@ pub mod spec;
 pub mod streaming;
 pub mod train;
 pub mod tune;
+pub mod ui;
 
 pub use error::{Error, Result};

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::cluster::{Launch, launch, resolve_hosts, resolve_process_id};
 use crate::engine::ClusterConfig;
-use crate::operators::serve::ModelRegistry;
+use crate::operators::serve::{ModelRegistry, ServeOptions};
 use crate::progress::CliProgress;
 use crate::run::{RunConfig, plan, run_planned};
 
@@ -80,6 +80,10 @@ pub struct RunArgs {
     /// from the beginning when there is none), on any number of workers and processes.
     #[arg(long)]
     resume: bool,
+    /// Serve the dashboard (a web UI at /ui) of this run and the runs beside it on this address
+    /// while the job runs, e.g. 127.0.0.1:8090.
+    #[arg(long, value_name = "ADDR")]
+    ui: Option<std::net::SocketAddr>,
     /// Streaming: stop after reading this many records (a backfill, a test).
     #[arg(long)]
     max_records: Option<u64>,
@@ -243,6 +247,13 @@ pub fn run(args: RunArgs, started: Instant) -> anyhow::Result<()> {
     spec.validate()
         .map_err(|e| anyhow::anyhow!("{}", located(&args.pipeline, &text, e)))?;
     let cluster = args.cluster.config(args.workers)?;
+    let mut args = args;
+    if let Some(addr) = args.ui {
+        // The run directory is chosen now, so the dashboard can show the run from its start.
+        let run_dir = (args.run_dir.take()).unwrap_or_else(|| crate::run::default_run_dir(&spec.name));
+        super::ui::spawn(&run_dir, addr)?;
+        args.run_dir = Some(run_dir);
+    }
     if spec.stream.is_some() {
         return run_streaming(spec, &args, &text, cluster, started);
     }
@@ -254,7 +265,7 @@ pub fn run(args: RunArgs, started: Instant) -> anyhow::Result<()> {
     let process_id = cluster.process_id;
     let config = RunConfig {
         cluster,
-        run_dir: args.run_dir,
+        run_dir: args.run_dir.clone(),
         progress: Arc::new(CliProgress::new()),
         resume: args.resume,
         started: Some(started),
@@ -280,7 +291,10 @@ pub fn run(args: RunArgs, started: Instant) -> anyhow::Result<()> {
         print!("{}", crate::tune::table(tune, &summary.model_path));
     }
     if let (Some(serve_spec), false, 0) = (serve_spec, args.no_serve, process_id) {
-        let options = serve_spec.options()?;
+        let options = ServeOptions {
+            ui_runs: Some(crate::operators::ui::RunsSource::live(&run_dir)),
+            ..serve_spec.options()?
+        };
         let registry = ModelRegistry::on_device(options.batching.clone(), serve_spec.forward());
         registry.load_dir(None, Path::new(&summary.model_path))?;
         let io = cores().saturating_sub(options.batching.threads).max(1);

@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 mod predict;
+mod ui;
 
 /// millrace: a dataflow engine for AI applications.
 #[derive(Parser)]
@@ -44,6 +45,9 @@ enum Command {
     /// every row (as the server answers a request), into Parquet part files with _SUCCESS; rows
     /// it cannot score go to OUTPUT/_dead_letters/ with the reason.
     Predict(predict::PredictArgs),
+    /// Serve the dashboard (a web UI at /ui) over run directories: runs, their training curves,
+    /// operators, dead letters, checkpoints, trials and versions.
+    Ui(ui::UiArgs),
     /// Serve models over HTTP: the Open Inference Protocol (KServe v2), /v1/predict, /metrics.
     Serve(ServeArgs),
     /// Show a dataset's schema (partition columns included), row count, and per column the null
@@ -133,6 +137,9 @@ struct ServeArgs {
     /// (e.g. 0.0.0.0:8080) needs --auth-token-file, or --allow-unauthenticated to serve it open.
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
+    /// The dashboard at /ui also shows these runs (a directory of run directories, e.g. runs/).
+    #[arg(long)]
+    runs: Option<PathBuf>,
     /// Also serve the KServe v2 gRPC protocol (`inference.GRPCInferenceService`) here, e.g.
     /// 127.0.0.1:8081; same models, limits, token and metrics as HTTP.
     #[arg(long)]
@@ -371,6 +378,7 @@ fn serve_options(args: &ServeArgs) -> anyhow::Result<ServeOptions> {
         },
         watch_interval: (!args.no_watch).then(|| std::time::Duration::from_millis(500)),
         grpc_addr: args.grpc_addr,
+        ui_runs: args.runs.as_ref().map(crate::operators::ui::RunsSource::new),
     })
 }
 
@@ -411,6 +419,7 @@ fn run(cli: Cli, started: std::time::Instant) -> anyhow::Result<()> {
         Command::Tune(args) => commands::tune(args, started),
         Command::Check(args) => commands::check(args),
         Command::Predict(args) => predict::predict(args, started),
+        Command::Ui(args) => ui::ui(args),
         Command::Cluster(args) => commands::cluster(args),
         Command::Serve(args) => {
             let options = serve_options(&args)?;

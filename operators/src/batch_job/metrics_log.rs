@@ -4,7 +4,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -28,6 +28,8 @@ pub(super) struct MetricsLog {
     window_loss: f64,
     window_rows: u64,
     started: Instant,
+    /// When the file was last flushed.
+    flushed: Instant,
 }
 
 impl MetricsLog {
@@ -67,6 +69,7 @@ impl MetricsLog {
             window_loss: 0.0,
             window_rows: 0,
             started: Instant::now(),
+            flushed: Instant::now(),
         })
     }
 
@@ -122,10 +125,19 @@ impl MetricsLog {
                 Some(v)
             }
         };
-        if let (Some(line), Some((out, path))) = (line, self.file.as_mut())
-            && let Err(e) = writeln!(out, "{line}")
-        {
-            self.error.get_or_insert_with(|| Error::io(path.clone(), e));
+        if let (Some(line), Some((out, path))) = (line, self.file.as_mut()) {
+            // Flushed at most every quarter second, so a dashboard follows the run live.
+            let flush = self.flushed.elapsed() >= Duration::from_millis(250);
+            let written = writeln!(out, "{line}").and_then(|()| match flush {
+                true => out.flush(),
+                false => Ok(()),
+            });
+            if flush {
+                self.flushed = Instant::now();
+            }
+            if let Err(e) = written {
+                self.error.get_or_insert_with(|| Error::io(path.clone(), e));
+            }
         }
     }
 

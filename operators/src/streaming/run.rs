@@ -241,6 +241,7 @@ fn percentile(sorted: &[u32], q: f64) -> Option<f64> {
 /// Starts the model server on its own thread; returns the registry and a handle that stops it.
 fn start_server(
     plan: &StreamPlan,
+    run_dir: &std::path::Path,
     on_serving: Option<Arc<dyn Fn(std::net::SocketAddr) + Send + Sync>>,
 ) -> Result<Option<(Arc<ModelRegistry>, ServerHandle)>> {
     let Some(serve) = &plan.spec.serve else {
@@ -249,6 +250,7 @@ fn start_server(
     let options = ServeOptions {
         watch_interval: None,
         batching: BatcherOptions::default(),
+        ui_runs: Some(crate::ui::RunsSource::live(run_dir)),
         ..serve.options()?
     };
     let registry = ModelRegistry::on_device(options.batching.clone(), serve.forward());
@@ -347,7 +349,7 @@ pub fn run_stream_without_summary(
 ) -> Result<FinishedStream> {
     std::fs::create_dir_all(&options.run_dir).map_err(|e| Error::io(&options.run_dir, e))?;
     let (store, resume) = open_checkpoints(&plan)?;
-    let server = start_server(&plan, options.on_serving.clone())?;
+    let server = start_server(&plan, &options.run_dir, options.on_serving.clone())?;
     let log = if options.cluster.process_id == 0 {
         Some(StepLog::create(
             options.run_dir.join("metrics.jsonl"),

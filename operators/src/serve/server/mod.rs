@@ -67,6 +67,8 @@ pub struct ServeOptions {
     /// Also serve the v2 gRPC protocol (`inference.GRPCInferenceService`) on this address, with
     /// the same models, limits, auth and metrics.
     pub grpc_addr: Option<SocketAddr>,
+    /// The runs the dashboard at `/ui` shows next to the server page (None: the server page only).
+    pub ui_runs: Option<crate::ui::RunsSource>,
 }
 
 impl Default for ServeOptions {
@@ -83,6 +85,7 @@ impl Default for ServeOptions {
             batching: BatcherOptions::default(),
             watch_interval: Some(Duration::from_millis(500)),
             grpc_addr: None,
+            ui_runs: None,
         }
     }
 }
@@ -411,7 +414,16 @@ fn router_with(state: Arc<AppState>) -> Router {
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), guard))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
-        .with_state(state)
+        .with_state(Arc::clone(&state))
+        // The dashboard: its pages hold no data and need no token; its data does.
+        .merge(crate::ui::pages())
+        .merge(
+            crate::ui::api(crate::ui::UiSource {
+                runs: state.options.ui_runs.clone(),
+                server: true,
+            })
+            .route_layer(middleware::from_fn_with_state(state, guard)),
+        )
 }
 
 /// Serves `registry` on `addr` (and gRPC on [`ServeOptions::grpc_addr`]) until Ctrl-C or
