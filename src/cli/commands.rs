@@ -250,7 +250,8 @@ pub fn run(args: RunArgs, started: Instant) -> anyhow::Result<()> {
     let mut args = args;
     if let Some(addr) = args.ui {
         // The run directory is chosen now, so the dashboard can show the run from its start.
-        let run_dir = (args.run_dir.take()).unwrap_or_else(|| crate::run::default_run_dir(&spec.name));
+        let run_dir =
+            (args.run_dir.take()).unwrap_or_else(|| crate::run::default_run_dir(&spec.name));
         super::ui::spawn(&run_dir, addr)?;
         args.run_dir = Some(run_dir);
     }

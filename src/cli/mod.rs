@@ -378,7 +378,10 @@ fn serve_options(args: &ServeArgs) -> anyhow::Result<ServeOptions> {
         },
         watch_interval: (!args.no_watch).then(|| std::time::Duration::from_millis(500)),
         grpc_addr: args.grpc_addr,
-        ui_runs: args.runs.as_ref().map(crate::operators::ui::RunsSource::new),
+        ui_runs: args
+            .runs
+            .as_ref()
+            .map(crate::operators::ui::RunsSource::new),
     })
 }
 

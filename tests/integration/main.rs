@@ -34,4 +34,5 @@ mod streaming_features;
 mod tracking;
 mod tune;
 mod udf;
+mod ui;
 mod watermarks;

@@ -112,7 +112,9 @@ fn main() -> anyhow::Result<()> {
                 .status()
                 .context("curl is needed to create the bucket")?;
             if !status.success() {
-                bail!("cannot reach the S3 server at {endpoint}: start it with scripts/s3-server.sh start");
+                bail!(
+                    "cannot reach the S3 server at {endpoint}: start it with scripts/s3-server.sh start"
+                );
             }
             millrace::inspect::copy(&train, "s3://bench/train", &storage)?;
             measure(

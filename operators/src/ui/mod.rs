@@ -91,11 +91,8 @@ pub fn router(source: UiSource) -> Router {
 }
 
 async fn page() -> Response {
-    let mut response = (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        INDEX,
-    )
-        .into_response();
+    let mut response =
+        ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX).into_response();
     secure(&mut response, PAGE_POLICY);
     response
 }
@@ -154,7 +151,8 @@ async fn blocking_json(
     match tokio::task::spawn_blocking(f).await {
         Ok(Some(value)) => {
             let mut response = axum::Json(value).into_response();
-            (response.headers_mut()).insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            (response.headers_mut())
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             response
         }
         Ok(None) => not_found(missing),
@@ -184,7 +182,10 @@ async fn file(
         return not_found(format!("no run `{id}`"));
     };
     let relative = Path::new(&path);
-    if !relative.components().all(|c| matches!(c, Component::Normal(_))) {
+    if !relative
+        .components()
+        .all(|c| matches!(c, Component::Normal(_)))
+    {
         return (
             StatusCode::BAD_REQUEST,
             axum::Json(json!({ "error": format!("`{path}` is not a file of the run") })),

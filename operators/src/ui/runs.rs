@@ -35,7 +35,9 @@ impl RunsSource {
 
     /// The runs of the directory that holds `run_dir`, with `run_dir` the one this process runs.
     pub fn live(run_dir: &Path) -> Self {
-        let root = run_dir.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let root = run_dir
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         let root = if root.as_os_str().is_empty() {
             PathBuf::from(".")
         } else {
@@ -49,8 +51,13 @@ impl RunsSource {
 
     /// The run directories, newest first, by their id (directory name).
     fn dirs(&self) -> Vec<(String, PathBuf)> {
-        if is_run(&self.root) {
-            let id = (self.root.file_name()).map_or_else(|| "run".into(), |n| n.to_string_lossy().to_string());
+        // The root is one run once it has written more than its pipeline.
+        if ["summary.json", "metrics.jsonl"]
+            .iter()
+            .any(|f| self.root.join(f).is_file())
+        {
+            let id = (self.root.file_name())
+                .map_or_else(|| "run".into(), |n| n.to_string_lossy().to_string());
             return vec![(id, self.root.clone())];
         }
         let Ok(entries) = fs::read_dir(&self.root) else {
@@ -71,7 +78,10 @@ impl RunsSource {
 
     /// The directory of run `id`, if it is one of the runs (ids are directory names, never paths).
     pub fn dir(&self, id: &str) -> Option<PathBuf> {
-        self.dirs().into_iter().find(|(i, _)| i == id).map(|(_, p)| p)
+        self.dirs()
+            .into_iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, p)| p)
     }
 
     /// One line per run for the runs page.
@@ -85,14 +95,18 @@ impl RunsSource {
     /// A run's line: what it is, how it stands, its headline numbers and its files.
     fn row(&self, id: &str, dir: &Path) -> Value {
         let summary = read_json(&dir.join("summary.json"));
-        let pipeline = fs::read_to_string(dir.join("pipeline.toml")).unwrap_or_default();
-        let kind = if summary.as_ref().is_some_and(|s| s.get("tune").is_some_and(|t| !t.is_null()))
-            || pipeline.lines().any(|l| l.trim() == "[tune]")
-        {
+        let pipeline: toml::Table = (fs::read_to_string(dir.join("pipeline.toml")).ok())
+            .and_then(|text| toml::from_str(&text).ok())
+            .unwrap_or_default();
+        let section = |name: &str| {
+            summary
+                .as_ref()
+                .is_some_and(|s| s.get(name).is_some_and(|v| !v.is_null()))
+                || pipeline.contains_key(name)
+        };
+        let kind = if section("tune") {
             "tune"
-        } else if summary.as_ref().is_some_and(|s| s.get("topic").is_some())
-            || pipeline.lines().any(|l| l.trim() == "[stream]")
-        {
+        } else if section("stream") || summary.as_ref().is_some_and(|s| s.get("topic").is_some()) {
             "stream"
         } else {
             "batch"
@@ -110,9 +124,17 @@ impl RunsSource {
         };
         let s = summary.clone().unwrap_or(Value::Null);
         let name = (s.get("name").and_then(Value::as_str).map(str::to_string))
-            .or_else(|| pipeline_name(&pipeline))
+            .or_else(|| {
+                pipeline
+                    .get("name")
+                    .and_then(|n| n.as_str())
+                    .map(str::to_string)
+            })
             .unwrap_or_else(|| id.to_string());
-        let rows_per_s = s.get("e2e_rows_per_s").or_else(|| s.get("rows_per_s")).cloned();
+        let rows_per_s = s
+            .get("e2e_rows_per_s")
+            .or_else(|| s.get("rows_per_s"))
+            .cloned();
         let metrics = match s.get("eval").filter(|e| !e.is_null()) {
             Some(eval) => eval.clone(),
             None => s.get("prequential").cloned().unwrap_or(Value::Null),
@@ -150,9 +172,18 @@ impl RunsSource {
                 "dead_letters",
                 json!({ "total": dead_total, "sample": dead_sample }),
             ),
-            ("operators", summary.get("operators").cloned().unwrap_or(Value::Null)),
-            ("checkpoints", summary.get("checkpoints").cloned().unwrap_or(Value::Null)),
-            ("trials", Value::from(json_lines(&dir.join("tune.jsonl"), usize::MAX))),
+            (
+                "operators",
+                summary.get("operators").cloned().unwrap_or(Value::Null),
+            ),
+            (
+                "checkpoints",
+                summary.get("checkpoints").cloned().unwrap_or(Value::Null),
+            ),
+            (
+                "trials",
+                Value::from(json_lines(&dir.join("tune.jsonl"), usize::MAX)),
+            ),
             ("versions", Value::from(versions(&dir.join("models")))),
         ];
         if let Value::Object(map) = &mut out {
@@ -178,12 +209,6 @@ fn modified(dir: &Path) -> SystemTime {
         .filter_map(|f| fs::metadata(dir.join(f)).and_then(|m| m.modified()).ok())
         .max()
         .unwrap_or(UNIX_EPOCH)
-}
-
-fn pipeline_name(text: &str) -> Option<String> {
-    let line = text.lines().find(|l| l.trim_start().starts_with("name"))?;
-    let value = line.split_once('=')?.1.trim();
-    Some(value.trim_matches('"').to_string())
 }
 
 fn read_json(path: &Path) -> Option<Value> {
@@ -314,7 +339,11 @@ mod tests {
             "{\"kind\":\"train\",\"step\":10,\"loss\":0.5}\n{\"kind\":\"eval\",\"step\":10,\"accuracy\":0.9,\"note\":\"x\"}\nnot json\n",
         )
         .unwrap();
-        fs::write(run.join("dead_letters.jsonl"), "{\"reason\":\"a\"}\n{\"reason\":\"b\"}\n").unwrap();
+        fs::write(
+            run.join("dead_letters.jsonl"),
+            "{\"reason\":\"a\"}\n{\"reason\":\"b\"}\n",
+        )
+        .unwrap();
         let source = RunsSource::new(&root);
         let list = source.list();
         assert_eq!(list["runs"][0]["id"], "r1");
@@ -327,7 +356,11 @@ mod tests {
         assert_eq!(detail["dead_letters"]["total"], 2);
         assert_eq!(detail["versions"], json!([1, 2]));
         assert!(source.detail("../r1").is_none() && source.detail("r2").is_none());
-        fs::write(run.join("summary.json"), "{\"name\":\"fraud\",\"topic\":\"t\",\"rows_per_s\":5.0}").unwrap();
+        fs::write(
+            run.join("summary.json"),
+            "{\"name\":\"fraud\",\"topic\":\"t\",\"rows_per_s\":5.0}",
+        )
+        .unwrap();
         assert_eq!(source.list()["runs"][0]["status"], "finished");
         assert_eq!(source.list()["runs"][0]["rows_per_s"], 5.0);
         fs::remove_dir_all(&root).unwrap();
