@@ -399,3 +399,95 @@ fn server_page_shows_models_and_requests_behind_the_token() {
     let denied = dom(browser, &format!("http://{}/ui/server", server.addr));
     assert!(denied.contains("HTTP 401"), "{denied}");
 }
+
+#[test]
+fn a_streaming_job_serves_its_own_dashboard_while_it_trains() {
+    let Some(broker) = crate::services::kafka() else {
+        return;
+    };
+    let Some(browser) = browser() else { return };
+    use crate::streaming::{config, counting_pipeline, fill_topic, parse, unique};
+    let dir = scratch("ui-stream");
+    let _ = std::fs::remove_dir_all(&dir);
+    let topic = unique("ui");
+    fill_topic(broker, &topic, 2, 5_000, &dir);
+    let port = crate::services::free_port();
+    let text = format!(
+        "{}\n[serve]\naddr = \"127.0.0.1:{port}\"\n",
+        counting_pipeline(broker, &topic, &dir.join("checkpoints"), "")
+    );
+    let run_dir = dir.join("run");
+    let mut run_config = config(2, &run_dir);
+    run_config.idle_timeout = Some(Duration::from_secs(120));
+    let stop = std::sync::Arc::clone(&run_config.stop);
+    let spec = parse(&text);
+    let job = std::thread::spawn(move || millrace::run::run_stream(spec, None, run_config));
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let started = Instant::now();
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the job did not train and publish"
+        );
+        assert!(!job.is_finished(), "the job ended early");
+        let reply = std::net::TcpStream::connect(addr)
+            .ok()
+            .map(|_| get(addr, "/ui/api/runs/run"));
+        if let Some(reply) = reply.filter(|r| r.status == 200) {
+            let run = reply.json();
+            if run["versions"].as_array().is_some_and(|v| v.len() >= 2)
+                && run["train"].as_array().is_some_and(|t| !t.is_empty())
+            {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let url = format!("http://{addr}/ui/runs/run");
+    let page = dom(browser, &url);
+    assert!(
+        page.contains("id=\"run-status\">running<"),
+        "the job's own run is running"
+    );
+    assert!(page.contains(">stream run <"), "the kind");
+    assert!(page.contains("prequential metrics"));
+    assert!(points(&page, "loss") >= 1);
+    let versions = page
+        .split("id=\"versions\" data-value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(versions.split(',').count() >= 2, "{versions}");
+    screenshot(browser, &url, "stream-live");
+    let server = dom(browser, &format!("http://{addr}/ui/server"));
+    assert!(number(&value(&server, "<tr data-model=\"counting\"", "version")) >= 1.0);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (summary, _) = job.join().unwrap().unwrap();
+    assert_eq!(summary.rows_trained, 5_000);
+
+    // Finished: the numbers shown are summary.json's.
+    let addr = dashboard(&dir);
+    let page = dom(browser, &format!("http://{addr}/ui/runs/run"));
+    assert!(page.contains("id=\"run-status\">finished<"));
+    assert_eq!(
+        number(&value(&page, "id=\"summary\"", "rows_per_s")),
+        summary.rows_per_s
+    );
+    assert_eq!(
+        number(&value(&page, "id=\"summary\"", "rows_trained")),
+        5_000.0
+    );
+    assert_eq!(
+        number(&value(&page, "id=\"summary\"", "model_versions")),
+        summary.model_versions as f64
+    );
+    if let Some(p99) = summary.freshness_ms_p99 {
+        assert_eq!(
+            number(&value(&page, "id=\"summary\"", "freshness_ms_p99")),
+            p99
+        );
+    }
+}
