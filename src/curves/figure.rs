@@ -2,8 +2,7 @@
 
 use std::path::Path;
 
-use super::scene::Metrics;
-use super::{CurvesError, Result, layout, raster, svg};
+use super::{CurvesError, Result, plot};
 
 /// The size [`Figure::write`] renders at.
 pub const DEFAULT_WIDTH: u32 = 1200;
@@ -107,15 +106,20 @@ impl Figure {
         if !(1..=MAX_SIDE).contains(&width) || !(1..=MAX_SIDE).contains(&height) {
             return Err(CurvesError::InvalidSize { width, height });
         }
-        let scene = layout::figure_scene(self, width, height, Metrics::RASTER);
-        raster::encode_png(&scene)
+        plot::png(self, width, height)
     }
 
     /// Renders the figure as a standalone SVG document of `width` × `height` pixels, with text as
     /// `<text>` elements.
-    pub fn to_svg(&self, width: u32, height: u32) -> String {
-        let scene = layout::figure_scene(self, width, height, Metrics::SVG);
-        svg::render(&scene)
+    ///
+    /// # Errors
+    ///
+    /// [`CurvesError::InvalidSize`] when a side is 0 or above [`MAX_SIDE`].
+    pub fn to_svg(&self, width: u32, height: u32) -> Result<String> {
+        if !(1..=MAX_SIDE).contains(&width) || !(1..=MAX_SIDE).contains(&height) {
+            return Err(CurvesError::InvalidSize { width, height });
+        }
+        plot::svg(self, width, height)
     }
 
     /// Writes the figure as a PNG to `png_path` and, if given, as an SVG to `svg_path`, both at
@@ -128,7 +132,7 @@ impl Figure {
         let png = self.to_png(DEFAULT_WIDTH, DEFAULT_HEIGHT)?;
         write_file(png_path, &png)?;
         if let Some(path) = svg_path {
-            write_file(path, self.to_svg(DEFAULT_WIDTH, DEFAULT_HEIGHT).as_bytes())?;
+            write_file(path, self.to_svg(DEFAULT_WIDTH, DEFAULT_HEIGHT)?.as_bytes())?;
         }
         Ok(())
     }

@@ -1,7 +1,4 @@
-//! Series data preparation: cleaning, axis ranges, pixel-column downsampling, and how crowded a
-//! region of the plot is (for legend placement).
-
-use super::scene::Rect;
+//! Series data preparation: cleaning, axis ranges and pixel-column downsampling.
 
 /// The finite points of a series, sorted by step (stable, so equal steps keep their order).
 pub(crate) fn finite_sorted(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
@@ -78,33 +75,6 @@ pub(crate) fn downsample(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
     out
 }
 
-/// How much of the drawn data falls inside `rect`: polylines are sampled every few pixels,
-/// single points count once.
-pub(crate) fn crowding(lines: &[Vec<(f64, f64)>], rect: Rect) -> usize {
-    const SAMPLE_EVERY: f64 = 3.0;
-    let mut hits = 0;
-    for line in lines {
-        if let [only] = line.as_slice() {
-            hits += usize::from(rect.contains(*only));
-        }
-        for pair in line.windows(2) {
-            let ((x0, y0), (x1, y1)) = (pair[0], pair[1]);
-            let length = (x1 - x0).hypot(y1 - y0);
-            if !length.is_finite() {
-                continue;
-            }
-            let samples = (length / SAMPLE_EVERY).ceil().clamp(1.0, 10_000.0) as usize;
-            hits += (0..samples)
-                .filter(|&k| {
-                    let t = k as f64 / samples as f64;
-                    rect.contains((x0 + (x1 - x0) * t, y0 + (y1 - y0) * t))
-                })
-                .count();
-        }
-    }
-    hits
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,19 +129,5 @@ mod tests {
         // Sparse input is untouched.
         let sparse = [(0.5, 1.0), (3.5, 2.0), (3.7, 0.0)];
         assert_eq!(downsample(&sparse), sparse.to_vec());
-    }
-
-    #[test]
-    fn crowding_counts_samples_inside() {
-        let line = vec![vec![(0.0, 0.0), (30.0, 0.0)]];
-        let inside = Rect {
-            x: -1.0,
-            y: -1.0,
-            w: 12.0,
-            h: 2.0,
-        };
-        let outside = Rect { y: 5.0, ..inside };
-        assert_eq!(crowding(&line, inside), 4);
-        assert_eq!(crowding(&line, outside), 0);
     }
 }

@@ -1,4 +1,5 @@
-//! "Nice" axis ticks (1, 2 or 5 × 10^k apart) and compact tick labels.
+//! Compact tick labels (`0.5`, `20k`, `2.5M`, `1e-3`) with just enough decimals for the step
+//! between ticks (1, 2 or 5 × 10^k, as plotters places them).
 
 /// A tick step written as `mantissa × 10^exponent`, with mantissa 1, 2 or 5.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -10,11 +11,6 @@ struct Step {
 impl Step {
     fn value(self) -> f64 {
         scaled(self.mantissa as f64, self.exponent)
-    }
-
-    /// The `i`-th multiple of the step, computed so that e.g. `3 × 0.2` prints as `0.6`.
-    fn multiple(self, i: i64) -> f64 {
-        scaled((i * self.mantissa) as f64, self.exponent)
     }
 }
 
@@ -47,59 +43,10 @@ fn nice_step(span: f64, target: usize) -> Option<Step> {
     Some(Step { mantissa, exponent })
 }
 
-/// Tick values inside `[min, max]`, spaced by a "nice" step (1, 2 or 5 × 10^k) chosen so there
-/// are about `target` intervals.
-///
-/// Returns an empty vector when the range is not finite, and `[min]` when `min == max`.
-///
-/// ```
-/// use millrace::curves::nice_ticks;
-/// assert_eq!(nice_ticks(0.0, 1.0, 5), vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0]);
-/// assert_eq!(nice_ticks(0.0, 2300.0, 5), vec![0.0, 500.0, 1000.0, 1500.0, 2000.0]);
-/// ```
-pub fn nice_ticks(min: f64, max: f64, target: usize) -> Vec<f64> {
-    ticks_with_step(min, max, target)
-        .map(|(ticks, _)| ticks)
-        .unwrap_or_else(|| {
-            if min.is_finite() && min == max {
-                vec![min]
-            } else {
-                Vec::new()
-            }
-        })
-}
-
-/// Ticks plus the step between them, or `None` for an empty or non-finite range.
-pub(crate) fn ticks_with_step(min: f64, max: f64, target: usize) -> Option<(Vec<f64>, f64)> {
-    let (lo, hi) = if min <= max { (min, max) } else { (max, min) };
-    let step = nice_step(hi - lo, target)?;
-    let value = step.value();
-    // A small tolerance so a bound that is itself a multiple of the step is kept.
-    let first = (lo / value - 1e-9).ceil() as i64;
-    let last = (hi / value + 1e-9).floor() as i64;
-    if last < first || last - first > 1000 {
-        return None;
-    }
-    let ticks = (first..=last).map(|i| step.multiple(i)).collect();
-    Some((ticks, value))
-}
-
-/// Labels for a whole axis. Axes whose ticks are all tiny (below 0.01) or astronomically large
-/// use scientific notation throughout (`2e-3`); otherwise each label is compact (`0.5`, `1k`,
-/// `2.5M`).
-pub(crate) fn tick_labels(ticks: &[f64], step: f64) -> Vec<String> {
-    let largest = ticks.iter().fold(0.0f64, |acc, t| acc.max(t.abs()));
-    let scientific = largest > 0.0 && !(1e-2..1e15).contains(&largest);
-    ticks
-        .iter()
-        .map(|&t| {
-            if scientific {
-                format_scientific(t, step)
-            } else {
-                format_tick(t, step)
-            }
-        })
-        .collect()
+/// The 1/2/5 × 10^k step that splits `span` into about `target` intervals, as a number (the
+/// span itself when it is empty or not finite): what [`format_tick`] resolves labels to.
+pub(crate) fn label_step(span: f64, target: usize) -> f64 {
+    nice_step(span, target).map_or(span, Step::value)
 }
 
 /// Formats a tick value compactly, with just enough decimals to tell ticks `step` apart:
@@ -178,72 +125,19 @@ fn fixed(value: f64, decimals: i32) -> String {
 mod tests {
     use super::*;
 
-    fn assert_close(actual: &[f64], expected: &[f64]) {
-        assert_eq!(actual.len(), expected.len(), "{actual:?} vs {expected:?}");
-        for (a, e) in actual.iter().zip(expected) {
-            assert!((a - e).abs() < 1e-12, "{actual:?} vs {expected:?}");
-        }
+    #[test]
+    fn label_steps_are_one_two_or_five_times_a_power_of_ten() {
+        assert_eq!(label_step(1.0, 5), 0.2);
+        assert_eq!(label_step(2300.0, 5), 500.0);
+        assert_eq!(label_step(0.003, 6), 0.0005);
+        assert_eq!(label_step(0.0, 5), 0.0);
     }
 
     #[test]
-    fn unit_range_steps_by_fifths() {
-        assert_close(&nice_ticks(0.0, 1.0, 5), &[0.0, 0.2, 0.4, 0.6, 0.8, 1.0]);
-    }
-
-    #[test]
-    fn thousands_step_by_500() {
-        assert_close(
-            &nice_ticks(0.0, 2300.0, 5),
-            &[0.0, 500.0, 1000.0, 1500.0, 2000.0],
-        );
-    }
-
-    #[test]
-    fn offset_and_negative_ranges() {
-        assert_close(&nice_ticks(-1.0, 1.0, 4), &[-1.0, -0.5, 0.0, 0.5, 1.0]);
-        assert_close(&nice_ticks(0.93, 0.97, 4), &[0.93, 0.94, 0.95, 0.96, 0.97]);
-        assert_close(&nice_ticks(1.0, 0.0, 2), &[0.0, 0.5, 1.0]);
-        assert_close(
-            &nice_ticks(0.0, 100_000.0, 5),
-            &[0.0, 20_000.0, 40_000.0, 60_000.0, 80_000.0, 100_000.0],
-        );
-        assert_close(&nice_ticks(0.0, 0.003, 3), &[0.0, 0.001, 0.002, 0.003]);
-    }
-
-    #[test]
-    fn degenerate_ranges() {
-        assert_eq!(nice_ticks(3.0, 3.0, 5), vec![3.0]);
-        assert!(nice_ticks(f64::NAN, 1.0, 5).is_empty());
-        assert!(nice_ticks(0.0, f64::INFINITY, 5).is_empty());
-    }
-
-    #[test]
-    fn compact_labels() {
+    fn labels_resolve_the_step() {
+        assert_eq!(format_tick(0.30000000000000004, 0.1), "0.3");
+        assert_eq!(format_tick(1500.0, 500.0), "1.5k");
+        assert_eq!(format_tick(-2e-4, 1e-4), "-2e-4");
         assert_eq!(format_tick(0.0, 0.2), "0");
-        assert_eq!(format_tick(0.5, 0.5), "0.5");
-        assert_eq!(format_tick(0.6000000000000001, 0.2), "0.6");
-        assert_eq!(format_tick(-0.25, 0.05), "-0.25");
-        assert_eq!(format_tick(500.0, 500.0), "500");
-        assert_eq!(format_tick(1000.0, 500.0), "1k");
-        assert_eq!(format_tick(2500.0, 500.0), "2.5k");
-        assert_eq!(format_tick(40_000.0, 20_000.0), "40k");
-        assert_eq!(format_tick(2_500_000.0, 500_000.0), "2.5M");
-        assert_eq!(format_tick(3e9, 1e9), "3G");
-        // Too many decimals at the k scale: print the integer instead.
-        assert_eq!(format_tick(1001.0, 1.0), "1001");
-        assert_eq!(format_tick(0.001, 0.001), "1e-3");
-        assert_eq!(format_tick(0.00025, 0.00005), "2.5e-4");
-        assert_eq!(format_tick(1e-10, 1.0), "0");
-    }
-
-    #[test]
-    fn axis_labels_switch_to_scientific_together() {
-        let (ticks, step) = ticks_with_step(0.0, 0.004, 4).unwrap_or_default();
-        assert_eq!(
-            tick_labels(&ticks, step),
-            ["0", "1e-3", "2e-3", "3e-3", "4e-3"]
-        );
-        let (ticks, step) = ticks_with_step(0.0, 1.0, 2).unwrap_or_default();
-        assert_eq!(tick_labels(&ticks, step), ["0", "0.5", "1"]);
     }
 }
