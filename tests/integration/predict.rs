@@ -378,3 +378,74 @@ fn predict_reads_from_and_writes_to_s3() {
     assert_eq!(local.len() as u64, summary.rows_written);
     assert_eq!(scored(&opened), local);
 }
+
+#[test]
+fn predict_scores_a_delta_table_written_by_spark_into_partitions() {
+    let table = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/delta/events");
+    let dir = scratch("predict-delta");
+    let _ = std::fs::remove_dir_all(&dir);
+    let pipeline = format!(
+        r#"name = "delta-it"
+[ingest]
+path = "{}"
+[preprocess]
+sql = "SELECT x, CAST(amount AS DOUBLE) AS amount_d, region, CAST(amount > 1000 AS INT) AS label FROM input"
+standardize = ["x", "amount_d"]
+one_hot = ["region"]
+label = "label"
+[train]
+model = {{ kind = "logistic" }}
+epochs = 2
+batch_size = 32
+"#,
+        table.display()
+    );
+    crate::quickstart::run_toml(&pipeline, 1, &dir);
+    let out = dir.join("scores");
+    let mut delta = PredictSpec::new(
+        dir.join("run/model"),
+        &table.to_string_lossy(),
+        &out.to_string_lossy(),
+    );
+    delta.columns = vec!["id".into(), "region".into()];
+    delta.partition_by = vec!["region".into()];
+    let summary = predict(delta).unwrap();
+    // The latest version's 260 rows; the 73 without a region cannot be one-hot encoded.
+    let source = read_all(&ParquetDataset::open_path(&table).unwrap());
+    assert_eq!(summary.rows_read, source.num_rows() as u64);
+    let no_region = source.column_by_name("region").unwrap().null_count() as u64;
+    assert_eq!(
+        (summary.dead_letter_rows, summary.rows_written),
+        (no_region, 260 - no_region)
+    );
+    let letters = std::fs::read_to_string(summary.dead_letters.as_ref().unwrap()).unwrap();
+    assert!(
+        letters
+            .lines()
+            .all(|l| l.contains("column `region`: null value"))
+    );
+    // Partition directories by region (a value with a slash escaped as Hive does), and every
+    // written row carries its own id's region.
+    assert!(out.join("region=eu").is_dir() && out.join("region=ap%2Fsouth").is_dir());
+    let written = read_all(&ParquetDataset::open_path(&out).unwrap());
+    let regions: BTreeMap<i64, String> = {
+        let id = source
+            .column_by_name("id")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        let region = source.column_by_name("region").unwrap().as_string::<i32>();
+        (0..source.num_rows())
+            .filter(|&i| region.is_valid(i))
+            .map(|i| (id.value(i), region.value(i).to_string()))
+            .collect()
+    };
+    let id = written
+        .column_by_name("id")
+        .unwrap()
+        .as_primitive::<Int64Type>();
+    let region = written.column_by_name("region").unwrap().as_string::<i32>();
+    assert_eq!(written.num_rows() as u64, summary.rows_written);
+    for i in 0..written.num_rows() {
+        assert_eq!(regions[&id.value(i)], region.value(i));
+    }
+}

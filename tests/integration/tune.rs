@@ -138,6 +138,8 @@ fn trials_share_one_read_asha_stops_some_the_best_serves_and_a_killed_run_resume
     // tune.jsonl has every trial; the plot is drawn.
     let lines = tune_lines(&dir.join("run"));
     assert_eq!(lines.len(), 8);
+    // The dashboard shows the trials as tune.jsonl has them.
+    crate::ui::check_tune_page(&dir, tune);
     assert!(dir.join("run/tune.png").exists() && dir.join("run/tune.svg").exists());
 
     // best/model serves the in-process predictions.

@@ -491,3 +491,23 @@ fn a_streaming_job_serves_its_own_dashboard_while_it_trains() {
         );
     }
 }
+
+/// The dashboard's page of the tune run in `root/run`: every trial with its status and final
+/// metric as tune.jsonl has them, and each trial's metric at every report in the chart.
+pub(super) fn check_tune_page(root: &Path, tune: &millrace::operators::batch_job::TuneSummary) {
+    let Some(browser) = browser() else { return };
+    let addr = dashboard(root);
+    let url = format!("http://{addr}/ui/runs/run");
+    let page = dom(browser, &url);
+    assert!(page.contains(">tune run <"), "the kind");
+    let reports: usize = tune.trials.iter().map(|t| t.history.len()).sum();
+    assert_eq!(points(&page, "trials"), reports);
+    for trial in &tune.trials {
+        let row = format!("<tr data-trial=\"{}\"", trial.trial);
+        let status = serde_json::to_value(trial.status).unwrap();
+        assert_eq!(value(&page, &row, "status"), status.as_str().unwrap());
+        assert_eq!(number(&value(&page, &row, "metric")), trial.metric);
+        assert_eq!(number(&value(&page, &row, "reports")), trial.reports as f64);
+    }
+    screenshot(browser, &url, "tune");
+}

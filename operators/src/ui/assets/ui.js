@@ -203,9 +203,28 @@
           (evalSeries[k] = evalSeries[k] || []).push([line.step, line[k]]);
         });
       });
-      page.appendChild(section('Training', null, el('div', { class: 'charts' },
-        chart('loss', 'training loss', 'step', { loss: r.train || [] }),
-        chart('eval', r.kind === 'stream' ? 'prequential metrics' : 'evaluation', 'step', evalSeries))));
+      // A tune run's curves are its trials'; other runs have one training curve.
+      var trained = (r.train || []).length > 0 || (r.eval || []).length > 0;
+      if (r.trials && r.trials.length) {
+        var histories = {}, losses = {};
+        r.trials.forEach(function (t) {
+          histories[t.trial] = (t.history || []).map(function (v, i) { return [i + 1, v]; });
+          losses[t.trial] = (t.loss || []).map(function (v, i) { return [i + 1, v]; });
+        });
+        page.appendChild(section('Trials', null, el('div', { class: 'charts' },
+            chart('trials', 'metric at each report', 'report', histories),
+            chart('trial-loss', 'training loss at each report', 'report', losses)),
+          table(['trial', 'status', 'stop reason', 'metric', 'reports', 'config'], r.trials.map(function (t) {
+            return el('tr', { 'data-trial': t.trial }, el('td', { class: 'mono' }, t.trial), cell('status', t.status),
+              cell('stop_reason', t.stop_reason), cell('metric', t.metric), cell('reports', t.reports),
+              el('td', { class: 'mono' }, JSON.stringify(t.config)));
+          }), { id: 'trials' })));
+      }
+      if (trained || r.kind !== 'tune') {
+        page.appendChild(section('Training', null, el('div', { class: 'charts' },
+          chart('loss', 'training loss', 'step', { loss: r.train || [] }),
+          chart('eval', r.kind === 'stream' ? 'prequential metrics' : 'evaluation', 'step', evalSeries))));
+      }
       if (r.summary) {
         page.appendChild(section('Summary', null, keyValues(r.summary, 'summary')));
         if (r.summary.phases) page.appendChild(section('Phases (s)', null, keyValues(r.summary.phases, 'phases')));
@@ -216,16 +235,6 @@
             return el('tr', { 'data-operator': o.operator }, el('td', { class: 'mono' }, o.operator),
               cell('rows_in', o.rows_in), cell('rows_out', o.rows_out), cell('dead_letters', o.dead_letters), cell('busy_s', o.busy_s));
           }), { id: 'operators' })));
-      }
-      if (r.trials && r.trials.length) {
-        var histories = {};
-        r.trials.forEach(function (t) { histories[t.trial] = (t.history || []).map(function (v, i) { return [i + 1, v]; }); });
-        page.appendChild(section('Trials', null, el('div', { class: 'charts' }, chart('trials', 'metric at each report', 'report', histories)),
-          table(['trial', 'status', 'stop reason', 'metric', 'reports', 'config'], r.trials.map(function (t) {
-            return el('tr', { 'data-trial': t.trial }, el('td', { class: 'mono' }, t.trial), cell('status', t.status),
-              cell('stop_reason', t.stop_reason), cell('metric', t.metric), cell('reports', t.reports),
-              el('td', { class: 'mono' }, JSON.stringify(t.config)));
-          }), { id: 'trials' })));
       }
       if (r.versions && r.versions.length) {
         page.appendChild(section('Model versions published', null,
