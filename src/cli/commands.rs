@@ -81,9 +81,14 @@ pub struct RunArgs {
     #[arg(long)]
     resume: bool,
     /// Serve the dashboard (a web UI at /ui) of this run and the runs beside it on this address
-    /// while the job runs, e.g. 127.0.0.1:8090.
-    #[arg(long, value_name = "ADDR")]
+    /// while the job runs, e.g. 127.0.0.1:8090. Without it the dashboard listens on a free
+    /// loopback port (its address is printed); a streaming job with [serve] shows it on its
+    /// server instead.
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_ui")]
     ui: Option<std::net::SocketAddr>,
+    /// Do not serve the dashboard while the job runs.
+    #[arg(long)]
+    no_ui: bool,
     /// Streaming: stop after reading this many records (a backfill, a test).
     #[arg(long)]
     max_records: Option<u64>,
@@ -248,11 +253,20 @@ pub fn run(args: RunArgs, started: Instant) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{}", located(&args.pipeline, &text, e)))?;
     let cluster = args.cluster.config(args.workers)?;
     let mut args = args;
-    if let Some(addr) = args.ui {
+    // One dashboard per job, on process 0; a streaming server already has one at /ui.
+    let served_stream = spec.stream.is_some() && spec.serve.is_some();
+    if cluster.process_id == 0 && !args.no_ui && (args.ui.is_some() || !served_stream) {
         // The run directory is chosen now, so the dashboard can show the run from its start.
         let run_dir =
             (args.run_dir.take()).unwrap_or_else(|| crate::run::default_run_dir(&spec.name));
-        super::ui::spawn(&run_dir, addr)?;
+        match (
+            super::ui::spawn(&run_dir, args.ui.unwrap_or(super::ui::ANY_LOOPBACK)),
+            args.ui,
+        ) {
+            (Err(e), Some(_)) => return Err(e),
+            (Err(e), None) => tracing::warn!("no dashboard for this run: {e:#}"),
+            (Ok(_), _) => {}
+        }
         args.run_dir = Some(run_dir);
     }
     if spec.stream.is_some() {

@@ -62,6 +62,10 @@ pub fn ui(args: UiArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where `millrace run` serves its dashboard unless told: a free port only this machine reaches.
+pub const ANY_LOOPBACK: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
 /// Starts the dashboard of the run in `run_dir` (and the runs beside it) on its own thread for
 /// as long as the process lives; returns the bound address.
 pub fn spawn(run_dir: &std::path::Path, addr: SocketAddr) -> anyhow::Result<SocketAddr> {

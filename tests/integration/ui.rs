@@ -240,7 +240,22 @@ fn dashboard_shows_finished_runs_as_their_files_say() {
         summary.final_loss
     );
     let metrics = run.join("metrics.jsonl");
-    assert_eq!(points(&page, "loss"), lines(&metrics, "train").len());
+    let trained = lines(&metrics, "train");
+    assert_eq!(points(&page, "loss"), trained.len());
+    // Rows per second between training lines: each line's rows over the time since the last.
+    assert_eq!(points(&page, "throughput"), trained.len());
+    let shown = get(addr, "/ui/api/runs/run").json()["throughput"].clone();
+    let mut since = 0.0;
+    for (line, point) in trained.iter().zip(shown.as_array().unwrap()) {
+        let at = line["elapsed_s"].as_f64().unwrap();
+        let expect = line["rows"].as_f64().unwrap() / (at - since);
+        assert_eq!(point[0], line["step"]);
+        assert!(
+            (point[1].as_f64().unwrap() - expect).abs() <= 1e-9 * expect,
+            "{point} vs {expect}"
+        );
+        since = at;
+    }
     let evals = lines(&metrics, "eval");
     let per_eval = evals[0]
         .as_object()
@@ -289,17 +304,33 @@ fn dashboard_follows_a_running_job() {
     let (train, holdout) = tabular();
     let pipeline = root.join("pipeline.toml");
     std::fs::write(&pipeline, pipeline_toml(train, holdout, 6)).unwrap();
-    let port = crate::services::free_port();
     let run_dir = root.join("live");
+    // Without --ui the run serves its dashboard on a free loopback port and says where.
     let mut job = Command::new(env!("CARGO_BIN_EXE_millrace"))
         .arg("run")
         .arg(&pipeline)
         .arg("--run-dir")
         .arg(&run_dir)
-        .args(["--workers", "2", "--ui", &format!("127.0.0.1:{port}")])
+        .args(["--workers", "2"])
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let stderr = std::io::BufReader::new(job.stderr.take().unwrap());
+    let (found, address) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in stderr.lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("dashboard on http://") {
+                let _ = found.send(rest.split('/').next().unwrap().to_string());
+            }
+        }
+    });
+    let addr: SocketAddr = address
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the run printed no dashboard address")
+        .parse()
+        .unwrap();
+    assert!(addr.ip().is_loopback());
     let metrics = run_dir.join("metrics.jsonl");
     let wait = |what: &str, ok: &dyn Fn() -> bool| {
         let started = Instant::now();
@@ -452,6 +483,8 @@ fn a_streaming_job_serves_its_own_dashboard_while_it_trains() {
     assert!(page.contains(">stream run <"), "the kind");
     assert!(page.contains("prequential metrics"));
     assert!(points(&page, "loss") >= 1);
+    assert!(page.contains("events trained per second"));
+    assert!(points(&page, "throughput") >= 1);
     let versions = page
         .split("id=\"versions\" data-value=\"")
         .nth(1)
@@ -472,6 +505,16 @@ fn a_streaming_job_serves_its_own_dashboard_while_it_trains() {
     let addr = dashboard(&dir);
     let page = dom(browser, &format!("http://{addr}/ui/runs/run"));
     assert!(page.contains("id=\"run-status\">finished<"));
+    // Freshness between training lines: p50 and max of the versions that went live.
+    let fresh: Vec<Value> = lines(&run_dir.join("metrics.jsonl"), "train")
+        .into_iter()
+        .filter(|l| l.get("freshness_ms_max").is_some())
+        .collect();
+    assert!(!fresh.is_empty(), "no training line carries the freshness");
+    assert_eq!(points(&page, "freshness"), 2 * fresh.len());
+    for line in &fresh {
+        assert!(line["freshness_ms_p50"].as_f64() <= line["freshness_ms_max"].as_f64());
+    }
     assert_eq!(
         number(&value(&page, "id=\"summary\"", "rows_per_s")),
         summary.rows_per_s

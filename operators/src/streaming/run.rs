@@ -131,6 +131,12 @@ pub(crate) struct BranchOutcome {
 pub(crate) struct StepLog {
     out: Arc<Mutex<(BufWriter<File>, PathBuf)>>,
     every: u64,
+    /// When the log was opened: each line's `elapsed_s` (for events/s between lines).
+    started: Instant,
+    /// Rows trained since then, over all steps (logged or not): each line's `rows_total`.
+    rows_total: u64,
+    /// How many of worker 0's freshness delays earlier lines have summarised.
+    delays_seen: usize,
 }
 
 impl StepLog {
@@ -143,10 +149,15 @@ impl StepLog {
         Ok(StepLog {
             out: Arc::new(Mutex::new((BufWriter::new(file), path))),
             every: every.max(1),
+            started: Instant::now(),
+            rows_total: 0,
+            delays_seen: 0,
         })
     }
 
-    /// Logs a step (a train line every `log_every` steps, with the prequential metrics).
+    /// Logs a step (a train line every `log_every` steps, with the prequential metrics and the
+    /// freshness of the versions that went live since the last line: the p50 and max of
+    /// `delays_ms`, worker 0's records' event-to-live delays so far).
     pub(crate) fn step(
         &mut self,
         step: u64,
@@ -154,14 +165,24 @@ impl StepLog {
         loss_sum: f64,
         prequential: &PrequentialState,
         classification: bool,
+        delays_ms: &[u32],
     ) -> Result<()> {
+        self.rows_total += rows;
         if rows == 0 || !step.is_multiple_of(self.every) {
             return Ok(());
         }
         let mut guard = self.out.lock().unwrap_or_else(|e| e.into_inner());
         let (out, path) = &mut *guard;
-        let line =
-            json!({"kind": "train", "step": step, "rows": rows, "loss": loss_sum / rows as f64});
+        let elapsed_s = self.started.elapsed().as_secs_f64();
+        let mut line = json!({"kind": "train", "step": step, "rows": rows,
+            "loss": loss_sum / rows as f64, "elapsed_s": elapsed_s, "rows_total": self.rows_total});
+        if let Some(new) = delays_ms.get(self.delays_seen..).filter(|d| !d.is_empty()) {
+            let mut new = new.to_vec();
+            new.sort_unstable();
+            line["freshness_ms_p50"] = json!(percentile(&new, 0.5));
+            line["freshness_ms_max"] = json!(new.last());
+            self.delays_seen = delays_ms.len();
+        }
         writeln!(out, "{line}").map_err(|e| Error::io(path.clone(), e))?;
         if let Some(m) = prequential.metrics(classification) {
             let mut v = serde_json::to_value(&m).map_err(|e| Error::Internal(e.to_string()))?;

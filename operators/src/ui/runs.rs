@@ -157,7 +157,7 @@ impl RunsSource {
     pub fn detail(&self, id: &str) -> Option<Value> {
         let dir = self.dir(id)?;
         let mut out = self.row(id, &dir);
-        let (train, eval) = curves(&dir.join("metrics.jsonl"));
+        let curves = Curves::read(&dir.join("metrics.jsonl"));
         let (dead_total, dead_sample) = dead_letters(&dir.join("dead_letters.jsonl"));
         let summary = read_json(&dir.join("summary.json")).unwrap_or(Value::Null);
         let fields = [
@@ -166,8 +166,10 @@ impl RunsSource {
                 "pipeline",
                 Value::from(fs::read_to_string(dir.join("pipeline.toml")).unwrap_or_default()),
             ),
-            ("train", Value::from(train)),
-            ("eval", Value::from(eval)),
+            ("train", Value::from(thin(curves.train))),
+            ("throughput", Value::from(thin(curves.throughput))),
+            ("freshness", Value::from(thin(curves.freshness))),
+            ("eval", Value::from(thin(curves.eval))),
             (
                 "dead_letters",
                 json!({ "total": dead_total, "sample": dead_sample }),
@@ -244,29 +246,64 @@ fn json_lines(path: &Path, limit: usize) -> Vec<Value> {
         .collect()
 }
 
-/// `metrics.jsonl` as curves: training loss `[step, loss]` and the evaluations (each line's
-/// numbers), at most [`MAX_POINTS`] each.
-fn curves(path: &Path) -> (Vec<Value>, Vec<Value>) {
-    let mut train = Vec::new();
-    let mut eval = Vec::new();
-    for line in json_lines(path, usize::MAX) {
-        match line.get("kind").and_then(Value::as_str) {
-            Some("train") => {
-                if let (Some(step), Some(loss)) = (line.get("step"), line.get("loss")) {
-                    train.push(json!([step, loss]));
+/// A run's `metrics.jsonl` as the charts' points.
+#[derive(Default)]
+struct Curves {
+    /// Training loss, `[step, loss]`.
+    train: Vec<Value>,
+    /// Each evaluation line's numbers.
+    eval: Vec<Value>,
+    /// Rows trained per second between training lines, `[step, rows/s]`: from a stream's
+    /// `rows_total`, or a batch run's rows since the previous line.
+    throughput: Vec<Value>,
+    /// A stream's event-to-live delays of the versions published between training lines,
+    /// `[step, p50 ms, max ms]`.
+    freshness: Vec<Value>,
+}
+
+impl Curves {
+    fn read(path: &Path) -> Curves {
+        let mut curves = Curves::default();
+        // The previous training line's `elapsed_s` and `rows_total`.
+        let mut last: Option<(f64, f64)> = None;
+        for line in json_lines(path, usize::MAX) {
+            let number = |k: &str| line.get(k).and_then(Value::as_f64);
+            let step = line.get("step").cloned().unwrap_or(Value::Null);
+            match line.get("kind").and_then(Value::as_str) {
+                Some("train") => {
+                    if let Some(loss) = line.get("loss") {
+                        curves.train.push(json!([step, loss]));
+                    }
+                    if let (Some(p50), Some(max)) =
+                        (number("freshness_ms_p50"), number("freshness_ms_max"))
+                    {
+                        curves.freshness.push(json!([step, p50, max]));
+                    }
+                    let Some(t) = number("elapsed_s") else {
+                        continue;
+                    };
+                    let (t0, total0) = last.unwrap_or((0.0, 0.0));
+                    let rows = match number("rows_total") {
+                        Some(total) => total - total0,
+                        None => number("rows").unwrap_or(0.0),
+                    };
+                    if t > t0 {
+                        curves.throughput.push(json!([step, rows / (t - t0)]));
+                    }
+                    last = Some((t, number("rows_total").unwrap_or(0.0)));
                 }
+                Some("eval") => {
+                    let numbers: Map<String, Value> = (line.as_object().into_iter().flatten())
+                        .filter(|(_, v)| v.is_number())
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    curves.eval.push(Value::Object(numbers));
+                }
+                _ => {}
             }
-            Some("eval") => {
-                let numbers: Map<String, Value> = (line.as_object().into_iter().flatten())
-                    .filter(|(_, v)| v.is_number())
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                eval.push(Value::Object(numbers));
-            }
-            _ => {}
         }
+        curves
     }
-    (thin(train), thin(eval))
 }
 
 /// At most [`MAX_POINTS`] of `points`, evenly strided, keeping the last.
@@ -336,7 +373,9 @@ mod tests {
         fs::write(run.join("pipeline.toml"), "name = \"fraud\"\n\n[stream]\n").unwrap();
         fs::write(
             run.join("metrics.jsonl"),
-            "{\"kind\":\"train\",\"step\":10,\"loss\":0.5}\n{\"kind\":\"eval\",\"step\":10,\"accuracy\":0.9,\"note\":\"x\"}\nnot json\n",
+            "{\"kind\":\"train\",\"step\":10,\"loss\":0.5,\"elapsed_s\":2.0,\"rows_total\":100}\n\
+             {\"kind\":\"eval\",\"step\":10,\"accuracy\":0.9,\"note\":\"x\"}\nnot json\n\
+             {\"kind\":\"train\",\"step\":20,\"loss\":0.4,\"elapsed_s\":4.0,\"rows_total\":400,\"freshness_ms_p50\":30,\"freshness_ms_max\":90}\n",
         )
         .unwrap();
         fs::write(
@@ -351,7 +390,10 @@ mod tests {
         assert_eq!(list["runs"][0]["kind"], "stream");
         assert_eq!(list["runs"][0]["status"], "running");
         let detail = source.detail("r1").unwrap();
-        assert_eq!(detail["train"], json!([[10, 0.5]]));
+        assert_eq!(detail["train"], json!([[10, 0.5], [20, 0.4]]));
+        // 300 rows in the 2 s between the two lines.
+        assert_eq!(detail["throughput"], json!([[10, 50.0], [20, 150.0]]));
+        assert_eq!(detail["freshness"], json!([[20, 30.0, 90.0]]));
         assert_eq!(detail["eval"], json!([{"step": 10, "accuracy": 0.9}]));
         assert_eq!(detail["dead_letters"]["total"], 2);
         assert_eq!(detail["versions"], json!([1, 2]));

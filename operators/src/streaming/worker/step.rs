@@ -408,6 +408,7 @@ impl StreamWorker {
                 loss_sum,
                 &self.prequential,
                 self.classification,
+                &self.freshness.delays_ms,
             )?;
         }
         if rows > 0

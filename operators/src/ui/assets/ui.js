@@ -223,7 +223,13 @@
       if (trained || r.kind !== 'tune') {
         page.appendChild(section('Training', null, el('div', { class: 'charts' },
           chart('loss', 'training loss', 'step', { loss: r.train || [] }),
-          chart('eval', r.kind === 'stream' ? 'prequential metrics' : 'evaluation', 'step', evalSeries))));
+          chart('eval', r.kind === 'stream' ? 'prequential metrics' : 'evaluation', 'step', evalSeries),
+          chart('throughput', r.kind === 'stream' ? 'events trained per second' : 'rows trained per second', 'step',
+            r.kind === 'stream' ? { 'events/s': r.throughput || [] } : { 'rows/s': r.throughput || [] }),
+          r.kind === 'stream' ? chart('freshness', 'freshness: event to served model (ms)', 'step', {
+            p50: (r.freshness || []).map(function (p) { return [p[0], p[1]]; }),
+            max: (r.freshness || []).map(function (p) { return [p[0], p[2]]; })
+          }) : null)));
       }
       if (r.summary) {
         page.appendChild(section('Summary', null, keyValues(r.summary, 'summary')));
