@@ -16,14 +16,19 @@ use millrace_ml::preprocess::{FeatureSpec, FitState, LabelKind};
 use millrace_ml::rng::Rng;
 use millrace_ml::trainer::{Loss, TargetsRef, Trainer};
 
-fn train_step_rate() -> Result<f64, millrace_ml::Error> {
-    const BATCH: usize = 512;
+/// FLOP per row of one training step of the 24-64-64-2 MLP: forward, and backward's two
+/// products per layer, 2 FLOP per multiply-add.
+const FLOP_PER_ROW: f64 = 6.0 * (24.0 * 64.0 + 64.0 * 64.0 + 64.0 * 2.0);
+
+/// Rows per second of `gradients` + `apply` at `batch` rows on one thread, through the dense
+/// step or (with `burn`) burn's autodiff.
+fn train_step_rate(batch: usize, burn: bool) -> Result<f64, millrace_ml::Error> {
     const DIM: usize = 24;
     let mut rng = Rng::new(1);
-    let x: Vec<f32> = (0..BATCH * DIM)
+    let x: Vec<f32> = (0..batch * DIM)
         .map(|_| rng.uniform_f32(-1.0, 1.0))
         .collect();
-    let y: Vec<i64> = (0..BATCH).map(|i| (x[i * DIM] > 0.0) as i64).collect();
+    let y: Vec<i64> = (0..batch).map(|i| (x[i * DIM] > 0.0) as i64).collect();
     let task = Task::Classification { num_classes: 2 };
     let spec = ModelSpec::mlp([64, 64], Activation::Relu);
     let mut trainer = Trainer::<CpuAutodiff>::new(
@@ -35,19 +40,23 @@ fn train_step_rate() -> Result<f64, millrace_ml::Error> {
         0,
         &cpu_device(),
     )?;
+    if burn {
+        trainer = trainer.with_burn_gradients();
+    }
     let step = |t: &mut Trainer<CpuAutodiff>| -> Result<(), millrace_ml::Error> {
-        let (_, g) = t.gradients(&x, TargetsRef::Classes(&y), BATCH, 1.0 / BATCH as f32)?;
+        let (_, g) = t.gradients(&x, TargetsRef::Classes(&y), batch, 1.0 / batch as f32)?;
         t.apply(&g, 1e-3)
     };
-    for _ in 0..50 {
+    for _ in 0..20 {
         step(&mut trainer)?;
     }
-    let steps = 400;
+    // About two million rows, whatever the batch.
+    let steps = (2_000_000 / batch).max(50);
     let start = Instant::now();
     for _ in 0..steps {
         step(&mut trainer)?;
     }
-    Ok((steps * BATCH) as f64 / start.elapsed().as_secs_f64())
+    Ok((steps * batch) as f64 / start.elapsed().as_secs_f64())
 }
 
 fn transform_seconds() -> Result<f64, Box<dyn std::error::Error>> {
@@ -83,15 +92,28 @@ fn transform_seconds() -> Result<f64, Box<dyn std::error::Error>> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let rate = train_step_rate()?;
+    let mut steps = Vec::new();
+    for batch in [512, 8192] {
+        for (path, burn) in [("dense", false), ("burn", true)] {
+            let rate = train_step_rate(batch, burn)?;
+            steps.push(serde_json::json!({
+                "path": path,
+                "batch": batch,
+                "rows_per_s": rate.round(),
+                "gflop_per_s": (rate * FLOP_PER_ROW / 1e9 * 100.0).round() / 100.0,
+            }));
+        }
+    }
     let transform = transform_seconds()?;
+    let rate = steps[0]["rows_per_s"].as_f64().unwrap_or(0.0);
     println!(
         "{}",
         serde_json::json!({
             "bench": "millrace_ml_train_step",
-            "model": "mlp 24-64-64-2 adam",
-            "batch": 512,
-            "samples_per_s": rate.round(),
+            "model": "mlp 24-64-64-2 adam, one thread",
+            "flop_per_row": FLOP_PER_ROW,
+            "steps": steps,
+            "samples_per_s": rate,
             "transform_2m_x_24_s": transform,
         })
     );

@@ -1,6 +1,6 @@
 //! Model bundles (a directory holding a trained model) and CPU inference.
 
-mod dense;
+pub(crate) mod dense;
 mod model_bundle;
 mod predictor;
 pub mod tensors;

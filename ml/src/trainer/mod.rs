@@ -2,6 +2,7 @@
 //! [`ModuleTrainer`] for any [`Model`](crate::model::Model), their targets and their loss
 //! ([`Loss`], [`Reduction`], a user's [`UserLoss`]).
 
+mod dense_step;
 mod loss;
 mod module_trainer;
 mod objective;
@@ -20,6 +21,8 @@ pub(crate) use train::predict_with;
 #[cfg(feature = "cuda")]
 pub(crate) use train::replica_config;
 
+#[cfg(test)]
+mod dense_tests;
 #[cfg(test)]
 mod module_tests;
 #[cfg(test)]

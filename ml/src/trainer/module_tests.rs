@@ -42,12 +42,14 @@ fn mlp_shape(dim: usize, seed: u64) -> ModelShape {
 }
 
 #[test]
-fn builtin_mlp_through_the_generic_path_is_bit_identical_to_the_fast_path() {
+fn builtin_mlp_through_the_generic_path_is_bit_identical_to_the_builtin_burn_path() {
     let (x, y) = data(256, 6, 1);
     let keys = MlpKeys {
         hidden: vec![8, 8],
         activation: Activation::Relu,
     };
+    // The built-in trainer on burn's autodiff (its dense step equals it to float rounding, see
+    // dense_tests).
     let mut fast = Trainer::<CpuAutodiff>::new(
         &MlpModel::spec(&keys),
         &adam(),
@@ -57,7 +59,8 @@ fn builtin_mlp_through_the_generic_path_is_bit_identical_to_the_fast_path() {
         42,
         &cpu_device(),
     )
-    .unwrap();
+    .unwrap()
+    .with_burn_gradients();
     let mut generic = ModuleTrainer::<CpuAutodiff, MlpModel>::new(
         "mlp",
         keys,

@@ -15,6 +15,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 
+use super::dense_step::DenseStep;
 use super::loss::{Loss, per_row_loss};
 use super::targets::TargetsRef;
 use crate::error::{Error, Result};
@@ -31,9 +32,15 @@ pub struct Trainer<B: AutodiffBackend> {
     loss: Loss,
     /// Always `Some` between calls; taken while the parameters are written into a new module.
     model: Option<Mlp<B>>,
-    /// The module's parameters, flat: the optimiser updates these, then they are written into
-    /// the module. Always equal to the module's values.
+    /// The parameters, flat: the optimiser updates these. The module holds the same values,
+    /// except while `stale`.
     params: Vec<f32>,
+    /// The gradient without burn (see [`DenseStep`]); `None` computes it through burn's autodiff
+    /// ([`Trainer::with_burn_gradients`], the reference the tests compare with).
+    dense: Option<DenseStep>,
+    /// Whether `params` moved on since they were written into the module (the dense step does
+    /// not need the module; it is brought up to date when something reads it).
+    stale: bool,
     optimizer: OptimizerSpec,
     optim: FlatOptimizer,
     device: B::Device,
@@ -79,17 +86,27 @@ impl<B: AutodiffBackend> Trainer<B> {
         let optim = FlatOptimizer::new(optimizer, num_params)?;
         let module = config.init::<B>(device);
         let params = config.initial_params();
+        let dense = DenseStep::new(&config, loss, *task);
         Ok(Self {
             num_params,
             config,
             task: *task,
             loss,
+            dense: Some(dense),
+            stale: false,
             model: Some(module),
             params,
             optimizer: optimizer.clone(),
             optim,
             device: device.clone(),
         })
+    }
+
+    /// The same replica computing its gradients through burn's autodiff graph instead of the
+    /// hand-written dense step: slower, equal to float rounding; the reference in tests.
+    pub fn with_burn_gradients(mut self) -> Self {
+        self.dense = None;
+        self
     }
 
     /// Number of parameters (length of the flat vectors).
@@ -160,6 +177,13 @@ impl<B: AutodiffBackend> Trainer<B> {
         if rows == 0 {
             return Ok((0.0, vec![0.0; self.num_params]));
         }
+        if let Some(dense) = self.dense.as_mut() {
+            self.loss.validate(&self.task)?;
+            let mut grads = vec![0.0; self.num_params];
+            let loss_sum = dense.gradients(&self.params, x, y, rows, loss_scale, &mut grads)?;
+            return Ok((loss_sum, grads));
+        }
+        // Without the dense step the module is never stale.
         let model = self.module()?;
         let output = model.forward(self.input::<B>(x, rows));
         let per_row = per_row_loss(output, y, &self.task, self.loss, &self.device)?;
@@ -200,11 +224,25 @@ impl<B: AutodiffBackend> Trainer<B> {
         super::targets::check_flat_len("gradient", grads, self.num_params)?;
         self.module()?;
         self.optim.step(&mut self.params, grads, lr)?;
+        if self.dense.is_some() {
+            self.stale = true;
+            return Ok(());
+        }
         let model = self.take_module()?;
         // `load_flat` only fails on a length mismatch, excluded above; if it ever did, the module
         // stays missing and every later call reports it.
         self.model = Some(model.load_flat(&self.params)?);
         Ok(())
+    }
+
+    /// The module, with the current parameters written into it first if they moved on.
+    fn fresh_module(&mut self) -> Result<&Mlp<B>> {
+        if self.stale {
+            let model = self.take_module()?;
+            self.model = Some(model.load_flat(&self.params)?);
+            self.stale = false;
+        }
+        self.module()
     }
 
     fn take_module(&mut self) -> Result<Mlp<B>> {
@@ -235,6 +273,7 @@ impl<B: AutodiffBackend> Trainer<B> {
                 self.model = Some(m);
                 self.params.clear();
                 self.params.extend_from_slice(params);
+                self.stale = false;
                 Ok(())
             }
             Err(e) => {
@@ -268,6 +307,12 @@ impl<B: AutodiffBackend> Trainer<B> {
         if rows == 0 {
             return Ok(Vec::new());
         }
+        if self.stale {
+            let model = self
+                .config
+                .init_from_flat::<B>(&self.params, &self.device)?;
+            return predict_with(&model.valid(), &self.task, self.input(x, rows));
+        }
         let model = self.module()?.valid();
         predict_with(&model, &self.task, self.input(x, rows))
     }
@@ -277,9 +322,9 @@ impl<B: AutodiffBackend> Trainer<B> {
         self.parameters()
     }
 
-    /// The model (e.g. to inspect or export it).
-    pub fn model(&self) -> Option<&Mlp<B>> {
-        self.model.as_ref()
+    /// The model (e.g. to inspect or export it), with the current parameters.
+    pub fn model(&mut self) -> Option<&Mlp<B>> {
+        self.fresh_module().ok()
     }
 }
 

@@ -296,7 +296,7 @@ impl Layer {
 }
 
 /// Applies `activation` in place, with burn's formulas.
-fn activate(activation: Activation, values: &mut [f32]) {
+pub(crate) fn activate(activation: Activation, values: &mut [f32]) {
     match activation {
         Activation::Relu => values.iter_mut().for_each(|v| *v = v.max(0.0)),
         Activation::Tanh => values.iter_mut().for_each(|v| *v = v.tanh()),
