@@ -18,7 +18,7 @@
 //! burn's to float rounding (the tests compare both after many steps); for a given batch it is
 //! the same on every call and every thread, so replicas stay bit-identical.
 
-use crate::bundle::dense::activate;
+use crate::bundle::dense::{activate, softmax_into};
 use crate::error::{Error, Result};
 use crate::model::{Activation, MlpConfig, Task};
 
@@ -77,6 +77,23 @@ impl DenseStep {
         let loss_sum = self.output_delta(y, rows, loss_scale)?;
         self.backward(params, x, rows, grads);
         Ok(loss_sum)
+    }
+
+    /// Predictions at `params` for `rows` rows: softmax probabilities (`rows * num_classes`) for
+    /// classification, the output for regression (as [`Trainer::predict`](super::Trainer)).
+    pub(crate) fn predict(&mut self, params: &[f32], x: &[f32], rows: usize) -> Vec<f32> {
+        self.forward(params, x, rows);
+        let out = self.pre.last().map(Vec::as_slice).unwrap_or_default();
+        match self.task {
+            Task::Classification { num_classes } => {
+                let mut probabilities = Vec::with_capacity(out.len());
+                for logits in out.chunks_exact(num_classes) {
+                    softmax_into(logits, &mut probabilities);
+                }
+                probabilities
+            }
+            Task::Regression => out.to_vec(),
+        }
     }
 
     /// Each layer's weights and bias in `params`.

@@ -131,6 +131,16 @@ fn dense_gradients_equal_burns() {
             .gradients(&x[..3 * DIM], y.slice(0, 3), 3, 1.0)
             .unwrap();
         assert_close(&format!("{what}, 3 rows"), &small, &small_burn, 1e-5);
+        // The same parameters predict the same, to rounding.
+        let p = dense.predict(&x, ROWS).unwrap();
+        assert_eq!(p.len(), burn.predict(&x, ROWS).unwrap().len());
+        assert_close(
+            &format!("{what}, predict"),
+            &p,
+            &burn.predict(&x, ROWS).unwrap(),
+            1e-5,
+        );
+        assert!(dense.predict(&[], 0).unwrap().is_empty());
     }
 }
 

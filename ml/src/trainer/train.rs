@@ -307,11 +307,10 @@ impl<B: AutodiffBackend> Trainer<B> {
         if rows == 0 {
             return Ok(Vec::new());
         }
-        if self.stale {
-            let model = self
-                .config
-                .init_from_flat::<B>(&self.params, &self.device)?;
-            return predict_with(&model.valid(), &self.task, self.input(x, rows));
+        if self.dense.is_some() {
+            // The dense forward pass (buffers of its own: this takes `&self`).
+            let mut step = DenseStep::new(&self.config, self.loss, self.task);
+            return Ok(step.predict(&self.params, x, rows));
         }
         let model = self.module()?.valid();
         predict_with(&model, &self.task, self.input(x, rows))

@@ -312,7 +312,7 @@ pub(crate) fn activate(activation: Activation, values: &mut [f32]) {
 }
 
 /// Appends the softmax of `logits` to `out` (burn's order: subtract the max, exp, divide by sum).
-fn softmax_into(logits: &[f32], out: &mut Vec<f32>) {
+pub(crate) fn softmax_into(logits: &[f32], out: &mut Vec<f32>) {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let start = out.len();
     out.extend(logits.iter().map(|&v| (v - max).exp()));
