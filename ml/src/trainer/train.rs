@@ -308,9 +308,16 @@ impl<B: AutodiffBackend> Trainer<B> {
             return Ok(Vec::new());
         }
         if self.dense.is_some() {
-            // The dense forward pass (buffers of its own: this takes `&self`).
+            // The dense forward pass, a block of rows at a time (its buffers stay in the cache
+            // and small; they are its own, as this takes `&self`).
+            const BLOCK: usize = 2048;
             let mut step = DenseStep::new(&self.config, self.loss, self.task);
-            return Ok(step.predict(&self.params, x, rows));
+            let dim = self.config.input_dim;
+            let mut out = Vec::with_capacity(rows * self.config.output_dim);
+            for block in x.chunks(BLOCK * dim) {
+                out.extend(step.predict(&self.params, block, block.len() / dim));
+            }
+            return Ok(out);
         }
         let model = self.module()?.valid();
         predict_with(&model, &self.task, self.input(x, rows))
