@@ -105,6 +105,9 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// The same replica computing its gradients through burn's autodiff graph instead of the
     /// hand-written dense step: slower, equal to float rounding; the reference in tests.
     pub fn with_burn_gradients(mut self) -> Self {
+        // The module catches up with what the dense step trained; if writing it failed, the
+        // module is missing and every later call says so.
+        let _ = self.fresh_module();
         self.dense = None;
         self
     }

@@ -127,8 +127,15 @@ fn predictor_matches_trainer_bit_for_bit() {
     let data = batch(97);
     let f = predictor.preprocess().transform(&data, false).unwrap();
     let a = predictor.predict(&f.x, f.rows).unwrap();
-    let b = trainer.predict(&f.x, f.rows).unwrap();
     assert_eq!(a.len(), 97 * 2);
+    // The trainer predicts with its dense step: the same to float rounding.
+    let dense = trainer.predict(&f.x, f.rows).unwrap();
+    assert_eq!(dense.len(), a.len());
+    for (x, y) in dense.iter().zip(&a) {
+        assert!((x - y).abs() <= 1e-6, "dense {x} vs bundle {y}");
+    }
+    // Through burn, as the bundle's predictor: bit for bit.
+    let b = trainer.with_burn_gradients().predict(&f.x, f.rows).unwrap();
     assert_eq!(
         a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
         b.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
