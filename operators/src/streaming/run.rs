@@ -155,9 +155,11 @@ impl StepLog {
         })
     }
 
-    /// Logs a step (a train line every `log_every` steps, with the prequential metrics and the
-    /// freshness of the versions that went live since the last line: the p50 and max of
-    /// `delays_ms`, worker 0's records' event-to-live delays so far).
+    /// Logs a step: a train line every `log_every` steps, with the prequential metrics, and the
+    /// freshness of the versions that went live since the last line (the p50 and max of the new
+    /// `delays_ms`, worker 0's records' event-to-live delays so far) — on the train line, or on a
+    /// `freshness` line of its own when no train line is due (a version goes live after the
+    /// records it holds were trained).
     pub(crate) fn step(
         &mut self,
         step: u64,
@@ -168,23 +170,34 @@ impl StepLog {
         delays_ms: &[u32],
     ) -> Result<()> {
         self.rows_total += rows;
-        if rows == 0 || !step.is_multiple_of(self.every) {
+        let due = rows > 0 && step.is_multiple_of(self.every);
+        let fresh = delays_ms
+            .get(self.delays_seen..)
+            .filter(|d| !d.is_empty())
+            .map(|new| {
+                let mut new = new.to_vec();
+                new.sort_unstable();
+                (percentile(&new, 0.5), new.last().copied())
+            });
+        if !due && fresh.is_none() {
             return Ok(());
         }
+        self.delays_seen = delays_ms.len();
         let mut guard = self.out.lock().unwrap_or_else(|e| e.into_inner());
         let (out, path) = &mut *guard;
-        let elapsed_s = self.started.elapsed().as_secs_f64();
-        let mut line = json!({"kind": "train", "step": step, "rows": rows,
-            "loss": loss_sum / rows as f64, "elapsed_s": elapsed_s, "rows_total": self.rows_total});
-        if let Some(new) = delays_ms.get(self.delays_seen..).filter(|d| !d.is_empty()) {
-            let mut new = new.to_vec();
-            new.sort_unstable();
-            line["freshness_ms_p50"] = json!(percentile(&new, 0.5));
-            line["freshness_ms_max"] = json!(new.last());
-            self.delays_seen = delays_ms.len();
+        let mut line = if due {
+            let elapsed_s = self.started.elapsed().as_secs_f64();
+            json!({"kind": "train", "step": step, "rows": rows, "loss": loss_sum / rows as f64,
+                "elapsed_s": elapsed_s, "rows_total": self.rows_total})
+        } else {
+            json!({"kind": "freshness", "step": step})
+        };
+        if let Some((p50, max)) = fresh {
+            line["freshness_ms_p50"] = json!(p50);
+            line["freshness_ms_max"] = json!(max);
         }
         writeln!(out, "{line}").map_err(|e| Error::io(path.clone(), e))?;
-        if let Some(m) = prequential.metrics(classification) {
+        if let Some(m) = prequential.metrics(classification).filter(|_| due) {
             let mut v = serde_json::to_value(&m).map_err(|e| Error::Internal(e.to_string()))?;
             v["kind"] = json!("eval");
             v["step"] = json!(step);

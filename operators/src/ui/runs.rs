@@ -269,15 +269,15 @@ impl Curves {
         for line in json_lines(path, usize::MAX) {
             let number = |k: &str| line.get(k).and_then(Value::as_f64);
             let step = line.get("step").cloned().unwrap_or(Value::Null);
+            // On a stream's train lines, or on freshness lines of their own.
+            if let (Some(p50), Some(max)) = (number("freshness_ms_p50"), number("freshness_ms_max"))
+            {
+                curves.freshness.push(json!([step, p50, max]));
+            }
             match line.get("kind").and_then(Value::as_str) {
                 Some("train") => {
                     if let Some(loss) = line.get("loss") {
                         curves.train.push(json!([step, loss]));
-                    }
-                    if let (Some(p50), Some(max)) =
-                        (number("freshness_ms_p50"), number("freshness_ms_max"))
-                    {
-                        curves.freshness.push(json!([step, p50, max]));
                     }
                     let Some(t) = number("elapsed_s") else {
                         continue;
@@ -375,7 +375,8 @@ mod tests {
             run.join("metrics.jsonl"),
             "{\"kind\":\"train\",\"step\":10,\"loss\":0.5,\"elapsed_s\":2.0,\"rows_total\":100}\n\
              {\"kind\":\"eval\",\"step\":10,\"accuracy\":0.9,\"note\":\"x\"}\nnot json\n\
-             {\"kind\":\"train\",\"step\":20,\"loss\":0.4,\"elapsed_s\":4.0,\"rows_total\":400,\"freshness_ms_p50\":30,\"freshness_ms_max\":90}\n",
+             {\"kind\":\"train\",\"step\":20,\"loss\":0.4,\"elapsed_s\":4.0,\"rows_total\":400,\"freshness_ms_p50\":30,\"freshness_ms_max\":90}\n\
+             {\"kind\":\"freshness\",\"step\":23,\"freshness_ms_p50\":40,\"freshness_ms_max\":50}\n",
         )
         .unwrap();
         fs::write(
@@ -393,7 +394,10 @@ mod tests {
         assert_eq!(detail["train"], json!([[10, 0.5], [20, 0.4]]));
         // 300 rows in the 2 s between the two lines.
         assert_eq!(detail["throughput"], json!([[10, 50.0], [20, 150.0]]));
-        assert_eq!(detail["freshness"], json!([[20, 30.0, 90.0]]));
+        assert_eq!(
+            detail["freshness"],
+            json!([[20, 30.0, 90.0], [23, 40.0, 50.0]])
+        );
         assert_eq!(detail["eval"], json!([{"step": 10, "accuracy": 0.9}]));
         assert_eq!(detail["dead_letters"]["total"], 2);
         assert_eq!(detail["versions"], json!([1, 2]));
