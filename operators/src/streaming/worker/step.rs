@@ -521,6 +521,18 @@ impl StreamWorker {
         if let Some(at) = all.first().and_then(|m| m.published_at_ms) {
             self.freshness.went_live(at);
         }
+        // The final version's freshness, on a line of its own (no rows are trained now).
+        if let Some(log) = self.log.as_mut().filter(|_| ctx.index == 0) {
+            let delays = &self.freshness.delays_ms;
+            log.step(
+                self.counters.step,
+                0,
+                0.0,
+                &self.prequential,
+                self.classification,
+                delays,
+            )?;
+        }
         self.flush_outputs()?;
         for sink in &mut self.input.sinks {
             sink.finish()?;
