@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use anyhow::Context;
+use millrace::connectors::storage::StorageOptions;
 use millrace::engine::ClusterConfig;
 use millrace::operators::batch_job::{NoProgress, Summary};
 use millrace::run::{RunConfig, plan, run_planned};
@@ -47,6 +49,28 @@ pub fn run_pipeline(
         started: Some(started),
     };
     Ok(run_planned(planned, Some(&text), config)?.0)
+}
+
+/// The storage settings of the local S3 server at `endpoint` (scripts/s3-server.sh: moto, any
+/// credentials), with the bucket `bench` created on it.
+pub fn s3_bench_bucket(endpoint: &str) -> anyhow::Result<StorageOptions> {
+    let status = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-X", "PUT"])
+        .arg(format!("{endpoint}/bench"))
+        .status()
+        .context("curl is needed to create the bucket")?;
+    if !status.success() {
+        anyhow::bail!(
+            "cannot reach the S3 server at {endpoint}: start it with scripts/s3-server.sh start"
+        );
+    }
+    Ok(StorageOptions {
+        endpoint: Some(endpoint.to_string()),
+        region: Some("us-east-1".into()),
+        access_key_id: Some("test".into()),
+        secret_access_key: Some("test".into()),
+        ..StorageOptions::default()
+    })
 }
 
 /// The holdout accuracy a run's evaluation reported, if it has one.

@@ -243,7 +243,7 @@ pub fn tune(args: RunArgs, started: Instant) -> anyhow::Result<()> {
 }
 
 /// `millrace run`; `started` (the process start) starts the run's clock.
-pub fn run(args: RunArgs, started: Instant) -> anyhow::Result<()> {
+pub fn run(mut args: RunArgs, started: Instant) -> anyhow::Result<()> {
     let (mut spec, text) = crate::pipeline_file::load(&args.pipeline, &args.overrides)?;
     // Nothing is served with --no-serve, so [serve] (its device included) is not checked.
     if args.no_serve {
@@ -252,20 +252,18 @@ pub fn run(args: RunArgs, started: Instant) -> anyhow::Result<()> {
     spec.validate()
         .map_err(|e| anyhow::anyhow!("{}", located(&args.pipeline, &text, e)))?;
     let cluster = args.cluster.config(args.workers)?;
-    let mut args = args;
     // One dashboard per job, on process 0; a streaming server already has one at /ui.
     let served_stream = spec.stream.is_some() && spec.serve.is_some();
     if cluster.process_id == 0 && !args.no_ui && (args.ui.is_some() || !served_stream) {
         // The run directory is chosen now, so the dashboard can show the run from its start.
         let run_dir =
             (args.run_dir.take()).unwrap_or_else(|| crate::run::default_run_dir(&spec.name));
-        match (
-            super::ui::spawn(&run_dir, args.ui.unwrap_or(super::ui::ANY_LOOPBACK)),
-            args.ui,
-        ) {
-            (Err(e), Some(_)) => return Err(e),
-            (Err(e), None) => tracing::warn!("no dashboard for this run: {e:#}"),
-            (Ok(_), _) => {}
+        // An address asked for must work; the default one is a convenience.
+        if let Err(e) = super::ui::spawn(&run_dir, args.ui.unwrap_or(super::ui::ANY_LOOPBACK)) {
+            if args.ui.is_some() {
+                return Err(e);
+            }
+            tracing::warn!("no dashboard for this run: {e:#}");
         }
         args.run_dir = Some(run_dir);
     }
@@ -280,7 +278,7 @@ pub fn run(args: RunArgs, started: Instant) -> anyhow::Result<()> {
     let process_id = cluster.process_id;
     let config = RunConfig {
         cluster,
-        run_dir: args.run_dir.clone(),
+        run_dir: args.run_dir,
         progress: Arc::new(CliProgress::new()),
         resume: args.resume,
         started: Some(started),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{pipeline_toml, scratch, tabular};
+use crate::common::{pipeline_toml, scratch, succeed, tabular};
 use crate::quickstart::try_run_toml;
 use crate::serve_harness::{get, post_json};
 use crate::services::{MlflowServer, free_port, kafka, mlflow};
@@ -190,15 +190,10 @@ fn assert_batch_recorded(endpoint: &str, run_dir: &Path, model: &str) {
 
 /// `millrace track push RUN_DIR`, which must succeed.
 fn track_push(run_dir: &Path) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_millrace"))
-        .args(["track", "push"])
-        .arg(run_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_millrace"))
+            .args(["track", "push"])
+            .arg(run_dir),
     );
 }
 

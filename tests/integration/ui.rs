@@ -12,7 +12,7 @@ use millrace::operators::serve::ServeOptions;
 use millrace::operators::ui::{RunsSource, UiSource, serve_ui};
 use serde_json::{Value, json};
 
-use crate::common::{pipeline_toml, scratch, tabular};
+use crate::common::{pipeline_toml, scratch, succeed, tabular};
 use crate::quickstart::run_toml;
 use crate::serve_harness::{Server, fixture, get, one_model, post_json, request, v2_request};
 
@@ -55,16 +55,7 @@ fn headless(browser: &str) -> Command {
 
 /// The page at `url` as the browser shows it once its scripts have run.
 fn dom(browser: &str, url: &str) -> String {
-    let out = headless(browser)
-        .arg("--dump-dom")
-        .arg(url)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeed(headless(browser).arg("--dump-dom").arg(url));
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -73,16 +64,11 @@ fn screenshot(browser: &str, url: &str, name: &str) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts/ui");
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join(format!("{name}.png"));
-    let out = headless(browser)
-        .arg("--window-size=1280,1600")
-        .arg(format!("--screenshot={}", file.display()))
-        .arg(url)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeed(
+        headless(browser)
+            .arg("--window-size=1280,1600")
+            .arg(format!("--screenshot={}", file.display()))
+            .arg(url),
     );
     assert!(
         std::fs::metadata(&file).unwrap().len() > 10_000,

@@ -99,23 +99,7 @@ fn main() -> anyhow::Result<()> {
     let two = measure(&model, &train, &local_out, 2, runs, &local)?;
     let s3 = match &endpoint {
         Some(endpoint) => {
-            let storage = StorageOptions {
-                endpoint: Some(endpoint.clone()),
-                region: Some("us-east-1".into()),
-                access_key_id: Some("test".into()),
-                secret_access_key: Some("test".into()),
-                ..StorageOptions::default()
-            };
-            let status = std::process::Command::new("curl")
-                .args(["-s", "-o", "/dev/null", "-X", "PUT"])
-                .arg(format!("{endpoint}/bench"))
-                .status()
-                .context("curl is needed to create the bucket")?;
-            if !status.success() {
-                bail!(
-                    "cannot reach the S3 server at {endpoint}: start it with scripts/s3-server.sh start"
-                );
-            }
+            let storage = millrace_benchmarks::s3_bench_bucket(endpoint)?;
             millrace::inspect::copy(&train, "s3://bench/train", &storage)?;
             measure(
                 &model,

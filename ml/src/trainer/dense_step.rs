@@ -79,20 +79,25 @@ impl DenseStep {
         Ok(loss_sum)
     }
 
-    /// Predictions at `params` for `rows` rows: softmax probabilities (`rows * num_classes`) for
-    /// classification, the output for regression (as [`Trainer::predict`](super::Trainer)).
-    pub(crate) fn predict(&mut self, params: &[f32], x: &[f32], rows: usize) -> Vec<f32> {
+    /// Appends the predictions at `params` for `rows` rows to `out`: softmax probabilities
+    /// (`rows * num_classes`) for classification, the output for regression (as
+    /// [`Trainer::predict`](super::Trainer)).
+    pub(crate) fn predict_into(
+        &mut self,
+        params: &[f32],
+        x: &[f32],
+        rows: usize,
+        out: &mut Vec<f32>,
+    ) {
         self.forward(params, x, rows);
-        let out = self.pre.last().map(Vec::as_slice).unwrap_or_default();
+        let output = self.pre.last().map(Vec::as_slice).unwrap_or_default();
         match self.task {
             Task::Classification { num_classes } => {
-                let mut probabilities = Vec::with_capacity(out.len());
-                for logits in out.chunks_exact(num_classes) {
-                    softmax_into(logits, &mut probabilities);
+                for logits in output.chunks_exact(num_classes) {
+                    softmax_into(logits, out);
                 }
-                probabilities
             }
-            Task::Regression => out.to_vec(),
+            Task::Regression => out.extend_from_slice(output),
         }
     }
 

@@ -180,8 +180,8 @@ impl<B: AutodiffBackend> Trainer<B> {
         if rows == 0 {
             return Ok((0.0, vec![0.0; self.num_params]));
         }
+        // The loss was checked against the task when the replica was built.
         if let Some(dense) = self.dense.as_mut() {
-            self.loss.validate(&self.task)?;
             let mut grads = vec![0.0; self.num_params];
             let loss_sum = dense.gradients(&self.params, x, y, rows, loss_scale, &mut grads)?;
             return Ok((loss_sum, grads));
@@ -318,7 +318,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             let dim = self.config.input_dim;
             let mut out = Vec::with_capacity(rows * self.config.output_dim);
             for block in x.chunks(BLOCK * dim) {
-                out.extend(step.predict(&self.params, block, block.len() / dim));
+                step.predict_into(&self.params, block, block.len() / dim, &mut out);
             }
             return Ok(out);
         }

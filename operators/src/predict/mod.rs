@@ -212,11 +212,7 @@ fn check_model_columns(model: &Schema, data: &Schema, url: &str) -> Result<()> {
             format!(
                 "`{url}` lacks the column{} the model reads: {}; it has {}",
                 if missing.len() == 1 { "" } else { "s" },
-                missing
-                    .iter()
-                    .map(|m| format!("`{m}`"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                millrace_engine::list(missing.iter().map(|m| format!("`{m}`"))),
                 names(data)
             ),
         ));
@@ -240,10 +236,7 @@ fn check_model_columns(model: &Schema, data: &Schema, url: &str) -> Result<()> {
 }
 
 fn names(schema: &Schema) -> String {
-    (schema.fields().iter())
-        .map(|f| f.name().as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
+    millrace_engine::list(schema.fields().iter().map(|f| f.name()))
 }
 
 fn open_writer(
@@ -276,7 +269,7 @@ fn open_writer(
 /// What a scoring job did.
 #[derive(Clone, Debug, Serialize)]
 pub struct PredictSummary {
-    /// The model's name and version.
+    /// The model's name.
     pub model: String,
     /// The model's version.
     pub version: u64,

@@ -170,7 +170,7 @@ impl Scorer {
                 .ok_or_else(|| format!("the input has no column `{name}`"))?;
             columns.push(take(column, &indices, None).map_err(|e| e.to_string())?);
         }
-        columns.extend(self.prediction_columns(&predictions, features.rows));
+        columns.extend(self.prediction_columns(predictions, features.rows));
         let out = RecordBatch::try_new(Arc::clone(&self.output), columns)
             .map_err(|e| format!("could not assemble the output rows: {e}"))?;
         Ok(Scored { out, dead })
@@ -224,10 +224,10 @@ impl Scorer {
     }
 
     /// `class` and `probabilities`, or `value`, of `rows` predicted rows.
-    fn prediction_columns(&self, predictions: &[f32], rows: usize) -> Vec<ArrayRef> {
+    fn prediction_columns(&self, predictions: Vec<f32>, rows: usize) -> Vec<ArrayRef> {
         let width = self.forward.output_dim().max(1);
         if self.preprocess.num_classes().is_none() {
-            return vec![Arc::new(Float32Array::from(predictions.to_vec()))];
+            return vec![Arc::new(Float32Array::from(predictions))];
         }
         let classes = predictions.chunks(width).map(argmax);
         let class: ArrayRef = match &self.class_names {
@@ -237,7 +237,7 @@ impl Scorer {
             None => Arc::new(Int64Array::from_iter_values(classes.map(|c| c as i64))),
         };
         let item = Arc::new(Field::new_list_field(DataType::Float32, false));
-        let values = Arc::new(Float32Array::from(predictions.to_vec()));
+        let values = Arc::new(Float32Array::from(predictions));
         let probabilities = ListArray::new(
             item,
             OffsetBuffer::from_lengths(std::iter::repeat_n(width, rows)),

@@ -87,31 +87,30 @@ impl RunsSource {
     /// One line per run for the runs page.
     pub fn list(&self) -> Value {
         let runs: Vec<Value> = (self.dirs().into_iter())
-            .map(|(id, dir)| self.row(&id, &dir))
+            .map(|(id, dir)| {
+                let summary = read_json(&dir.join("summary.json"));
+                self.row(&id, &dir, summary.as_ref(), &pipeline_text(&dir))
+            })
             .collect();
         json!({ "root": self.root.display().to_string(), "runs": runs })
     }
 
-    /// A run's line: what it is, how it stands, its headline numbers and its files.
-    fn row(&self, id: &str, dir: &Path) -> Value {
-        let summary = read_json(&dir.join("summary.json"));
-        let pipeline: toml::Table = (fs::read_to_string(dir.join("pipeline.toml")).ok())
-            .and_then(|text| toml::from_str(&text).ok())
-            .unwrap_or_default();
+    /// A run's line: what it is, how it stands, its headline numbers and its files; from its
+    /// `summary.json` (if written) and `pipeline.toml` text (empty if none).
+    fn row(&self, id: &str, dir: &Path, summary: Option<&Value>, pipeline: &str) -> Value {
+        let pipeline: toml::Table = toml::from_str(pipeline).unwrap_or_default();
         let section = |name: &str| {
-            summary
-                .as_ref()
-                .is_some_and(|s| s.get(name).is_some_and(|v| !v.is_null()))
+            summary.is_some_and(|s| s.get(name).is_some_and(|v| !v.is_null()))
                 || pipeline.contains_key(name)
         };
         let kind = if section("tune") {
             "tune"
-        } else if section("stream") || summary.as_ref().is_some_and(|s| s.get("topic").is_some()) {
+        } else if section("stream") || summary.is_some_and(|s| s.get("topic").is_some()) {
             "stream"
         } else {
             "batch"
         };
-        let status = match &summary {
+        let status = match summary {
             Some(_) => "finished",
             None if self.live.as_deref() == Some(id) => "running",
             None if SystemTime::now()
@@ -122,7 +121,7 @@ impl RunsSource {
             }
             None => "incomplete",
         };
-        let s = summary.clone().unwrap_or(Value::Null);
+        let s = summary.unwrap_or(&Value::Null);
         let name = (s.get("name").and_then(Value::as_str).map(str::to_string))
             .or_else(|| {
                 pipeline
@@ -156,16 +155,15 @@ impl RunsSource {
     /// Everything the run page shows of run `id`; `None` when there is no such run.
     pub fn detail(&self, id: &str) -> Option<Value> {
         let dir = self.dir(id)?;
-        let mut out = self.row(id, &dir);
+        let summary = read_json(&dir.join("summary.json"));
+        let pipeline = pipeline_text(&dir);
+        let mut out = self.row(id, &dir, summary.as_ref(), &pipeline);
+        let summary = summary.unwrap_or(Value::Null);
         let curves = Curves::read(&dir.join("metrics.jsonl"));
         let (dead_total, dead_sample) = dead_letters(&dir.join("dead_letters.jsonl"));
-        let summary = read_json(&dir.join("summary.json")).unwrap_or(Value::Null);
         let fields = [
             ("summary", summary.clone()),
-            (
-                "pipeline",
-                Value::from(fs::read_to_string(dir.join("pipeline.toml")).unwrap_or_default()),
-            ),
+            ("pipeline", Value::from(pipeline)),
             ("train", Value::from(thin(curves.train))),
             ("throughput", Value::from(thin(curves.throughput))),
             ("freshness", Value::from(thin(curves.freshness))),
@@ -213,6 +211,11 @@ fn modified(dir: &Path) -> SystemTime {
         .unwrap_or(UNIX_EPOCH)
 }
 
+/// The run's `pipeline.toml`, or nothing.
+fn pipeline_text(dir: &Path) -> String {
+    fs::read_to_string(dir.join("pipeline.toml")).unwrap_or_default()
+}
+
 fn read_json(path: &Path) -> Option<Value> {
     serde_json::from_str(&fs::read_to_string(path).ok()?).ok()
 }
@@ -256,7 +259,7 @@ struct Curves {
     /// Rows trained per second between training lines, `[step, rows/s]`: from a stream's
     /// `rows_total`, or a batch run's rows since the previous line.
     throughput: Vec<Value>,
-    /// A stream's event-to-live delays of the versions published between training lines,
+    /// A stream's event-to-live delays of the versions that went live since the line before,
     /// `[step, p50 ms, max ms]`.
     freshness: Vec<Value>,
 }
