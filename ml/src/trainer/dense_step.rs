@@ -238,11 +238,8 @@ fn sign(v: f32) -> f32 {
 fn derivative(activation: Activation, grad: &mut [f32], z: &[f32], a: &[f32]) {
     let each = grad.iter_mut().zip(z).zip(a);
     match activation {
-        Activation::Relu => each.for_each(|((g, &z), _)| {
-            if z <= 0.0 {
-                *g = 0.0;
-            }
-        }),
+        // A select, not a branch on each element, so that it vectorises.
+        Activation::Relu => each.for_each(|((g, &z), _)| *g = if z <= 0.0 { 0.0 } else { *g }),
         Activation::Tanh => each.for_each(|((g, _), &a)| *g *= 1.0 - a * a),
         Activation::Sigmoid => each.for_each(|((g, _), &a)| *g *= a * (1.0 - a)),
         // burn 0.21's gelu_backward (and the GPU kernels'): the derivative of the tanh
