@@ -61,6 +61,7 @@ pub mod prelude {
     pub use crate::run::{RunConfig, plan, run_planned};
     pub use millrace_engine::{Batch, ClusterConfig, DeadLetter, Flow, FlowContext, execute};
     pub use millrace_ml::model::Activation;
+    pub use millrace_ml::optim::{Decay, LrSchedule};
     pub use millrace_ml::preprocess::NullPolicy;
     pub use millrace_operators::spec::{PipelineSpec, ServeSpec, SinkPoint};
 }

@@ -1,7 +1,7 @@
 //! The DSL's train-step: model, loss, optimiser and schedule.
 
 use millrace_ml::model::{Activation, ModelChoice, ModelKind, ModelSpec};
-use millrace_ml::optim::OptimizerSpec;
+use millrace_ml::optim::{LrSchedule, OptimizerSpec};
 use millrace_ml::trainer::{Loss, LossChoice, Reduction};
 use millrace_ml::{Device, Precision};
 use millrace_operators::spec::{TaskKind, TrainSpec};
@@ -33,6 +33,7 @@ impl Train {
                 loss: None,
                 reduction: Default::default(),
                 lr: 1e-3,
+                lr_schedule: Default::default(),
                 batch_size: 512,
                 epochs: 1,
                 seed: 42,
@@ -141,6 +142,13 @@ impl Train {
     /// Learning rate.
     pub fn lr(mut self, lr: f64) -> Self {
         self.spec.lr = lr;
+        self
+    }
+
+    /// How the learning rate moves over the run (`train.lr_schedule`), e.g.
+    /// `LrSchedule { warmup_steps: 100, ..LrSchedule::new(Decay::Cosine) }`.
+    pub fn lr_schedule(mut self, schedule: LrSchedule) -> Self {
+        self.spec.lr_schedule = schedule;
         self
     }
 

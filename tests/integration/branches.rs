@@ -185,9 +185,14 @@ fn checkpoints(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 fn branches_checkpoint_and_resume_to_the_uninterrupted_models_bit_for_bit() {
     let dir = scratch("branch-resume");
     let ckpt = dir.join("ckpt");
+    // The branch's rate follows a schedule: a resumed step must apply the rate of its step.
+    let branch = LOGISTIC.replace(
+        "lr = 0.01\n",
+        "lr = 0.01\nlr_schedule = { kind = \"cosine\", warmup_steps = 10 }\n",
+    );
     let text = format!(
         "{}\n[checkpoint]\ndir = \"{}\"\nevery_steps = 20\nkeep = 100\n",
-        with_branch(LOGISTIC),
+        with_branch(&branch),
         ckpt.display()
     );
     let full = try_run_toml(&text, 2, &dir.join("full")).unwrap();

@@ -202,3 +202,41 @@ fn settings_with_a_fixed_set_of_values_name_the_value_line_and_column() {
         );
     }
 }
+
+#[test]
+fn a_learning_rate_schedule_is_checked_before_work() {
+    let schedule =
+        |s: &str| good().replace("lr = 0.002", &format!("lr = 0.002\nlr_schedule = {s}"));
+    let line = 17;
+    for (setting, expected) in [
+        (
+            "{ kind = \"step\" }",
+            "unknown variant `step`, expected one of `constant`, `linear`, `cosine`",
+        ),
+        (
+            "{ kind = \"cosine\", min_lr = 0.01 }",
+            "`train.lr_schedule.min_lr`: 0.01 is above lr (0.002): a decay goes down to min_lr",
+        ),
+        (
+            "{ min_lr = 0.001 }",
+            "`train.lr_schedule.min_lr`: a constant rate has no decay to end at: set kind = \"linear\"",
+        ),
+    ] {
+        let err = plan_error(&schedule(setting), "bad-lr-schedule");
+        assert!(
+            err.starts_with(&format!("pipeline.toml:{line}:")) && err.contains(expected),
+            "{setting}: {err}"
+        );
+    }
+    // A stream has no last step to decay towards.
+    let text = format!(
+        "{}\n[stream]\nbootstrap_servers = \"127.0.0.1:1\"\ntopic = \"t\"\nschema = {{ f0 = \"float32\" }}\n",
+        schedule("{ kind = \"linear\" }")
+    );
+    let err = plan_error(&text, "stream-lr-schedule");
+    assert!(
+        err.starts_with(&format!("pipeline.toml:{line}:"))
+            && err.contains("a streaming job trains at a constant lr"),
+        "{err}"
+    );
+}

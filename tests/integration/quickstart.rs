@@ -246,3 +246,39 @@ split = 0.2
     assert!((11_000..13_000).contains(&s.eval_rows), "{}", s.eval_rows);
     assert_eq!(s.train_rows + s.eval_rows, 60_000);
 }
+
+#[test]
+fn a_cosine_schedule_logs_its_rate_and_trains_alike_on_one_and_two_workers() {
+    let (train, holdout) = tabular();
+    let text = pipeline_toml(train, holdout, 2).replace(
+        "lr = 0.002",
+        "lr = 0.002\nlr_schedule = { kind = \"cosine\", warmup_steps = 20, min_lr = 0.0001 }\nlog_every = 5",
+    );
+    let dir = scratch("lr-schedule");
+    let one = run_toml(&text, 1, &dir.join("one"));
+    let two = run_toml(&text, 2, &dir.join("two"));
+    // The same batches at the same rates: the same model up to the order of the sums.
+    assert_eq!(one.steps, two.steps);
+    assert!(accuracy(&two) > 0.8, "{:?}", two.eval);
+    assert!((accuracy(&one) - accuracy(&two)).abs() < 0.005);
+    // The train lines carry the rate of their step: warmup, the top, then down to the floor.
+    let lines = std::fs::read_to_string(dir.join("two/run/metrics.jsonl")).unwrap();
+    let rates: Vec<(u64, f64)> = lines
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["kind"] == "train")
+        .map(|v| (v["step"].as_u64().unwrap(), v["lr"].as_f64().unwrap()))
+        .collect();
+    let (first, last) = (rates[0], rates[rates.len() - 1]);
+    let near = |(step, lr): (u64, f64), (s, l): (u64, f64)| step == s && (lr - l).abs() < 1e-12;
+    assert!(near(first, (5, 0.0005)), "{rates:?}");
+    assert!(rates.iter().any(|&r| near(r, (20, 0.002))), "{rates:?}");
+    assert_eq!(last.0, two.steps, "{rates:?}");
+    assert!(last.1 >= 0.0001 && last.1 < 0.0002, "{rates:?}");
+    assert!(rates.windows(2).all(|w| w[0].0 < 20 || w[1].1 <= w[0].1));
+    // Without a schedule the lines have no rate.
+    let plain = run_toml(&pipeline_toml(train, holdout, 1), 1, &dir.join("plain"));
+    assert!(plain.steps > 0);
+    let lines = std::fs::read_to_string(dir.join("plain/run/metrics.jsonl")).unwrap();
+    assert!(lines.contains("\"kind\":\"train\"") && !lines.contains("\"lr\""));
+}

@@ -321,6 +321,7 @@ fn bad_tune_sections_fail_before_work_naming_what_to_change() {
 #[test]
 fn the_dsl_writes_the_same_tune_section_as_the_file() {
     use millrace::dsl::{Pipeline, Train, Tune};
+    use millrace::prelude::{Decay, LrSchedule};
     let (train, _) = tabular();
     let file = millrace::pipeline_file::parse(
         &format!(
@@ -329,7 +330,10 @@ fn the_dsl_writes_the_same_tune_section_as_the_file() {
              \"train.lr\" = {{ loguniform = [0.0001, 0.1] }}\n\
              \"train.model.hidden\" = {{ choice = [[8], [16, 16]] }}\n\
              \"train.batch_size\" = {{ int = [64, 512] }}\n",
-            pipeline_toml(train, train, 1)
+            pipeline_toml(train, train, 1).replace(
+                "lr = 0.002",
+                "lr = 0.002\nlr_schedule = { kind = \"cosine\", warmup_steps = 50, min_lr = 1e-5 }"
+            )
         ),
         Path::new("t.toml"),
     )
@@ -337,7 +341,11 @@ fn the_dsl_writes_the_same_tune_section_as_the_file() {
     let dsl = Pipeline::new("it")
         .ingest_parquet(train)
         .label("label")
-        .train(Train::mlp([64, 64]))
+        .train(Train::mlp([64, 64]).lr_schedule(LrSchedule {
+            warmup_steps: 50,
+            min_lr: 1e-5,
+            ..LrSchedule::new(Decay::Cosine)
+        }))
         .tune(
             Tune::minimize("log_loss")
                 .loguniform("train.lr", 1e-4, 0.1)
@@ -350,4 +358,7 @@ fn the_dsl_writes_the_same_tune_section_as_the_file() {
         .build()
         .unwrap();
     assert_eq!(dsl.tune, file.tune);
+    // The trials' schedule too.
+    assert_eq!(dsl.train.lr_schedule, file.train.lr_schedule);
+    assert!(!file.train.lr_schedule.is_constant());
 }

@@ -9,6 +9,7 @@
 //! parameter ids.
 
 mod flat;
+mod schedule;
 #[cfg(test)]
 mod tests;
 
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 pub use flat::{FlatOptimizer, OptimizerKind, OptimizerState};
+pub use schedule::{Decay, LrSchedule};
 
 fn default_beta1() -> f64 {
     0.9

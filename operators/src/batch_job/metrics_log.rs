@@ -24,6 +24,8 @@ pub(super) struct MetricsLog {
     eval_lines: Vec<Value>,
     progress: Arc<dyn Progress>,
     log_every: u64,
+    /// Whether train lines carry the learning rate (a `train.lr_schedule` moves it).
+    log_lr: bool,
     total_steps: u64,
     window_loss: f64,
     window_rows: u64,
@@ -39,7 +41,7 @@ impl MetricsLog {
         write: bool,
         run_dir: &Path,
         resume: Option<&BatchCheckpoint>,
-        log_every: u64,
+        (log_every, log_lr): (u64, bool),
         progress: Arc<dyn Progress>,
     ) -> Result<Self> {
         let file = if write {
@@ -65,6 +67,7 @@ impl MetricsLog {
             eval_lines,
             progress,
             log_every,
+            log_lr,
             total_steps: 0,
             window_loss: 0.0,
             window_rows: 0,
@@ -89,14 +92,18 @@ impl MetricsLog {
                 step,
                 loss,
                 rows,
+                lr,
             } => {
                 self.progress.train_step(*step, *loss);
                 self.window_loss += loss * *rows as f64;
                 self.window_rows += rows;
                 (step.is_multiple_of(self.log_every) || *step == self.total_steps).then(|| {
                     let mean = self.window_loss / self.window_rows.max(1) as f64;
-                    let line = json!({"kind": "train", "epoch": epoch, "step": step, "loss": mean,
+                    let mut line = json!({"kind": "train", "epoch": epoch, "step": step, "loss": mean,
                         "rows": self.window_rows, "elapsed_s": self.started.elapsed().as_secs_f64()});
+                    if self.log_lr {
+                        line["lr"] = json!(lr);
+                    }
                     (self.window_loss, self.window_rows) = (0.0, 0);
                     line
                 })

@@ -73,7 +73,10 @@ pub(super) fn train_main(
         ctx.index == 0,
         &options.run_dir,
         shared.resume.as_ref(),
-        spec.train.log_every as u64,
+        (
+            spec.train.log_every as u64,
+            !spec.train.lr_schedule.is_constant(),
+        ),
         Arc::clone(progress),
     )?;
     let mut on_event = |event: TrainEvent| log.on_event(event);

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use millrace_ml::model::{FeatureLayout, ModelChoice, ModelShape, Task};
-use millrace_ml::optim::OptimizerSpec;
+use millrace_ml::optim::{LrSchedule, OptimizerSpec};
 use millrace_ml::registry;
 use millrace_ml::trainer::{Loss, LossChoice, Objective, Reduction};
 use millrace_ml::{Device, GpuOptions, Precision, Replica};
@@ -48,6 +48,12 @@ pub struct TrainSpec {
     /// Learning rate.
     #[serde(default = "default_lr")]
     pub lr: f64,
+    /// How the learning rate moves over the run: `{ kind = "cosine", warmup_steps = 100,
+    /// min_lr = 1e-5 }`, with `kind` one of `constant` (default), `linear` or `cosine`. A
+    /// decay spans the run's steps (`epochs` × steps per epoch; a tune trial's whole budget).
+    /// Batch jobs only: a stream has no last step to decay towards.
+    #[serde(default, skip_serializing_if = "LrSchedule::is_constant")]
+    pub lr_schedule: LrSchedule,
     /// Global batch size (rows per step summed over all workers).
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,

@@ -100,6 +100,14 @@ impl PipelineSpec {
                 format!("must be a positive number, got {}", t.lr),
             ));
         }
+        t.lr_schedule.validate("train.lr_schedule", t.lr)?;
+        if self.stream.is_some() && !t.lr_schedule.is_constant() {
+            return Err(Error::config(
+                "train.lr_schedule",
+                "a streaming job trains at a constant lr (a stream has no last step to decay \
+                 towards, and its idle steps apply no update to warm up with): remove lr_schedule",
+            ));
+        }
         if t.log_every == 0 {
             return Err(Error::config("train.log_every", "must be at least 1"));
         }
@@ -224,6 +232,18 @@ impl PipelineSpec {
                         "branch '{}' is {:?} but [train] is {:?}: branches share the label and its \
                          preprocessing",
                         b.name, b.train.task, self.train.task
+                    ),
+                ));
+            }
+            b.train
+                .lr_schedule
+                .validate(&key("train.lr_schedule"), b.train.lr)?;
+            if self.stream.is_some() && !b.train.lr_schedule.is_constant() {
+                return Err(Error::config(
+                    key("train.lr_schedule"),
+                    format!(
+                        "branch '{}': a streaming job trains at a constant lr; remove lr_schedule",
+                        b.name
                     ),
                 ));
             }

@@ -45,6 +45,8 @@ pub enum TrainEvent {
         loss: f64,
         /// Rows in the step's global batch.
         rows: u64,
+        /// The learning rate the step applied (`train.lr_schedule`'s at this step).
+        lr: f64,
     },
     /// A checkpoint is about to be taken after this global step (logs should be flushed).
     Checkpoint {
@@ -359,6 +361,13 @@ impl Stepper<'_> {
         self.summed_step(worker, ctx, rows, control, on_event)
     }
 
+    /// The learning rate of global step `step` (0-based): `train.lr_schedule` over the run's
+    /// steps, so that a resumed run and any number of workers use the same rates.
+    fn lr_of(&self, step: u64) -> f64 {
+        let total = self.position.steps_per_epoch * self.spec.epochs as u64;
+        self.spec.lr_schedule.lr_at(self.spec.lr, step, total)
+    }
+
     /// Whether `control.every_s` passed since the last checkpoint, on this worker's clock.
     fn checkpoint_due(&self, control: &TrainControl<'_>) -> bool {
         control.every_s > 0.0 && self.last_checkpoint.elapsed().as_secs_f64() >= control.every_s
@@ -376,9 +385,11 @@ impl Stepper<'_> {
         if rows == 0 {
             return Ok(());
         }
+        // `global_step` already counts this step.
+        let lr = self.lr_of(self.position.global_step - 1);
         let (xb, y) = self.buf.fill(self.x, self.dim, self.targets, picked);
         let scale = self.spec.reduction.scale(rows as u64);
-        let previous = self.trainer.step(xb, y, rows, scale, self.spec.lr)?;
+        let previous = self.trainer.step(xb, y, rows, scale, lr)?;
         settle(
             &mut self.position,
             self.in_flight.take(),
@@ -389,6 +400,7 @@ impl Stepper<'_> {
             epoch,
             step: self.position.global_step,
             rows: rows as u64,
+            lr,
         });
         Ok(())
     }
@@ -430,20 +442,16 @@ impl Stepper<'_> {
         let timed = grads.pop().unwrap_or(0.0) > 0.0;
         let global_rows = grads.pop().unwrap_or(0.0) as u64;
         let loss_sum = f64::from(grads.pop().unwrap_or(f32::NAN));
+        let lr = self.lr_of(self.position.global_step);
         self.position.global_step += 1;
         self.position.step_in_epoch = step + 1;
-        let spec = self.spec;
-        if apply_summed_gradient(
-            self.trainer,
-            &mut grads,
-            global_rows,
-            spec.reduction,
-            spec.lr,
-        )? {
+        let reduction = self.spec.reduction;
+        if apply_summed_gradient(self.trainer, &mut grads, global_rows, reduction, lr)? {
             let done = InFlight {
                 epoch,
                 step: self.position.global_step,
                 rows: global_rows,
+                lr,
             };
             account(&mut self.position, done, loss_sum, on_event);
         }
@@ -494,6 +502,8 @@ struct InFlight {
     step: u64,
     /// Rows in the step's global batch.
     rows: u64,
+    /// The step's learning rate.
+    lr: f64,
 }
 
 /// Counts a finished step's loss and rows in `position` and reports it.
@@ -510,6 +520,7 @@ fn account(
         step: done.step,
         loss: loss_sum / done.rows as f64,
         rows: done.rows,
+        lr: done.lr,
     });
 }
 

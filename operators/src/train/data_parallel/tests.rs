@@ -2,7 +2,7 @@
 use millrace_engine::{ClusterConfig, MetricsRegistry, execute};
 use millrace_ml::backend::CpuAutodiff;
 use millrace_ml::model::{ModelKind, ModelSpec, Task};
-use millrace_ml::optim::OptimizerSpec;
+use millrace_ml::optim::{Decay, LrSchedule, OptimizerSpec};
 use millrace_ml::preprocess::Features;
 use millrace_ml::trainer::{Loss, Reduction, Trainer};
 
@@ -12,7 +12,11 @@ use crate::spec::TaskKind;
 /// Trains linear regression with `mae`, SGD at lr 1 (no momentum, no decay) from zero
 /// parameters on `workers` workers; every target is far above the output, so each row's
 /// gradient on the bias is exactly -1. Returns the final bias of every worker and the steps.
-fn bias_after_training(workers: usize, reduction: Reduction) -> (Vec<f32>, u64) {
+fn bias_after_training(
+    workers: usize,
+    reduction: Reduction,
+    lr_schedule: LrSchedule,
+) -> (Vec<f32>, u64) {
     const ROWS: usize = 200;
     let spec = TrainSpec {
         task: TaskKind::Regression,
@@ -25,6 +29,7 @@ fn bias_after_training(workers: usize, reduction: Reduction) -> (Vec<f32>, u64) 
         loss: Some(Loss::Mae.into()),
         reduction,
         lr: 1.0,
+        lr_schedule,
         batch_size: 64,
         epochs: 2,
         seed: 3,
@@ -86,15 +91,39 @@ fn bias_after_training(workers: usize, reduction: Reduction) -> (Vec<f32>, u64) 
 fn sum_reduction_applies_the_summed_gradient() {
     for workers in [1, 3] {
         // Sum: the bias grows by exactly 1 per row visit (200 rows x 2 epochs).
-        let (bias, steps) = bias_after_training(workers, Reduction::Sum);
+        let (bias, steps) = bias_after_training(workers, Reduction::Sum, LrSchedule::default());
         assert_eq!(bias, vec![400.0; workers], "{workers} workers");
         assert_eq!(steps, 8);
         // Mean: by 1 per step.
-        let (bias, _) = bias_after_training(workers, Reduction::Mean);
+        let (bias, _) = bias_after_training(workers, Reduction::Mean, LrSchedule::default());
         for b in bias {
             assert!((b - 8.0).abs() < 1e-5, "{workers} workers: bias {b}");
         }
     }
+}
+
+#[test]
+fn every_step_applies_the_schedules_rate_on_any_number_of_workers() {
+    // With a mean reduction each step moves the bias by exactly its rate: the bias is the sum
+    // of the 8 steps' rates (2 of warmup, then half a cosine down to 0.1).
+    let schedule = LrSchedule {
+        kind: Decay::Cosine,
+        warmup_steps: 2,
+        min_lr: 0.1,
+    };
+    let rates: Vec<f64> = (0..8).map(|s| schedule.lr_at(1.0, s, 8)).collect();
+    let expected: f32 = rates.iter().map(|&r| r as f32).sum();
+    let (one, steps) = bias_after_training(1, Reduction::Mean, schedule);
+    assert_eq!(steps, 8);
+    assert!(
+        (one[0] - expected).abs() < 1e-5,
+        "bias {} != {expected}",
+        one[0]
+    );
+    // Well below the 8.0 of a constant rate, and the same bits on 3 workers.
+    assert!(one[0] < 6.0, "{}", one[0]);
+    let (three, _) = bias_after_training(3, Reduction::Mean, schedule);
+    assert_eq!(three, vec![one[0]; 3]);
 }
 
 #[test]
@@ -125,6 +154,7 @@ fn a_lagging_step_is_accounted_once_when_its_loss_arrives() {
         epoch: 0,
         step: 1,
         rows: 10,
+        lr: 0.1,
     };
     // The first step answers nothing; the second hands back the first's loss.
     settle(&mut position, None, None, &mut on_event).unwrap();
