@@ -14,7 +14,7 @@
 //! ```
 //!
 //! On the CPU the built-in models' [`Trainer`] takes its gradients and predictions with a
-//! hand-written dense step (matrix products on `matrixmultiply`), equal to burn's autodiff to
+//! hand-written dense step (matrix products on `gemm`), equal to burn's autodiff to
 //! float rounding and about three times as fast; `Trainer::with_burn_gradients` keeps burn's.
 //! On NVIDIA GPUs (the `cuda` feature), `gpu::GpuTrainer` and `gpu::GpuPredictor` run the same
 //! models on cudarc and cuBLASLt; [`Replica`] is either kind of replica behind one interface.
