@@ -135,8 +135,6 @@ pub(crate) struct StepLog {
     started: Instant,
     /// Rows trained since then, over all steps (logged or not): each line's `rows_total`.
     rows_total: u64,
-    /// How many of worker 0's freshness delays earlier lines have summarised.
-    delays_seen: usize,
 }
 
 impl StepLog {
@@ -151,15 +149,14 @@ impl StepLog {
             every: every.max(1),
             started: Instant::now(),
             rows_total: 0,
-            delays_seen: 0,
         })
     }
 
     /// Logs a step: a train line every `log_every` steps, with the prequential metrics, and the
-    /// freshness of the versions that went live since the last line (the p50 and max of the new
-    /// `delays_ms`, worker 0's records' event-to-live delays so far) — on the train line, or on a
-    /// `freshness` line of its own when no train line is due (a version goes live after the
-    /// records it holds were trained).
+    /// freshness of the versions that went live since the last line (`fresh`: the p50 and max of
+    /// every worker's new event-to-live delays) — on the train line, or on a `freshness` line of
+    /// its own when no train line is due (a version goes live after the records it holds were
+    /// trained).
     pub(crate) fn step(
         &mut self,
         step: u64,
@@ -167,22 +164,13 @@ impl StepLog {
         loss_sum: f64,
         prequential: &PrequentialState,
         classification: bool,
-        delays_ms: &[u32],
+        fresh: Option<(f64, u32)>,
     ) -> Result<()> {
         self.rows_total += rows;
         let due = rows > 0 && step.is_multiple_of(self.every);
-        let fresh = delays_ms
-            .get(self.delays_seen..)
-            .filter(|d| !d.is_empty())
-            .map(|new| {
-                let mut new = new.to_vec();
-                new.sort_unstable();
-                (percentile(&new, 0.5), new.last().copied())
-            });
         if !due && fresh.is_none() {
             return Ok(());
         }
-        self.delays_seen = delays_ms.len();
         let mut guard = self.out.lock().unwrap_or_else(|e| e.into_inner());
         let (out, path) = &mut *guard;
         let mut line = if due {

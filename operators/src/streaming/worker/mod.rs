@@ -37,10 +37,12 @@ use crate::{Error, Result};
 use millrace_engine::features::FeatureState;
 
 mod branches;
+mod freshness;
 mod open;
 mod step;
 
 use branches::{BranchPart, BranchRun};
+use freshness::{DelaySummary, Freshness};
 
 /// What each worker contributes to a step; every worker receives all of them.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -80,6 +82,9 @@ pub(crate) struct StepMsg {
     pub(super) features: Option<FeatureState>,
     /// Worker 0: the feature table's version every worker moves to after this step.
     pub(super) table_version: Option<i64>,
+    /// The freshness delays of this worker's records in the versions that went live since its
+    /// previous message (worker 0 logs their merge).
+    pub(super) freshness: Option<DelaySummary>,
 }
 
 /// Worker 0's decisions for a step, as every worker acts on them.
@@ -187,29 +192,6 @@ struct Windows {
     windower: Option<Windower>,
     output: Option<WindowOutput>,
     closed: Vec<WindowResult>,
-}
-
-/// Model freshness: produce times of trained records not yet in a published version, of those
-/// in the version published last (waiting for worker 0 to say when it went live), and the
-/// measured delays.
-#[derive(Default)]
-struct Freshness {
-    unpublished: Vec<i64>,
-    awaiting_publish: Vec<i64>,
-    delays_ms: Vec<u32>,
-    /// Worker 0: when the last version went live, not yet told to the others.
-    published_at: Option<i64>,
-}
-
-impl Freshness {
-    /// Records the delays of the records in the version that went live `at`.
-    fn went_live(&mut self, at: i64) {
-        self.delays_ms.extend(
-            self.awaiting_publish
-                .drain(..)
-                .map(|t| (at - t).max(0) as u32),
-        );
-    }
 }
 
 /// One worker's state across the steps of a streaming job.

@@ -15,7 +15,10 @@ impl StreamWorker {
         // Draining the features at the end of the input: no more records are taken.
         let drained =
             self.features.is_some() && self.schedule.stop_now && self.schedule.end_of_input;
-        let mut msg = StepMsg::default();
+        let mut msg = StepMsg {
+            freshness: self.freshness.take_new(),
+            ..StepMsg::default()
+        };
         let (prepared, read, mut dead) = match self.pending.batches.pop() {
             // With features, the warm-up kept records that already have theirs.
             Some(prepared) if self.features.is_some() => {
@@ -315,7 +318,8 @@ impl StreamWorker {
         for (i, branch) in self.branches.iter_mut().enumerate() {
             branch.apply(i, all, sums.rows, shared.plan.stream.prequential_window)?;
         }
-        self.report(ctx, shared, sums.rows, sums.loss_sum)?;
+        let fresh = DelaySummary::merge(all.iter().filter_map(|m| m.freshness.as_ref()));
+        self.report(ctx, shared, (sums.rows, sums.loss_sum), fresh)?;
         self.publish_and_checkpoint(
             ctx,
             shared,
@@ -377,13 +381,14 @@ impl StreamWorker {
         Ok(sums)
     }
 
-    /// Metrics (worker 0), the step log and the metrics lines.
+    /// Metrics (worker 0), the step log (with `fresh`, the freshness of the versions that went
+    /// live since the last step, over every worker) and the metrics lines.
     fn report(
         &mut self,
         ctx: &WorkerContext,
         shared: &Shared,
-        rows: u64,
-        loss_sum: f64,
+        (rows, loss_sum): (u64, f64),
+        fresh: Option<(f64, u32)>,
     ) -> Result<()> {
         let spec = &shared.plan.spec;
         let counters = &self.counters;
@@ -408,7 +413,7 @@ impl StreamWorker {
                 loss_sum,
                 &self.prequential,
                 self.classification,
-                &self.freshness.delays_ms,
+                fresh,
             )?;
         }
         if rows > 0
@@ -517,20 +522,30 @@ impl StreamWorker {
         if ctx.index == 0 {
             last.published_at_ms = self.freshness.published_at.take();
         }
+        last.freshness = self.freshness.take_new();
         let all = steps.all_gather(worker, ctx, last)?;
         if let Some(at) = all.first().and_then(|m| m.published_at_ms) {
             self.freshness.went_live(at);
         }
-        // The final version's freshness, on a line of its own (no rows are trained now).
+        // One more exchange for the final version's delays, logged on a line of their own (no
+        // rows are trained now), with those of the step before that no step logged.
+        let tail = StepMsg {
+            freshness: self.freshness.take_new(),
+            ..StepMsg::default()
+        };
+        let tails = steps.all_gather(worker, ctx, tail)?;
         if let Some(log) = self.log.as_mut().filter(|_| ctx.index == 0) {
-            let delays = &self.freshness.delays_ms;
+            let parts = all
+                .iter()
+                .chain(&tails)
+                .filter_map(|m| m.freshness.as_ref());
             log.step(
                 self.counters.step,
                 0,
                 0.0,
                 &self.prequential,
                 self.classification,
-                delays,
+                DelaySummary::merge(parts),
             )?;
         }
         self.flush_outputs()?;
