@@ -50,7 +50,8 @@ pub struct TrainSpec {
     pub lr: f64,
     /// How the learning rate moves over the run: `{ kind = "cosine", warmup_steps = 100,
     /// min_lr = 1e-5 }`, with `kind` one of `constant` (default), `linear` or `cosine`. A
-    /// decay spans the run's steps (`epochs` × steps per epoch; a tune trial's whole budget).
+    /// decay spans the run's steps (`epochs` × steps per epoch, for a tune trial too, whichever
+    /// rung stops it).
     /// Batch jobs only: a stream has no last step to decay towards.
     #[serde(default, skip_serializing_if = "LrSchedule::is_constant")]
     pub lr_schedule: LrSchedule,
