@@ -7,8 +7,10 @@
 //! `mlp_generic`: `ModuleTrainer`, parameters and gradients gathered by burn's module visitor)
 //! instead of the built-in fast path, to measure the cost of generality.
 //!
-//! `--assert` fails (exit 1) unless the run beats plain PyTorch on the same machine end to end
-//! (≥ 200,000 rows/s) at ≥ 0.90 holdout accuracy with less than 1.6 GB peak RSS.
+//! `--assert` fails (exit 1) unless the run reaches ≥ 0.90 holdout accuracy at the speed and
+//! memory goal for its workers: on 2 or more, issue 20's ≥ 1,500,000 rows/s end to end in at most
+//! 600 MB peak RSS; on 1, beating plain PyTorch on the same machine (≥ 200,000 rows/s, less than
+//! its 1.6 GB).
 
 use anyhow::{Context, bail};
 use millrace_benchmarks::{etl_to_train_toml, holdout_accuracy, run_pipeline};
@@ -60,18 +62,23 @@ fn main() -> anyhow::Result<()> {
     println!("{line}");
     std::fs::remove_dir_all(&run_dir).ok();
     if assert {
-        if s.e2e_rows_per_s < 200_000.0 {
+        let (rows_per_s, rss_mb) = if workers >= 2 {
+            (1_500_000.0, 600)
+        } else {
+            (200_000.0, 1_600)
+        };
+        if s.e2e_rows_per_s < rows_per_s {
             bail!(
-                "end to end {:.0} rows/s is below the 200,000 rows/s goal",
+                "end to end {:.0} rows/s is below the {rows_per_s:.0} rows/s goal for {workers} worker(s)",
                 s.e2e_rows_per_s
             );
         }
         if accuracy < 0.90 {
             bail!("holdout accuracy {accuracy:.4} is below 0.90");
         }
-        if s.peak_rss_bytes > 1_600 * 1024 * 1024 {
+        if s.peak_rss_bytes > rss_mb * 1024 * 1024 {
             bail!(
-                "peak RSS {} MB is not below plain PyTorch's 1.6 GB",
+                "peak RSS {} MB is above the {rss_mb} MB goal for {workers} worker(s)",
                 s.peak_rss_bytes / 1048576
             );
         }
