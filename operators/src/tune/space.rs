@@ -117,6 +117,8 @@ pub(super) fn grid(space: &BTreeMap<String, Domain>) -> Result<Vec<BTreeMap<Stri
 }
 
 /// `[train]` (as JSON) with `config`'s values set, read back and checked as the file would be.
+/// A table the pipeline leaves at its default (`train.lr_schedule`) is made for the key; a
+/// table that is not one of `[train]`'s is then an unknown field of the trial.
 pub(super) fn apply(base: &Value, config: &BTreeMap<String, Value>) -> Result<TrainSpec> {
     let mut train = base.clone();
     for (key, value) in config {
@@ -126,12 +128,15 @@ pub(super) fn apply(base: &Value, config: &BTreeMap<String, Value>) -> Result<Tr
         for part in tables {
             table = table
                 .as_object_mut()
-                .and_then(|t| t.get_mut(*part))
+                .map(|t| {
+                    t.entry(*part)
+                        .or_insert_with(|| Value::Object(Default::default()))
+                })
                 .filter(|v| v.is_object())
                 .ok_or_else(|| {
                     Error::config(
                         format!("tune.space.{key}"),
-                        format!("[train] has no table '{part}' to set '{last}' in"),
+                        format!("[train] '{part}' is not a table to set '{last}' in"),
                     )
                 })?;
         }
@@ -168,6 +173,25 @@ mod tests {
             ),
             ("train.batch_size".to_string(), Domain::Int([64, 66])),
         ])
+    }
+
+    #[test]
+    fn a_key_in_a_table_left_at_its_default_is_searched() {
+        // The pipeline names no lr_schedule: the trial's table is made for the key.
+        let base = serde_json::json!({"model": {"kind": "mlp", "hidden": [8]}, "lr": 0.01});
+        let set = |key: &str, value: Value| BTreeMap::from([(key.to_string(), value)]);
+        let spec = apply(&base, &set("train.lr_schedule.kind", "cosine".into())).unwrap();
+        assert_eq!(spec.lr_schedule.kind, millrace_ml::optim::Decay::Cosine);
+        assert_eq!(spec.lr, 0.01);
+        // A table [train] does not have is an unknown field, and a value is not a table.
+        let err = apply(&base, &set("train.modle.hidden", serde_json::json!([4])));
+        assert!(
+            err.unwrap_err()
+                .to_string()
+                .contains("unknown field `modle`")
+        );
+        let err = apply(&base, &set("train.lr.kind", "cosine".into()));
+        assert!(err.unwrap_err().to_string().contains("'lr' is not a table"));
     }
 
     #[test]
