@@ -15,9 +15,9 @@
 //! The products are the `gemm` crate's (single-threaded, AVX2/FMA/AVX-512 kernels chosen at run
 //! time). For these small products it measured 10–13 % faster per step than `matrixmultiply`
 //! (burn's NdArray choice, which spent a third of its time packing operands), and etl_to_train
-//! 8 % faster end to end. Buffers are kept between steps and grow to the largest batch. The result equals
-//! burn's to float rounding (the tests compare both after many steps); for a given batch it is
-//! the same on every call and every thread, so replicas stay bit-identical.
+//! 8 % faster end to end. Buffers are kept between steps and grow to the largest batch. The
+//! result equals burn's to float rounding (the tests compare both after many steps); for a given
+//! batch it is the same on every call and every thread, so replicas stay bit-identical.
 
 use crate::bundle::dense::{activate, softmax_into};
 use crate::error::{Error, Result};

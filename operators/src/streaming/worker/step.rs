@@ -318,7 +318,10 @@ impl StreamWorker {
         for (i, branch) in self.branches.iter_mut().enumerate() {
             branch.apply(i, all, sums.rows, shared.plan.stream.prequential_window)?;
         }
-        let fresh = DelaySummary::merge(all.iter().filter_map(|m| m.freshness.as_ref()));
+        // Worker 0 logs the freshness; the others only send theirs.
+        let fresh = (ctx.index == 0)
+            .then(|| DelaySummary::merge(all.iter().filter_map(|m| m.freshness.as_ref())))
+            .flatten();
         self.report(ctx, shared, (sums.rows, sums.loss_sum), fresh)?;
         self.publish_and_checkpoint(
             ctx,
@@ -522,23 +525,19 @@ impl StreamWorker {
         if ctx.index == 0 {
             last.published_at_ms = self.freshness.published_at.take();
         }
-        last.freshness = self.freshness.take_new();
         let all = steps.all_gather(worker, ctx, last)?;
         if let Some(at) = all.first().and_then(|m| m.published_at_ms) {
             self.freshness.went_live(at);
         }
-        // One more exchange for the final version's delays, logged on a line of their own (no
-        // rows are trained now), with those of the step before that no step logged.
+        // One more exchange for the delays no step sent (the final version's among them),
+        // logged on a line of their own (no rows are trained now).
         let tail = StepMsg {
             freshness: self.freshness.take_new(),
             ..StepMsg::default()
         };
         let tails = steps.all_gather(worker, ctx, tail)?;
         if let Some(log) = self.log.as_mut().filter(|_| ctx.index == 0) {
-            let parts = all
-                .iter()
-                .chain(&tails)
-                .filter_map(|m| m.freshness.as_ref());
+            let parts = tails.iter().filter_map(|m| m.freshness.as_ref());
             log.step(
                 self.counters.step,
                 0,
