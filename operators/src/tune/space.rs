@@ -152,6 +152,8 @@ pub(super) fn apply(base: &Value, config: &BTreeMap<String, Value>) -> Result<Tr
             format!("a trial's [train] does not apply: {e}"),
         )
     })?;
+    // A searched lr can fall below a fixed min_lr: the schedule is checked per trial.
+    spec.lr_schedule.validate("train.lr_schedule", spec.lr)?;
     spec.validate_device()?;
     Ok(spec)
 }
@@ -192,6 +194,15 @@ mod tests {
         );
         let err = apply(&base, &set("train.lr.kind", "cosine".into()));
         assert!(err.unwrap_err().to_string().contains("'lr' is not a table"));
+        // A trial whose lr falls below the pipeline's min_lr is refused before work.
+        let floor = serde_json::json!({"model": {"kind": "mlp", "hidden": [8]}, "lr": 0.01,
+            "lr_schedule": {"kind": "cosine", "min_lr": 0.001}});
+        assert!(apply(&floor, &set("train.lr", 0.005.into())).is_ok());
+        let err = apply(&floor, &set("train.lr", 0.0005.into())).unwrap_err();
+        assert!(
+            err.to_string().contains("0.001 is above lr (0.0005)"),
+            "{err}"
+        );
     }
 
     #[test]
