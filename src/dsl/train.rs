@@ -4,7 +4,7 @@ use millrace_ml::model::{Activation, ModelChoice, ModelKind, ModelSpec};
 use millrace_ml::optim::{LrSchedule, OptimizerSpec};
 use millrace_ml::trainer::{Loss, LossChoice, Reduction};
 use millrace_ml::{Device, Precision};
-use millrace_operators::spec::{TaskKind, TrainSpec};
+use millrace_operators::spec::{ByteSize, TaskKind, TrainSpec};
 
 /// The train-step of a pipeline: model, optimiser and schedule.
 #[derive(Clone, Debug)]
@@ -42,6 +42,7 @@ impl Train {
                 device: Device::Cpu,
                 precision: Precision::F32,
                 kernel_cache: None,
+                memory_budget: None,
             },
         }
     }
@@ -149,6 +150,13 @@ impl Train {
     /// `LrSchedule { warmup_steps: 100, ..LrSchedule::new(Decay::Cosine) }`.
     pub fn lr_schedule(mut self, schedule: LrSchedule) -> Self {
         self.spec.lr_schedule = schedule;
+        self
+    }
+
+    /// How much memory the training rows may take in this process before they are spilled to
+    /// local disk (`train.memory_budget`), e.g. `ByteSize::mib(512)`.
+    pub fn memory_budget(mut self, budget: ByteSize) -> Self {
+        self.spec.memory_budget = Some(budget);
         self
     }
 

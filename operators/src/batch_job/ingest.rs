@@ -24,27 +24,35 @@ use crate::ingest::parquet_source;
 use crate::preprocess::SqlRunner;
 use crate::sink::SinkWriter;
 use crate::spec::SinkPoint;
+use crate::train::spill::Spool;
 use crate::{Error, Result};
 
 /// What the ingest dataflow leaves on a worker.
-#[derive(Default)]
 pub(super) struct Ingested {
-    pub(super) train: Vec<Batch>,
+    /// The training batches, on disk past `spool_limit` bytes.
+    pub(super) train: Spool,
     pub(super) eval: Vec<Batch>,
     pub(super) dead: Vec<DeadLetter>,
     pub(super) fit: Option<FitState>,
-    pub(super) fit_error: Option<Error>,
+    /// The first error of the fit or of the spill.
+    pub(super) error: Option<Error>,
 }
 
+/// Reads this worker's share of the sources through the SQL; the training batches past
+/// `spool_limit` bytes go to disk.
 pub(super) fn ingest(
     worker: &mut Worker,
     ctx: &WorkerContext,
     plan: &JobPlan,
     progress: &Arc<dyn Progress>,
+    spool_limit: u64,
 ) -> Result<Ingested> {
     let state = Rc::new(RefCell::new(Ingested {
+        train: Spool::new(spool_limit, &format!("worker-{}", ctx.index)),
+        eval: Vec::new(),
+        dead: Vec::new(),
         fit: Some(FitState::new(&plan.features, plan.label_kind)),
-        ..Ingested::default()
+        error: None,
     }));
     let batch_size = plan.spec.ingest.batch_rows;
     let runner = SqlRunner::new(plan.sql.clone())?;
@@ -99,17 +107,19 @@ pub(super) fn ingest(
                         RecordBatch::new_empty(batch.data.schema()),
                     ),
                 };
-                if st.fit_error.is_none() {
+                if st.error.is_none() {
                     let result = st.fit.as_mut().map(|f| f.update(&train));
                     if let Some(Err(e)) = result {
-                        st.fit_error = Some(e.into());
+                        st.error = Some(e.into());
                     }
                 }
                 if eval.num_rows() > 0 {
                     st.eval.push(batch.clone().map(eval));
                 }
                 if train.num_rows() > 0 {
-                    st.train.push(batch.map(train));
+                    if let Err(e) = st.train.push(batch.map(train)) {
+                        st.error.get_or_insert(e);
+                    }
                 }
             },
         );
@@ -143,8 +153,14 @@ pub(super) fn ingest(
         let rows = sink.borrow_mut().finish()?;
         tracing::debug!(rows, worker = ctx.index, "sink finished");
     }
-    let taken = std::mem::take(&mut *state.borrow_mut());
-    Ok(taken)
+    let empty = Ingested {
+        train: Spool::new(u64::MAX, "unused"),
+        eval: Vec::new(),
+        dead: Vec::new(),
+        fit: None,
+        error: None,
+    };
+    Ok(std::mem::replace(&mut *state.borrow_mut(), empty))
 }
 
 /// This worker's writers of the `[[sink]]`s.
@@ -200,13 +216,47 @@ pub(super) fn encode(
     ctx: &WorkerContext,
     dead: &mut Vec<DeadLetter>,
 ) -> Result<Features> {
-    let stats = ctx.metrics.operator(op, ctx.index);
-    let started = Instant::now();
     let mut x = Vec::new();
     let mut classes = Vec::new();
     let mut values = Vec::new();
     let mut rows = 0;
+    encode_each(fitted, batches.into_iter().map(Ok), op, ctx, dead, |f| {
+        rows += f.rows;
+        x.extend_from_slice(&f.x);
+        match f.y {
+            Some(Targets::Classes(c)) => classes.extend(c),
+            Some(Targets::Values(v)) => values.extend(v),
+            None => {}
+        }
+        Ok(())
+    })?;
+    let y = match fitted.label_kind() {
+        LabelKind::Classification => Targets::Classes(classes),
+        LabelKind::Regression => Targets::Values(values),
+    };
+    Ok(Features {
+        x,
+        y: Some(y),
+        rows,
+        accepted: Vec::new(),
+        rejected: Vec::new(),
+    })
+}
+
+/// Encodes `batches` one at a time, handing each one's accepted rows to `each`; rejected rows
+/// become dead letters.
+pub(super) fn encode_each(
+    fitted: &FittedPreprocessor,
+    batches: impl Iterator<Item = Result<Batch>>,
+    op: &str,
+    ctx: &WorkerContext,
+    dead: &mut Vec<DeadLetter>,
+    mut each: impl FnMut(Features) -> Result<()>,
+) -> Result<()> {
+    let stats = ctx.metrics.operator(op, ctx.index);
+    let started = Instant::now();
     for batch in batches {
+        let batch = batch?;
         stats.record_in(batch.num_rows());
         let f = fitted.transform(&batch.data, true)?;
         for rejected in &f.rejected {
@@ -220,24 +270,8 @@ pub(super) fn encode(
         }
         stats.record_dead(f.rejected.len());
         stats.record_out(f.rows);
-        rows += f.rows;
-        x.extend_from_slice(&f.x);
-        match f.y {
-            Some(Targets::Classes(c)) => classes.extend(c),
-            Some(Targets::Values(v)) => values.extend(v),
-            None => {}
-        }
+        each(f)?;
     }
     stats.record_busy(started.elapsed());
-    let y = match fitted.label_kind() {
-        LabelKind::Classification => Targets::Classes(classes),
-        LabelKind::Regression => Targets::Values(values),
-    };
-    Ok(Features {
-        x,
-        y: Some(y),
-        rows,
-        accepted: Vec::new(),
-        rejected: Vec::new(),
-    })
+    Ok(())
 }

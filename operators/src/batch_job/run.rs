@@ -16,11 +16,11 @@ use millrace_engine::{
     ClusterConfig, Collective, Counters, DeadLetter, MetricsRegistry, OperatorReport,
     WorkerContext, execute,
 };
-use millrace_ml::preprocess::{Features, FitState, FittedPreprocessor};
+use millrace_ml::preprocess::{Features, FitState, FittedPreprocessor, LabelKind};
 
 use super::checkpoint::{self as ckpt, BatchCheckpoint, SourceRecord};
 use super::clock::{FinishedRun, Marks};
-use super::ingest::{Ingested, encode, ingest};
+use super::ingest::{Ingested, encode, encode_each, ingest};
 use super::output;
 use super::plan::JobPlan;
 use super::progress::Progress;
@@ -31,6 +31,7 @@ use super::train::{Trained, save_bundle, train_branches, train_main};
 use super::tune::{TuneCheckpoint, TuneCheckpoints, tune_trials};
 use crate::checkpoint::CheckpointStore;
 use crate::preprocess::merge_fits;
+use crate::train::spill::{self, BucketWriter, Buckets, Spool};
 use crate::train::{TrainReport, TrainRows};
 use crate::{Error, Result};
 
@@ -75,8 +76,9 @@ struct WorkerOutcome {
     train: Option<TrainReport>,
     branches: Vec<BranchSummary>,
     tune: Option<super::TuneSummary>,
-    /// Over all processes: (dead-lettered rows, predictions written, evaluation rows).
-    cluster_counts: (u64, u64, u64),
+    /// Over all processes: (dead-lettered rows, predictions written, evaluation rows, training
+    /// rows spilled to disk).
+    cluster_counts: (u64, u64, u64, u64),
     checkpoints: CheckpointStats,
 }
 
@@ -142,7 +144,8 @@ pub fn run_without_summary(plan: JobPlan, options: RunOptions) -> Result<Finishe
     let sql_holdout = total("preprocess/sql/holdout");
     let rows_filtered = (sql.rows_in - sql.rows_out - sql.dead_letters)
         + (sql_holdout.rows_in - sql_holdout.rows_out - sql_holdout.dead_letters);
-    let (rows_dead_lettered, predictions_written, eval_rows) = first.cluster_counts;
+    let (rows_dead_lettered, predictions_written, eval_rows, train_rows_spilled) =
+        first.cluster_counts;
     // The times are completed when summary.json is written.
     let summary = Summary {
         name: plan.spec.name.clone(),
@@ -156,6 +159,7 @@ pub fn run_without_summary(plan: JobPlan, options: RunOptions) -> Result<Finishe
         rows_trained: train.rows_trained,
         eval_rows,
         rows_dead_lettered,
+        train_rows_spilled,
         rows_filtered,
         steps: train.steps,
         final_loss: train.last_epoch_loss,
@@ -264,7 +268,8 @@ fn run_worker(
         let rows = plan.dataset.num_rows() + plan.holdout.as_ref().map_or(0, |h| h.num_rows());
         progress.ingest_start(rows);
     }
-    let ingested = ingest(worker, ctx, plan, progress)?;
+    let memory = MemoryShare::of(spec, &options.cluster);
+    let ingested = ingest(worker, ctx, plan, progress, memory.raw_bytes())?;
     marks.ingested = Instant::now();
     let Encoded {
         fitted,
@@ -272,14 +277,24 @@ fn run_worker(
         eval,
         eval_batches,
         dead,
-    } = fit_and_encode(worker, ctx, plan, shared, ingested, &mut marks)?;
+    } = fit_and_encode(worker, ctx, plan, shared, ingested, memory, &mut marks)?;
     let eval_rows = eval.rows as u64;
     if ctx.index == 0 {
         progress.ingest_done();
     }
 
     let branch_eval = (!spec.branch.is_empty()).then(|| eval.clone());
-    let train = TrainRows::new(worker, ctx, &train)?;
+    let in_memory;
+    let (train, spilled_rows) = match train {
+        EncodedTrain::Memory(features) => {
+            in_memory = features;
+            (TrainRows::new(worker, ctx, &in_memory)?, 0)
+        }
+        EncodedTrain::Spilled(buckets) => {
+            let rows = buckets.rows();
+            (TrainRows::spilled(worker, ctx, buckets)?, rows)
+        }
+    };
     let (trainer, train_spec, report, checkpoints, eval_lines, tune) = match &spec.tune {
         Some(tune) => {
             let checkpoints = TuneCheckpoints {
@@ -342,6 +357,7 @@ fn run_worker(
             dead.iter().map(|d| d.rows).sum(),
             predictions_written,
             eval_rows,
+            spilled_rows,
         ),
     )?;
     if ctx.index == 0 {
@@ -388,10 +404,38 @@ fn model_dir_name(spec: &crate::spec::PipelineSpec) -> PathBuf {
     }
 }
 
+/// This worker's share of `train.memory_budget` (the process's budget over its workers): half
+/// for the raw batches, a sixth for each bucket of spilled rows read back (up to three are in
+/// memory at once: the one training, the one read ahead and the one being read).
+#[derive(Clone, Copy, Debug)]
+struct MemoryShare(u64);
+
+impl MemoryShare {
+    fn of(spec: &crate::spec::PipelineSpec, cluster: &ClusterConfig) -> Self {
+        let budget = (spec.train.memory_budget.map(|b| b.0)).unwrap_or_else(spill::default_budget);
+        MemoryShare(budget / cluster.workers.max(1) as u64)
+    }
+
+    fn raw_bytes(self) -> u64 {
+        self.0 / 2
+    }
+
+    fn bucket_bytes(self) -> u64 {
+        (self.0 / 6).max(1 << 20)
+    }
+}
+
+/// A worker's encoded training rows: in memory, or spilled to disk when the raw batches did
+/// not fit in its share of the memory budget.
+enum EncodedTrain {
+    Memory(Features),
+    Spilled(Buckets),
+}
+
 /// This worker's rows, encoded with the preprocessing every worker shares.
 struct Encoded {
     fitted: FittedPreprocessor,
-    train: Features,
+    train: EncodedTrain,
     eval: Features,
     /// The raw evaluation batches, kept when predictions are written.
     eval_batches: Vec<Batch>,
@@ -407,9 +451,10 @@ fn fit_and_encode(
     plan: &JobPlan,
     shared: &Shared,
     mut ingested: Ingested,
+    memory: MemoryShare,
     marks: &mut Marks,
 ) -> Result<Encoded> {
-    if let Some(e) = ingested.fit_error.take() {
+    if let Some(e) = ingested.error.take() {
         return Err(e);
     }
     let local = ingested
@@ -432,7 +477,7 @@ fn fit_and_encode(
     } else {
         Vec::new()
     };
-    let train = encode(&fitted, ingested.train, "preprocess/encode", ctx, &mut dead)?;
+    let train = encode_train(&fitted, plan, ctx, ingested.train, memory, &mut dead)?;
     let eval = encode(
         &fitted,
         ingested.eval,
@@ -450,14 +495,56 @@ fn fit_and_encode(
     })
 }
 
+/// Encodes the training batches: into memory, or, when they were spilled, into bucket files
+/// for the order of the first epoch.
+fn encode_train(
+    fitted: &FittedPreprocessor,
+    plan: &JobPlan,
+    ctx: &WorkerContext,
+    batches: Spool,
+    memory: MemoryShare,
+    dead: &mut Vec<DeadLetter>,
+) -> Result<EncodedTrain> {
+    const OP: &str = "preprocess/encode";
+    let Some(dir) = batches.dir() else {
+        let batches = batches.into_memory().unwrap_or_default();
+        return Ok(EncodedTrain::Memory(encode(
+            fitted, batches, OP, ctx, dead,
+        )?));
+    };
+    let classes = fitted.label_kind() == LabelKind::Classification;
+    let rows = batches.rows() as u64;
+    let seed = plan.spec.train.seed;
+    let mut writer = BucketWriter::new(
+        dir,
+        seed,
+        fitted.input_dim(),
+        classes,
+        rows,
+        memory.bucket_bytes(),
+    );
+    encode_each(fitted, batches.drain()?, OP, ctx, dead, |f| {
+        let y =
+            (f.y.as_ref()).ok_or_else(|| Error::Internal("training rows have no labels".into()))?;
+        writer.add(&f.x, y, None)
+    })?;
+    let buckets = writer.finish()?;
+    tracing::info!(
+        worker = ctx.index,
+        rows = buckets.rows(),
+        "training rows spilled to disk in buckets; each epoch reads them back in order"
+    );
+    Ok(EncodedTrain::Spilled(buckets))
+}
+
 /// Sums `counts` over every worker of the cluster and brings the other processes' operator
 /// counters into this process's registry (so process 0's summary and metrics.prom cover the
 /// whole run).
 fn cluster_totals(
     worker: &mut Worker,
     ctx: &WorkerContext,
-    counts: (u64, u64, u64),
-) -> Result<(u64, u64, u64)> {
+    counts: (u64, u64, u64, u64),
+) -> Result<(u64, u64, u64, u64)> {
     type Row = (String, usize, [u64; 5], f64);
     let mine: Vec<Row> = ctx
         .metrics
@@ -476,7 +563,7 @@ fn cluster_totals(
             (r.operator, r.worker, n, c.busy_s)
         })
         .collect();
-    let mut channel = Collective::<(Vec<Row>, (u64, u64, u64))>::new(worker, "job/totals");
+    let mut channel = Collective::<(Vec<Row>, (u64, u64, u64, u64))>::new(worker, "job/totals");
     let all = channel.all_gather(worker, ctx, (mine, counts))?;
     let reports = all
         .iter()
@@ -494,9 +581,9 @@ fn cluster_totals(
             },
         });
     ctx.metrics.absorb(reports);
-    Ok(all
-        .iter()
-        .fold((0, 0, 0), |t, (_, c)| (t.0 + c.0, t.1 + c.1, t.2 + c.2)))
+    Ok(all.iter().fold((0, 0, 0, 0), |t, (_, c)| {
+        (t.0 + c.0, t.1 + c.1, t.2 + c.2, t.3 + c.3)
+    }))
 }
 
 pub(super) fn now_rfc3339() -> String {

@@ -48,6 +48,10 @@ pub struct Summary {
     pub eval_rows: u64,
     /// Rows sent to the dead-letter output (see dead_letters.jsonl).
     pub rows_dead_lettered: u64,
+    /// Training rows kept on local disk instead of in memory, over all workers (0 when they fit
+    /// in `train.memory_budget`).
+    #[serde(default)]
+    pub train_rows_spilled: u64,
     /// Rows removed by the SQL's WHERE.
     pub rows_filtered: u64,
     /// Optimiser steps.

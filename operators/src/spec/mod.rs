@@ -10,6 +10,7 @@ use millrace_connectors::storage::StorageOptions;
 
 use millrace_ml::preprocess::{NullPolicy, SequenceSpec};
 
+mod bytes;
 mod checkpoint;
 mod features;
 mod serve;
@@ -26,7 +27,7 @@ pub use serve::ServeSpec;
 pub use sink::{KafkaTopicSpec, SinkPoint, SinkSpec};
 pub use tracking::TrackingSpec;
 pub(crate) use train::check_device;
-pub use train::{TaskKind, TrainSpec};
+pub use train::{ByteSize, TaskKind, TrainSpec};
 
 use crate::{Error, Result};
 

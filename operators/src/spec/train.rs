@@ -9,6 +9,7 @@ use millrace_ml::trainer::{Loss, LossChoice, Objective, Reduction};
 use millrace_ml::{Device, GpuOptions, Precision, Replica};
 use serde::{Deserialize, Serialize};
 
+pub use super::bytes::ByteSize;
 use super::default_true;
 use crate::{Error, Result};
 
@@ -83,6 +84,11 @@ pub struct TrainSpec {
     /// `~/.cache/millrace/kernels`).
     #[serde(default)]
     pub kernel_cache: Option<PathBuf>,
+    /// How much memory a batch job's training rows may take in this process before they are
+    /// spilled to local disk (`"512MiB"`, `"2GB"` or a number of bytes); default: half of the
+    /// machine's memory. Spilled rows train to the same model, bit for bit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_budget: Option<ByteSize>,
 }
 
 impl TrainSpec {

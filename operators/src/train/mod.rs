@@ -1,9 +1,11 @@
 //! Train-step: synchronous data-parallel training over the dataflow.
 
+mod buffer;
 mod data_parallel;
 mod order;
 mod position;
 mod rows;
+pub(crate) mod spill;
 mod step;
 
 pub use data_parallel::{TrainEvent, TrainReport, train_data_parallel};

@@ -14,12 +14,11 @@ use millrace_engine::timely::worker::Worker;
 use millrace_engine::{Collective, WorkerContext};
 use millrace_ml::Replica;
 use millrace_ml::metrics::EvalMetrics;
-use millrace_ml::preprocess::Targets;
 
-use self::buffer::BatchBuffer;
+use super::buffer::BatchBuffer;
 use super::order::{checksum, slice_start};
 use super::position::{DataFingerprint, TrainControl, TrainPosition};
-use super::rows::TrainRows;
+use super::rows::{EpochRows, TrainRows};
 use super::step::apply_summed_gradient;
 use crate::evaluate::Evaluator;
 use crate::spec::TrainSpec;
@@ -135,9 +134,6 @@ pub fn train_data_parallel(
         // A GPU training alone steps asynchronously: each step's loss arrives with the next one.
         fused: ctx.peers == 1 && trainer.steps_lag(),
         trainer,
-        x: &rows.features.x,
-        dim: rows.dim,
-        targets: rows.targets,
         spec,
         position,
         buf: BatchBuffer::default(),
@@ -159,7 +155,6 @@ pub fn train_data_parallel(
         } else {
             spec.seed
         };
-        let order = rows.order(epoch_seed);
         // A resumed epoch skips the rows of the steps it already applied.
         let first_step = if epoch == run.position.epoch {
             run.position.step_in_epoch
@@ -168,9 +163,10 @@ pub fn train_data_parallel(
             0
         };
         run.position.epoch = epoch;
+        let order = rows.epoch(epoch_seed, slice_start(first_step, steps_per_epoch))?;
         let epoch_steps = EpochSteps {
             epoch,
-            order: &order,
+            order,
             first_step,
             steps_per_epoch,
             started,
@@ -213,20 +209,18 @@ pub fn train_data_parallel(
     })
 }
 
-/// The rows of one global step on this worker: step `step` (0-based, in its epoch) of `epoch`.
+/// One global step on this worker: step `step` (0-based, in its epoch) of `epoch`, over the
+/// `rows` rows gathered in the stepper's buffer.
 #[derive(Clone, Copy)]
-struct StepRows<'a> {
+struct StepRows {
     epoch: usize,
     step: u64,
-    picked: &'a [(u64, u32)],
+    rows: usize,
 }
 
 /// A training run's state across its steps.
 struct Stepper<'t> {
     trainer: &'t mut Replica,
-    x: &'t [f32],
-    dim: usize,
-    targets: &'t Targets,
     spec: &'t TrainSpec,
     position: TrainPosition,
     grads_channel: Collective<Vec<f32>>,
@@ -261,8 +255,8 @@ fn check_replicas(
 /// The steps of one epoch still to run: its row order and where to start.
 struct EpochSteps<'a> {
     epoch: usize,
-    /// (row key, row index), by key.
-    order: &'a [(u64, u32)],
+    /// This worker's rows in the epoch's order, from the first step's on.
+    order: EpochRows<'a>,
     first_step: u64,
     steps_per_epoch: u64,
     started: Instant,
@@ -282,23 +276,17 @@ impl Stepper<'_> {
     ) -> Result<bool> {
         let EpochSteps {
             epoch,
-            order,
+            mut order,
             first_step,
             steps_per_epoch,
             started,
         } = steps;
-        let skip_to = slice_start(first_step, steps_per_epoch);
-        let mut next = order.partition_point(|(key, _)| u128::from(*key) < skip_to);
         for step in first_step..steps_per_epoch {
             let end = slice_start(step + 1, steps_per_epoch);
-            let lo = next;
-            while next < order.len() && u128::from(order[next].0) < end {
-                next += 1;
-            }
             let rows = StepRows {
                 epoch,
                 step,
-                picked: &order[lo..next],
+                rows: order.next_step(end, &mut self.buf)?,
             };
             let timed = self.step(worker, ctx, rows, control, on_event)?;
             if step + 1 < steps_per_epoch
@@ -348,14 +336,14 @@ impl Stepper<'_> {
         &mut self,
         worker: &mut Worker,
         ctx: &WorkerContext,
-        rows: StepRows<'_>,
+        rows: StepRows,
         control: &TrainControl<'_>,
         on_event: &mut dyn FnMut(TrainEvent),
     ) -> Result<bool> {
         if self.fused {
             self.position.global_step += 1;
             self.position.step_in_epoch = rows.step + 1;
-            self.fused_step(rows.epoch, rows.picked, on_event)?;
+            self.fused_step(rows.epoch, rows.rows, on_event)?;
             return Ok(self.checkpoint_due(control));
         }
         self.summed_step(worker, ctx, rows, control, on_event)
@@ -378,16 +366,15 @@ impl Stepper<'_> {
     fn fused_step(
         &mut self,
         epoch: usize,
-        picked: &[(u64, u32)],
+        rows: usize,
         on_event: &mut dyn FnMut(TrainEvent),
     ) -> Result<()> {
-        let rows = picked.len();
         if rows == 0 {
             return Ok(());
         }
         // `global_step` already counts this step.
         let lr = self.lr_of(self.position.global_step - 1);
-        let (xb, y) = self.buf.fill(self.x, self.dim, self.targets, picked);
+        let (xb, y) = self.buf.view();
         let scale = self.spec.reduction.scale(rows as u64);
         let previous = self.trainer.step(xb, y, rows, scale, lr)?;
         settle(
@@ -413,20 +400,15 @@ impl Stepper<'_> {
         &mut self,
         worker: &mut Worker,
         ctx: &WorkerContext,
-        StepRows {
-            epoch,
-            step,
-            picked,
-        }: StepRows<'_>,
+        StepRows { epoch, step, rows }: StepRows,
         control: &TrainControl<'_>,
         on_event: &mut dyn FnMut(TrainEvent),
     ) -> Result<bool> {
-        let rows = picked.len();
         // [gradient of the summed loss..., loss sum, rows, checkpoint?], summed over workers.
         let mut grads = if rows == 0 {
             vec![0f32; self.num_params + 2]
         } else {
-            let (xb, y) = self.buf.fill(self.x, self.dim, self.targets, picked);
+            let (xb, y) = self.buf.view();
             let (loss_sum, mut g) = self.trainer.gradients(xb, y, rows, 1.0)?;
             g.push(loss_sum as f32);
             g.push(rows as f32);
@@ -576,6 +558,5 @@ fn check_resumable(
     Ok(())
 }
 
-mod buffer;
 #[cfg(test)]
 mod tests;
