@@ -28,6 +28,7 @@ mod services;
 mod serving;
 mod sinks;
 mod spark;
+mod spill;
 mod steps;
 mod streaming;
 mod streaming_features;

@@ -116,10 +116,10 @@ pub(super) fn ingest(
                 if eval.num_rows() > 0 {
                     st.eval.push(batch.clone().map(eval));
                 }
-                if train.num_rows() > 0 {
-                    if let Err(e) = st.train.push(batch.map(train)) {
-                        st.error.get_or_insert(e);
-                    }
+                if train.num_rows() > 0
+                    && let Err(e) = st.train.push(batch.map(train))
+                {
+                    st.error.get_or_insert(e);
                 }
             },
         );

@@ -30,6 +30,12 @@ impl PipelineSpec {
             }
             c.validate()?;
         }
+        if self.stream.is_some() && self.train.memory_budget.is_some() {
+            return Err(Error::config(
+                "train.memory_budget",
+                "a streaming job keeps only its current step's records; memory_budget bounds a batch job's training rows: remove it",
+            ));
+        }
         self.validate_branches()?;
         self.validate_tune()?;
         if let Some(t) = &self.tracking {
@@ -243,6 +249,15 @@ impl PipelineSpec {
                     key("train.lr_schedule"),
                     format!(
                         "branch '{}': a streaming job trains at a constant lr; remove lr_schedule",
+                        b.name
+                    ),
+                ));
+            }
+            if b.train.memory_budget.is_some() {
+                return Err(Error::config(
+                    key("train.memory_budget"),
+                    format!(
+                        "branch '{}': branches train on the rows of [train]; set memory_budget there",
                         b.name
                     ),
                 ));

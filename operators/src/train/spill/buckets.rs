@@ -313,8 +313,8 @@ impl Buckets {
         std::thread::Builder::new()
             .name("millrace-spill-read".into())
             .spawn(move || {
-                for b in first..rows.len() {
-                    let loaded = load(&layout, b, rows[b]);
+                for (b, &n) in rows.iter().enumerate().skip(first) {
+                    let loaded = load(&layout, b, n);
                     let failed = loaded.is_err();
                     if tx.send(loaded).is_err() || failed {
                         return;
