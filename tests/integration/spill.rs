@@ -26,7 +26,10 @@ fn rows_past_the_memory_budget_spill_and_train_the_same_model() {
     let text = pipeline_toml(train, holdout, 2);
     let dir = scratch("spill");
     let memory = run_toml(&text, 2, &dir.join("memory"));
-    assert_eq!(memory.train_rows_spilled, 0, "the default budget holds 60k rows");
+    assert_eq!(
+        memory.train_rows_spilled, 0,
+        "the default budget holds 60k rows"
+    );
 
     let tight = text.replace("seed = 42", "seed = 42\nmemory_budget = \"1MiB\"");
     let spilled = run_toml(&tight, 2, &dir.join("spilled"));
@@ -70,6 +73,9 @@ fn a_bad_memory_budget_fails_before_work() {
     ] {
         let bad = text.replace("seed = 42", &format!("seed = 42\nmemory_budget = {value}"));
         let err = try_run_toml(&bad, 1, &dir.join("run")).unwrap_err();
-        assert!(err.contains(":20:17:") && err.contains(says), "{value}: {err}");
+        assert!(
+            err.contains(":20:17:") && err.contains(says),
+            "{value}: {err}"
+        );
     }
 }
