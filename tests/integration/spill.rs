@@ -79,3 +79,77 @@ fn a_bad_memory_budget_fails_before_work() {
         );
     }
 }
+
+/// The spill directories under `tmp` (a `TMPDIR`), by name.
+fn spill_dirs(tmp: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(tmp.join("millrace-spill"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_spill_files_of_a_killed_run_are_removed_by_the_next_run() {
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    let (train, holdout) = tabular();
+    let dir = scratch("spill-kill");
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let text = pipeline_toml(train, holdout, 20)
+        .replace("seed = 42", "seed = 42\nmemory_budget = \"1MiB\"");
+    let pipeline = dir.join("pipeline.toml");
+    std::fs::write(&pipeline, &text).unwrap();
+    let run = |run_dir: &str| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_millrace"));
+        command
+            .env("TMPDIR", &tmp)
+            .env("RUST_LOG", "warn")
+            .args(["run", "--no-ui", "--run-dir"])
+            .arg(dir.join(run_dir))
+            .arg(&pipeline)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        command
+    };
+    let mut victim = run("killed").spawn().unwrap();
+    let pid = victim.id();
+    // Killed while it trains from its bucket files.
+    crate::common::kill_when(
+        &mut victim,
+        Duration::from_secs(120),
+        "bucket files",
+        || {
+            spill_dirs(&tmp).iter().any(|d| {
+                d.starts_with(&format!("{pid}-"))
+                    && std::fs::read_dir(tmp.join("millrace-spill").join(d))
+                        .map(|files| {
+                            files
+                                .flatten()
+                                .any(|f| f.file_name().to_string_lossy().starts_with("rows-"))
+                        })
+                        .unwrap_or(false)
+            })
+        },
+    );
+    let left = spill_dirs(&tmp);
+    assert!(
+        left.iter().any(|d| d.starts_with(&format!("{pid}-"))),
+        "SIGKILL leaves the files: {left:?}"
+    );
+    let next = run("next")
+        .args(["--set", "train.epochs=1"])
+        .status()
+        .unwrap();
+    assert!(next.success());
+    assert_eq!(
+        spill_dirs(&tmp),
+        Vec::<String>::new(),
+        "the next spilling run removed the killed run's files and its own"
+    );
+}
