@@ -21,7 +21,7 @@ use millrace_ml::preprocess::{Features, FitState, FittedPreprocessor, LabelKind,
 use super::plan::JobPlan;
 use super::progress::Progress;
 use crate::ingest::parquet_source;
-use crate::preprocess::SqlRunner;
+use crate::preprocess::{HashSplit, SqlRunner};
 use crate::sink::SinkWriter;
 use crate::spec::SinkPoint;
 use crate::train::spill::Spool;
@@ -84,45 +84,10 @@ pub(super) fn ingest(
             .inspect("ingest/progress", move |b| p.ingested(b.num_rows() as u64));
         let preprocessed = attach(source, &sinks, SinkPoint::Ingest)
             .map_batches("preprocess/sql", move |b| runner.apply(b));
-        let probe = attach(preprocessed, &sinks, SinkPoint::Preprocess).sink(
-            "preprocess/split+fit",
-            move |batch| {
-                let mut st = train_state.borrow_mut();
-                let (train, eval) = match &split {
-                    Some(split) => match split_batch(&batch.data, split) {
-                        Ok(parts) => parts,
-                        Err(reason) => {
-                            st.dead.push(DeadLetter {
-                                operator: "preprocess/split".into(),
-                                reason,
-                                origin: batch.origin.as_deref().map(str::to_string),
-                                record: None,
-                                rows: batch.num_rows() as u64,
-                            });
-                            return;
-                        }
-                    },
-                    None => (
-                        batch.data.clone(),
-                        RecordBatch::new_empty(batch.data.schema()),
-                    ),
-                };
-                if st.error.is_none() {
-                    let result = st.fit.as_mut().map(|f| f.update(&train));
-                    if let Some(Err(e)) = result {
-                        st.error = Some(e.into());
-                    }
-                }
-                if eval.num_rows() > 0 {
-                    st.eval.push(batch.clone().map(eval));
-                }
-                if train.num_rows() > 0
-                    && let Err(e) = st.train.push(batch.map(train))
-                {
-                    st.error.get_or_insert(e);
-                }
-            },
-        );
+        let probe = attach(preprocessed, &sinks, SinkPoint::Preprocess)
+            .sink("preprocess/split+fit", move |batch| {
+                split_and_fit(&mut train_state.borrow_mut(), split.as_ref(), batch)
+            });
         probes.push(probe);
         if let Some((dataset, units, options, runner)) = holdout {
             let p = Arc::clone(progress);
@@ -163,6 +128,44 @@ pub(super) fn ingest(
     Ok(std::mem::replace(&mut *state.borrow_mut(), empty))
 }
 
+/// Splits a preprocessed batch into train and evaluation rows, fits the preprocessing on the
+/// train rows and keeps both (a batch the split cannot read is a dead letter).
+fn split_and_fit(st: &mut Ingested, split: Option<&HashSplit>, batch: Batch) {
+    let (train, eval) = match split {
+        Some(split) => match split_batch(&batch.data, split) {
+            Ok(parts) => parts,
+            Err(reason) => {
+                st.dead.push(DeadLetter {
+                    operator: "preprocess/split".into(),
+                    reason,
+                    origin: batch.origin.as_deref().map(str::to_string),
+                    record: None,
+                    rows: batch.num_rows() as u64,
+                });
+                return;
+            }
+        },
+        None => (
+            batch.data.clone(),
+            RecordBatch::new_empty(batch.data.schema()),
+        ),
+    };
+    if st.error.is_none() {
+        let result = st.fit.as_mut().map(|f| f.update(&train));
+        if let Some(Err(e)) = result {
+            st.error = Some(e.into());
+        }
+    }
+    if eval.num_rows() > 0 {
+        st.eval.push(batch.clone().map(eval));
+    }
+    if train.num_rows() > 0
+        && let Err(e) = st.train.push(batch.map(train))
+    {
+        st.error.get_or_insert(e);
+    }
+}
+
 /// This worker's writers of the `[[sink]]`s.
 fn sink_writers(plan: &JobPlan, ctx: &WorkerContext) -> Vec<Rc<RefCell<SinkWriter>>> {
     let job_id = super::output::job_id(&plan.spec);
@@ -199,7 +202,7 @@ fn attach<'scope>(
 
 fn split_batch(
     batch: &RecordBatch,
-    split: &crate::preprocess::HashSplit,
+    split: &HashSplit,
 ) -> Result<(RecordBatch, RecordBatch), String> {
     let eval_mask: BooleanArray = split.eval_mask(batch)?;
     let train_mask = not(&eval_mask).map_err(|e| e.to_string())?;

@@ -2,6 +2,7 @@
 
 pub mod checkpoint;
 mod clock;
+mod encode;
 mod ingest;
 mod metrics_log;
 mod output;

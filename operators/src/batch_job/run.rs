@@ -10,17 +10,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use millrace_engine::Batch;
 use millrace_engine::timely::worker::Worker;
 use millrace_engine::{
     ClusterConfig, Collective, Counters, DeadLetter, MetricsRegistry, OperatorReport,
     WorkerContext, execute,
 };
-use millrace_ml::preprocess::{Features, FitState, FittedPreprocessor, LabelKind};
+use millrace_ml::Replica;
+use millrace_ml::preprocess::{Features, FittedPreprocessor};
 
 use super::checkpoint::{self as ckpt, BatchCheckpoint, SourceRecord};
 use super::clock::{FinishedRun, Marks};
-use super::ingest::{Ingested, encode, encode_each, ingest};
+use super::encode::{Encoded, EncodedTrain, MemoryShare, fit_and_encode};
+use super::ingest::ingest;
 use super::output;
 use super::plan::JobPlan;
 use super::progress::Progress;
@@ -30,8 +31,6 @@ use super::summary::{
 use super::train::{Trained, save_bundle, train_branches, train_main};
 use super::tune::{TuneCheckpoint, TuneCheckpoints, tune_trials};
 use crate::checkpoint::CheckpointStore;
-use crate::preprocess::merge_fits;
-use crate::train::spill::{self, BucketWriter, Buckets, Spool};
 use crate::train::{TrainReport, TrainRows};
 use crate::{Error, Result};
 
@@ -295,53 +294,14 @@ fn run_worker(
             (TrainRows::spilled(worker, ctx, buckets)?, rows)
         }
     };
-    let (trainer, train_spec, report, checkpoints, eval_lines, tune) = match &spec.tune {
-        Some(tune) => {
-            let checkpoints = TuneCheckpoints {
-                store: shared.store.as_ref(),
-                resume: shared.tune.as_ref(),
-                sources: &shared.sources,
-            };
-            let tuned = tune_trials(
-                worker,
-                ctx,
-                plan,
-                options,
-                tune,
-                &fitted,
-                &train,
-                eval,
-                checkpoints,
-            )?;
-            let eval_lines = tuned.report.position.eval_lines();
-            let (t, s, r) = (tuned.trainer, tuned.train, tuned.report);
-            (
-                t,
-                s,
-                r,
-                CheckpointStats::default(),
-                eval_lines,
-                Some(tuned.summary),
-            )
-        }
-        None => {
-            let Trained {
-                trainer,
-                report,
-                checkpoints,
-                log,
-            } = train_main(worker, ctx, plan, options, shared, &fitted, &train, eval)?;
-            let lines = log.close()?;
-            (
-                trainer,
-                spec.train.clone(),
-                report,
-                checkpoints,
-                lines,
-                None,
-            )
-        }
-    };
+    let MainModel {
+        trainer,
+        train_spec,
+        report,
+        checkpoints,
+        eval_lines,
+        tune,
+    } = train_model(worker, ctx, plan, options, shared, &fitted, &train, eval)?;
     let branches = match branch_eval {
         Some(eval) => train_branches(worker, ctx, plan, options, shared, &fitted, &train, eval)?,
         None => Vec::new(),
@@ -378,21 +338,76 @@ fn run_worker(
         eval_lines,
         marks,
         train: Some(report),
-        branches: branches
-            .into_iter()
-            .map(|b| BranchSummary {
-                name: b.name,
-                model_path: b.model_dir.display().to_string(),
-                steps: b.report.steps,
-                train_s: b.report.train_s,
-                final_loss: b.report.last_epoch_loss,
-                eval: b.report.eval,
-                parameter_checksum: format!("{:016x}", b.report.parameter_checksum),
-            })
-            .collect(),
+        branches: branches.into_iter().map(BranchSummary::from).collect(),
         tune,
         cluster_counts,
         checkpoints,
+    })
+}
+
+/// The job's model, trained: the main `[train]`, or a `[tune]` run's best trial.
+struct MainModel {
+    trainer: Replica,
+    /// The `[train]` it trained with (a tune trial's drawn values set).
+    train_spec: crate::spec::TrainSpec,
+    report: TrainReport,
+    checkpoints: CheckpointStats,
+    eval_lines: Vec<serde_json::Value>,
+    tune: Option<super::TuneSummary>,
+}
+
+/// Trains the job's model on `train`: the pipeline's `[train]`, or the trials of its `[tune]`
+/// (the best one's model).
+#[allow(clippy::too_many_arguments)]
+fn train_model(
+    worker: &mut Worker,
+    ctx: &WorkerContext,
+    plan: &JobPlan,
+    options: &RunOptions,
+    shared: &Shared,
+    fitted: &FittedPreprocessor,
+    train: &TrainRows<'_>,
+    eval: Features,
+) -> Result<MainModel> {
+    let Some(tune) = &plan.spec.tune else {
+        let Trained {
+            trainer,
+            report,
+            checkpoints,
+            log,
+        } = train_main(worker, ctx, plan, options, shared, fitted, train, eval)?;
+        return Ok(MainModel {
+            trainer,
+            train_spec: plan.spec.train.clone(),
+            report,
+            checkpoints,
+            eval_lines: log.close()?,
+            tune: None,
+        });
+    };
+    let checkpoints = TuneCheckpoints {
+        store: shared.store.as_ref(),
+        resume: shared.tune.as_ref(),
+        sources: &shared.sources,
+    };
+    let tuned = tune_trials(
+        worker,
+        ctx,
+        plan,
+        options,
+        tune,
+        fitted,
+        train,
+        eval,
+        checkpoints,
+    )?;
+    Ok(MainModel {
+        eval_lines: tuned.report.position.eval_lines(),
+        trainer: tuned.trainer,
+        train_spec: tuned.train,
+        report: tuned.report,
+        checkpoints: CheckpointStats::default(),
+        tune: Some(tuned.summary),
     })
 }
 
@@ -402,139 +417,6 @@ fn model_dir_name(spec: &crate::spec::PipelineSpec) -> PathBuf {
         Some(_) => Path::new("best").join("model"),
         None => PathBuf::from("model"),
     }
-}
-
-/// This worker's share of `train.memory_budget` (the process's budget over its workers): half
-/// for the raw batches, a sixth for each bucket of spilled rows read back (up to three are in
-/// memory at once: the one training, the one read ahead and the one being read).
-#[derive(Clone, Copy, Debug)]
-struct MemoryShare(u64);
-
-impl MemoryShare {
-    fn of(spec: &crate::spec::PipelineSpec, cluster: &ClusterConfig) -> Self {
-        let budget = (spec.train.memory_budget.map(|b| b.0)).unwrap_or_else(spill::default_budget);
-        MemoryShare(budget / cluster.workers.max(1) as u64)
-    }
-
-    fn raw_bytes(self) -> u64 {
-        self.0 / 2
-    }
-
-    fn bucket_bytes(self) -> u64 {
-        (self.0 / 6).max(1 << 20)
-    }
-}
-
-/// A worker's encoded training rows: in memory, or spilled to disk when the raw batches did
-/// not fit in its share of the memory budget.
-enum EncodedTrain {
-    Memory(Features),
-    Spilled(Buckets),
-}
-
-/// This worker's rows, encoded with the preprocessing every worker shares.
-struct Encoded {
-    fitted: FittedPreprocessor,
-    train: EncodedTrain,
-    eval: Features,
-    /// The raw evaluation batches, kept when predictions are written.
-    eval_batches: Vec<Batch>,
-    dead: Vec<DeadLetter>,
-}
-
-/// Fits the preprocessing — every worker's statistics merged in worker order, so every worker
-/// gets the same fit; a resumed run takes the checkpoint's fit — and encodes this worker's
-/// train and evaluation rows with it.
-fn fit_and_encode(
-    worker: &mut Worker,
-    ctx: &WorkerContext,
-    plan: &JobPlan,
-    shared: &Shared,
-    mut ingested: Ingested,
-    memory: MemoryShare,
-    marks: &mut Marks,
-) -> Result<Encoded> {
-    if let Some(e) = ingested.error.take() {
-        return Err(e);
-    }
-    let local = ingested
-        .fit
-        .take()
-        .ok_or_else(|| Error::Internal("fit state missing".into()))?;
-    let resumed = (shared.resume.as_ref().map(|c| &c.preprocess))
-        .or(shared.tune.as_ref().map(|t| &t.preprocess));
-    let fitted = match resumed {
-        Some(fit) => fit.clone(),
-        None => {
-            let mut channel = Collective::<FitState>::new(worker, "preprocess/fit");
-            merge_fits(worker, ctx, &mut channel, local)?.finish()?
-        }
-    };
-    marks.fitted = Instant::now();
-    let mut dead = std::mem::take(&mut ingested.dead);
-    let eval_batches = if plan.spec.output.predictions.is_some() {
-        ingested.eval.clone()
-    } else {
-        Vec::new()
-    };
-    let train = encode_train(&fitted, plan, ctx, ingested.train, memory, &mut dead)?;
-    let eval = encode(
-        &fitted,
-        ingested.eval,
-        "preprocess/encode/eval",
-        ctx,
-        &mut dead,
-    )?;
-    marks.encoded = Instant::now();
-    Ok(Encoded {
-        fitted,
-        train,
-        eval,
-        eval_batches,
-        dead,
-    })
-}
-
-/// Encodes the training batches: into memory, or, when they were spilled, into bucket files
-/// for the order of the first epoch.
-fn encode_train(
-    fitted: &FittedPreprocessor,
-    plan: &JobPlan,
-    ctx: &WorkerContext,
-    batches: Spool,
-    memory: MemoryShare,
-    dead: &mut Vec<DeadLetter>,
-) -> Result<EncodedTrain> {
-    const OP: &str = "preprocess/encode";
-    let Some(dir) = batches.dir() else {
-        let batches = batches.into_memory().unwrap_or_default();
-        return Ok(EncodedTrain::Memory(encode(
-            fitted, batches, OP, ctx, dead,
-        )?));
-    };
-    let classes = fitted.label_kind() == LabelKind::Classification;
-    let rows = batches.rows() as u64;
-    let seed = plan.spec.train.seed;
-    let mut writer = BucketWriter::new(
-        dir,
-        seed,
-        fitted.input_dim(),
-        classes,
-        rows,
-        memory.bucket_bytes(),
-    );
-    encode_each(fitted, batches.drain()?, OP, ctx, dead, |f| {
-        let y =
-            (f.y.as_ref()).ok_or_else(|| Error::Internal("training rows have no labels".into()))?;
-        writer.add(&f.x, y, None)
-    })?;
-    let buckets = writer.finish()?;
-    tracing::info!(
-        worker = ctx.index,
-        rows = buckets.rows(),
-        "training rows spilled to disk in buckets; each epoch reads them back in order"
-    );
-    Ok(EncodedTrain::Spilled(buckets))
 }
 
 /// Sums `counts` over every worker of the cluster and brings the other processes' operator

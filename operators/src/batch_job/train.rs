@@ -26,6 +26,20 @@ pub(super) struct BranchOutcome {
     pub(super) report: TrainReport,
 }
 
+impl From<BranchOutcome> for super::BranchSummary {
+    fn from(b: BranchOutcome) -> Self {
+        super::BranchSummary {
+            name: b.name,
+            model_path: b.model_dir.display().to_string(),
+            steps: b.report.steps,
+            train_s: b.report.train_s,
+            final_loss: b.report.last_epoch_loss,
+            eval: b.report.eval,
+            parameter_checksum: format!("{:016x}", b.report.parameter_checksum),
+        }
+    }
+}
+
 /// The main model after training, with its checkpoint stats and the open metrics log.
 pub(super) struct Trained {
     pub(super) trainer: millrace_ml::Replica,

@@ -30,18 +30,35 @@ impl PipelineSpec {
             }
             c.validate()?;
         }
-        if self.stream.is_some() && self.train.memory_budget.is_some() {
-            return Err(Error::config(
-                "train.memory_budget",
-                "a streaming job keeps only its current step's records; memory_budget bounds a batch job's training rows: remove it",
-            ));
-        }
         self.validate_branches()?;
         self.validate_tune()?;
         if let Some(t) = &self.tracking {
             t.resolved_uri()?;
         }
         self.validate_sinks()?;
+        self.validate_data()?;
+        self.validate_train()?;
+        let e = &self.evaluate;
+        if e.path.is_none() && !(e.split > 0.0 && e.split < 1.0) {
+            return Err(Error::config(
+                "evaluate.split",
+                format!(
+                    "must be between 0 and 1 (exclusive) when evaluate.path is not set, got {}",
+                    e.split
+                ),
+            ));
+        }
+        // Last: these may load the GPU driver, after every cheaper check passed.
+        self.train.validate_device()?;
+        if let Some(serve) = &self.serve {
+            serve.validate()?;
+            serve.validate_device()?;
+        }
+        Ok(())
+    }
+
+    /// Checks the outputs, the generated datasets, the ingest and the preprocessing's columns.
+    fn validate_data(&self) -> Result<()> {
         let o = &self.output;
         if let Some(c) = o.partition_by.iter().find(|c| !o.columns.contains(c)) {
             return Err(Error::config(
@@ -93,6 +110,11 @@ impl PipelineSpec {
                  sequence",
             ));
         }
+        Ok(())
+    }
+
+    /// Checks `[train]`'s numbers, its schedule and its loss.
+    fn validate_train(&self) -> Result<()> {
         let t = &self.train;
         if t.batch_size == 0 {
             return Err(Error::config("train.batch_size", "must be at least 1"));
@@ -127,21 +149,11 @@ impl PipelineSpec {
                 millrace_ml::registry::loss(&name)?.validate(&task)?;
             }
         }
-        let e = &self.evaluate;
-        if e.path.is_none() && !(e.split > 0.0 && e.split < 1.0) {
+        if self.stream.is_some() && t.memory_budget.is_some() {
             return Err(Error::config(
-                "evaluate.split",
-                format!(
-                    "must be between 0 and 1 (exclusive) when evaluate.path is not set, got {}",
-                    e.split
-                ),
+                "train.memory_budget",
+                "a streaming job keeps only its current step's records; memory_budget bounds a batch job's training rows: remove it",
             ));
-        }
-        // Last: these may load the GPU driver, after every cheaper check passed.
-        t.validate_device()?;
-        if let Some(serve) = &self.serve {
-            serve.validate()?;
-            serve.validate_device()?;
         }
         Ok(())
     }

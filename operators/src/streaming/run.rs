@@ -417,44 +417,12 @@ pub fn run_stream_without_summary(
     let first = outcomes
         .first()
         .ok_or_else(|| Error::Internal("no worker ran in this process".into()))?;
-    let branch_checksums = |o: &WorkerOutcome| -> Vec<u64> {
-        o.branches.iter().map(|b| b.parameter_checksum).collect()
-    };
-    if outcomes.iter().any(|o| {
-        o.parameter_checksum != first.parameter_checksum
-            || branch_checksums(o) != branch_checksums(first)
-    }) {
-        return Err(Error::Internal(
-            "model replicas diverged during streaming training".into(),
-        ));
-    }
+    check_replicas(&outcomes)?;
     let prom = options.run_dir.join("metrics.prom");
     std::fs::write(&prom, shared.metrics.render()).map_err(|e| Error::io(&prom, e))?;
     let dead: Vec<&DeadLetter> = outcomes.iter().flat_map(|o| o.dead.iter()).collect();
     write_dead_letters(&options.run_dir.join("dead_letters.jsonl"), &dead)?;
-    let latest = options
-        .run_dir
-        .join("models")
-        .join(first.model_versions.to_string());
-    let model_dir = options.run_dir.join("model");
-    if latest.exists() {
-        copy_dir(&latest, &model_dir)?;
-    }
-    let mut branches = Vec::with_capacity(first.branches.len());
-    for branch in &first.branches {
-        let dir = options.run_dir.join("branches").join(&branch.name);
-        let latest = dir.join("models").join(first.model_versions.to_string());
-        let model_dir = dir.join("model");
-        if latest.exists() {
-            copy_dir(&latest, &model_dir)?;
-        }
-        branches.push(StreamBranchSummary {
-            name: branch.name.clone(),
-            prequential: branch.prequential.clone(),
-            parameter_checksum: format!("{:016x}", branch.parameter_checksum),
-            model_path: model_dir.display().to_string(),
-        });
-    }
+    let (model_dir, branches) = keep_final_models(&options.run_dir, first)?;
     let mut freshness: Vec<u32> = outcomes
         .iter()
         .flat_map(|o| o.freshness_ms.iter().copied())
@@ -501,6 +469,55 @@ pub fn run_stream_without_summary(
         workers_done,
         path: options.run_dir.join("summary.json"),
     })
+}
+
+/// Fails unless every worker ended with the same parameters, for the model and each branch.
+fn check_replicas(outcomes: &[WorkerOutcome]) -> Result<()> {
+    let Some(first) = outcomes.first() else {
+        return Ok(());
+    };
+    let branch_checksums = |o: &WorkerOutcome| -> Vec<u64> {
+        o.branches.iter().map(|b| b.parameter_checksum).collect()
+    };
+    if outcomes.iter().any(|o| {
+        o.parameter_checksum != first.parameter_checksum
+            || branch_checksums(o) != branch_checksums(first)
+    }) {
+        return Err(Error::Internal(
+            "model replicas diverged during streaming training".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Copies the last published version of the model (`models/<n>` → `model`) and of each
+/// branch; the model's directory and the branches' summaries.
+fn keep_final_models(
+    run_dir: &Path,
+    first: &WorkerOutcome,
+) -> Result<(PathBuf, Vec<StreamBranchSummary>)> {
+    let version = first.model_versions.to_string();
+    let latest = run_dir.join("models").join(&version);
+    let model_dir = run_dir.join("model");
+    if latest.exists() {
+        copy_dir(&latest, &model_dir)?;
+    }
+    let mut branches = Vec::with_capacity(first.branches.len());
+    for branch in &first.branches {
+        let dir = run_dir.join("branches").join(&branch.name);
+        let latest = dir.join("models").join(&version);
+        let model_dir = dir.join("model");
+        if latest.exists() {
+            copy_dir(&latest, &model_dir)?;
+        }
+        branches.push(StreamBranchSummary {
+            name: branch.name.clone(),
+            prequential: branch.prequential.clone(),
+            parameter_checksum: format!("{:016x}", branch.parameter_checksum),
+            model_path: model_dir.display().to_string(),
+        });
+    }
+    Ok((model_dir, branches))
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {

@@ -119,17 +119,7 @@ pub(super) fn tune_trials(
         let reports = budgets.iter().sum::<usize>() as u64;
         options.progress.tune_start(trials.len(), reports);
     }
-    let sampled = match tune.report_eval_rows {
-        Some(rows) => {
-            let all: u64 = Collective::<u64>::new(worker, "tune/eval_rows")
-                .all_gather(worker, ctx, eval.rows as u64)?
-                .iter()
-                .sum();
-            let sample = sample_rows(&eval, rows as f64 / all.max(1) as f64);
-            Some(Evaluator::new(worker, Some(sample), fitted.num_classes()))
-        }
-        None => None,
-    };
+    let sampled = report_evaluator(worker, ctx, tune, &eval, fitted)?;
     let mut ground = Ground {
         ctx,
         train,
@@ -210,6 +200,30 @@ pub(super) fn tune_trials(
         save(&state)?;
     }
     finish(state, trials, tune)
+}
+
+/// The evaluator of the reports before a trial's last: over a fixed sample of about
+/// `report_eval_rows` of all workers' evaluation rows (None: reports use every row).
+fn report_evaluator(
+    worker: &mut Worker,
+    ctx: &WorkerContext,
+    tune: &TuneSpec,
+    eval: &Features,
+    fitted: &FittedPreprocessor,
+) -> Result<Option<Evaluator>> {
+    let Some(rows) = tune.report_eval_rows else {
+        return Ok(None);
+    };
+    let all: u64 = Collective::<u64>::new(worker, "tune/eval_rows")
+        .all_gather(worker, ctx, eval.rows as u64)?
+        .iter()
+        .sum();
+    let sample = sample_rows(eval, rows as f64 / all.max(1) as f64);
+    Ok(Some(Evaluator::new(
+        worker,
+        Some(sample),
+        fitted.num_classes(),
+    )))
 }
 
 /// The best trial's model and report, and the run's summary.
