@@ -22,8 +22,12 @@ fn own_spill_dirs() -> Vec<String> {
 #[test]
 fn rows_past_the_memory_budget_spill_and_train_the_same_model() {
     let (train, holdout) = tabular();
-    // Two shuffled epochs: the second re-buckets the spilled rows for its own order.
-    let text = pipeline_toml(train, holdout, 2);
+    // Two shuffled epochs: the second re-buckets the spilled rows for its own order; a branch
+    // with another seed trains on the same spilled rows, re-bucketed for its orders.
+    let text = format!(
+        "{}\n[[branch]]\nname = \"small\"\n[branch.train]\nmodel = {{ kind = \"mlp\", hidden = [16] }}\nlr = 0.003\nbatch_size = 128\nepochs = 2\nseed = 7\n",
+        pipeline_toml(train, holdout, 2)
+    );
     let dir = scratch("spill");
     let memory = run_toml(&text, 2, &dir.join("memory"));
     assert_eq!(
@@ -43,6 +47,11 @@ fn rows_past_the_memory_budget_spill_and_train_the_same_model() {
         "spilled rows train the same model bit for bit"
     );
     assert_eq!(spilled.eval, memory.eval);
+    assert_eq!(spilled.branches.len(), 1);
+    assert_eq!(
+        spilled.branches[0].parameter_checksum, memory.branches[0].parameter_checksum,
+        "the branch, trained on re-bucketed spilled rows, is the same model too"
+    );
     assert_eq!(spilled.rows_dead_lettered, memory.rows_dead_lettered);
     assert!(
         own_spill_dirs().is_empty(),
