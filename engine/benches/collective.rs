@@ -1,4 +1,6 @@
-//! Latency of one all-reduce round between worker threads of one process. Prints one JSON line.
+//! Latency of one all-reduce round between worker threads of one process, through a
+//! [`Collective`] driven by the worker's loop and through the step loop node
+//! ([`run_rounds`]: the round structure inside the dataflow). Prints one JSON line.
 //!
 //! `cargo bench -p millrace-engine --bench collective` (`MILLRACE_BENCH_WORKERS`, default 2;
 //! `MILLRACE_BENCH_PARAMS`, the values each worker sends, default the benchmark MLP's 5,890).
@@ -8,7 +10,9 @@
 
 use std::time::Instant;
 
-use millrace_engine::{ClusterConfig, Collective, Error, MetricsRegistry, execute};
+use millrace_engine::{
+    ClusterConfig, Collective, Error, MetricsRegistry, Rounds, execute, run_rounds,
+};
 
 /// The gradient of the 24-64-64-2 MLP of the train_step benchmark.
 const PARAMS: usize = 24 * 64 + 64 + 64 * 64 + 64 + 64 * 2 + 2;
@@ -40,12 +44,37 @@ fn main() -> Result<(), Error> {
             }
             let us = start.elapsed().as_secs_f64() * 1e6 / ROUNDS as f64;
             assert!(check > 0.0 || workers == 1);
-            Ok(us)
+            let index = ctx.index;
+            let looped = run_rounds(
+                w,
+                &ctx,
+                "grads/loop",
+                move |rounds: Rounds<Vec<f32>>| async move {
+                    let mine = vec![index as f32; params];
+                    let mut start = Instant::now();
+                    for round in 0..200 + ROUNDS {
+                        if round == 200 {
+                            start = Instant::now();
+                        }
+                        let all = rounds.all_gather(mine.clone()).await?;
+                        let mut sum = vec![0f32; params];
+                        for part in &all {
+                            for (s, v) in sum.iter_mut().zip(part) {
+                                *s += v;
+                            }
+                        }
+                        std::hint::black_box(&sum);
+                    }
+                    Ok::<_, Error>(start.elapsed().as_secs_f64() * 1e6 / ROUNDS as f64)
+                },
+            )??;
+            Ok((us, looped))
         },
     )?;
-    let worst = micros.iter().copied().fold(0.0, f64::max);
+    let worst = micros.iter().map(|m| m.0).fold(0.0, f64::max);
+    let worst_loop = micros.iter().map(|m| m.1).fold(0.0, f64::max);
     println!(
-        "{{\"bench\":\"collective\",\"workers\":{workers},\"params\":{params},\"rounds\":{ROUNDS},\"us_per_round\":{worst:.2}}}"
+        "{{\"bench\":\"collective\",\"workers\":{workers},\"params\":{params},\"rounds\":{ROUNDS},\"us_per_round\":{worst:.2},\"step_loop_us_per_round\":{worst_loop:.2}}}"
     );
     Ok(())
 }

@@ -52,6 +52,7 @@ pub mod features;
 mod flow;
 mod metrics;
 pub mod peers;
+mod rounds;
 
 pub use batch::{Batch, DeadLetter, row_to_json};
 pub use cluster::{AbortedError, ClusterConfig, WorkerContext, execute};
@@ -60,6 +61,7 @@ pub use error::{Error, Result, list, panic_message};
 pub use flow::exchange::{hash_rows, partition_by_key, stable_hash};
 pub use flow::{BatchStream, DeadLetterStream, Emit, Flow, FlowContext};
 pub use metrics::{Counters, MetricsRegistry, OperatorReport, OperatorStats, escape_label};
+pub use rounds::{Rounds, run_rounds};
 
 /// timely, re-exported so that users of the stream API need no separate dependency.
 pub use timely;

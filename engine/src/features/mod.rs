@@ -340,6 +340,12 @@ impl FeatureView {
         ctx.step_while(worker, || probe.less_than(&frontier))
     }
 
+    /// Whether every time before the frontier is complete: what [`FeatureView::complete`] steps
+    /// the worker for, to wait on from a node of another dataflow while the worker steps.
+    pub fn is_complete(&self) -> bool {
+        !self.built.probe.less_than(&self.frontier)
+    }
+
     /// The events of this worker's keys whose time is complete, with their features, by time and
     /// row; each only once.
     pub fn released(&mut self) -> Vec<Released> {

@@ -409,13 +409,24 @@ impl FeatureStage {
         watermark: Option<i64>,
         end: bool,
     ) -> Result<()> {
+        self.advance_to(watermark, end);
+        Ok(self.view.complete(worker, ctx)?)
+    }
+
+    /// Advances the view to the job's `watermark` (to the end of time when `end`); the records
+    /// before it have their features once [`FeatureStage::is_complete`].
+    pub(crate) fn advance_to(&mut self, watermark: Option<i64>, end: bool) {
         let to = if end {
             u64::MAX - 1
         } else {
             watermark.map_or(0, |w| u64::try_from(w).unwrap_or(0))
         };
         self.view.advance_to(to);
-        Ok(self.view.complete(worker, ctx)?)
+    }
+
+    /// Whether every record before the view's frontier has its features.
+    pub(crate) fn is_complete(&self) -> bool {
+        self.view.is_complete()
     }
 
     /// The records whose features are complete, as one batch with the feature columns after the

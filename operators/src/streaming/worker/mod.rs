@@ -7,12 +7,13 @@
 //! before a step's exchange and travels in its message, so all workers act on the same step.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use millrace_connectors::kafka::{KafkaProducer, KafkaSource, RecordDecoder};
 use millrace_engine::timely::worker::Worker;
-use millrace_engine::{Collective, DeadLetter, WorkerContext, row_to_json};
+use millrace_engine::{Collective, DeadLetter, WorkerContext, row_to_json, run_rounds};
 use millrace_ml::Replica;
 use millrace_ml::preprocess::{FitState, FittedPreprocessor, Targets};
 use millrace_ml::trainer::TargetsRef;
@@ -128,25 +129,31 @@ pub(super) struct Counters {
 pub(crate) fn run_worker(
     worker: &mut Worker,
     ctx: &WorkerContext,
-    shared: &Shared,
+    shared: &Arc<Shared>,
 ) -> Result<WorkerOutcome> {
     let mut steps = Collective::<StepMsg>::new(worker, "stream/steps");
     let mut fits = Collective::<FitState>::new(worker, "stream/fit");
     let mut job = StreamWorker::open(worker, ctx, shared, &mut steps, &mut fits)?;
-    loop {
-        if ctx.aborted() {
-            return Err(Error::Engine(millrace_engine::Error::Aborted));
+    // The steps run as the step node of a loop dataflow: one round per step.
+    let (ctx_in, shared_in) = (ctx.clone(), Arc::clone(shared));
+    let job = run_rounds(worker, ctx, "stream/step-loop", move |rounds| async move {
+        let (ctx, shared) = (&ctx_in, &*shared_in);
+        loop {
+            if ctx.aborted() {
+                return Err(Error::Engine(millrace_engine::Error::Aborted));
+            }
+            let mut msg = job.local_step(ctx, shared)?;
+            if ctx.index == 0 {
+                job.decide(shared, &mut msg);
+            }
+            let all = rounds.all_gather(msg).await?;
+            if !job.apply_step(ctx, shared, &all)? {
+                break;
+            }
+            job.advance_features(&rounds, ctx, &all).await?;
         }
-        let mut msg = job.local_step(ctx, shared)?;
-        if ctx.index == 0 {
-            job.decide(shared, &mut msg);
-        }
-        let all = steps.all_gather(worker, ctx, msg)?;
-        if !job.apply_step(ctx, shared, &all)? {
-            break;
-        }
-        job.advance_features(worker, ctx, &all)?;
-    }
+        Ok(job)
+    })??;
     job.finish(worker, ctx, &mut steps)
 }
 

@@ -1,6 +1,8 @@
 //! One step of a streaming worker: its local part, worker 0's decisions, and the same update
 //! on every worker once all messages are in; then the last exchange and the report.
 
+use millrace_engine::Rounds;
+
 use super::*;
 
 impl StreamWorker {
@@ -141,9 +143,9 @@ impl StreamWorker {
     /// After every worker applied the step: the feature table moves to the version worker 0
     /// chose, the view to the job's watermark (to the end when the input ended), and the records
     /// whose features are complete are kept for the next step.
-    pub(super) fn advance_features(
+    pub(super) async fn advance_features(
         &mut self,
-        worker: &mut Worker,
+        rounds: &Rounds<StepMsg>,
         ctx: &WorkerContext,
         all: &[StepMsg],
     ) -> Result<()> {
@@ -161,7 +163,8 @@ impl StreamWorker {
             state.pending.clear();
             self.drained = Some(state);
         }
-        stage.advance(worker, ctx, self.watermark, drain)?;
+        stage.advance_to(self.watermark, drain);
+        rounds.until(|| stage.is_complete()).await;
         if let Some(rows) = stage.released()? {
             self.input
                 .write_sinks(crate::spec::SinkPoint::Features, &rows.batch);
