@@ -113,22 +113,8 @@ impl Collective<Vec<f32>> {
         if ctx.peers == 1 {
             return Ok(values);
         }
-        let len = values.len();
         let parts = self.all_gather(worker, ctx, values)?;
-        let mut sum = vec![0f32; len];
-        for (w, part) in parts.iter().enumerate() {
-            if part.len() != len {
-                return Err(Error::Startup(format!(
-                    "collective '{}': worker {w} sent {} values, expected {len}",
-                    self.name,
-                    part.len()
-                )));
-            }
-            for (s, v) in sum.iter_mut().zip(part) {
-                *s += v;
-            }
-        }
-        Ok(sum)
+        crate::rounds::sum_in_worker_order(&format_args!("collective '{}'", self.name), &parts)
     }
 }
 

@@ -6,18 +6,18 @@
 //!   every worker's messages of round r ──▶ step node ── this worker's message of round r+1
 //! ```
 //!
-//! The step node holds a capability at its current round and runs the job's `body`, an `async`
-//! block, until it asks to exchange a message ([`Rounds::all_gather`]): the message goes out at
-//! the round, is broadcast along the loop's edge, and comes back to every worker's node one round
+//! The step node holds a capability at its current round. The job's `body`, an `async` block,
+//! runs until it asks to exchange a message ([`Rounds::all_gather`]); the node sends it at the
+//! round, it is broadcast along the loop's edge and comes back to every worker's node one round
 //! later. Once timely's frontier says no worker can still send anything for the round, the node
-//! hands the body every worker's message in worker order and runs it on to its next exchange.
-//! Nothing outside the dataflow drives the steps: the worker thread only steps timely until the
-//! body has returned. A body that waits on another dataflow ([`Rounds::until`]) is scheduled
-//! again at the worker's next step while the condition does not hold.
+//! hands the body every worker's message in worker order. The worker thread steps timely and
+//! polls the body whenever the node has delivered a round (or the body waits on a condition,
+//! [`Rounds::until`], checked again after each step), so a body may borrow the job's state: the
+//! model, its rows, its hooks. A round costs what a [`Collective`](crate::Collective)'s does.
 //!
 //! Like a [`Collective`](crate::Collective), every sum made from the messages is the same on
-//! every worker (worker order), and a worker that fails or ends early is named by the others'
-//! next exchange.
+//! every worker (worker order, [`sum_in_worker_order`]), and a worker that fails or ends early is
+//! named by the others' next exchange.
 
 use std::cell::RefCell;
 use std::future::{Future, poll_fn};
@@ -31,6 +31,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{ConnectLoop, Feedback};
+use timely::scheduling::Activator;
 use timely::worker::Worker;
 
 use crate::cluster::WorkerContext;
@@ -52,8 +53,12 @@ struct Exchange<D> {
     gathered: Option<Vec<(usize, D)>>,
     /// The node sent this worker's message and waits for the round to complete.
     waiting: bool,
-    /// The body waits on a condition: schedule the node again at the next step.
+    /// The body waits on a condition: poll it again after the next step.
     respin: bool,
+    /// The body returned: the node drops its capability and the loop's dataflow ends.
+    done: bool,
+    /// Schedules the step node (to send the body's message, or to end).
+    activator: Option<Activator>,
 }
 
 /// The body's end of the loop: exchanges with the other workers, one round at a time.
@@ -109,7 +114,7 @@ impl<D: ExchangeData + Clone> Rounds<D> {
     }
 }
 
-/// Runs `body` as the step node of a loop dataflow named `name` on this worker and steps the
+/// Runs `body` with the step node of a loop dataflow named `name` on this worker, stepping the
 /// worker until it returns; its output. Every worker must call this at the same point of its
 /// dataflows, with a body that makes the same exchanges.
 pub fn run_rounds<D, Out, F, Fut>(
@@ -120,9 +125,8 @@ pub fn run_rounds<D, Out, F, Fut>(
 ) -> Result<Out>
 where
     D: ExchangeData + Clone,
-    Out: 'static,
     F: FnOnce(Rounds<D>) -> Fut,
-    Fut: Future<Output = Out> + 'static,
+    Fut: Future<Output = Out>,
 {
     let shared = Rc::new(RefCell::new(Exchange {
         name: name.to_string(),
@@ -133,12 +137,50 @@ where
         gathered: None,
         waiting: false,
         respin: false,
+        done: false,
+        activator: None,
     }));
-    let mut future: Option<Pin<Box<dyn Future<Output = Out>>>> = Some(Box::pin(body(Rounds {
+    step_node(worker, name, Rc::clone(&shared));
+    let mut running = std::pin::pin!(body(Rounds {
         shared: Rc::clone(&shared),
-    })));
-    let result: Rc<RefCell<Option<Out>>> = Rc::new(RefCell::new(None));
-    let out = Rc::clone(&result);
+    }));
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(out) = running.as_mut().poll(&mut cx) {
+            let mut s = shared.borrow_mut();
+            s.done = true;
+            if let Some(activator) = &s.activator {
+                activator.activate();
+            }
+            return Ok(out);
+        }
+        let respin = {
+            let mut s = shared.borrow_mut();
+            if s.outgoing.is_some()
+                && let Some(activator) = &s.activator
+            {
+                activator.activate();
+            }
+            std::mem::take(&mut s.respin)
+        };
+        // Step until the node delivers the round the body waits for (once, for a condition).
+        let mut stepped = false;
+        while !stepped || (!respin && shared.borrow().gathered.is_none()) {
+            if ctx.aborted() {
+                return Err(Error::Aborted);
+            }
+            worker.step_or_park(Some(std::time::Duration::from_millis(1)));
+            stepped = true;
+        }
+    }
+}
+
+/// Builds the loop dataflow whose step node sends the body's messages and gathers each round.
+fn step_node<D: ExchangeData + Clone>(
+    worker: &mut Worker,
+    name: &str,
+    shared: Rc<RefCell<Exchange<D>>>,
+) {
     worker.dataflow_named::<u64, _, _>(name, move |scope| {
         let (handle, cycle) = scope.feedback::<Vec<Message<D>>>(1);
         cycle
@@ -146,53 +188,36 @@ where
                 Pipeline,
                 name,
                 move |capability, info| {
-                    let activator = scope.activator_for(info.address);
-                    activator.activate();
+                    shared.borrow_mut().activator = Some(scope.activator_for(info.address));
                     let mut capability = Some(capability);
                     let mut stash: Vec<Message<D>> = Vec::new();
                     move |(input, frontier), output| {
                         input.for_each_stamp(|_, data| {
                             stash.extend(data.flat_map(|d| d.drain(..)));
                         });
-                        let Some(running) = future.as_mut() else {
+                        let mut s = shared.borrow_mut();
+                        if s.done {
+                            capability = None;
+                            return;
+                        }
+                        let Some(cap) = capability.as_mut() else {
                             return;
                         };
-                        {
-                            let mut s = shared.borrow_mut();
-                            // Round r's messages travel at r + 1: the frontier passing r + 1
-                            // means every worker's is in.
-                            let round = s.round.saturating_sub(1);
-                            if s.waiting {
-                                if frontier.less_equal(&s.round) {
-                                    return;
-                                }
-                                let (now, later): (Vec<_>, Vec<_>) =
-                                    stash.drain(..).partition(|(r, _, _)| *r == round);
-                                stash = later;
-                                s.gathered =
-                                    Some(now.into_iter().map(|(_, w, d)| (w, d)).collect());
-                                s.waiting = false;
-                            }
+                        if let Some(message) = s.outgoing.take() {
+                            output.session(&*cap).give((s.round, s.index, message));
+                            s.round += 1;
+                            cap.downgrade(&s.round);
+                            s.waiting = true;
                         }
-                        let mut cx = Context::from_waker(Waker::noop());
-                        match running.as_mut().poll(&mut cx) {
-                            Poll::Ready(done) => {
-                                *out.borrow_mut() = Some(done);
-                                future = None;
-                                capability = None;
-                            }
-                            Poll::Pending => {
-                                let mut s = shared.borrow_mut();
-                                if let Some(message) = s.outgoing.take() {
-                                    let cap = capability.as_mut().expect("held while running");
-                                    output.session(&*cap).give((s.round, s.index, message));
-                                    s.round += 1;
-                                    cap.downgrade(&s.round);
-                                    s.waiting = true;
-                                } else if std::mem::take(&mut s.respin) {
-                                    activator.activate();
-                                }
-                            }
+                        // Round r's messages travel at r + 1: the frontier passing r + 1 means
+                        // every worker's is in.
+                        if s.waiting && !frontier.less_equal(&s.round) {
+                            let round = s.round - 1;
+                            let (now, later): (Vec<_>, Vec<_>) =
+                                stash.drain(..).partition(|(r, _, _)| *r == round);
+                            stash = later;
+                            s.gathered = Some(now.into_iter().map(|(_, w, d)| (w, d)).collect());
+                            s.waiting = false;
                         }
                     }
                 },
@@ -200,12 +225,25 @@ where
             .broadcast()
             .connect_loop(handle);
     });
-    let done = Rc::clone(&result);
-    ctx.step_while(worker, || done.borrow().is_none())?;
-    result
-        .borrow_mut()
-        .take()
-        .ok_or_else(|| Error::Startup(format!("step loop '{name}' ended without a result")))
+}
+
+/// The element-wise sum of every worker's vector, added in worker order: the same bits on every
+/// worker. Errors when a worker's vector has another length.
+pub fn sum_in_worker_order(name: &dyn std::fmt::Display, parts: &[Vec<f32>]) -> Result<Vec<f32>> {
+    let len = parts.first().map_or(0, Vec::len);
+    let mut sum = vec![0f32; len];
+    for (w, part) in parts.iter().enumerate() {
+        if part.len() != len {
+            return Err(Error::Startup(format!(
+                "{name}: worker {w} sent {} values, expected {len}",
+                part.len()
+            )));
+        }
+        for (s, v) in sum.iter_mut().zip(part) {
+            *s += v;
+        }
+    }
+    Ok(sum)
 }
 
 #[cfg(test)]
@@ -268,6 +306,40 @@ mod tests {
         }
         assert!((out[0][0][0] - 3.0).abs() < 1e-6);
         assert!((out[0][39][0] - (3.0 + 3.0 * 3.9)).abs() < 1e-4);
+    }
+
+    #[test]
+    fn a_body_may_borrow_the_state_it_steps() {
+        let out = execute::<_, Error, _>(
+            &ClusterConfig::local(2),
+            MetricsRegistry::new(),
+            |w, ctx| {
+                // A model the body updates in place and hands back by reference.
+                let mut model = vec![0.0f32; 3];
+                let steps = run_rounds(w, &ctx, "test/borrow", |rounds: Rounds<Vec<f32>>| {
+                    let model = &mut model;
+                    let index = ctx.index;
+                    async move {
+                        for step in 0..10 {
+                            let grad = vec![(index + 1) as f32 * step as f32; 3];
+                            let all = rounds.all_gather(grad).await?;
+                            let sum = sum_in_worker_order(&"test", &all)?;
+                            for (m, g) in model.iter_mut().zip(&sum) {
+                                *m -= 0.5 * g;
+                            }
+                        }
+                        Ok::<_, Error>(rounds.rounds())
+                    }
+                })??;
+                Ok((steps, model))
+            },
+        )
+        .unwrap();
+        // Σ_step 0.5 · (1 + 2) · step over steps 0..10 = 67.5, on both workers.
+        for (steps, model) in &out {
+            assert_eq!(*steps, 10);
+            assert_eq!(model, &vec![-67.5f32; 3]);
+        }
     }
 
     #[test]

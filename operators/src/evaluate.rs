@@ -3,8 +3,6 @@
 //! Each worker predicts its own eval rows; the predictions and labels are gathered through the
 //! dataflow so every worker computes the same, exact metrics (ROC AUC needs all the scores).
 
-use millrace_engine::timely::worker::Worker;
-use millrace_engine::{Collective, WorkerContext};
 use millrace_ml::Replica;
 use millrace_ml::metrics::{EvalMetrics, evaluate_classification, evaluate_regression};
 use millrace_ml::preprocess::{Features, Targets};
@@ -15,32 +13,27 @@ use crate::{Error, Result};
 /// Rows predicted per call, to bound memory.
 const PREDICT_CHUNK: usize = 65_536;
 
+/// One worker's predictions and labels, gathered by every worker.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct Shard {
+pub(crate) struct Shard {
     predictions: Vec<f32>,
     classes: Vec<i64>,
     values: Vec<f32>,
 }
 
-/// Evaluates a model on this worker's eval rows, together with the other workers.
+/// Evaluates a model on this worker's eval rows, together with the other workers: each predicts
+/// its own rows ([`Evaluator::shard`]), the training loop gathers the shards, and every worker
+/// computes the same metrics from all of them ([`Evaluator::metrics`]).
 pub struct Evaluator {
     eval: Option<Features>,
-    channel: Option<Collective<Shard>>,
     num_classes: Option<usize>,
 }
 
 impl Evaluator {
-    /// An evaluator over `eval` (None when the run has no eval rows on any worker). Every worker must
-    /// create it at the same point, with `eval` either present on all workers or on none.
-    pub fn new(worker: &mut Worker, eval: Option<Features>, num_classes: Option<usize>) -> Self {
-        let channel = eval
-            .as_ref()
-            .map(|_| Collective::new(worker, "evaluate/gather"));
-        Evaluator {
-            eval,
-            channel,
-            num_classes,
-        }
+    /// An evaluator over `eval` (None when the run has no eval rows on any worker). Every worker
+    /// must create it with `eval` either present on all workers or on none.
+    pub fn new(eval: Option<Features>, num_classes: Option<usize>) -> Self {
+        Evaluator { eval, num_classes }
     }
 
     /// Predictions of `trainer` for `features`, in chunks.
@@ -56,14 +49,10 @@ impl Evaluator {
         Ok(out)
     }
 
-    /// The metrics of `trainer` over all workers' eval rows (None when there are none).
-    pub fn evaluate(
-        &mut self,
-        worker: &mut Worker,
-        ctx: &WorkerContext,
-        trainer: &Replica,
-    ) -> Result<Option<EvalMetrics>> {
-        let (Some(eval), Some(channel)) = (&self.eval, &mut self.channel) else {
+    /// This worker's predictions of `trainer` and labels (None when the run has no eval rows:
+    /// then no worker has any and nothing is gathered).
+    pub(crate) fn shard(&self, trainer: &Replica) -> Result<Option<Shard>> {
+        let Some(eval) = &self.eval else {
             return Ok(None);
         };
         let mut shard = Shard {
@@ -75,7 +64,11 @@ impl Evaluator {
             Some(Targets::Values(v)) => shard.values = v.clone(),
             None => return Err(Error::Internal("eval features have no labels".into())),
         }
-        let shards = channel.all_gather(worker, ctx, shard)?;
+        Ok(Some(shard))
+    }
+
+    /// The metrics over every worker's shard, in worker order (None when there are no rows).
+    pub(crate) fn metrics(&self, shards: Vec<Shard>) -> Option<EvalMetrics> {
         let mut all = Shard::default();
         for s in shards {
             all.predictions.extend(s.predictions);
@@ -83,11 +76,11 @@ impl Evaluator {
             all.values.extend(s.values);
         }
         if all.predictions.is_empty() {
-            return Ok(None);
+            return None;
         }
-        Ok(Some(match self.num_classes {
+        Some(match self.num_classes {
             Some(k) => evaluate_classification(&all.predictions, k, &all.classes),
             None => evaluate_regression(&all.predictions, &all.values),
-        }))
+        })
     }
 }

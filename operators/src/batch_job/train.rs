@@ -81,7 +81,7 @@ pub(super) fn train_main(
     let spec = &plan.spec;
     let progress = &options.progress;
     let mut trainer = replica(&spec.train, fitted, ctx, options, shared.resume.as_ref())?;
-    let mut evaluator = Evaluator::new(worker, Some(eval), fitted.num_classes());
+    let mut evaluator = Evaluator::new(Some(eval), fitted.num_classes());
 
     let mut log = MetricsLog::open(
         ctx.index == 0,
@@ -155,7 +155,7 @@ pub(super) fn train_branches(
             options,
             checkpoints.resume.as_ref(),
         )?;
-        let mut evaluator = Evaluator::new(worker, Some(eval.clone()), fitted.num_classes());
+        let mut evaluator = Evaluator::new(Some(eval.clone()), fitted.num_classes());
         let mut saver = ckpt::Saver::new(
             checkpoints.store.as_ref(),
             ckpt::model_name(spec, Some(&branch.name)),

@@ -123,7 +123,7 @@ pub(super) fn tune_trials(
     let mut ground = Ground {
         ctx,
         train,
-        evaluator: Evaluator::new(worker, Some(eval), fitted.num_classes()),
+        evaluator: Evaluator::new(Some(eval), fitted.num_classes()),
         sampled,
         metric: &tune.metric,
     };
@@ -219,11 +219,7 @@ fn report_evaluator(
         .iter()
         .sum();
     let sample = sample_rows(eval, rows as f64 / all.max(1) as f64);
-    Ok(Some(Evaluator::new(
-        worker,
-        Some(sample),
-        fitted.num_classes(),
-    )))
+    Ok(Some(Evaluator::new(Some(sample), fitted.num_classes())))
 }
 
 /// The best trial's model and report, and the run's summary.

@@ -1,7 +1,10 @@
 //! Synchronous data-parallel SGD. Every worker computes the gradient of its share of each global
-//! batch; the gradients (and the loss) are summed across workers through a timely
-//! [`Collective`](millrace_engine::Collective) in worker order; every worker applies the same summed
-//! gradient, so the replicas stay bit-identical (checked at the end).
+//! batch; the gradients (and the loss) are summed across workers in worker order; every worker
+//! applies the same summed gradient, so the replicas stay bit-identical (checked at the end).
+//!
+//! The run is the step node of a loop dataflow ([`run_rounds`]): each step is one round of the
+//! loop that carries every worker's gradient, an evaluation is one round that carries the
+//! predictions, and the end is one round that carries the parameter checksums.
 //!
 //! The global batches do not depend on how rows are spread over workers: each epoch orders rows by a
 //! seeded hash of their content and step `s` takes the rows whose hash is in the `s`-th slice of the
@@ -11,16 +14,17 @@
 use std::time::Instant;
 
 use millrace_engine::timely::worker::Worker;
-use millrace_engine::{Collective, WorkerContext};
+use millrace_engine::{Rounds, WorkerContext, run_rounds, sum_in_worker_order};
 use millrace_ml::Replica;
 use millrace_ml::metrics::EvalMetrics;
+use serde::{Deserialize, Serialize};
 
 use super::buffer::BatchBuffer;
 use super::order::{checksum, slice_start};
 use super::position::{DataFingerprint, TrainControl, TrainPosition};
 use super::rows::{EpochRows, TrainRows};
 use super::step::apply_summed_gradient;
-use crate::evaluate::Evaluator;
+use crate::evaluate::{Evaluator, Shard};
 use crate::spec::TrainSpec;
 use crate::{Error, Result};
 
@@ -89,6 +93,50 @@ pub struct TrainReport {
     pub position: TrainPosition,
 }
 
+/// What a worker sends in a round of the training loop.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+enum TrainMsg {
+    /// A step: [gradient of the summed loss..., loss sum, rows, checkpoint?].
+    Step(Vec<f32>),
+    /// An evaluation: this worker's predictions and labels.
+    Eval(Shard),
+    /// The end: the checksum of this replica's parameters.
+    Checksum(u64),
+}
+
+impl TrainMsg {
+    fn kind(&self) -> &'static str {
+        match self {
+            TrainMsg::Step(_) => "a step's gradient",
+            TrainMsg::Eval(_) => "an evaluation",
+            TrainMsg::Checksum(_) => "a checksum",
+        }
+    }
+}
+
+/// Every worker's message of the next round, each taken apart by `take` (None: another kind of
+/// message, which means the workers' loops went apart).
+async fn exchange<T>(
+    rounds: &Rounds<TrainMsg>,
+    message: TrainMsg,
+    take: impl Fn(TrainMsg) -> Option<T>,
+) -> Result<Vec<T>> {
+    let expected = message.kind();
+    let all = rounds.all_gather(message).await?;
+    all.into_iter()
+        .enumerate()
+        .map(|(w, m)| {
+            let kind = m.kind();
+            take(m).ok_or_else(|| {
+                Error::Internal(format!(
+                    "training round {}: worker {w} sent {kind} where {expected} was due",
+                    rounds.rounds()
+                ))
+            })
+        })
+        .collect()
+}
+
 /// Trains `trainer` on this worker's `train` rows in lock-step with every other worker.
 ///
 /// Each step applies the gradient of the global batch's summed loss, divided by its number of rows
@@ -104,7 +152,6 @@ pub fn train_data_parallel(
     spec: &TrainSpec,
     control: &mut TrainControl<'_>,
 ) -> Result<TrainReport> {
-    let mut checksum_channel = Collective::<u64>::new(worker, "train/checksums");
     let data = rows.data;
     let total = data.rows;
     if total == 0 {
@@ -118,6 +165,45 @@ pub fn train_data_parallel(
         Some(p) => check_resumable(&p, data, steps_per_epoch, spec).map(|()| p)?,
         None => TrainPosition::start(steps_per_epoch, spec.seed, data),
     };
+    let run = RunSetup {
+        trainer,
+        rows,
+        evaluator,
+        spec,
+        position,
+        steps_per_epoch,
+    };
+    run_rounds(worker, ctx, "train/step-loop", |rounds| {
+        train_loop(rounds, ctx, run, control)
+    })?
+}
+
+/// What a training run starts from.
+struct RunSetup<'r, 'd> {
+    trainer: &'r mut Replica,
+    rows: &'r TrainRows<'d>,
+    evaluator: &'r mut Evaluator,
+    spec: &'r TrainSpec,
+    position: TrainPosition,
+    steps_per_epoch: u64,
+}
+
+/// The training run: the body of the step node, one round per exchange.
+async fn train_loop(
+    rounds: Rounds<TrainMsg>,
+    ctx: &WorkerContext,
+    setup: RunSetup<'_, '_>,
+    control: &mut TrainControl<'_>,
+) -> Result<TrainReport> {
+    let RunSetup {
+        trainer,
+        rows,
+        evaluator,
+        spec,
+        position,
+        steps_per_epoch,
+    } = setup;
+    let total = rows.data.rows;
     let mut listener = control.on_event.take();
     let on_event: &mut dyn FnMut(TrainEvent) = &mut |event| {
         if let Some(listen) = listener.as_mut() {
@@ -129,7 +215,7 @@ pub fn train_data_parallel(
         rows: total,
     });
     let mut run = Stepper {
-        grads_channel: Collective::<Vec<f32>>::new(worker, "train/gradients"),
+        rounds: &rounds,
         num_params: trainer.num_params(),
         // A GPU training alone steps asynchronously: each step's loss arrives with the next one.
         fused: ctx.peers == 1 && trainer.steps_lag(),
@@ -171,20 +257,20 @@ pub fn train_data_parallel(
             steps_per_epoch,
             started,
         };
-        let stopped = run.run_epoch(worker, ctx, epoch_steps, control, on_event)?;
+        let stopped = run.run_epoch(ctx, epoch_steps, control, on_event).await?;
         // The epoch's last step counts in its loss, its time and its evaluation.
         run.settle(on_event)?;
         run.position.train_s += started.elapsed().as_secs_f64();
         if stopped {
             // Mid-epoch, at `stop_after_step`: evaluated there, continued from here.
-            eval = run.evaluate(worker, ctx, evaluator, &mut eval_s, on_event)?;
+            eval = run.evaluate(evaluator, &mut eval_s, on_event).await?;
             break;
         }
         run.position.last_epoch_loss = run.position.epoch_loss / total as f64;
         let last = epoch + 1 == spec.epochs;
         let stop_here = !last && control.stop_after_step == Some(run.position.global_step);
         if control.evaluate_every_epoch || last || stop_here {
-            eval = run.evaluate(worker, ctx, evaluator, &mut eval_s, on_event)?;
+            eval = run.evaluate(evaluator, &mut eval_s, on_event).await?;
         }
         run.position.step_in_epoch = 0;
         if stop_here {
@@ -194,7 +280,7 @@ pub fn train_data_parallel(
     }
 
     run.settle(on_event)?;
-    let parameter_checksum = check_replicas(worker, ctx, &mut checksum_channel, run.trainer)?;
+    let parameter_checksum = check_replicas(&rounds, run.trainer).await?;
     Ok(TrainReport {
         rows: total,
         rows_trained: run.position.rows_trained,
@@ -223,7 +309,7 @@ struct Stepper<'t> {
     trainer: &'t mut Replica,
     spec: &'t TrainSpec,
     position: TrainPosition,
-    grads_channel: Collective<Vec<f32>>,
+    rounds: &'t Rounds<TrainMsg>,
     num_params: usize,
     buf: BatchBuffer,
     /// One worker on a device that steps asynchronously: no exchange, losses a step late.
@@ -236,14 +322,17 @@ struct Stepper<'t> {
 
 /// The checksum of this replica's parameters, checked equal on every worker: the replicas of a
 /// data-parallel run must not diverge.
-fn check_replicas(
-    worker: &mut Worker,
-    ctx: &WorkerContext,
-    channel: &mut Collective<u64>,
-    trainer: &Replica,
-) -> Result<u64> {
+async fn check_replicas(rounds: &Rounds<TrainMsg>, trainer: &Replica) -> Result<u64> {
     let parameter_checksum = checksum(&trainer.try_parameters()?);
-    let all = channel.all_gather(worker, ctx, parameter_checksum)?;
+    let all = exchange(
+        rounds,
+        TrainMsg::Checksum(parameter_checksum),
+        |m| match m {
+            TrainMsg::Checksum(c) => Some(c),
+            _ => None,
+        },
+    )
+    .await?;
     if all.iter().any(|c| *c != parameter_checksum) {
         return Err(Error::Internal(format!(
             "model replicas diverged: parameter checksums per worker {all:?}"
@@ -266,9 +355,8 @@ impl Stepper<'_> {
     /// The epoch's steps from `first_step` on, each over the rows of the order's next slice,
     /// with the checkpoints due between them (none after the run's last step). True when it
     /// stopped before the epoch's end, at `control.stop_after_step`.
-    fn run_epoch(
+    async fn run_epoch(
         &mut self,
-        worker: &mut Worker,
         ctx: &WorkerContext,
         steps: EpochSteps<'_>,
         control: &mut TrainControl<'_>,
@@ -288,7 +376,7 @@ impl Stepper<'_> {
                 step,
                 rows: order.next_step(end, &mut self.buf)?,
             };
-            let timed = self.step(worker, ctx, rows, control, on_event)?;
+            let timed = self.step(ctx, rows, control, on_event).await?;
             if step + 1 < steps_per_epoch
                 && control.stop_after_step == Some(self.position.global_step)
             {
@@ -308,16 +396,24 @@ impl Stepper<'_> {
     }
 
     /// Evaluates the replica now, records it in the position and reports it.
-    fn evaluate(
+    async fn evaluate(
         &mut self,
-        worker: &mut Worker,
-        ctx: &WorkerContext,
         evaluator: &mut Evaluator,
         eval_s: &mut f64,
         on_event: &mut dyn FnMut(TrainEvent),
     ) -> Result<Option<EvalMetrics>> {
         let evaluating = Instant::now();
-        let eval = evaluator.evaluate(worker, ctx, self.trainer)?;
+        let eval = match evaluator.shard(self.trainer)? {
+            None => None,
+            Some(shard) => {
+                let shards = exchange(self.rounds, TrainMsg::Eval(shard), |m| match m {
+                    TrainMsg::Eval(s) => Some(s),
+                    _ => None,
+                })
+                .await?;
+                evaluator.metrics(shards)
+            }
+        };
         *eval_s += evaluating.elapsed().as_secs_f64();
         if let Some(metrics) = &eval {
             self.position.record_eval(self.position.epoch, metrics)?;
@@ -332,9 +428,8 @@ impl Stepper<'_> {
 
     /// One global step over this worker's `rows`. True when worker 0's clock says a checkpoint
     /// is due.
-    fn step(
+    async fn step(
         &mut self,
-        worker: &mut Worker,
         ctx: &WorkerContext,
         rows: StepRows,
         control: &TrainControl<'_>,
@@ -346,7 +441,7 @@ impl Stepper<'_> {
             self.fused_step(rows.epoch, rows.rows, on_event)?;
             return Ok(self.checkpoint_due(control));
         }
-        self.summed_step(worker, ctx, rows, control, on_event)
+        self.summed_step(ctx, rows, control, on_event).await
     }
 
     /// The learning rate of global step `step` (0-based): `train.lr_schedule` over the run's
@@ -396,9 +491,8 @@ impl Stepper<'_> {
     /// them with the loss, the rows and worker 0's checkpoint decision (its clock decides
     /// time-based checkpoints, for everyone), then the same update everywhere. Returns that
     /// decision.
-    fn summed_step(
+    async fn summed_step(
         &mut self,
-        worker: &mut Worker,
         ctx: &WorkerContext,
         StepRows { epoch, step, rows }: StepRows,
         control: &TrainControl<'_>,
@@ -418,7 +512,12 @@ impl Stepper<'_> {
         grads.push(if due { 1.0 } else { 0.0 });
         if ctx.peers > 1 {
             let waiting = Instant::now();
-            grads = self.grads_channel.all_reduce_sum(worker, ctx, grads)?;
+            let parts = exchange(self.rounds, TrainMsg::Step(grads), |m| match m {
+                TrainMsg::Step(g) => Some(g),
+                _ => None,
+            })
+            .await?;
+            grads = sum_in_worker_order(&"the training step's gradient sum", &parts)?;
             self.sync_s += waiting.elapsed().as_secs_f64();
         }
         let timed = grads.pop().unwrap_or(0.0) > 0.0;

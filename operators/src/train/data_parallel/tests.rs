@@ -68,7 +68,7 @@ fn bias_after_training(
                 &Default::default(),
             )?);
             trainer.set_parameters(&[0.0; 3])?;
-            let mut evaluator = Evaluator::new(worker, None, None);
+            let mut evaluator = Evaluator::new(None, None);
             let rows = crate::train::TrainRows::new(worker, &ctx, &train)?;
             let report = train_data_parallel(
                 worker,
@@ -257,7 +257,7 @@ fn mlp_checksum(workers: usize, spill: bool, stop: Option<u64>) -> u64 {
             } else {
                 crate::train::TrainRows::new(worker, &ctx, &features)?
             };
-            let mut evaluator = Evaluator::new(worker, None, None);
+            let mut evaluator = Evaluator::new(None, None);
             let mut control = TrainControl {
                 stop_after_step: stop,
                 ..TrainControl::default()
