@@ -1,6 +1,6 @@
 //! Latency of one all-reduce round between worker threads of one process, through a
 //! [`Collective`] driven by the worker's loop and through the step loop node
-//! ([`run_rounds`]: the round structure inside the dataflow). Prints one JSON line.
+//! ([`run_rounds`]: the rounds of a timely feedback loop). Prints one JSON line.
 //!
 //! `cargo bench -p millrace-engine --bench collective` (`MILLRACE_BENCH_WORKERS`, default 2;
 //! `MILLRACE_BENCH_PARAMS`, the values each worker sends, default the benchmark MLP's 5,890).
@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use millrace_engine::{
     ClusterConfig, Collective, Error, MetricsRegistry, Rounds, execute, run_rounds,
+    sum_in_worker_order,
 };
 
 /// The gradient of the 24-64-64-2 MLP of the train_step benchmark.
@@ -57,13 +58,7 @@ fn main() -> Result<(), Error> {
                             start = Instant::now();
                         }
                         let all = rounds.all_gather(mine.clone()).await?;
-                        let mut sum = vec![0f32; params];
-                        for part in &all {
-                            for (s, v) in sum.iter_mut().zip(part) {
-                                *s += v;
-                            }
-                        }
-                        std::hint::black_box(&sum);
+                        std::hint::black_box(sum_in_worker_order(&"grads/loop", &all)?);
                     }
                     Ok::<_, Error>(start.elapsed().as_secs_f64() * 1e6 / ROUNDS as f64)
                 },
