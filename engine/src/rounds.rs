@@ -21,7 +21,7 @@
 
 use std::cell::RefCell;
 use std::future::{Future, poll_fn};
-use std::pin::Pin;
+use std::pin::pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
@@ -141,7 +141,7 @@ where
         activator: None,
     }));
     step_node(worker, name, Rc::clone(&shared));
-    let mut running = std::pin::pin!(body(Rounds {
+    let mut running = pin!(body(Rounds {
         shared: Rc::clone(&shared),
     }));
     let mut cx = Context::from_waker(Waker::noop());
