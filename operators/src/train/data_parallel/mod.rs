@@ -195,15 +195,8 @@ async fn train_loop(
     setup: RunSetup<'_, '_>,
     control: &mut TrainControl<'_>,
 ) -> Result<TrainReport> {
-    let RunSetup {
-        trainer,
-        rows,
-        evaluator,
-        spec,
-        position,
-        steps_per_epoch,
-    } = setup;
-    let total = rows.data.rows;
+    let (rows, evaluator, spec) = (setup.rows, setup.evaluator, setup.spec);
+    let (total, steps_per_epoch) = (rows.data.rows, setup.steps_per_epoch);
     let mut listener = control.on_event.take();
     let on_event: &mut dyn FnMut(TrainEvent) = &mut |event| {
         if let Some(listen) = listener.as_mut() {
@@ -216,12 +209,12 @@ async fn train_loop(
     });
     let mut run = Stepper {
         rounds: &rounds,
-        num_params: trainer.num_params(),
+        num_params: setup.trainer.num_params(),
         // A GPU training alone steps asynchronously: each step's loss arrives with the next one.
-        fused: ctx.peers == 1 && trainer.steps_lag(),
-        trainer,
+        fused: ctx.peers == 1 && setup.trainer.steps_lag(),
+        trainer: setup.trainer,
         spec,
-        position,
+        position: setup.position,
         buf: BatchBuffer::default(),
         in_flight: None,
         sync_s: 0.0,
