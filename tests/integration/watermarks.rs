@@ -465,6 +465,52 @@ fn a_bad_idle_timeout_names_its_line() {
     assert_eq!(ok.stream.unwrap().idle_timeout, Duration::from_millis(250));
 }
 
+/// Every duration of `[stream]` is parsed with the file: a bad one names its line, and a good one
+/// keeps its text (a late record's reason quotes it as written).
+#[test]
+fn bad_stream_durations_name_their_line() {
+    for (extra, key) in [
+        ("max_out_of_orderness = \"soon\"", "max_out_of_orderness"),
+        ("watermark_alignment = \"soon\"", "watermark_alignment"),
+        (
+            "window = { size = \"soon\", aggregates = [\"count\"] }",
+            "window",
+        ),
+        (
+            "window = { size = \"1m\", slide = \"soon\", aggregates = [\"count\"] }",
+            "window",
+        ),
+    ] {
+        let text = counting_pipeline(
+            "127.0.0.1:9",
+            "t",
+            Path::new("ck"),
+            &format!("event_time = \"ts\"\n{extra}"),
+        );
+        let line = 1 + text.lines().position(|l| l.starts_with(key)).unwrap();
+        let err = millrace::pipeline_file::parse(&text, Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("p.toml:{line}:")), "{key}: {err}");
+        assert!(err.contains("'soon' is not a duration"), "{key}: {err}");
+    }
+    let text = counting_pipeline(
+        "127.0.0.1:9",
+        "t",
+        Path::new("ck"),
+        "event_time = \"ts\"\nmax_out_of_orderness = \"90s\"\nwatermark_alignment = \"1500ms\"\n\
+         window = { size = \"1m\", slide = \"10s\", aggregates = [\"count\"] }",
+    );
+    let stream = parse(&text).stream.unwrap();
+    assert_eq!(stream.max_out_of_orderness.get(), Duration::from_secs(90));
+    assert_eq!(stream.max_out_of_orderness.to_string(), "90s");
+    let alignment = stream.watermark_alignment.unwrap();
+    assert_eq!(alignment.get(), Duration::from_millis(1500));
+    let window = stream.window.unwrap();
+    assert_eq!(window.size.get(), Duration::from_secs(60));
+    assert_eq!(window.slide.unwrap().get(), Duration::from_secs(10));
+}
+
 /// The watermark is part of every checkpoint: a job resumed on another number of workers (2,
 /// then 3) carries on from it, so a record behind it is late after the restart too.
 #[test]

@@ -39,7 +39,7 @@ use std::time::Duration;
 use millrace_engine::features::{AggKind, Aggregate, FeatureSpec};
 use serde::{Deserialize, Serialize};
 
-use crate::streaming::spec::parse_duration;
+use super::DurationText;
 use crate::{Error, Result};
 
 /// `[features]`.
@@ -106,7 +106,7 @@ pub struct FeatureTableSpec {
     pub join: TableJoin,
     /// How often to look for a new Delta version (e.g. "10s"); without it the table is read once.
     #[serde(default)]
-    pub refresh: Option<String>,
+    pub refresh: Option<DurationText>,
 }
 
 /// `[features.table] kafka`: a compacted topic read as a table. A message's key (UTF-8; an
@@ -137,7 +137,7 @@ pub struct FeatureAggregateSpec {
     pub column: Option<String>,
     /// Event-time window (e.g. "1h"); omitted: over all events so far.
     #[serde(default)]
-    pub window: Option<String>,
+    pub window: Option<DurationText>,
 }
 
 fn default_view_name() -> String {
@@ -168,10 +168,7 @@ impl FeaturesSpec {
                         format!("a `{kind}` aggregate needs the column it aggregates"),
                     ));
                 }
-                let window_ms = match &a.window {
-                    None => None,
-                    Some(w) => Some(parse_duration(&at("window"), w)?.as_millis() as u64),
-                };
+                let window_ms = a.window.as_ref().map(|w| w.get().as_millis() as u64);
                 Ok(Aggregate {
                     name: a.name.clone(),
                     kind,
@@ -206,11 +203,11 @@ impl FeaturesSpec {
     }
 
     /// The table's refresh interval, if it is to be watched for new versions.
-    pub fn refresh(&self) -> Result<Option<Duration>> {
-        match self.table.as_ref().and_then(|t| t.refresh.as_deref()) {
-            None => Ok(None),
-            Some(text) => parse_duration("features.table.refresh", text).map(Some),
-        }
+    pub fn refresh(&self) -> Option<Duration> {
+        self.table
+            .as_ref()
+            .and_then(|t| t.refresh.as_ref())
+            .map(DurationText::get)
     }
 
     /// The table's key column (for a Kafka table, the name its message key goes by; default:
@@ -294,7 +291,7 @@ mod tests {
             error(table("/t", false, &[("score", "float64")])).contains("comes from the files")
         );
         let mut refreshed = table("", true, &[("score", "float64")]);
-        refreshed.table.as_mut().unwrap().refresh = Some("1s".into());
+        refreshed.table.as_mut().unwrap().refresh = Some("1s".parse().unwrap());
         assert!(error(refreshed).contains("[features.table.refresh]"));
     }
 

@@ -12,6 +12,7 @@ use millrace_ml::preprocess::{NullPolicy, SequenceSpec};
 
 mod bytes;
 mod checkpoint;
+mod duration;
 mod features;
 mod serve;
 mod sink;
@@ -19,6 +20,8 @@ mod tracking;
 mod train;
 mod validate;
 pub use checkpoint::CheckpointSpec;
+pub(crate) use duration::duration_text;
+pub use duration::{DurationText, parse_duration};
 pub use features::{
     FeatureAggregateSpec, FeatureTableSpec, FeaturesSpec, KafkaTableSpec, TableJoin,
 };

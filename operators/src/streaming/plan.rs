@@ -10,7 +10,7 @@ use millrace_connectors::kafka::{MessageFormat, MetadataColumns, RecordDecoder};
 use millrace_connectors::parquet::ParquetDataset;
 use millrace_ml::preprocess::{FeatureSpec, LabelKind};
 
-use super::spec::{MessageEncoding, StreamSpec, parse_duration};
+use super::spec::{MessageEncoding, StreamSpec};
 use crate::batch_job::plan::{check_preprocess, dedupe_check, feature_spec};
 use crate::preprocess::SqlPlan;
 use crate::spec::PipelineSpec;
@@ -138,7 +138,7 @@ impl StreamPlan {
         // With [ingest], the preprocessing is fitted on that dataset (e.g. Spark output) before
         // the stream starts, through the same SQL.
         let fit_on = fit_dataset(&spec, &features)?;
-        let lateness = parse_duration("stream.max_out_of_orderness", &stream.max_out_of_orderness)?;
+        let lateness = stream.max_out_of_orderness.get();
         let window = match (&stream.window, &stream.event_time) {
             (Some(w), Some(time)) => {
                 let window = w.window_spec(time, lateness, stream.late)?;
@@ -252,8 +252,8 @@ fn fit_dataset(
 /// `[features]` (whose records wait for the watermark: a backlog read unevenly would pile them
 /// up), else none.
 fn alignment_ms(stream: &StreamSpec, features: bool) -> Result<Option<i64>> {
-    let alignment = match stream.watermark_alignment.as_deref() {
-        Some(text) => parse_duration("stream.watermark_alignment", text)?,
+    let alignment = match &stream.watermark_alignment {
+        Some(written) => written.get(),
         None if features => DEFAULT_FEATURES_ALIGNMENT,
         None => return Ok(None),
     };

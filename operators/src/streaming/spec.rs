@@ -23,6 +23,7 @@ use millrace_connectors::avro::AvroFraming;
 use millrace_connectors::kafka::{KafkaOptions, StartFrom};
 use serde::{Deserialize, Serialize};
 
+use crate::spec::{DurationText, duration_text};
 use crate::streaming::window::{AggFn, Aggregate, LatePolicy, WindowSpec};
 use crate::{Error, Result};
 
@@ -121,8 +122,8 @@ pub struct StreamSpec {
     pub event_time: Option<String>,
     /// Bounded out-of-orderness of event time: the watermark trails the newest event by this
     /// (e.g. `"2s"`).
-    #[serde(default = "default_lateness")]
-    pub max_out_of_orderness: String,
+    #[serde(default = "DurationText::zero")]
+    pub max_out_of_orderness: DurationText,
     /// A partition with no record for this long is idle: it no longer holds the watermark back
     /// (each partition's watermark is its newest event time minus `max_out_of_orderness`; the
     /// job's is the minimum over the partitions that are not idle) until it gets a record again.
@@ -139,7 +140,7 @@ pub struct StreamSpec {
     /// not pile up records waiting for the watermark (windows, `[features]`). `"0s"` never
     /// pauses; unset: `"10s"` with `[features]`, else never.
     #[serde(default)]
-    pub watermark_alignment: Option<String>,
+    pub watermark_alignment: Option<DurationText>,
     /// Records behind the watermark: `dead_letter` (default) or `drop` (counted either way).
     #[serde(default)]
     pub late: LatePolicy,
@@ -163,10 +164,10 @@ pub struct StreamSpec {
 #[serde(deny_unknown_fields)]
 pub struct StreamWindowSpec {
     /// Window length (`"500ms"`, `"10s"`, `"5m"`, `"1h"`).
-    pub size: String,
+    pub size: DurationText,
     /// Sliding step; tumbling windows when absent.
     #[serde(default)]
-    pub slide: Option<String>,
+    pub slide: Option<DurationText>,
     /// Group-by column (string or integer).
     #[serde(default)]
     pub key: Option<String>,
@@ -186,12 +187,8 @@ impl StreamWindowSpec {
         lateness: Duration,
         late: LatePolicy,
     ) -> Result<WindowSpec> {
-        let size = parse_duration("stream.window.size", &self.size)?;
-        let slide = self
-            .slide
-            .as_deref()
-            .map(|s| parse_duration("stream.window.slide", s))
-            .transpose()?;
+        let size = self.size.get();
+        let slide = self.slide.as_ref().map(DurationText::get);
         let mut aggregates = Vec::with_capacity(self.aggregates.len());
         for text in &self.aggregates {
             aggregates.push(parse_aggregate(text)?);
@@ -317,82 +314,11 @@ fn default_keep_checkpoints() -> usize {
 fn default_prequential_window() -> u64 {
     10_000
 }
-fn default_lateness() -> String {
-    "0s".into()
-}
 fn default_idle_timeout() -> Duration {
     Duration::from_secs(30)
 }
 fn is_default_idle_timeout(d: &Duration) -> bool {
     *d == default_idle_timeout()
-}
-
-/// A duration in a pipeline file, written as text (`"500ms"`, `"30s"`, `"5m"`): parsed with the
-/// file, so a bad value is an error naming its key, line and column.
-mod duration_text {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, out: S) -> Result<S::Ok, S::Error> {
-        out.serialize_str(&format!("{}ms", d.as_millis()))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(input)?;
-        super::parse_duration("duration", &text).map_err(|e| match e {
-            crate::Error::Config { message, .. } => serde::de::Error::custom(message),
-            other => serde::de::Error::custom(other),
-        })
-    }
-}
-
-/// Parses `"500ms"`, `"10s"`, `"5m"`, `"1h"`, `"2d"` (a bare number is seconds).
-pub fn parse_duration(key: &str, text: &str) -> Result<Duration> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let not_a_duration = || {
-        Error::config(
-            key,
-            format!("'{text}' is not a duration; write e.g. 500ms, 10s, 5m, 1h"),
-        )
-    };
-    // Whole numbers are exact (a window of `3600001ms` is that, not a float's rounding of it).
-    if let Ok(whole) = number.parse::<u64>() {
-        let ms_per_unit: u64 = match unit.trim() {
-            "ms" => 1,
-            "" | "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            _ => 0,
-        };
-        if ms_per_unit > 0 {
-            let ms = whole.checked_mul(ms_per_unit).ok_or_else(not_a_duration)?;
-            return Ok(Duration::from_millis(ms));
-        }
-    }
-    let value: f64 = number.parse().map_err(|_| not_a_duration())?;
-    let seconds = match unit.trim() {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        "d" => value * 86_400.0,
-        other => {
-            return Err(Error::config(
-                key,
-                format!("unknown unit '{other}' in '{text}'; use ms, s, m, h or d"),
-            ));
-        }
-    };
-    if !seconds.is_finite() || seconds < 0.0 {
-        return Err(Error::config(key, format!("'{text}' must be >= 0")));
-    }
-    Ok(Duration::from_secs_f64(seconds))
 }
 
 /// The Arrow type of a `[stream] schema` type name; `None` when unknown. `list<T>` is a list of
@@ -560,15 +486,11 @@ impl StreamSpec {
                 "must be at least 1",
             ));
         }
-        parse_duration("stream.max_out_of_orderness", &self.max_out_of_orderness)?;
-        if let Some(text) = &self.watermark_alignment {
-            if self.event_time.is_none() {
-                return Err(Error::config(
-                    "stream.watermark_alignment",
-                    "aligns event time: set stream.event_time, or remove it",
-                ));
-            }
-            parse_duration("stream.watermark_alignment", text)?;
+        if self.watermark_alignment.is_some() && self.event_time.is_none() {
+            return Err(Error::config(
+                "stream.watermark_alignment",
+                "aligns event time: set stream.event_time, or remove it",
+            ));
         }
         if let Some(w) = &self.window {
             if self.event_time.is_none() {

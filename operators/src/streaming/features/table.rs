@@ -59,7 +59,7 @@ impl FeatureTable {
         dataset
             .check_columns(&columns)
             .map_err(|e| Error::config("features.table.columns", e.to_string()))?;
-        let refresh = spec.refresh()?;
+        let refresh = spec.refresh();
         if refresh.is_some() && dataset.delta_version().is_none() {
             return Err(Error::config(
                 "features.table.refresh",

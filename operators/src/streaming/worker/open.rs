@@ -127,7 +127,7 @@ fn open_event_time(shared: &Shared, input: &Input) -> Option<EventTime> {
             now_ms(),
         ),
         dead_letter: stream.late == LatePolicy::DeadLetter,
-        bound: stream.max_out_of_orderness.clone(),
+        bound: stream.max_out_of_orderness.to_string(),
         topic: stream.topic.clone(),
     })
 }

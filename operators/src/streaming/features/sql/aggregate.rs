@@ -11,7 +11,7 @@ use millrace_engine::features::AggKind;
 
 use super::{Query, computed_outside, outside};
 use crate::Result;
-use crate::spec::FeatureAggregateSpec;
+use crate::spec::{DurationText, FeatureAggregateSpec};
 
 impl Query<'_> {
     /// The feature `name` computed by `e`, a window function or a GROUP BY aggregate.
@@ -115,7 +115,7 @@ impl Query<'_> {
             name: name.to_string(),
             kind,
             column,
-            window: window_ms.map(|ms| format!("{ms}ms")),
+            window: window_ms.map(DurationText::from_millis),
         });
         Ok(())
     }

@@ -30,7 +30,7 @@ fn written(sql: &str, table: bool) -> FeaturesSpec {
         table: table.then(|| FeatureTableSpec {
             name: Some("users".into()),
             path: "/tables/users".into(),
-            refresh: Some("1s".into()),
+            refresh: Some("1s".parse().unwrap()),
             ..Default::default()
         }),
         aggregates: Vec::new(),
@@ -53,7 +53,7 @@ fn agg(name: &str, kind: &str, column: Option<&str>, window: Option<&str>) -> Fe
         name: name.into(),
         kind: kind.parse().unwrap(),
         column: column.map(String::from),
-        window: window.map(String::from),
+        window: window.map(|w| w.parse().unwrap()),
     }
 }
 
@@ -88,7 +88,11 @@ fn window_functions_over_a_left_join_become_the_view() {
     assert_eq!(table.key, None, "the same name on both sides");
     assert_eq!(table.columns, ["score", "tier"]);
     assert_eq!(table.join, TableJoin::Left);
-    assert_eq!(table.refresh.as_deref(), Some("1s"), "kept as written");
+    assert_eq!(
+        table.refresh.as_ref().map(|r| r.as_str()),
+        Some("1s"),
+        "kept as written"
+    );
     let mut aggregates = spec.aggregates.clone();
     aggregates.sort_by(|a, b| a.name.cmp(&b.name));
     assert_eq!(

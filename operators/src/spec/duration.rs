@@ -1,0 +1,150 @@
+//! Durations in pipeline files: `"500ms"`, `"10s"`, `"5m"`, `"1h"`, `"2d"`, parsed with the file so
+//! that a bad value is an error with its key, line and column.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::{Error, Result};
+
+/// A duration as written in a pipeline file: parsed when the file is read, and kept as written
+/// for messages (a late record's reason quotes `max_out_of_orderness = 1m`) and for writing the
+/// file back (the DSL and the file stay one-to-one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DurationText {
+    text: String,
+    value: Duration,
+}
+
+impl DurationText {
+    /// No time at all, written `"0s"`.
+    pub fn zero() -> Self {
+        DurationText {
+            text: "0s".into(),
+            value: Duration::ZERO,
+        }
+    }
+
+    /// `ms` milliseconds, written `"{ms}ms"`.
+    pub fn from_millis(ms: u64) -> Self {
+        DurationText {
+            text: format!("{ms}ms"),
+            value: Duration::from_millis(ms),
+        }
+    }
+
+    /// The duration.
+    pub fn get(&self) -> Duration {
+        self.value
+    }
+
+    /// The text as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl FromStr for DurationText {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        Ok(DurationText {
+            value: parse_duration("duration", text)?,
+            text: text.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for DurationText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl Serialize for DurationText {
+    fn serialize<S: Serializer>(&self, out: S) -> std::result::Result<S::Ok, S::Error> {
+        out.serialize_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for DurationText {
+    fn deserialize<D: Deserializer<'de>>(input: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(input)?;
+        text.parse().map_err(config_message)
+    }
+}
+
+/// A config error as a serde error: its message only (serde adds the key, line and column).
+fn config_message<E: serde::de::Error>(e: Error) -> E {
+    match e {
+        Error::Config { message, .. } => E::custom(message),
+        other => E::custom(other),
+    }
+}
+
+/// A duration in a pipeline file, written as text (`"500ms"`, `"30s"`, `"5m"`): parsed with the
+/// file, so a bad value is an error naming its key, line and column.
+pub(crate) mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, out: S) -> Result<S::Ok, S::Error> {
+        out.serialize_str(&format!("{}ms", d.as_millis()))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(input)?;
+        super::parse_duration("duration", &text).map_err(super::config_message)
+    }
+}
+
+/// Parses `"500ms"`, `"10s"`, `"5m"`, `"1h"`, `"2d"` (a bare number is seconds).
+pub fn parse_duration(key: &str, text: &str) -> Result<Duration> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let not_a_duration = || {
+        Error::config(
+            key,
+            format!("'{text}' is not a duration; write e.g. 500ms, 10s, 5m, 1h"),
+        )
+    };
+    // Whole numbers are exact (a window of `3600001ms` is that, not a float's rounding of it).
+    if let Ok(whole) = number.parse::<u64>() {
+        let ms_per_unit: u64 = match unit.trim() {
+            "ms" => 1,
+            "" | "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => 0,
+        };
+        if ms_per_unit > 0 {
+            let ms = whole.checked_mul(ms_per_unit).ok_or_else(not_a_duration)?;
+            return Ok(Duration::from_millis(ms));
+        }
+    }
+    let value: f64 = number.parse().map_err(|_| not_a_duration())?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        "d" => value * 86_400.0,
+        other => {
+            return Err(Error::config(
+                key,
+                format!("unknown unit '{other}' in '{text}'; use ms, s, m, h or d"),
+            ));
+        }
+    };
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(Error::config(key, format!("'{text}' must be >= 0")));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
