@@ -414,7 +414,7 @@ fn counting_dsl(
                 ("label", "int8"),
             ]
             .into_iter()
-            .map(|(c, t)| (c.to_string(), t.to_string()))
+            .map(|(c, t)| (c.to_string(), t.parse().unwrap()))
             .collect();
             s.warmup_records = 200;
             s.max_batch_records = 97;

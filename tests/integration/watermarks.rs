@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use arrow::datatypes::DataType;
 use millrace::connectors::kafka::{
     KafkaOptions, KafkaProducer, KafkaSource, RawMessage, StartFrom, create_topic,
 };
@@ -465,10 +466,22 @@ fn a_bad_idle_timeout_names_its_line() {
     assert_eq!(ok.stream.unwrap().idle_timeout, Duration::from_millis(250));
 }
 
-/// Every duration of `[stream]` is parsed with the file: a bad one names its line, and a good one
-/// keeps its text (a late record's reason quotes it as written).
+/// Every duration and column type of `[stream]` is parsed with the file: a bad one names its
+/// line, and a good one keeps its text (a late record's reason quotes it as written).
 #[test]
-fn bad_stream_durations_name_their_line() {
+fn bad_stream_durations_and_types_name_their_line() {
+    let text = counting_pipeline("127.0.0.1:9", "t", Path::new("ck"), "")
+        .replace("label = \"int8\"", "label = \"int9\"");
+    let line = 1 + text.lines().position(|l| l.starts_with("schema")).unwrap();
+    let err = millrace::pipeline_file::parse(&text, Path::new("p.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&format!("p.toml:{line}:")), "{err}");
+    assert!(err.contains("unknown type 'int9'"), "{err}");
+    let stream = parse(&text.replace("int9", "int8")).stream.unwrap();
+    assert_eq!(stream.schema["f3"].data_type(), &DataType::Float32);
+    assert!(stream.schema["f3"].nullable() && !stream.schema["f0"].nullable());
+
     for (extra, key) in [
         ("max_out_of_orderness = \"soon\"", "max_out_of_orderness"),
         ("watermark_alignment = \"soon\"", "watermark_alignment"),

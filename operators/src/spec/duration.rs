@@ -77,7 +77,7 @@ impl<'de> Deserialize<'de> for DurationText {
 }
 
 /// A config error as a serde error: its message only (serde adds the key, line and column).
-fn config_message<E: serde::de::Error>(e: Error) -> E {
+pub(super) fn config_message<E: serde::de::Error>(e: Error) -> E {
     match e {
         Error::Config { message, .. } => E::custom(message),
         other => E::custom(other),
@@ -146,5 +146,35 @@ pub fn parse_duration(key: &str, text: &str) -> Result<Duration> {
     if !seconds.is_finite() || seconds < 0.0 {
         return Err(Error::config(key, format!("'{text}' must be >= 0")));
     }
-    Ok(Duration::from_secs_f64(seconds))
+    Duration::try_from_secs_f64(seconds)
+        .map_err(|_| Error::config(key, format!("'{text}' is too long for a duration")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units_and_refuse_what_they_cannot_hold() {
+        let ms = |text: &str| parse_duration("k", text).map(|d| d.as_millis());
+        assert_eq!(ms("500ms").unwrap(), 500);
+        assert_eq!(ms("1.5s").unwrap(), 1500);
+        assert_eq!(ms("2h").unwrap(), 7_200_000);
+        assert_eq!(ms("3").unwrap(), 3000);
+        // Too large for a u64 of milliseconds, and too large for a Duration: errors, not panics.
+        for text in [
+            "99999999999999999999s",
+            "99999999999999999999999999.5d",
+            "1e999h",
+        ] {
+            let err = ms(text).unwrap_err().to_string();
+            assert!(err.contains("[k]") && err.contains(text), "{err}");
+        }
+        let written: DurationText = "90s".parse().unwrap();
+        assert_eq!(
+            (written.get(), written.to_string()),
+            (Duration::from_secs(90), "90s".into())
+        );
+        assert!("soon".parse::<DurationText>().is_err());
+    }
 }

@@ -39,7 +39,7 @@ use std::time::Duration;
 use millrace_engine::features::{AggKind, Aggregate, FeatureSpec};
 use serde::{Deserialize, Serialize};
 
-use super::DurationText;
+use super::{ColumnType, DurationText};
 use crate::{Error, Result};
 
 /// `[features]`.
@@ -94,7 +94,7 @@ pub struct FeatureTableSpec {
     /// With `kafka`: the columns of each message's JSON value and their types (as `[stream]
     /// schema`; a field that is missing is null).
     #[serde(default)]
-    pub schema: BTreeMap<String, String>,
+    pub schema: BTreeMap<String, ColumnType>,
     /// The table's key column (default: `features.key`).
     #[serde(default)]
     pub key: Option<String>,
@@ -269,7 +269,7 @@ mod tests {
                     properties: BTreeMap::new(),
                 }),
                 schema: (schema.iter())
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
                     .collect(),
                 columns: vec!["score".into()],
                 ..Default::default()

@@ -12,6 +12,7 @@ use millrace_ml::preprocess::{NullPolicy, SequenceSpec};
 
 mod bytes;
 mod checkpoint;
+mod column_type;
 mod duration;
 mod features;
 mod serve;
@@ -20,6 +21,7 @@ mod tracking;
 mod train;
 mod validate;
 pub use checkpoint::CheckpointSpec;
+pub use column_type::ColumnType;
 pub(crate) use duration::duration_text;
 pub use duration::{DurationText, parse_duration};
 pub use features::{

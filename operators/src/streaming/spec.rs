@@ -18,12 +18,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{Field, Schema, SchemaRef};
 use millrace_connectors::avro::AvroFraming;
 use millrace_connectors::kafka::{KafkaOptions, StartFrom};
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{DurationText, duration_text};
+use crate::spec::{ColumnType, DurationText, duration_text};
 use crate::streaming::window::{AggFn, Aggregate, LatePolicy, WindowSpec};
 use crate::{Error, Result};
 
@@ -51,7 +51,7 @@ pub struct StreamSpec {
     /// `bool`, `string`, `binary`, `timestamp` (ms, UTC), `timestamp_us`, `date`). Append `?`
     /// for a nullable column (`"float32?"`); columns are non-nullable otherwise.
     #[serde(default)]
-    pub schema: BTreeMap<String, String>,
+    pub schema: BTreeMap<String, ColumnType>,
     /// Column order of `schema` (default: sorted by name).
     #[serde(default)]
     pub columns: Vec<String>,
@@ -321,40 +321,6 @@ fn is_default_idle_timeout(d: &Duration) -> bool {
     *d == default_idle_timeout()
 }
 
-/// The Arrow type of a `[stream] schema` type name; `None` when unknown. `list<T>` is a list of
-/// `T` (any type name but a list) whose elements may be null, e.g. `list<float32>`.
-pub fn parse_type(name: &str) -> Option<DataType> {
-    let name = name.trim().to_ascii_lowercase();
-    if let Some(item) = name.strip_prefix("list<").and_then(|r| r.strip_suffix('>')) {
-        let item = parse_type(item)?;
-        if matches!(item, DataType::List(_)) {
-            return None;
-        }
-        return Some(DataType::List(Arc::new(Field::new("item", item, true))));
-    }
-    Some(match name.as_str() {
-        "float32" | "float" | "f32" => DataType::Float32,
-        "float64" | "double" | "f64" => DataType::Float64,
-        "int8" => DataType::Int8,
-        "int16" => DataType::Int16,
-        "int32" | "int" => DataType::Int32,
-        "int64" | "long" => DataType::Int64,
-        "uint8" => DataType::UInt8,
-        "uint16" => DataType::UInt16,
-        "uint32" => DataType::UInt32,
-        "uint64" => DataType::UInt64,
-        "bool" | "boolean" => DataType::Boolean,
-        "string" | "utf8" => DataType::Utf8,
-        "binary" | "bytes" => DataType::Binary,
-        "timestamp" | "timestamp_ms" => {
-            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
-        }
-        "timestamp_us" => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-        "date" => DataType::Date32,
-        _ => return None,
-    })
-}
-
 impl StreamSpec {
     /// The client options for the brokers.
     pub fn kafka_options(&self) -> KafkaOptions {
@@ -399,19 +365,11 @@ impl StreamSpec {
         let mut fields = Vec::with_capacity(order.len());
         for name in order {
             let declared = &self.schema[&name];
-            let (type_name, nullable) = match declared.strip_suffix('?') {
-                Some(t) => (t, true),
-                None => (declared.as_str(), false),
-            };
-            let data_type = parse_type(type_name).ok_or_else(|| {
-                Error::config(
-                    "stream.schema",
-                    format!(
-                        "column '{name}': unknown type '{type_name}'; use float32, float64, int8…int64, uint8…uint64, bool, string, binary, timestamp, timestamp_us, date, or list<one of those>, e.g. list<float32>"
-                    ),
-                )
-            })?;
-            fields.push(Field::new(name, data_type, nullable));
+            fields.push(Field::new(
+                name,
+                declared.data_type().clone(),
+                declared.nullable(),
+            ));
         }
         Ok(Arc::new(Schema::new(fields)))
     }

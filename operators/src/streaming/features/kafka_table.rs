@@ -23,7 +23,6 @@ use millrace_engine::features::{FeatureView, Row, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{FeaturesSpec, KafkaTableSpec};
-use crate::streaming::spec::parse_type;
 use crate::{Error, Result};
 
 /// What a checkpoint keeps of a Kafka table: where its reading stands and each key's row.
@@ -276,16 +275,7 @@ fn value_fields(spec: &FeaturesSpec) -> Result<Vec<Field>> {
         .table
         .as_ref()
         .ok_or_else(|| Error::Internal("no [features.table]".into()))?;
-    (table.schema.iter())
-        .map(|(name, declared)| {
-            let type_name = declared.strip_suffix('?').unwrap_or(declared);
-            let data_type = parse_type(type_name).ok_or_else(|| {
-                Error::config(
-                    "features.table.schema",
-                    format!("column `{name}`: unknown type `{type_name}`; use the [stream] schema types (float64, int64, string, …)"),
-                )
-            })?;
-            Ok(Field::new(name, data_type, true))
-        })
-        .collect()
+    Ok((table.schema.iter())
+        .map(|(name, declared)| Field::new(name, declared.data_type().clone(), true))
+        .collect())
 }
