@@ -481,6 +481,26 @@ fn bad_stream_durations_and_types_name_their_line() {
     let stream = parse(&text.replace("int9", "int8")).stream.unwrap();
     assert_eq!(stream.schema["f3"].data_type(), &DataType::Float32);
     assert!(stream.schema["f3"].nullable() && !stream.schema["f0"].nullable());
+    let text = counting_pipeline(
+        "127.0.0.1:9",
+        "t",
+        Path::new("ck"),
+        "event_time = \"ts\"\nwindow = { size = \"1m\", aggregates = [\"count\", \"median(f0)\"] }",
+    );
+    let line = 1 + text.lines().position(|l| l.starts_with("window")).unwrap();
+    let err = millrace::pipeline_file::parse(&text, Path::new("p.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&format!("p.toml:{line}:")), "{err}");
+    assert!(err.contains("cannot read 'median(f0)'"), "{err}");
+    let window = parse(&text.replace("median(f0)", "mean(f0) as m"))
+        .stream
+        .unwrap()
+        .window
+        .unwrap();
+    assert_eq!(window.aggregates[1].as_str(), "mean(f0) as m");
+    assert_eq!(window.aggregates[1].value().name, "m");
+    assert_eq!(window.columns(), vec!["f0".to_string()]);
 
     for (extra, key) in [
         ("max_out_of_orderness = \"soon\"", "max_out_of_orderness"),

@@ -2,43 +2,28 @@
 //! `"float32"`, `"string?"` (nullable), `"list<float32>"`, parsed with the file so that an unknown
 //! type is an error with its line and column.
 
-use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, TimeUnit};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::written::{Setting, Written};
 use crate::{Error, Result};
 
 /// The type names a schema accepts, for error messages.
 const TYPE_NAMES: &str = "float32, float64, int8…int64, uint8…uint64, bool, string, binary, timestamp, timestamp_us, date, or list<one of those>, e.g. list<float32>; end with ? for a nullable column";
 
-/// A column's declared type: its Arrow type, whether it may be null (`?` at the end), and the
-/// text as written.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ColumnType {
-    text: String,
+/// A column's declared Arrow type and whether it may be null (`?` at the end).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Declared {
     data_type: DataType,
     nullable: bool,
 }
 
-impl ColumnType {
-    /// The Arrow type.
-    pub fn data_type(&self) -> &DataType {
-        &self.data_type
-    }
+/// A column type as written in a `schema` table.
+pub type ColumnType = Written<Declared>;
 
-    /// Whether the type was written with a `?`.
-    pub fn nullable(&self) -> bool {
-        self.nullable
-    }
-}
-
-impl FromStr for ColumnType {
-    type Err = Error;
-
-    fn from_str(text: &str) -> Result<Self> {
+impl Setting for Declared {
+    fn parse_setting(text: &str) -> Result<Self> {
         let (name, nullable) = match text.trim().strip_suffix('?') {
             Some(t) => (t, true),
             None => (text.trim(), false),
@@ -46,30 +31,22 @@ impl FromStr for ColumnType {
         let data_type = parse_type(name).ok_or_else(|| {
             Error::config("schema", format!("unknown type '{name}'; use {TYPE_NAMES}"))
         })?;
-        Ok(ColumnType {
-            text: text.to_string(),
+        Ok(Declared {
             data_type,
             nullable,
         })
     }
 }
 
-impl fmt::Display for ColumnType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
+impl Written<Declared> {
+    /// The Arrow type.
+    pub fn data_type(&self) -> &DataType {
+        &self.value().data_type
     }
-}
 
-impl Serialize for ColumnType {
-    fn serialize<S: Serializer>(&self, out: S) -> std::result::Result<S::Ok, S::Error> {
-        out.serialize_str(&self.text)
-    }
-}
-
-impl<'de> Deserialize<'de> for ColumnType {
-    fn deserialize<D: Deserializer<'de>>(input: D) -> std::result::Result<Self, D::Error> {
-        let text = String::deserialize(input)?;
-        text.parse().map_err(super::duration::config_message)
+    /// Whether the type was written with a `?`.
+    pub fn nullable(&self) -> bool {
+        self.value().nullable
     }
 }
 

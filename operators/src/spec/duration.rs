@@ -1,91 +1,39 @@
 //! Durations in pipeline files: `"500ms"`, `"10s"`, `"5m"`, `"1h"`, `"2d"`, parsed with the file so
 //! that a bad value is an error with its key, line and column.
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
+use super::written::{Setting, Written, config_message};
 use crate::{Error, Result};
 
-/// A duration as written in a pipeline file: parsed when the file is read, and kept as written
-/// for messages (a late record's reason quotes `max_out_of_orderness = 1m`) and for writing the
-/// file back (the DSL and the file stay one-to-one).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DurationText {
-    text: String,
-    value: Duration,
+/// A duration as written in a pipeline file (a late record's reason quotes
+/// `max_out_of_orderness = 1m` as written).
+pub type DurationText = Written<Duration>;
+
+impl Setting for Duration {
+    fn parse_setting(text: &str) -> Result<Self> {
+        parse_duration("duration", text)
+    }
 }
 
-impl DurationText {
+impl Written<Duration> {
     /// No time at all, written `"0s"`.
     pub fn zero() -> Self {
-        DurationText {
-            text: "0s".into(),
-            value: Duration::ZERO,
-        }
+        Written::new("0s", Duration::ZERO)
     }
 
     /// `ms` milliseconds, written `"{ms}ms"`.
     pub fn from_millis(ms: u64) -> Self {
-        DurationText {
-            text: format!("{ms}ms"),
-            value: Duration::from_millis(ms),
-        }
+        Written::new(format!("{ms}ms"), Duration::from_millis(ms))
     }
 
     /// The duration.
     pub fn get(&self) -> Duration {
-        self.value
-    }
-
-    /// The text as written.
-    pub fn as_str(&self) -> &str {
-        &self.text
+        *self.value()
     }
 }
 
-impl FromStr for DurationText {
-    type Err = Error;
-
-    fn from_str(text: &str) -> Result<Self> {
-        Ok(DurationText {
-            value: parse_duration("duration", text)?,
-            text: text.to_string(),
-        })
-    }
-}
-
-impl fmt::Display for DurationText {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
-    }
-}
-
-impl Serialize for DurationText {
-    fn serialize<S: Serializer>(&self, out: S) -> std::result::Result<S::Ok, S::Error> {
-        out.serialize_str(&self.text)
-    }
-}
-
-impl<'de> Deserialize<'de> for DurationText {
-    fn deserialize<D: Deserializer<'de>>(input: D) -> std::result::Result<Self, D::Error> {
-        let text = String::deserialize(input)?;
-        text.parse().map_err(config_message)
-    }
-}
-
-/// A config error as a serde error: its message only (serde adds the key, line and column).
-pub(super) fn config_message<E: serde::de::Error>(e: Error) -> E {
-    match e {
-        Error::Config { message, .. } => E::custom(message),
-        other => E::custom(other),
-    }
-}
-
-/// A duration in a pipeline file, written as text (`"500ms"`, `"30s"`, `"5m"`): parsed with the
-/// file, so a bad value is an error naming its key, line and column.
+/// A bare `Duration` field written as text (`"30s"`), parsed with the file.
 pub(crate) mod duration_text {
     use std::time::Duration;
 

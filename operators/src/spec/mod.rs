@@ -20,6 +20,7 @@ mod sink;
 mod tracking;
 mod train;
 mod validate;
+mod written;
 pub use checkpoint::CheckpointSpec;
 pub use column_type::ColumnType;
 pub(crate) use duration::duration_text;
@@ -33,6 +34,7 @@ pub use sink::{KafkaTopicSpec, SinkPoint, SinkSpec};
 pub use tracking::TrackingSpec;
 pub(crate) use train::check_device;
 pub use train::{ByteSize, TaskKind, TrainSpec};
+pub use written::{Setting, Written};
 
 use crate::{Error, Result};
 

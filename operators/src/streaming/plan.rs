@@ -117,7 +117,7 @@ impl StreamPlan {
             }
         }
         if let Some(w) = &stream.window {
-            for c in w.columns()? {
+            for c in w.columns() {
                 if !needed.contains(&c) {
                     needed.push(c);
                 }

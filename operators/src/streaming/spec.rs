@@ -23,7 +23,7 @@ use millrace_connectors::avro::AvroFraming;
 use millrace_connectors::kafka::{KafkaOptions, StartFrom};
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{ColumnType, DurationText, duration_text};
+use crate::spec::{ColumnType, DurationText, Setting, Written, duration_text};
 use crate::streaming::window::{AggFn, Aggregate, LatePolicy, WindowSpec};
 use crate::{Error, Result};
 
@@ -173,7 +173,7 @@ pub struct StreamWindowSpec {
     pub key: Option<String>,
     /// `count`, `count(col)`, `sum(col)`, `mean(col)`, `min(col)`, `max(col)`, each optionally
     /// `… as name` (default names: `count`, `sum_col`, …).
-    pub aggregates: Vec<String>,
+    pub aggregates: Vec<Written<Aggregate>>,
     /// Also send each window's result to this topic (JSON).
     #[serde(default)]
     pub topic: Option<String>,
@@ -189,10 +189,8 @@ impl StreamWindowSpec {
     ) -> Result<WindowSpec> {
         let size = self.size.get();
         let slide = self.slide.as_ref().map(DurationText::get);
-        let mut aggregates = Vec::with_capacity(self.aggregates.len());
-        for text in &self.aggregates {
-            aggregates.push(parse_aggregate(text)?);
-        }
+        let aggregates: Vec<Aggregate> =
+            self.aggregates.iter().map(|a| a.value().clone()).collect();
         if aggregates.is_empty() {
             return Err(Error::config(
                 "stream.window.aggregates",
@@ -211,16 +209,23 @@ impl StreamWindowSpec {
     }
 
     /// The input columns the windows read (key and aggregated columns).
-    pub fn columns(&self) -> Result<Vec<String>> {
+    pub fn columns(&self) -> Vec<String> {
         let mut out: Vec<String> = self.key.iter().cloned().collect();
-        for text in &self.aggregates {
-            if let Some(c) = parse_aggregate(text)?.column
-                && !out.contains(&c)
+        for aggregate in &self.aggregates {
+            if let Some(c) = &aggregate.value().column
+                && !out.contains(c)
             {
-                out.push(c);
+                out.push(c.clone());
             }
         }
-        Ok(out)
+        out
+    }
+}
+
+/// `count`, `fn(col)` and `… as name`.
+impl Setting for Aggregate {
+    fn parse_setting(text: &str) -> Result<Self> {
+        parse_aggregate(text)
     }
 }
 
