@@ -6,6 +6,7 @@ use millrace_ml::optim::{Decay, LrSchedule, OptimizerSpec};
 use millrace_ml::preprocess::{Features, Targets};
 use millrace_ml::trainer::{Loss, Reduction, Trainer};
 
+use super::stepper::{InFlight, settle};
 use super::*;
 use crate::spec::TaskKind;
 
