@@ -18,6 +18,14 @@
 //! Like a [`Collective`](crate::Collective), every sum made from the messages is the same on
 //! every worker (worker order, [`sum_in_worker_order`]), and a worker that fails or ends early is
 //! named by the others' next exchange.
+//!
+//! The step node has a second output: what the body [emits](Rounds::emit) (a model version, say),
+//! stamped with the round it was emitted in, for the nodes [`run_rounds_into`] builds downstream
+//! of it in the same dataflow (a publish node). The loop ends once they have taken all of it.
+//!
+//! ```text
+//!   step node ── emitted items (round r) ──▶ downstream nodes (publish, …)
+//! ```
 
 use std::cell::RefCell;
 use std::future::{Future, poll_fn};
@@ -26,11 +34,12 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use timely::ExchangeData;
-use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{ConnectLoop, Feedback};
+use timely::dataflow::{ProbeHandle, Stream};
 use timely::scheduling::Activator;
 use timely::worker::Worker;
 
@@ -41,7 +50,7 @@ use crate::{Error, Result};
 type Message<D> = (u64, usize, D);
 
 /// What the body and the step node share.
-struct Exchange<D> {
+struct Exchange<D, E> {
     name: String,
     peers: usize,
     index: usize,
@@ -55,18 +64,27 @@ struct Exchange<D> {
     waiting: bool,
     /// The body waits on a condition: poll it again after the next step.
     respin: bool,
-    /// The body returned: the node drops its capability and the loop's dataflow ends.
+    /// What the body emitted for the nodes downstream, until the node sends it.
+    emitted: Vec<E>,
+    /// The body returned: the node drops its capabilities and the loop's dataflow ends.
     done: bool,
     /// Schedules the step node (to send the body's message, or to end).
     activator: Option<Activator>,
 }
 
-/// The body's end of the loop: exchanges with the other workers, one round at a time.
-pub struct Rounds<D> {
-    shared: Rc<RefCell<Exchange<D>>>,
+/// The body's end of the loop: exchanges with the other workers, one round at a time, and
+/// emits items of type `E` to the nodes downstream of the step node.
+pub struct Rounds<D, E = ()> {
+    shared: Rc<RefCell<Exchange<D, E>>>,
 }
 
-impl<D: ExchangeData + Clone> Rounds<D> {
+impl<D: ExchangeData + Clone, E> Rounds<D, E> {
+    /// Sends `item` to the nodes downstream of the step node on this worker, stamped with the
+    /// current round. Items reach them in the order they were emitted.
+    pub fn emit(&self, item: E) {
+        self.shared.borrow_mut().emitted.push(item);
+    }
+
     /// Sends `value` as this worker's message of the next round and returns every worker's
     /// message of it, in worker order.
     pub async fn all_gather(&self, value: D) -> Result<Vec<D>> {
@@ -128,6 +146,45 @@ where
     F: FnOnce(Rounds<D>) -> Fut,
     Fut: Future<Output = Out>,
 {
+    run_loop(worker, ctx, name, None, body)
+}
+
+/// Builds the nodes downstream of a step node on the stream of what its body emits, and returns
+/// the probe that says when they have taken all of it.
+pub type Downstream<E> = Box<dyn for<'s> FnOnce(Stream<'s, u64, Vec<E>>) -> ProbeHandle<u64>>;
+
+/// [`run_rounds`] with nodes downstream of the step node, built by `downstream` in the loop's
+/// dataflow on the stream of what the body [emits](Rounds::emit). Returns once the body has
+/// returned and those nodes have taken everything it emitted.
+pub fn run_rounds_into<D, E, Out, F, Fut>(
+    worker: &mut Worker,
+    ctx: &WorkerContext,
+    name: &str,
+    downstream: Downstream<E>,
+    body: F,
+) -> Result<Out>
+where
+    D: ExchangeData + Clone,
+    E: 'static,
+    F: FnOnce(Rounds<D, E>) -> Fut,
+    Fut: Future<Output = Out>,
+{
+    run_loop(worker, ctx, name, Some(downstream), body)
+}
+
+fn run_loop<D, E, Out, F, Fut>(
+    worker: &mut Worker,
+    ctx: &WorkerContext,
+    name: &str,
+    downstream: Option<Downstream<E>>,
+    body: F,
+) -> Result<Out>
+where
+    D: ExchangeData + Clone,
+    E: 'static,
+    F: FnOnce(Rounds<D, E>) -> Fut,
+    Fut: Future<Output = Out>,
+{
     let shared = Rc::new(RefCell::new(Exchange {
         name: name.to_string(),
         peers: ctx.peers,
@@ -137,26 +194,33 @@ where
         gathered: None,
         waiting: false,
         respin: false,
+        emitted: Vec::new(),
         done: false,
         activator: None,
     }));
-    step_node(worker, name, Rc::clone(&shared));
+    let taken = step_node(worker, name, Rc::clone(&shared), downstream);
     let mut running = pin!(body(Rounds {
         shared: Rc::clone(&shared),
     }));
     let mut cx = Context::from_waker(Waker::noop());
     loop {
         if let Poll::Ready(out) = running.as_mut().poll(&mut cx) {
-            let mut s = shared.borrow_mut();
-            s.done = true;
-            if let Some(activator) = &s.activator {
-                activator.activate();
+            {
+                let mut s = shared.borrow_mut();
+                s.done = true;
+                if let Some(activator) = &s.activator {
+                    activator.activate();
+                }
+            }
+            // The nodes downstream take what the body emitted last.
+            if let Some(probe) = taken {
+                ctx.step_while(worker, || !probe.done())?;
             }
             return Ok(out);
         }
         let respin = {
             let mut s = shared.borrow_mut();
-            if s.outgoing.is_some()
+            if (s.outgoing.is_some() || !s.emitted.is_empty())
                 && let Some(activator) = &s.activator
             {
                 activator.activate();
@@ -175,56 +239,73 @@ where
     }
 }
 
-/// Builds the loop dataflow whose step node sends the body's messages and gathers each round.
-fn step_node<D: ExchangeData + Clone>(
+/// Builds the loop dataflow whose step node sends the body's messages and gathers each round,
+/// and the nodes `downstream` of it (their probe).
+fn step_node<D: ExchangeData + Clone, E: 'static>(
     worker: &mut Worker,
     name: &str,
-    shared: Rc<RefCell<Exchange<D>>>,
-) {
+    shared: Rc<RefCell<Exchange<D, E>>>,
+    downstream: Option<Downstream<E>>,
+) -> Option<ProbeHandle<u64>> {
     worker.dataflow_named::<u64, _, _>(name, move |scope| {
         let (handle, cycle) = scope.feedback::<Vec<Message<D>>>(1);
-        cycle
-            .unary_frontier::<CapacityContainerBuilder<Vec<Message<D>>>, _, _, _>(
-                Pipeline,
-                name,
-                move |capability, info| {
-                    shared.borrow_mut().activator = Some(scope.activator_for(info.address));
-                    let mut capability = Some(capability);
-                    let mut stash: Vec<Message<D>> = Vec::new();
-                    move |(input, frontier), output| {
-                        input.for_each_stamp(|_, data| {
-                            stash.extend(data.flat_map(|d| d.drain(..)));
-                        });
-                        let mut s = shared.borrow_mut();
-                        if s.done {
-                            capability = None;
-                            return;
-                        }
-                        let Some(cap) = capability.as_mut() else {
-                            return;
-                        };
-                        if let Some(message) = s.outgoing.take() {
-                            output.session(&*cap).give((s.round, s.index, message));
-                            s.round += 1;
-                            cap.downgrade(&s.round);
-                            s.waiting = true;
-                        }
-                        // Round r's messages travel at r + 1: the frontier passing r + 1 means
-                        // every worker's is in.
-                        if s.waiting && !frontier.less_equal(&s.round) {
-                            let round = s.round - 1;
-                            let (now, later): (Vec<_>, Vec<_>) =
-                                stash.drain(..).partition(|(r, _, _)| *r == round);
-                            stash = later;
-                            s.gathered = Some(now.into_iter().map(|(_, w, d)| (w, d)).collect());
-                            s.waiting = false;
-                        }
+        let mut builder = OperatorBuilder::new(name.to_owned(), scope);
+        shared.borrow_mut().activator = Some(scope.activator_for(builder.operator_info().address));
+        let mut input = builder.new_input(cycle, Pipeline);
+        let (sent, messages) = builder.new_output::<Vec<Message<D>>>();
+        let (items, emitted) = builder.new_output::<Vec<E>>();
+        let (mut sent, mut items) = (OutputBuilder::from(sent), OutputBuilder::from(items));
+        let emits = downstream.is_some();
+        builder.build(move |mut capabilities| {
+            // The emitted items' capability, moved to the round of each item (none without a
+            // node downstream); then the messages'.
+            let mut item_cap = capabilities.pop().filter(|_| emits);
+            let mut capability = capabilities.pop();
+            let mut stash: Vec<Message<D>> = Vec::new();
+            move |frontiers| {
+                input.for_each_stamp(|_, data| {
+                    stash.extend(data.flat_map(|d| d.drain(..)));
+                });
+                let mut s = shared.borrow_mut();
+                if let Some(cap) = item_cap.as_mut().filter(|_| !s.emitted.is_empty()) {
+                    cap.downgrade(&s.round);
+                    let mut session = items.activate();
+                    let mut session = session.session(&*cap);
+                    for item in s.emitted.drain(..) {
+                        session.give(item);
                     }
-                },
-            )
-            .broadcast()
-            .connect_loop(handle);
-    });
+                }
+                if s.done {
+                    capability = None;
+                    item_cap = None;
+                    return;
+                }
+                let Some(cap) = capability.as_mut() else {
+                    return;
+                };
+                if let Some(message) = s.outgoing.take() {
+                    sent.activate()
+                        .session(&*cap)
+                        .give((s.round, s.index, message));
+                    s.round += 1;
+                    cap.downgrade(&s.round);
+                    s.waiting = true;
+                }
+                // Round r's messages travel at r + 1: the frontier passing r + 1 means
+                // every worker's is in.
+                if s.waiting && !frontiers[0].less_equal(&s.round) {
+                    let round = s.round - 1;
+                    let (now, later): (Vec<_>, Vec<_>) =
+                        stash.drain(..).partition(|(r, _, _)| *r == round);
+                    stash = later;
+                    s.gathered = Some(now.into_iter().map(|(_, w, d)| (w, d)).collect());
+                    s.waiting = false;
+                }
+            }
+        });
+        messages.broadcast().connect_loop(handle);
+        downstream.map(|build| build(emitted))
+    })
 }
 
 /// The element-wise sum of every worker's vector, added in worker order: the same bits on every
@@ -340,6 +421,66 @@ mod tests {
             assert_eq!(*steps, 10);
             assert_eq!(model, &vec![-67.5f32; 3]);
         }
+    }
+
+    #[test]
+    fn emitted_items_reach_the_nodes_downstream_before_the_loop_returns() {
+        use timely::dataflow::operators::Probe;
+        use timely::dataflow::operators::generic::Operator;
+        let out = execute::<_, Error, _>(
+            &ClusterConfig::local(2),
+            MetricsRegistry::new(),
+            |w, ctx| {
+                // What the node downstream saw: (round, item), on this worker.
+                let seen = Rc::new(RefCell::new(Vec::<(u64, String)>::new()));
+                let sink = Rc::clone(&seen);
+                let downstream: Downstream<String> = Box::new(move |stream| {
+                    let (probe, stream) = stream.probe();
+                    stream.sink(Pipeline, "test/seen", move |(input, _)| {
+                        input.for_each_stamp(|cap, data| {
+                            for items in data {
+                                for item in items.drain(..) {
+                                    sink.borrow_mut().push((*cap.least().unwrap(), item));
+                                }
+                            }
+                        })
+                    });
+                    probe
+                });
+                let index = ctx.index;
+                let steps = run_rounds_into(
+                    w,
+                    &ctx,
+                    "test/emit",
+                    downstream,
+                    |rounds: Rounds<u64, String>| async move {
+                        for step in 0..6u64 {
+                            rounds.all_gather(step).await?;
+                            if index == 0 && step % 2 == 1 {
+                                rounds.emit(format!("version {step}"));
+                            }
+                        }
+                        // Emitted as the body ends: still taken before the loop returns.
+                        rounds.emit(format!("last of worker {index}"));
+                        Ok::<_, Error>(rounds.rounds())
+                    },
+                )??;
+                Ok((steps, seen.take()))
+            },
+        )
+        .unwrap();
+        let at = |r: u64, s: &str| (r, s.to_string());
+        assert_eq!(out[0].0, 6);
+        assert_eq!(
+            out[0].1,
+            vec![
+                at(2, "version 1"),
+                at(4, "version 3"),
+                at(6, "version 5"),
+                at(6, "last of worker 0")
+            ]
+        );
+        assert_eq!(out[1].1, vec![at(6, "last of worker 1")]);
     }
 
     #[test]

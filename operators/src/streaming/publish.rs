@@ -1,11 +1,25 @@
 //! Publishing model versions while training: into the in-process model server (hot swap), and as
 //! numbered version directories (`<run dir>/models/<version>/`) that `millrace serve --model`
 //! watches from another process.
+//!
+//! Publishing is a node of the step loop's dataflow: on the steps worker 0 chose, the step node
+//! emits a [`ModelVersion`] of each model, and the publish node downstream of it swaps each into
+//! the server and writes it to disk.
+//!
+//! ```text
+//!   step node (stream/step-loop) ── ModelVersion ──▶ stream/publish ──▶ registry, models/<v>/
+//! ```
 
+use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
-use millrace_ml::Replica;
+use millrace_engine::timely::dataflow::channels::pact::Pipeline;
+use millrace_engine::timely::dataflow::operators::Probe;
+use millrace_engine::timely::dataflow::operators::generic::Operator;
+use millrace_engine::{Downstream, OperatorStats};
 use millrace_ml::bundle::{BundleMeta, ModelBundle};
 use millrace_ml::preprocess::FittedPreprocessor;
 use serde_json::json;
@@ -17,9 +31,17 @@ use crate::{Error, Result};
 /// Version directories kept on disk.
 const KEEP_ON_DISK: usize = 3;
 
-/// Worker 0's publisher (a no-op on other workers).
+/// A model version for the publish node.
+#[derive(Clone, Debug)]
+pub(crate) struct ModelVersion {
+    /// Which publisher: 0 is the job's `[train]` model, `i + 1` its `i`-th `[[branch]]`.
+    pub(crate) model: usize,
+    pub(crate) version: u64,
+    pub(crate) weights: Vec<f32>,
+}
+
+/// One model's publisher (worker 0's; the publish node holds them).
 pub(crate) struct Publisher {
-    active: bool,
     name: String,
     template: Option<ModelBundle>,
     registry: Option<Arc<ModelRegistry>>,
@@ -29,7 +51,7 @@ pub(crate) struct Publisher {
 }
 
 impl Publisher {
-    pub(crate) fn new(shared: &Shared, fitted: &FittedPreprocessor, active: bool) -> Self {
+    pub(crate) fn new(shared: &Shared, fitted: &FittedPreprocessor) -> Self {
         let plan = &shared.plan;
         let spec = &plan.spec;
         let task = fitted.task();
@@ -51,7 +73,6 @@ impl Publisher {
             },
         };
         Publisher {
-            active,
             name: spec.name.clone(),
             template: Some(template),
             registry: shared.registry.clone(),
@@ -66,10 +87,9 @@ impl Publisher {
     pub(crate) fn for_branch(
         shared: &Shared,
         fitted: &FittedPreprocessor,
-        active: bool,
         branch: &crate::spec::BranchSpec,
     ) -> Self {
-        let mut publisher = Self::new(shared, fitted, active);
+        let mut publisher = Self::new(shared, fitted);
         if let Some(template) = &mut publisher.template {
             template.model = branch.train.model.clone();
             template.meta.name = branch.name.clone();
@@ -83,25 +103,22 @@ impl Publisher {
         publisher
     }
 
-    /// The bundle of the trainer's current parameters as version `version`.
-    pub(crate) fn bundle(&self, trainer: &Replica, version: u64) -> Result<ModelBundle> {
+    /// The bundle of `weights` as version `version`.
+    fn bundle(&self, weights: Vec<f32>, version: u64) -> Result<ModelBundle> {
         let mut bundle = self
             .template
             .clone()
             .ok_or_else(|| Error::Internal("publisher without a template".into()))?;
-        bundle.weights = trainer.try_parameters()?;
+        bundle.weights = weights;
         bundle.meta.version = version;
         bundle.meta.created_at = chrono::Utc::now().to_rfc3339();
         Ok(bundle)
     }
 
-    /// Publishes the trainer's parameters as `version`: swapped into the server first (freshness
-    /// counts from there), then written to disk.
-    pub(crate) fn publish(&mut self, trainer: &Replica, version: u64) -> Result<()> {
-        if !self.active {
-            return Ok(());
-        }
-        let bundle = self.bundle(trainer, version)?;
+    /// Publishes `weights` as `version`: swapped into the server first (freshness counts from
+    /// there), then written to disk.
+    fn publish(&mut self, weights: Vec<f32>, version: u64) -> Result<()> {
+        let bundle = self.bundle(weights, version)?;
         if let Some(registry) = &self.registry {
             registry.publish(&self.name, bundle.clone())?;
         }
@@ -123,4 +140,70 @@ impl Publisher {
         tracing::debug!(model = %self.name, version, "published a model version");
         Ok(())
     }
+}
+
+/// What the publish node tells the step loop: how many model versions it has taken, when the
+/// last went live, or why it failed.
+#[derive(Default)]
+pub(crate) struct Published {
+    taken: Cell<u64>,
+    at_ms: Cell<Option<i64>>,
+    failed: RefCell<Option<Error>>,
+}
+
+impl Published {
+    /// The node has taken the first `emitted` versions (or failed): the loop may go on.
+    pub(crate) fn reached(&self, emitted: u64) -> bool {
+        self.taken.get() >= emitted || self.failed.borrow().is_some()
+    }
+
+    /// When the last version went live (epoch ms), once; the node's error if it failed.
+    pub(crate) fn take(&self) -> Result<Option<i64>> {
+        match self.failed.borrow_mut().take() {
+            Some(e) => Err(e),
+            None => Ok(self.at_ms.take()),
+        }
+    }
+}
+
+/// The publish node: each [`ModelVersion`] the step node emits goes to its model's publisher, in
+/// the order emitted; `published` hears each go live.
+pub(crate) fn publish_node(
+    mut publishers: Vec<Publisher>,
+    published: Rc<Published>,
+    stats: Arc<OperatorStats>,
+) -> Downstream<ModelVersion> {
+    Box::new(move |stream| {
+        let (probe, stream) = stream.probe();
+        stream.sink(Pipeline, "stream/publish", move |(input, _)| {
+            input.for_each_stamp(|_, data| {
+                let started = Instant::now();
+                for versions in data {
+                    for v in versions.drain(..) {
+                        stats.record_in(1);
+                        published.taken.set(published.taken.get() + 1);
+                        if published.failed.borrow().is_some() {
+                            continue;
+                        }
+                        let done = match publishers.get_mut(v.model) {
+                            Some(publisher) => publisher.publish(v.weights, v.version),
+                            None => Err(Error::Internal(format!(
+                                "a version of model {} for {} publishers",
+                                v.model,
+                                publishers.len()
+                            ))),
+                        };
+                        match done {
+                            Ok(()) => published
+                                .at_ms
+                                .set(Some(chrono::Utc::now().timestamp_millis())),
+                            Err(e) => *published.failed.borrow_mut() = Some(e),
+                        }
+                    }
+                }
+                stats.record_busy(started.elapsed());
+            });
+        });
+        probe
+    })
 }

@@ -15,7 +15,6 @@ pub(super) struct BranchRun {
     pub(super) spec: BranchSpec,
     pub(super) trainer: Replica,
     pub(super) prequential: PrequentialState,
-    pub(super) publisher: Publisher,
 }
 
 /// A branch's part of a worker's step message.
@@ -61,7 +60,6 @@ pub(super) fn open_branches(
             (None, None) => PrequentialState::default(),
         };
         out.push(BranchRun {
-            publisher: Publisher::for_branch(shared, fitted, ctx.index == 0, branch),
             spec: branch.clone(),
             trainer,
             prequential,

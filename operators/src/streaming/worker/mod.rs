@@ -7,13 +7,16 @@
 //! before a step's exchange and travels in its message, so all workers act on the same step.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use millrace_connectors::kafka::{KafkaProducer, KafkaSource, RecordDecoder};
 use millrace_engine::timely::worker::Worker;
-use millrace_engine::{Collective, DeadLetter, WorkerContext, row_to_json, run_rounds};
+use millrace_engine::{
+    Collective, DeadLetter, Rounds, WorkerContext, row_to_json, run_rounds_into,
+};
 use millrace_ml::Replica;
 use millrace_ml::preprocess::{FitState, FittedPreprocessor, Targets};
 use millrace_ml::trainer::TargetsRef;
@@ -27,7 +30,7 @@ use super::late::EventTime;
 use super::metrics::Totals;
 use super::outputs::Outputs;
 use super::prequential::{PrequentialState, StepScore, score};
-use super::publish::Publisher;
+use super::publish::{ModelVersion, Published, Publisher, publish_node};
 use super::run::{BranchOutcome, Shared, StepLog, WorkerOutcome};
 use super::watermark::{PartitionWatermarks, WorkerMark, job_watermark};
 use super::window_output::WindowOutput;
@@ -134,26 +137,40 @@ pub(crate) fn run_worker(
     let mut steps = Collective::<StepMsg>::new(worker, "stream/steps");
     let mut fits = Collective::<FitState>::new(worker, "stream/fit");
     let mut job = StreamWorker::open(worker, ctx, shared, &mut steps, &mut fits)?;
-    // The steps run as the step node of a loop dataflow: one round per step.
+    // The steps run as the step node of a loop dataflow, one round per step; the model versions
+    // it emits go to the publish node downstream of it.
+    let publish = publish_node(
+        job.publishers(ctx, shared),
+        Rc::clone(&job.published),
+        ctx.metrics.operator("stream/publish", ctx.index),
+    );
     let (ctx_in, shared_in) = (ctx.clone(), Arc::clone(shared));
-    let job = run_rounds(worker, ctx, "stream/step-loop", move |rounds| async move {
-        let (ctx, shared) = (&ctx_in, &*shared_in);
-        loop {
-            if ctx.aborted() {
-                return Err(Error::Engine(millrace_engine::Error::Aborted));
+    let job = run_rounds_into(
+        worker,
+        ctx,
+        "stream/step-loop",
+        publish,
+        move |rounds: Rounds<StepMsg, ModelVersion>| async move {
+            let (ctx, shared) = (&ctx_in, &*shared_in);
+            loop {
+                if ctx.aborted() {
+                    return Err(Error::Engine(millrace_engine::Error::Aborted));
+                }
+                let mut msg = job.local_step(ctx, shared)?;
+                if ctx.index == 0 {
+                    job.decide(shared, &mut msg);
+                }
+                let all = rounds.all_gather(msg).await?;
+                let go_on = job.apply_step(ctx, shared, &all)?;
+                job.publish(&rounds).await?;
+                if !go_on {
+                    break;
+                }
+                job.advance_features(&rounds, ctx, &all).await?;
             }
-            let mut msg = job.local_step(ctx, shared)?;
-            if ctx.index == 0 {
-                job.decide(shared, &mut msg);
-            }
-            let all = rounds.all_gather(msg).await?;
-            if !job.apply_step(ctx, shared, &all)? {
-                break;
-            }
-            job.advance_features(&rounds, ctx, &all).await?;
-        }
-        Ok(job)
-    })??;
+            Ok(job)
+        },
+    )??;
     job.finish(worker, ctx, &mut steps)
 }
 
@@ -209,7 +226,11 @@ struct StreamWorker {
     fitted: FittedPreprocessor,
     trainer: Replica,
     prequential: PrequentialState,
-    publisher: Publisher,
+    /// Worker 0: the model versions of the last step, for the publish node; versions emitted so
+    /// far, and what the node says of them.
+    versions: Vec<ModelVersion>,
+    emitted: u64,
+    published: Rc<Published>,
     /// The `[[branch]]` models trained on the same records.
     branches: Vec<BranchRun>,
     classification: bool,

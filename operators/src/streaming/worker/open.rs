@@ -71,7 +71,9 @@ impl StreamWorker {
             pending,
             counters,
             prequential: resume.map_or_else(PrequentialState::default, |c| c.prequential.clone()),
-            publisher: Publisher::new(shared, &fitted, ctx.index == 0),
+            versions: Vec::new(),
+            emitted: 0,
+            published: Rc::default(),
             branches: super::branches::open_branches(ctx, shared, &fitted)?,
             classification: fitted.num_classes().is_some(),
             outputs: Outputs::new(
@@ -107,6 +109,21 @@ impl StreamWorker {
         // A resumed job is where its checkpoint left it.
         job.schedule.checkpointed = resume.map(|_| job.progress());
         Ok(job)
+    }
+}
+
+impl StreamWorker {
+    /// The publishers of the job's models for the publish node: the `[train]` model's, then each
+    /// `[[branch]]`'s (worker 0 publishes; the others' node has none).
+    pub(super) fn publishers(&self, ctx: &WorkerContext, shared: &Shared) -> Vec<Publisher> {
+        if ctx.index != 0 {
+            return Vec::new();
+        }
+        let branches =
+            (self.branches.iter()).map(|b| Publisher::for_branch(shared, &self.fitted, &b.spec));
+        std::iter::once(Publisher::new(shared, &self.fitted))
+            .chain(branches)
+            .collect()
     }
 }
 

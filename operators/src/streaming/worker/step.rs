@@ -145,7 +145,7 @@ impl StreamWorker {
     /// whose features are complete are kept for the next step.
     pub(super) async fn advance_features(
         &mut self,
-        rounds: &Rounds<StepMsg>,
+        rounds: &Rounds<StepMsg, ModelVersion>,
         ctx: &WorkerContext,
         all: &[StepMsg],
     ) -> Result<()> {
@@ -262,6 +262,24 @@ impl StreamWorker {
                     && schedule.last_checkpoint.elapsed().as_secs_f64()
                         >= stream.checkpoint_every_s));
         msg.published_at_ms = self.freshness.published_at.take();
+    }
+
+    /// Emits the step's model versions to the publish node and waits until it has published
+    /// them: the next step's message tells every worker when they went live.
+    pub(super) async fn publish(&mut self, rounds: &Rounds<StepMsg, ModelVersion>) -> Result<()> {
+        if self.versions.is_empty() {
+            return Ok(());
+        }
+        for version in self.versions.drain(..) {
+            rounds.emit(version);
+            self.emitted += 1;
+        }
+        let (published, emitted) = (&self.published, self.emitted);
+        rounds.until(|| published.reached(emitted)).await;
+        if let Some(at) = published.take()? {
+            self.freshness.published_at = Some(at);
+        }
+        Ok(())
     }
 
     /// Every worker's messages in, the same update everywhere: sums, the gradient step,
@@ -451,14 +469,16 @@ impl StreamWorker {
         if decision.publish && self.counters.trained > 0 {
             self.counters.version += 1;
             if ctx.index == 0 {
-                self.publisher
-                    .publish(&self.trainer, self.counters.version)?;
-                for branch in &mut self.branches {
-                    branch
-                        .publisher
-                        .publish(&branch.trainer, self.counters.version)?;
+                let version = self.counters.version;
+                let trainers =
+                    std::iter::once(&self.trainer).chain(self.branches.iter().map(|b| &b.trainer));
+                for (model, trainer) in trainers.enumerate() {
+                    self.versions.push(ModelVersion {
+                        model,
+                        version,
+                        weights: trainer.try_parameters()?,
+                    });
                 }
-                self.freshness.published_at = Some(now_ms());
             }
             let freshness = &mut self.freshness;
             freshness
