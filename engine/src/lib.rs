@@ -61,7 +61,9 @@ pub use error::{Error, Result, list, panic_message};
 pub use flow::exchange::{hash_rows, partition_by_key, stable_hash};
 pub use flow::{BatchStream, DeadLetterStream, Emit, Flow, FlowContext};
 pub use metrics::{Counters, MetricsRegistry, OperatorReport, OperatorStats, escape_label};
-pub use rounds::{Downstream, Rounds, run_rounds, run_rounds_into, sum_in_worker_order};
+pub use rounds::{
+    Downstream, Rounds, run_rounds, run_rounds_into, run_rounds_with, sum_in_worker_order,
+};
 
 /// timely, re-exported so that users of the stream API need no separate dependency.
 pub use timely;

@@ -39,7 +39,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{ConnectLoop, Feedback};
-use timely::dataflow::{ProbeHandle, Stream};
+use timely::dataflow::{ProbeHandle, Scope, Stream};
 use timely::scheduling::Activator;
 use timely::worker::Worker;
 
@@ -146,7 +146,8 @@ where
     F: FnOnce(Rounds<D>) -> Fut,
     Fut: Future<Output = Out>,
 {
-    run_loop(worker, ctx, name, None, body)
+    let build: Nodes<'_, (), ()> = Box::new(|_, _| ((), None));
+    run_loop(worker, ctx, name, false, build, |rounds, ()| body(rounds))
 }
 
 /// Builds the nodes downstream of a step node on the stream of what its body emits, and returns
@@ -169,20 +170,50 @@ where
     F: FnOnce(Rounds<D, E>) -> Fut,
     Fut: Future<Output = Out>,
 {
-    run_loop(worker, ctx, name, Some(downstream), body)
+    let build: Nodes<'_, E, ()> = Box::new(|_, emitted| ((), Some(downstream(emitted))));
+    run_loop(worker, ctx, name, true, build, |rounds, ()| body(rounds))
 }
 
-fn run_loop<D, E, Out, F, Fut>(
+/// [`run_rounds`] with other nodes in the loop's dataflow, built by `upstream` before the step
+/// node (an ingest, say): the body gets what `upstream` returns (their probes and outputs) and
+/// waits for them with [`Rounds::until`]. The job's nodes are then one dataflow.
+pub fn run_rounds_with<D, X, Out, F, Fut>(
     worker: &mut Worker,
     ctx: &WorkerContext,
     name: &str,
-    downstream: Option<Downstream<E>>,
+    upstream: impl for<'s> FnOnce(Scope<'s, u64>) -> X,
+    body: F,
+) -> Result<Out>
+where
+    D: ExchangeData + Clone,
+    F: FnOnce(Rounds<D>, X) -> Fut,
+    Fut: Future<Output = Out>,
+{
+    let build: Nodes<'_, (), X> = Box::new(|scope, _| (upstream(scope), None));
+    run_loop(worker, ctx, name, false, build, body)
+}
+
+/// Builds the nodes of a loop's dataflow besides the step node, given the stream of what the body
+/// emits: what they give the body, and the probe of those downstream of the step node.
+type Nodes<'a, E, X> = Box<
+    dyn for<'s> FnOnce(Scope<'s, u64>, Stream<'s, u64, Vec<E>>) -> (X, Option<ProbeHandle<u64>>)
+        + 'a,
+>;
+
+/// Builds the loop's dataflow (`build`: the nodes besides the step node, what they give the
+/// body, and the probe of those downstream) and runs `body` on the step node.
+fn run_loop<D, E, X, Out, F, Fut>(
+    worker: &mut Worker,
+    ctx: &WorkerContext,
+    name: &str,
+    emits: bool,
+    build: Nodes<'_, E, X>,
     body: F,
 ) -> Result<Out>
 where
     D: ExchangeData + Clone,
     E: 'static,
-    F: FnOnce(Rounds<D, E>) -> Fut,
+    F: FnOnce(Rounds<D, E>, X) -> Fut,
     Fut: Future<Output = Out>,
 {
     let shared = Rc::new(RefCell::new(Exchange {
@@ -198,10 +229,13 @@ where
         done: false,
         activator: None,
     }));
-    let taken = step_node(worker, name, Rc::clone(&shared), downstream);
-    let mut running = pin!(body(Rounds {
-        shared: Rc::clone(&shared),
-    }));
+    let (nodes, taken) = step_node(worker, name, Rc::clone(&shared), emits, build);
+    let mut running = pin!(body(
+        Rounds {
+            shared: Rc::clone(&shared),
+        },
+        nodes
+    ));
     let mut cx = Context::from_waker(Waker::noop());
     loop {
         if let Poll::Ready(out) = running.as_mut().poll(&mut cx) {
@@ -240,13 +274,18 @@ where
 }
 
 /// Builds the loop dataflow whose step node sends the body's messages and gathers each round,
-/// and the nodes `downstream` of it (their probe).
-fn step_node<D: ExchangeData + Clone, E: 'static>(
+/// and the other nodes `build` makes (given the stream of what the body emits).
+fn step_node<D, E, X>(
     worker: &mut Worker,
     name: &str,
     shared: Rc<RefCell<Exchange<D, E>>>,
-    downstream: Option<Downstream<E>>,
-) -> Option<ProbeHandle<u64>> {
+    emits: bool,
+    build: Nodes<'_, E, X>,
+) -> (X, Option<ProbeHandle<u64>>)
+where
+    D: ExchangeData + Clone,
+    E: 'static,
+{
     worker.dataflow_named::<u64, _, _>(name, move |scope| {
         let (handle, cycle) = scope.feedback::<Vec<Message<D>>>(1);
         let mut builder = OperatorBuilder::new(name.to_owned(), scope);
@@ -255,7 +294,6 @@ fn step_node<D: ExchangeData + Clone, E: 'static>(
         let (sent, messages) = builder.new_output::<Vec<Message<D>>>();
         let (items, emitted) = builder.new_output::<Vec<E>>();
         let (mut sent, mut items) = (OutputBuilder::from(sent), OutputBuilder::from(items));
-        let emits = downstream.is_some();
         builder.build(move |mut capabilities| {
             // The emitted items' capability, moved to the round of each item (none without a
             // node downstream); then the messages'.
@@ -304,7 +342,7 @@ fn step_node<D: ExchangeData + Clone, E: 'static>(
             }
         });
         messages.broadcast().connect_loop(handle);
-        downstream.map(|build| build(emitted))
+        build(scope, emitted)
     })
 }
 
@@ -481,6 +519,47 @@ mod tests {
             ]
         );
         assert_eq!(out[1].1, vec![at(6, "last of worker 1")]);
+    }
+
+    #[test]
+    fn nodes_built_upstream_run_in_the_loops_dataflow_and_the_body_waits_for_them() {
+        use timely::dataflow::operators::generic::Operator;
+        use timely::dataflow::operators::{Probe, ToStream};
+        let out = execute::<_, Error, _>(
+            &ClusterConfig::local(2),
+            MetricsRegistry::new(),
+            |w, ctx| {
+                let index = ctx.index as u64;
+                let sum = run_rounds_with(
+                    w,
+                    &ctx,
+                    "test/upstream",
+                    |scope| {
+                        // This worker's numbers, read by a node of the same dataflow.
+                        let read = Rc::new(RefCell::new(Vec::new()));
+                        let sink = Rc::clone(&read);
+                        let (probe, stream) = (0..100u64)
+                            .map(move |i| i * 2 + index)
+                            .to_stream(scope)
+                            .probe();
+                        stream.sink(Pipeline, "test/read", move |(input, _)| {
+                            input.for_each(|_, data| sink.borrow_mut().append(data))
+                        });
+                        (probe, read)
+                    },
+                    |rounds: Rounds<u64>, (probe, read)| async move {
+                        rounds.until(|| probe.done()).await;
+                        let mine: u64 = read.borrow().iter().sum();
+                        let all = rounds.all_gather(mine).await?;
+                        Ok::<_, Error>(all.iter().sum::<u64>())
+                    },
+                )??;
+                Ok(sum)
+            },
+        )
+        .unwrap();
+        // Σ 0..200: both workers' numbers, on each.
+        assert_eq!(out, vec![(0..200u64).sum::<u64>(); 2]);
     }
 
     #[test]

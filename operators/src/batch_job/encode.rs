@@ -4,16 +4,16 @@
 
 use std::time::Instant;
 
-use millrace_engine::timely::worker::Worker;
-use millrace_engine::{Batch, ClusterConfig, Collective, DeadLetter, WorkerContext};
-use millrace_ml::preprocess::{Features, FitState, FittedPreprocessor, LabelKind};
+use millrace_engine::{Batch, ClusterConfig, DeadLetter, Rounds, WorkerContext};
+use millrace_ml::preprocess::{Features, FittedPreprocessor, LabelKind};
 
 use super::clock::Marks;
 use super::ingest::{Ingested, encode, encode_each};
 use super::plan::JobPlan;
 use super::run::Shared;
-use crate::preprocess::merge_fits;
+use crate::preprocess::merge_in_worker_order;
 use crate::train::spill::{self, BucketWriter, Buckets, Spool};
+use crate::train::{JobMsg, exchange};
 use crate::{Error, Result};
 
 /// This worker's share of `train.memory_budget` (the process's budget over its workers): half
@@ -57,8 +57,8 @@ pub(super) struct Encoded {
 /// Fits the preprocessing — every worker's statistics merged in worker order, so every worker
 /// gets the same fit; a resumed run takes the checkpoint's fit — and encodes this worker's
 /// train and evaluation rows with it.
-pub(super) fn fit_and_encode(
-    worker: &mut Worker,
+pub(super) async fn fit_and_encode(
+    rounds: &Rounds<JobMsg>,
     ctx: &WorkerContext,
     plan: &JobPlan,
     shared: &Shared,
@@ -78,8 +78,12 @@ pub(super) fn fit_and_encode(
     let fitted = match resumed {
         Some(fit) => fit.clone(),
         None => {
-            let mut channel = Collective::<FitState>::new(worker, "preprocess/fit");
-            merge_fits(worker, ctx, &mut channel, local)?.finish()?
+            let states = exchange(rounds, JobMsg::Fit(Box::new(local)), |m| match m {
+                JobMsg::Fit(state) => Some(*state),
+                _ => None,
+            })
+            .await?;
+            merge_in_worker_order(states)?.finish()?
         }
     };
     marks.fitted = Instant::now();

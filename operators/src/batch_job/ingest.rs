@@ -11,10 +11,10 @@ use arrow::array::{BooleanArray, RecordBatch};
 use arrow::compute::{filter_record_batch, not};
 use millrace_connectors::parquet::ScanOptions;
 use millrace_engine::timely::dataflow::ProbeHandle;
+use millrace_engine::timely::dataflow::Scope;
 use millrace_engine::timely::dataflow::channels::pact::Pipeline;
 use millrace_engine::timely::dataflow::operators::Probe;
 use millrace_engine::timely::dataflow::operators::generic::operator::Operator;
-use millrace_engine::timely::worker::Worker;
 use millrace_engine::{Batch, DeadLetter, Flow, FlowContext, WorkerContext, row_to_json};
 use millrace_ml::preprocess::{Features, FitState, FittedPreprocessor, LabelKind, Targets};
 
@@ -38,15 +38,47 @@ pub(super) struct Ingested {
     pub(super) error: Option<Error>,
 }
 
-/// Reads this worker's share of the sources through the SQL; the training batches past
-/// `spool_limit` bytes go to disk.
-pub(super) fn ingest(
-    worker: &mut Worker,
+/// The ingest nodes of a worker, built in the job's dataflow: done once every probe is, then
+/// [`IngestNodes::finish`] hands over what they left.
+pub(super) struct IngestNodes {
+    probes: Vec<ProbeHandle<u64>>,
+    state: Rc<RefCell<Ingested>>,
+    sinks: Vec<Rc<RefCell<SinkWriter>>>,
+}
+
+impl IngestNodes {
+    /// Every source is read and every batch taken.
+    pub(super) fn done(&self) -> bool {
+        self.probes.iter().all(ProbeHandle::done)
+    }
+
+    /// Finishes the sinks after ingest and returns what the nodes left.
+    pub(super) fn finish(self, ctx: &WorkerContext) -> Result<Ingested> {
+        for sink in &self.sinks {
+            let rows = sink.borrow_mut().finish()?;
+            tracing::debug!(rows, worker = ctx.index, "sink finished");
+        }
+        let empty = Ingested {
+            train: Spool::new(u64::MAX, "unused"),
+            eval: Vec::new(),
+            dead: Vec::new(),
+            fit: None,
+            error: None,
+        };
+        Ok(std::mem::replace(&mut *self.state.borrow_mut(), empty))
+    }
+}
+
+/// Builds, in `scope`, the nodes that read this worker's share of the sources through the SQL
+/// into train and evaluation rows (fitting on the way); the training batches past `spool_limit`
+/// bytes go to disk.
+pub(super) fn ingest_nodes(
+    scope: Scope<'_, u64>,
     ctx: &WorkerContext,
     plan: &JobPlan,
     progress: &Arc<dyn Progress>,
     spool_limit: u64,
-) -> Result<Ingested> {
+) -> Result<IngestNodes> {
     let state = Rc::new(RefCell::new(Ingested {
         train: Spool::new(spool_limit, &format!("worker-{}", ctx.index)),
         eval: Vec::new(),
@@ -75,7 +107,7 @@ pub(super) fn ingest(
         _ => None,
     };
     let split = plan.split.clone();
-    let probes: Vec<ProbeHandle<u64>> = worker.dataflow_named::<u64, _, _>("ingest", |scope| {
+    let probes: Vec<ProbeHandle<u64>> = {
         let fc = FlowContext::new(ctx.clone());
         let mut probes = Vec::new();
         let p = Arc::clone(progress);
@@ -112,20 +144,12 @@ pub(super) fn ingest(
             probes.push(probe);
         }
         probes
-    });
-    ctx.step_while(worker, || probes.iter().any(|p| !p.done()))?;
-    for sink in &sinks {
-        let rows = sink.borrow_mut().finish()?;
-        tracing::debug!(rows, worker = ctx.index, "sink finished");
-    }
-    let empty = Ingested {
-        train: Spool::new(u64::MAX, "unused"),
-        eval: Vec::new(),
-        dead: Vec::new(),
-        fit: None,
-        error: None,
     };
-    Ok(std::mem::replace(&mut *state.borrow_mut(), empty))
+    Ok(IngestNodes {
+        probes,
+        state,
+        sinks,
+    })
 }
 
 /// Splits a preprocessed batch into train and evaluation rows, fits the preprocessing on the

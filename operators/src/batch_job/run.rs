@@ -1,8 +1,10 @@
 //! Running a planned batch job on timely workers.
 //!
-//! Each worker: ingest its share of the row groups → SQL → split (and fit the preprocessing on its
-//! train rows) in one dataflow; the fitted statistics are merged over all workers; each worker encodes
-//! its rows; then synchronous data-parallel training with evaluation; worker 0 writes the model.
+//! Each worker runs the job as one dataflow: the ingest nodes (its share of the row groups → SQL →
+//! split, fitting the preprocessing on its train rows) and a step node whose loop, once they are
+//! done, merges the fitted statistics over all workers, encodes this worker's rows, trains
+//! data-parallel with evaluation and totals the counters, one round per exchange; worker 0 writes
+//! the model.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -12,8 +14,8 @@ use std::time::Instant;
 
 use millrace_engine::timely::worker::Worker;
 use millrace_engine::{
-    ClusterConfig, Collective, Counters, DeadLetter, MetricsRegistry, OperatorReport,
-    WorkerContext, execute,
+    ClusterConfig, Counters, DeadLetter, MetricsRegistry, OperatorReport, Rounds, WorkerContext,
+    execute, run_rounds_with,
 };
 use millrace_ml::Replica;
 use millrace_ml::preprocess::{Features, FittedPreprocessor};
@@ -21,7 +23,7 @@ use millrace_ml::preprocess::{Features, FittedPreprocessor};
 use super::checkpoint::{self as ckpt, BatchCheckpoint, SourceRecord};
 use super::clock::{FinishedRun, Marks};
 use super::encode::{Encoded, EncodedTrain, MemoryShare, fit_and_encode};
-use super::ingest::ingest;
+use super::ingest::{IngestNodes, ingest_nodes};
 use super::output;
 use super::plan::JobPlan;
 use super::progress::Progress;
@@ -31,7 +33,7 @@ use super::summary::{
 use super::train::{Trained, save_bundle, train_branches, train_main};
 use super::tune::{TuneCheckpoint, TuneCheckpoints, tune_trials};
 use crate::checkpoint::CheckpointStore;
-use crate::train::{TrainReport, TrainRows};
+use crate::train::{JobMsg, OperatorRow, TrainReport, TrainRows, exchange};
 use crate::{Error, Result};
 
 /// How and where to run a job.
@@ -253,6 +255,9 @@ fn shared_state(plan: &JobPlan, options: &RunOptions) -> Result<Shared> {
     })
 }
 
+/// One worker's job, one dataflow: the ingest nodes, and the step node whose loop waits for them,
+/// fits the preprocessing over every worker, encodes, trains, evaluates and totals, a round for
+/// each exchange.
 fn run_worker(
     worker: &mut Worker,
     ctx: &WorkerContext,
@@ -260,89 +265,185 @@ fn run_worker(
     options: &RunOptions,
     shared: &Shared,
 ) -> Result<WorkerOutcome> {
-    let mut marks = Marks::new(Instant::now());
-    let spec = &plan.spec;
+    let marks = Marks::new(Instant::now());
     let progress = &options.progress;
     if ctx.index == 0 {
         let rows = plan.dataset.num_rows() + plan.holdout.as_ref().map_or(0, |h| h.num_rows());
         progress.ingest_start(rows);
     }
-    let memory = MemoryShare::of(spec, &options.cluster);
-    let ingested = ingest(worker, ctx, plan, progress, memory.raw_bytes())?;
-    marks.ingested = Instant::now();
-    let Encoded {
-        fitted,
-        train,
-        eval,
-        eval_batches,
-        dead,
-    } = fit_and_encode(worker, ctx, plan, shared, ingested, memory, &mut marks)?;
-    let eval_rows = eval.rows as u64;
-    if ctx.index == 0 {
-        progress.ingest_done();
-    }
-
-    let branch_eval = (!spec.branch.is_empty()).then(|| eval.clone());
-    let in_memory;
-    let (train, spilled_rows) = match train {
-        EncodedTrain::Memory(features) => {
-            in_memory = features;
-            (TrainRows::new(worker, ctx, &in_memory)?, 0)
-        }
-        EncodedTrain::Spilled(buckets) => {
-            let rows = buckets.rows();
-            (TrainRows::spilled(worker, ctx, buckets)?, rows)
-        }
-    };
-    let MainModel {
-        trainer,
-        train_spec,
-        report,
-        checkpoints,
-        eval_lines,
-        tune,
-    } = train_model(worker, ctx, plan, options, shared, &fitted, &train, eval)?;
-    let branches = match branch_eval {
-        Some(eval) => train_branches(worker, ctx, plan, options, shared, &fitted, &train, eval)?,
-        None => Vec::new(),
-    };
-    marks.trained = Instant::now();
-    marks.eval_s = report.eval_s + branches.iter().map(|b| b.report.eval_s).sum::<f64>();
-    let predictions_written =
-        output::write_predictions(spec, ctx.index, &fitted, &trainer, &eval_batches)?;
-    let cluster_counts = cluster_totals(
+    let memory = MemoryShare::of(&plan.spec, &options.cluster);
+    run_rounds_with(
         worker,
         ctx,
-        (
-            dead.iter().map(|d| d.rows).sum(),
-            predictions_written,
-            eval_rows,
-            spilled_rows,
-        ),
-    )?;
-    if ctx.index == 0 {
-        progress.train_done();
-        let model_dir = options.run_dir.join(model_dir_name(spec));
-        save_bundle(
-            plan,
-            &model_dir,
-            &spec.name,
-            &train_spec,
+        "job",
+        |scope| ingest_nodes(scope, ctx, plan, progress, memory.raw_bytes()),
+        |rounds, ingest| async move {
+            let job = WorkerJob {
+                rounds: &rounds,
+                ctx,
+                plan,
+                options,
+                shared,
+            };
+            job.run(ingest?, memory, marks).await
+        },
+    )?
+}
+
+/// What the step loop of a worker's job works with.
+struct WorkerJob<'a> {
+    rounds: &'a Rounds<JobMsg>,
+    ctx: &'a WorkerContext,
+    plan: &'a JobPlan,
+    options: &'a RunOptions,
+    shared: &'a Shared,
+}
+
+impl WorkerJob<'_> {
+    /// The step loop's body: everything after the ingest nodes.
+    async fn run(
+        &self,
+        ingest: IngestNodes,
+        memory: MemoryShare,
+        mut marks: Marks,
+    ) -> Result<WorkerOutcome> {
+        let (rounds, ctx, plan, options, shared) =
+            (self.rounds, self.ctx, self.plan, self.options, self.shared);
+        let spec = &plan.spec;
+        let progress = &options.progress;
+        rounds.until(|| ingest.done()).await;
+        let ingested = ingest.finish(ctx)?;
+        marks.ingested = Instant::now();
+        let Encoded {
             fitted,
-            &trainer,
-            &report,
-        )?;
+            train,
+            eval,
+            eval_batches,
+            dead,
+        } = fit_and_encode(rounds, ctx, plan, shared, ingested, memory, &mut marks).await?;
+        let eval_rows = eval.rows as u64;
+        if ctx.index == 0 {
+            progress.ingest_done();
+        }
+
+        let branch_eval = (!spec.branch.is_empty()).then(|| eval.clone());
+        let in_memory;
+        let (train, spilled_rows) = match train {
+            EncodedTrain::Memory(features) => {
+                in_memory = features;
+                (TrainRows::in_loop(rounds, &in_memory).await?, 0)
+            }
+            EncodedTrain::Spilled(buckets) => {
+                let rows = buckets.rows();
+                (TrainRows::spilled_in_loop(rounds, buckets).await?, rows)
+            }
+        };
+        let MainModel {
+            trainer,
+            train_spec,
+            report,
+            checkpoints,
+            eval_lines,
+            tune,
+        } = self.train_model(&fitted, &train, eval).await?;
+        let branches = match branch_eval {
+            Some(eval) => {
+                train_branches(rounds, ctx, plan, options, shared, &fitted, &train, eval).await?
+            }
+            None => Vec::new(),
+        };
+        marks.trained = Instant::now();
+        marks.eval_s = report.eval_s + branches.iter().map(|b| b.report.eval_s).sum::<f64>();
+        let predictions_written =
+            output::write_predictions(spec, ctx.index, &fitted, &trainer, &eval_batches)?;
+        let cluster_counts = cluster_totals(
+            rounds,
+            ctx,
+            [
+                dead.iter().map(|d| d.rows).sum(),
+                predictions_written,
+                eval_rows,
+                spilled_rows,
+            ],
+        )
+        .await?;
+        if ctx.index == 0 {
+            progress.train_done();
+            let model_dir = options.run_dir.join(model_dir_name(spec));
+            save_bundle(
+                plan,
+                &model_dir,
+                &spec.name,
+                &train_spec,
+                fitted,
+                &trainer,
+                &report,
+            )?;
+        }
+        Ok(WorkerOutcome {
+            dead,
+            eval_lines,
+            marks,
+            train: Some(report),
+            branches: branches.into_iter().map(BranchSummary::from).collect(),
+            tune,
+            cluster_counts,
+            checkpoints,
+        })
     }
-    Ok(WorkerOutcome {
-        dead,
-        eval_lines,
-        marks,
-        train: Some(report),
-        branches: branches.into_iter().map(BranchSummary::from).collect(),
-        tune,
-        cluster_counts,
-        checkpoints,
-    })
+
+    /// Trains the job's model on `train`: the pipeline's `[train]`, or the trials of its
+    /// `[tune]` (the best one's model).
+    async fn train_model(
+        &self,
+        fitted: &FittedPreprocessor,
+        train: &TrainRows<'_>,
+        eval: Features,
+    ) -> Result<MainModel> {
+        let (rounds, ctx, plan, options, shared) =
+            (self.rounds, self.ctx, self.plan, self.options, self.shared);
+        let Some(tune) = &plan.spec.tune else {
+            let Trained {
+                trainer,
+                report,
+                checkpoints,
+                log,
+            } = train_main(rounds, ctx, plan, options, shared, fitted, train, eval).await?;
+            return Ok(MainModel {
+                trainer,
+                train_spec: plan.spec.train.clone(),
+                report,
+                checkpoints,
+                eval_lines: log.close()?,
+                tune: None,
+            });
+        };
+        let checkpoints = TuneCheckpoints {
+            store: shared.store.as_ref(),
+            resume: shared.tune.as_ref(),
+            sources: &shared.sources,
+        };
+        let tuned = tune_trials(
+            rounds,
+            ctx,
+            plan,
+            options,
+            tune,
+            fitted,
+            train,
+            eval,
+            checkpoints,
+        )
+        .await?;
+        Ok(MainModel {
+            eval_lines: tuned.report.position.eval_lines(),
+            trainer: tuned.trainer,
+            train_spec: tuned.train,
+            report: tuned.report,
+            checkpoints: CheckpointStats::default(),
+            tune: Some(tuned.summary),
+        })
+    }
 }
 
 /// The job's model, trained: the main `[train]`, or a `[tune]` run's best trial.
@@ -356,61 +457,6 @@ struct MainModel {
     tune: Option<super::TuneSummary>,
 }
 
-/// Trains the job's model on `train`: the pipeline's `[train]`, or the trials of its `[tune]`
-/// (the best one's model).
-#[allow(clippy::too_many_arguments)]
-fn train_model(
-    worker: &mut Worker,
-    ctx: &WorkerContext,
-    plan: &JobPlan,
-    options: &RunOptions,
-    shared: &Shared,
-    fitted: &FittedPreprocessor,
-    train: &TrainRows<'_>,
-    eval: Features,
-) -> Result<MainModel> {
-    let Some(tune) = &plan.spec.tune else {
-        let Trained {
-            trainer,
-            report,
-            checkpoints,
-            log,
-        } = train_main(worker, ctx, plan, options, shared, fitted, train, eval)?;
-        return Ok(MainModel {
-            trainer,
-            train_spec: plan.spec.train.clone(),
-            report,
-            checkpoints,
-            eval_lines: log.close()?,
-            tune: None,
-        });
-    };
-    let checkpoints = TuneCheckpoints {
-        store: shared.store.as_ref(),
-        resume: shared.tune.as_ref(),
-        sources: &shared.sources,
-    };
-    let tuned = tune_trials(
-        worker,
-        ctx,
-        plan,
-        options,
-        tune,
-        fitted,
-        train,
-        eval,
-        checkpoints,
-    )?;
-    Ok(MainModel {
-        eval_lines: tuned.report.position.eval_lines(),
-        trainer: tuned.trainer,
-        train_spec: tuned.train,
-        report: tuned.report,
-        checkpoints: CheckpointStats::default(),
-        tune: Some(tuned.summary),
-    })
-}
-
 /// The run directory's model: `model`, or a tune run's best trial's, `best/model`.
 fn model_dir_name(spec: &crate::spec::PipelineSpec) -> PathBuf {
     match spec.tune {
@@ -422,13 +468,12 @@ fn model_dir_name(spec: &crate::spec::PipelineSpec) -> PathBuf {
 /// Sums `counts` over every worker of the cluster and brings the other processes' operator
 /// counters into this process's registry (so process 0's summary and metrics.prom cover the
 /// whole run).
-fn cluster_totals(
-    worker: &mut Worker,
+async fn cluster_totals(
+    rounds: &Rounds<JobMsg>,
     ctx: &WorkerContext,
-    counts: (u64, u64, u64, u64),
+    counts: [u64; 4],
 ) -> Result<(u64, u64, u64, u64)> {
-    type Row = (String, usize, [u64; 5], f64);
-    let mine: Vec<Row> = ctx
+    let mine: Vec<OperatorRow> = ctx
         .metrics
         .snapshot()
         .into_iter()
@@ -445,8 +490,11 @@ fn cluster_totals(
             (r.operator, r.worker, n, c.busy_s)
         })
         .collect();
-    let mut channel = Collective::<(Vec<Row>, (u64, u64, u64, u64))>::new(worker, "job/totals");
-    let all = channel.all_gather(worker, ctx, (mine, counts))?;
+    let all = exchange(rounds, JobMsg::Totals(mine, counts), |m| match m {
+        JobMsg::Totals(rows, counts) => Some((rows, counts)),
+        _ => None,
+    })
+    .await?;
     let reports = all
         .iter()
         .flat_map(|(rows, _)| rows)
@@ -464,7 +512,7 @@ fn cluster_totals(
         });
     ctx.metrics.absorb(reports);
     Ok(all.iter().fold((0, 0, 0, 0), |t, (_, c)| {
-        (t.0 + c.0, t.1 + c.1, t.2 + c.2, t.3 + c.3)
+        (t.0 + c[0], t.1 + c[1], t.2 + c[2], t.3 + c[3])
     }))
 }
 

@@ -4,8 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use millrace_engine::WorkerContext;
-use millrace_engine::timely::worker::Worker;
+use millrace_engine::{Rounds, WorkerContext};
 use millrace_ml::bundle::{BundleMeta, ModelBundle};
 use millrace_ml::preprocess::{Features, FittedPreprocessor};
 use serde_json::json;
@@ -17,7 +16,7 @@ use super::run::{RunOptions, Shared, now_rfc3339};
 use super::summary::CheckpointStats;
 use crate::Result;
 use crate::evaluate::Evaluator;
-use crate::train::{TrainControl, TrainEvent, TrainReport, TrainRows, train_data_parallel};
+use crate::train::{JobMsg, TrainControl, TrainEvent, TrainReport, TrainRows, train_in_loop};
 
 /// A branch's trained model, where it was saved, and its report.
 pub(super) struct BranchOutcome {
@@ -68,8 +67,8 @@ pub(super) fn replica(
 /// Trains the main model (`[train]`): data-parallel, evaluated and checkpointed as configured,
 /// its metrics logged.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn train_main(
-    worker: &mut Worker,
+pub(super) async fn train_main(
+    rounds: &Rounds<JobMsg>,
     ctx: &WorkerContext,
     plan: &JobPlan,
     options: &RunOptions,
@@ -113,15 +112,16 @@ pub(super) fn train_main(
         on_checkpoint: Some(&mut save),
         stop_after_step: None,
     };
-    let report = train_data_parallel(
-        worker,
+    let report = train_in_loop(
+        rounds,
         ctx,
         &mut trainer,
         train,
         &mut evaluator,
         &spec.train,
         &mut control,
-    )?;
+    )
+    .await?;
     drop(control);
     let checkpoints = saver.stats;
     Ok(Trained {
@@ -135,8 +135,8 @@ pub(super) fn train_main(
 /// Trains every `[[branch]]` on this worker's already encoded rows, one after the other, each in
 /// lock-step with the other workers, and saves each model (worker 0).
 #[allow(clippy::too_many_arguments)]
-pub(super) fn train_branches(
-    worker: &mut Worker,
+pub(super) async fn train_branches(
+    rounds: &Rounds<JobMsg>,
     ctx: &WorkerContext,
     plan: &JobPlan,
     options: &RunOptions,
@@ -174,15 +174,16 @@ pub(super) fn train_branches(
             on_checkpoint: Some(&mut save),
             ..TrainControl::default()
         };
-        let report = train_data_parallel(
-            worker,
+        let report = train_in_loop(
+            rounds,
             ctx,
             &mut trainer,
             train,
             &mut evaluator,
             &branch.train,
             &mut control,
-        )?;
+        )
+        .await?;
         let model_dir = options
             .run_dir
             .join("branches")

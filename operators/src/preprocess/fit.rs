@@ -13,7 +13,12 @@ pub(crate) fn merge_fits(
     fits: &mut Collective<FitState>,
     fit: FitState,
 ) -> Result<FitState> {
-    let mut states = fits.all_gather(worker, ctx, fit)?.into_iter();
+    merge_in_worker_order(fits.all_gather(worker, ctx, fit)?)
+}
+
+/// Every worker's fit state (in worker order) merged into one.
+pub(crate) fn merge_in_worker_order(states: Vec<FitState>) -> Result<FitState> {
+    let mut states = states.into_iter();
     let mut merged = states
         .next()
         .ok_or_else(|| Error::Internal("no fit state from worker 0".into()))?;

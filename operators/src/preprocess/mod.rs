@@ -8,7 +8,7 @@ mod steps;
 mod udf;
 
 pub use compiled::CompiledSql;
-pub(crate) use fit::merge_fits;
+pub(crate) use fit::{merge_fits, merge_in_worker_order};
 pub use split::HashSplit;
 pub(crate) use sql::context;
 pub use sql::{INPUT_TABLE, SqlPlan, SqlRunner};

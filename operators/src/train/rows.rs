@@ -11,10 +11,11 @@ use std::rc::Rc;
 use std::sync::mpsc::Receiver;
 
 use millrace_engine::timely::worker::Worker;
-use millrace_engine::{Collective, WorkerContext};
+use millrace_engine::{Rounds, WorkerContext, run_rounds};
 use millrace_ml::preprocess::{Features, Targets};
 
 use super::buffer::BatchBuffer;
+use super::message::{JobMsg, exchange};
 use super::order::{epoch_order, mix, row_hashes};
 use super::position::DataFingerprint;
 use super::spill::{Buckets, Loaded};
@@ -49,6 +50,14 @@ impl<'a> TrainRows<'a> {
     /// Indexes this worker's `features`; every worker calls this at the same point (the
     /// fingerprint is gathered from all of them).
     pub fn new(worker: &mut Worker, ctx: &WorkerContext, features: &'a Features) -> Result<Self> {
+        run_rounds(worker, ctx, "train/data", |rounds| async move {
+            Self::in_loop(&rounds, features).await
+        })?
+    }
+
+    /// [`TrainRows::new`] in a step loop that does more (the batch job's): the fingerprint is
+    /// the loop's next round.
+    pub(crate) async fn in_loop(rounds: &Rounds<JobMsg>, features: &'a Features) -> Result<Self> {
         let dim = features.x.len().checked_div(features.rows).unwrap_or(0);
         let targets = features
             .y
@@ -56,7 +65,7 @@ impl<'a> TrainRows<'a> {
             .ok_or_else(|| Error::Internal("training features have no labels".into()))?;
         let hashes = row_hashes(&features.x, dim, targets);
         let local_hash = hashes.iter().fold(0u64, |sum, h| sum.wrapping_add(mix(*h)));
-        let data = fingerprint(worker, ctx, features.rows as u64, local_hash)?;
+        let data = fingerprint(rounds, features.rows as u64, local_hash).await?;
         Ok(TrainRows {
             storage: Storage::Memory {
                 features,
@@ -71,12 +80,23 @@ impl<'a> TrainRows<'a> {
 
     /// This worker's rows spilled to disk; every worker calls this (or [`TrainRows::new`]) at
     /// the same point.
+    #[cfg(test)]
     pub(crate) fn spilled(
         worker: &mut Worker,
         ctx: &WorkerContext,
         buckets: Buckets,
     ) -> Result<TrainRows<'static>> {
-        let data = fingerprint(worker, ctx, buckets.rows(), buckets.hash_sum())?;
+        run_rounds(worker, ctx, "train/data", |rounds| async move {
+            TrainRows::spilled_in_loop(&rounds, buckets).await
+        })?
+    }
+
+    /// [`TrainRows::spilled`] in a step loop that does more.
+    pub(crate) async fn spilled_in_loop(
+        rounds: &Rounds<JobMsg>,
+        buckets: Buckets,
+    ) -> Result<TrainRows<'static>> {
+        let data = fingerprint(rounds, buckets.rows(), buckets.hash_sum()).await?;
         Ok(TrainRows {
             dim: buckets.dim(),
             storage: Storage::Spilled(RefCell::new(Some(buckets))),
@@ -146,14 +166,16 @@ impl<'a> TrainRows<'a> {
 }
 
 /// Gathers every worker's row count and hash sum into the data's fingerprint.
-fn fingerprint(
-    worker: &mut Worker,
-    ctx: &WorkerContext,
+async fn fingerprint(
+    rounds: &Rounds<JobMsg>,
     rows: u64,
     local_hash: u64,
 ) -> Result<DataFingerprint> {
-    let mut channel = Collective::<(u64, u64)>::new(worker, "train/data");
-    let parts = channel.all_gather(worker, ctx, (rows, local_hash))?;
+    let parts = exchange(rounds, JobMsg::Data(rows, local_hash), |m| match m {
+        JobMsg::Data(rows, hash) => Some((rows, hash)),
+        _ => None,
+    })
+    .await?;
     Ok(DataFingerprint {
         rows: parts.iter().map(|p| p.0).sum(),
         hash: parts.iter().fold(0u64, |sum, p| sum.wrapping_add(p.1)),

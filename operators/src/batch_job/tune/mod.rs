@@ -11,8 +11,7 @@
 mod log;
 mod state;
 
-use millrace_engine::timely::worker::Worker;
-use millrace_engine::{Collective, WorkerContext};
+use millrace_engine::{Rounds, WorkerContext};
 use millrace_ml::Replica;
 use millrace_ml::preprocess::{Features, FittedPreprocessor};
 
@@ -29,7 +28,7 @@ use crate::checkpoint::CheckpointStore;
 use crate::evaluate::Evaluator;
 use crate::spec::TrainSpec;
 use crate::train::{
-    TrainControl, TrainEvent, TrainReport, TrainRows, sample_rows, train_data_parallel,
+    JobMsg, TrainControl, TrainEvent, TrainReport, TrainRows, exchange, sample_rows, train_in_loop,
 };
 use crate::tune::{Decision, Scheduler, Trial, TuneSpec};
 use crate::{Error, Result};
@@ -84,8 +83,8 @@ struct Ground<'a> {
 
 /// Runs every trial of `tune` on this worker's encoded rows and returns the best one.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn tune_trials(
-    worker: &mut Worker,
+pub(super) async fn tune_trials(
+    rounds: &Rounds<JobMsg>,
     ctx: &WorkerContext,
     plan: &JobPlan,
     options: &RunOptions,
@@ -119,7 +118,7 @@ pub(super) fn tune_trials(
         let reports = budgets.iter().sum::<usize>() as u64;
         options.progress.tune_start(trials.len(), reports);
     }
-    let sampled = report_evaluator(worker, ctx, tune, &eval, fitted)?;
+    let sampled = report_evaluator(rounds, tune, &eval, fitted).await?;
     let mut ground = Ground {
         ctx,
         train,
@@ -155,7 +154,9 @@ pub(super) fn tune_trials(
         };
         let trial = &trials[live.index];
         let evaluated = live.eval_s;
-        let metric = live.train_report(worker, &mut ground, trial, &plans[live.index])?;
+        let metric = live
+            .train_report(rounds, &mut ground, trial, &plans[live.index])
+            .await?;
         state.eval_s += live.eval_s - evaluated;
         state.reports += 1;
         if ctx.index == 0 {
@@ -204,9 +205,8 @@ pub(super) fn tune_trials(
 
 /// The evaluator of the reports before a trial's last: over a fixed sample of about
 /// `report_eval_rows` of all workers' evaluation rows (None: reports use every row).
-fn report_evaluator(
-    worker: &mut Worker,
-    ctx: &WorkerContext,
+async fn report_evaluator(
+    rounds: &Rounds<JobMsg>,
     tune: &TuneSpec,
     eval: &Features,
     fitted: &FittedPreprocessor,
@@ -214,10 +214,12 @@ fn report_evaluator(
     let Some(rows) = tune.report_eval_rows else {
         return Ok(None);
     };
-    let all: u64 = Collective::<u64>::new(worker, "tune/eval_rows")
-        .all_gather(worker, ctx, eval.rows as u64)?
-        .iter()
-        .sum();
+    let counts = exchange(rounds, JobMsg::Count(eval.rows as u64), |m| match m {
+        JobMsg::Count(n) => Some(n),
+        _ => None,
+    })
+    .await?;
+    let all: u64 = counts.iter().sum();
     let sample = sample_rows(eval, rows as f64 / all.max(1) as f64);
     Ok(Some(Evaluator::new(Some(sample), fitted.num_classes())))
 }
@@ -287,9 +289,9 @@ impl Live {
 
     /// Trains `trial` (data-parallel, from where it stopped) up to its next report, evaluates
     /// there, and returns the tuned metric.
-    fn train_report(
+    async fn train_report(
         &mut self,
-        worker: &mut Worker,
+        rounds: &Rounds<JobMsg>,
         ground: &mut Ground<'_>,
         trial: &Trial,
         plan: &TrialPlan,
@@ -315,15 +317,16 @@ impl Live {
             (Some(sampled), false) => sampled,
             _ => &mut ground.evaluator,
         };
-        let report = train_data_parallel(
-            worker,
+        let report = train_in_loop(
+            rounds,
             ground.ctx,
             &mut self.replica,
             ground.train,
             evaluator,
             &trial.train,
             &mut control,
-        )?;
+        )
+        .await?;
         drop(control);
         let loss = loss_sum / rows as f64;
         let metric = metric_of(&report, ground.metric, loss)?;

@@ -17,15 +17,15 @@ use millrace_engine::timely::worker::Worker;
 use millrace_engine::{Rounds, WorkerContext, run_rounds};
 use millrace_ml::Replica;
 use millrace_ml::metrics::EvalMetrics;
-use serde::{Deserialize, Serialize};
 
 mod stepper;
 
 use self::stepper::{EpochSteps, Stepper};
+use super::message::{JobMsg, exchange};
 use super::order::{checksum, slice_start};
 use super::position::{DataFingerprint, TrainControl, TrainPosition};
 use super::rows::TrainRows;
-use crate::evaluate::{Evaluator, Shard};
+use crate::evaluate::Evaluator;
 use crate::spec::TrainSpec;
 use crate::{Error, Result};
 
@@ -94,50 +94,6 @@ pub struct TrainReport {
     pub position: TrainPosition,
 }
 
-/// What a worker sends in a round of the training loop.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-enum TrainMsg {
-    /// A step: [gradient of the summed loss..., loss sum, rows, checkpoint?].
-    Step(Vec<f32>),
-    /// An evaluation: this worker's predictions and labels.
-    Eval(Shard),
-    /// The end: the checksum of this replica's parameters.
-    Checksum(u64),
-}
-
-impl TrainMsg {
-    fn kind(&self) -> &'static str {
-        match self {
-            TrainMsg::Step(_) => "a step's gradient",
-            TrainMsg::Eval(_) => "an evaluation",
-            TrainMsg::Checksum(_) => "a checksum",
-        }
-    }
-}
-
-/// Every worker's message of the next round, each taken apart by `take` (None: another kind of
-/// message, which means the workers' loops went apart).
-async fn exchange<T>(
-    rounds: &Rounds<TrainMsg>,
-    message: TrainMsg,
-    take: impl Fn(TrainMsg) -> Option<T>,
-) -> Result<Vec<T>> {
-    let expected = message.kind();
-    let all = rounds.all_gather(message).await?;
-    all.into_iter()
-        .enumerate()
-        .map(|(w, m)| {
-            let kind = m.kind();
-            take(m).ok_or_else(|| {
-                Error::Internal(format!(
-                    "training round {}: worker {w} sent {kind} where {expected} was due",
-                    rounds.rounds()
-                ))
-            })
-        })
-        .collect()
-}
-
 /// Trains `trainer` on this worker's `train` rows in lock-step with every other worker.
 ///
 /// Each step applies the gradient of the global batch's summed loss, divided by its number of rows
@@ -146,6 +102,22 @@ async fn exchange<T>(
 /// from a position and calls its checkpoint hook on every worker at the same steps.
 pub fn train_data_parallel(
     worker: &mut Worker,
+    ctx: &WorkerContext,
+    trainer: &mut Replica,
+    rows: &TrainRows<'_>,
+    evaluator: &mut Evaluator,
+    spec: &TrainSpec,
+    control: &mut TrainControl<'_>,
+) -> Result<TrainReport> {
+    run_rounds(worker, ctx, "train/step-loop", |rounds| async move {
+        train_in_loop(&rounds, ctx, trainer, rows, evaluator, spec, control).await
+    })?
+}
+
+/// [`train_data_parallel`] as part of a step loop that does more than this run (the batch job's):
+/// its steps, evaluations and checksums are the loop's next rounds.
+pub(crate) async fn train_in_loop(
+    rounds: &Rounds<JobMsg>,
     ctx: &WorkerContext,
     trainer: &mut Replica,
     rows: &TrainRows<'_>,
@@ -174,9 +146,7 @@ pub fn train_data_parallel(
         position,
         steps_per_epoch,
     };
-    run_rounds(worker, ctx, "train/step-loop", |rounds| {
-        train_loop(rounds, ctx, run, control)
-    })?
+    train_loop(rounds, ctx, run, control).await
 }
 
 /// What a training run starts from.
@@ -191,7 +161,7 @@ struct RunSetup<'r, 'd> {
 
 /// The training run: the body of the step node, one round per exchange.
 async fn train_loop(
-    rounds: Rounds<TrainMsg>,
+    rounds: &Rounds<JobMsg>,
     ctx: &WorkerContext,
     setup: RunSetup<'_, '_>,
     control: &mut TrainControl<'_>,
@@ -208,7 +178,7 @@ async fn train_loop(
         total_steps: steps_per_epoch * spec.epochs as u64,
         rows: total,
     });
-    let mut run = Stepper::new(&rounds, ctx, setup.trainer, spec, setup.position);
+    let mut run = Stepper::new(rounds, ctx, setup.trainer, spec, setup.position);
     let mut eval = run
         .position
         .evals
@@ -262,7 +232,7 @@ async fn train_loop(
     }
 
     run.settle(on_event)?;
-    let parameter_checksum = check_replicas(&rounds, run.trainer).await?;
+    let parameter_checksum = check_replicas(rounds, run.trainer).await?;
     Ok(TrainReport {
         rows: total,
         rows_trained: run.position.rows_trained,
@@ -279,16 +249,12 @@ async fn train_loop(
 
 /// The checksum of this replica's parameters, checked equal on every worker: the replicas of a
 /// data-parallel run must not diverge.
-async fn check_replicas(rounds: &Rounds<TrainMsg>, trainer: &Replica) -> Result<u64> {
+async fn check_replicas(rounds: &Rounds<JobMsg>, trainer: &Replica) -> Result<u64> {
     let parameter_checksum = checksum(&trainer.try_parameters()?);
-    let all = exchange(
-        rounds,
-        TrainMsg::Checksum(parameter_checksum),
-        |m| match m {
-            TrainMsg::Checksum(c) => Some(c),
-            _ => None,
-        },
-    )
+    let all = exchange(rounds, JobMsg::Checksum(parameter_checksum), |m| match m {
+        JobMsg::Checksum(c) => Some(c),
+        _ => None,
+    })
     .await?;
     if all.iter().any(|c| *c != parameter_checksum) {
         return Err(Error::Internal(format!(

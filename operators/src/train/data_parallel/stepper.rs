@@ -8,10 +8,11 @@ use millrace_engine::{Rounds, WorkerContext, sum_in_worker_order};
 use millrace_ml::Replica;
 use millrace_ml::metrics::EvalMetrics;
 
-use super::{TrainEvent, TrainMsg, exchange};
+use super::TrainEvent;
 use crate::evaluate::Evaluator;
 use crate::spec::TrainSpec;
 use crate::train::buffer::BatchBuffer;
+use crate::train::message::{JobMsg, exchange};
 use crate::train::order::slice_start;
 use crate::train::position::{TrainControl, TrainPosition};
 use crate::train::rows::EpochRows;
@@ -32,7 +33,7 @@ pub(super) struct Stepper<'t> {
     pub(super) trainer: &'t mut Replica,
     pub(super) spec: &'t TrainSpec,
     pub(super) position: TrainPosition,
-    rounds: &'t Rounds<TrainMsg>,
+    rounds: &'t Rounds<JobMsg>,
     num_params: usize,
     buf: BatchBuffer,
     /// One worker on a device that steps asynchronously: no exchange, losses a step late.
@@ -56,7 +57,7 @@ pub(super) struct EpochSteps<'a> {
 impl<'t> Stepper<'t> {
     /// A run of `trainer` from `position`, exchanging through `rounds`.
     pub(super) fn new(
-        rounds: &'t Rounds<TrainMsg>,
+        rounds: &'t Rounds<JobMsg>,
         ctx: &WorkerContext,
         trainer: &'t mut Replica,
         spec: &'t TrainSpec,
@@ -131,8 +132,8 @@ impl<'t> Stepper<'t> {
         let eval = match evaluator.shard(self.trainer)? {
             None => None,
             Some(shard) => {
-                let shards = exchange(self.rounds, TrainMsg::Eval(shard), |m| match m {
-                    TrainMsg::Eval(s) => Some(s),
+                let shards = exchange(self.rounds, JobMsg::Eval(shard), |m| match m {
+                    JobMsg::Eval(s) => Some(s),
                     _ => None,
                 })
                 .await?;
@@ -237,8 +238,8 @@ impl<'t> Stepper<'t> {
         grads.push(if due { 1.0 } else { 0.0 });
         if ctx.peers > 1 {
             let waiting = Instant::now();
-            let parts = exchange(self.rounds, TrainMsg::Step(grads), |m| match m {
-                TrainMsg::Step(g) => Some(g),
+            let parts = exchange(self.rounds, JobMsg::Step(grads), |m| match m {
+                JobMsg::Step(g) => Some(g),
                 _ => None,
             })
             .await?;
