@@ -463,7 +463,9 @@ fn a_bad_idle_timeout_names_its_line() {
     assert!(err.contains(&format!("p.toml:{line}:")), "{err}");
     assert!(err.contains("'soon' is not a duration"), "{err}");
     let ok = parse(&text.replace("\"soon\"", "\"250ms\""));
-    assert_eq!(ok.stream.unwrap().idle_timeout, Duration::from_millis(250));
+    let idle = ok.stream.unwrap().idle_timeout;
+    assert_eq!(idle.get(), Duration::from_millis(250));
+    assert_eq!(idle.as_str(), "250ms", "kept as written");
 }
 
 /// Every duration and column type of `[stream]` is parsed with the file: a bad one names its

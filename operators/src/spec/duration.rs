@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::written::{Setting, Written, config_message};
+use super::written::{Setting, Written};
 use crate::{Error, Result};
 
 /// A duration as written in a pipeline file (a late record's reason quotes
@@ -30,22 +30,6 @@ impl Written<Duration> {
     /// The duration.
     pub fn get(&self) -> Duration {
         *self.value()
-    }
-}
-
-/// A bare `Duration` field written as text (`"30s"`), parsed with the file.
-pub(crate) mod duration_text {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(crate) fn serialize<S: Serializer>(d: &Duration, out: S) -> Result<S::Ok, S::Error> {
-        out.serialize_str(&format!("{}ms", d.as_millis()))
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(input)?;
-        super::parse_duration("duration", &text).map_err(super::config_message)
     }
 }
 

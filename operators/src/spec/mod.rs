@@ -23,7 +23,6 @@ mod validate;
 mod written;
 pub use checkpoint::CheckpointSpec;
 pub use column_type::ColumnType;
-pub(crate) use duration::duration_text;
 pub use duration::{DurationText, parse_duration};
 pub use features::{
     FeatureAggregateSpec, FeatureTableSpec, FeaturesSpec, KafkaTableSpec, TableJoin,

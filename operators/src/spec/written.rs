@@ -71,7 +71,7 @@ impl<'de, T: Setting> Deserialize<'de> for Written<T> {
 }
 
 /// A config error as a serde error: its message only (serde adds the key, line and column).
-pub(crate) fn config_message<E: serde::de::Error>(e: Error) -> E {
+fn config_message<E: serde::de::Error>(e: Error) -> E {
     match e {
         Error::Config { message, .. } => E::custom(message),
         other => E::custom(other),

@@ -23,7 +23,7 @@ use millrace_connectors::avro::AvroFraming;
 use millrace_connectors::kafka::{KafkaOptions, StartFrom};
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{ColumnType, DurationText, Setting, Written, duration_text};
+use crate::spec::{ColumnType, DurationText, Setting, Written};
 use crate::streaming::window::{AggFn, Aggregate, LatePolicy, WindowSpec};
 use crate::{Error, Result};
 
@@ -131,10 +131,9 @@ pub struct StreamSpec {
     /// watermark, and the windows, back for good).
     #[serde(
         default = "default_idle_timeout",
-        with = "duration_text",
         skip_serializing_if = "is_default_idle_timeout"
     )]
-    pub idle_timeout: Duration,
+    pub idle_timeout: DurationText,
     /// Watermark alignment (e.g. `"10s"`): a partition whose watermark runs more than this ahead
     /// of the job's is paused until the job's catches up, so that a backlog read unevenly does
     /// not pile up records waiting for the watermark (windows, `[features]`). `"0s"` never
@@ -319,11 +318,11 @@ fn default_keep_checkpoints() -> usize {
 fn default_prequential_window() -> u64 {
     10_000
 }
-fn default_idle_timeout() -> Duration {
-    Duration::from_secs(30)
+fn default_idle_timeout() -> DurationText {
+    Written::new("30s", Duration::from_secs(30))
 }
-fn is_default_idle_timeout(d: &Duration) -> bool {
-    *d == default_idle_timeout()
+fn is_default_idle_timeout(d: &DurationText) -> bool {
+    d.get() == default_idle_timeout().get()
 }
 
 impl StreamSpec {

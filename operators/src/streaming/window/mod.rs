@@ -374,36 +374,11 @@ impl WindowSpec {
         Ok(aggs)
     }
 
-    /// Parses a duration written as a whole number and a unit: `"500ms"`, `"10s"`, `"5m"`, `"1h"`,
-    /// `"2d"`.
+    /// Parses a duration as a pipeline file writes it: a number and a unit, `"500ms"`, `"10s"`,
+    /// `"1.5m"`, `"1h"`, `"2d"` (a bare number is seconds). The same rules as every duration
+    /// of a pipeline file ([`crate::spec::parse_duration`]).
     pub fn parse_duration(s: &str) -> Result<Duration> {
-        let bad = |why: &str| {
-            Error::config(
-                "duration",
-                format!(
-                    "{s:?} {why}; write a whole number and a unit: ms, s, m, h or d (e.g. \"500ms\", \"10s\", \"5m\")"
-                ),
-            )
-        };
-        let t = s.trim();
-        let digits = t.bytes().take_while(u8::is_ascii_digit).count();
-        let (number, unit) = t.split_at(digits);
-        if number.is_empty() {
-            return Err(bad("has no number"));
-        }
-        let n: u64 = number.parse().map_err(|_| bad("is too large"))?;
-        let unit_ms: u64 = match unit.trim() {
-            "ms" => 1,
-            "s" => 1000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "" => return Err(bad("has no unit")),
-            _ => return Err(bad("has an unknown unit")),
-        };
-        n.checked_mul(unit_ms)
-            .map(Duration::from_millis)
-            .ok_or_else(|| bad("is too large"))
+        crate::spec::parse_duration("duration", s)
     }
 }
 

@@ -140,7 +140,7 @@ fn open_event_time(shared: &Shared, input: &Input) -> Option<EventTime> {
                 .map(|c| c.partition_events.clone())
                 .unwrap_or_default(),
             plan.lateness_ms,
-            i64::try_from(stream.idle_timeout.as_millis()).ok(),
+            i64::try_from(stream.idle_timeout.get().as_millis()).ok(),
             now_ms(),
         ),
         dead_letter: stream.late == LatePolicy::DeadLetter,
