@@ -21,9 +21,17 @@ use crate::metrics::OperatorStats;
 pub struct Emit {
     pub(super) batches: Vec<Batch>,
     pub(super) dead: Vec<DeadLetter>,
+    /// In a stateful operator's `on_complete`: no batch can arrive any more.
+    pub(super) input_ended: bool,
 }
 
 impl Emit {
+    /// In a stateful operator's `on_complete`: true when its input has ended (no batch of any
+    /// time can arrive any more), so state kept for later times can be flushed now.
+    pub fn input_ended(&self) -> bool {
+        self.input_ended
+    }
+
     /// Sends a batch downstream (empty batches are dropped).
     pub fn batch(&mut self, batch: Batch) {
         if batch.num_rows() > 0 {

@@ -26,8 +26,11 @@ struct Held<T: Timestamp> {
 impl<'scope, T: Timestamp + TotalOrder> Flow<'scope, T> {
     /// A named operator with state: `on_batch(&mut state, time, batch, emit)` for each batch as
     /// it arrives (through `pact`), and `on_complete(&mut state, time, emit)` once every batch of
-    /// `time` has arrived on this worker (the input frontier passed it), in time order. What
-    /// either emits goes out at `time`. Windows, per-key aggregates over a whole input, barriers
+    /// `time` has arrived on this worker (the input frontier passed it), in time order; and, when
+    /// the input ends after its last such call, once more at the time the input last stood at,
+    /// with [`Emit::input_ended`] true (it is true in every call after which no batch can
+    /// come), so state kept for later times can be flushed. What either emits goes out at
+    /// `time`. Windows, per-key aggregates over a whole input, barriers
     /// and model publishing are built this way. Rows in and out, dead letters and the time spent
     /// in both callbacks are counted under `name`.
     pub fn stateful<P, S, B, C>(
@@ -57,6 +60,9 @@ impl<'scope, T: Timestamp + TotalOrder> Flow<'scope, T> {
         builder.build(move |_capabilities| {
             let mut emit = Emit::default();
             let mut held: Vec<Held<T>> = Vec::new();
+            // After the last held time completed: capabilities at the input's frontier, for
+            // one more `on_complete` when the input ends.
+            let mut waiting: Option<Held<T>> = None;
             move |frontiers| {
                 let mut out = output.activate();
                 let mut dead = dead_output.activate();
@@ -88,15 +94,41 @@ impl<'scope, T: Timestamp + TotalOrder> Flow<'scope, T> {
                 });
                 // Times the frontier has passed are complete, oldest first.
                 held.sort_by(|a, b| a.time.cmp(&b.time));
+                let frontier = frontiers[0].frontier();
+                emit.input_ended = frontier.is_empty();
                 while held
                     .first()
                     .is_some_and(|h| !frontiers[0].less_equal(&h.time))
                 {
-                    let done = held.remove(0);
+                    let mut done = held.remove(0);
                     let started = Instant::now();
                     on_complete(&mut state, &done.time, &mut emit);
                     stats.record_busy(started.elapsed());
                     emit.flush(&stats, &mut out, &done.output, &mut dead, &done.dead);
+                    // The last time completed before the input ended: its capabilities wait at
+                    // the frontier for the end.
+                    if let Some(now) = frontier.first().filter(|_| held.is_empty()) {
+                        done.output.downgrade(now);
+                        done.dead.downgrade(now);
+                        done.time = now.clone();
+                        waiting = Some(done);
+                    }
+                }
+                match (frontier.first(), waiting.as_mut()) {
+                    (Some(now), Some(w)) => {
+                        w.output.downgrade(now);
+                        w.dead.downgrade(now);
+                        w.time = now.clone();
+                    }
+                    (None, Some(_)) => {
+                        if let Some(end) = waiting.take() {
+                            let started = Instant::now();
+                            on_complete(&mut state, &end.time, &mut emit);
+                            stats.record_busy(started.elapsed());
+                            emit.flush(&stats, &mut out, &end.output, &mut dead, &end.dead);
+                        }
+                    }
+                    _ => {}
                 }
             }
         });

@@ -78,6 +78,7 @@
 //! ```
 
 mod aggregate;
+mod node;
 #[cfg(test)]
 mod tests;
 mod watermark;
@@ -90,6 +91,7 @@ use arrow::datatypes::{DataType, Schema, TimeUnit};
 use crate::{Error, Result};
 
 pub use aggregate::{AggState, KeyValue, WindowResult, merge, merge_all, to_batch};
+pub use node::WindowFlow;
 pub use watermark::{Pushed, WindowState, Windower, combined_watermark};
 
 /// Name of the output column holding each window's start.

@@ -18,6 +18,7 @@ use super::*;
 
 mod api;
 mod cases;
+mod node;
 mod reference;
 mod restore;
 
