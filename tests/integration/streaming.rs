@@ -162,13 +162,29 @@ fn two_workers_train_every_record_once_and_dead_letter_bad_messages() {
     let dlq = format!("{topic}-dlq");
     create_topic(&options, &dlq, 1, Duration::from_secs(30)).unwrap();
 
+    // A version due at every step, and every step that trains in the step log.
     let text = counting_pipeline(
         broker,
         &topic,
         &dir.join("checkpoints"),
         &format!("dead_letter_topic = \"{dlq}\""),
-    );
+    )
+    .replace("publish_every_steps = 5", "publish_every_steps = 1")
+    .replace("lr = 1.0", "lr = 1.0\nlog_every = 1");
     let (summary, run_dir) = run_stream(parse(&text), None, config(2, &dir.join("run"))).unwrap();
+    // A version holds what was trained since the one before: the idle steps before the job
+    // stops (its 2 s idle timeout) publish none.
+    let trained_steps = std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(r#""kind":"train""#))
+        .count() as u64;
+    assert!(
+        summary.model_versions <= trained_steps && summary.steps > trained_steps + 5,
+        "{} versions, {trained_steps} steps that trained, {} steps: {summary:?}",
+        summary.model_versions,
+        summary.steps
+    );
     assert_eq!(summary.workers, 2);
     assert_eq!(summary.rows_read, 3003);
     assert_eq!(summary.rows_dead_lettered, 3);

@@ -366,9 +366,11 @@ fn a_streaming_run_registers_every_version_it_publishes() {
     let dir = crate::streaming::scratch("track-stream");
     let topic = unique("track-stream");
     fill_topic(broker, &topic, 2, 2000, &dir);
+    // A version every step that trains, so that more than the three kept on disk are published.
     let text = format!(
         "{}{}",
-        counting_pipeline(broker, &topic, &dir.join("checkpoints"), ""),
+        counting_pipeline(broker, &topic, &dir.join("checkpoints"), "")
+            .replace("publish_every_steps = 5", "publish_every_steps = 1"),
         tracking(&server.endpoint, "it-stream", "")
     );
     let (summary, run_dir) =

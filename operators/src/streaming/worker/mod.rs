@@ -183,6 +183,8 @@ struct Schedule {
     last_publish: Instant,
     last_checkpoint: Instant,
     steps_since_publish: u64,
+    /// Records trained (over the run, resumed ones included) when this run last published.
+    published_at_trained: Option<u64>,
     steps_since_checkpoint: u64,
     idle_since: Option<Instant>,
     /// Steps in a row in which no worker read a record: the polls wait longer (see

@@ -90,6 +90,7 @@ impl StreamWorker {
                 last_publish: Instant::now(),
                 last_checkpoint: Instant::now(),
                 steps_since_publish: 0,
+                published_at_trained: None,
                 steps_since_checkpoint: 0,
                 idle_since: None,
                 idle_steps: 0,

@@ -466,7 +466,12 @@ impl StreamWorker {
         partition_events: BTreeMap<i32, i64>,
     ) -> Result<()> {
         let spec = &shared.plan.spec;
-        if decision.publish && self.counters.trained > 0 {
+        // A version holds what was trained since the last one: an idle job publishes nothing
+        // (the first version of a run, a resumed one's too, is published once anything was
+        // ever trained).
+        let trained = self.counters.trained;
+        if decision.publish && trained > 0 && self.schedule.published_at_trained != Some(trained) {
+            self.schedule.published_at_trained = Some(trained);
             self.counters.version += 1;
             if ctx.index == 0 {
                 let version = self.counters.version;
