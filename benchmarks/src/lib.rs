@@ -14,6 +14,7 @@ use millrace::run::{RunConfig, plan, run_planned};
 
 pub mod bodies;
 pub mod kafka;
+pub mod open_loop;
 pub mod wrk;
 
 /// `benchmarks/etl_to_train.toml`: next to the sources when built here, else relative to the
