@@ -13,7 +13,7 @@ fn small(schema: &SchemaRef, rows: &[(Option<i64>, Option<&str>, Option<f64>)]) 
     .unwrap()
 }
 
-fn small_schema() -> SchemaRef {
+pub(super) fn small_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("ts", DataType::Int64, true),
         Field::new("k", DataType::Utf8, true),

@@ -43,12 +43,9 @@ fn batch_of(rows: &[(i64, String, f64)]) -> RecordBatch {
     .unwrap()
 }
 
+/// (ts ms, key, v), all nullable: the hand-written tests' schema.
 fn node_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("ts", DataType::Int64, true),
-        Field::new("k", DataType::Utf8, true),
-        Field::new("v", DataType::Float64, true),
-    ]))
+    super::cases::small_schema()
 }
 
 fn node_spec(key: bool) -> WindowSpec {
