@@ -169,8 +169,21 @@ fn main() -> anyhow::Result<()> {
     let lookup_s: u64 = arg(&args, "--lookup-s").map_or(Ok(10), |v| v.parse())?;
     let connections: u32 = arg(&args, "--connections").map_or(Ok(32), |v| v.parse())?;
     let rate: f64 = arg(&args, "--rate").map_or(Ok(50_000.0), |v| v.parse())?;
-    let (resume_s, lookups, fixed) = lookups(&text, &scratch, lookup_s, connections, rate)?;
+    // `--fixed-path /v2/health/live`: the fixed-rate run GETs that instead of lookups (what the
+    // server beside the job answers at that rate when a request costs next to nothing).
+    let fixed_path = arg(&args, "--fixed-path");
+    let load = Load {
+        seconds: lookup_s,
+        connections,
+        rate,
+        fixed_path: fixed_path.clone(),
+    };
+    let (resume_s, lookups, fixed) = lookups(&text, &scratch, &load)?;
     let _ = std::fs::remove_dir_all(&scratch);
+    let mut fixed_json = fixed.to_json();
+    fixed_json["path"] = fixed_path
+        .unwrap_or_else(|| "/v1/features/features/e{random}".into())
+        .into();
     let line = json!({
         "benchmark": "features_online",
         "workers": 2,
@@ -197,7 +210,7 @@ fn main() -> anyhow::Result<()> {
             "non_2xx": lookups.non_2xx,
             "socket_errors": lookups.socket_errors,
         },
-        "lookups_fixed_rate": fixed.to_json(),
+        "lookups_fixed_rate": fixed_json,
     });
     println!("{line}");
     if check && summary.rows_per_s < 300_000.0 {
@@ -225,10 +238,9 @@ fn main() -> anyhow::Result<()> {
 fn lookups(
     text: &str,
     scratch: &Path,
-    seconds: u64,
-    connections: u32,
-    rate: f64,
+    load: &Load,
 ) -> anyhow::Result<(f64, WrkStats, OpenLoopStats)> {
+    let (seconds, connections, rate) = (load.seconds, load.connections, load.rate);
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -278,9 +290,13 @@ fn lookups(
         &["features".as_ref(), entities.as_ref()],
     )?;
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let fixed_path = load.fixed_path.clone();
     let fixed = run_open_loop(
         addr,
-        |i| format!("/v1/features/features/e{}", spread(i) % ENTITIES),
+        move |i| match &fixed_path {
+            Some(path) => path.clone(),
+            None => format!("/v1/features/features/e{}", spread(i) % ENTITIES),
+        },
         rate,
         connections as usize,
         seconds as f64,
@@ -288,6 +304,15 @@ fn lookups(
     job.join()
         .map_err(|_| anyhow::anyhow!("the resumed job panicked"))??;
     Ok((resume_s, stats, fixed))
+}
+
+/// How the lookups are loaded: each run's seconds and connections, the fixed run's rate and,
+/// instead of lookups, the path it GETs.
+struct Load {
+    seconds: u64,
+    connections: u32,
+    rate: f64,
+    fixed_path: Option<String>,
 }
 
 /// Request `i`'s entity, spread evenly over them (splitmix64).
