@@ -103,6 +103,12 @@ impl FeatureStore {
     /// Applies `updates` (all of them at or before `as_of`), oldest first, and moves the store's
     /// time there.
     pub(super) fn apply(&self, mut updates: Vec<SlotUpdate>, as_of: u64) {
+        if updates.is_empty() {
+            // Lookups need not wait for a lock to see only the time move (an idle job steps
+            // many times a second).
+            self.frontier.fetch_max(as_of, Ordering::AcqRel);
+            return;
+        }
         // Within a time, a retraction comes before the insertion that replaces it.
         updates.sort_by_key(|(_, time, diff)| (*time, *diff));
         let windows = self.layout.windows.len();
