@@ -137,15 +137,15 @@ pub(crate) fn run_worker(
     let mut steps = Collective::<StepMsg>::new(worker, "stream/steps");
     let mut fits = Collective::<FitState>::new(worker, "stream/fit");
     let mut job = StreamWorker::open(worker, ctx, shared, &mut steps, &mut fits)?;
-    // The steps run as the step node of a loop dataflow, one round per step; the model versions
-    // it emits go to the publish node downstream of it.
+    // The steps run as the step node of a loop dataflow, one round per step (and two to finish);
+    // the model versions it emits go to the publish node downstream of it.
     let publish = publish_node(
         job.publishers(ctx, shared),
         Rc::clone(&job.published),
         ctx.metrics.operator("stream/publish", ctx.index),
     );
     let (ctx_in, shared_in) = (ctx.clone(), Arc::clone(shared));
-    let job = run_rounds_into(
+    run_rounds_into(
         worker,
         ctx,
         "stream/step-loop",
@@ -168,10 +168,9 @@ pub(crate) fn run_worker(
                 }
                 job.advance_features(&rounds, ctx, &all).await?;
             }
-            Ok(job)
+            job.finish(&rounds, ctx).await
         },
-    )??;
-    job.finish(worker, ctx, &mut steps)
+    )?
 }
 
 /// When to publish, checkpoint and stop. Checkpoints and stops are decided one step ahead, so

@@ -541,19 +541,19 @@ impl StreamWorker {
         Ok(())
     }
 
-    /// One last exchange tells every worker when the final version went live; then the outputs
-    /// are flushed and the worker reports.
-    pub(super) fn finish(
+    /// The loop's last rounds: one tells every worker when the final version went live, one
+    /// more carries the delays no step sent; then the outputs are flushed and the worker
+    /// reports.
+    pub(super) async fn finish(
         mut self,
-        worker: &mut Worker,
+        rounds: &Rounds<StepMsg, ModelVersion>,
         ctx: &WorkerContext,
-        steps: &mut Collective<StepMsg>,
     ) -> Result<WorkerOutcome> {
         let mut last = StepMsg::default();
         if ctx.index == 0 {
             last.published_at_ms = self.freshness.published_at.take();
         }
-        let all = steps.all_gather(worker, ctx, last)?;
+        let all = rounds.all_gather(last).await?;
         if let Some(at) = all.first().and_then(|m| m.published_at_ms) {
             self.freshness.went_live(at);
         }
@@ -563,7 +563,7 @@ impl StreamWorker {
             freshness: self.freshness.take_new(),
             ..StepMsg::default()
         };
-        let tails = steps.all_gather(worker, ctx, tail)?;
+        let tails = rounds.all_gather(tail).await?;
         if let Some(log) = self.log.as_mut().filter(|_| ctx.index == 0) {
             let parts = tails.iter().filter_map(|m| m.freshness.as_ref());
             log.step(
