@@ -41,6 +41,7 @@ use crate::{Error, Result};
 use millrace_engine::features::FeatureState;
 
 mod branches;
+mod commit;
 mod freshness;
 mod open;
 mod step;
