@@ -1,15 +1,16 @@
-//! The differential dataflow of a feature view.
+//! The dataflow of a feature view.
 //!
 //! ```text
-//! table (key, row) ──reduce: one row per key──┐
-//! pending (key, (t, row)) ──left join on key───┴──▶ join aggregates(window 1) ▶ … ▶ released rows
-//! window w (key, (t, inputs)) ──reduce (all time: a running fold): aggregates per key──┘
+//! table (key, row) ──reduce: one row per key──────────────────────────┐
+//! window w (key, (t, inputs)) ──aggregates per key (sliding or all time)─┴─▶ slot updates
+//! pending (key, (t, row)) ──half join with the slots as of t──────────────▶ released rows
 //! ```
 //!
-//! Times are event-time milliseconds. An event enters `pending` at its time `t` and leaves it at
-//! `t + 1`, so it meets the table and the aggregates as they stand at `t` and never a later
-//! version. It enters each window's input at `t` and leaves it at `t + w` (never, for all time):
-//! at time `t'` a window holds the events with `t' - w < t <= t'`, the event itself included.
+//! Times are event-time milliseconds. An event enters `pending` at its time `t` (and is logged as
+//! leaving it at `t + 1`, for a checkpoint) and is released once the frontier passes `t`, with its
+//! key's table row and aggregates after every update at or before `t` and none later. It enters
+//! each window's input at `t` and leaves it at `t + w` (never, for all time): at time `t'` a
+//! window holds the events with `t' - w < t <= t'`, the event itself included.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -18,21 +19,22 @@ use differential_dataflow::input::Input;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::InputHandle;
 use timely::dataflow::ProbeHandle;
+use timely::dataflow::Stream;
 use timely::dataflow::operators::Input as _;
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::{Exchange, Inspect, Probe};
+use timely::dataflow::operators::{Concatenate, Exchange, Inspect, Probe};
 use timely::worker::Worker;
 
 use super::aggregate::AggKind;
+use super::keyed;
 use super::running;
 use super::state::{Logged, Row};
 use super::store::SlotUpdate;
 use super::value::Value;
-use differential_dataflow::VecCollection;
 
 /// What the view releases: (event time, the event's row, its features), at an output time, with
 /// a multiplicity.
-pub(super) type Output = Rc<RefCell<Vec<((u64, Row, Row), u64, isize)>>>;
+pub(super) type Output = Rc<RefCell<Vec<(keyed::ReleasedRow, u64, isize)>>>;
 
 /// The updates of the table's rows and of each window's aggregates, when a store follows them.
 pub(super) type Current = Rc<RefCell<Vec<SlotUpdate>>>;
@@ -64,15 +66,13 @@ pub(super) struct Track {
     pub(super) remote: Vec<usize>,
 }
 
-/// Builds the view on `worker`: `table_width` values per table row (with `inner`, an event whose
-/// key has none is dropped), and per window its length (`None`: all time) and the kinds of its
-/// aggregates (one input value each, in that order); with `track`, the table's rows and the
+/// Builds the view on `worker` of `shape`: per window its length (`None`: all time) and the kinds
+/// of its aggregates (one input value each, in that order); with `track`, the table's rows and the
 /// aggregates are followed for a [`super::FeatureStore`].
 pub(super) fn build(
     worker: &mut Worker,
     name: &str,
-    table_width: usize,
-    inner: bool,
+    shape: keyed::Shape,
     windows: &[(Option<u64>, Vec<AggKind>)],
     track: Option<Track>,
 ) -> Built {
@@ -92,21 +92,11 @@ pub(super) fn build(
                     out.push(((*row).clone(), 1isize));
                 }
             });
-            let table = follow(table, None, &current, &remote, &probe);
-            let nulls = vec![Value::Null; table_width];
-            let matched = pending
-                .clone()
-                .join_map(table.clone(), |key, (t, row), values: &Row| {
-                    (key.clone(), (*t, row.clone(), values.clone()))
-                });
-            let mut joined = if inner {
-                matched
-            } else {
-                let unmatched = pending
-                    .antijoin(table.map(|(key, _)| key))
-                    .map(move |(key, (t, row))| (key, (t, row, nulls.clone())));
-                matched.concat(unmatched)
-            };
+            let mut slots = vec![
+                table
+                    .inner
+                    .map(|((key, row), time, diff)| ((key, None, row), time, diff)),
+            ];
             let mut window_inputs = Vec::new();
             let mut all_time = Vec::new();
             for (w, (window, kinds)) in windows.into_iter().enumerate() {
@@ -124,33 +114,17 @@ pub(super) fn build(
                         });
                         aggregates
                     }
-                    Some(_) => {
-                        events.reduce_named("features: aggregates", move |_key, events, out| {
-                            let row: Row = kinds
-                                .iter()
-                                .enumerate()
-                                .map(|(j, kind)| {
-                                    kind.compute(
-                                        events.iter().map(|((t, inputs), n)| (*t, &inputs[j], *n)),
-                                    )
-                                })
-                                .collect();
-                            out.push((row, 1isize));
-                        })
-                    }
+                    Some(_) => keyed::windowed(events, kinds),
                 };
-                let aggregates = follow(aggregates, Some(w), &current, &remote, &probe);
-                joined =
-                    joined.join_map(aggregates, |key, (t, row, features), aggregates: &Row| {
-                        let mut features = features.clone();
-                        features.extend(aggregates.iter().cloned());
-                        (key.clone(), (*t, row.clone(), features))
-                    });
+                slots.push(
+                    (aggregates.inner)
+                        .map(move |((key, row), time, diff)| ((key, Some(w), row), time, diff)),
+                );
                 window_inputs.push(input);
                 all_time.push(handles);
             }
-            joined
-                .map(|(_, released)| released)
+            let slots = follow(scope.concatenate(slots), &current, &remote, &probe);
+            keyed::release(pending.inner, slots, shape)
                 .inspect(move |(data, time, diff)| {
                     sink.borrow_mut().push((data.clone(), *time, *diff))
                 })
@@ -173,36 +147,27 @@ pub(super) fn build(
     }
 }
 
-/// `collection` (a table's rows, or window `window`'s aggregates), its updates also pushed to
+/// `slots` (the updates of the table's rows and of the windows' aggregates), also pushed to
 /// `current` when a store follows the view, and sent to the `remote` workers' `current` (which
 /// `probe` then also waits for).
 fn follow<'s>(
-    collection: VecCollection<'s, u64, (Value, Row), isize>,
-    window: Option<usize>,
+    slots: Stream<'s, u64, Vec<SlotUpdate>>,
     current: &Option<Current>,
     remote: &[usize],
     probe: &ProbeHandle<u64>,
-) -> VecCollection<'s, u64, (Value, Row), isize> {
+) -> Stream<'s, u64, Vec<SlotUpdate>> {
     let Some(current) = current else {
-        return collection;
+        return slots;
     };
     if !remote.is_empty() {
         let (to, here) = (remote.to_vec(), Rc::clone(current));
-        collection
-            .inner
+        slots
             .clone()
             .flat_map(move |update| to.clone().into_iter().map(move |w| (w, update.clone())))
             .exchange(|(w, _)| *w as u64)
-            .inspect(move |(_, ((key, row), time, diff))| {
-                here.borrow_mut()
-                    .push(((key.clone(), window, row.clone()), *time, *diff));
-            })
+            .inspect(move |(_, update)| here.borrow_mut().push(update.clone()))
             .probe_with(probe);
     }
     let current = Rc::clone(current);
-    collection.inspect(move |((key, row), time, diff)| {
-        current
-            .borrow_mut()
-            .push(((key.clone(), window, row.clone()), *time, *diff));
-    })
+    slots.inspect(move |update| current.borrow_mut().push(update.clone()))
 }

@@ -21,6 +21,7 @@
 
 mod aggregate;
 mod dataflow;
+mod keyed;
 mod running;
 mod state;
 mod store;
@@ -135,8 +136,6 @@ pub(crate) struct Layout {
     places: Vec<(usize, usize)>,
     /// Per window, the kinds of its aggregates.
     kinds: Vec<Vec<AggKind>>,
-    /// Output position of each feature as the dataflow computes them (table, then by window).
-    order: Vec<usize>,
 }
 
 impl Layout {
@@ -152,24 +151,10 @@ impl Layout {
                 of_window.map(|(a, _)| a.kind).collect()
             })
             .collect();
-        let width = spec.table_columns.len();
-        // The dataflow appends window by window; `order[i]` is where spec feature i sits there.
-        let offsets: Vec<usize> = kinds
-            .iter()
-            .scan(width, |at, k| {
-                let start = *at;
-                *at += k.len();
-                Some(start)
-            })
-            .collect();
-        let order = (0..width)
-            .chain(places.iter().map(|(w, j)| offsets[*w] + j))
-            .collect();
         Layout {
             windows,
             places,
             kinds,
-            order,
         }
     }
 }
@@ -213,7 +198,6 @@ impl FeatureView {
     ) -> Result<Self> {
         spec.validate()?;
         let layout = Layout::of(&spec);
-        let width = spec.table_columns.len();
         let windows: Vec<(Option<u64>, Vec<AggKind>)> = (layout.windows.iter().copied())
             .zip(layout.kinds.iter().cloned())
             .collect();
@@ -225,7 +209,11 @@ impl FeatureView {
                 .filter(|w| w / per != index / per)
                 .collect(),
         });
-        let built = dataflow::build(worker, name, width, spec.inner_join, &windows, track);
+        let shape = keyed::Shape {
+            spec: spec.clone(),
+            layout: layout.clone(),
+        };
+        let built = dataflow::build(worker, name, shape, &windows, track);
         Ok(FeatureView {
             spec,
             layout,
@@ -281,8 +269,9 @@ impl FeatureView {
             let until = window.map(|w| time.saturating_add(w));
             input.insert_until((key.clone(), (time, values)), time, until);
         }
-        // It waits for its features for one millisecond of event time.
-        (self.built.pending).insert_until((key, (time, row)), time, Some(time + 1));
+        // It waits for its features for one millisecond of event time (the view ignores its
+        // leaving: only a checkpoint needs to know).
+        (self.built.pending).insert_logged_until((key, (time, row)), time, time + 1);
         Ok(())
     }
 
@@ -357,14 +346,12 @@ impl FeatureView {
             .partition(|(_, time, _)| !probe.less_equal(time));
         *output = open;
         consolidate_updates(&mut done);
-        let order = &self.layout.order;
         let mut rows = Vec::new();
-        for ((time, row, computed), at, n) in done {
-            // At `time + 1` the event leaves again: only its arrival is a row.
+        for ((time, row, features), at, n) in done {
+            // A restored event's leaving comes back too: only its arrival is a row.
             if at != time || n <= 0 {
                 continue;
             }
-            let features: Row = order.iter().map(|&i| computed[i].clone()).collect();
             for _ in 0..n {
                 rows.push(Released {
                     time,

@@ -18,8 +18,7 @@
 //! their own event time all the same).
 
 use std::cell::RefCell;
-use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 
 use differential_dataflow::hashable::Hashable;
@@ -29,9 +28,10 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
-use timely::dataflow::operators::generic::{Operator, OutputBuilderSession};
+use timely::dataflow::operators::generic::Operator;
 
 use super::aggregate::AggKind;
+use super::keyed::{Waiting, bound, by_key_and_time};
 use super::state::Row;
 use super::value::Value;
 
@@ -73,7 +73,7 @@ pub(super) fn all_time<'s>(
             by_state_key,
             "features: all-time aggregates",
             move |_, _| {
-                let mut waiting: BTreeMap<u64, (Capability<u64>, Vec<Event>)> = BTreeMap::new();
+                let mut waiting = Waiting::default();
                 move |(input, frontier), (restored, restored_frontier), output| {
                     let mut state = shared.borrow_mut();
                     restored.for_each(|cap, data| {
@@ -88,83 +88,66 @@ pub(super) fn all_time<'s>(
                             session.give(((key, values), time, 1isize));
                         }
                     });
-                    input.for_each(|cap, data| {
-                        for ((key, (t, inputs)), time, diff) in data.drain(..) {
-                            let slot = waiting
-                                .entry(time)
-                                .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()));
-                            slot.1.push((key, t, inputs, diff));
-                        }
-                    });
-                    while let Some(entry) = waiting.first_entry() {
-                        let time = *entry.key();
-                        if frontier.less_equal(&time) || restored_frontier.less_equal(&time) {
-                            break;
-                        }
-                        let (cap, events) = entry.remove();
-                        fold(&mut state.keys, &kinds, time, &cap, events, output);
+                    input.for_each(|cap, data| waiting.push(cap, data));
+                    let done = bound(frontier).min(bound(restored_frontier));
+                    if let Some((cap, ready)) = waiting.ready(done) {
+                        let mut session = output.session(&cap);
+                        by_key_and_time(ready, |key, time, events| {
+                            fold(&mut state.keys, &kinds, key, time, events, &mut session);
+                        });
                     }
                     // Every event before both frontiers has arrived, and none is waiting.
-                    let done = (frontier.frontier().iter())
-                        .chain(restored_frontier.frontier().iter())
-                        .min()
-                        .copied()
-                        .unwrap_or(u64::MAX);
-                    let waits = waiting.keys().next().copied().unwrap_or(u64::MAX);
-                    state.folded_before = state.folded_before.max(done.min(waits));
+                    state.folded_before = state.folded_before.max(done.min(waiting.least()));
                 }
             },
         )
         .as_collection()
 }
 
-/// Folds the events of `time` into `keys`, giving each changed key's old values (-1) and new
-/// ones (+1) at `time`.
+/// Folds `key`'s events of `time` (sorted by event time and inputs) into `keys`, giving the
+/// key's old values (-1) and new ones (+1) at `time` when they change.
 fn fold(
     keys: &mut HashMap<Value, Vec<Running>>,
     kinds: &[AggKind],
+    key: &Value,
     time: u64,
-    cap: &Capability<u64>,
-    mut events: Vec<Event>,
-    output: &mut Output<'_>,
+    events: &[((Value, (u64, Row)), u64, isize)],
+    session: &mut Session<'_, '_>,
 ) {
-    events.sort_unstable_by(|a, b| (&a.0, a.1, &a.2).cmp(&(&b.0, b.1, &b.2)));
-    let mut session = output.session(cap);
-    for key_events in events.chunk_by(|a, b| a.0 == b.0) {
-        let key = &key_events[0].0;
-        let (running, before) = match keys.entry(key.clone()) {
-            Entry::Occupied(seen) => {
-                let running = seen.into_mut();
-                let before: Row = running.iter().map(Running::value).collect();
-                (running, Some(before))
-            }
-            Entry::Vacant(new) => (
-                new.insert(kinds.iter().map(|&k| Running::new(k)).collect()),
-                None,
-            ),
-        };
-        for (_, t, inputs, diff) in key_events {
-            for (r, value) in running.iter_mut().zip(inputs) {
-                r.add(*t, value, *diff);
-            }
+    let (running, before) = match keys.get_mut(key) {
+        Some(running) => {
+            let before: Row = running.iter().map(Running::value).collect();
+            (running, Some(before))
         }
-        let after: Row = running.iter().map(Running::value).collect();
-        if before.as_ref() == Some(&after) {
-            continue;
+        None => (
+            keys.entry(key.clone())
+                .or_insert_with(|| kinds.iter().map(|&k| Running::new(k)).collect()),
+            None,
+        ),
+    };
+    for ((_, (t, inputs)), _, diff) in events {
+        for (r, value) in running.iter_mut().zip(inputs) {
+            r.add(*t, value, *diff);
         }
-        if let Some(before) = before {
-            session.give(((key.clone(), before), time, -1isize));
-        }
-        session.give(((key.clone(), after), time, 1isize));
     }
+    let after: Row = running.iter().map(Running::value).collect();
+    if before.as_ref() == Some(&after) {
+        return;
+    }
+    if let Some(before) = before {
+        session.give(((key.clone(), before), time, -1isize));
+    }
+    session.give(((key.clone(), after), time, 1isize));
 }
 
-/// The operator's output: (key, aggregates) updates.
-type Output<'a> =
-    OutputBuilderSession<'a, u64, CapacityContainerBuilder<Vec<((Value, Row), u64, isize)>>>;
-
-/// One update of the input: (key, event time, inputs, multiplicity).
-type Event = (Value, u64, Row, isize);
+/// A session of the operator's output: (key, aggregates) updates.
+type Session<'a, 'b> = timely::dataflow::operators::generic::Session<
+    'a,
+    'b,
+    u64,
+    CapacityContainerBuilder<Vec<((Value, Row), u64, isize)>>,
+    Capability<u64>,
+>;
 
 /// What one all-time aggregate of one key has folded in so far (as a checkpoint keeps it).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -103,6 +103,13 @@ impl<D: differential_dataflow::ExchangeData> Logged<D> {
         self.lived.push((data, from, until));
     }
 
+    /// Inserts `data` at `from`, logged as retracted at `until`, for an input whose operator
+    /// lets data go by itself (a checkpoint keeps it only until then).
+    pub(super) fn insert_logged_until(&mut self, data: D, from: u64, until: u64) {
+        self.session.update_at(data.clone(), from, 1);
+        self.lived.push((data, from, Some(until)));
+    }
+
     /// Moves the session to `time` and releases what it holds to the dataflow. The logs are
     /// compacted to `time` when they have doubled since their last compaction.
     pub(super) fn advance_to(&mut self, time: u64) {

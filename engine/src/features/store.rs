@@ -14,12 +14,73 @@ use super::state::Row;
 use super::value::Value;
 use super::{FeatureSpec, Layout};
 
-/// What the store holds of one key.
+/// What a store (or a view releasing rows) holds of one key.
 #[derive(Clone, Debug, Default)]
-struct Slot {
+pub(super) struct Slot {
     table: Option<Row>,
     /// Per window: its aggregates (`None` while the window holds no event of the key).
     windows: Vec<Option<Row>>,
+}
+
+impl Slot {
+    /// Whether the key has a table row.
+    pub(super) fn has_table_row(&self) -> bool {
+        self.table.is_some()
+    }
+}
+
+/// Each key's slot.
+pub(super) type Slots = HashMap<Value, Slot>;
+
+/// Applies one update of a key's table row or window aggregates to `slots` (of a view with
+/// `windows` windows). Within a time, a retraction must come before the insertion that replaces
+/// it.
+pub(super) fn apply_update(
+    slots: &mut Slots,
+    windows: usize,
+    (key, window, row): (Value, Option<usize>, Row),
+    diff: isize,
+) {
+    let slot = match slots.get_mut(&key) {
+        Some(slot) => slot,
+        None if diff > 0 => slots.entry(key.clone()).or_insert_with(|| Slot {
+            table: None,
+            windows: vec![None; windows],
+        }),
+        None => return,
+    };
+    let place = match window {
+        None => &mut slot.table,
+        Some(w) => &mut slot.windows[w],
+    };
+    if diff > 0 {
+        *place = Some(row);
+    } else if place.as_ref() == Some(&row) {
+        *place = None;
+    }
+    if slot.table.is_none() && slot.windows.iter().all(Option::is_none) {
+        slots.remove(&key);
+    }
+}
+
+/// The features of a key whose slot is `slot`, in [`FeatureSpec::feature_names`] order: the
+/// table's columns (nulls without a row), then the aggregates (0 for counts, else null, over an
+/// empty window).
+pub(super) fn features(spec: &FeatureSpec, layout: &Layout, slot: Option<&Slot>) -> Row {
+    let mut features: Row = match slot.and_then(|s| s.table.as_ref()) {
+        Some(row) => row.clone(),
+        None => vec![Value::Null; spec.table_columns.len()],
+    };
+    for (a, (w, j)) in spec.aggregates.iter().zip(&layout.places) {
+        let value = slot
+            .and_then(|s| s.windows.get(*w).and_then(Option::as_ref))
+            .and_then(|row| row.get(*j).cloned());
+        features.push(value.unwrap_or(match a.kind {
+            AggKind::Count | AggKind::CountDistinct => Value::Int(0),
+            _ => Value::Null,
+        }));
+    }
+    features
 }
 
 /// One update of a key's table row (`window == None`) or of one window's aggregates.
@@ -31,7 +92,7 @@ pub struct FeatureStore {
     spec: FeatureSpec,
     layout: Layout,
     integer_keys: bool,
-    slots: RwLock<HashMap<Value, Slot>>,
+    slots: RwLock<Slots>,
     frontier: AtomicU64,
 }
 
@@ -82,22 +143,8 @@ impl FeatureStore {
         (frontier, rows)
     }
 
-    fn row(&self, slots: &HashMap<Value, Slot>, key: &Value) -> Row {
-        let slot = slots.get(key);
-        let mut features: Row = match slot.and_then(|s| s.table.as_ref()) {
-            Some(row) => row.clone(),
-            None => vec![Value::Null; self.spec.table_columns.len()],
-        };
-        for (a, (w, j)) in self.spec.aggregates.iter().zip(&self.layout.places) {
-            let value = slot
-                .and_then(|s| s.windows.get(*w).cloned().flatten())
-                .and_then(|row| row.get(*j).cloned());
-            features.push(value.unwrap_or(match a.kind {
-                AggKind::Count | AggKind::CountDistinct => Value::Int(0),
-                _ => Value::Null,
-            }));
-        }
-        features
+    fn row(&self, slots: &Slots, key: &Value) -> Row {
+        features(&self.spec, &self.layout, slots.get(key))
     }
 
     /// Applies `updates` (all of them at or before `as_of`), oldest first, and moves the store's
@@ -113,23 +160,8 @@ impl FeatureStore {
         updates.sort_by_key(|(_, time, diff)| (*time, *diff));
         let windows = self.layout.windows.len();
         let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
-        for ((key, window, row), _, diff) in updates {
-            let slot = slots.entry(key.clone()).or_insert_with(|| Slot {
-                table: None,
-                windows: vec![None; windows],
-            });
-            let place = match window {
-                None => &mut slot.table,
-                Some(w) => &mut slot.windows[w],
-            };
-            if diff > 0 {
-                *place = Some(row);
-            } else if place.as_ref() == Some(&row) {
-                *place = None;
-            }
-            if slot.table.is_none() && slot.windows.iter().all(Option::is_none) {
-                slots.remove(&key);
-            }
+        for (update, _, diff) in updates {
+            apply_update(&mut slots, windows, update, diff);
         }
         self.frontier.fetch_max(as_of, Ordering::AcqRel);
     }
