@@ -30,6 +30,9 @@ type Updates<D> = Vec<(D, u64, isize)>;
 /// Keyed updates: (key, value).
 type Keyed<V> = (Value, V);
 
+/// One update of a window's input: (key, (event time, one input per aggregate)) at a time.
+pub(super) type EventUpdate = (Keyed<(u64, Row)>, u64, isize);
+
 /// A released event: (event time, its row, its features in spec order).
 pub(super) type ReleasedRow = (u64, Row, Row);
 
@@ -127,7 +130,7 @@ pub(super) fn windowed<'s>(
     events: VecCollection<'s, u64, Keyed<(u64, Row)>, isize>,
     kinds: Vec<AggKind>,
 ) -> VecCollection<'s, u64, Keyed<Row>, isize> {
-    let by_key = Exchange::new(|((key, _), _, _): &(Keyed<(u64, Row)>, u64, isize)| key.hashed());
+    let by_key = Exchange::new(|((key, _), _, _): &EventUpdate| key.hashed());
     events
         .inner
         .unary_frontier(by_key, "features: window aggregates", move |_, _| {
@@ -194,8 +197,7 @@ pub(super) fn release<'s>(
     slots: Stream<'s, u64, Vec<SlotUpdate>>,
     shape: Shape,
 ) -> Stream<'s, u64, Updates<ReleasedRow>> {
-    let by_event_key =
-        Exchange::new(|((key, _), _, _): &(Keyed<(u64, Row)>, u64, isize)| key.hashed());
+    let by_event_key = Exchange::new(|((key, _), _, _): &EventUpdate| key.hashed());
     let by_slot_key = Exchange::new(|((key, _, _), _, _): &SlotUpdate| key.hashed());
     let windows = shape.layout.windows.len();
     pending.binary_frontier(

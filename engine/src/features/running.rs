@@ -31,7 +31,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
 use super::aggregate::AggKind;
-use super::keyed::{Waiting, bound, by_key_and_time};
+use super::keyed::{EventUpdate, Waiting, bound, by_key_and_time};
 use super::state::Row;
 use super::value::Value;
 
@@ -111,7 +111,7 @@ fn fold(
     kinds: &[AggKind],
     key: &Value,
     time: u64,
-    events: &[((Value, (u64, Row)), u64, isize)],
+    events: &[EventUpdate],
     session: &mut Session<'_, '_>,
 ) {
     let (running, before) = match keys.get_mut(key) {
