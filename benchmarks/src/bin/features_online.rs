@@ -165,6 +165,14 @@ fn main() -> anyhow::Result<()> {
             "CHECKPOINTS",
             &scratch.join("checkpoints").display().to_string(),
         );
+    // `--alignment 0s`: the job's `stream.watermark_alignment` (default 10 s for features).
+    let text = match arg(&args, "--alignment") {
+        Some(span) => text.replace(
+            "max_out_of_orderness = \"1s\"\n",
+            &format!("max_out_of_orderness = \"1s\"\nwatermark_alignment = \"{span}\"\n"),
+        ),
+        None => text,
+    };
     let summary = run_job_file(&text, "features_online.toml", &scratch.join("run"), sent)?;
     let lookup_s: u64 = arg(&args, "--lookup-s").map_or(Ok(10), |v| v.parse())?;
     let connections: u32 = arg(&args, "--connections").map_or(Ok(32), |v| v.parse())?;

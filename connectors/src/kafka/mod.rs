@@ -34,6 +34,7 @@
 //! these manually assigned consumers) and committed offsets are exact.
 
 mod admin;
+mod hold;
 mod options;
 mod producer;
 mod records;

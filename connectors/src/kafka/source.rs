@@ -11,6 +11,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::admin::topic_partitions;
+use super::hold::Hold;
 use super::options::{KafkaOptions, StartFrom, TracingContext};
 use crate::{Error, Result};
 
@@ -40,6 +41,8 @@ struct Slot {
     partition: i32,
     /// The offset of the next message to deliver.
     next: i64,
+    /// The offset after the last message received from librdkafka (delivered or kept).
+    received: i64,
     /// librdkafka reported the end of the partition and no message came since.
     at_eof: bool,
     /// Started from this timestamp: drop messages older than it until the first that is not
@@ -64,8 +67,8 @@ pub struct KafkaSource {
     workers: usize,
     slots: Vec<Slot>,
     eof_count: usize,
-    /// Partitions paused by [`set_paused`](Self::set_paused).
-    paused: BTreeSet<i32>,
+    /// Partitions held back by [`set_paused`](Self::set_paused), and what they keep.
+    hold: Hold,
 }
 
 impl KafkaSource {
@@ -142,7 +145,7 @@ impl KafkaSource {
             workers,
             slots: Vec::new(),
             eof_count: 0,
-            paused: BTreeSet::new(),
+            hold: Hold::default(),
         };
         let all = topic_partitions(&source.consumer, options, topic, OPEN_TIMEOUT)?;
         let mine: Vec<i32> = all
@@ -163,6 +166,7 @@ impl KafkaSource {
             source.slots.push(Slot {
                 partition,
                 next,
+                received: next,
                 at_eof: false,
                 skip_before,
             });
@@ -268,6 +272,12 @@ impl KafkaSource {
     /// fatal or permanent error (the topic was deleted, access was denied) is returned.
     pub fn poll(&mut self, max: usize, timeout: Duration) -> Result<Vec<RawMessage>> {
         let mut out = Vec::with_capacity(max.min(8192));
+        let slots = &mut self.slots;
+        self.hold.release_into(&mut out, max, |p, offset| {
+            if let Some(slot) = slots.iter_mut().find(|s| s.partition == p) {
+                slot.next = offset + 1;
+            }
+        });
         let deadline = Instant::now() + timeout;
         while out.len() < max {
             // Fill the batch until `max` or the deadline: librdkafka hands messages over as its
@@ -282,13 +292,17 @@ impl KafkaSource {
                 Some(Ok(message)) => {
                     let partition = message.partition();
                     let offset = message.offset();
+                    let keep = self.hold.keeps(partition);
                     if let Some(i) = self.slot_index(partition) {
                         let slot = &mut self.slots[i];
-                        // Already delivered (librdkafka may fetch again after a pause).
-                        if offset < slot.next {
+                        // Already received (librdkafka fetches again after a pause).
+                        if offset < slot.received {
                             continue;
                         }
-                        slot.next = offset + 1;
+                        slot.received = offset + 1;
+                        if !keep {
+                            slot.next = offset + 1;
+                        }
                         if slot.at_eof {
                             slot.at_eof = false;
                             self.eof_count -= 1;
@@ -301,17 +315,27 @@ impl KafkaSource {
                             {
                                 slot.skip_before = None;
                             } else {
+                                // Skipped messages count as read (none is kept before them).
+                                slot.next = offset + 1;
                                 continue;
                             }
                         }
                     }
-                    out.push(RawMessage {
+                    let raw = RawMessage {
                         partition,
                         offset,
                         timestamp_ms: message.timestamp().to_millis(),
                         key: message.key().map(<[u8]>::to_vec),
                         payload: message.payload().map(<[u8]>::to_vec),
-                    });
+                    };
+                    if !keep {
+                        out.push(raw);
+                    } else if self.hold.keep(raw) {
+                        (self
+                            .consumer
+                            .pause(&partition_list(&self.topic, &[partition])))
+                        .map_err(|e| self.kafka_error("pause".into(), e))?;
+                    }
                 }
                 Some(Err(KafkaError::PartitionEOF(partition))) => {
                     if let Some(i) = self.slot_index(partition)
@@ -370,7 +394,7 @@ impl KafkaSource {
     /// `true` when every assigned partition has reported its end and no message came since
     /// (always `true` with no partition assigned). New messages clear it.
     pub fn at_end(&self) -> bool {
-        self.eof_count == self.slots.len()
+        self.eof_count == self.slots.len() && !self.hold.keeps_any()
     }
 
     /// `true` when the broker holds records of `partition` that this source has not delivered yet:
@@ -385,6 +409,9 @@ impl KafkaSource {
         let Some(slot) = self.slots.iter().find(|s| s.partition == partition) else {
             return false;
         };
+        if self.hold.has_kept(partition) {
+            return true;
+        }
         if slot.at_eof {
             return false;
         }
@@ -405,22 +432,18 @@ impl KafkaSource {
             && high > slot.next
     }
 
-    /// Pauses fetching exactly the partitions in `partitions` (of those this source reads) and
-    /// resumes the others it paused before; a resumed partition goes on from the next offset to
-    /// deliver, so pausing neither loses nor repeats a message.
+    /// Holds back exactly the partitions in `partitions` (of those this source reads): their
+    /// messages are not delivered until a later call releases them. What librdkafka fetched of a
+    /// held partition is kept (up to [`KEPT_BYTES`](super::hold::KEPT_BYTES), then it stops
+    /// fetching it), so holding neither loses, repeats nor fetches a message twice.
     pub fn set_paused(&mut self, partitions: &BTreeSet<i32>) -> Result<()> {
         let wanted: BTreeSet<i32> = (partitions.iter().copied())
             .filter(|p| self.slot_index(*p).is_some())
             .collect();
-        if wanted == self.paused {
+        if &wanted == self.hold.held() {
             return Ok(());
         }
-        let pause: Vec<i32> = wanted.difference(&self.paused).copied().collect();
-        let resume: Vec<i32> = self.paused.difference(&wanted).copied().collect();
-        if !pause.is_empty() {
-            (self.consumer.pause(&partition_list(&self.topic, &pause)))
-                .map_err(|e| self.kafka_error("pause".into(), e))?;
-        }
+        let resume = self.hold.set_held(wanted);
         if !resume.is_empty() {
             (self.consumer.resume(&partition_list(&self.topic, &resume)))
                 .map_err(|e| self.kafka_error("resume".into(), e))?;
@@ -428,19 +451,24 @@ impl KafkaSource {
                 let Some(i) = self.slot_index(p) else {
                     continue;
                 };
-                let next = self.slots[i].next;
+                let from = self.slots[i].received;
                 self.consumer
-                    .seek(&self.topic, p, Offset::Offset(next), OPEN_TIMEOUT)
-                    .map_err(|e| self.kafka_error(format!("seek partition {p} to {next}"), e))?;
+                    .seek(&self.topic, p, Offset::Offset(from), OPEN_TIMEOUT)
+                    .map_err(|e| self.kafka_error(format!("seek partition {p} to {from}"), e))?;
             }
         }
-        self.paused = wanted;
         Ok(())
     }
 
-    /// The partitions [`set_paused`](Self::set_paused) paused.
+    /// How many bytes (keys and payloads) a held partition keeps before librdkafka stops
+    /// fetching it (default [`KEPT_BYTES`](super::hold::KEPT_BYTES)).
+    pub fn set_hold_bytes(&mut self, bytes: usize) {
+        self.hold.cap = bytes.max(1);
+    }
+
+    /// The partitions [`set_paused`](Self::set_paused) holds back.
     pub fn paused(&self) -> &BTreeSet<i32> {
-        &self.paused
+        self.hold.held()
     }
 
     /// The partitions this source reads, sorted.

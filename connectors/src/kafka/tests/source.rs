@@ -308,14 +308,24 @@ fn unread_messages_are_the_lag_behind_the_fetched_high_watermark() {
 }
 
 /// A paused partition delivers nothing; resumed, it goes on from where it stopped, with no
-/// message lost or repeated.
+/// message lost or repeated: with what librdkafka fetched of it kept, and (a tiny hold) with it
+/// paused in librdkafka and fetched again after what was kept.
 #[test]
 fn a_paused_partition_resumes_where_it_stopped() {
+    for hold_bytes in [None, Some(200)] {
+        pause_and_resume(hold_bytes);
+    }
+}
+
+fn pause_and_resume(hold_bytes: Option<usize>) {
     let Some(options) = broker() else { return };
     let topic = fixture(&options, "pause", 2, 2000);
     let group = unique("g-pause");
     let mut source =
         KafkaSource::open(&options, &topic, &group, 0, 1, StartFrom::Earliest, None).unwrap();
+    if let Some(bytes) = hold_bytes {
+        source.set_hold_bytes(bytes);
+    }
     let mut seen: Vec<(i32, i64)> = Vec::new();
     let deadline = Instant::now() + TIMEOUT;
     while !seen.iter().any(|m| m.0 == 0) {
@@ -344,6 +354,11 @@ fn a_paused_partition_resumes_where_it_stopped() {
     );
     for p in 0..2 {
         let offsets: Vec<i64> = seen.iter().filter(|m| m.0 == p).map(|m| m.1).collect();
-        assert_eq!(offsets, (0..1000).collect::<Vec<_>>(), "partition {p}");
+        assert_eq!(
+            offsets,
+            (0..1000).collect::<Vec<_>>(),
+            "partition {p}, hold {hold_bytes:?}"
+        );
     }
+    assert!(!source.has_unread(0) && source.at_end());
 }
