@@ -124,11 +124,7 @@ pub(super) fn build(
                 all_time.push(handles);
             }
             let slots = follow(scope.concatenate(slots), &current, &remote, &probe);
-            keyed::release(pending.inner, slots, shape)
-                .inspect(move |(data, time, diff)| {
-                    sink.borrow_mut().push((data.clone(), *time, *diff))
-                })
-                .probe_with(&probe);
+            keyed::release(pending.inner, slots, shape, sink).probe_with(&probe);
             (table_input, pending_input, window_inputs, all_time)
         });
     Built {

@@ -7,7 +7,9 @@
 //! tests compare the released rows with a recomputation), without arranging every event, its
 //! retraction a millisecond later and every intermediate join result.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 
 use differential_dataflow::hashable::Hashable;
 use differential_dataflow::{AsCollection, VecCollection};
@@ -38,15 +40,19 @@ pub(super) type ReleasedRow = (u64, Row, Row);
 
 /// Updates that wait until the frontier passes their time, and a capability at a time no later
 /// than any of them (so that everything becoming ready goes out in one session).
+///
+/// Each input batch is kept sorted by time, latest first, so that what becomes ready is split off
+/// its end without touching the updates that still wait (a view holds tens of thousands of
+/// records waiting for the watermark, and the frontier moves every step).
 pub(super) struct Waiting<D> {
-    updates: Updates<D>,
+    batches: Vec<Updates<D>>,
     held: Option<Capability<u64>>,
 }
 
 impl<D> Default for Waiting<D> {
     fn default() -> Self {
         Waiting {
-            updates: Vec::new(),
+            batches: Vec::new(),
             held: None,
         }
     }
@@ -66,7 +72,13 @@ impl<D> Waiting<D> {
         {
             self.held = Some(cap);
         }
-        self.updates.append(data);
+        let mut batch = std::mem::take(data);
+        // Input batches mostly come in time order: reversed, they are sorted at once.
+        batch.reverse();
+        if !batch.is_sorted_by(|a, b| a.1 >= b.1) {
+            batch.sort_by_key(|u| std::cmp::Reverse(u.1));
+        }
+        self.batches.push(batch);
     }
 
     /// The updates before `bound` (the inputs' frontier), with a capability to send what they
@@ -77,11 +89,20 @@ impl<D> Waiting<D> {
             return None;
         }
         let cap = held.clone();
-        let (ready, waiting): (Updates<D>, Updates<D>) = std::mem::take(&mut self.updates)
-            .into_iter()
-            .partition(|(_, time, _)| *time < bound);
-        self.updates = waiting;
-        match self.updates.iter().map(|(_, time, _)| *time).min() {
+        let mut ready = Vec::new();
+        for batch in &mut self.batches {
+            let waits = batch.partition_point(|(_, time, _)| *time >= bound);
+            if waits < batch.len() {
+                if ready.is_empty() && waits == 0 {
+                    std::mem::swap(&mut ready, batch);
+                } else {
+                    ready.append(&mut batch.split_off(waits));
+                }
+            }
+        }
+        self.batches.retain(|batch| !batch.is_empty());
+        let least = (self.batches.iter()).filter_map(|batch| batch.last().map(|(_, t, _)| *t));
+        match least.min() {
             Some(least) => self.held.as_mut().expect("held").downgrade(&least),
             None => self.held = None,
         }
@@ -105,13 +126,24 @@ pub(super) fn bound(frontier: &MutableAntichain<u64>) -> u64 {
 }
 
 /// Sorts keyed updates by key, then time, then value, and calls `each` with every key's updates
-/// of one time, in that order.
+/// of one time, in that order. Keys are compared by hash first (keys are strings more often than
+/// not, and a sort compares each many times); only the order within a key matters.
 pub(super) fn by_key_and_time<V: Ord>(
-    mut updates: Updates<Keyed<V>>,
+    updates: Updates<Keyed<V>>,
     mut each: impl FnMut(&Value, u64, &[(Keyed<V>, u64, isize)]),
 ) {
-    updates
-        .sort_unstable_by(|((ka, va), ta, _), ((kb, vb), tb, _)| (ka, ta, va).cmp(&(kb, tb, vb)));
+    let mut hashed: Updates<(u64, Keyed<V>)> = (updates.into_iter())
+        .map(|((key, value), time, diff)| ((key.hashed(), (key, value)), time, diff))
+        .collect();
+    hashed.sort_unstable_by(|((ha, (ka, va)), ta, _), ((hb, (kb, vb)), tb, _)| {
+        (ha.cmp(hb))
+            .then_with(|| ka.cmp(kb))
+            .then(ta.cmp(tb))
+            .then_with(|| va.cmp(vb))
+    });
+    let updates: Updates<Keyed<V>> = (hashed.into_iter())
+        .map(|((_, keyed), time, diff)| (keyed, time, diff))
+        .collect();
     for group in updates.chunk_by(|((ka, _), ta, _), ((kb, _), tb, _)| ta == tb && ka == kb) {
         each(&group[0].0.0, group[0].1, group);
     }
@@ -191,12 +223,16 @@ pub(super) struct Shape {
 /// passed its time, with its key's table row and aggregates (`slots`: their updates, as
 /// [`SlotUpdate`]s) as they stand at that time, every update at or before it applied and none
 /// after. With `shape.spec.inner_join`, an event whose key has no table row is dropped.
-/// Retractions of pending events (an event leaving at `t + 1`) are ignored.
+/// Retractions of pending events (an event leaving at `t + 1`) are ignored. The released rows go
+/// straight into `sink` (no copy for a downstream operator); the output stream carries no data,
+/// only the operator's progress, for a probe: a row at time `t` is in `sink` once its frontier
+/// has passed `t`.
 pub(super) fn release<'s>(
     pending: Stream<'s, u64, Updates<Keyed<(u64, Row)>>>,
     slots: Stream<'s, u64, Vec<SlotUpdate>>,
     shape: Shape,
-) -> Stream<'s, u64, Updates<ReleasedRow>> {
+    sink: Rc<RefCell<Updates<ReleasedRow>>>,
+) -> Stream<'s, u64, Vec<()>> {
     let by_event_key = Exchange::new(|((key, _), _, _): &EventUpdate| key.hashed());
     let by_slot_key = Exchange::new(|((key, _, _), _, _): &SlotUpdate| key.hashed());
     let windows = shape.layout.windows.len();
@@ -209,7 +245,9 @@ pub(super) fn release<'s>(
             let mut events = Waiting::default();
             let mut updates = Waiting::default();
             let mut state: Slots = HashMap::new();
-            move |(pending, pending_frontier), (slots, slots_frontier), output| {
+            move |(pending, pending_frontier),
+                  (slots, slots_frontier),
+                  _: &mut OutputBuilderSession<'_, u64, CapacityContainerBuilder<Vec<()>>>| {
                 pending.for_each(|cap, data| {
                     data.retain(|(_, _, diff)| *diff > 0);
                     events.push(cap, data);
@@ -217,7 +255,7 @@ pub(super) fn release<'s>(
                 slots.for_each(|cap, data| updates.push(cap, data));
                 let bound = bound(pending_frontier).min(bound(slots_frontier));
                 let mut ready_updates = updates.ready(bound).map(|(_, u)| u).unwrap_or_default();
-                let Some((cap, mut ready)) = events.ready(bound) else {
+                let Some((_, mut ready)) = events.ready(bound) else {
                     for (update, _, diff) in sorted(ready_updates) {
                         store::apply_update(&mut state, windows, update, diff);
                     }
@@ -226,7 +264,7 @@ pub(super) fn release<'s>(
                 ready.sort_unstable_by_key(|(_, time, _)| *time);
                 ready_updates = sorted(ready_updates);
                 let mut applied = ready_updates.into_iter().peekable();
-                let mut session = output.session(&cap);
+                let mut sink = sink.borrow_mut();
                 for ((key, (t, row)), time, n) in ready {
                     while let Some((update, _, diff)) = applied.next_if(|(_, at, _)| *at <= time) {
                         store::apply_update(&mut state, windows, update, diff);
@@ -236,7 +274,7 @@ pub(super) fn release<'s>(
                         continue;
                     }
                     let features = store::features(&shape.spec, &shape.layout, slot);
-                    session.give(((t, row, features), time, n));
+                    sink.push(((t, row, features), time, n));
                 }
                 for (update, _, diff) in applied {
                     store::apply_update(&mut state, windows, update, diff);

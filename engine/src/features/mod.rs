@@ -352,13 +352,18 @@ impl FeatureView {
             if at != time || n <= 0 {
                 continue;
             }
-            for _ in 0..n {
+            for _ in 1..n {
                 rows.push(Released {
                     time,
                     row: row.clone(),
                     features: features.clone(),
                 });
             }
+            rows.push(Released {
+                time,
+                row,
+                features,
+            });
         }
         rows
     }
@@ -370,11 +375,12 @@ impl FeatureView {
         };
         let probe = &self.built.probe;
         let mut current = current.borrow_mut();
-        let (mut done, open): (Vec<_>, Vec<_>) = current
+        let (done, open): (Vec<_>, Vec<_>) = current
             .drain(..)
             .partition(|(_, time, _)| !probe.less_equal(time));
         *current = open;
-        consolidate_updates(&mut done);
+        // Each key's slot has one producer, whose updates need no consolidation: the store
+        // applies them by time, retractions first.
         store.apply(done, self.frontier.saturating_sub(1));
     }
 
