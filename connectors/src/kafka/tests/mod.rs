@@ -5,6 +5,7 @@
 mod admin;
 mod decoding;
 mod fuzz;
+mod hold;
 mod producer;
 mod records;
 mod sink;

@@ -375,5 +375,6 @@ fn restored_view_on_another_worker_count_continues_exactly() {
     assert_same(&got, &want);
 }
 
+mod keyed;
 mod semantics;
 mod store;
