@@ -90,6 +90,8 @@ pub(super) type SlotUpdate = ((Value, Option<usize>, Row), u64, isize);
 #[derive(Debug)]
 pub struct FeatureStore {
     spec: FeatureSpec,
+    /// The feature names, made once: every lookup answers with them.
+    names: Vec<String>,
     layout: Layout,
     integer_keys: bool,
     slots: RwLock<Slots>,
@@ -101,6 +103,7 @@ impl FeatureStore {
     pub fn new(spec: &FeatureSpec, integer_keys: bool) -> Self {
         FeatureStore {
             layout: Layout::of(spec),
+            names: spec.feature_names(),
             spec: spec.clone(),
             integer_keys,
             slots: RwLock::new(HashMap::new()),
@@ -109,8 +112,8 @@ impl FeatureStore {
     }
 
     /// The feature names, in the order [`FeatureStore::lookup`] gives the values.
-    pub fn names(&self) -> Vec<String> {
-        self.spec.feature_names()
+    pub fn names(&self) -> &[String] {
+        &self.names
     }
 
     /// The key `text` names (a URL path segment): an integer for integer keys.

@@ -25,7 +25,7 @@ impl FeatureFill {
     /// Fills the feature columns of `store` by the request column `key`.
     pub fn new(store: Arc<FeatureStore>, key: &str) -> Self {
         FeatureFill {
-            names: store.names(),
+            names: store.names().to_vec(),
             store,
             key: key.to_string(),
         }

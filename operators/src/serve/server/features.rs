@@ -10,6 +10,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use millrace_engine::features::{FeatureStore, Value as Feature};
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
 use serde_json::{Map, Value, json};
 
 use super::{AppState, error, json_response};
@@ -52,9 +54,52 @@ fn store_of(state: &AppState, view: &str) -> Result<Arc<FeatureStore>, Response>
 
 /// A key's features as a JSON object, by name.
 fn named(store: &FeatureStore, values: &[Feature]) -> Map<String, Value> {
-    (store.names().into_iter())
+    (store.names().iter().cloned())
         .zip(values.iter().map(to_json))
         .collect()
+}
+
+/// One feature value, serialized as [`to_json`] makes it (without building a JSON tree: a single
+/// lookup is answered tens of thousands of times a second).
+struct FeatureJson<'a>(&'a Feature);
+
+impl Serialize for FeatureJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Feature::Null => serializer.serialize_none(),
+            Feature::Bool(b) => serializer.serialize_bool(*b),
+            Feature::Int(i) => serializer.serialize_i64(*i),
+            Feature::Float(f) if f.is_finite() => serializer.serialize_f64(*f),
+            Feature::Float(_) => serializer.serialize_none(),
+            Feature::Str(s) => serializer.serialize_str(s),
+            Feature::Bytes(b) => serializer.serialize_str(&String::from_utf8_lossy(b)),
+        }
+    }
+}
+
+/// A key's features by name, serialized as [`named`] makes them.
+struct NamedJson<'a> {
+    names: &'a [String],
+    values: &'a [Feature],
+}
+
+impl Serialize for NamedJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.values.len()))?;
+        for (name, value) in self.names.iter().zip(self.values) {
+            map.serialize_entry(name, &FeatureJson(value))?;
+        }
+        map.end()
+    }
+}
+
+/// The answer to a single lookup.
+#[derive(Serialize)]
+struct LookupJson<'a> {
+    view: &'a str,
+    key: FeatureJson<'a>,
+    as_of_ms: u64,
+    features: NamedJson<'a>,
 }
 
 pub(super) async fn lookup(
@@ -70,12 +115,15 @@ pub(super) async fn lookup(
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     let (as_of, values) = store.lookup(&key);
-    json_response(&json!({
-        "view": view,
-        "key": to_json(&key),
-        "as_of_ms": as_of,
-        "features": named(&store, &values),
-    }))
+    json_response(&LookupJson {
+        view: &view,
+        key: FeatureJson(&key),
+        as_of_ms: as_of,
+        features: NamedJson {
+            names: store.names(),
+            values: &values,
+        },
+    })
 }
 
 /// `POST /v1/features/{view}`: `{"keys": [k, …]}` (numbers or strings) answered as
