@@ -12,7 +12,7 @@ mod step;
 pub(crate) use data_parallel::train_in_loop;
 pub use data_parallel::{TrainEvent, TrainReport, train_data_parallel};
 pub(crate) use message::{JobMsg, OperatorRow, exchange};
-pub(crate) use order::sample_rows;
+pub(crate) use order::{checksum as parameter_checksum, sample_rows};
 pub use position::{DataFingerprint, EvalRecord, TrainControl, TrainPosition};
 pub use rows::TrainRows;
 pub(crate) use step::apply_summed_gradient;

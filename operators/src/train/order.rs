@@ -91,7 +91,9 @@ pub(super) fn slice_start(step: u64, steps: u64) -> u128 {
     (u128::from(step) << 64) / u128::from(steps)
 }
 
-pub(super) fn checksum(values: &[f32]) -> u64 {
+/// The checksum of a model's parameters: their little-endian bytes, hashed with
+/// [`millrace_engine::stable_hash`] (equal on every worker and every run for the same values).
+pub(crate) fn checksum(values: &[f32]) -> u64 {
     let mut bytes = Vec::with_capacity(values.len() * 4);
     for v in values {
         bytes.extend_from_slice(&v.to_le_bytes());

@@ -139,13 +139,6 @@ impl BranchRun {
 
     /// The checksum of this replica's parameters (compared over workers at the end).
     pub(super) fn checksum(&self) -> u64 {
-        millrace_engine::stable_hash(
-            &self
-                .trainer
-                .parameters()
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect::<Vec<u8>>(),
-        )
+        crate::train::parameter_checksum(&self.trainer.parameters())
     }
 }

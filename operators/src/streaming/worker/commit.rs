@@ -173,14 +173,7 @@ impl StreamWorker {
                 })
                 .collect(),
             train_s: self.started.elapsed().as_secs_f64(),
-            parameter_checksum: millrace_engine::stable_hash(
-                &self
-                    .trainer
-                    .parameters()
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect::<Vec<u8>>(),
-            ),
+            parameter_checksum: crate::train::parameter_checksum(&self.trainer.parameters()),
         })
     }
 
