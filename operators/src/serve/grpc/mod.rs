@@ -10,7 +10,7 @@
 //! wrong token, UNAVAILABLE when load is shed, RESOURCE_EXHAUSTED past `max_rows`,
 //! DEADLINE_EXCEEDED past the request timeout.
 //!
-//! The messages and the client/server code ([`proto`]) are generated from
+//! The messages and the client code ([`proto`]) are generated from
 //! `operators/proto/grpc_service.proto` by `scripts/gen-grpc.sh` and committed: building needs no
 //! protoc.
 
@@ -20,9 +20,7 @@ use std::time::Instant;
 
 use tonic::{Code, Request, Response, Status};
 
-use self::proto::grpc_inference_service_server::{
-    GrpcInferenceService, GrpcInferenceServiceServer,
-};
+use self::dispatch::{GrpcInferenceService, GrpcInferenceServiceServer};
 use self::proto::*;
 use super::model::RequestError;
 use super::server::AppState;
@@ -30,14 +28,14 @@ use super::v2::{model_metadata, request_to_batch_filling};
 use crate::{Error, Result};
 
 pub(crate) mod decode;
+pub mod dispatch;
 
-/// The generated prost messages and tonic client and server of `inference.GRPCInferenceService`
-/// (`scripts/gen-grpc.sh` writes the three files: messages, client, server).
+/// The generated prost messages and tonic client of `inference.GRPCInferenceService`
+/// (`scripts/gen-grpc.sh` writes the two files: messages, client; the server is [`dispatch`]).
 #[allow(missing_docs, clippy::all, clippy::pedantic, clippy::unwrap_used)]
 pub mod proto {
     include!("proto.rs");
     include!("proto_client.rs");
-    include!("proto_server.rs");
 }
 
 /// The gRPC status for a failure the REST server answers with HTTP `status`.
