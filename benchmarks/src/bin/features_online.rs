@@ -271,10 +271,11 @@ fn lookups(
         )
     });
     let url = format!("http://127.0.0.1:{port}");
-    // The store is filled once the restored view has taken its first step.
+    // The store holds the restored features once the restored view has taken its first step:
+    // `e1`'s table row and all-time sum (every entity has both by then).
     loop {
         if job.is_finished() || started.elapsed() > Duration::from_secs(300) {
-            bail!("the resumed job ended or took 300 s before its features answered");
+            bail!("the resumed job ended or took 300 s before its restored features answered");
         }
         std::thread::sleep(Duration::from_millis(50));
         let answer = std::process::Command::new("curl")
@@ -282,7 +283,8 @@ fn lookups(
             .output();
         let Ok(answer) = answer else { continue };
         let body: serde_json::Value = serde_json::from_slice(&answer.stdout).unwrap_or_default();
-        if body["as_of_ms"].as_u64().is_some_and(|t| t > 0) {
+        let features = &body["features"];
+        if !features["affinity"].is_null() && !features["f1_sum"].is_null() {
             break;
         }
     }

@@ -341,10 +341,9 @@ impl FeatureView {
         self.update_store();
         let probe = &self.built.probe;
         let mut output = self.built.output.borrow_mut();
-        let (mut done, open): (Vec<_>, Vec<_>) = output
-            .drain(..)
-            .partition(|(_, time, _)| !probe.less_equal(time));
-        *output = open;
+        // What stays waits in place (an idle job calls this every step with the same few open).
+        let mut done: Vec<_> =
+            (output.extract_if(.., |(_, time, _)| !probe.less_equal(time))).collect();
         consolidate_updates(&mut done);
         let mut rows = Vec::new();
         for ((time, row, features), at, n) in done {
@@ -375,28 +374,31 @@ impl FeatureView {
         };
         let probe = &self.built.probe;
         let mut current = current.borrow_mut();
-        let (done, open): (Vec<_>, Vec<_>) = current
-            .drain(..)
-            .partition(|(_, time, _)| !probe.less_equal(time));
-        *current = open;
+        let done: Vec<_> =
+            (current.extract_if(.., |(_, time, _)| !probe.less_equal(time))).collect();
         // Each key's slot has one producer, whose updates need no consolidation: the store
         // applies them by time, retractions first.
         store.apply(done, self.frontier.saturating_sub(1));
     }
 
-    /// This worker's share of the view's state, compacted to the frontier.
+    /// This worker's share of the view's state: the events waiting for their features (all at or
+    /// after the frontier), and the table and the windows compacted to the last complete
+    /// millisecond, the time a restore brings them back at: that time is complete as soon as the
+    /// restored view reaches the frontier, so its store serves the restored features before any
+    /// new event moves the watermark (a job resumed on a quiet stream).
     pub fn state(&mut self) -> FeatureState {
         let frontier = self.frontier;
+        let complete = frontier.saturating_sub(1);
         let built = &mut self.built;
         FeatureState {
             view: self.spec.describe(),
             frontier,
-            table: built.table.state(frontier),
+            table: built.table.state(complete),
             pending: built.pending.state(frontier),
             windows: built
                 .windows
                 .iter_mut()
-                .map(|w| w.state(frontier))
+                .map(|w| w.state(complete))
                 .collect(),
             running: built.windows.iter().map(|w| w.running()).collect(),
         }
@@ -431,7 +433,9 @@ impl FeatureView {
             let Some(mut restore) = at.as_mut().and_then(|at| at.restore.take()) else {
                 continue;
             };
-            restore.advance_to(first.frontier);
+            // The running values hold the events before the frontier: they are of the last
+            // complete millisecond, as the table and the windows are.
+            restore.advance_to(first.frontier.saturating_sub(1));
             let parts = states.iter().flat_map(|s| s.running.get(w).cloned());
             for (i, key) in parts.flatten().enumerate() {
                 if i % peers == index {

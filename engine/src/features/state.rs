@@ -25,7 +25,10 @@ type Updates<D> = Vec<(D, u64, isize)>;
 pub struct FeatureState {
     /// The view the state is of, as [`super::FeatureSpec::describe`] writes it.
     pub view: String,
-    /// The frontier the updates are compacted to (the job's watermark at the checkpoint).
+    /// The view's frontier at the checkpoint (the job's watermark). The waiting events are at or
+    /// after it; the table and the windows are compacted to the millisecond before it (states
+    /// written before that was so are compacted to it: restored, their features are served once
+    /// the frontier has moved on).
     pub frontier: u64,
     /// The table: (key, row).
     pub table: Updates<(Value, Row)>,

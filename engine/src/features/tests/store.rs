@@ -144,3 +144,79 @@ fn every_process_store_holds_every_key() {
         }
     }
 }
+
+/// A view restored from a checkpoint serves the checkpoint's features at once, as of the
+/// millisecond before its frontier, though nothing new arrives to move the frontier on (a job
+/// resumed on a quiet stream); the events still waiting are released once it does move.
+#[test]
+fn a_restored_store_serves_the_checkpoint_features_before_the_frontier_moves() {
+    let spec = FeatureSpec {
+        inner_join: false,
+        table_columns: vec!["label".into()],
+        aggregates: vec![
+            Aggregate {
+                name: "n_1s".into(),
+                kind: AggKind::Count,
+                window_ms: Some(1_000),
+            },
+            Aggregate {
+                name: "total".into(),
+                kind: AggKind::Sum,
+                window_ms: None,
+            },
+        ],
+    };
+    let run = |states: Vec<FeatureState>, frontiers: Vec<u64>, workers: usize| {
+        let store = Arc::new(FeatureStore::new(&spec, true));
+        let (shared, spec) = (Arc::clone(&store), spec.clone());
+        let out = execute::<_, Error, _>(
+            &ClusterConfig::local(workers),
+            MetricsRegistry::new(),
+            move |worker, ctx| {
+                let store = Some(Arc::clone(&shared));
+                let mut view = FeatureView::with_store(worker, "restored", spec.clone(), store, 2)?;
+                view.restore(&states, &ctx)?;
+                if states.is_empty() && ctx.index == 0 {
+                    for key in 0..6 {
+                        view.update_table(Value::Int(key), vec![Value::Int(key * 10)], 0, 1)?;
+                        for t in [100, 200 + key as u64, 500] {
+                            let inputs = vec![Value::Null, Value::Int(key + 1)];
+                            view.push_event(Value::Int(key), t, vec![Value::Int(key)], inputs)?;
+                        }
+                    }
+                }
+                let mut released = 0;
+                for &frontier in &frontiers {
+                    view.advance_to(frontier);
+                    view.complete(worker, &ctx)?;
+                    released += view.released().len();
+                }
+                Ok((view.state(), released))
+            },
+        )
+        .unwrap();
+        let (states, released): (Vec<FeatureState>, Vec<usize>) = out.into_iter().unzip();
+        (store, states, released.iter().sum::<usize>())
+    };
+    // Up to 400: the events at 500 wait.
+    let (first, states, released) = run(Vec::new(), vec![400], 2);
+    assert_eq!(released, 12);
+    let want: Vec<(u64, Row)> = (0..6).map(|k| first.lookup(&Value::Int(k))).collect();
+    assert_eq!(
+        want[3],
+        (399, vec![Value::Int(30), Value::Int(2), Value::Int(8)])
+    );
+    // Restored on 3 workers, the frontier left at 400: the same features, nothing released.
+    let (restored, _, released) = run(states.clone(), vec![400], 3);
+    assert_eq!(released, 0);
+    for k in 0..6 {
+        assert_eq!(restored.lookup(&Value::Int(k)), want[k as usize], "key {k}");
+    }
+    // Moved on, the waiting events come out with their features.
+    let (moved, _, released) = run(states, vec![600], 3);
+    assert_eq!(released, 6);
+    assert_eq!(
+        moved.lookup(&Value::Int(3)),
+        (599, vec![Value::Int(30), Value::Int(3), Value::Int(12)])
+    );
+}
