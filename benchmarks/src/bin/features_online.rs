@@ -11,7 +11,7 @@
 //! view and training (the warm-up included), as in kafka_online's backlog phase.
 //!
 //! Then the job is resumed from its last checkpoint with `[serve]` (`resume_s`: until the restored
-//! view answers) and, while it idles, `GET /v1/features/features/e{random}` is loaded twice, each
+//! view answers with the checkpoint's features) and, while it idles, `GET /v1/features/features/e{random}` is loaded twice, each
 //! for `--lookup-s` (default 10 s) over `--connections` keep-alive connections (default 32):
 //! - `lookups`: wrk (`apt-get install -y wrk`; 1 thread), a closed loop: as fast as the server
 //!   answers; req/s is the capacity, its p50/p99 are latencies at saturation;
