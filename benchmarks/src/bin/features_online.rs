@@ -11,8 +11,9 @@
 //! view and training (the warm-up included), as in kafka_online's backlog phase.
 //!
 //! Then the job is resumed from its last checkpoint with `[serve]` (`resume_s`: until the restored
-//! view answers with the checkpoint's features) and, while it idles, `GET /v1/features/features/e{random}` is loaded twice, each
-//! for `--lookup-s` (default 10 s) over `--connections` keep-alive connections (default 32):
+//! view answers with the checkpoint's features) and, while it idles,
+//! `GET /v1/features/features/e{random}` is loaded twice, each for `--lookup-s` (default 10 s)
+//! over `--connections` keep-alive connections (default 32):
 //! - `lookups`: wrk (`apt-get install -y wrk`; 1 thread), a closed loop: as fast as the server
 //!   answers; req/s is the capacity, its p50/p99 are latencies at saturation;
 //! - `lookups_fixed_rate`: requests due at a fixed `--rate` (default 50,000/s, the goal's rate),
