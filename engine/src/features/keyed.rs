@@ -8,7 +8,7 @@
 //! retraction a millisecond later and every intermediate join result.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use differential_dataflow::hashable::Hashable;
@@ -22,7 +22,7 @@ use timely::progress::frontier::MutableAntichain;
 
 use super::aggregate::AggKind;
 use super::state::Row;
-use super::store::{self, SlotUpdate, Slots};
+use super::store::{self, KeyMap, SlotUpdate, Slots};
 use super::value::Value;
 use super::{FeatureSpec, Layout};
 
@@ -167,7 +167,7 @@ pub(super) fn windowed<'s>(
         .inner
         .unary_frontier(by_key, "features: window aggregates", move |_, _| {
             let mut waiting = Waiting::default();
-            let mut keys: HashMap<Value, BTreeMap<(u64, Row), isize>> = HashMap::new();
+            let mut keys: KeyMap<BTreeMap<(u64, Row), isize>> = KeyMap::default();
             move |(input, frontier), output: &mut AggregatesOutput<'_>| {
                 input.for_each(|cap, data| waiting.push(cap, data));
                 let Some((cap, ready)) = waiting.ready(bound(frontier)) else {
@@ -244,7 +244,7 @@ pub(super) fn release<'s>(
         move |_, _| {
             let mut events = Waiting::default();
             let mut updates = Waiting::default();
-            let mut state: Slots = HashMap::new();
+            let mut state = Slots::default();
             move |(pending, pending_frontier),
                   (slots, slots_frontier),
                   _: &mut OutputBuilderSession<'_, u64, CapacityContainerBuilder<Vec<()>>>| {

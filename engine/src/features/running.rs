@@ -18,7 +18,7 @@
 //! their own event time all the same).
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::rc::Rc;
 
 use differential_dataflow::hashable::Hashable;
@@ -33,6 +33,7 @@ use timely::dataflow::operators::generic::Operator;
 use super::aggregate::AggKind;
 use super::keyed::{EventUpdate, Waiting, bound, by_key_and_time};
 use super::state::Row;
+use super::store::KeyMap;
 use super::value::Value;
 
 /// One window's events: (key, (event time, one input per aggregate)).
@@ -45,7 +46,7 @@ pub(super) type KeyState = (Value, Vec<Running>);
 #[derive(Debug, Default)]
 pub(super) struct AllTime {
     /// Each key's running values.
-    pub(super) keys: HashMap<Value, Vec<Running>>,
+    pub(super) keys: KeyMap<Vec<Running>>,
     /// Every event before this time is folded into `keys`.
     pub(super) folded_before: u64,
 }
@@ -107,7 +108,7 @@ pub(super) fn all_time<'s>(
 /// Folds `key`'s events of `time` (sorted by event time and inputs) into `keys`, giving the
 /// key's old values (-1) and new ones (+1) at `time` when they change.
 fn fold(
-    keys: &mut HashMap<Value, Vec<Running>>,
+    keys: &mut KeyMap<Vec<Running>>,
     kinds: &[AggKind],
     key: &Value,
     time: u64,

