@@ -10,6 +10,7 @@ mod config_errors;
 mod deploy;
 mod faulty_proxy;
 mod features_kafka_table;
+mod features_lookups;
 mod features_scale;
 mod features_sql;
 mod features_stream;
