@@ -12,22 +12,9 @@ use axum::response::Response;
 use millrace_engine::features::{FeatureStore, Value as Feature};
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use super::{AppState, error, json_response};
-
-/// One feature value as JSON (a non-finite float as null, bytes as lossy UTF-8).
-fn to_json(value: &Feature) -> Value {
-    match value {
-        Feature::Null => Value::Null,
-        Feature::Bool(b) => json!(b),
-        Feature::Int(i) => json!(i),
-        Feature::Float(f) if f.is_finite() => json!(f),
-        Feature::Float(_) => Value::Null,
-        Feature::Str(s) => json!(s),
-        Feature::Bytes(b) => json!(String::from_utf8_lossy(b)),
-    }
-}
 
 /// Keys one batch lookup may ask for.
 const MAX_KEYS: usize = 10_000;
@@ -52,15 +39,9 @@ fn store_of(state: &AppState, view: &str) -> Result<Arc<FeatureStore>, Response>
     })
 }
 
-/// A key's features as a JSON object, by name.
-fn named(store: &FeatureStore, values: &[Feature]) -> Map<String, Value> {
-    (store.names().iter().cloned())
-        .zip(values.iter().map(to_json))
-        .collect()
-}
-
-/// One feature value, serialized as [`to_json`] makes it (without building a JSON tree: a single
-/// lookup is answered tens of thousands of times a second).
+/// One feature value as JSON (a non-finite float as null, bytes as lossy UTF-8), serialized
+/// straight from the value, without building a JSON tree: a single lookup is answered tens of
+/// thousands of times a second.
 struct FeatureJson<'a>(&'a Feature);
 
 impl Serialize for FeatureJson<'_> {
@@ -77,7 +58,7 @@ impl Serialize for FeatureJson<'_> {
     }
 }
 
-/// A key's features by name, serialized as [`named`] makes them.
+/// A key's features as a JSON object, by name.
 struct NamedJson<'a> {
     names: &'a [String],
     values: &'a [Feature],
@@ -100,6 +81,21 @@ struct LookupJson<'a> {
     key: FeatureJson<'a>,
     as_of_ms: u64,
     features: NamedJson<'a>,
+}
+
+/// One key of a batch lookup's answer.
+#[derive(Serialize)]
+struct RowJson<'a> {
+    key: FeatureJson<'a>,
+    features: NamedJson<'a>,
+}
+
+/// The answer to a batch lookup.
+#[derive(Serialize)]
+struct BatchJson<'a> {
+    view: &'a str,
+    as_of_ms: u64,
+    rows: Vec<RowJson<'a>>,
 }
 
 pub(super) async fn lookup(
@@ -178,8 +174,18 @@ pub(super) async fn lookup_many(
         }
     }
     let (as_of, rows) = store.lookup_many(&keys);
-    let rows: Vec<Value> = (keys.iter().zip(&rows))
-        .map(|(key, values)| json!({"key": to_json(key), "features": named(&store, values)}))
+    let rows = (keys.iter().zip(&rows))
+        .map(|(key, values)| RowJson {
+            key: FeatureJson(key),
+            features: NamedJson {
+                names: store.names(),
+                values,
+            },
+        })
         .collect();
-    json_response(&json!({"view": view, "as_of_ms": as_of, "rows": rows}))
+    json_response(&BatchJson {
+        view: &view,
+        as_of_ms: as_of,
+        rows,
+    })
 }
